@@ -1,0 +1,98 @@
+"""Object storage behind one small interface, so datasets and artifacts live on any backend.
+
+Keys are POSIX-style relative paths (``datasets/churn/versions/ab12/manifest.json``). Writes are
+atomic per object (write to a temporary name, then rename/commit), so a crash never leaves a
+half-written object under its final key. ``local`` is built here; ``aws`` (S3) and ``azure``
+(Blob) implement the same protocol in later backends.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path, PurePosixPath
+from typing import Iterator, Protocol, runtime_checkable
+
+
+class ObjectNotFound(FileNotFoundError):
+    pass
+
+
+@runtime_checkable
+class ObjectStore(Protocol):
+    """What every storage backend provides."""
+
+    def put_bytes(self, key: str, data: bytes) -> None: ...
+    def get_bytes(self, key: str) -> bytes: ...
+    def exists(self, key: str) -> bool: ...
+    def list_keys(self, prefix: str = "") -> list[str]: ...
+    def delete(self, key: str) -> None: ...
+    def uri(self, key: str = "") -> str: ...
+
+
+def _clean_key(key: str) -> str:
+    path = PurePosixPath(key)
+    if path.is_absolute() or ".." in path.parts:
+        raise ValueError(f"object key must be relative and stay inside the store: {key!r}")
+    return str(path) if str(path) != "." else ""
+
+
+class LocalObjectStore:
+    """A folder on disk (``file://``). Writes go through a temp file and ``os.replace``."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root).expanduser().resolve()
+
+    def path(self, key: str) -> Path:
+        return self.root / _clean_key(key)
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        target = self.path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=target.parent)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def get_bytes(self, key: str) -> bytes:
+        try:
+            return self.path(key).read_bytes()
+        except FileNotFoundError as exc:
+            raise ObjectNotFound(f"no object {key!r} in {self.uri()}") from exc
+
+    def exists(self, key: str) -> bool:
+        return self.path(key).is_file()
+
+    def list_keys(self, prefix: str = "") -> list[str]:
+        base = self.path(prefix) if prefix else self.root
+        # A prefix may be a folder or the start of a file name.
+        search_root = base if base.is_dir() else base.parent
+        if not search_root.is_dir():
+            return []
+        out = []
+        for p in _walk_files(search_root):
+            key = p.relative_to(self.root).as_posix()
+            if key.startswith(_clean_key(prefix)) and not p.name.startswith(".tmp-"):
+                out.append(key)
+        return sorted(out)
+
+    def delete(self, key: str) -> None:
+        self.path(key).unlink(missing_ok=True)
+
+    def uri(self, key: str = "") -> str:
+        return self.path(key).as_uri() if key else self.root.as_uri()
+
+    def __repr__(self) -> str:
+        return f"LocalObjectStore({str(self.root)!r})"
+
+
+def _walk_files(root: Path) -> Iterator[Path]:
+    for dirpath, _dirs, files in os.walk(root):
+        for name in files:
+            yield Path(dirpath) / name
