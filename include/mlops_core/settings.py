@@ -106,6 +106,7 @@ class MonitoringSettings:
     column_p_value: float = 0.05
     min_rows: int = 100
     reference_rows: int = 20_000
+    max_metric_drop: float = 0.05
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,49 @@
+"""
+### Deploy: serve the champion, smoke-test, verify, roll back on failure
+
+Triggered by **champion_model** events (from evaluate_register in dev, from promote in the
+later environments; the event says which environment). Deploys the environment's `@champion`
+to its serving target (`backends.serving`; locally an MLflow scoring server on
+`serving.host:serving.port`), sends held-out rows to `/invocations`, verifies that what is live
+is what was asked for, and on any failure puts the previous champion back and fails the run.
+Emits **deployment**.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from airflow.sdk import Param, dag, task
+
+from mlops_airflow.assets import CHAMPION, DEPLOYMENT
+from mlops_airflow.dag_defaults import DEFAULT_ARGS, ENVIRONMENTS, START_DATE, env_param
+
+
+@dag(
+    schedule=[CHAMPION],
+    start_date=START_DATE,
+    catchup=False,
+    max_active_runs=1,
+    doc_md=__doc__,
+    default_args={**DEFAULT_ARGS, "retries": 1},
+    tags=["mlops", "deployment"],
+    params={"env": env_param()},
+)
+def deploy():
+    @task(outlets=[DEPLOYMENT], execution_timeout=timedelta(minutes=15))
+    def deploy_champion(**context) -> dict:
+        from mlops_core.stages.deploy import deploy_champion as run
+
+        from mlops_airflow.runtime import settings_for, triggering_extras
+
+        events = triggering_extras(context, CHAMPION)
+        # Several queued champion events: deploy each environment once, newest event wins.
+        targets = {e["env"]: e for e in events if e.get("env") in ENVIRONMENTS} or {context["params"]["env"]: {}}
+        reports = [run(settings_for(context, env), e.get("version")) for env, e in targets.items()]
+        context["outlet_events"][DEPLOYMENT].extra = {"deployments": reports}
+        return {"deployments": reports}
+
+    deploy_champion()
+
+
+deploy()

@@ -1,0 +1,55 @@
+"""
+### Features: materialize new dataset versions into the feature store
+
+Triggered by **dataset_version** events. Writes each new version's rows to the Feast offline
+store (one Parquet file per version) and the latest value per entity to the online store;
+the work is proportional to the new rows only. Emits **feature_snapshot** with the versions
+and row counts.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from airflow.sdk import dag, task
+
+from mlops_airflow.assets import DATASET, FEATURES
+from mlops_airflow.dag_defaults import DEFAULT_ARGS, START_DATE, env_param
+
+
+@dag(
+    schedule=[DATASET],
+    start_date=START_DATE,
+    catchup=False,
+    max_active_runs=1,
+    doc_md=__doc__,
+    default_args=DEFAULT_ARGS,
+    tags=["mlops", "features"],
+    params={"env": env_param()},
+)
+def features():
+    @task(outlets=[FEATURES], execution_timeout=timedelta(minutes=30))
+    def materialize(**context) -> dict:
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        from mlops_core.datasets import DatasetStore
+        from mlops_core.backends import object_store
+        from mlops_core.stages.features import materialize_versions
+
+        from mlops_airflow.runtime import settings_for, triggering_extras
+
+        settings = settings_for(context)
+        versions = [e["version_id"] for e in triggering_extras(context, DATASET) if e.get("version_id")]
+        if not versions:  # a manual run: (re)materialize the newest version
+            latest = DatasetStore(object_store(settings), settings.load_contract().name).latest_version()
+            if latest is None:
+                raise AirflowSkipException("no dataset version exists yet")
+            versions = [latest["version_id"]]
+        report = materialize_versions(settings, versions)
+        context["outlet_events"][FEATURES].extra = report
+        return report
+
+    materialize()
+
+
+features()

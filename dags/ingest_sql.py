@@ -1,0 +1,59 @@
+"""
+### Ingest SQL: new rows of a database table -> validated, immutable dataset version
+
+Reads the rows of `dataset.sql_source.table` whose watermark column is above the stored
+watermark (any SQLAlchemy URL, through the common-sql provider), validates them against the
+dataset contract, quarantines bad rows, and commits a new dataset version. The watermark moves
+only after the version is committed, so a failed run is simply re-read. Emits
+**dataset_version**. Skips when no SQL source is configured for the environment.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from airflow.sdk import dag, task
+
+from mlops_airflow.assets import DATASET
+from mlops_airflow.dag_defaults import DEFAULT_ARGS, START_DATE, env_param
+
+
+@dag(
+    schedule=timedelta(hours=1),
+    start_date=START_DATE,
+    catchup=False,
+    max_active_runs=1,
+    doc_md=__doc__,
+    default_args=DEFAULT_ARGS,
+    tags=["mlops", "ingest", "sql"],
+    params={"env": env_param()},
+)
+def ingest_sql():
+    @task(outlets=[DATASET], execution_timeout=timedelta(minutes=30))
+    def ingest_table(**context) -> dict:
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        from mlops_core.stages.ingest import ingest_sql as run
+
+        from mlops_airflow.hooks.sql_table import SqlTableHook
+        from mlops_airflow.runtime import settings_for
+
+        settings = settings_for(context)
+        source = settings.dataset.sql_source
+        if source is None:
+            raise AirflowSkipException(f"no dataset.sql_source in include/conf/{settings.env}.yaml")
+        hook = SqlTableHook(sql_conn_id=source.conn_id)
+        stamp = context.get("logical_date") or context["dag_run"].run_after
+        report = run(settings, hook.read_after_watermark, run_id=context["run_id"], ingested_at=stamp.isoformat())
+        if not report["created"]:
+            raise AirflowSkipException(f"no new dataset version: {report['reason']}")
+        context["outlet_events"][DATASET].extra = {
+            k: report[k] for k in ("dataset", "version_id", "rows", "rejected_rows", "duplicate_rows",
+                                   "sources", "event_time_min", "event_time_max")
+        }
+        return report
+
+    ingest_table()
+
+
+ingest_sql()

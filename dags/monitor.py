@@ -1,0 +1,67 @@
+"""
+### Monitor: drift and decay -> retraining
+
+Triggered by **feature_snapshot** events. Compares the new rows with the champion's training
+reference (Evidently data-drift report, kept as HTML in object storage and logged to MLflow),
+and scores the champion on the newly labelled rows. Emits **retrain_requested** when there is no
+champion yet, when the share of drifted columns reaches `monitoring.drift_share_threshold`, when
+the champion's primary metric dropped by more than `monitoring.max_metric_drop`, or when the run
+was triggered with *force retrain*. Otherwise the run ends without an event.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from airflow.sdk import Param, dag, task
+
+from mlops_airflow.assets import FEATURES, RETRAIN_REQUESTED
+from mlops_airflow.dag_defaults import DEFAULT_ARGS, START_DATE, env_param
+
+
+@dag(
+    schedule=[FEATURES],
+    start_date=START_DATE,
+    catchup=False,
+    max_active_runs=1,
+    doc_md=__doc__,
+    default_args=DEFAULT_ARGS,
+    tags=["mlops", "monitoring"],
+    params={
+        "env": env_param(),
+        "force_retrain": Param(False, type="boolean", title="Force retrain",
+                               description="Request retraining whatever the drift verdict."),
+    },
+)
+def monitor():
+    @task(execution_timeout=timedelta(minutes=20))
+    def check_drift(**context) -> dict:
+        from mlops_core.backends import object_store
+        from mlops_core.datasets import DatasetStore
+        from mlops_core.stages.monitor import check_for_retraining
+
+        from mlops_airflow.runtime import run_key, settings_for, triggering_extras
+
+        settings = settings_for(context)
+        versions = [v for e in triggering_extras(context, FEATURES) for v in e.get("version_ids", [])]
+        if not versions:
+            latest = DatasetStore(object_store(settings), settings.load_contract().name).latest_version()
+            versions = [latest["version_id"]] if latest else []
+        return check_for_retraining(settings, versions, run_key=run_key(context, "monitor"),
+                                    force=bool(context["params"]["force_retrain"]))
+
+    @task.short_circuit
+    def needs_retraining(verdict: dict) -> bool:
+        return bool(verdict["retrain"])
+
+    @task(outlets=[RETRAIN_REQUESTED])
+    def request_retraining(verdict: dict, **context) -> dict:
+        extra = {k: verdict[k] for k in ("env", "reason", "version_ids", "drift_share", "metric_drop", "summary")}
+        context["outlet_events"][RETRAIN_REQUESTED].extra = extra
+        return extra
+
+    verdict = check_drift()
+    needs_retraining(verdict) >> request_retraining(verdict)
+
+
+monitor()

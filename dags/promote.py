@@ -1,0 +1,73 @@
+"""
+### Promote: move a champion to the next environment (dev -> staging -> prod)
+
+Manual. Copies the source environment's `@champion` (or a chosen version) into the next
+environment's registry namespace and makes it that environment's `@champion`; the deploy DAG
+then serves it on that environment's target. When the target environment sets
+`promotion.require_approval` (prod by default), a human must approve in the Airflow UI
+(Required actions) before anything changes; a rejection skips the promotion.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from airflow.providers.standard.operators.hitl import ApprovalOperator
+from airflow.sdk import Param, dag, task
+
+from mlops_airflow.assets import CHAMPION
+from mlops_airflow.dag_defaults import DEFAULT_ARGS, START_DATE
+
+
+@dag(
+    schedule=None,
+    start_date=START_DATE,
+    catchup=False,
+    max_active_runs=1,
+    doc_md=__doc__,
+    default_args=DEFAULT_ARGS,
+    tags=["mlops", "promotion", "registry"],
+    params={
+        "from_env": Param("dev", type="string", enum=["dev", "staging"], title="From environment",
+                          description="Promote this environment's champion to the next one (promotion.next_env)."),
+        "version": Param(None, type=["null", "string"], pattern="^[0-9]+$", title="Model version",
+                         description="Version to promote (empty: the source environment's @champion)."),
+    },
+)
+def promote():
+    @task
+    def plan(**context) -> dict:
+        from mlops_core.stages.promote import plan_promotion
+
+        return plan_promotion(context["params"]["from_env"], context["params"].get("version"))
+
+    @task.branch
+    def needs_approval(plan: dict) -> str:
+        return "approve_promotion" if plan["requires_approval"] else "no_approval_required"
+
+    approve = ApprovalOperator(
+        task_id="approve_promotion",
+        subject="Promote {{ ti.xcom_pull(task_ids='plan')['source_model'] }} version "
+                "{{ ti.xcom_pull(task_ids='plan')['source_version'] }} to "
+                "{{ ti.xcom_pull(task_ids='plan')['to_env'] }}?",
+        body="The model becomes @champion of {{ ti.xcom_pull(task_ids='plan')['target_model'] }} and is deployed there.",
+        response_timeout=timedelta(days=3),
+    )
+
+    @task
+    def no_approval_required() -> None:
+        """The target environment does not require approval (promotion.require_approval: false)."""
+
+    @task(outlets=[CHAMPION], trigger_rule="none_failed_min_one_success")
+    def copy_champion(plan: dict, **context) -> dict:
+        from mlops_core.stages.promote import copy_champion as run
+
+        champion = run(plan)
+        context["outlet_events"][CHAMPION].extra = champion
+        return champion
+
+    p = plan()
+    needs_approval(p) >> [approve, no_approval_required()] >> copy_champion(p)
+
+
+promote()

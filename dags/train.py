@@ -1,0 +1,75 @@
+"""
+### Train: a challenger from a point-in-time-correct training set
+
+Triggered by **retrain_requested** (from monitor) or manually. Builds the training set from the
+feature store (the last `training.window_days` days, features joined as of each label's event
+time, the last `training.holdout_days` days held out), runs the training entrypoint on the
+environment's compute backend (`backends.compute`, same `/opt/ml` contract locally, on SageMaker
+and on Azure ML), and logs params, metrics, the model (skops) and the dataset lineage to MLflow.
+Emits **model_candidate**. Names derive from the run, so retries re-attach instead of duplicating.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from airflow.sdk import Param, dag, task
+
+from mlops_airflow.assets import MODEL_CANDIDATE, RETRAIN_REQUESTED
+from mlops_airflow.dag_defaults import DEFAULT_ARGS, START_DATE, env_param
+from mlops_airflow.operators.training import TrainingJobOperator
+
+
+@dag(
+    schedule=[RETRAIN_REQUESTED],
+    start_date=START_DATE,
+    catchup=False,
+    max_active_runs=1,
+    doc_md=__doc__,
+    default_args=DEFAULT_ARGS,
+    tags=["mlops", "training"],
+    params={
+        "env": env_param(),
+        "algorithm": Param(None, type=["null", "string"],
+                           enum=[None, "hist_gradient_boosting", "random_forest", "logistic_regression", "ridge"],
+                           title="Algorithm", description="Override training.algorithm for this run (empty: use the settings)."),
+        "window_days": Param(None, type=["null", "integer"], minimum=1, maximum=3650, title="Training window (days)",
+                             description="Override training.window_days for this run (empty: use the settings)."),
+    },
+)
+def train():
+    def _overrides(params: dict) -> dict:
+        training = {}
+        if params.get("algorithm"):
+            training["algorithm"] = params["algorithm"]
+        if params.get("window_days"):
+            training["window_days"] = int(params["window_days"])
+        return {"training": training}
+
+    @task(execution_timeout=timedelta(minutes=30))
+    def training_set(**context) -> dict:
+        from mlops_core.stages.train import build_training_set
+
+        from mlops_airflow.runtime import run_key, settings_for
+
+        settings = settings_for(context, **_overrides(context["params"]))
+        return build_training_set(settings, run_key(context, "ts"))
+
+    ts = training_set()
+    job = TrainingJobOperator(task_id="train_model", training_set=ts, algorithm="{{ params.algorithm or '' }}")
+
+    @task(outlets=[MODEL_CANDIDATE], execution_timeout=timedelta(minutes=20))
+    def log_to_mlflow(training_set: dict, job: dict, **context) -> dict:
+        from mlops_core.stages.train import log_candidate
+
+        from mlops_airflow.runtime import run_key, settings_for
+
+        settings = settings_for(context, **_overrides(context["params"]))
+        candidate = log_candidate(settings, training_set, job, run_key(context, "train"))
+        context["outlet_events"][MODEL_CANDIDATE].extra = candidate
+        return candidate
+
+    log_to_mlflow(ts, job.output)
+
+
+train()

@@ -1,0 +1,36 @@
+"""Conventions every lifecycle DAG shares: owner, retries with backoff, timeouts, common Params.
+
+Light on purpose: DAG files import this on every parse, so it imports only ``airflow.sdk`` and
+the standard library.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+
+import pendulum
+from airflow.sdk import Param
+
+ENVIRONMENTS = ["dev", "staging", "prod"]
+START_DATE = pendulum.datetime(2026, 1, 1, tz="UTC")
+
+DEFAULT_ARGS = {
+    "owner": "mlops",
+    "retries": 2,
+    "retry_delay": timedelta(seconds=20),
+    "retry_exponential_backoff": True,
+    "max_retry_delay": timedelta(minutes=10),
+    "execution_timeout": timedelta(minutes=30),
+}
+
+
+def env_param() -> Param:
+    """Which environment's settings (``include/conf/<env>.yaml``) a run uses."""
+    return Param(
+        os.environ.get("MLOPS_ENV", "dev"),
+        type="string",
+        enum=ENVIRONMENTS,
+        title="Environment",
+        description="Settings file include/conf/<env>.yaml; defaults to $MLOPS_ENV of the deployment.",
+    )

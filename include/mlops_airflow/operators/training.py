@@ -1,0 +1,60 @@
+"""Run the training entrypoint on the environment's compute backend."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from airflow.sdk import BaseOperator, Context
+
+
+class TrainingJobOperator(BaseOperator):
+    """Lay out an ``/opt/ml`` root for the training set and run the training job.
+
+    The backend comes from ``backends.compute`` of the environment's settings (``local`` runs
+    the entrypoint in a subprocess). The job name is deterministic per DAG run, so a retry finds
+    the finished job of an earlier try and re-attaches to its output instead of training again;
+    killing the task (``on_kill``) stops the job.
+
+    :param training_set: manifest returned by the training-set task (templated / XComArg).
+    :param job_name: deterministic job name; default derived from the DAG run. (templated)
+    :param env: environment whose settings to use; default the run's ``env`` Param. (templated)
+    :param algorithm: override ``training.algorithm``; empty uses the settings. (templated)
+    """
+
+    template_fields: Sequence[str] = ("training_set", "job_name", "env", "algorithm")
+    ui_color = "#fdf0e2"
+
+    def __init__(
+        self,
+        *,
+        training_set: Any,
+        job_name: str | None = None,
+        env: str | None = None,
+        algorithm: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.training_set = training_set
+        self.job_name = job_name
+        self.env = env
+        self.algorithm = algorithm
+        self._compute = None
+        self._running_job: str | None = None
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from mlops_core.backends import compute_backend
+        from mlops_core.stages import train as stage
+
+        from mlops_airflow.runtime import run_key, settings_for
+
+        settings = settings_for(context, self.env, training={"algorithm": self.algorithm} if self.algorithm else {})
+        job_name = self.job_name or run_key(context, "train")
+        self._compute, self._running_job = compute_backend(settings), job_name
+        self.log.info("Training job %s on the %s compute backend", job_name, settings.backends.compute)
+        result = stage.run_training_job(settings, self.training_set, job_name, compute=self._compute)
+        self.log.info("Job %s %s in %ss; metrics %s", job_name, result["status"], result["seconds"], result["metrics"])
+        return result
+
+    def on_kill(self) -> None:
+        if self._compute is not None and self._running_job:
+            self._compute.stop(self._running_job)

@@ -1,0 +1,487 @@
+"""MLflow tracking and model registry: runs, lineage, versions and aliases (never stages).
+
+One :class:`ModelRegistry` wraps one tracking store (``tracking_uri``, also used as the registry
+URI) and one experiment. Each environment has its own registry namespace, so model names are
+``<env>.<model_name>`` (``Settings.registered_model_name``); promotion between environments copies
+a version from one name to the other (:meth:`ModelRegistry.copy_to`).
+
+Every write is idempotent, so a retried Airflow task never duplicates anything:
+
+- a training run is keyed by its ``run_name`` (tag ``mlops.run_key``): a FINISHED run with the same
+  key is returned instead of logging a second one (FAILED or killed attempts are ignored);
+- a registration is keyed by the run id: one version per (model name, run);
+- a copy between namespaces is keyed by the source (tag ``mlops.source = <src name>/<version>``);
+- aliases are absolute (``champion`` points at a version), so setting them twice is harmless.
+
+Aliases: ``champion`` is what the environment serves; ``previous-champion`` is what it served
+before, recorded by :meth:`ModelRegistry.set_champion` so that :meth:`ModelRegistry.rollback` can
+move ``champion`` back.
+
+MLflow is imported inside the methods: importing this module is cheap (DAG parsing imports it).
+The fluent MLflow API (needed by ``log_model`` / ``load_model``) uses a process-global tracking
+URI; it is set and restored around each call (:func:`_fluent_tracking_uri`), so two registries
+with different stores can live in one process without leaking into each other or into
+``os.environ``.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import warnings
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+
+CHAMPION_ALIAS = "champion"
+PREVIOUS_CHAMPION_ALIAS = "previous-champion"
+MODEL_ARTIFACT_NAME = "model"
+
+RUN_KEY_TAG = "mlops.run_key"  # idempotency key of a run (its run_name)
+MODEL_ID_TAG = "mlops.model_id"  # MLflow 3 LoggedModel id of the run's model
+SOURCE_TAG = "mlops.source"  # on a copied version: "<src name>/<src version>"
+RUN_ID_TAG = "mlops.run_id"  # on every version: the training run
+ROLLED_BACK_TAG = "mlops.rolled_back"  # on a version that was champion until a rollback
+
+_FLUENT_LOCK = threading.RLock()
+
+
+class RegistryError(RuntimeError):
+    """A registry operation cannot be done as asked (unknown run, version or model)."""
+
+
+@dataclass(frozen=True)
+class ModelVersionInfo:
+    """What the pipeline needs to know about one registered model version."""
+
+    name: str
+    version: str
+    run_id: str | None
+    source: str
+    tags: dict[str, str]
+    aliases: list[str]
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def uri(self) -> str:
+        return f"models:/{self.name}/{self.version}"
+
+
+@contextmanager
+def _fluent_tracking_uri(uri: str) -> Iterator[None]:
+    """Point MLflow's fluent API at ``uri`` for the duration of the block, then restore it.
+
+    ``mlflow.set_tracking_uri`` changes a module global *and* ``MLFLOW_TRACKING_URI`` in
+    ``os.environ`` (and unsets the variable when restoring ``None``), so both are saved and
+    restored here. Serialized by a lock: the global is per process, not per thread.
+    """
+    import mlflow
+    from mlflow.tracking._model_registry import utils as registry_utils
+    from mlflow.tracking._tracking_service import utils as tracking_utils
+
+    with _FLUENT_LOCK:
+        saved_env = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+        saved_tracking = getattr(tracking_utils, "_tracking_uri", None)
+        saved_registry = getattr(registry_utils, "_registry_uri", None)
+        try:
+            mlflow.set_tracking_uri(uri)
+            mlflow.set_registry_uri(uri)
+            yield
+        finally:
+            mlflow.set_tracking_uri(saved_tracking)
+            if hasattr(registry_utils, "_registry_uri"):
+                registry_utils._registry_uri = saved_registry
+            for key, value in saved_env.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+
+
+def _quote(value: str, what: str) -> str:
+    """A value for an MLflow search filter (``'...'``); quotes cannot be escaped there."""
+    if "'" in value or '"' in value:
+        raise ValueError(f"{what} {value!r} may not contain quotes (it is used in registry searches)")
+    return f"'{value}'"
+
+
+def _is_error(exc: Exception, *codes: str) -> bool:
+    return getattr(exc, "error_code", None) in codes
+
+
+def _artifact_location(artifact_root: Path | str, experiment: str) -> str:
+    root = str(artifact_root)
+    if "://" in root:
+        return f"{root.rstrip('/')}/{experiment}"
+    return (Path(root).expanduser().resolve() / experiment).as_uri()
+
+
+class ModelRegistry:
+    """MLflow tracking + model registry of one environment.
+
+    :param tracking_uri: MLflow tracking URI (``sqlite:///...``, ``http://...``); also the registry.
+    :param artifact_root: where the experiment's artifacts live (a folder, or a ``s3://``-style URI);
+        the experiment is created with ``artifact_location = <artifact_root>/<experiment>``.
+    :param experiment: experiment name; created on first use if missing.
+    """
+
+    def __init__(self, tracking_uri: str, artifact_root: Path | str, experiment: str) -> None:
+        self.tracking_uri = tracking_uri
+        self.artifact_root = artifact_root
+        self.experiment = experiment
+
+    def __repr__(self) -> str:
+        return f"ModelRegistry(tracking_uri={self.tracking_uri!r}, experiment={self.experiment!r})"
+
+    # ----------------------------------------------------------------- clients
+    @cached_property
+    def client(self):
+        """An ``MlflowClient`` bound to this store (tracking and registry), no global state."""
+        from mlflow import MlflowClient
+
+        if self.tracking_uri.startswith("sqlite:///"):
+            Path(self.tracking_uri[len("sqlite:///"):]).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        return MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+
+    @cached_property
+    def experiment_id(self) -> str:
+        """The experiment's id; creates it (idempotently, race-safe) when missing."""
+        from mlflow.entities import LifecycleStage
+        from mlflow.exceptions import MlflowException
+
+        existing = self.client.get_experiment_by_name(self.experiment)
+        if existing is not None:
+            if existing.lifecycle_stage == LifecycleStage.DELETED:
+                self.client.restore_experiment(existing.experiment_id)
+            return existing.experiment_id
+        try:
+            return self.client.create_experiment(
+                self.experiment, artifact_location=_artifact_location(self.artifact_root, self.experiment)
+            )
+        except MlflowException as exc:  # created concurrently by another task
+            if not _is_error(exc, "RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
+                raise
+            again = self.client.get_experiment_by_name(self.experiment)
+            if again is None:
+                raise
+            return again.experiment_id
+
+    # ----------------------------------------------------------------- runs
+    def find_run(self, run_key: str):
+        """The FINISHED run of this experiment tagged ``mlops.run_key = run_key``, or None."""
+        runs = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.`{RUN_KEY_TAG}` = {_quote(run_key, 'run_name')} and attributes.status = 'FINISHED'",
+            max_results=1,
+            order_by=["attributes.start_time ASC"],
+        )
+        return runs[0] if runs else None
+
+    def log_training_run(
+        self,
+        *,
+        run_name: str,
+        model: Any,
+        input_example: "pd.DataFrame",
+        params: dict[str, Any],
+        metrics: dict[str, float],
+        tags: dict[str, str],
+        dataset_df: "pd.DataFrame",
+        dataset_name: str,
+        dataset_digest: str,
+        dataset_source: str,
+        artifacts: dict[str, Path] | None = None,
+        skops_trusted_types: list[str] | None = None,
+        dataset_targets: str | None = None,
+    ) -> str:
+        """Log one training run (params, metrics, tags, dataset lineage, the model) and return its id.
+
+        The model is an sklearn estimator saved with skops (never pickle); ``skops_trusted_types``
+        lists the non-default types it references (checked at save time by MLflow: an untrusted
+        type fails here, not at serving time). The signature is inferred from ``input_example``
+        and the model's predictions on it. ``artifacts`` maps an artifact folder name to a local
+        file or folder (``{"evaluation": Path("report.json")}`` -> ``evaluation/report.json``).
+
+        Idempotent by ``run_name``: when a FINISHED run with tag ``mlops.run_key=<run_name>``
+        exists in the experiment, its id is returned and nothing is logged.
+        """
+        existing = self.find_run(run_name)
+        if existing is not None:
+            return existing.info.run_id
+
+        import mlflow
+        import mlflow.data
+        import mlflow.sklearn
+        from mlflow.models import infer_signature
+
+        dataset = _pandas_dataset(dataset_df, dataset_source, dataset_name, dataset_digest, dataset_targets)
+        signature = infer_signature(input_example, model.predict(input_example))
+        run_tags = {**{k: str(v) for k, v in tags.items()}, RUN_KEY_TAG: run_name}
+        with _fluent_tracking_uri(self.tracking_uri):
+            with mlflow.start_run(experiment_id=self.experiment_id, run_name=run_name, tags=run_tags) as run:
+                if params:
+                    mlflow.log_params(params)
+                if metrics:
+                    mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
+                mlflow.log_input(dataset, context="training")
+                info = mlflow.sklearn.log_model(
+                    model,
+                    name=MODEL_ARTIFACT_NAME,
+                    serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_SKOPS,
+                    skops_trusted_types=skops_trusted_types,
+                    signature=signature,
+                    input_example=input_example,
+                )
+                mlflow.set_tag(MODEL_ID_TAG, info.model_id)
+                for folder, path in (artifacts or {}).items():
+                    _log_local_artifact(mlflow.log_artifact, mlflow.log_artifacts, Path(path), folder)
+                return run.info.run_id
+
+    def log_artifact_run(
+        self,
+        run_name: str,
+        artifacts: dict[str, Path | str],
+        metrics: dict[str, float] | None = None,
+        tags: dict[str, str] | None = None,
+    ) -> str:
+        """Log a run that only holds artifacts and metrics (a drift report); idempotent by run_name."""
+        existing = self.find_run(run_name)
+        if existing is not None:
+            return existing.info.run_id
+
+        from mlflow.entities import Metric, RunStatus
+        import time
+
+        client = self.client
+        run_tags = {**{k: str(v) for k, v in (tags or {}).items()}, RUN_KEY_TAG: run_name}
+        run = client.create_run(self.experiment_id, run_name=run_name, tags=run_tags)
+        run_id = run.info.run_id
+        try:
+            now = int(time.time() * 1000)
+            if metrics:
+                client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()])
+            for folder, path in artifacts.items():
+                _log_local_artifact(
+                    lambda p, artifact_path: client.log_artifact(run_id, p, artifact_path=artifact_path),
+                    lambda p, artifact_path: client.log_artifacts(run_id, p, artifact_path=artifact_path),
+                    Path(path),
+                    folder,
+                )
+        except BaseException:
+            client.set_terminated(run_id, RunStatus.to_string(RunStatus.FAILED))
+            raise
+        client.set_terminated(run_id, RunStatus.to_string(RunStatus.FINISHED))
+        return run_id
+
+    # ----------------------------------------------------------------- registration
+    def _ensure_registered_model(self, name: str) -> None:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self.client.create_registered_model(name)
+        except MlflowException as exc:
+            if not _is_error(exc, "RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
+                raise
+
+    def _versions(self, name: str, extra_filter: str = "") -> list:
+        query = f"name = {_quote(name, 'model name')}" + (f" and {extra_filter}" if extra_filter else "")
+        versions = list(self.client.search_model_versions(query))
+        return sorted(versions, key=lambda mv: int(mv.version))
+
+    def _run_model_id(self, run_id: str) -> str:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            run = self.client.get_run(run_id)
+        except MlflowException as exc:
+            raise RegistryError(f"run {run_id} not found in {self.tracking_uri}: {exc}") from exc
+        model_id = run.data.tags.get(MODEL_ID_TAG)
+        if model_id:
+            return model_id
+        # A run logged by other code: find its LoggedModel named "model".
+        models = [
+            m
+            for m in self.client.search_logged_models(experiment_ids=[run.info.experiment_id])
+            if m.source_run_id == run_id and m.name == MODEL_ARTIFACT_NAME
+        ]
+        if not models:
+            raise RegistryError(f"run {run_id} has no logged model named {MODEL_ARTIFACT_NAME!r}; nothing to register")
+        return max(models, key=lambda m: m.creation_timestamp).model_id
+
+    def register(self, run_id: str, model_name: str, tags: dict[str, str] | None = None) -> str:
+        """Register the run's model (``runs:/<run_id>/model``) under ``model_name``; return the version.
+
+        Idempotent: when ``model_name`` already has a version from this run, that version is
+        returned (and ``tags`` are set on it again). ``mlops.run_id`` is always tagged.
+        """
+        self._ensure_registered_model(model_name)
+        existing = self._versions(model_name, f"run_id = {_quote(run_id, 'run id')}")
+        all_tags = {**{k: str(v) for k, v in (tags or {}).items()}, RUN_ID_TAG: run_id}
+        if existing:
+            version = existing[0].version
+        else:
+            model_id = self._run_model_id(run_id)
+            mv = self.client.create_model_version(
+                name=model_name, source=f"models:/{model_id}", run_id=run_id, tags=all_tags, model_id=model_id
+            )
+            version = mv.version
+        self._set_version_tags(model_name, version, all_tags)
+        return str(version)
+
+    def _set_version_tags(self, name: str, version: str, tags: dict[str, str]) -> None:
+        for key, value in tags.items():
+            self.client.set_model_version_tag(name, str(version), key, str(value))
+
+    def copy_to(self, src_name: str, version: str, dst_name: str, tags: dict[str, str] | None = None) -> str:
+        """Copy ``src_name`` version ``version`` to ``dst_name`` (promotion between environments).
+
+        The copy keeps the run id and the source's tags; it is tagged ``mlops.source =
+        <src_name>/<version>`` plus ``tags``. Idempotent: if ``dst_name`` already has a version
+        copied from that source, it is returned.
+        """
+        from mlflow.exceptions import MlflowException
+
+        source = f"{src_name}/{version}"
+        try:
+            self.client.get_model_version(src_name, str(version))
+        except MlflowException as exc:
+            raise RegistryError(f"cannot copy {source}: no such model version ({exc.message})") from exc
+        self._ensure_registered_model(dst_name)
+        existing = [mv for mv in self._versions(dst_name) if mv.tags.get(SOURCE_TAG) == source]
+        if existing:
+            new_version = existing[0].version
+        else:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                new_version = self.client.copy_model_version(f"models:/{src_name}/{version}", dst_name).version
+        self._set_version_tags(dst_name, new_version, {**{k: str(v) for k, v in (tags or {}).items()}, SOURCE_TAG: source})
+        return str(new_version)
+
+    # ----------------------------------------------------------------- aliases
+    def _by_alias(self, name: str, alias: str):
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return self.client.get_model_version_by_alias(name, alias)
+        except MlflowException as exc:
+            if _is_error(exc, "RESOURCE_DOES_NOT_EXIST", "NOT_FOUND", "INVALID_PARAMETER_VALUE"):
+                return None
+            raise
+
+    def champion(self, model_name: str) -> ModelVersionInfo | None:
+        """The version behind alias ``champion``, or None when there is none (or no such model)."""
+        mv = self._by_alias(model_name, CHAMPION_ALIAS)
+        return None if mv is None else self._info(mv)
+
+    def previous_champion(self, model_name: str) -> ModelVersionInfo | None:
+        mv = self._by_alias(model_name, PREVIOUS_CHAMPION_ALIAS)
+        return None if mv is None else self._info(mv)
+
+    def set_champion(self, model_name: str, version: str, previous: str | None = None) -> None:
+        """Point ``champion`` at ``version``; record the champion it replaces as ``previous-champion``.
+
+        ``previous`` defaults to the current champion. Setting the current champion again changes
+        nothing (``previous-champion`` keeps pointing at the one before).
+        """
+        version = str(version)
+        self.client.get_model_version(model_name, version)  # fails clearly on an unknown version
+        if previous is None:
+            current = self._by_alias(model_name, CHAMPION_ALIAS)
+            previous = None if current is None else current.version
+        if previous is not None and str(previous) != version:
+            self.client.set_registered_model_alias(model_name, PREVIOUS_CHAMPION_ALIAS, str(previous))
+        self.client.set_registered_model_alias(model_name, CHAMPION_ALIAS, version)
+
+    def rollback(self, model_name: str) -> str | None:
+        """Move ``champion`` back to ``previous-champion``; return that version (None: nothing to roll back to).
+
+        The version that was champion is tagged ``mlops.rolled_back=true``. Idempotent: a second
+        call leaves ``champion`` on the previous champion.
+        """
+        previous = self._by_alias(model_name, PREVIOUS_CHAMPION_ALIAS)
+        if previous is None:
+            return None
+        current = self._by_alias(model_name, CHAMPION_ALIAS)
+        if current is not None and current.version != previous.version:
+            self.client.set_model_version_tag(model_name, current.version, ROLLED_BACK_TAG, "true")
+        self.client.set_registered_model_alias(model_name, CHAMPION_ALIAS, previous.version)
+        return str(previous.version)
+
+    # ----------------------------------------------------------------- reading
+    def _info(self, mv, with_metrics: bool = False) -> ModelVersionInfo:
+        metrics: dict[str, float] = {}
+        if with_metrics and mv.run_id:
+            from mlflow.exceptions import MlflowException
+
+            try:
+                metrics = dict(self.client.get_run(mv.run_id).data.metrics)
+            except MlflowException:
+                metrics = {}
+        return ModelVersionInfo(
+            name=mv.name,
+            version=str(mv.version),
+            run_id=mv.run_id or None,
+            source=mv.source,
+            tags=dict(mv.tags or {}),
+            aliases=list(mv.aliases or []),
+            metrics=metrics,
+        )
+
+    def version_info(self, model_name: str, version: str) -> ModelVersionInfo:
+        """Tags, run id, source, aliases and the metrics of the version's run."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            mv = self.client.get_model_version(model_name, str(version))
+        except MlflowException as exc:
+            raise RegistryError(f"model version {model_name}/{version} not found: {exc.message}") from exc
+        return self._info(mv, with_metrics=True)
+
+    def latest_version(self, model_name: str) -> str | None:
+        versions = self._versions(model_name)
+        return str(versions[-1].version) if versions else None
+
+    @staticmethod
+    def model_uri(model_name: str, version_or_alias: str) -> str:
+        """``models:/<name>/<version>`` for a version number, ``models:/<name>@<alias>`` for an alias."""
+        ref = str(version_or_alias)
+        return f"models:/{model_name}/{ref}" if ref.isdigit() else f"models:/{model_name}@{ref}"
+
+    def load_model(self, model_name: str, version_or_alias: str):
+        """Load a registered version (``"3"``) or alias (``"champion"``) as an MLflow pyfunc model."""
+        import mlflow.pyfunc
+
+        with _fluent_tracking_uri(self.tracking_uri):
+            return mlflow.pyfunc.load_model(self.model_uri(model_name, version_or_alias))
+
+
+def _pandas_dataset(df, source: str, name: str, digest: str, targets: str | None):
+    """``mlflow.data.from_pandas`` with our own digest; sources MLflow cannot resolve are kept as tags."""
+    import mlflow.data
+    from mlflow.exceptions import MlflowException
+
+    with warnings.catch_warnings():
+        # "can be interpreted in multiple ways": harmless for local paths.
+        warnings.simplefilter("ignore")
+        try:
+            return mlflow.data.from_pandas(df, source=source, name=name, digest=digest, targets=targets)
+        except MlflowException:
+            from mlflow.data.code_dataset_source import CodeDatasetSource
+
+            return mlflow.data.from_pandas(
+                df, source=CodeDatasetSource(tags={"mlops.dataset_source": source}), name=name, digest=digest, targets=targets
+            )
+
+
+def _log_local_artifact(log_file, log_dir, path: Path, folder: str) -> None:
+    if path.is_dir():
+        log_dir(str(path), artifact_path=folder)
+    elif path.is_file():
+        log_file(str(path), artifact_path=folder)
+    else:
+        raise FileNotFoundError(f"artifact {folder!r}: {path} does not exist")

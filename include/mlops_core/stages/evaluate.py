@@ -1,0 +1,94 @@
+"""Stage 4: score challenger and champion on the same held-out rows; register; promote or not.
+
+The challenger is always registered (with lineage tags), so every trained model is findable.
+It becomes ``@champion`` (an MLflow alias; stages are deprecated) only when the promotion gate
+(``mlops_core.evaluation.decide_promotion``) says so.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from mlops_core.backends import model_registry
+from mlops_core.stages.train import read_training_frame
+
+if TYPE_CHECKING:
+    from mlops_core.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def evaluate_candidate(settings: "Settings", candidate: dict[str, Any], *, min_improvement: float | None = None) -> dict[str, Any]:
+    from mlops_core.evaluation import PromotionPolicy, decide_promotion, score_model
+    from mlops_core.lineage import git_commit
+
+    contract = settings.load_contract()
+    registry = model_registry(settings)
+    name = settings.registered_model_name
+    holdout = read_training_frame(settings, {"key": candidate["training_set"]}, "holdout")
+    if holdout.empty:
+        raise ValueError(f"training set {candidate['training_set']} has no held-out rows to evaluate on")
+
+    challenger_model = registry.load_run_model(candidate["mlflow_run_id"])
+    challenger = score_model(challenger_model, holdout, contract)
+    champion_info = registry.champion(name)
+    champion = None
+    if champion_info is not None:
+        champion = score_model(registry.load_model(name, champion_info.version), holdout, contract)
+    policy = PromotionPolicy(
+        primary_metric=settings.evaluation.primary_metric,
+        greater_is_better=settings.evaluation.greater_is_better,
+        thresholds=dict(settings.evaluation.thresholds),
+        min_improvement=settings.evaluation.min_improvement if min_improvement is None else min_improvement,
+    )
+    decision = decide_promotion(challenger, champion, policy)
+    for reason in decision.reasons:
+        log.info("Promotion gate: %s", reason)
+    version = registry.register(
+        candidate["mlflow_run_id"],
+        name,
+        tags={
+            "mlops.dataset_versions": ",".join(candidate["dataset_versions"]),
+            "mlops.training_set": candidate["training_set"],
+            "mlops.run_id": candidate["mlflow_run_id"],
+            "mlops.git_commit": git_commit(),
+            "mlops.holdout_" + policy.primary_metric: f"{challenger[policy.primary_metric]:.6f}",
+            "mlops.promotion_decision": "promote" if decision.promote else "reject",
+        },
+    )
+    return {
+        "env": settings.env,
+        "model_name": name,
+        "version": version,
+        "mlflow_run_id": candidate["mlflow_run_id"],
+        "promote": decision.promote,
+        "reasons": decision.reasons,
+        "challenger_metrics": challenger,
+        "champion_metrics": champion,
+        "champion_version": champion_info.version if champion_info else None,
+    }
+
+
+def candidate_from_run(settings: "Settings", run_id: str) -> dict[str, Any]:
+    """Rebuild a ``model_candidate`` description from a training run's tags (manual evaluations)."""
+    tags = model_registry(settings).run_tags(run_id)
+    missing = [t for t in ("mlops.training_set", "mlops.dataset_versions") if t not in tags]
+    if missing:
+        raise ValueError(f"MLflow run {run_id} was not logged by the train DAG (missing tags {missing})")
+    return {"env": settings.env, "mlflow_run_id": run_id, "training_set": tags["mlops.training_set"],
+            "dataset_versions": [v for v in tags["mlops.dataset_versions"].split(",") if v], "metrics": {}}
+
+
+def promote_to_champion(settings: "Settings", evaluation: dict[str, Any]) -> dict[str, Any]:
+    registry = model_registry(settings)
+    registry.set_champion(evaluation["model_name"], evaluation["version"], previous=evaluation["champion_version"])
+    log.info("%s version %s is now @champion (previous: %s)", evaluation["model_name"], evaluation["version"],
+             evaluation["champion_version"])
+    return {
+        "env": settings.env,
+        "model_name": evaluation["model_name"],
+        "version": evaluation["version"],
+        "previous_version": evaluation["champion_version"],
+        "mlflow_run_id": evaluation["mlflow_run_id"],
+    }

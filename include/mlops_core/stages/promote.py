@@ -1,0 +1,49 @@
+"""Promote a champion from one environment to the next (dev -> staging -> prod).
+
+Each environment has its own registry namespace (``<env>.<model>``) and serving target. The
+version is copied (``copy_model_version``) with its lineage tags, then becomes ``@champion`` of
+the target namespace; the deploy stage of the target environment serves it. Whether a human
+must approve first is ``promotion.require_approval`` of the *target* environment.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from mlops_core.backends import model_registry
+from mlops_core.settings import load_settings
+
+log = logging.getLogger(__name__)
+
+
+def plan_promotion(from_env: str, version: str | None = None) -> dict[str, Any]:
+    source = load_settings(from_env)
+    to_env = source.promotion.next_env
+    if not to_env:
+        raise ValueError(f"{from_env} is the last environment (promotion.next_env is empty)")
+    target = load_settings(to_env)
+    registry = model_registry(source)
+    src_name = source.registered_model_name
+    if version is None:
+        champion = registry.champion(src_name)
+        if champion is None:
+            raise ValueError(f"{src_name} has no @champion to promote")
+        version = champion.version
+    else:
+        registry.version_info(src_name, version)  # raises if it does not exist
+    return {"from_env": from_env, "to_env": to_env, "source_model": src_name, "source_version": str(version),
+            "target_model": target.registered_model_name, "requires_approval": target.promotion.require_approval}
+
+
+def copy_champion(plan: dict[str, Any]) -> dict[str, Any]:
+    target = load_settings(plan["to_env"])
+    registry = model_registry(target)
+    previous = registry.champion(plan["target_model"])
+    new_version = registry.copy_to(plan["source_model"], plan["source_version"], plan["target_model"],
+                                   tags={"mlops.promoted_from": f"{plan['source_model']}/{plan['source_version']}"})
+    registry.set_champion(plan["target_model"], new_version, previous=previous.version if previous else None)
+    info = registry.version_info(plan["target_model"], new_version)
+    log.info("Promoted %s/%s to %s version %s", plan["source_model"], plan["source_version"], plan["target_model"], new_version)
+    return {"env": plan["to_env"], "model_name": plan["target_model"], "version": str(new_version),
+            "previous_version": previous.version if previous else None, "mlflow_run_id": info.run_id}

@@ -1,0 +1,71 @@
+"""Shared fixtures for the mlops_core tests: the demo contract, a tiny contract, CSV builders."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from mlops_core.contract import DatasetContract
+from mlops_core.storage import LocalObjectStore
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CHURN_CONTRACT = REPO_ROOT / "include" / "contracts" / "churn.yaml"
+INGESTED_AT = pd.Timestamp("2024-03-01T12:00:00Z")
+
+CHURN_HEADER = [
+    "customer_id", "event_time", "tenure_months", "monthly_charges", "usage_hours", "support_calls",
+    "plan", "region", "autopay", "last_payment_delay_days", "churned",
+]
+
+
+def churn_row(customer: str = "c1", event_time: str = "2024-01-01T00:00:00Z", **overrides: str) -> dict[str, str]:
+    """One valid churn row as text; keyword arguments replace single values."""
+    row = {
+        "customer_id": customer, "event_time": event_time, "tenure_months": "12", "monthly_charges": "49.5",
+        "usage_hours": "100", "support_calls": "1", "plan": "basic", "region": "north", "autopay": "true",
+        "last_payment_delay_days": "", "churned": "0",
+    }
+    row.update(overrides)
+    return row
+
+
+def to_csv(rows: list[dict[str, str]], header: list[str] | None = None) -> bytes:
+    """Rows as CSV bytes, quoted where needed, one line end per row."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    header = header or list(rows[0])
+    writer.writerow(header)
+    writer.writerows([r.get(h, "") for h in header] for r in rows)
+    return buffer.getvalue().encode("utf-8")
+
+
+@pytest.fixture(scope="session")
+def churn() -> DatasetContract:
+    return DatasetContract.from_yaml(CHURN_CONTRACT)
+
+
+@pytest.fixture(scope="session")
+def keyless() -> DatasetContract:
+    """A contract without entity key and event time: row keys come from the row content."""
+    return DatasetContract.from_dict(
+        {
+            "name": "keyless",
+            "task": "regression",
+            "target": "y",
+            "unknown_columns": "drop",
+            "columns": [
+                {"name": "x", "type": "float"},
+                {"name": "flag", "type": "bool", "nullable": True},
+                {"name": "y", "type": "int", "min": 0},
+            ],
+        }
+    )
+
+
+@pytest.fixture()
+def store(tmp_path: Path) -> LocalObjectStore:
+    return LocalObjectStore(tmp_path / "store")

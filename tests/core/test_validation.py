@@ -1,0 +1,338 @@
+"""read_source + validate: every bad-file case, typed output, row keys."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from conftest import CHURN_HEADER, INGESTED_AT, churn_row, to_csv
+
+from mlops_core.contract import ENTITY_COLUMN, EVENT_TIME_COLUMN, ROW_KEY_COLUMN, SOURCE_COLUMN, DatasetContract
+from mlops_core.validation import (
+    REASON_COLUMN,
+    ROW_NUMBER_COLUMN,
+    FileRejected,
+    ValidationResult,
+    read_source,
+    row_keys,
+    validate,
+)
+
+
+def run(contract: DatasetContract, rows: list[dict[str, str]], name: str = "batch.csv") -> ValidationResult:
+    return validate(read_source(to_csv(rows), name), contract, name, INGESTED_AT)
+
+
+def parquet_bytes(table: pa.Table) -> bytes:
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer)
+    return buffer.getvalue()
+
+
+def reason_of(result: ValidationResult, row_number: int) -> str:
+    rejected = result.rejected
+    return rejected.loc[rejected[ROW_NUMBER_COLUMN] == row_number, REASON_COLUMN].item()
+
+
+# --------------------------------------------------------------------------- read_source
+class TestReadSource:
+    def test_csv_is_read_as_text_with_empty_string_for_null(self):
+        frame = read_source(b"a,b,c\n1,,NA\n2,x,null\n", "f.csv")
+        assert list(frame.columns) == ["a", "b", "c"]
+        assert frame.to_dict("records") == [{"a": "1", "b": "", "c": "NA"}, {"a": "2", "b": "x", "c": "null"}]
+        assert all(isinstance(v, str) for v in frame.to_numpy().ravel())
+
+    def test_utf8_bom_blank_lines_and_quoted_newlines(self):
+        data = '\ufeffname,note\n\n"Zoë","two\nlines"\nb,"with, comma"\n'.encode("utf-8")
+        frame = read_source(data, "f.CSV")
+        assert list(frame.columns) == ["name", "note"]
+        assert frame["note"].tolist() == ["two\nlines", "with, comma"]
+        assert frame["name"].tolist() == ["Zoë", "b"]
+
+    def test_last_line_without_newline_is_fine_when_complete(self):
+        assert read_source(b"a,b\n1,2\n3,4", "f.csv")["b"].tolist() == ["2", "4"]
+
+    @pytest.mark.parametrize("data", [b"", b"   \n\n", b"\xef\xbb\xbf"])
+    def test_empty_file(self, data):
+        with pytest.raises(FileRejected) as exc:
+            read_source(data, "empty.csv")
+        assert exc.value.reason == "empty"
+        assert "empty.csv" in str(exc.value)
+
+    def test_header_only(self):
+        with pytest.raises(FileRejected) as exc:
+            read_source(b"a,b,c\n", "h.csv")
+        assert exc.value.reason == "empty"
+        assert "no data rows" in str(exc.value)
+
+    def test_not_utf8(self):
+        with pytest.raises(FileRejected) as exc:
+            read_source("name\nJosé\n".encode("latin-1"), "latin.csv")
+        assert exc.value.reason == "not_utf8"
+        assert "UTF-8" in str(exc.value) and isinstance(exc.value, ValueError)
+
+    def test_last_line_cut_off(self):
+        with pytest.raises(FileRejected) as exc:
+            read_source(b"a,b,c\n1,2,3\n4,5", "cut.csv")
+        assert exc.value.reason == "truncated"
+        assert "2 of 3 fields" in str(exc.value)
+
+    def test_cut_inside_quoted_value(self):
+        with pytest.raises(FileRejected) as exc:
+            read_source(b'a,b\n1,"unfinished', "cut.csv")
+        assert exc.value.reason == "truncated"
+
+    @pytest.mark.parametrize("data", [b"a,b,c\n1,2\n3,4,5\n", b"a,b\n1,2,3\n3,4\n"])
+    def test_ragged_rows(self, data):
+        with pytest.raises(FileRejected) as exc:
+            read_source(data, "ragged.csv")
+        assert exc.value.reason == "truncated"
+        assert "data row 1" in str(exc.value)
+
+    def test_duplicate_header(self):
+        with pytest.raises(FileRejected) as exc:
+            read_source(b"a,b,a\n1,2,3\n", "dup.csv")
+        assert exc.value.reason == "bad_header"
+        assert "['a']" in str(exc.value)
+
+    @pytest.mark.parametrize("name", ["data.json", "data.csv.gz", "noext"])
+    def test_unsupported_format(self, name):
+        with pytest.raises(FileRejected) as exc:
+            read_source(b"a,b\n1,2\n", name)
+        assert exc.value.reason == "unsupported_format"
+
+    def test_bad_parquet(self):
+        with pytest.raises(FileRejected) as exc:
+            read_source(b"PAR1 this is not parquet at all", "bad.parquet")
+        assert exc.value.reason == "unparseable"
+
+    def test_parquet_cut_off_is_unparseable(self):
+        data = parquet_bytes(pa.table({"a": [1, 2, 3]}))
+        with pytest.raises(FileRejected) as exc:
+            read_source(data[: len(data) // 2], "half.parquet")
+        assert exc.value.reason == "unparseable"
+
+    def test_parquet_without_rows(self):
+        with pytest.raises(FileRejected) as exc:
+            read_source(parquet_bytes(pa.table({"a": pa.array([], pa.int64())})), "none.parquet")
+        assert exc.value.reason == "empty"
+
+    def test_parquet_any_dtype_becomes_text(self):
+        table = pa.table(
+            {
+                "i": pa.array([1, None], pa.int64()),
+                "f": pa.array([1.5, float("nan")]),
+                "b": pa.array([True, None]),
+                "t": pa.array([pd.Timestamp("2024-01-01", tz="UTC"), None]),
+                "d": pa.array(["x", "y"]).dictionary_encode(),
+                "l": pa.array([[1, 2], None]),
+                "bin": pa.array([b"\xff\xfe", b"ok"], pa.binary()),
+            }
+        )
+        frame = read_source(parquet_bytes(table), "typed.parquet")
+        assert frame["i"].tolist() == ["1", ""]
+        assert frame["f"].tolist() == ["1.5", ""]  # NaN is null, as in pandas
+        assert frame["b"].tolist() == ["true", ""]
+        assert frame["t"].iloc[0].startswith("2024-01-01 00:00:00") and frame["t"].iloc[1] == ""
+        assert frame["d"].tolist() == ["x", "y"]
+        assert frame["l"].tolist() == ["[1, 2]", ""]
+        assert frame["bin"].iloc[1] == "ok"
+
+
+# --------------------------------------------------------------------------- file-level checks
+class TestFileLevel:
+    def test_missing_columns_are_listed(self, churn):
+        rows = [{k: v for k, v in churn_row().items() if k not in ("plan", "churned")}]
+        with pytest.raises(FileRejected) as exc:
+            run(churn, rows)
+        assert exc.value.reason == "missing_columns"
+        assert "['plan', 'churned']" in str(exc.value)
+
+    def test_unknown_columns_rejected_by_default(self, churn):
+        assert churn.unknown_columns == "reject"
+        with pytest.raises(FileRejected) as exc:
+            run(churn, [churn_row(extra="1")])
+        assert exc.value.reason == "unknown_columns"
+        assert "['extra']" in str(exc.value) and "unknown_columns: drop" in str(exc.value)
+
+    def test_unknown_columns_dropped_with_drop_policy(self, keyless):
+        result = run(keyless, [{"x": "1.5", "flag": "", "y": "3", "extra": "zzz", "_row_key": "forged"}])
+        assert len(result.accepted) == 1
+        assert "extra" not in result.accepted.columns
+        assert result.accepted[ROW_KEY_COLUMN].iloc[0] != "forged"
+
+    def test_header_names_are_stripped(self, keyless):
+        frame = read_source(b" x , flag ,y\n1.0,,2\n", "spaces.csv")
+        assert validate(frame, keyless, "spaces.csv", INGESTED_AT).accepted["y"].tolist() == [2]
+
+
+# --------------------------------------------------------------------------- row-level checks
+class TestRowLevel:
+    def test_typed_output_dtypes_and_reserved_columns(self, churn):
+        result = run(churn, [churn_row("c1"), churn_row("c2", last_payment_delay_days="3.5", autopay="No")])
+        accepted = result.accepted
+        assert result.rejected.empty
+        expected = {
+            "customer_id": "string", "event_time": "datetime64[ns, UTC]", "tenure_months": "Int64",
+            "monthly_charges": "float64", "plan": "string", "autopay": "boolean", "churned": "Int64",
+            EVENT_TIME_COLUMN: "datetime64[ns, UTC]", ENTITY_COLUMN: "string", ROW_KEY_COLUMN: "string",
+            SOURCE_COLUMN: "string",
+        }
+        assert {c: str(accepted[c].dtype) for c in expected} == expected
+        assert list(accepted.columns) == CHURN_HEADER + [EVENT_TIME_COLUMN, ENTITY_COLUMN, ROW_KEY_COLUMN, SOURCE_COLUMN]
+        assert accepted["autopay"].tolist() == [True, False]
+        assert pd.isna(accepted["last_payment_delay_days"].iloc[0]) and accepted["last_payment_delay_days"].iloc[1] == 3.5
+        assert (accepted[EVENT_TIME_COLUMN] == accepted["event_time"]).all()
+        assert accepted[ENTITY_COLUMN].tolist() == ["c1", "c2"]
+        assert accepted[SOURCE_COLUMN].tolist() == ["batch.csv", "batch.csv"]
+        assert accepted[ROW_KEY_COLUMN].str.fullmatch(r"[0-9a-f]{32}").all()
+
+    def test_out_of_range(self, churn):
+        result = run(churn, [churn_row("a", tenure_months="300"), churn_row("b", monthly_charges="-0.5"), churn_row("c", tenure_months="240")])
+        assert result.accepted["customer_id"].tolist() == ["c"]  # the bound itself is allowed
+        assert reason_of(result, 1) == "tenure_months: 300 above max 240"
+        assert reason_of(result, 2) == "monthly_charges: -0.5 below min 0"
+        assert result.reason_counts == {"tenure_months:above_max": 1, "monthly_charges:below_min": 1}
+
+    def test_not_allowed(self, churn):
+        result = run(churn, [churn_row("a", plan="gold"), churn_row("b", churned="2"), churn_row("c", churned="01", plan="premium")])
+        assert reason_of(result, 1) == "plan: 'gold' not in allowed ['basic', 'standard', 'premium']"
+        assert reason_of(result, 2).startswith("churned: '2' not in allowed [0, 1]")
+        assert result.accepted["churned"].tolist() == [1]  # int allowed values compare as ints
+
+    def test_null_in_non_nullable(self, churn):
+        result = run(churn, [churn_row("a", plan=""), churn_row("b", last_payment_delay_days=""), churn_row("", tenure_months="")])
+        assert reason_of(result, 1) == "plan: null in non-nullable column"
+        assert 2 not in result.rejected[ROW_NUMBER_COLUMN].tolist()
+        assert reason_of(result, 3) == (
+            "customer_id: null in key column (entity key and event time are required); "
+            "tenure_months: null in non-nullable column"
+        )
+
+    @pytest.mark.parametrize(
+        ("column", "value", "message"),
+        [
+            ("tenure_months", "twelve", "is not an integer"),
+            ("tenure_months", "1.5", "is not an integer"),
+            ("tenure_months", "99999999999999999999", "64-bit"),
+            ("monthly_charges", "12,5", "is not a number"),
+            ("monthly_charges", "inf", "is not a finite number"),
+            ("autopay", "maybe", "is not a boolean"),
+            ("event_time", "yesterday", "is not an ISO-8601 timestamp"),
+            ("event_time", "3000-01-01", "is not an ISO-8601 timestamp"),
+        ],
+    )
+    def test_wrong_types(self, churn, column, value, message):
+        result = run(churn, [churn_row(**{column: value}), churn_row("ok")])
+        assert result.accepted["customer_id"].tolist() == ["ok"]
+        assert reason_of(result, 1).startswith(f"{column}: {value!r} ")
+        assert message in reason_of(result, 1)
+        assert result.reason_counts == {f"{column}:wrong_type": 1}
+
+    @pytest.mark.parametrize(("text", "value"), [("TRUE", True), ("yes", True), ("1", True), ("False", False), ("NO", False), ("0", False)])
+    def test_bool_spellings(self, churn, text, value):
+        assert run(churn, [churn_row(autopay=text)]).accepted["autopay"].tolist() == [value]
+
+    def test_int_accepts_integral_spellings(self, churn):
+        result = run(churn, [churn_row("a", tenure_months=" 7 "), churn_row("b", tenure_months="7.0"), churn_row("c", tenure_months="+7")])
+        assert result.accepted["tenure_months"].tolist() == [7, 7, 7]
+
+    def test_timestamps_become_utc(self, churn):
+        result = run(
+            churn,
+            [
+                churn_row("naive", event_time="2024-01-01 10:00:00"),
+                churn_row("offset", event_time="2024-01-01T12:00:00+02:00"),
+                churn_row("date", event_time="2024-01-01"),
+            ],
+        )
+        times = dict(zip(result.accepted["customer_id"], result.accepted["event_time"]))
+        assert times["naive"] == pd.Timestamp("2024-01-01T10:00:00Z")
+        assert times["offset"] == pd.Timestamp("2024-01-01T10:00:00Z")
+        assert times["date"] == pd.Timestamp("2024-01-01T00:00:00Z")
+
+    def test_several_problems_are_joined_and_original_text_kept(self, churn):
+        result = run(churn, [churn_row("a", tenure_months="-1", region="mars", autopay="?")])
+        row = result.rejected.iloc[0]
+        assert row[REASON_COLUMN].split("; ") == [
+            "tenure_months: -1 below min 0",
+            "region: 'mars' not in allowed ['north', 'south', 'east', 'west']",
+            "autopay: '?' is not a boolean (use true/false, 1/0 or yes/no)",
+        ]
+        assert row["tenure_months"] == "-1" and row["autopay"] == "?" and row["region"] == "mars"
+        assert row[SOURCE_COLUMN] == "batch.csv" and row[ROW_NUMBER_COLUMN] == 1
+
+    def test_duplicates_within_file_keep_the_first(self, churn):
+        rows = [
+            churn_row("a", event_time="2024-01-01T00:00:00Z", tenure_months="1"),
+            churn_row("b"),
+            churn_row("a", event_time="2024-01-01 00:00:00+00:00", tenure_months="2"),  # same key, other spelling
+            churn_row("a", event_time="2024-01-02T00:00:00Z"),
+        ]
+        result = run(churn, rows)
+        assert result.accepted["tenure_months"].tolist() == [1, 12, 12]
+        assert result.rejected[ROW_NUMBER_COLUMN].tolist() == [3]
+        assert reason_of(result, 3) == "duplicate_row: same row key as data row 1"
+        assert result.summary() == {
+            "source": "batch.csv", "rows_total": 4, "rows_accepted": 3, "rows_rejected": 1,
+            "reasons": {"duplicate_row": 1},
+        }
+
+    def test_no_row_lost_accepted_plus_rejected_is_input(self, churn):
+        rows = [churn_row(f"c{i}", tenure_months=str(i * 40)) for i in range(10)]
+        result = run(churn, rows)
+        assert len(result.accepted) + len(result.rejected) == 10
+        assert sorted(result.accepted["customer_id"].tolist() + result.rejected["customer_id"].tolist()) == sorted(
+            r["customer_id"] for r in rows
+        )
+        assert result.rejected[ROW_NUMBER_COLUMN].tolist() == [8, 9, 10]  # 280, 320, 360 > 240
+
+    def test_all_rows_rejected_gives_empty_typed_accepted(self, churn):
+        result = run(churn, [churn_row(plan="gold")])
+        assert result.accepted.empty and len(result.rejected) == 1
+        assert str(result.accepted["tenure_months"].dtype) == "Int64"
+        assert str(result.accepted[EVENT_TIME_COLUMN].dtype) == "datetime64[ns, UTC]"
+
+    def test_typed_dataframe_input_is_validated_the_same_way(self, keyless):
+        typed = pd.DataFrame({"x": [1.0, None], "flag": [True, None], "y": [3, -1]})
+        result = validate(typed, keyless, "sql:table", INGESTED_AT)
+        assert result.accepted["x"].tolist() == [1.0]
+        assert reason_of(result, 2) == "x: null in non-nullable column; y: -1 below min 0"
+
+
+# --------------------------------------------------------------------------- keys and event time
+class TestRowKeys:
+    def test_entity_and_event_time_key_matches_documented_formula(self, churn):
+        key = run(churn, [churn_row("c1", event_time="2024-01-01T00:00:00Z")]).accepted[ROW_KEY_COLUMN].item()
+        payload = json.dumps(["key", "c1", "2024-01-01T00:00:00+00:00"], separators=(",", ":")).encode()
+        assert key == hashlib.sha256(payload).hexdigest()[:32]
+
+    def test_key_is_stable_across_spellings_formats_and_values(self, churn):
+        csv_key = run(churn, [churn_row("c1", event_time="2024-01-01T02:00:00+02:00")]).accepted[ROW_KEY_COLUMN].item()
+        other_values = run(churn, [churn_row("c1", event_time="2024-01-01 00:00:00", tenure_months="99")])
+        assert other_values.accepted[ROW_KEY_COLUMN].item() == csv_key  # key = entity + time, not content
+        table = pa.table({k: [v] for k, v in churn_row("c1", event_time="2024-01-01T00:00:00Z").items()})
+        frame = read_source(parquet_bytes(table), "same.parquet")
+        assert validate(frame, churn, "same.parquet", INGESTED_AT).accepted[ROW_KEY_COLUMN].item() == csv_key
+
+    def test_keyless_contract_hashes_full_row_and_uses_ingestion_time(self, keyless):
+        result = run(keyless, [{"x": "1", "flag": "", "y": "2"}, {"x": "1.0", "flag": "", "y": "02"}, {"x": "1", "flag": "yes", "y": "2"}])
+        assert result.rejected[ROW_NUMBER_COLUMN].tolist() == [2]  # same canonical content as row 1
+        assert result.accepted[ROW_KEY_COLUMN].nunique() == 2
+        assert (result.accepted[ENTITY_COLUMN] == result.accepted[ROW_KEY_COLUMN]).all()
+        assert (result.accepted[EVENT_TIME_COLUMN] == INGESTED_AT).all()
+        payload = json.dumps(["row", [["flag", None], ["x", "1.0"], ["y", "2"]]], separators=(",", ":")).encode()
+        assert result.accepted[ROW_KEY_COLUMN].iloc[0] == hashlib.sha256(payload).hexdigest()[:32]
+
+    def test_naive_ingestion_time_is_utc(self, keyless):
+        result = validate(read_source(b"x,flag,y\n1,,2\n", "f.csv"), keyless, "f.csv", pd.Timestamp("2024-05-05 08:00"))
+        assert result.accepted[EVENT_TIME_COLUMN].item() == pd.Timestamp("2024-05-05T08:00:00Z")
+
+    def test_row_keys_function_matches_validate(self, churn):
+        accepted = run(churn, [churn_row("a"), churn_row("b")]).accepted
+        assert row_keys(accepted, churn) == accepted[ROW_KEY_COLUMN].tolist()
