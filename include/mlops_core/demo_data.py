@@ -247,6 +247,8 @@ def generate_day(
 
     idx = r_pick.choice(POOL_SIZE, size=rows, replace=rows > POOL_SIZE)
     seconds = np.sort(r_time.integers(0, _SECONDS_PER_DAY, size=rows))
+    if rows > POOL_SIZE:  # a customer can appear twice a day: keep (customer_id, event_time) unique
+        idx, seconds = _unique_keys(idx, seconds)
     day_start = datetime.combine(start_date + timedelta(days=day), datetime.min.time(), tzinfo=timezone.utc)
     event_time = pd.to_datetime(day_start) + pd.to_timedelta(seconds, unit="s")
 
@@ -305,6 +307,23 @@ def generate_day(
         columns=list(COLUMNS),
     )
     return frame
+
+
+def _unique_keys(idx: np.ndarray, seconds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Move repeated (customer, second) pairs to a later second; return them sorted by time."""
+    if len(idx) > POOL_SIZE * _SECONDS_PER_DAY:
+        raise ValueError(f"at most {POOL_SIZE * _SECONDS_PER_DAY} rows per day fit distinct (customer, second) keys")
+    seconds = seconds.copy()
+    while True:
+        keys = idx.astype(np.int64) * _SECONDS_PER_DAY + seconds
+        _, first = np.unique(keys, return_index=True)
+        repeated = np.ones(len(keys), dtype=bool)
+        repeated[first] = False
+        if not repeated.any():
+            break
+        seconds[repeated] = (seconds[repeated] + 1) % _SECONDS_PER_DAY
+    order = np.argsort(seconds, kind="stable")
+    return idx[order], seconds[order]
 
 
 def day_file_name(day: int, *, start_date: date = date(2026, 1, 1), fmt: str = "csv") -> str:
@@ -422,11 +441,11 @@ def write_bad_files(drop_zone: Path, day: int, **kw: Any) -> dict[str, str]:
     text.loc[positions[2], "support_calls"] = "lots"
     name = f"{stem}_bad_rows.csv"
     _atomic_write(drop_zone / name, text.to_csv(index=False, lineterminator="\n").encode("utf-8"))
+    where = [f"data row {p + 1} (file line {p + 2})" for p in positions]  # 1-based, header is line 1
     results[name] = (
-        f"3 bad rows among {rows}: row {positions[0]} (file line {positions[0] + 2}) usage_hours=9999.0 "
-        f"is above the maximum 744; row {positions[1]} (file line {positions[1] + 2}) plan='platinum' is not "
-        f"one of {list(PLANS)}; row {positions[2]} (file line {positions[2] + 2}) support_calls='lots' is not "
-        f"numeric; the other {rows - 3} rows are valid"
+        f"3 bad rows among {rows}: {where[0]} usage_hours=9999.0 is above the maximum 744; "
+        f"{where[1]} plan='platinum' is not one of {list(PLANS)}; "
+        f"{where[2]} support_calls='lots' is not numeric; the other {rows - 3} rows are valid"
     )
 
     # 2) Wrong schema: a required column is missing.
@@ -494,13 +513,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         drift = DriftSpec(kind=args.drift, start_day=args.drift_start, strength=args.drift_strength)
         kwargs = {"start_date": args.start_date, "rows": args.rows, "seed": args.seed, "drift": drift}
         paths = write_day_files(args.drop_zone, days, fmt=args.fmt, **kwargs)
-        bad = write_bad_files(args.drop_zone, days[0], **kwargs) if args.bad_files else {}
+        bad_kwargs = {k: v for k, v in kwargs.items() if k != "rows"}  # bad files stay small
+        bad = write_bad_files(args.drop_zone, days[0], **bad_kwargs) if args.bad_files else {}
     except (ValueError, TypeError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     drift_note = "no drift" if drift.kind == "none" else f"{drift.kind} drift from day {drift.start_day}"
     for day, path in zip(days, paths):
-        print(f"wrote {path} (day {day}, {args.rows} rows, {drift_note if drift.kind == 'none' or day >= drift.start_day else 'no drift'})")
+        note = drift_note if drift.kind == "none" or day >= drift.start_day else "no drift"
+        print(f"wrote {path} (day {day}, {args.rows} rows, {note})")
     for name, problem in bad.items():
         print(f"wrote {args.drop_zone / name} (bad on purpose: {problem})")
     return 0

@@ -48,6 +48,9 @@ SOURCE_TAG = "mlops.source"  # on a copied version: "<src name>/<src version>"
 RUN_ID_TAG = "mlops.run_id"  # on every version: the training run
 ROLLED_BACK_TAG = "mlops.rolled_back"  # on a version that was champion until a rollback
 
+# Packages a skops-saved sklearn model needs at serving time (pinned to what trained it).
+MODEL_REQUIREMENTS = ("scikit-learn", "skops", "pandas", "numpy", "scipy")
+
 _FLUENT_LOCK = threading.RLock()
 
 
@@ -198,13 +201,17 @@ class ModelRegistry:
         artifacts: dict[str, Path] | None = None,
         skops_trusted_types: list[str] | None = None,
         dataset_targets: str | None = None,
+        pip_requirements: list[str] | None = None,
     ) -> str:
         """Log one training run (params, metrics, tags, dataset lineage, the model) and return its id.
 
         The model is an sklearn estimator saved with skops (never pickle); ``skops_trusted_types``
         lists the non-default types it references (checked at save time by MLflow: an untrusted
         type fails here, not at serving time). The signature is inferred from ``input_example``
-        and the model's predictions on it. ``artifacts`` maps an artifact folder name to a local
+        and the model's predictions on it. ``pip_requirements`` default to the installed versions
+        of :data:`MODEL_REQUIREMENTS` (MLflow adds itself); giving them explicitly skips MLflow's
+        requirement inference, which loads the model in a fresh Python subprocess (tens of
+        seconds). ``artifacts`` maps an artifact folder name to a local
         file or folder (``{"evaluation": Path("report.json")}`` -> ``evaluation/report.json``).
 
         Idempotent by ``run_name``: when a FINISHED run with tag ``mlops.run_key=<run_name>``
@@ -236,6 +243,7 @@ class ModelRegistry:
                     skops_trusted_types=skops_trusted_types,
                     signature=signature,
                     input_example=input_example,
+                    pip_requirements=pip_requirements if pip_requirements is not None else model_requirements(),
                 )
                 mlflow.set_tag(MODEL_ID_TAG, info.model_id)
                 for folder, path in (artifacts or {}).items():
@@ -326,9 +334,14 @@ class ModelRegistry:
             version = existing[0].version
         else:
             model_id = self._run_model_id(run_id)
-            mv = self.client.create_model_version(
-                name=model_name, source=f"models:/{model_id}", run_id=run_id, tags=all_tags, model_id=model_id
-            )
+            # The source is the LoggedModel's artifact location rather than ``models:/<model_id>``:
+            # MLflow's SQL registry resolves a ``models:/<id>`` source through the *global*
+            # tracking URI, not this client's. The fluent context covers any other such lookup.
+            location = self.client.get_logged_model(model_id).artifact_location
+            with _fluent_tracking_uri(self.tracking_uri):
+                mv = self.client.create_model_version(
+                    name=model_name, source=location, run_id=run_id, tags=all_tags, model_id=model_id
+                )
             version = mv.version
         self._set_version_tags(model_name, version, all_tags)
         return str(version)
@@ -356,7 +369,7 @@ class ModelRegistry:
         if existing:
             new_version = existing[0].version
         else:
-            with warnings.catch_warnings():
+            with warnings.catch_warnings(), _fluent_tracking_uri(self.tracking_uri):
                 warnings.simplefilter("ignore")
                 new_version = self.client.copy_model_version(f"models:/{src_name}/{version}", dst_name).version
         self._set_version_tags(dst_name, new_version, {**{k: str(v) for k, v in (tags or {}).items()}, SOURCE_TAG: source})
@@ -458,6 +471,19 @@ class ModelRegistry:
 
         with _fluent_tracking_uri(self.tracking_uri):
             return mlflow.pyfunc.load_model(self.model_uri(model_name, version_or_alias))
+
+
+def model_requirements(packages: tuple[str, ...] = MODEL_REQUIREMENTS) -> list[str]:
+    """``name==version`` of each installed package in ``packages`` (missing ones are skipped)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    pinned = []
+    for package in packages:
+        try:
+            pinned.append(f"{package}=={version(package)}")
+        except PackageNotFoundError:
+            continue
+    return pinned
 
 
 def _pandas_dataset(df, source: str, name: str, digest: str, targets: str | None):

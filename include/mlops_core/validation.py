@@ -30,7 +30,6 @@ import hashlib
 import io
 import json
 import logging
-import math
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -237,116 +236,83 @@ def _check_header(header: list[str], name: str) -> None:
 
 
 # --------------------------------------------------------------------------- typing values
-class _BadValue(ValueError):
-    """A single value cannot be read as its column's type."""
-
-
-def _parse_int(text: str) -> int:
-    if _INT_TEXT.fullmatch(text):
-        value = int(text)
-    else:
-        try:
-            number = float(text)
-        except ValueError:
-            raise _BadValue("is not an integer") from None
-        if not math.isfinite(number) or not number.is_integer():
-            raise _BadValue("is not an integer")
-        value = int(number)
-    if not _INT64_MIN <= value <= _INT64_MAX:
-        raise _BadValue("is outside the 64-bit integer range")
-    return value
-
-
-def _parse_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise _BadValue("is not a number") from None
-    if not math.isfinite(value):
-        raise _BadValue("is not a finite number")
-    return value
-
-
-def _parse_bool(text: str) -> bool:
-    lowered = text.lower()
-    if lowered in _TRUE:
-        return True
-    if lowered in _FALSE:
-        return False
-    raise _BadValue("is not a boolean (use true/false, 1/0 or yes/no)")
-
-
-def _parse_timestamp(text: str) -> pd.Timestamp:
-    parsed = pd.to_datetime(pd.Series([text]), utc=True, errors="coerce", format="ISO8601").iloc[0]
-    if pd.isna(parsed):
-        raise _BadValue("is not an ISO-8601 timestamp between 1677 and 2262")
-    return parsed
-
-
-_PARSERS: dict[str, Callable[[str], Any]] = {
-    "int": _parse_int,
-    "float": _parse_float,
-    "bool": _parse_bool,
-    "timestamp": _parse_timestamp,
-    "category": str,
-    "string": str,
+# One message per type; the value itself is quoted before it.
+_TYPE_PROBLEMS = {
+    "int": "is not a 64-bit integer",
+    "float": "is not a finite number",
+    "bool": "is not a boolean (use true/false, 1/0 or yes/no)",
+    "timestamp": "is not an ISO-8601 timestamp between 1677 and 2262",
 }
 
 
-def _typed_column(texts: pd.Series, spec: ColumnSpec) -> tuple[list[Any], list[tuple[str, str] | None]]:
-    """Parse one column; return the typed values (None for null/bad) and one problem per row.
+def _parse(texts: pd.Series, column_type: str) -> tuple[pd.Series, np.ndarray, np.ndarray]:
+    """Parse one column of text, column-wise.
 
-    A problem is ``(code, message)`` with code ``<column>:<problem>``; ``None`` means the value is fine.
+    ``texts`` holds strings only, already stripped of outer whitespace except for
+    string/category columns (where whitespace is part of the value). Returns the values in the contract dtype (NA where null or invalid), a mask of
+    present (non-empty) values and a mask of present values that are not of the type.
     """
-    values: list[Any] = [None] * len(texts)
-    problems: list[tuple[str, str] | None] = [None] * len(texts)
-    strip = spec.type not in ("string", "category")
-    if spec.type == "timestamp":
-        stripped = texts.map(lambda t: t.strip() or None)
-        parsed = pd.to_datetime(stripped, utc=True, errors="coerce", format="ISO8601")
-    for i, text in enumerate(texts):
-        raw = text.strip() if strip else text
-        if raw == "":
-            continue  # null; nullability is checked by the caller
-        try:
-            if spec.type == "timestamp":
-                value = parsed.iloc[i]
-                if pd.isna(value):
-                    raise _BadValue("is not an ISO-8601 timestamp between 1677 and 2262")
+    index = texts.index
+    n = len(texts)
+    if column_type in ("string", "category"):
+        present = (texts != "").to_numpy(dtype=bool)
+        values = pd.Series(texts, dtype="string").mask(~present)
+        return values, present, np.zeros(n, dtype=bool)
+
+    raw = texts.tolist()
+    present = np.array([t != "" for t in raw], dtype=bool)
+    if column_type == "int":
+        numbers = np.zeros(n, dtype=np.int64)
+        ok = np.zeros(n, dtype=bool)
+        others = []
+        for i, text in enumerate(raw):
+            if not text:
+                continue
+            if _INT_TEXT.fullmatch(text):  # exact for any number of digits
+                value = int(text)
+                if _INT64_MIN <= value <= _INT64_MAX:
+                    numbers[i], ok[i] = value, True
             else:
-                value = _PARSERS[spec.type](raw)
-        except _BadValue as exc:
-            problems[i] = (f"{spec.name}:wrong_type", f"{spec.name}: {_show(raw)} {exc}")
-            continue
-        values[i] = value
-    return values, problems
+                others.append(i)
+        if others:  # "7.0", "1e3": accepted when integral
+            rows = np.array(others)
+            floats = pd.to_numeric(pd.Series([raw[i] for i in others], dtype=object), errors="coerce").to_numpy(dtype=float)
+            with np.errstate(invalid="ignore"):
+                integral = np.isfinite(floats) & (np.floor(floats) == floats) & (np.abs(floats) < 2.0**63)
+            numbers[rows[integral]] = floats[integral].astype(np.int64)
+            ok[rows[integral]] = True
+        values = pd.Series(pd.arrays.IntegerArray(numbers, ~ok), index=index)
+    elif column_type == "float":
+        floats = pd.to_numeric(pd.Series([t or None for t in raw], dtype=object), errors="coerce").to_numpy(dtype=float)
+        ok = present & np.isfinite(floats)
+        values = pd.Series(np.where(ok, floats, np.nan), index=index, dtype="float64")
+    elif column_type == "bool":
+        lowered = [t.lower() for t in raw]
+        truth = np.fromiter((t in _TRUE for t in lowered), dtype=bool, count=n)
+        ok = truth | np.fromiter((t in _FALSE for t in lowered), dtype=bool, count=n)
+        values = pd.Series(pd.arrays.BooleanArray(truth, ~ok), index=index)
+    elif column_type == "timestamp":
+        stamps = pd.to_datetime(pd.Series([t or None for t in raw], dtype=object), utc=True, errors="coerce", format="ISO8601")
+        ok = present & stamps.notna().to_numpy(dtype=bool)
+        if str(stamps.dtype) != PANDAS_DTYPES["timestamp"]:
+            stamps = stamps.astype(PANDAS_DTYPES["timestamp"])
+        values = stamps.set_axis(index).where(ok)
+    else:  # pragma: no cover - the contract only allows COLUMN_TYPES
+        raise ValueError(f"unknown column type {column_type!r}")
+    return values, present, present & ~ok
 
 
-def _allowed_values(spec: ColumnSpec) -> frozenset[Any] | None:
+def _allowed_values(spec: ColumnSpec) -> pd.Series | None:
     """The contract's allowed values in the column's type (``[0, 1]`` compares as ints)."""
     if spec.allowed is None:
         return None
-    parser = _PARSERS[spec.type]
-    out = set()
-    for value in spec.allowed:
-        text = "true" if value is True else "false" if value is False else str(value)
-        try:
-            out.add(parser(text))
-        except _BadValue as exc:
-            raise ValueError(
-                f"contract column {spec.name!r}: allowed value {value!r} {exc}; fix the contract"
-            ) from None
-    return frozenset(out)
-
-
-def _check_value(value: Any, raw: str, spec: ColumnSpec, allowed: frozenset[Any] | None) -> tuple[str, str] | None:
-    if spec.min is not None and spec.is_numeric and value < spec.min:
-        return f"{spec.name}:below_min", f"{spec.name}: {raw} below min {_show_bound(spec.min)}"
-    if spec.max is not None and spec.is_numeric and value > spec.max:
-        return f"{spec.name}:above_max", f"{spec.name}: {raw} above max {_show_bound(spec.max)}"
-    if allowed is not None and value not in allowed:
-        return f"{spec.name}:not_allowed", f"{spec.name}: {_show(raw)} not in allowed {list(spec.allowed or ())}"
-    return None
+    spelled = ["true" if v is True else "false" if v is False else str(v) for v in spec.allowed]
+    texts = pd.Series(spelled if spec.type in ("string", "category") else [t.strip() for t in spelled], dtype=object)
+    values, present, bad = _parse(texts, spec.type)
+    if bad.any() or not present.all():
+        wrong = [v for v, b, p in zip(spec.allowed, bad, present) if b or not p]
+        raise ValueError(f"contract column {spec.name!r}: allowed value(s) {wrong} are not of type {spec.type}; fix the contract")
+    return values
 
 
 def _show(raw: str) -> str:
@@ -357,39 +323,105 @@ def _show_bound(bound: float) -> str:
     return str(int(bound)) if float(bound).is_integer() else repr(bound)
 
 
+@dataclass
+class _ColumnProblems:
+    """At most one problem per row for one column: a code and a message, None where fine."""
+
+    name: str
+    codes: np.ndarray
+    messages: np.ndarray
+    open: np.ndarray  # rows without a problem yet
+
+    @classmethod
+    def empty(cls, name: str, n: int) -> "_ColumnProblems":
+        return cls(name, np.full(n, None, dtype=object), np.full(n, None, dtype=object), np.ones(n, dtype=bool))
+
+    def flag(self, mask: np.ndarray, kind: str, texts: np.ndarray, describe: Callable[[str], str]) -> None:
+        rows = np.flatnonzero(mask & self.open)
+        if len(rows):
+            self.codes[rows] = f"{self.name}:{kind}"
+            self.messages[rows] = [f"{self.name}: {describe(t)}" for t in texts[rows]]
+            self.open[rows] = False
+
+
+def _check_column(texts: pd.Series, spec: ColumnSpec, is_key: bool) -> tuple[pd.Series, _ColumnProblems]:
+    shown = texts.to_numpy(dtype=object)
+    if spec.type not in ("string", "category"):
+        shown = np.array([t.strip() for t in shown], dtype=object)
+    values, present, bad_type = _parse(pd.Series(shown, index=texts.index, dtype=object), spec.type)
+    problems = _ColumnProblems.empty(spec.name, len(texts))
+    problems.flag(bad_type, "wrong_type", shown, lambda t: f"{_show(t)} {_TYPE_PROBLEMS[spec.type]}")
+    if is_key:
+        problems.flag(~present, "null", shown, lambda t: "null in key column (entity key and event time are required)")
+    elif not spec.nullable:
+        problems.flag(~present, "null", shown, lambda t: "null in non-nullable column")
+    if spec.is_numeric and spec.min is not None:
+        below = (values < spec.min).fillna(False).to_numpy(dtype=bool)
+        problems.flag(below, "below_min", shown, lambda t: f"{t} below min {_show_bound(spec.min)}")
+    if spec.is_numeric and spec.max is not None:
+        above = (values > spec.max).fillna(False).to_numpy(dtype=bool)
+        problems.flag(above, "above_max", shown, lambda t: f"{t} above max {_show_bound(spec.max)}")
+    allowed = _allowed_values(spec)
+    if allowed is not None:
+        outside = present & ~bad_type & ~values.isin(allowed).fillna(False).to_numpy(dtype=bool)
+        listed = list(spec.allowed or ())
+        problems.flag(outside, "not_allowed", shown, lambda t: f"{_show(t)} not in allowed {listed}")
+    return values, problems
+
+
 # --------------------------------------------------------------------------- row keys
-def canonical_value(value: Any, column_type: str) -> Any:
-    """The value as it goes into a row key (see the module docstring); ``None`` for null."""
-    if _is_null(value):
-        return None
-    if column_type == "int":
-        return str(int(value))
-    if column_type == "float":
-        number = float(value)
-        return repr(0.0 if number == 0 else number)
-    if column_type == "bool":
-        return "true" if bool(value) else "false"
+_encode = json.encoder.encode_basestring  # the encoder json.dumps(ensure_ascii=False) uses
+
+
+def _json_text(value: str | None) -> str:
+    return "null" if value is None else _encode(value)
+
+
+def canonical_values(values: pd.Series, column_type: str) -> list[str | None]:
+    """A typed column as the text that goes into row keys (see the module docstring); None for null."""
     if column_type == "timestamp":
-        stamp = pd.Timestamp(value)
-        stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
-        return stamp.isoformat()
-    return str(value)
+        utc = pd.to_datetime(values, utc=True).dt.tz_localize(None).to_numpy(dtype="datetime64[ns]")
+        return [None if t == "NaT" else _iso_utc(t) for t in np.datetime_as_string(utc, unit="ns")]
+    items = values.astype(object).tolist()
+    if column_type == "int":
+        return [None if v is pd.NA or v is None else str(int(v)) for v in items]
+    if column_type == "float":
+        return [None if v is None or v != v else repr(0.0 if v == 0 else float(v)) for v in items]
+    if column_type == "bool":
+        return [None if v is pd.NA or v is None else ("true" if v else "false") for v in items]
+    return [None if v is pd.NA or v is None else str(v) for v in items]
 
 
-def _digest(payload: Any) -> str:
-    blob = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-    return hashlib.sha256(blob).hexdigest()[:ROW_KEY_LENGTH]
+def _iso_utc(text: str) -> str:
+    """``YYYY-MM-DDTHH:MM:SS.fffffffff`` -> what ``Timestamp.isoformat()`` gives in UTC."""
+    fraction = text[20:]
+    if fraction == "000000000":
+        text = text[:19]
+    elif fraction.endswith("000"):
+        text = text[:26]
+    return text + "+00:00"
+
+
+def _digest(payload: str) -> str:
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:ROW_KEY_LENGTH]
+
+
+def _key_payload(entity: str | None, time: str | None) -> str:
+    return f'["key",{_json_text(entity)},{_json_text(time)}]'
 
 
 def row_keys(typed: pd.DataFrame, contract: DatasetContract) -> list[str]:
     """``_row_key`` of every row of a typed frame (contract columns with contract dtypes)."""
     if contract.entity_key and contract.event_time:
-        entity = [canonical_value(v, contract.column(contract.entity_key).type) for v in typed[contract.entity_key]]
-        times = [canonical_value(v, "timestamp") for v in typed[contract.event_time]]
-        return [_digest(["key", e, t]) for e, t in zip(entity, times)]
+        entities = canonical_values(typed[contract.entity_key], contract.column(contract.entity_key).type)
+        times = canonical_values(typed[contract.event_time], "timestamp")
+        return [_digest(_key_payload(e, t)) for e, t in zip(entities, times)]
     names = sorted(contract.column_names)
-    columns = [[canonical_value(v, contract.column(n).type) for v in typed[n]] for n in names]
-    return [_digest(["row", [[n, v] for n, v in zip(names, values)]]) for values in zip(*columns)]
+    cells = [
+        [f"[{_encode(name)},{_json_text(v)}]" for v in canonical_values(typed[name], contract.column(name).type)]
+        for name in names
+    ]
+    return [_digest('["row",[' + ",".join(row) + "]]") for row in zip(*cells)] if cells else []
 
 
 # --------------------------------------------------------------------------- validation
@@ -428,66 +460,60 @@ def validate(df: pd.DataFrame, contract: DatasetContract, source: str, ingested_
     frame = frame[contract.column_names].reset_index(drop=True)
     n = len(frame)
 
-    problems: list[list[tuple[str, str]]] = [[] for _ in range(n)]
     typed: dict[str, pd.Series] = {}
-    key_columns = set(contract.key_columns)
+    column_problems: list[_ColumnProblems] = []
     for spec in contract.columns:
-        texts = frame[spec.name]
-        values, type_problems = _typed_column(texts, spec)
-        allowed = _allowed_values(spec)
-        for i, (value, problem) in enumerate(zip(values, type_problems)):
-            if problem is not None:
-                problems[i].append(problem)
-            elif value is None:
-                if spec.name in key_columns:
-                    problems[i].append((f"{spec.name}:null", f"{spec.name}: null in key column (entity key and event time are required)"))
-                elif not spec.nullable:
-                    problems[i].append((f"{spec.name}:null", f"{spec.name}: null in non-nullable column"))
-            else:
-                check = _check_value(value, texts.iat[i].strip() if spec.is_numeric else texts.iat[i], spec, allowed)
-                if check is not None:
-                    problems[i].append(check)
-        typed[spec.name] = pd.Series(values, dtype=object)
+        values, problems = _check_column(frame[spec.name], spec, is_key=spec.name in contract.key_columns)
+        typed[spec.name] = values
+        column_problems.append(problems)
 
-    good = [not p for p in problems]
-    typed_frame = _to_dtypes(pd.DataFrame(typed, index=range(n)), contract).loc[good].reset_index(drop=True)
-    positions = [i for i in range(n) if good[i]]
+    bad = np.zeros(n, dtype=bool)
+    for problems in column_problems:
+        bad |= ~problems.open
+    good_rows = np.flatnonzero(~bad)
+    typed_frame = pd.DataFrame(typed).iloc[good_rows].reset_index(drop=True)
     keys = row_keys(typed_frame, contract)
 
     # A repeat of an earlier row of the same file is rejected; the first one is kept.
     first_seen: dict[str, int] = {}
-    keep: list[bool] = []
-    for pos, key in zip(positions, keys):
-        if key in first_seen:
-            problems[pos].append((DUPLICATE_ROW, f"{DUPLICATE_ROW}: same row key as data row {first_seen[key] + 1}"))
-            keep.append(False)
-        else:
-            first_seen[key] = pos
-            keep.append(True)
+    keep = np.ones(len(good_rows), dtype=bool)
+    duplicates = _ColumnProblems.empty(DUPLICATE_ROW, n)
+    for j, (position, key) in enumerate(zip(good_rows.tolist(), keys)):
+        first = first_seen.setdefault(key, position)
+        if first != position:
+            keep[j] = False
+            duplicates.codes[position] = DUPLICATE_ROW
+            duplicates.messages[position] = f"{DUPLICATE_ROW}: same row key as data row {first + 1}"
+            duplicates.open[position] = False
+    column_problems.append(duplicates)
+    bad |= ~duplicates.open
 
     accepted = typed_frame.loc[keep].reset_index(drop=True)
     accepted_keys = [k for k, kept in zip(keys, keep) if kept]
     accepted[EVENT_TIME_COLUMN] = _event_times(accepted, contract, ingested_at)
     if contract.entity_key:
-        entity_type = contract.column(contract.entity_key).type
-        entities = [canonical_value(v, entity_type) for v in accepted[contract.entity_key]]
+        entities = canonical_values(accepted[contract.entity_key], contract.column(contract.entity_key).type)
     else:
         entities = accepted_keys
     accepted[ENTITY_COLUMN] = pd.Series(entities, dtype="string")
     accepted[ROW_KEY_COLUMN] = pd.Series(accepted_keys, dtype="string")
     accepted[SOURCE_COLUMN] = pd.Series([source] * len(accepted), dtype="string")
 
-    bad = [i for i in range(n) if problems[i]]
-    rejected = frame.iloc[bad].reset_index(drop=True).astype(object)
-    rejected[REASON_COLUMN] = pd.Series(["; ".join(m for _, m in problems[i]) for i in bad], dtype=object)
-    rejected[SOURCE_COLUMN] = pd.Series([source] * len(bad), dtype=object)
-    rejected[ROW_NUMBER_COLUMN] = pd.Series([i + 1 for i in bad], dtype="int64")
+    bad_rows = np.flatnonzero(bad)
+    rejected = frame.iloc[bad_rows].reset_index(drop=True)
+    messages = zip(*(p.messages[bad_rows] for p in column_problems))
+    rejected[REASON_COLUMN] = pd.Series(["; ".join(m for m in row if m is not None) for row in messages], dtype=object)
+    rejected[SOURCE_COLUMN] = pd.Series([source] * len(bad_rows), dtype=object)
+    rejected[ROW_NUMBER_COLUMN] = pd.Series(bad_rows + 1, dtype="int64")
 
     counts: Counter[str] = Counter()
-    for i in bad:
-        counts.update({code for code, _ in problems[i]})
+    for problems in column_problems:
+        counts.update(code for code in problems.codes[bad_rows] if code is not None)
     result = ValidationResult(accepted=accepted, rejected=rejected, source=source, reason_counts=dict(counts))
-    log.info("validated %s against %s: %d accepted, %d rejected %s", source, contract.name, len(accepted), len(bad), dict(counts))
+    log.info(
+        "validated %s against %s: %d accepted, %d rejected %s",
+        source, contract.name, len(accepted), len(bad_rows), dict(counts),
+    )
     return result
 
 
@@ -505,32 +531,20 @@ def _as_text(df: pd.DataFrame) -> pd.DataFrame:
             return value.isoformat()
         return _python_to_text(value)
 
-    out = pd.DataFrame(index=range(len(df)))
+    out = {}
     for position, name in enumerate(df.columns):
-        out[name] = pd.Series([text(v) for v in df.iloc[:, position]], dtype=object)
-    return out
+        column = df.iloc[:, position]
+        if column.dtype == object and pd.api.types.infer_dtype(column, skipna=False) == "string":
+            out[name] = column.reset_index(drop=True)  # already text, as read_source returns it
+        else:
+            out[name] = pd.Series([text(v) for v in column], dtype=object)
+    return pd.DataFrame(out, index=range(len(df)), columns=list(df.columns)) if out else pd.DataFrame(index=range(len(df)))
 
 
 def _is_null(value: Any) -> bool:
     """True for scalar nulls (None, NaN, NA, NaT); False for everything else, lists included."""
     result = pd.isna(value)
     return bool(result) if isinstance(result, (bool, np.bool_)) else False
-
-
-def _to_dtypes(frame: pd.DataFrame, contract: DatasetContract) -> pd.DataFrame:
-    """Typed Python values (None for null) -> the contract's pandas dtypes."""
-    out = pd.DataFrame(index=frame.index)
-    for spec in contract.columns:
-        values = list(frame[spec.name])
-        if spec.type == "timestamp":
-            out[spec.name] = pd.to_datetime(pd.Series(values, index=frame.index, dtype=object), utc=True).astype(
-                PANDAS_DTYPES["timestamp"]
-            )
-        elif spec.type == "float":
-            out[spec.name] = pd.Series([np.nan if v is None else v for v in values], index=frame.index, dtype="float64")
-        else:
-            out[spec.name] = pd.Series(pd.array(values, dtype=PANDAS_DTYPES[spec.type]), index=frame.index)
-    return out
 
 
 def _event_times(accepted: pd.DataFrame, contract: DatasetContract, ingested_at: pd.Timestamp) -> pd.Series:

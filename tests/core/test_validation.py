@@ -217,11 +217,12 @@ class TestRowLevel:
     @pytest.mark.parametrize(
         ("column", "value", "message"),
         [
-            ("tenure_months", "twelve", "is not an integer"),
-            ("tenure_months", "1.5", "is not an integer"),
-            ("tenure_months", "99999999999999999999", "64-bit"),
-            ("monthly_charges", "12,5", "is not a number"),
+            ("tenure_months", "twelve", "is not a 64-bit integer"),
+            ("tenure_months", "1.5", "is not a 64-bit integer"),
+            ("tenure_months", "99999999999999999999", "is not a 64-bit integer"),
+            ("monthly_charges", "12,5", "is not a finite number"),
             ("monthly_charges", "inf", "is not a finite number"),
+            ("monthly_charges", "nan", "is not a finite number"),
             ("autopay", "maybe", "is not a boolean"),
             ("event_time", "yesterday", "is not an ISO-8601 timestamp"),
             ("event_time", "3000-01-01", "is not an ISO-8601 timestamp"),
@@ -230,8 +231,7 @@ class TestRowLevel:
     def test_wrong_types(self, churn, column, value, message):
         result = run(churn, [churn_row(**{column: value}), churn_row("ok")])
         assert result.accepted["customer_id"].tolist() == ["ok"]
-        assert reason_of(result, 1).startswith(f"{column}: {value!r} ")
-        assert message in reason_of(result, 1)
+        assert reason_of(result, 1) == f"{column}: {value!r} {message}"
         assert result.reason_counts == {f"{column}:wrong_type": 1}
 
     @pytest.mark.parametrize(("text", "value"), [("TRUE", True), ("yes", True), ("1", True), ("False", False), ("NO", False), ("0", False)])

@@ -1,0 +1,41 @@
+# The two commands a newcomer needs: `make demo` and `make test`. Every target bootstraps .venv
+# from the lock files when it is missing or stale (scripts/bootstrap.sh).
+SHELL := /bin/bash
+PY := .venv/bin/python
+PORT ?= 8080
+PYTEST_ARGS ?=
+
+.PHONY: help venv demo test test-fast up lock bench clean
+
+help:
+	@echo "make demo   - run the whole ML lifecycle end to end on the local defaults and print a summary"
+	@echo "make test   - run the test suite (unit, DAG integrity, parse guard, SQL sources, end to end)"
+	@echo "make up     - Airflow UI on http://localhost:$(PORT) with these DAGs (credentials printed)"
+	@echo "make lock   - regenerate requirements.lock from requirements.txt"
+	@echo "make bench  - DAG parse-time benchmark (table)"
+	@echo "make clean  - remove .venv and every local state folder"
+
+venv:
+	@scripts/bootstrap.sh
+
+demo: venv
+	$(PY) -m mlops_demo.run
+
+test: venv
+	@scripts/ensure_services.sh
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: venv
+	$(PY) -m pytest -m "not e2e" $(PYTEST_ARGS)
+
+up: venv
+	$(PY) -m mlops_demo.airflow_stack up --home .airflow --dags dags --port $(PORT)
+
+lock:
+	scripts/lock.sh
+
+bench: venv
+	$(PY) bench/parse_times.py
+
+clean:
+	rm -rf .venv .venv-lock .mlops .airflow .demo

@@ -1,0 +1,522 @@
+"""Feature store of one dataset contract, backed by Feast (local backend).
+
+Local layout, configured entirely from Python (no ``feature_store.yaml`` is checked in)::
+
+    <repo_dir>/registry.db                      # Feast registry (file)
+    <repo_dir>/online.db                        # online store (SQLite): latest row per entity
+    <offline_dir>/version=<version_id>.parquet  # offline store: one file per dataset version
+
+Feast sees one Entity (join key ``_entity``), one FileSource over ``<offline_dir>`` (Feast's file
+offline store reads every ``*.parquet`` file below a folder, so a version is added or replaced
+by writing one file) and one FeatureView ``<contract>_features`` with the contract's feature
+columns typed from the contract.
+
+Feast accepts the contract's reserved names as they are: ``_entity`` is the join key and
+``_event_time`` the source's timestamp field, so user columns can never collide with them and
+no renaming happens anywhere (the names live in :data:`FEAST_JOIN_KEY` / :data:`FEAST_TIMESTAMP`).
+
+Quirks of Feast 0.67's file (dask) offline store that this module works around, so callers never
+meet them:
+
+* ``get_historical_features`` keeps one output row per (entity, timestamp): duplicate requests
+  are collapsed. Requests are therefore deduplicated here and the result joined back to every
+  input row.
+* An entity-df row whose entity has rows only *after* its timestamp disappears from the output,
+  and, once the folder holds more than one file, an entity with no offline row at all makes the
+  dask sort fail ("Divisions calculation failed", nulls in the timestamp column). Only entities
+  present offline are sent to Feast; the others get null features, and every input row is kept.
+* Temporary files must not end in ``.parquet`` inside the offline folder (dask reads hidden and
+  ``_``-prefixed ``*.parquet`` files too, recursively), so atomic writes use a ``.tmp`` name.
+* ``write_to_online_store`` converts only the first Arrow record batch of a frame, and the SQLite
+  online store overwrites whatever is stored regardless of event time. Online writes are sent in
+  bounded chunks, and rows older than what is already online are skipped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import re
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mlops_core.contract import (
+    ENTITY_COLUMN,
+    EVENT_TIME_COLUMN,
+    ROW_KEY_COLUMN,
+    SOURCE_COLUMN,
+    DatasetContract,
+)
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import pyarrow as pa
+    from feast import Entity, FeatureStore, FeatureView, FileSource
+    from feast.repo_config import RepoConfig
+
+log = logging.getLogger(__name__)
+
+# The one place where contract names meet Feast names (Feast accepts the reserved names as is).
+FEAST_JOIN_KEY = ENTITY_COLUMN
+FEAST_TIMESTAMP = EVENT_TIME_COLUMN
+
+# Contract column type -> Feast type name (``feast.types``).
+FEAST_TYPES = {
+    "int": "Int64",
+    "float": "Float64",
+    "bool": "Bool",
+    "string": "String",
+    "category": "String",
+    "timestamp": "UnixTimestamp",
+}
+
+ENTITY_KEY_SERIALIZATION_VERSION = 3  # Feast's current scheme (0.38+); lower versions are deprecated
+OFFLINE_FILE = re.compile(r"^version=(?P<version_id>[A-Za-z0-9][A-Za-z0-9._-]*)\.parquet$")
+ONLINE_BATCH_ROWS = 5_000  # rows per online write / entities per online read (SQLite bound variables)
+_REQUEST_COLUMN = "_request"  # internal id of one distinct (entity, event time) request
+
+
+class FeatureRepositoryError(ValueError):
+    """Bad input for the feature repository, or nothing materialized yet; the message says what to do."""
+
+
+class FeatureRepository:
+    """Feast feature repository of one dataset contract: offline Parquet, online SQLite.
+
+    Args:
+        contract: the dataset contract; its ``feature_columns`` become the features.
+        repo_dir: where the Feast registry and the SQLite online store live.
+        offline_dir: folder (or ``file://`` URI) of the offline Parquet files, one per version.
+        project: the Feast project (``features.project`` in the settings).
+        ttl_days: how far back a point-in-time join looks for a feature row.
+    """
+
+    def __init__(
+        self,
+        contract: DatasetContract,
+        *,
+        repo_dir: Path,
+        offline_dir: str,
+        project: str,
+        ttl_days: int = 3650,
+    ) -> None:
+        self.contract = contract
+        self.repo_dir = Path(repo_dir).expanduser().resolve()
+        self.offline_dir = _local_folder(offline_dir)
+        self.project = project
+        self.ttl_days = int(ttl_days)
+        if self.ttl_days <= 0:
+            raise FeatureRepositoryError(f"features.ttl_days must be a positive number of days, got {ttl_days!r}")
+        self.feature_view_name = f"{contract.name}_features"
+        self._store: FeatureStore | None = None
+        self._applied = False
+
+    # ----------------------------------------------------------------- Feast objects
+    @property
+    def feature_columns(self) -> list[str]:
+        return list(self.contract.feature_columns)
+
+    @property
+    def feature_refs(self) -> list[str]:
+        """``<feature view>:<feature>`` of every feature, in contract order."""
+        return [f"{self.feature_view_name}:{name}" for name in self.feature_columns]
+
+    def repo_config(self) -> "RepoConfig":
+        from feast.repo_config import RepoConfig
+
+        try:
+            return RepoConfig(
+                project=self.project,
+                provider="local",
+                registry=str(self.repo_dir / "registry.db"),
+                online_store={"type": "sqlite", "path": str(self.repo_dir / "online.db")},
+                offline_store={"type": "file"},
+                entity_key_serialization_version=ENTITY_KEY_SERIALIZATION_VERSION,
+                repo_path=self.repo_dir,
+            )
+        except ValueError as exc:  # pydantic's ValidationError is a ValueError
+            raise FeatureRepositoryError(
+                f"invalid Feast configuration (check features.project = {self.project!r}: letters, digits, '_' "
+                f"and '-', not starting with '_' or '-'): {exc}"
+            ) from exc
+
+    @property
+    def store(self) -> "FeatureStore":
+        """The Feast ``FeatureStore``, built on first use."""
+        if self._store is None:
+            from feast import FeatureStore
+
+            self.repo_dir.mkdir(parents=True, exist_ok=True)
+            self._store = FeatureStore(repo_path=str(self.repo_dir), config=self.repo_config())
+        return self._store
+
+    def feast_objects(self) -> tuple["Entity", "FileSource", "FeatureView"]:
+        """The Entity, FileSource and FeatureView that :meth:`apply` registers."""
+        from datetime import timedelta
+
+        import feast.types
+        from feast import Entity, FeatureView, Field, FileSource, ValueType
+
+        contract = self.contract
+        entity = Entity(
+            name=f"{contract.name}_entity",
+            join_keys=[FEAST_JOIN_KEY],
+            value_type=ValueType.STRING,
+            description=(
+                f"{contract.entity_key!r} of dataset {contract.name!r}"
+                if contract.entity_key
+                else f"row key of dataset {contract.name!r} (the contract has no entity key)"
+            ),
+        )
+        source = FileSource(
+            name=f"{contract.name}_offline",
+            path=str(self.offline_dir),
+            timestamp_field=FEAST_TIMESTAMP,
+            description=f"accepted rows of dataset {contract.name!r}, one Parquet file per version",
+        )
+        schema = [Field(name=FEAST_JOIN_KEY, dtype=feast.types.String)]
+        for name in self.feature_columns:
+            spec = contract.column(name)
+            feast_type = getattr(feast.types, FEAST_TYPES[spec.type])
+            schema.append(Field(name=name, dtype=feast_type, description=spec.description))
+        view = FeatureView(
+            name=self.feature_view_name,
+            entities=[entity],
+            ttl=timedelta(days=self.ttl_days),
+            schema=schema,
+            source=source,
+            online=True,
+            description=f"features of dataset {contract.name!r} (contract {contract.fingerprint})",
+            tags={"dataset": contract.name, "contract_fingerprint": contract.fingerprint},
+        )
+        return entity, source, view
+
+    def apply(self) -> None:
+        """Register the entity, source and feature view (idempotent; safe to call every run)."""
+        self.offline_dir.mkdir(parents=True, exist_ok=True)
+        entity, _source, view = self.feast_objects()
+        self.store.apply([entity, view])
+        self._applied = True
+        log.info(
+            "Feast project %s: applied feature view %s (%d features)", self.project, view.name, len(self.feature_columns)
+        )
+
+    def _ensure_applied(self) -> None:
+        if not self._applied:
+            self.apply()
+
+    # ----------------------------------------------------------------- offline
+    def offline_path(self, version_id: str) -> Path:
+        _check_version_id(version_id)
+        return self.offline_dir / f"version={version_id}.parquet"
+
+    def offline_versions(self) -> list[str]:
+        """Ids of the dataset versions present in the offline store, sorted."""
+        if not self.offline_dir.is_dir():
+            return []
+        found = (OFFLINE_FILE.match(p.name) for p in self.offline_dir.iterdir() if p.is_file())
+        return sorted(m.group("version_id") for m in found if m)
+
+    def materialize_version(self, version_id: str, rows: "pd.DataFrame") -> dict[str, Any]:
+        """Write one dataset version to the offline store and its newest rows to the online store.
+
+        Incremental by construction, so the cost follows the size of ``rows``, not the history:
+
+        * offline: only this version's rows are written, to ``version=<id>.parquet`` (temp file,
+          then rename). Re-running the same version rewrites the same file, so nothing is
+          duplicated and no other version is read or touched.
+        * online: the newest row per entity *of these rows* is pushed with
+          ``FeatureStore.write_to_online_store``. ``materialize(start, end)`` is not used: the
+          file offline store would read every version's file (the whole folder) and filter by
+          event time, which costs the history, and an event-time window can also overlap other
+          versions. Before writing, the online event time of these entities is read (one lookup
+          per entity of this version) and rows older than what is online are skipped, so a late
+          version never overwrites a newer value.
+
+        Returns:
+            ``{version_id, offline_rows, online_entities, online_stale_skipped, event_time_min,
+            event_time_max, seconds}`` (times as ISO-8601 strings, ``None`` for an empty version).
+        """
+        import pyarrow.parquet as pq
+
+        started = time.perf_counter()
+        self._ensure_applied()
+        path = self.offline_path(version_id)
+        frame = self._offline_frame(rows, f"dataset version {version_id}")
+        table = _to_arrow(frame, self._arrow_schema())
+        self.offline_dir.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=self.offline_dir)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                pq.write_table(table, fh)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+        written, stale = self._push_online(frame)
+        result = {
+            "version_id": version_id,
+            "offline_rows": int(len(frame)),
+            "online_entities": int(written),
+            "online_stale_skipped": int(stale),
+            "event_time_min": frame[EVENT_TIME_COLUMN].min().isoformat() if len(frame) else None,
+            "event_time_max": frame[EVENT_TIME_COLUMN].max().isoformat() if len(frame) else None,
+            "seconds": round(time.perf_counter() - started, 3),
+        }
+        log.info(
+            "Materialized version %s of %s: %d offline rows -> %s, %d entities online (%d older than online, skipped)",
+            version_id, self.contract.name, result["offline_rows"], path, written, stale,
+        )
+        return result
+
+    def _offline_frame(self, rows: "pd.DataFrame", what: str) -> "pd.DataFrame":
+        """The offline columns of ``rows`` with the contract's dtypes; checks keys are present."""
+        import pandas as pd
+
+        required = [ROW_KEY_COLUMN, ENTITY_COLUMN, EVENT_TIME_COLUMN, *self.feature_columns]
+        missing = [c for c in required if c not in rows.columns]
+        if missing:
+            raise FeatureRepositoryError(
+                f"{what}: missing column(s) {missing}; materialize the accepted rows of a dataset version "
+                f"(contract columns plus {ROW_KEY_COLUMN}, {ENTITY_COLUMN}, {EVENT_TIME_COLUMN})"
+            )
+        frame = rows[required].reset_index(drop=True).copy()
+        frame[SOURCE_COLUMN] = (
+            rows[SOURCE_COLUMN].reset_index(drop=True).astype("string")
+            if SOURCE_COLUMN in rows.columns
+            else pd.Series(pd.NA, index=frame.index, dtype="string")
+        )
+        frame = _key_dtypes(frame, what)
+        if frame[ROW_KEY_COLUMN].isna().any():
+            nulls = int(frame[ROW_KEY_COLUMN].isna().sum())
+            raise FeatureRepositoryError(f"{what}: {nulls} row(s) without {ROW_KEY_COLUMN}")
+        return _contract_dtypes(frame, self.contract, self.feature_columns)
+
+    def _arrow_schema(self) -> "pa.Schema":
+        """One fixed schema for every offline file, so versions always read back together."""
+        import pyarrow as pa
+
+        arrow_types = {
+            "int": pa.int64(), "float": pa.float64(), "bool": pa.bool_(), "string": pa.string(),
+            "category": pa.string(), "timestamp": pa.timestamp("ns", tz="UTC"),
+        }
+        fields = [
+            pa.field(ROW_KEY_COLUMN, pa.string(), nullable=False),
+            pa.field(ENTITY_COLUMN, pa.string(), nullable=False),
+            pa.field(EVENT_TIME_COLUMN, pa.timestamp("ns", tz="UTC"), nullable=False),
+        ]
+        fields += [pa.field(n, arrow_types[self.contract.column(n).type]) for n in self.feature_columns]
+        fields.append(pa.field(SOURCE_COLUMN, pa.string()))
+        return pa.schema(fields)
+
+    def _offline_entities(self) -> set[str]:
+        """Every entity id in the offline store (reads only the ``_entity`` column)."""
+        import pyarrow.parquet as pq
+
+        entities: set[str] = set()
+        for version_id in self.offline_versions():
+            column = pq.read_table(self.offline_path(version_id), columns=[ENTITY_COLUMN]).column(0)
+            entities.update(v for v in column.unique().to_pylist() if v is not None)
+        return entities
+
+    # ----------------------------------------------------------------- training
+    def training_set(self, entity_df: "pd.DataFrame") -> "pd.DataFrame":
+        """Point-in-time-correct training rows: each row gets the features of its entity's latest
+        offline row at or before its ``_event_time`` (within ``ttl_days``), never a later one.
+
+        Args:
+            entity_df: ``_entity``, ``_event_time``, ``_row_key`` and, for training, the target.
+                Other columns (e.g. feature values of the input rows) are ignored: features always
+                come from the store.
+
+        Returns:
+            ``_entity``, ``_event_time``, ``_row_key``, the target (when given) and every feature
+            column, with the contract's dtypes, one row per input row, sorted by ``_event_time``
+            then ``_row_key``. Features are null when the entity has no row at or before the time.
+        """
+        import numpy as np
+        import pandas as pd
+
+        self._ensure_applied()
+        contract = self.contract
+        what = "training_set entity_df"
+        required = [ENTITY_COLUMN, EVENT_TIME_COLUMN, ROW_KEY_COLUMN]
+        missing = [c for c in required if c not in entity_df.columns]
+        if missing:
+            raise FeatureRepositoryError(
+                f"{what}: missing column(s) {missing}; pass the accepted rows' {required} "
+                f"and the target {contract.target!r}"
+            )
+        if not self.offline_versions():
+            raise FeatureRepositoryError(
+                f"no dataset version is materialized in {self.offline_dir} yet; run the features stage "
+                "(FeatureRepository.materialize_version) before building a training set"
+            )
+        keep = required + ([contract.target] if contract.target in entity_df.columns else [])
+        rows = _key_dtypes(entity_df[keep].reset_index(drop=True).copy(), what)
+
+        requests = rows[[ENTITY_COLUMN, EVENT_TIME_COLUMN]].drop_duplicates(ignore_index=True)
+        requests[_REQUEST_COLUMN] = np.arange(len(requests), dtype="int64")
+        known = requests[ENTITY_COLUMN].isin(self._offline_entities())
+        if known.any():
+            asked = requests.loc[known].reset_index(drop=True)
+            # Feast prints which column it took as the event timestamp, and dask warns about its own
+            # internals (FutureWarning); keep both out of task logs.
+            with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+                warnings.filterwarnings("ignore", category=FutureWarning, module=r"dask\.")
+                job = self.store.get_historical_features(entity_df=asked, features=self.feature_refs)
+                joined = job.to_df()[[_REQUEST_COLUMN, *self.feature_columns]]
+            if joined[_REQUEST_COLUMN].duplicated().any():
+                raise RuntimeError("Feast returned more than one feature row per request; refusing to duplicate rows")
+        else:
+            empty = {name: pd.Series(dtype=object) for name in self.feature_columns}
+            joined = pd.DataFrame({_REQUEST_COLUMN: pd.Series(dtype="int64"), **empty})
+
+        out = rows.merge(requests, on=[ENTITY_COLUMN, EVENT_TIME_COLUMN], how="left", validate="many_to_one")
+        out = out.merge(joined, on=_REQUEST_COLUMN, how="left", validate="many_to_one").drop(columns=[_REQUEST_COLUMN])
+        assert len(out) == len(rows)
+        typed = [c for c in (contract.target,) if c in out.columns] + self.feature_columns
+        out = _contract_dtypes(out, contract, typed)
+        out = out[keep + self.feature_columns]
+        return out.sort_values([EVENT_TIME_COLUMN, ROW_KEY_COLUMN], kind="mergesort").reset_index(drop=True)
+
+    # ----------------------------------------------------------------- online
+    def online_features(self, entity_ids: list[str]) -> "pd.DataFrame":
+        """Latest online feature values of ``entity_ids`` (in the given order).
+
+        Returns ``_entity``, ``_event_time`` (of the stored row; NaT when the entity is unknown)
+        and every feature column with the contract's dtypes; unknown entities get null features.
+        """
+        self._ensure_applied()
+        return self._read_online([str(e) for e in entity_ids])
+
+    def _read_online(self, entity_ids: list[str]) -> "pd.DataFrame":
+        import pandas as pd
+        from feast.protos.feast.serving.ServingService_pb2 import FieldStatus
+
+        columns: dict[str, list[Any]] = {name: [] for name in self.feature_columns}
+        event_times: list[Any] = []
+        for start in range(0, len(entity_ids), ONLINE_BATCH_ROWS):
+            chunk = entity_ids[start:start + ONLINE_BATCH_ROWS]
+            response = self.store.get_online_features(
+                features=self.feature_refs, entity_rows=[{FEAST_JOIN_KEY: e} for e in chunk]
+            )
+            values = response.to_dict()
+            for name in self.feature_columns:
+                columns[name].extend(values[name])
+            names = list(response.proto.metadata.feature_names.val)
+            vector = response.proto.results[names.index(self.feature_columns[0])]
+            for status, stamp in zip(vector.statuses, vector.event_timestamps):
+                found = status != FieldStatus.NOT_FOUND
+                nanos = stamp.seconds * 10**9 + stamp.nanos
+                event_times.append(pd.Timestamp(nanos, unit="ns", tz="UTC") if found else pd.NaT)
+        out = pd.DataFrame({
+            ENTITY_COLUMN: pd.Series(entity_ids, dtype="string"),
+            EVENT_TIME_COLUMN: pd.Series(event_times, dtype="datetime64[ns, UTC]"),
+        })
+        for name in self.feature_columns:
+            out[name] = pd.Series(columns[name], dtype=object)
+        return _contract_dtypes(out, self.contract, self.feature_columns)
+
+    def _push_online(self, frame: "pd.DataFrame") -> tuple[int, int]:
+        """Write the newest row per entity of ``frame`` online, unless online already has a newer one."""
+        if frame.empty:
+            return 0, 0
+        latest = (
+            frame.sort_values([EVENT_TIME_COLUMN, ROW_KEY_COLUMN], kind="mergesort")
+            .drop_duplicates(ENTITY_COLUMN, keep="last")
+            .reset_index(drop=True)
+        )
+        online_time = self._read_online(latest[ENTITY_COLUMN].tolist())[EVENT_TIME_COLUMN]
+        # The SQLite store keeps microseconds: compare at that precision.
+        newer_online = (online_time > latest[EVENT_TIME_COLUMN].dt.floor("us")).fillna(False).to_numpy(dtype=bool)
+        latest = latest.loc[~newer_online, [ENTITY_COLUMN, EVENT_TIME_COLUMN, *self.feature_columns]]
+        for start in range(0, len(latest), ONLINE_BATCH_ROWS):
+            chunk = latest.iloc[start:start + ONLINE_BATCH_ROWS].reset_index(drop=True)
+            self.store.write_to_online_store(self.feature_view_name, df=chunk)
+        return len(latest), int(newer_online.sum())
+
+
+# --------------------------------------------------------------------- helpers
+def _local_folder(offline_dir: str | Path) -> Path:
+    text = str(offline_dir)
+    if text.startswith("file://"):
+        from urllib.parse import unquote, urlparse
+
+        text = unquote(urlparse(text).path)
+    elif "://" in text:
+        raise FeatureRepositoryError(
+            f"offline_dir {text!r}: the local feature repository keeps offline data in a local folder; "
+            "use a path (or file:// URI), or a backend built for remote storage"
+        )
+    return Path(text).expanduser().resolve()
+
+
+def _check_version_id(version_id: str) -> None:
+    if not isinstance(version_id, str) or not OFFLINE_FILE.match(f"version={version_id}.parquet"):
+        raise FeatureRepositoryError(
+            f"version id {version_id!r} cannot name an offline file: use letters, digits, '.', '_' and '-' "
+            "(starting with a letter or digit)"
+        )
+
+
+def _key_dtypes(frame: "pd.DataFrame", what: str) -> "pd.DataFrame":
+    """``_entity``/``_row_key`` as strings, ``_event_time`` as UTC nanoseconds (naive = UTC); no null keys."""
+    import pandas as pd
+
+    for name in (ENTITY_COLUMN, ROW_KEY_COLUMN):
+        if name in frame.columns:
+            frame[name] = frame[name].astype("string")
+    try:
+        frame[EVENT_TIME_COLUMN] = pd.to_datetime(frame[EVENT_TIME_COLUMN], utc=True).astype("datetime64[ns, UTC]")
+    except (TypeError, ValueError) as exc:
+        raise FeatureRepositoryError(f"{what}: {EVENT_TIME_COLUMN} is not a timestamp column: {exc}") from exc
+    for name in (ENTITY_COLUMN, EVENT_TIME_COLUMN):
+        nulls = int(frame[name].isna().sum())
+        if nulls:
+            raise FeatureRepositoryError(
+                f"{what}: {nulls} row(s) with a null {name}; every row needs an entity and an event time"
+            )
+    return frame
+
+
+def _contract_dtypes(frame: "pd.DataFrame", contract: DatasetContract, columns: list[str]) -> "pd.DataFrame":
+    """Cast ``columns`` to the contract's pandas dtypes (Int64, float64, boolean, string, UTC ns)."""
+    import pandas as pd
+
+    from mlops_core.validation import PANDAS_DTYPES
+
+    for name in columns:
+        kind = contract.column(name).type
+        series = frame[name]
+        if kind == "timestamp":
+            frame[name] = pd.to_datetime(series, utc=True).astype(PANDAS_DTYPES[kind])
+        elif kind == "int" and series.dtype == object:  # Python ints from Feast: no detour via float
+            values = series.where(series.notna(), None).tolist()
+            frame[name] = pd.Series(pd.array(values, dtype="Int64"), index=frame.index)
+        elif kind in ("int", "float"):
+            if series.dtype == object:
+                series = pd.to_numeric(series.where(series.notna(), None))
+            frame[name] = series.astype(PANDAS_DTYPES[kind])
+        elif kind == "bool":
+            frame[name] = series.astype(object).where(series.notna(), None).astype(PANDAS_DTYPES[kind])
+        else:
+            frame[name] = series.astype(PANDAS_DTYPES[kind])
+    return frame
+
+
+def _to_arrow(frame: "pd.DataFrame", schema: "pa.Schema") -> "pa.Table":
+    import pyarrow as pa
+
+    try:
+        return pa.Table.from_pandas(frame[schema.names], schema=schema, preserve_index=False)
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        raise FeatureRepositoryError(f"rows do not match the contract's types: {exc}") from exc

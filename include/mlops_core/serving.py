@@ -1,0 +1,554 @@
+"""Local serving target: one MLflow scoring server on ``host:port``, managed through a state folder.
+
+:class:`LocalModelServer` runs ``python -m mlflow models serve -m <model uri> --env-manager local``
+as a detached process group and keeps what it did in ``state_dir``:
+
+- ``deployment.json`` -- what is live: model URI and version, pid, port, URL, start time (written
+  atomically, only after the server answered ``/ping``);
+- ``starting.json`` -- a server being started, so a crash mid-start leaves nothing unaccounted for;
+- ``history.jsonl`` -- every deploy / restore / stop, newest last (what :meth:`rollback` reads);
+- ``server-<version>.log`` -- the server's output; its tail is part of every startup error.
+
+Rollout on one machine (the local target is a development backend; SageMaker and Azure ML do real
+blue/green). The URL stays ``http://<host>:<port>`` for every version, so clients never follow a
+move. A switch stops the live server, starts the new version on the same port and waits for
+``/ping``; during the server's startup (seconds) the port does not answer. When the new version
+does not come up (bad URI, model that fails to load, timeout), the previous version is started
+again before the error is raised, so a failed deploy never leaves the port empty when something
+was serving before. After a successful switch the caller smoke-tests (:meth:`smoke_test`) and
+verifies (:meth:`verify`); if that fails, :meth:`rollback` redeploys the version served before
+(from ``history.jsonl``) -- or the caller deploys the registry's ``previous-champion``. Starting
+the candidate on a side port first would not shorten the gap (an MLflow server cannot hand its
+socket over, so the main port needs a second start) and would double the startup time.
+
+Deploying the version that is already live is a no-op, so a retried task does not restart the
+server. Operations on one ``state_dir`` are serialized by a file lock. A port held by any process
+that this state folder did not start is refused with :class:`PortInUseError`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+
+DEPLOYMENT_FILE = "deployment.json"
+STARTING_FILE = "starting.json"
+HISTORY_FILE = "history.jsonl"
+LOCK_FILE = ".lock"
+
+
+class ServingError(RuntimeError):
+    """Base class of local serving errors."""
+
+
+class DeploymentFailed(ServingError):
+    """The model server did not come up; the message holds the tail of its log."""
+
+
+class PortInUseError(ServingError):
+    """The serving port is held by a process this server did not start."""
+
+
+class SmokeTestFailed(ServingError):
+    """The live server did not answer a scoring request as expected; the message holds its answer."""
+
+
+@dataclass(frozen=True)
+class Deployment:
+    model_uri: str
+    model_version: str
+    pid: int
+    host: str
+    port: int
+    url: str
+    started_at: str
+    log_path: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> "Deployment":
+        return cls(**{k: raw[k] for k in cls.__dataclass_fields__})
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except json.JSONDecodeError:
+        return None
+
+
+def pid_alive(pid: int) -> bool:
+    """True when ``pid`` is a live (not zombie) process; reaps it when it is our dead child."""
+    if pid <= 0:
+        return False
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        if done == pid:
+            return False
+    except ChildProcessError:
+        pass  # not our child: ask the kernel below
+    except OSError:
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    stat = Path(f"/proc/{pid}/stat")
+    if stat.exists():
+        try:
+            state = stat.read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            return True
+        return state not in ("Z", "X")
+    return True
+
+
+def _is_model_server(pid: int, model_uri: str | None = None) -> bool:
+    """Whether ``pid`` runs ``mlflow models serve`` (for ``model_uri`` when given); guards against pid reuse."""
+    cmdline = Path(f"/proc/{pid}/cmdline")
+    if not cmdline.exists():  # no procfs (macOS): trust the pid
+        return pid_alive(pid)
+    try:
+        args = cmdline.read_bytes().split(b"\0")
+    except OSError:
+        return False
+    argv = [a.decode(errors="replace") for a in args if a]
+    if "mlflow" not in argv or "serve" not in argv:
+        return False
+    return model_uri is None or model_uri in argv
+
+
+def port_is_free(host: str, port: int) -> bool:
+    """True when nothing listens on (or holds) ``host:port``."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def _http(method: str, url: str, body: bytes | None = None, timeout: float = 5.0) -> tuple[int, bytes]:
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(url, data=body, method=method, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def _ping(url: str, timeout: float = 2.0) -> bool:
+    try:
+        status, _ = _http("GET", f"{url}/ping", timeout=timeout)
+    except OSError:
+        return False
+    return status == 200
+
+
+def dataframe_split_payload(rows: "pd.DataFrame") -> bytes:
+    """The ``/invocations`` JSON body for ``rows``: ``{"dataframe_split": {"columns": [...], "data": [...]}}``.
+
+    Serialized by pandas: NaN/NaT become ``null``, timestamps ISO-8601 strings, numpy scalars plain
+    JSON numbers; the index is dropped (the scoring server does not need it).
+    """
+    split = rows.to_json(orient="split", index=False, date_format="iso", date_unit="us")
+    return b'{"dataframe_split": ' + split.encode("utf-8") + b"}"
+
+
+def _tail(path: Path, lines: int = 30) -> str:
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return "(no server log)"
+    return "\n".join(text.splitlines()[-lines:])
+
+
+class LocalModelServer:
+    """One MLflow scoring server on ``host:port``, its state kept in ``state_dir``.
+
+    :param state_dir: folder of this server's state (one per environment), created when needed.
+    :param host: interface to bind (``127.0.0.1`` keeps it local).
+    :param port: the stable serving port; every version is served at ``http://host:port``.
+    :param tracking_uri: MLflow tracking/registry URI, so ``models:/`` URIs resolve in the server.
+    :param request_timeout: seconds the server allows one scoring request.
+    """
+
+    def __init__(
+        self, state_dir: Path | str, host: str, port: int, tracking_uri: str, request_timeout: int = 60
+    ) -> None:
+        self.state_dir = Path(state_dir)
+        self.host = host
+        self.port = int(port)
+        self.tracking_uri = tracking_uri
+        self.request_timeout = request_timeout
+
+    def __repr__(self) -> str:
+        return f"LocalModelServer(state_dir={str(self.state_dir)!r}, url={self.url!r})"
+
+    @property
+    def url(self) -> str:
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
+        return f"http://{host}:{self.port}"
+
+    # ----------------------------------------------------------------- state
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        import fcntl
+
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.state_dir / LOCK_FILE, "a+") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def _deployment(self) -> Deployment | None:
+        raw = _read_json(self.state_dir / DEPLOYMENT_FILE)
+        try:
+            return None if raw is None else Deployment.from_dict(raw)
+        except (KeyError, TypeError):
+            return None
+
+    def _record(self, event: str, deployment: Deployment | None, **extra: Any) -> None:
+        entry = {"event": event, "at": _now(), **(deployment.to_dict() if deployment else {}), **extra}
+        with open(self.state_dir / HISTORY_FILE, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(entry, sort_keys=True) + "\n")
+
+    def history(self) -> list[dict[str, Any]]:
+        """Every deploy/restore/stop event of this server, oldest first."""
+        path = self.state_dir / HISTORY_FILE
+        if not path.exists():
+            return []
+        out = []
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+        return out
+
+    def _is_running(self, deployment: Deployment) -> bool:
+        return pid_alive(deployment.pid) and _is_model_server(deployment.pid, deployment.model_uri)
+
+    # ----------------------------------------------------------------- reading
+    def current(self) -> dict[str, Any] | None:
+        """``deployment.json`` plus ``alive`` (the process runs and answers ``/ping``), or None."""
+        deployment = self._deployment()
+        if deployment is None:
+            return None
+        alive = self._is_running(deployment) and _ping(deployment.url)
+        return {**deployment.to_dict(), "alive": alive}
+
+    def verify(self, expected_version: str) -> bool:
+        """True when the live server is ``expected_version``: recorded, its process started for that
+        model URI, still running, and answering ``/ping``."""
+        deployment = self._deployment()
+        return (
+            deployment is not None
+            and deployment.model_version == str(expected_version)
+            and self._is_running(deployment)
+            and _ping(deployment.url)
+        )
+
+    # ----------------------------------------------------------------- deploying
+    def deploy(self, model_uri: str, model_version: str, startup_timeout: int = 120) -> Deployment:
+        """Serve ``model_uri`` (registry version ``model_version``) at :attr:`url`; see the module doc.
+
+        Raises :class:`PortInUseError` when another process holds the port, and
+        :class:`DeploymentFailed` (with the server log's tail) when the new server does not answer
+        ``/ping`` within ``startup_timeout`` seconds -- after restoring the previous deployment.
+        """
+        model_version = str(model_version)
+        with self._locked():
+            previous = self._deployment()
+            if previous is not None and not self._is_running(previous):
+                self._record("lost", previous, reason="process not running")
+                (self.state_dir / DEPLOYMENT_FILE).unlink(missing_ok=True)
+                previous = None
+            if (
+                previous is not None
+                and previous.model_uri == model_uri
+                and previous.model_version == model_version
+                and _ping(previous.url)
+            ):
+                return previous  # already live: a retry changes nothing
+            self._stop_starting()
+            if previous is None:
+                self._require_free_port()
+            else:
+                self._terminate(previous.pid)
+                self._wait_port_free(timeout=15)
+            try:
+                deployment = self._start(model_uri, model_version, startup_timeout)
+            except DeploymentFailed as exc:
+                (self.state_dir / DEPLOYMENT_FILE).unlink(missing_ok=True)
+                if previous is None:
+                    raise
+                try:
+                    restored = self._start(previous.model_uri, previous.model_version, startup_timeout)
+                except DeploymentFailed as again:
+                    self._record("stopped", previous, reason="restore failed")
+                    raise DeploymentFailed(
+                        f"{exc}\nRestoring the previous version {previous.model_version} also failed; "
+                        f"nothing is served at {self.url}:\n{again}"
+                    ) from exc
+                self._commit(restored, "restored")
+                raise DeploymentFailed(
+                    f"{exc}\nThe previous version {previous.model_version} was restored at {self.url}."
+                ) from exc
+            self._commit(deployment, "deployed")
+            return deployment
+
+    def rollback(self, startup_timeout: int = 120) -> Deployment | None:
+        """Redeploy the version that was live before the current one (from the history); None if none."""
+        current = self._deployment()
+        current_version = None if current is None else current.model_version
+        for entry in reversed(self.history()):
+            if entry.get("event") in ("deployed", "restored") and entry.get("model_version") != current_version:
+                return self.deploy(entry["model_uri"], entry["model_version"], startup_timeout)
+        return None
+
+    def _commit(self, deployment: Deployment, event: str) -> None:
+        _write_json_atomic(self.state_dir / DEPLOYMENT_FILE, deployment.to_dict())
+        (self.state_dir / STARTING_FILE).unlink(missing_ok=True)
+        self._record(event, deployment)
+
+    def _require_free_port(self) -> None:
+        if not port_is_free(self.host, self.port):
+            raise PortInUseError(
+                f"port {self.port} on {self.host} is in use by a process this server did not start "
+                f"(no live deployment recorded in {self.state_dir}). Stop that process, or choose another "
+                f"port (serving.port in include/conf/<env>.yaml, e.g. MLOPS_SERVING_PORT_DEV)."
+            )
+
+    def _wait_port_free(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while not port_is_free(self.host, self.port):
+            if time.monotonic() > deadline:
+                self._require_free_port()
+            time.sleep(0.2)
+
+    def _command(self, model_uri: str) -> list[str]:
+        return [
+            sys.executable, "-m", "mlflow", "models", "serve",
+            "-m", model_uri,
+            "--env-manager", "local",
+            "-h", self.host,
+            "-p", str(self.port),
+            "--workers", "1",
+            "-t", str(self.request_timeout),
+        ]
+
+    def _start(self, model_uri: str, model_version: str, startup_timeout: int) -> Deployment:
+        log_path = self.state_dir / f"server-{model_version}.log"
+        tmp_dir = self.state_dir / "tmp" / f"v{model_version}"
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+        tmp_dir.mkdir(parents=True)
+        env = dict(os.environ)
+        env.update(
+            MLFLOW_TRACKING_URI=self.tracking_uri,
+            MLFLOW_REGISTRY_URI=self.tracking_uri,
+            # `mlflow models serve --env-manager local` runs `uvicorn` by name through bash: put the
+            # interpreter's own bin folder first so it is the uvicorn of this environment.
+            PATH=os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")]),
+            # The CLI downloads the model to a temporary folder that it never deletes: keep it here.
+            TMPDIR=str(tmp_dir),
+            PYTHONUNBUFFERED="1",
+        )
+        with open(log_path, "a", encoding="utf-8") as log:
+            log.write(f"--- {_now()} starting {model_uri} (version {model_version}) on {self.url}\n")
+            log.flush()
+            started = time.monotonic()
+            proc = subprocess.Popen(
+                self._command(model_uri),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=self.state_dir,
+                start_new_session=True,  # its own process group: stop() kills the CLI and uvicorn together
+            )
+        _write_json_atomic(
+            self.state_dir / STARTING_FILE, {"pid": proc.pid, "model_uri": model_uri, "model_version": model_version}
+        )
+        deadline = started + startup_timeout
+        while True:
+            if proc.poll() is not None:
+                self._terminate(proc.pid)
+                (self.state_dir / STARTING_FILE).unlink(missing_ok=True)
+                raise DeploymentFailed(
+                    f"the model server for {model_uri} exited with code {proc.returncode} before answering "
+                    f"{self.url}/ping; last lines of {log_path}:\n{_tail(log_path)}"
+                )
+            if _ping(self.url, timeout=1.0):
+                break
+            if time.monotonic() > deadline:
+                self._terminate(proc.pid)
+                (self.state_dir / STARTING_FILE).unlink(missing_ok=True)
+                raise DeploymentFailed(
+                    f"the model server for {model_uri} did not answer {self.url}/ping within {startup_timeout}s; "
+                    f"last lines of {log_path}:\n{_tail(log_path)}"
+                )
+            time.sleep(0.25)
+        elapsed = time.monotonic() - started
+        with open(log_path, "a", encoding="utf-8") as log:
+            log.write(f"--- {_now()} answered /ping after {elapsed:.1f}s (pid {proc.pid})\n")
+        return Deployment(
+            model_uri=model_uri,
+            model_version=model_version,
+            pid=proc.pid,
+            host=self.host,
+            port=self.port,
+            url=self.url,
+            started_at=_now(),
+            log_path=str(log_path),
+        )
+
+    # ----------------------------------------------------------------- stopping
+    def _terminate(self, pid: int, grace: float = 10.0) -> None:
+        """SIGTERM the process group led by ``pid`` (MLflow CLI + uvicorn), SIGKILL after ``grace``."""
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.killpg(pid, sig)
+            except ProcessLookupError:
+                pass
+            except PermissionError:
+                return
+            deadline = time.monotonic() + grace
+            while time.monotonic() < deadline:
+                if not pid_alive(pid) and not _group_alive(pid):
+                    return
+                time.sleep(0.1)
+
+    def _stop_starting(self) -> None:
+        starting = _read_json(self.state_dir / STARTING_FILE)
+        if starting and pid_alive(int(starting["pid"])) and _is_model_server(int(starting["pid"])):
+            self._terminate(int(starting["pid"]))
+        (self.state_dir / STARTING_FILE).unlink(missing_ok=True)
+
+    def stop(self) -> Deployment | None:
+        """Stop the live server (and any half-started one); return what was stopped.
+
+        ``deployment.json`` is removed; ``history.jsonl`` keeps the record.
+        """
+        with self._locked():
+            self._stop_starting()
+            deployment = self._deployment()
+            if deployment is None:
+                return None
+            if self._is_running(deployment):
+                self._terminate(deployment.pid)
+            (self.state_dir / DEPLOYMENT_FILE).unlink(missing_ok=True)
+            shutil.rmtree(self.state_dir / "tmp", ignore_errors=True)
+            self._record("stopped", deployment)
+            return deployment
+
+    @staticmethod
+    def stop_all(state_root: Path | str) -> list[Deployment]:
+        """Stop every server whose state folder is under ``state_root`` (``make demo`` cleanup)."""
+        stopped = []
+        root = Path(state_root)
+        if not root.exists():
+            return stopped
+        folders = {p.parent for p in root.rglob(DEPLOYMENT_FILE)} | {p.parent for p in root.rglob(STARTING_FILE)}
+        for folder in sorted(folders):
+            raw = _read_json(folder / DEPLOYMENT_FILE) or {}
+            server = LocalModelServer(folder, raw.get("host", "127.0.0.1"), int(raw.get("port", 0)), tracking_uri="")
+            deployment = server.stop()
+            if deployment is not None:
+                stopped.append(deployment)
+        return stopped
+
+    # ----------------------------------------------------------------- scoring
+    def smoke_test(self, rows: "pd.DataFrame", timeout: float = 30.0) -> dict[str, Any]:
+        """Score ``rows`` on the live server: HTTP 200 and one prediction per row, or :class:`SmokeTestFailed`.
+
+        Returns ``{"predictions": [...], "latency_ms": float, "model_version": str, "url": str}``.
+        """
+        deployment = self._deployment()
+        if deployment is None:
+            raise SmokeTestFailed(f"nothing is deployed in {self.state_dir}; deploy a model first")
+        if len(rows) == 0:
+            raise SmokeTestFailed("smoke test needs at least one row")
+        body = dataframe_split_payload(rows)
+        started = time.perf_counter()
+        try:
+            status, answer = _http("POST", f"{deployment.url}/invocations", body, timeout=timeout)
+        except OSError as exc:
+            raise SmokeTestFailed(
+                f"{deployment.url}/invocations did not answer ({exc}); version {deployment.model_version}, "
+                f"log {deployment.log_path}"
+            ) from exc
+        latency_ms = (time.perf_counter() - started) * 1000
+        text = answer.decode("utf-8", errors="replace")
+        if status != 200:
+            raise SmokeTestFailed(
+                f"{deployment.url}/invocations answered HTTP {status} for {len(rows)} row(s) "
+                f"(version {deployment.model_version}): {text[:2000]}"
+            )
+        try:
+            predictions = json.loads(text)["predictions"]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise SmokeTestFailed(f"{deployment.url}/invocations answered something else than predictions: {text[:2000]}") from exc
+        if not isinstance(predictions, list) or len(predictions) != len(rows):
+            count = len(predictions) if isinstance(predictions, list) else "no list of"
+            raise SmokeTestFailed(f"sent {len(rows)} row(s), got {count} prediction(s): {text[:2000]}")
+        return {
+            "predictions": predictions,
+            "latency_ms": round(latency_ms, 1),
+            "model_version": deployment.model_version,
+            "url": deployment.url,
+        }
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether any live process is still in process group ``pgid`` (Linux procfs; else assume not)."""
+    proc = Path("/proc")
+    if not proc.exists():
+        return False
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        # fields: state ppid pgrp ...
+        if len(fields) > 2 and fields[2] == str(pgid) and fields[0] not in ("Z", "X"):
+            return True
+    return False

@@ -1,0 +1,247 @@
+"""End to end: the real Airflow 3.3 scheduler, dag-processor, triggerer and api-server on a tmp home.
+
+One stack is started for the whole module (the slow part, ~1 min on 2 CPUs) with the tiny DAGs in
+``tests/airflow_stack/dags``; every test drives it through the public REST API v2 only.
+Measured durations are printed (run with ``-s`` to see them) and collected in ``TIMINGS``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import time
+import uuid
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from mlops_demo.airflow_stack import AirflowStack, RunFailedError, StackError
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
+
+DAGS = Path(__file__).parent / "dags"
+DAG_IDS = ["stack_write_file", "stack_fail", "stack_sleep", "stack_producer", "stack_consumer", "stack_approval"]
+ASSET_NAME = "stack_test_dataset"
+TIMINGS: dict[str, float] = {}
+
+
+def _ts(value: str) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def _record(name: str, seconds: float) -> None:
+    TIMINGS[name] = round(seconds, 2)
+    print(f"\n[timing] {name}: {seconds:.2f}s")
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory) -> AirflowStack:
+    home = tmp_path_factory.mktemp("airflow_home")
+    s = AirflowStack(home, DAGS, parallelism=4)
+    t0 = time.monotonic()
+    s.start(timeout=240)
+    _record("start", time.monotonic() - t0)
+    try:
+        t1 = time.monotonic()
+        s.client.wait_for_dags(DAG_IDS, timeout=120)
+        _record("dags_parsed_after_start", time.monotonic() - t1)
+        yield s
+    finally:
+        s.stop()
+        print(f"\n[timings] {json.dumps(TIMINGS)}")
+
+
+@pytest.fixture(scope="module")
+def client(stack):
+    return stack.client
+
+
+def test_manual_trigger_runs_task_and_writes_file(stack, client, tmp_path):
+    out = tmp_path / "written.txt"
+    t0 = time.monotonic()
+    run_id = client.trigger("stack_write_file", conf={"path": str(out)})
+    state = client.wait_for_run("stack_write_file", run_id, timeout=120, interval=0.25)
+    _record("trigger_to_success_one_task", time.monotonic() - t0)
+
+    assert state == "success"
+    assert out.read_text() == f"{run_id} try=1\n"
+    assert client.xcom("stack_write_file", run_id, "write_file") == {"path": str(out), "try_number": 1}
+    [ti] = client.task_instances("stack_write_file", run_id)
+    assert (ti["task_id"], ti["state"], ti["try_number"]) == ("write_file", "success", 1)
+    assert "Done. Returned value was" in client.task_log("stack_write_file", run_id, "write_file", 1)
+
+
+def test_failed_run_raises_with_task_id_and_log_tail(client):
+    run_id = client.trigger("stack_fail")
+    with pytest.raises(RunFailedError) as err:
+        client.wait_for_run("stack_fail", run_id, timeout=120, interval=0.25)
+    assert err.value.state == "failed"
+    assert list(err.value.failed_tasks) == ["explode"]
+    assert "boom-from-stack-fail" in err.value.failed_tasks["explode"]
+    assert client.wait_for_run("stack_fail", run_id, raise_on_failure=False) == "failed"
+
+
+def test_asset_event_schedules_consumer_with_metadata(client):
+    version = f"v-{uuid.uuid4().hex[:8]}"
+    before = {r["dag_run_id"] for r in client.runs("stack_consumer")}
+    producer_run = client.trigger("stack_producer", conf={"version": version})
+    assert client.wait_for_run("stack_producer", producer_run, timeout=120, interval=0.25) == "success"
+
+    # the asset event, with the metadata the producer attached, is visible through the API
+    [event] = client.asset_events(ASSET_NAME, source_dag_id="stack_producer", source_run_id=producer_run)
+    assert event["extra"] == {"version": version, "rows": 3}
+    assert event["name"] == ASSET_NAME
+    assert event["uri"] == "file:///tmp/airflow-stack-test/dataset"
+
+    # ... and it schedules the consumer, which receives exactly that event
+    new_runs = client.wait_until(
+        lambda: [r for r in client.runs("stack_consumer") if r["dag_run_id"] not in before],
+        timeout=90,
+        interval=0.25,
+        message="an asset-triggered stack_consumer run",
+    )
+    [consumer] = new_runs
+    assert consumer["run_type"] == "asset_triggered"
+    assert client.wait_for_run("stack_consumer", consumer["dag_run_id"], timeout=120, interval=0.25) == "success"
+    assert client.xcom("stack_consumer", consumer["dag_run_id"], "consume") == [{"version": version, "rows": 3}]
+    [event] = client.asset_events(ASSET_NAME, source_run_id=producer_run)
+    assert [r["run_id"] for r in event["created_dagruns"]] == [consumer["dag_run_id"]]
+
+    producer = client.run("stack_producer", producer_run)
+    consumer = client.run("stack_consumer", consumer["dag_run_id"])
+    _record(
+        "asset_consumer_queued_after_producer_success",
+        (_ts(consumer["queued_at"]) - _ts(producer["end_date"])).total_seconds(),
+    )
+    _record(
+        "asset_consumer_started_after_producer_success",
+        (_ts(consumer["start_date"]) - _ts(producer["end_date"])).total_seconds(),
+    )
+
+
+def test_approval_waits_for_human_then_proceeds(client):
+    run_id = client.trigger("stack_approval")
+    [request] = client.wait_until(
+        lambda: client.pending_approvals("stack_approval", run_id),
+        timeout=120,
+        interval=0.25,
+        message="the approval request",
+    )
+    assert request["subject"] == "Promote the stack test model?"
+    assert request["options"] == ["Approve", "Reject"]
+    assert request["task_instance"]["task_id"] == "approve"
+
+    # nothing moves while nobody answers
+    time.sleep(3)
+    states = {t["task_id"]: t["state"] for t in client.task_instances("stack_approval", run_id)}
+    assert states["approve"] == "awaiting_input"
+    assert states["after_approval"] in (None, "none", "scheduled")  # not run
+    assert client.run("stack_approval", run_id)["state"] == "running"
+
+    t0 = time.monotonic()
+    response = client.respond_approval("stack_approval", run_id, "approve", True)
+    assert response["chosen_options"] == ["Approve"]
+    assert response["responded_by"]["name"] == "admin"
+    assert client.wait_for_run("stack_approval", run_id, timeout=120, interval=0.25) == "success"
+    _record("approval_response_to_run_success", time.monotonic() - t0)
+
+    states = {t["task_id"]: t["state"] for t in client.task_instances("stack_approval", run_id)}
+    assert states == {"approve": "success", "after_approval": "success"}
+    assert client.xcom("stack_approval", run_id, "after_approval") == "promoted"
+    detail = client.hitl_detail("stack_approval", run_id, "approve")
+    assert detail["response_received"] is True
+    assert detail["chosen_options"] == ["Approve"]
+    assert client.pending_approvals("stack_approval", run_id) == []
+
+
+def test_clear_task_reruns_it(client, tmp_path):
+    out = tmp_path / "cleared.txt"
+    run_id = client.trigger("stack_write_file", conf={"path": str(out)})
+    assert client.wait_for_run("stack_write_file", run_id, timeout=120, interval=0.25) == "success"
+
+    cleared = client.clear_task("stack_write_file", run_id, ["write_file"])
+    assert [t["task_id"] for t in cleared] == ["write_file"]
+    assert client.wait_for_run("stack_write_file", run_id, timeout=120, interval=0.25) == "success"
+
+    assert out.read_text().splitlines() == [f"{run_id} try=1", f"{run_id} try=2"]
+    ti = client.task_instance("stack_write_file", run_id, "write_file")
+    assert (ti["state"], ti["try_number"]) == ("success", 2)
+    assert client.xcom("stack_write_file", run_id, "write_file")["try_number"] == 2
+    # both tries keep their own log
+    assert "try_number': 1" in client.task_log("stack_write_file", run_id, "write_file", 1)
+    assert "try_number': 2" in client.task_log("stack_write_file", run_id, "write_file", 2)
+
+
+def test_secrets_are_private_and_never_logged(stack):
+    for path in (stack.secrets_file, stack.passwords_file, stack.home / "airflow.cfg"):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+    jwt_secret = json.loads(stack.secrets_file.read_text())["jwt_secret"]
+    assert stack.environment()["AIRFLOW__API_AUTH__JWT_SECRET"] == jwt_secret
+    leaked = [p for p in stack.log_dir.rglob("*") if p.is_file() and jwt_secret in p.read_text(errors="replace")]
+    leaked += [p for p in stack.log_dir.rglob("*") if p.is_file() and stack.password in p.read_text(errors="replace")]
+    assert leaked == []
+
+
+def test_check_reports_a_dead_component_with_its_log(tmp_path):
+    """A component that dies during start() fails start() with the tail of its log."""
+    bad = AirflowStack(
+        tmp_path / "home",
+        DAGS,
+        components=("scheduler",),
+        extra_env={"AIRFLOW__CORE__EXECUTOR": "NoSuchExecutor"},
+    )
+    with pytest.raises(StackError) as err:
+        bad.start(timeout=120)
+    assert "scheduler" in str(err.value)
+    assert "NoSuchExecutor" in str(err.value)
+    assert not bad.running
+
+
+def test_stop_leaves_no_process_behind(stack, client):
+    """Runs last: stops the module's stack while a task is running."""
+    run_id = client.trigger("stack_sleep", conf={"seconds": 600})
+    client.wait_until(
+        lambda: client.task_instance("stack_sleep", run_id, "sleep_long")["state"] == "running",
+        timeout=120,
+        interval=0.25,
+        message="sleep_long running",
+    )
+    ti = client.task_instance("stack_sleep", run_id, "sleep_long")
+    task_pid = ti["pid"]
+    components = stack.pids()
+    pids = stack.all_pids()
+    assert set(components.values()) <= pids
+    assert task_pid in pids  # the task process (own process group, same session) is tracked
+    assert os.getpgid(task_pid) != components["scheduler"]  # ... although killpg(scheduler) misses it
+    assert len(pids) > len(components)  # executor workers, task supervisor, gunicorn/uvicorn children...
+
+    t0 = time.monotonic()
+    stack.stop()
+    _record("stop", time.monotonic() - t0)
+
+    def alive(pid: int) -> bool:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        try:  # a zombie waiting for its (already dead) parent to be reaped by init is not running
+            return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        except OSError:
+            return False
+
+    assert [p for p in pids if alive(p)] == []
+    # nothing at all is left in the components' sessions (catches processes forked after the snapshot)
+    sessions = set(components.values())
+    in_sessions = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and alive(int(entry.name)):
+            try:
+                if os.getsid(int(entry.name)) in sessions:
+                    in_sessions.append(int(entry.name))
+            except OSError:
+                pass
+    assert in_sessions == []
+    assert not stack.running
+    stack.stop()  # idempotent

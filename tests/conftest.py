@@ -1,0 +1,45 @@
+"""Shared test setup: every test runs against its own MLOPS_HOME and AIRFLOW_HOME in tmp dirs."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+DAGS = REPO / "dags"
+
+
+def pytest_configure(config):
+    # Airflow must never touch ~/airflow from the tests.
+    home = Path(os.environ.get("PYTEST_AIRFLOW_HOME", "/tmp")) / f"mlops-test-airflow-{os.getpid()}"
+    os.environ.setdefault("AIRFLOW_HOME", str(home))
+    os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+    os.environ.setdefault("AIRFLOW__CORE__UNIT_TEST_MODE", "True")
+
+
+def pytest_unconfigure(config):
+    home = Path(os.environ["AIRFLOW_HOME"])
+    if home.name.startswith("mlops-test-airflow-"):
+        shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture
+def mlops_home(tmp_path, monkeypatch) -> Path:
+    """An isolated MLOPS_HOME with its own drop zone, store, MLflow DB and serving ports."""
+    home = tmp_path / "mlops"
+    monkeypatch.setenv("MLOPS_HOME", str(home))
+    monkeypatch.setenv("MLOPS_ENV", "dev")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    for env in ("DEV", "STAGING", "PROD"):
+        monkeypatch.setenv(f"MLOPS_SERVING_PORT_{env}", str(free_port()))
+    return home
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

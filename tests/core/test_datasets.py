@@ -1,0 +1,345 @@
+"""DatasetStore: immutable content-addressed versions, sources, quarantine, windows, watermarks."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from conftest import INGESTED_AT, churn_row, to_csv
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from mlops_core.contract import EVENT_TIME_COLUMN, ROW_KEY_COLUMN, DatasetContract
+from mlops_core.datasets import (
+    QUARANTINED,
+    DatasetStore,
+    DatasetVersionNotFound,
+    content_sha256,
+    safe_key_part,
+    version_id_for,
+)
+from mlops_core.storage import LocalObjectStore
+from mlops_core.validation import REASON_COLUMN, ROW_NUMBER_COLUMN, read_source, validate
+
+CREATED = "2024-03-01T00:00:00+00:00"
+
+
+def accepted(contract: DatasetContract, *rows: tuple[str, str], source: str = "batch.csv") -> pd.DataFrame:
+    """Validated rows for (customer, event_time) pairs."""
+    data = to_csv([churn_row(c, t) for c, t in rows])
+    result = validate(read_source(data, source), contract, source, INGESTED_AT)
+    assert result.rejected.empty
+    return result.accepted
+
+
+def sources_for(frame: pd.DataFrame, name: str = "batch.csv") -> list[dict]:
+    return [{"key": name, "sha256": hashlib.sha256(name.encode()).hexdigest(), "rows_accepted": len(frame), "rows_rejected": 0}]
+
+
+def commit(ds: DatasetStore, contract: DatasetContract, frame: pd.DataFrame, run_id: str = "run1", created_at: str = CREATED):
+    return ds.commit_version(frame, contract, sources_for(frame), run_id, created_at)
+
+
+JAN1, JAN2, JAN3 = "2024-01-01T06:00:00Z", "2024-01-02T06:00:00Z", "2024-01-03T06:00:00Z"
+
+
+class RecordingStore(LocalObjectStore):
+    """The real local store, remembering which objects were read."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.reads: list[str] = []
+
+    def get_bytes(self, key: str) -> bytes:
+        self.reads.append(key)
+        return super().get_bytes(key)
+
+
+class FailingManifestStore(LocalObjectStore):
+    """Crashes when the manifest (the commit point) is written, like a worker killed mid-commit."""
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        if key.endswith("/manifest.json"):
+            raise OSError("simulated crash before the commit point")
+        super().put_bytes(key, data)
+
+
+# --------------------------------------------------------------------------- commit
+class TestCommit:
+    def test_commit_writes_partitioned_version_and_manifest(self, store, churn):
+        frame = accepted(churn, ("a", JAN1), ("b", JAN1), ("c", JAN2))
+        result = DatasetStore(store, "churn").commit_version(frame, churn, sources_for(frame), "run1", CREATED)
+        manifest = result.manifest
+        assert result.created and result.duplicates.empty
+        vid = manifest["version_id"]
+        assert vid == version_id_for(churn.fingerprint, frame[ROW_KEY_COLUMN]) and len(vid) == 16
+        assert manifest["row_count"] == 3 and manifest["parent"] is None and manifest["run_id"] == "run1"
+        assert manifest["created_at"] == CREATED and manifest["dataset"] == "churn"
+        assert manifest["contract_fingerprint"] == churn.fingerprint
+        assert manifest["partitions"] == {
+            "2024-01-01": {"rows": 2, "key": f"datasets/churn/versions/{vid}/event_date=2024-01-01/part-0000.parquet"},
+            "2024-01-02": {"rows": 1, "key": f"datasets/churn/versions/{vid}/event_date=2024-01-02/part-0000.parquet"},
+        }
+        assert manifest["checksum"] == hashlib.sha256("\n".join(sorted(frame[ROW_KEY_COLUMN])).encode()).hexdigest()
+        assert manifest["schema"]["tenure_months"] == "Int64" and manifest["schema"][EVENT_TIME_COLUMN] == "datetime64[ns, UTC]"
+        assert manifest["event_time_min"] == "2024-01-01T06:00:00+00:00"
+        assert manifest["event_time_max"] == "2024-01-02T06:00:00+00:00"
+        assert manifest["sources"] == sources_for(frame)
+        assert json.loads(store.get_bytes(f"datasets/churn/versions/{vid}/manifest.json")) == manifest
+        assert store.exists(f"datasets/churn/versions/{vid}/row_keys.parquet")
+
+    def test_read_version_round_trips_values_and_dtypes(self, store, churn):
+        frame = accepted(churn, ("b", JAN2), ("a", JAN1))
+        ds = DatasetStore(store, "churn")
+        vid = commit(ds, churn, frame).version_id
+        back = ds.read_version(vid)
+        expected = frame.sort_values(EVENT_TIME_COLUMN).reset_index(drop=True)
+        pd.testing.assert_frame_equal(back, expected)
+        assert ds.read_version(vid, columns=["customer_id"]).columns.tolist() == ["customer_id"]
+
+    def test_same_rows_twice_is_one_version(self, store, churn):
+        ds = DatasetStore(store, "churn")
+        frame = accepted(churn, ("a", JAN1), ("b", JAN2))
+        first = commit(ds, churn, frame, run_id="run1")
+        again = commit(ds, churn, frame.iloc[::-1], run_id="run2", created_at="2024-04-01T00:00:00+00:00")
+        assert first.created and not again.created
+        assert again.manifest == first.manifest and again.duplicates.empty
+        assert len(ds.list_versions()) == 1
+
+    def test_overlapping_batch_commits_only_new_rows_and_reports_duplicates(self, store, churn):
+        ds = DatasetStore(store, "churn")
+        first = commit(ds, churn, accepted(churn, ("a", JAN1), ("b", JAN1)), run_id="run1")
+        second = commit(ds, churn, accepted(churn, ("b", JAN1), ("c", JAN2)), run_id="run2", created_at="2024-03-02")
+        assert second.created
+        assert second.manifest["row_count"] == 1 and second.manifest["parent"] == first.version_id
+        assert second.duplicates["customer_id"].tolist() == ["b"]
+        assert second.duplicates[REASON_COLUMN].tolist() == [f"duplicate_row: already in version {first.version_id}"]
+        all_rows = ds.read_versions([m["version_id"] for m in ds.list_versions()])
+        assert sorted(all_rows["customer_id"]) == ["a", "b", "c"]
+
+    def test_nothing_new_returns_no_manifest(self, store, churn):
+        ds = DatasetStore(store, "churn")
+        first = commit(ds, churn, accepted(churn, ("a", JAN1), ("b", JAN1), ("c", JAN1)))
+        result = commit(ds, churn, accepted(churn, ("a", JAN1), ("c", JAN1)), run_id="run2")
+        assert result.manifest is None and not result.created
+        assert result.duplicates["customer_id"].tolist() == ["a", "c"]
+        assert set(result.duplicates[REASON_COLUMN]) == {f"duplicate_row: already in version {first.version_id}"}
+
+    def test_rows_repeated_within_one_commit(self, store, churn):
+        ds = DatasetStore(store, "churn")
+        both = pd.concat([accepted(churn, ("a", JAN1), source="f1.csv"), accepted(churn, ("a", JAN1), ("b", JAN1), source="f2.csv")])
+        result = commit(ds, churn, both)
+        assert result.manifest["row_count"] == 2
+        assert result.duplicates[REASON_COLUMN].tolist() == ["duplicate_row: repeated within this commit"]
+        assert ds.read_version(result.version_id).set_index("customer_id").loc["a", "_source"] == "f1.csv"
+
+    def test_retry_of_same_run_ends_like_first_attempt(self, store, churn):
+        ds = DatasetStore(store, "churn")
+        commit(ds, churn, accepted(churn, ("a", JAN1)), run_id="old")
+        batch = accepted(churn, ("a", JAN1), ("b", JAN2))
+        first = commit(ds, churn, batch, run_id="run7")
+        retry = commit(ds, churn, batch, run_id="run7")
+        assert first.created and not retry.created
+        assert retry.manifest == first.manifest
+        pd.testing.assert_frame_equal(retry.duplicates, first.duplicates)
+        assert len(ds.list_versions()) == 2
+
+    def test_version_id_depends_on_contract(self, churn):
+        other = DatasetContract.from_dict({**churn.to_dict(), "description": "changed"})
+        assert version_id_for(churn.fingerprint, ["k1", "k2"]) == version_id_for(churn.fingerprint, ["k2", "k1"])
+        assert version_id_for(churn.fingerprint, ["k1"]) != version_id_for(other.fingerprint, ["k1"])
+
+    def test_commit_rejects_unvalidated_frames(self, store, churn):
+        with pytest.raises(ValueError, match="_row_key"):
+            DatasetStore(store, "churn").commit_version(pd.DataFrame({"customer_id": ["a"]}), churn, [], "r", CREATED)
+
+    def test_empty_input_commits_nothing(self, store, churn):
+        frame = accepted(churn, ("a", JAN1)).iloc[0:0]
+        result = commit(DatasetStore(store, "churn"), churn, frame)
+        assert result.manifest is None and not result.created and store.list_keys("datasets") == []
+
+    def test_list_versions_ordered_by_created_at_then_id(self, store, churn):
+        ds = DatasetStore(store, "churn")
+        late = commit(ds, churn, accepted(churn, ("a", JAN1)), run_id="r1", created_at="2024-05-01")
+        early = commit(ds, churn, accepted(churn, ("b", JAN1)), run_id="r2", created_at="2024-04-01")
+        assert [m["version_id"] for m in ds.list_versions()] == [early.version_id, late.version_id]
+        assert ds.latest_version() == late.manifest
+        assert ds.get_manifest(early.version_id) == early.manifest
+
+    def test_unknown_version(self, store):
+        ds = DatasetStore(store, "churn")
+        assert ds.latest_version() is None and ds.list_versions() == []
+        with pytest.raises(DatasetVersionNotFound, match="no committed version"):
+            ds.get_manifest("0123456789abcdef")
+
+    def test_invalid_dataset_name(self, store):
+        with pytest.raises(ValueError, match="letters, digits"):
+            DatasetStore(store, "../escape")
+
+
+# --------------------------------------------------------------------------- crash safety
+class TestUncommittedVersions:
+    def test_version_without_manifest_is_ignored_then_overwritten(self, tmp_path, churn):
+        frame = accepted(churn, ("a", JAN1), ("b", JAN2))
+        crashed = DatasetStore(FailingManifestStore(tmp_path / "s"), "churn")
+        with pytest.raises(OSError, match="simulated crash"):
+            commit(crashed, churn, frame)
+        store = LocalObjectStore(tmp_path / "s")
+        vid = version_id_for(churn.fingerprint, frame[ROW_KEY_COLUMN])
+        leftovers = store.list_keys(f"datasets/churn/versions/{vid}/")
+        assert leftovers and not any(k.endswith("manifest.json") for k in leftovers)
+        store.put_bytes(f"datasets/churn/versions/{vid}/event_date=1999-01-01/part-0000.parquet", b"garbage")
+
+        ds = DatasetStore(store, "churn")
+        assert ds.list_versions() == [] and ds.committed_keys().empty
+        with pytest.raises(DatasetVersionNotFound):
+            ds.read_version(vid)
+        result = commit(ds, churn, frame)  # the retry commits; rows are not reported as duplicates
+        assert result.created and result.version_id == vid and result.duplicates.empty
+        assert not store.exists(f"datasets/churn/versions/{vid}/event_date=1999-01-01/part-0000.parquet")
+        assert len(ds.read_version(vid)) == 2
+
+
+# --------------------------------------------------------------------------- property: exactly once
+POOL_SIZE = 12
+
+
+@pytest.fixture(scope="module")
+def pool(churn) -> pd.DataFrame:
+    days = [JAN1, JAN2, JAN3]
+    return accepted(churn, *[(f"c{i % 5}", days[i % 3]) for i in range(POOL_SIZE)])
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(batches=st.lists(st.lists(st.integers(0, POOL_SIZE - 1), max_size=POOL_SIZE + 4), min_size=1, max_size=5))
+def test_overlapping_batches_store_every_row_exactly_once(pool, churn, batches):
+    with tempfile.TemporaryDirectory() as root:
+        ds = DatasetStore(LocalObjectStore(root), "churn")
+        for n, batch in enumerate(batches):
+            frame = pool.iloc[batch]
+            result = commit(ds, churn, frame, run_id=f"run{n}", created_at=f"2024-03-{n + 1:02d}")
+            written = result.manifest["row_count"] if result.created else 0
+            assert written + len(result.duplicates) == len(frame) or not result.created and result.duplicates.empty
+        versions = ds.list_versions()
+        stored = ds.read_versions([m["version_id"] for m in versions])
+        keys = stored[ROW_KEY_COLUMN].tolist() if len(stored) else []
+        expected = set(pool.iloc[sorted({i for b in batches for i in b})][ROW_KEY_COLUMN])
+        assert len(keys) == len(set(keys)), "a row was stored twice"
+        assert set(keys) == expected, "a row was lost or invented"
+        assert sum(m["row_count"] for m in versions) == len(expected)
+        assert sorted(ds.committed_keys()[ROW_KEY_COLUMN]) == sorted(expected)
+
+
+# --------------------------------------------------------------------------- sources
+class TestSources:
+    def test_same_bytes_under_any_name_are_detected(self, store, churn):
+        ds = DatasetStore(store, "churn")
+        data = to_csv([churn_row("a", JAN1)])
+        frame = validate(read_source(data, "monday.csv"), churn, "monday.csv", INGESTED_AT).accepted
+        sources = [{"key": "monday.csv", "sha256": content_sha256(data), "rows_accepted": 1, "rows_rejected": 0}]
+        result = ds.commit_version(frame, churn, sources, "run1", CREATED)
+        assert ds.source_seen(content_sha256(data)) is None  # not recorded before record_sources
+        ds.record_sources(sources, result.version_id, "run1")
+        assert ds.source_seen(hashlib.sha256(data).hexdigest()) == result.version_id  # e.g. re-sent as tuesday.csv
+        assert ds.source_seen(content_sha256(data + b"\n")) is None
+
+    def test_quarantined_source(self, store):
+        ds = DatasetStore(store, "churn")
+        sha = content_sha256(b"junk")
+        keys = ds.record_sources([{"key": "junk.csv", "sha256": sha}], None, "run1")
+        assert keys == [f"datasets/churn/sources/{sha}.json"]
+        assert ds.source_seen(sha) == QUARANTINED
+
+    def test_bad_checksums(self, store):
+        ds = DatasetStore(store, "churn")
+        with pytest.raises(ValueError, match="SHA-256"):
+            ds.source_seen("../../etc/passwd")
+        with pytest.raises(ValueError, match="sha256"):
+            ds.record_sources([{"key": "x.csv"}], None, "run1")
+
+
+# --------------------------------------------------------------------------- quarantine
+class TestQuarantine:
+    def test_rejected_rows_are_readable_with_reasons(self, store, churn):
+        ds = DatasetStore(store, "churn")
+        data = to_csv([churn_row("a", plan="gold"), churn_row("b")])
+        result = validate(read_source(data, "in/batch.csv"), churn, "in/batch.csv", INGESTED_AT)
+        key = ds.quarantine("run1", "in/batch.csv", result.rejected, "1 row rejected")
+        record = json.loads(store.get_bytes(key))
+        assert key.startswith("quarantine/churn/run1/") and key.endswith(".reason.json")
+        assert record["rows_rejected"] == 1 and record["reason"] == "1 row rejected" and record["raw_key"] is None
+        assert ds.list_quarantine("run1") == [record]
+        rows = ds.read_quarantined_rows(record)
+        assert rows["customer_id"].tolist() == ["a"]
+        assert rows[REASON_COLUMN].tolist() == ["plan: 'gold' not in allowed ['basic', 'standard', 'premium']"]
+        assert rows[ROW_NUMBER_COLUMN].tolist() == [1]
+
+    def test_file_level_reject_keeps_raw_bytes(self, store):
+        ds = DatasetStore(store, "churn")
+        raw = "name\nJosé\n".encode("latin-1")
+        key = ds.quarantine("run1", "latin.csv", None, "not_utf8: not valid UTF-8", raw=raw)
+        record = ds.list_quarantine()[0]
+        assert key == "quarantine/churn/run1/latin.csv.reason.json"
+        assert record["raw_key"] == "quarantine/churn/run1/latin.csv"
+        assert store.get_bytes(record["raw_key"]) == raw and record["raw_sha256"] == content_sha256(raw)
+        assert ds.read_quarantined_rows(record).empty
+
+    def test_rerun_is_idempotent(self, store, churn):
+        ds = DatasetStore(store, "churn")
+        rejected = validate(read_source(to_csv([churn_row(plan="gold")]), "b.csv"), churn, "b.csv", INGESTED_AT).rejected
+
+        def snapshot() -> dict[str, bytes]:
+            return {k: store.get_bytes(k) for k in store.list_keys("quarantine")}
+
+        ds.quarantine("run1", "b.csv", rejected, "1 row rejected", raw=b"x")
+        first = snapshot()
+        ds.quarantine("run1", "b.csv", rejected, "1 row rejected", raw=b"x")
+        assert snapshot() == first and len(first) == 3
+
+    def test_runs_are_separate_and_unsafe_names_are_cleaned(self, store):
+        ds = DatasetStore(store, "churn")
+        run_id = "manual__2024-03-01T00:00:00+00:00"
+        ds.quarantine(run_id, "a.csv", None, "empty", raw=b"")
+        ds.quarantine("run1", "a.csv", None, "empty", raw=b"")
+        ds.quarantine("run10", "a.csv", None, "empty", raw=b"")
+        assert [r["run_id"] for r in ds.list_quarantine("run1")] == ["run1"]
+        assert [r["run_id"] for r in ds.list_quarantine(run_id)] == [run_id]
+        assert len(ds.list_quarantine()) == 3
+        assert all(":" not in k and "+" not in k for k in store.list_keys("quarantine"))
+        assert safe_key_part("a.csv") == "a.csv" and safe_key_part("x/a.csv") != safe_key_part("x_a.csv")
+
+
+# --------------------------------------------------------------------------- windows and watermarks
+class TestReadWindow:
+    def test_window_reads_only_overlapping_partitions(self, tmp_path, churn):
+        store = RecordingStore(tmp_path / "s")
+        ds = DatasetStore(store, "churn")
+        commit(ds, churn, accepted(churn, ("a", "2024-01-01T23:00:00Z"), ("b", JAN2)), run_id="r1", created_at="2024-03-01")
+        commit(ds, churn, accepted(churn, ("c", "2024-01-02T00:00:00Z"), ("d", JAN3)), run_id="r2", created_at="2024-03-02")
+        store.reads.clear()
+        window = ds.read_window("2024-01-02", pd.Timestamp("2024-01-03T00:00:00Z"))
+        assert sorted(window["customer_id"]) == ["b", "c"]
+        parquet_reads = [k for k in store.reads if k.endswith(".parquet")]
+        assert len(parquet_reads) == 2 and all("event_date=2024-01-02" in k for k in parquet_reads)
+
+    def test_window_bounds_are_half_open(self, store, churn):
+        ds = DatasetStore(store, "churn")
+        commit(ds, churn, accepted(churn, ("a", "2024-01-01T00:00:00Z"), ("b", "2024-01-01T12:00:00Z"), ("c", "2024-01-02T00:00:00Z")))
+        window = ds.read_window("2024-01-01T00:00:00Z", "2024-01-02T00:00:00Z", columns=["customer_id"])
+        assert window.columns.tolist() == ["customer_id"] and window["customer_id"].tolist() == ["a", "b"]
+        assert ds.read_window("2023-01-01", "2023-12-31").empty
+        with pytest.raises(ValueError, match="must be after"):
+            ds.read_window("2024-01-02", "2024-01-01")
+
+
+def test_watermarks(store):
+    ds = DatasetStore(store, "churn")
+    assert ds.watermark("sql:customers") is None
+    ds.set_watermark("sql:customers", "2024-01-01T00:00:00+00:00")
+    ds.set_watermark("other", 42)
+    assert ds.watermark("sql:customers") == "2024-01-01T00:00:00+00:00" and ds.watermark("other") == 42
+    assert all(k.startswith("datasets/churn/state/") for k in store.list_keys("datasets/churn/state"))

@@ -1,0 +1,271 @@
+"""ModelRegistry against a real MLflow SQLite store: runs, lineage, versions, aliases, copies."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mlops_core.registry import (
+    CHAMPION_ALIAS,
+    PREVIOUS_CHAMPION_ALIAS,
+    ROLLED_BACK_TAG,
+    RUN_KEY_TAG,
+    SOURCE_TAG,
+    ModelRegistry,
+    ModelVersionInfo,
+    RegistryError,
+)
+
+FEATURES = ["tenure", "charges", "plan"]
+DATASET_SOURCE = "/data/store/datasets/churn/versions/abc123"
+
+
+def churn_frame(n: int = 120, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    df = pd.DataFrame(
+        {
+            "tenure": rng.integers(0, 100, n),
+            "charges": rng.normal(50.0, 10.0, n),
+            "plan": rng.choice(["basic", "standard", "premium"], n),
+        }
+    )
+    df["churned"] = ((df["tenure"] < 30) | (df["plan"] == "basic")).astype(int)
+    return df
+
+
+def small_pipeline(df: pd.DataFrame, C: float = 1.0):
+    from sklearn.compose import ColumnTransformer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    pre = ColumnTransformer(
+        [("cat", OneHotEncoder(handle_unknown="ignore"), ["plan"]), ("num", StandardScaler(), ["tenure", "charges"])]
+    )
+    return Pipeline([("pre", pre), ("clf", LogisticRegression(C=C))]).fit(df[FEATURES], df["churned"])
+
+
+def log_run(registry: ModelRegistry, run_name: str, df: pd.DataFrame, C: float = 1.0, **extra) -> str:
+    return registry.log_training_run(
+        run_name=run_name,
+        model=small_pipeline(df, C),
+        input_example=df[FEATURES].head(3),
+        params={"C": C, "algorithm": "logistic_regression"},
+        metrics={"roc_auc": 0.9, "accuracy": 0.8},
+        tags={"mlops.dataset_version": "ds-abc123", "git_commit": "deadbeef"},
+        dataset_df=df,
+        dataset_name="churn",
+        dataset_digest="abc123",
+        dataset_source=DATASET_SOURCE,
+        artifacts=extra.pop("artifacts", None),
+        skops_trusted_types=None,
+        dataset_targets="churned",
+        **extra,
+    )
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory) -> ModelRegistry:
+    root = tmp_path_factory.mktemp("mlflow")
+    return ModelRegistry(f"sqlite:///{root}/mlflow.db", root / "artifacts", "test-exp")
+
+
+@pytest.fixture(scope="module")
+def data() -> pd.DataFrame:
+    return churn_frame()
+
+
+@pytest.fixture(scope="module")
+def run_id(registry: ModelRegistry, data: pd.DataFrame, tmp_path_factory) -> str:
+    report = tmp_path_factory.mktemp("artifacts") / "evaluation.json"
+    report.write_text('{"roc_auc": 0.9}')
+    return log_run(registry, "train-run-1", data, artifacts={"evaluation": report})
+
+
+def test_log_training_run_records_params_metrics_lineage_and_model(registry, run_id):
+    run = registry.client.get_run(run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.params == {"C": "1.0", "algorithm": "logistic_regression"}
+    assert run.data.metrics == {"roc_auc": 0.9, "accuracy": 0.8}
+    assert run.data.tags[RUN_KEY_TAG] == "train-run-1"
+    assert run.data.tags["mlops.dataset_version"] == "ds-abc123"
+
+    inputs = run.inputs.dataset_inputs
+    assert len(inputs) == 1
+    dataset = inputs[0].dataset
+    assert (dataset.name, dataset.digest) == ("churn", "abc123")
+    assert DATASET_SOURCE in dataset.source
+    assert {t.key: t.value for t in inputs[0].tags}["mlflow.data.context"] == "training"
+
+    artifacts = {a.path for a in registry.client.list_artifacts(run_id, "evaluation")}
+    assert artifacts == {"evaluation/evaluation.json"}
+    # The experiment's artifacts live under the configured artifact root.
+    experiment = registry.client.get_experiment(registry.experiment_id)
+    assert experiment.artifact_location.endswith("/artifacts/test-exp")
+
+
+def test_model_is_saved_with_skops_and_has_a_signature(registry, run_id):
+    version = registry.register(run_id, "dev.sig")
+    model = registry.load_model("dev.sig", version)
+    flavor = model.metadata.flavors["sklearn"]
+    assert flavor["serialization_format"] == "skops"
+    inputs = model.metadata.get_input_schema().input_names()
+    assert inputs == FEATURES
+
+
+def test_log_training_run_is_idempotent_by_run_name(registry, run_id, data):
+    again = log_run(registry, "train-run-1", data, C=0.5)
+    assert again == run_id
+    runs = registry.client.search_runs([registry.experiment_id], f"tags.`{RUN_KEY_TAG}` = 'train-run-1'")
+    assert len(runs) == 1
+    assert runs[0].data.params["C"] == "1.0"  # the retry logged nothing
+
+
+def test_failed_attempt_is_not_reused(registry, data):
+    class Exploding:
+        def predict(self, X):
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        registry.log_training_run(
+            run_name="train-run-fail", model=Exploding(), input_example=data[FEATURES].head(2), params={}, metrics={},
+            tags={}, dataset_df=data, dataset_name="churn", dataset_digest="x", dataset_source="/x",
+        )
+    assert registry.find_run("train-run-fail") is None
+
+
+def test_unresolvable_dataset_source_is_kept(data):
+    from mlops_core.registry import _pandas_dataset
+
+    ds = _pandas_dataset(data, "store://datasets/churn/v1", "churn", "d1", "churned")
+    assert ds.digest == "d1" and "store://datasets/churn/v1" in ds.source.to_json()
+
+
+def test_register_is_idempotent_and_tags_the_version(registry, run_id):
+    v1 = registry.register(run_id, "dev.churn", {"mlops.dataset_version": "ds-abc123", "git_commit": "deadbeef"})
+    v2 = registry.register(run_id, "dev.churn", {"mlops.dataset_version": "ds-abc123"})
+    assert v1 == v2 == "1"
+    info = registry.version_info("dev.churn", v1)
+    assert isinstance(info, ModelVersionInfo)
+    assert info.run_id == run_id
+    assert info.tags["mlops.dataset_version"] == "ds-abc123"
+    assert info.tags["git_commit"] == "deadbeef"
+    assert info.tags["mlops.run_id"] == run_id
+    assert info.metrics["roc_auc"] == 0.9
+    assert "/artifacts/test-exp/models/m-" in info.source
+    assert len(registry.client.search_model_versions("name = 'dev.churn'")) == 1
+
+
+def test_register_unknown_run_fails_clearly(registry):
+    with pytest.raises(RegistryError, match="not found"):
+        registry.register("0" * 32, "dev.nothing")
+
+
+def test_champion_alias_set_moved_and_rolled_back(registry, data):
+    name = "dev.aliases"
+    assert registry.champion(name) is None  # no such model yet
+    assert registry.rollback(name) is None
+    v1 = registry.register(log_run(registry, "alias-run-1", data), name)
+    v2 = registry.register(log_run(registry, "alias-run-2", data, C=0.3), name)
+    assert (v1, v2) == ("1", "2")
+    assert registry.champion(name) is None
+
+    registry.set_champion(name, v1)
+    assert registry.champion(name).version == "1"
+    assert registry.previous_champion(name) is None
+
+    registry.set_champion(name, v2)
+    champion = registry.champion(name)
+    assert champion.version == "2" and CHAMPION_ALIAS in champion.aliases
+    assert registry.previous_champion(name).version == "1"
+
+    registry.set_champion(name, v2)  # setting it again keeps the rollback target
+    assert registry.previous_champion(name).version == "1"
+
+    assert registry.rollback(name) == "1"
+    assert registry.champion(name).version == "1"
+    assert registry.version_info(name, "2").tags[ROLLED_BACK_TAG] == "true"
+    assert registry.rollback(name) == "1"  # idempotent
+    assert registry.champion(name).version == "1"
+    assert PREVIOUS_CHAMPION_ALIAS in registry.version_info(name, "1").aliases
+
+    registry.set_champion(name, v2, previous="1")
+    assert registry.champion(name).version == "2"
+
+    from mlflow.exceptions import MlflowException
+
+    with pytest.raises(MlflowException):
+        registry.set_champion(name, "99")
+
+
+def test_copy_to_another_namespace_is_idempotent(registry, run_id):
+    src = registry.register(run_id, "dev.copy")
+    registry.set_champion("dev.copy", src)
+    first = registry.copy_to("dev.copy", src, "staging.copy", {"mlops.promoted_by": "ci"})
+    second = registry.copy_to("dev.copy", src, "staging.copy", {"mlops.promoted_by": "ci"})
+    assert first == second == "1"
+    info = registry.version_info("staging.copy", first)
+    assert info.tags[SOURCE_TAG] == f"dev.copy/{src}"
+    assert info.tags["mlops.promoted_by"] == "ci"
+    assert info.run_id == run_id
+    assert info.aliases == []  # aliases belong to a namespace; they are not copied
+    assert len(registry.client.search_model_versions("name = 'staging.copy'")) == 1
+    # A second hop keeps working and records its own source.
+    prod = registry.copy_to("staging.copy", first, "prod.copy")
+    assert registry.version_info("prod.copy", prod).tags[SOURCE_TAG] == "staging.copy/1"
+    with pytest.raises(RegistryError, match="no such model version"):
+        registry.copy_to("dev.copy", "42", "staging.copy")
+
+
+def test_load_model_by_version_and_alias_predicts(registry, run_id, data):
+    version = registry.register(run_id, "dev.load")
+    registry.set_champion("dev.load", version)
+    expected = small_pipeline(data).predict(data[FEATURES].head(10))
+    for ref in (version, "champion"):
+        model = registry.load_model("dev.load", ref)
+        assert list(model.predict(data[FEATURES].head(10))) == list(expected)
+    assert ModelRegistry.model_uri("dev.load", "3") == "models:/dev.load/3"
+    assert ModelRegistry.model_uri("dev.load", "champion") == "models:/dev.load@champion"
+
+
+def test_log_artifact_run_is_idempotent(registry, tmp_path):
+    report = tmp_path / "drift.html"
+    report.write_text("<html>drift</html>")
+    first = registry.log_artifact_run("drift-2024-01-01", {"drift": report}, {"drift_share": 0.4}, {"kind": "drift"})
+    second = registry.log_artifact_run("drift-2024-01-01", {"drift": report}, {"drift_share": 0.9})
+    assert first == second
+    run = registry.client.get_run(first)
+    assert run.data.metrics == {"drift_share": 0.4}
+    assert run.data.tags["kind"] == "drift"
+    assert [a.path for a in registry.client.list_artifacts(first, "drift")] == ["drift/drift.html"]
+    with pytest.raises(FileNotFoundError, match="missing"):
+        registry.log_artifact_run("drift-missing", {"missing": tmp_path / "nope.html"})
+    assert registry.find_run("drift-missing") is None
+
+
+def test_no_global_tracking_state_leaks(registry, tmp_path, data):
+    import mlflow
+
+    before_env = os.environ.get("MLFLOW_TRACKING_URI")
+    before_uri = mlflow.get_tracking_uri()
+    other = ModelRegistry(f"sqlite:///{tmp_path}/other.db", tmp_path / "art", "other-exp")
+    other_run = log_run(other, "other-run", data)
+    assert os.environ.get("MLFLOW_TRACKING_URI") == before_env
+    assert mlflow.get_tracking_uri() == before_uri
+    # Each registry sees only its own store.
+    assert other.find_run("other-run").info.run_id == other_run
+    assert registry.find_run("other-run") is None
+
+
+def test_experiment_creation_is_idempotent(registry):
+    twin = ModelRegistry(registry.tracking_uri, registry.artifact_root, registry.experiment)
+    assert twin.experiment_id == registry.experiment_id
+
+
+def test_quotes_in_names_are_rejected(registry):
+    with pytest.raises(ValueError, match="quotes"):
+        registry.find_run("it's")

@@ -1,0 +1,83 @@
+"""Every DAG file imports cleanly and follows the project's conventions."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from tests.conftest import DAGS
+
+DAG_FILES = sorted(p for p in DAGS.glob("*.py") if not p.name.startswith("_"))
+EXPECTED = {"ingest", "ingest_sql", "features", "monitor", "train", "evaluate_register", "deploy", "promote"}
+
+
+@pytest.fixture(scope="module")
+def dagbag():
+    from airflow.dag_processing.dagbag import DagBag
+
+    return DagBag(dag_folder=str(DAGS))
+
+
+def test_no_import_errors(dagbag):
+    assert dagbag.import_errors == {}, dagbag.import_errors
+
+
+def test_every_lifecycle_dag_is_loaded(dagbag):
+    assert set(dagbag.dag_ids) == EXPECTED
+
+
+@pytest.mark.parametrize("path", DAG_FILES, ids=lambda p: p.stem)
+def test_dag_id_is_the_file_name(dagbag, path):
+    assert path.stem in dagbag.dag_ids
+
+
+def test_conventions(dagbag):
+    for dag_id, dag in dagbag.dags.items():
+        assert dag.doc_md and len(dag.doc_md) > 80, f"{dag_id}: doc_md missing"
+        assert "mlops" in dag.tags, f"{dag_id}: tags"
+        assert dag.catchup is False, f"{dag_id}: catchup"
+        for task in dag.tasks:
+            assert task.owner == "mlops", f"{dag_id}.{task.task_id}: owner"
+            if task.task_type != "ApprovalOperator":
+                assert task.retries >= 1, f"{dag_id}.{task.task_id}: retries"
+                assert task.retry_exponential_backoff, f"{dag_id}.{task.task_id}: backoff"
+            timeout = task.execution_timeout
+            assert timeout is None or timeout <= timedelta(hours=1), f"{dag_id}.{task.task_id}: timeout"
+            if task.task_type not in ("NewFilesSensor", "ApprovalOperator"):
+                assert timeout is not None, f"{dag_id}.{task.task_id}: execution_timeout"
+
+
+def test_params_render_a_real_form(dagbag):
+    for dag_id, dag in dagbag.dags.items():
+        assert dag.params, f"{dag_id}: no Params"
+        for name, param in dag.params.items():
+            param = dag.params.get_param(name)
+            assert param.schema.get("type"), f"{dag_id}.{name}: type"
+            assert param.schema.get("title") and param.description, f"{dag_id}.{name}: title/description"
+
+
+def test_no_cycles_and_assets_chain(dagbag):
+    def asset_names(condition) -> set[str]:
+        if condition is None:
+            return set()
+        if hasattr(condition, "objects"):
+            return set().union(*(asset_names(o) for o in condition.objects))
+        return {condition.name}
+
+    for dag in dagbag.dags.values():
+        dag.check_cycle()  # raises on a cycle
+    consumers = {dag_id: asset_names(getattr(dag.timetable, "asset_condition", None))
+                 for dag_id, dag in dagbag.dags.items()}
+    producers: dict[str, set[str]] = {}
+    for dag_id, dag in dagbag.dags.items():
+        for task in dag.tasks:
+            for outlet in task.outlets:
+                producers.setdefault(outlet.name, set()).add(dag_id)
+    # Every asset a DAG waits for is produced by some DAG.
+    for dag_id, names in consumers.items():
+        for name in names:
+            assert producers.get(name), f"{dag_id} waits for {name}, which nobody produces"
+    assert consumers["features"] == {"dataset_version"}
+    assert consumers["train"] == {"retrain_requested"}
+    assert producers["champion_model"] == {"evaluate_register", "promote"}
