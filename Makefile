@@ -4,6 +4,8 @@ SHELL := /bin/bash
 PY := .venv/bin/python
 PORT ?= 8080
 PYTEST_ARGS ?=
+# Bytecode caching makes every Airflow/MLflow process start seconds faster; some shells disable it.
+unexport PYTHONDONTWRITEBYTECODE
 
 .PHONY: help venv demo test test-fast up lock bench clean
 

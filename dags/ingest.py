@@ -53,8 +53,10 @@ def ingest():
         settings = settings_for(context)
         stamp = context.get("logical_date") or context["dag_run"].run_after
         report = run(settings, [f["path"] for f in files], run_id=context["run_id"], ingested_at=stamp.isoformat())
-        if not report["created"]:
+        if report["version_id"] is None:
             raise AirflowSkipException(f"no new dataset version: {report['reason']}")
+        # A version that already existed is still announced: an earlier try may have committed it
+        # and died before its event was emitted. Consumers are idempotent per version.
         context["outlet_events"][DATASET].extra = {
             k: report[k] for k in ("dataset", "version_id", "rows", "rejected_rows", "duplicate_rows",
                                    "sources", "event_time_min", "event_time_max")

@@ -23,7 +23,7 @@ start=$(date +%s)
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
 "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --require-hashes --no-deps -r scripts/bootstrap.lock
 # `uv pip sync` installs exactly what the lock lists (and removes anything else): no resolution.
-"$VENV/bin/uv" pip sync --quiet --python "$VENV/bin/python" --require-hashes requirements.lock
+"$VENV/bin/uv" pip sync --quiet --compile-bytecode --python "$VENV/bin/python" --require-hashes requirements.lock
 # Our own packages (include/mlops_core, include/mlops_airflow), editable, without dependencies.
 "$VENV/bin/uv" pip install --quiet --python "$VENV/bin/python" --no-deps --no-build-isolation -e .
 echo "$fingerprint" > "$STAMP"

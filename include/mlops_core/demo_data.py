@@ -261,7 +261,7 @@ def generate_day(
     u_plan = r_plan.random(size=rows)
     plan = np.where(u_plan < min(0.45 * cov, 1.0), 0, plan)
 
-    season = 1.0 + 0.05 * math.sin(2.0 * math.pi * day / 30.0)
+    season = 1.0 + 0.02 * math.sin(2.0 * math.pi * day / 30.0)  # mild, not enough to count as drift
     usage = _PLAN_USAGE[plan] * pool.usage_level[idx] * season * r_usage.lognormal(0.0, 0.25, size=rows)
     usage = usage * max(1.0 - 0.55 * cov, 0.05)
     usage = np.clip(np.round(usage, 1), 0.0, 744.0)

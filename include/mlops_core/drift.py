@@ -108,7 +108,8 @@ def detect_drift(
     saying so, and the HTML is a short page explaining it. Raises ``ValueError`` when a feature
     column of the contract is missing from either frame.
     """
-    columns = [c for c in contract.feature_columns if c in set(contract.numeric_features + contract.categorical_features)]
+    comparable = set(contract.numeric_features) | set(contract.categorical_features)
+    columns = [c for c in contract.feature_columns if c in comparable]
     if not columns:
         raise ValueError(f"contract {contract.name!r} has no numeric or categorical feature columns to compare")
     for side, frame in (("reference", reference), ("current", current)):

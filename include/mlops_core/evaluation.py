@@ -216,9 +216,11 @@ def score_model(model: Any, df: pd.DataFrame, contract: "DatasetContract") -> di
     """Metrics of ``model`` on the labelled rows ``df`` (bare names: ``roc_auc``, ``rmse``, ...).
 
     ``model`` is anything with ``predict`` (a fitted pipeline, an MLflow pyfunc model); for
-    classification ``predict_proba`` is used when present (without it ``roc_auc`` and ``log_loss``
-    are left out, and a gate on them rejects). ``contract`` is the contract the model was trained
-    with (saved in its ``model_meta.json``): it picks and casts the feature columns.
+    classification ``predict_proba`` is used when the model has it, or when an MLflow pyfunc
+    wrapper's ``get_raw_model()`` returns an estimator that has it. Without probabilities
+    ``roc_auc`` and ``log_loss`` are left out, and a gate on them rejects. ``contract`` is the
+    contract the model was trained with (saved in its ``model_meta.json``): it picks and casts
+    the feature columns.
     """
     from mlops_core.training.model import compute_metrics, prepare_features, prepare_target
 
@@ -231,10 +233,29 @@ def score_model(model: Any, df: pd.DataFrame, contract: "DatasetContract") -> di
     y_pred = _as_1d(model.predict(X))
     y_score = None
     classes = None
-    if contract.task == "classification" and hasattr(model, "predict_proba"):
-        y_score = np.asarray(model.predict_proba(X))
-        classes = list(getattr(model, "classes_", [])) or None
+    if contract.task == "classification":
+        scorer = _probability_model(model)
+        if scorer is None:
+            log.warning("%s has no predict_proba: roc_auc and log_loss are left out", type(model).__name__)
+        else:
+            y_score = np.asarray(scorer.predict_proba(X))
+            classes = list(getattr(scorer, "classes_", [])) or None
     return compute_metrics(contract.task, y_true, y_pred, y_score, classes=classes)
+
+
+def _probability_model(model: Any) -> Any | None:
+    """``model`` if it has ``predict_proba``, else the raw estimator of an MLflow pyfunc wrapper if that has it."""
+    if hasattr(model, "predict_proba"):
+        return model
+    get_raw = getattr(model, "get_raw_model", None)
+    if callable(get_raw):
+        try:
+            raw = get_raw()
+        except NotImplementedError:  # pyfunc flavors without a raw model
+            return None
+        if hasattr(raw, "predict_proba"):
+            return raw
+    return None
 
 
 def _as_1d(predictions: Any) -> np.ndarray:

@@ -382,7 +382,8 @@ class FeatureRepository:
 
         out = rows.merge(requests, on=[ENTITY_COLUMN, EVENT_TIME_COLUMN], how="left", validate="many_to_one")
         out = out.merge(joined, on=_REQUEST_COLUMN, how="left", validate="many_to_one").drop(columns=[_REQUEST_COLUMN])
-        assert len(out) == len(rows)
+        if len(out) != len(rows):  # cannot happen with many_to_one merges; never hand out lost or extra rows
+            raise RuntimeError(f"training set has {len(out)} rows for {len(rows)} input rows")
         typed = [c for c in (contract.target,) if c in out.columns] + self.feature_columns
         out = _contract_dtypes(out, contract, typed)
         out = out[keep + self.feature_columns]

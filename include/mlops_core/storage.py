@@ -70,15 +70,18 @@ class LocalObjectStore:
         return self.path(key).is_file()
 
     def list_keys(self, prefix: str = "") -> list[str]:
-        base = self.path(prefix) if prefix else self.root
-        # A prefix may be a folder or the start of a file name.
-        search_root = base if base.is_dir() else base.parent
+        """Keys starting with ``prefix`` (string prefix, as in S3: ``"a/b"`` matches ``"a/bc"``;
+        ``"a/b/"`` only what is inside folder ``a/b``)."""
+        prefix = prefix.lstrip("/")
+        _clean_key(prefix) if prefix else None  # validates: relative, no '..'
+        folder, _, _ = prefix.rpartition("/")
+        search_root = self.root / folder if folder else self.root
         if not search_root.is_dir():
             return []
         out = []
         for p in _walk_files(search_root):
             key = p.relative_to(self.root).as_posix()
-            if key.startswith(_clean_key(prefix)) and not p.name.startswith(".tmp-"):
+            if key.startswith(prefix) and not p.name.startswith(".tmp-"):
                 out.append(key)
         return sorted(out)
 

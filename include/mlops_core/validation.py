@@ -12,7 +12,13 @@ Two levels of answer:
   typed and returned in ``ValidationResult.accepted``.
 
 Everything is read as text first (empty string = null) so that typing happens here, in one
-place, with one set of rules, whatever the file format.
+place, with one set of rules, whatever the file format. Typing rules: outer whitespace is ignored
+except in string/category values; ``int`` takes decimal digits or an integral number (``7.0``,
+``1e3``) within 64 bits; ``float`` takes finite numbers only; ``bool`` takes true/false, 1/0,
+yes/no in any case; ``timestamp`` takes ISO 8601 (naive = UTC) and is stored in UTC; the entity
+key and event time may never be null, whatever ``nullable`` says. ``_row_number`` counts data
+rows from 1 (the header and blank lines are not rows). A CSV whose last line was cut off exactly
+at a field separator with all fields present cannot be told from a complete file.
 
 Row keys: a row's ``_row_key`` is the first 32 hex characters of a SHA-256 over a canonical
 JSON encoding of ``["key", <entity key>, <event time ISO-8601 UTC>]`` when the contract has
@@ -68,7 +74,7 @@ PANDAS_DTYPES = {
 
 _TRUE = frozenset({"true", "1", "yes"})
 _FALSE = frozenset({"false", "0", "no"})
-_INT_TEXT = re.compile(r"[+-]?\d+")
+_INT_TEXT = re.compile(r"[+-]?[0-9]+")
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 
@@ -355,12 +361,13 @@ def _check_column(texts: pd.Series, spec: ColumnSpec, is_key: bool) -> tuple[pd.
         problems.flag(~present, "null", shown, lambda t: "null in key column (entity key and event time are required)")
     elif not spec.nullable:
         problems.flag(~present, "null", shown, lambda t: "null in non-nullable column")
-    if spec.is_numeric and spec.min is not None:
-        below = (values < spec.min).fillna(False).to_numpy(dtype=bool)
-        problems.flag(below, "below_min", shown, lambda t: f"{t} below min {_show_bound(spec.min)}")
-    if spec.is_numeric and spec.max is not None:
-        above = (values > spec.max).fillna(False).to_numpy(dtype=bool)
-        problems.flag(above, "above_max", shown, lambda t: f"{t} above max {_show_bound(spec.max)}")
+    low, high = spec.min, spec.max
+    if spec.is_numeric and low is not None:
+        below = (values < low).fillna(False).to_numpy(dtype=bool)
+        problems.flag(below, "below_min", shown, lambda t: f"{t} below min {_show_bound(low)}")
+    if spec.is_numeric and high is not None:
+        above = (values > high).fillna(False).to_numpy(dtype=bool)
+        problems.flag(above, "above_max", shown, lambda t: f"{t} above max {_show_bound(high)}")
     allowed = _allowed_values(spec)
     if allowed is not None:
         outside = present & ~bad_type & ~values.isin(allowed).fillna(False).to_numpy(dtype=bool)
@@ -491,10 +498,11 @@ def validate(df: pd.DataFrame, contract: DatasetContract, source: str, ingested_
     accepted = typed_frame.loc[keep].reset_index(drop=True)
     accepted_keys = [k for k, kept in zip(keys, keep) if kept]
     accepted[EVENT_TIME_COLUMN] = _event_times(accepted, contract, ingested_at)
+    entities: list[str | None]
     if contract.entity_key:
         entities = canonical_values(accepted[contract.entity_key], contract.column(contract.entity_key).type)
     else:
-        entities = accepted_keys
+        entities = list(accepted_keys)
     accepted[ENTITY_COLUMN] = pd.Series(entities, dtype="string")
     accepted[ROW_KEY_COLUMN] = pd.Series(accepted_keys, dtype="string")
     accepted[SOURCE_COLUMN] = pd.Series([source] * len(accepted), dtype="string")

@@ -93,7 +93,17 @@ PASSWORDS_FILE = "simple_auth_manager_passwords.json.generated"
 # failed scheduler loop. Airflow adds check_same_thread=False itself (airflow/settings.py).
 SQLITE_CONNECT_ARGS: dict[str, Any] = {"timeout": 30}
 
+_PACKAGE_ROOT = Path(__file__).resolve().parents[1]  # the folder that holds mlops_demo/
 _FINAL_RUN_STATES = frozenset({"success", "failed"})
+
+# argv: <expected parent pid> <airflow args...>. PR_SET_PDEATHSIG (1) survives execve.
+_DEATHSIG_LAUNCHER = (
+    "import ctypes, os, signal, sys\n"
+    "ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)\n"
+    "if os.getppid() != int(sys.argv[1]):\n"
+    "    sys.exit('parent exited before the component started')\n"
+    "os.execv(sys.executable, [sys.executable, '-m', 'airflow', *sys.argv[2:]])\n"
+)
 _T = TypeVar("_T")
 
 
@@ -239,6 +249,9 @@ class AirflowStack:
     :param parallelism: ``[core] parallelism`` = LocalExecutor worker processes.
     :param plugins_folder: ``[core] plugins_folder`` (default ``<home>/plugins``).
     :param bytecode_cache: write ``.pyc`` files to a user cache dir (see module docstring).
+    :param die_with_parent: (Linux) components get SIGTERM if this process dies without calling
+        :meth:`stop` (``PR_SET_PDEATHSIG``). The kernel ties this to the *thread* that started
+        them, so call :meth:`start` from a thread that outlives the stack (normally the main one).
     """
 
     def __init__(
@@ -252,6 +265,7 @@ class AirflowStack:
         parallelism: int = 4,
         plugins_folder: Path | str | None = None,
         bytecode_cache: bool = True,
+        die_with_parent: bool = True,
     ):
         unknown = set(components) - KNOWN_COMPONENTS
         if unknown:
@@ -268,6 +282,7 @@ class AirflowStack:
         self.components = tuple(components)
         self.parallelism = parallelism
         self.bytecode_cache = bytecode_cache
+        self.die_with_parent = die_with_parent
         self.log_dir = self.home / "logs"
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.username = USERNAME
@@ -377,6 +392,11 @@ class AirflowStack:
             if not (k.startswith("AIRFLOW") or k.startswith("_AIRFLOW"))
         }
         env["PYTHONUNBUFFERED"] = "1"
+        # Components import SQLITE_CONNECT_ARGS from this module: make its package importable even
+        # when the project is not installed in editable mode (appended: never shadows anything).
+        paths = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+        if str(_PACKAGE_ROOT) not in paths:
+            env["PYTHONPATH"] = os.pathsep.join([*paths, str(_PACKAGE_ROOT)])
         if self.bytecode_cache:
             env.pop("PYTHONDONTWRITEBYTECODE", None)
             env.setdefault("PYTHONPYCACHEPREFIX", str(_default_pycache_prefix()))
@@ -388,10 +408,16 @@ class AirflowStack:
 
     def _component_command(self, component: str) -> list[str]:
         if component == "api-server":
-            return self._command("api-server", "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1")
-        if component in ("scheduler", "triggerer"):
-            return self._command(component, "--skip-serve-logs")
-        return self._command(component)
+            args: tuple[str, ...] = ("api-server", "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1")
+        elif component in ("scheduler", "triggerer"):
+            args = (component, "--skip-serve-logs")
+        else:
+            args = (component,)
+        if self.die_with_parent and sys.platform.startswith("linux"):
+            # exec airflow after prctl(PR_SET_PDEATHSIG, SIGTERM): if this Python process dies
+            # without running stop() (SIGKILL, os._exit), each component still gets SIGTERM.
+            return [sys.executable, "-c", _DEATHSIG_LAUNCHER, str(os.getpid()), *args]
+        return self._command(*args)
 
     def _prepare_home(self) -> None:
         self.home.mkdir(parents=True, exist_ok=True)
@@ -524,14 +550,37 @@ class AirflowStack:
                 problems.append(component)
         return problems
 
+    def _unhealthy_jobs(self, started_at: datetime) -> list[str]:
+        """Components without a ``running`` job row started after ``started_at`` (read-only SQLite)."""
+        import sqlite3
+
+        job_types = {"scheduler": "SchedulerJob", "dag-processor": "DagProcessorJob", "triggerer": "TriggererJob"}
+        wanted = {c: job_types[c] for c in self.components if c in job_types}
+        since = started_at.astimezone(timezone.utc).replace(tzinfo=None).isoformat(sep=" ")
+        try:
+            conn = sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True, timeout=5)
+            try:
+                rows = conn.execute(
+                    "SELECT DISTINCT job_type FROM job WHERE state = 'running' AND start_date >= ?", (since,)
+                ).fetchall()
+            finally:
+                conn.close()
+        except sqlite3.Error:
+            return sorted(wanted)
+        running = {r[0] for r in rows}
+        return sorted(c for c, job_type in wanted.items() if job_type not in running)
+
     def _wait_ready(self, started_at: datetime, deadline: float) -> None:
         if "api-server" not in self.components:
-            # Without the api-server there is no health endpoint: require the processes to survive.
-            settle = min(deadline, time.monotonic() + 5)
-            while time.monotonic() < settle:
+            # No health endpoint without the api-server: read the components' job rows instead.
+            while True:
                 self.check()
+                problems = self._unhealthy_jobs(started_at)
+                if not problems:
+                    return
+                if time.monotonic() >= deadline:
+                    raise StackError(f"Airflow components {problems} did not start in time")
                 time.sleep(0.5)
-            return
         warm = threading.Thread(target=self._warm_execution_api, args=(deadline,), daemon=True)
         warm.start()
         last: Any = "api-server not answering yet"
@@ -1111,8 +1160,12 @@ def _cmd_up(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     finally:
-        print("Stopping Airflow ...", flush=True)
-        stack.stop()
+        print("Stopping Airflow (running tasks get up to 30s; Ctrl-C again to kill them now) ...", flush=True)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        try:
+            stack.stop(timeout=30)
+        except KeyboardInterrupt:
+            stack.stop(timeout=0)
         print("Stopped.", flush=True)
     return 0
 

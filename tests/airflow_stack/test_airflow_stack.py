@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import stat
 import time
 import uuid
@@ -109,15 +110,19 @@ def test_asset_event_schedules_consumer_with_metadata(client):
     [event] = client.asset_events(ASSET_NAME, source_run_id=producer_run)
     assert [r["run_id"] for r in event["created_dagruns"]] == [consumer["dag_run_id"]]
 
-    producer = client.run("stack_producer", producer_run)
+    produced = client.task_instance("stack_producer", producer_run, "produce")
     consumer = client.run("stack_consumer", consumer["dag_run_id"])
     _record(
-        "asset_consumer_queued_after_producer_success",
-        (_ts(consumer["queued_at"]) - _ts(producer["end_date"])).total_seconds(),
+        "asset_consumer_queued_after_producer_task_success",
+        (_ts(consumer["queued_at"]) - _ts(produced["end_date"])).total_seconds(),
     )
     _record(
-        "asset_consumer_started_after_producer_success",
-        (_ts(consumer["start_date"]) - _ts(producer["end_date"])).total_seconds(),
+        "asset_consumer_started_after_producer_task_success",
+        (_ts(consumer["start_date"]) - _ts(produced["end_date"])).total_seconds(),
+    )
+    _record(
+        "asset_consumer_success_after_producer_task_success",
+        (_ts(consumer["end_date"]) - _ts(produced["end_date"])).total_seconds(),
     )
 
 
@@ -184,19 +189,21 @@ def test_secrets_are_private_and_never_logged(stack):
     assert leaked == []
 
 
-def test_check_reports_a_dead_component_with_its_log(tmp_path):
-    """A component that dies during start() fails start() with the tail of its log."""
-    bad = AirflowStack(
-        tmp_path / "home",
-        DAGS,
-        components=("scheduler",),
-        extra_env={"AIRFLOW__CORE__EXECUTOR": "NoSuchExecutor"},
-    )
+def test_check_reports_a_dead_component_with_its_log(stack, client):
+    """A component that dies is reported by check() with its exit code and the tail of its log.
+
+    (start() polls the same check(), and stops everything before raising.) The triggerer is the
+    victim: nothing left in this module needs it (HITL waits without a trigger on Airflow 3.3).
+    """
+    stack.check()  # all alive
+    triggerer = stack.pids()["triggerer"]
+    os.killpg(triggerer, signal.SIGKILL)
     with pytest.raises(StackError) as err:
-        bad.start(timeout=120)
-    assert "scheduler" in str(err.value)
-    assert "NoSuchExecutor" in str(err.value)
-    assert not bad.running
+        client.wait_until(lambda: stack.check(), timeout=30, interval=0.2, message="check() to notice")
+    message = str(err.value)
+    assert f"triggerer (pid {triggerer}) exited with code -9" in message
+    assert "triggerer.log" in message
+    assert "Starting the triggerer" in message  # the tail of its log
 
 
 def test_stop_leaves_no_process_behind(stack, client):
@@ -217,9 +224,11 @@ def test_stop_leaves_no_process_behind(stack, client):
     assert os.getpgid(task_pid) != components["scheduler"]  # ... although killpg(scheduler) misses it
     assert len(pids) > len(components)  # executor workers, task supervisor, gunicorn/uvicorn children...
 
+    # sleep_long ignores SIGTERM (the task runner's handler only calls on_kill()), so the scheduler
+    # waits for it (LocalExecutor.end) until stop() runs out of patience and SIGKILLs the session.
     t0 = time.monotonic()
-    stack.stop()
-    _record("stop", time.monotonic() - t0)
+    stack.stop(timeout=5)
+    _record("stop_with_running_task", time.monotonic() - t0)
 
     def alive(pid: int) -> bool:
         try:

@@ -378,12 +378,12 @@ def test_cli_writes_and_reports(tmp_path: Path, capsys: pytest.CaptureFixture[st
 def test_cli_runs_as_a_module(tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "mlops_core.demo_data", "--drop-zone", str(tmp_path), "--days", "0",
-         "--rows", "20", "--format", "parquet"],
+         "--rows", "20"],
         capture_output=True, text=True, timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
-    assert "churn_2026-01-01.parquet" in proc.stdout
-    assert pd.read_parquet(tmp_path / "churn_2026-01-01.parquet").shape == (20, len(COLUMNS))
+    assert "churn_2026-01-01.csv" in proc.stdout
+    assert pd.read_csv(tmp_path / "churn_2026-01-01.csv").shape == (20, len(COLUMNS))
 
 
 def test_day_file_names_follow_the_start_date() -> None:

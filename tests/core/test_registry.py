@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -252,6 +253,8 @@ def test_no_global_tracking_state_leaks(registry, tmp_path, data):
 
     before_env = os.environ.get("MLFLOW_TRACKING_URI")
     before_uri = mlflow.get_tracking_uri()
+    # A second store (a copy of the first: MLflow's schema migrations on a fresh SQLite file are slow).
+    shutil.copy(registry.tracking_uri[len("sqlite:///"):], tmp_path / "other.db")
     other = ModelRegistry(f"sqlite:///{tmp_path}/other.db", tmp_path / "art", "other-exp")
     other_run = log_run(other, "other-run", data)
     assert os.environ.get("MLFLOW_TRACKING_URI") == before_env

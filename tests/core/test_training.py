@@ -27,6 +27,7 @@ from mlops_core.training.model import (
     coerce_hyperparameter,
     compute_metrics,
     load_model,
+    model_features,
     prepare_features,
     prepare_target,
     resolve_hyperparameters,
@@ -154,6 +155,32 @@ def test_cast_features_accepts_spellings_and_rejects_missing_columns(contract: D
     assert X["region"].tolist() == ["north", "east", "2"]
     with pytest.raises(ValueError, match=r"missing feature column\(s\) \['plan'\]"):
         prepare_features(frame.drop(columns="plan"), contract)
+
+
+def test_timestamp_features_are_not_model_inputs(contract: DatasetContract) -> None:
+    raw = contract.to_dict()
+    raw["columns"].insert(3, {"name": "signup_time", "type": "timestamp"})
+    with_time = DatasetContract.from_dict(raw)
+    df = make_churn_frame(80).assign(signup_time=pd.Timestamp("2024-01-01", tz="UTC"))
+    assert "signup_time" in with_time.feature_columns
+    assert model_features(with_time) == contract.feature_columns
+    assert list(prepare_features(df, with_time).columns) == contract.feature_columns
+    pipeline = build_pipeline(with_time, "ridge" if with_time.task == "regression" else "logistic_regression", {})
+    pipeline.fit(df, prepare_target(df["churned"], with_time))
+    assert pipeline.predict(df.drop(columns="signup_time")).shape == (80,)  # serving needs no timestamp
+
+
+def test_prepare_target_by_contract_type(contract: DatasetContract) -> None:
+    y = prepare_target(pd.Series(pd.array([0, 1, 1], dtype="Int64")), contract)
+    assert y.dtype == np.int64 and y.tolist() == [0, 1, 1]
+    with pytest.raises(ValueError, match="missing value"):
+        prepare_target(pd.Series(pd.array([0, None], dtype="Int64")), contract)
+    raw = contract.to_dict()
+    raw["columns"] = [c for c in raw["columns"] if c["name"] != "churned"] + [{"name": "churned", "type": "bool"}]
+    as_bool = DatasetContract.from_dict(raw)
+    assert prepare_target(pd.Series(["true", "False", True]), as_bool).tolist() == [True, False, True]
+    with pytest.raises(ValueError, match="not booleans"):
+        prepare_target(pd.Series(["maybe", "true"]), as_bool)
 
 
 # --------------------------------------------------------------------------- pipelines
@@ -438,11 +465,17 @@ def test_saved_model_logs_to_mlflow_with_skops_and_serves_the_same(
         experiment = mlflow.create_experiment("t", artifact_location=(tmp_path / "artifacts").as_uri())
         with mlflow.start_run(experiment_id=experiment):
             info = mlflow.sklearn.log_model(
-                loaded, name="model", serialization_format="skops", skops_trusted_types=SKOPS_TRUSTED_TYPES
+                loaded, name="model", serialization_format="skops", skops_trusted_types=SKOPS_TRUSTED_TYPES,
+                pip_requirements=["scikit-learn==1.9.1", "skops==0.16.0"],  # skip slow requirement inference
             )
         served = mlflow.pyfunc.load_model(info.model_uri)
         rows = jsonish(df.iloc[:25], contract)
         np.testing.assert_array_equal(np.asarray(served.predict(rows)), pipeline.predict(rows))
         assert set(np.asarray(served.predict(rows))) <= {0, 1}
+        # the gate scores a pyfunc champion like the pipeline itself (probabilities via get_raw_model)
+        from mlops_core.evaluation import score_model
+
+        assert score_model(served, df, contract) == score_model(pipeline, df, contract)
+        assert "roc_auc" in score_model(served, df, contract)
     finally:
         mlflow.set_tracking_uri(None)

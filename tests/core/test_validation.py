@@ -223,9 +223,9 @@ class TestRowLevel:
             ("monthly_charges", "12,5", "is not a finite number"),
             ("monthly_charges", "inf", "is not a finite number"),
             ("monthly_charges", "nan", "is not a finite number"),
-            ("autopay", "maybe", "is not a boolean"),
-            ("event_time", "yesterday", "is not an ISO-8601 timestamp"),
-            ("event_time", "3000-01-01", "is not an ISO-8601 timestamp"),
+            ("autopay", "maybe", "is not a boolean (use true/false, 1/0 or yes/no)"),
+            ("event_time", "yesterday", "is not an ISO-8601 timestamp between 1677 and 2262"),
+            ("event_time", "3000-01-01", "is not an ISO-8601 timestamp between 1677 and 2262"),
         ],
     )
     def test_wrong_types(self, churn, column, value, message):

@@ -153,7 +153,7 @@ def _commit(store, contract, frames, sources, run_id, ts, rejected_rows) -> dict
     base = {"dataset": contract.name, "run_id": run_id, "rejected_rows": rejected_rows, "sources": [s["key"] for s in sources]}
     frames = [f for f in frames if len(f)]
     if not frames:
-        store.record_sources([s for s in sources if s.get("sha256")], "quarantined")
+        store.record_sources(_new_sources(sources), None, run_id)
         return {**base, "created": False, "version_id": None, "rows": 0, "duplicate_rows": 0,
                 "reason": "no accepted rows"}
     accepted = pd.concat(frames, ignore_index=True)
@@ -167,7 +167,7 @@ def _commit(store, contract, frames, sources, run_id, ts, rejected_rows) -> dict
         store.quarantine(run_id, "duplicate-rows", result.duplicates, f"{len(result.duplicates)} row(s) already ingested", None)
     manifest = result.manifest
     version_id = manifest["version_id"] if manifest else None
-    store.record_sources([s for s in sources if s.get("sha256")], version_id or "quarantined")
+    store.record_sources(_new_sources(sources), version_id, run_id)
     if manifest is None:
         return {**base, "created": False, "version_id": None, "rows": 0, "duplicate_rows": dupes,
                 "reason": "every accepted row was already ingested"}
@@ -181,6 +181,11 @@ def _commit(store, contract, frames, sources, run_id, ts, rejected_rows) -> dict
         "event_time_max": manifest["event_time_max"],
         "reason": "new version" if result.created else "version already existed (re-run)",
     }
+
+
+def _new_sources(sources: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Sources to record in the ledger: files seen for the first time (not SQL reads, not duplicates)."""
+    return [s for s in sources if s.get("sha256") and s["status"] != "duplicate"]
 
 
 def _safe(name: str) -> str:

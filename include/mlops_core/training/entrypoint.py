@@ -37,11 +37,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from mlops_core.contract import DatasetContract
+
+if TYPE_CHECKING:  # pandas and scikit-learn load at run time: a bad job fails fast, before heavy imports
+    import pandas as pd
 
 log = logging.getLogger("mlops_core.training")
 
@@ -179,6 +180,8 @@ def read_channel(directory: Path, name: str, required: bool) -> pd.DataFrame | N
             )
         log.info("no %s channel at %s", name, directory)
         return None
+    import pandas as pd
+
     frames = [pd.read_parquet(f) for f in files]
     df = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
     log.info("read %s rows from %s file(s) in the %s channel %s", len(df), len(files), name, directory)
@@ -186,7 +189,9 @@ def read_channel(directory: Path, name: str, required: bool) -> pd.DataFrame | N
 
 
 def _check_frame(df: pd.DataFrame, contract: DatasetContract, name: str) -> None:
-    needed = list(contract.feature_columns) + [contract.target]
+    from mlops_core.training.model import model_features
+
+    needed = model_features(contract) + [contract.target]
     missing = [c for c in needed if c not in df.columns]
     if missing:
         raise TrainingInputError(
@@ -234,27 +239,30 @@ def run_training(
     file) replaces ``<root>/input/config/hyperparameters.json``. Raises ``TrainingInputError`` (a
     ``ValueError``) with what to fix when the inputs are unusable.
     """
+    paths = TrainingPaths.resolve(
+        ml_root, train=train_dir, test=test_dir, model_dir=model_dir, output_dir=output_dir, environ=environ
+    )
+    raw = load_hyperparameters(paths.hyperparameters if hyperparameters is None else hyperparameters)
+    contract, algorithm, params = split_hyperparameters(raw)
+    train = read_channel(paths.train, "train", required=True)
+    if train is None:  # pragma: no cover - read_channel raises for a required channel
+        raise TrainingInputError(f"no training data in {paths.train}")
+
+    # heavy imports only once the inputs are known to exist
     from mlops_core.evaluation import score_model
     from mlops_core.training.model import (
         SKOPS_TRUSTED_TYPES,
         build_pipeline,
+        model_features,
         prepare_features,
         prepare_target,
         resolve_hyperparameters,
         save_model,
     )
 
-    paths = TrainingPaths.resolve(
-        ml_root, train=train_dir, test=test_dir, model_dir=model_dir, output_dir=output_dir, environ=environ
-    )
-    raw = load_hyperparameters(paths.hyperparameters if hyperparameters is None else hyperparameters)
-    contract, algorithm, params = split_hyperparameters(raw)
     resolved = resolve_hyperparameters(contract.task, algorithm, params)
     log.info("contract %s (%s, target %s), algorithm %s, hyperparameters %s",
              contract.name, contract.task, contract.target, algorithm, resolved)
-
-    train = read_channel(paths.train, "train", required=True)
-    assert train is not None
     _check_frame(train, contract, "train")
     if len(train) == 0:
         raise TrainingInputError(f"the train channel {paths.train} has 0 rows; there is nothing to train on")
@@ -268,7 +276,7 @@ def run_training(
     X = prepare_features(train, contract)
     y = prepare_target(train[contract.target], contract)
     if contract.task == "classification":
-        classes_seen = sorted(pd.unique(y).tolist(), key=str)
+        classes_seen = sorted(set(y.tolist()), key=str)
         if len(classes_seen) < 2:
             raise TrainingInputError(
                 f"target {contract.target!r} has a single class {classes_seen} in all {len(train)} training rows; "
@@ -291,7 +299,7 @@ def run_training(
         "contract_fingerprint": contract.fingerprint,
         "task": contract.task,
         "target": contract.target,
-        "feature_columns": list(contract.feature_columns),
+        "feature_columns": model_features(contract),
         "algorithm": algorithm,
         "hyperparameters": resolved,
         "classes": [_json_scalar(c) for c in getattr(pipeline, "classes_", [])] or None,

@@ -87,14 +87,24 @@ class UntrustedModelError(ValueError):
 
 
 # --------------------------------------------------------------------------- feature casting
+def model_features(contract: DatasetContract) -> list[str]:
+    """The feature columns a model uses, in contract order: numeric, category, string and bool ones.
+
+    Timestamp columns other than the event time are not model inputs (absolute times do not
+    generalize to the future); derive numeric features from them upstream if they matter.
+    """
+    return [n for n in contract.feature_columns if contract.column(n).is_numeric or contract.column(n).is_categorical]
+
+
 def _feature_spec(contract: DatasetContract) -> dict[str, list[str]]:
     """The ``kw_args`` of ``cast_features`` for a contract (plain lists of names: skops-safe)."""
-    boolean = [n for n in contract.feature_columns if contract.column(n).type == "bool"]
+    columns = model_features(contract)
+    boolean = [n for n in columns if contract.column(n).type == "bool"]
     return {
-        "columns": list(contract.feature_columns),
-        "numeric": list(contract.numeric_features),
+        "columns": columns,
+        "numeric": [n for n in columns if contract.column(n).is_numeric],
         "boolean": boolean,
-        "categorical": [n for n in contract.categorical_features if n not in boolean],
+        "categorical": [n for n in columns if contract.column(n).is_categorical and n not in boolean],
     }
 
 
@@ -177,13 +187,13 @@ def cast_features(
             out[name] = np.array([_bool_token(v) for v in col.astype(object)], dtype=object)
         elif name in categorical_set:
             out[name] = np.array([_category_token(v) for v in col.astype(object)], dtype=object)
-        else:  # a column the contract does not type: pass it through unchanged
+        else:  # not typed by the spec: pass it through unchanged
             out[name] = col.to_numpy()
     return pd.DataFrame(out, index=X.index, columns=columns)
 
 
 def prepare_features(df: pd.DataFrame, contract: DatasetContract) -> pd.DataFrame:
-    """The contract's feature columns of ``df``, in contract order, with numpy-friendly dtypes.
+    """The model's feature columns of ``df`` (``model_features``), in contract order, numpy-friendly dtypes.
 
     ``Int64``/``float`` -> ``float64``; ``boolean`` -> object ``"true"``/``"false"``/NaN;
     ``string``/``category`` -> object text. Reserved columns (``_entity``, ...) and the target are
@@ -209,7 +219,11 @@ def prepare_target(y: pd.Series, contract: DatasetContract) -> np.ndarray:
     if spec.type == "float":
         return pd.to_numeric(y).to_numpy(dtype="float64")
     if spec.type == "bool":
-        return y.astype(bool).to_numpy(dtype=bool)
+        tokens = [_bool_token(v) for v in y]
+        odd = sorted({t for t in tokens if t not in ("true", "false")})
+        if odd:
+            raise ValueError(f"bool target {contract.target!r} has values that are not booleans: {odd[:5]}")
+        return np.array([t == "true" for t in tokens], dtype=bool)
     return np.array([str(v) for v in y], dtype=object)
 
 
@@ -298,6 +312,9 @@ def build_pipeline(contract: DatasetContract, algorithm: str, hyperparameters: M
         raise ValueError(f"invalid hyperparameters for {algorithm} ({cls.__name__}): {exc}") from exc
 
     spec = _feature_spec(contract)
+    skipped = [n for n in contract.feature_columns if n not in spec["columns"]]
+    if skipped:
+        log.warning("timestamp column(s) %s are not model features; derive numeric features from them upstream", skipped)
     numeric_steps: list[tuple[str, Any]] = [("impute", SimpleImputer(strategy="median"))]
     if algorithm in _LINEAR_ALGORITHMS:
         numeric_steps.append(("scale", StandardScaler()))

@@ -1,0 +1,448 @@
+"""``make demo``: the whole ML lifecycle, end to end, through the real Airflow scheduler.
+
+What happens (everything under ``.demo/`` of the repository, on loopback, nothing downloaded):
+
+1. **setup**     generate three days of churn data (+ two bad files) into the drop zone
+2. **airflow**   start scheduler, dag-processor, triggerer and api-server on an isolated home
+3. **initial**   the ingest sensor fires -> dataset version -> features -> monitor (no champion
+                 yet) -> train -> evaluate_register -> deploy: a champion is served
+4. **no-drift**  one more normal day: ingested, monitored, *no* retraining
+5. **drift**     two days with covariate and concept drift: monitor requests retraining ->
+                 a new challenger is trained, evaluated and (if better) deployed
+6. **re-run**    the first ingest run is cleared and re-run, and a file is delivered twice:
+                 no new version, no duplicate row
+7. **promote**   dev -> staging (no approval), staging -> prod (approved through the HITL API)
+
+Then it prints a summary and stops everything it started. Exit code 1 if any stage failed.
+
+    python -m mlops_demo.run [--home .demo] [--rows 1000] [--no-promote] [--keep-running]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[2]
+LIFECYCLE_DAGS = ["ingest", "features", "monitor", "train", "evaluate_register", "deploy", "promote"]
+ALL_DAGS = LIFECYCLE_DAGS + ["ingest_sql"]
+
+
+@dataclass
+class DemoOptions:
+    home: Path = REPO / ".demo"
+    rows: int = 1000
+    seed: int = 7
+    promote: bool = True
+    keep_running: bool = False
+    phase_timeout: float = 600.0
+    port: int | None = None
+
+
+@dataclass
+class DemoResult:
+    phases: dict[str, dict[str, Any]] = field(default_factory=dict)
+    failures: list[str] = field(default_factory=list)
+    summary: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+
+def log(msg: str) -> None:
+    print(f"[demo {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+class LifecycleDemo:
+    def __init__(self, options: DemoOptions) -> None:
+        from mlops_demo.airflow_stack import free_port
+
+        self.o = options
+        self.home = options.home.resolve()
+        self.mlops_home = self.home / "mlops"
+        self.drop_zone = self.mlops_home / "drop" / "churn"
+        self.ports = {env: free_port() for env in ("dev", "staging", "prod")}
+        self.env = {
+            "MLOPS_HOME": str(self.mlops_home),
+            "MLOPS_ENV": "dev",
+            "MLOPS_DROP_ZONE": str(self.drop_zone),
+            **{f"MLOPS_SERVING_PORT_{e.upper()}": str(p) for e, p in self.ports.items()},
+        }
+        self.result = DemoResult()
+        self.stack = None
+        self.client = None
+
+    # ------------------------------------------------------------------ orchestration
+    def run(self) -> DemoResult:
+        from mlops_demo.airflow_stack import AirflowStack
+
+        t0 = time.monotonic()
+        self._setup()
+        self.stack = AirflowStack(self.home / "airflow", REPO / "dags", port=self.o.port, extra_env=self.env,
+                                  plugins_folder=REPO / "plugins", parallelism=4)
+        try:
+            with self._phase("airflow"):
+                self.stack.start(timeout=300)
+                self.client = self.stack.client
+                self.client.wait_for_dags(ALL_DAGS, timeout=300)
+                self.client.pause("ingest_sql")  # no SQL source in the demo settings
+                for dag_id in LIFECYCLE_DAGS:
+                    self.client.unpause(dag_id)
+                log(f"Airflow UI {self.stack.ui_url} (user {self.stack.username}, password in "
+                    f"{self.stack.passwords_file})")
+            with self._phase("initial"):
+                self._wait_for(lambda: self._succeeded("deploy") >= 1, "first deployment")
+                self._wait_idle()
+            with self._phase("no-drift"):
+                trains = self._count("train")
+                self._drop_days([3])
+                self._wait_for(lambda: self._consumed(), "day 3 to be ingested")
+                self._wait_idle()
+                self.result.phases["no-drift"]["retrained"] = self._count("train") > trains
+            with self._phase("drift"):
+                trains = self._count("train")
+                self._drop_days([4, 5], drift=True)
+                self._wait_for(lambda: self._consumed(), "drifted days to be ingested")
+                self._wait_for(lambda: self._succeeded("train") > trains, "retraining after drift")
+                self._wait_idle()
+                self.result.phases["drift"]["retrained"] = self._count("train") > trains
+            with self._phase("re-run"):
+                self._rerun_checks()
+            if self.o.promote:
+                with self._phase("promote"):
+                    self._promote("dev", approve=False)
+                    self._promote("staging", approve=True)
+            self.result.summary = self._summary(time.monotonic() - t0)
+        except Exception as exc:  # noqa: BLE001 - report and stop cleanly
+            self.result.failures.append(f"{type(exc).__name__}: {exc}")
+            try:
+                self.result.summary = self._summary(time.monotonic() - t0)
+            except Exception as inner:  # noqa: BLE001
+                self.result.failures.append(f"summary: {inner}")
+        finally:
+            if self.o.keep_running:
+                log("--keep-running: leaving Airflow and the model servers up; Ctrl-C to stop")
+                try:
+                    while True:
+                        time.sleep(3600)
+                except KeyboardInterrupt:
+                    pass
+            self.stop()
+        return self.result
+
+    def stop(self) -> None:
+        from mlops_core.serving import LocalModelServer
+
+        LocalModelServer.stop_all(self.mlops_home / "serving")
+        if self.stack is not None:
+            self.stack.stop()
+
+    # ------------------------------------------------------------------ phases
+    def _setup(self) -> None:
+        from mlops_core.demo_data import write_bad_files, write_day_files
+
+        with self._phase("setup"):
+            if self.home.exists():
+                shutil.rmtree(self.home)
+            self.drop_zone.mkdir(parents=True)
+            os.environ.update(self.env)  # this process reads the same store and registry
+            files = write_day_files(self.drop_zone, range(3), rows=self.o.rows, seed=self.o.seed)
+            bad = write_bad_files(self.drop_zone, 2, seed=self.o.seed)
+            self.result.phases["setup"]["files"] = [p.name for p in files] + sorted(bad)
+            log(f"Wrote {len(files)} day files and {len(bad)} bad files into {self.drop_zone}")
+
+    def _drop_days(self, days: list[int], drift: bool = False) -> None:
+        """Write into a hidden staging folder first, then move in: the sensor sees whole batches."""
+        from mlops_core.demo_data import DriftSpec, write_day_files
+
+        staging = self.drop_zone.parent / ".staging"
+        spec = DriftSpec(kind="both", start_day=min(days)) if drift else DriftSpec()
+        files = write_day_files(staging, days, rows=self.o.rows, seed=self.o.seed, drift=spec)
+        for f in files:
+            os.replace(f, self.drop_zone / f.name)
+        log(f"Dropped {[f.name for f in files]}" + (" (with covariate + concept drift)" if drift else ""))
+
+    def _rerun_checks(self) -> None:
+        from mlops_core.datasets import DatasetStore
+        from mlops_core.settings import load_settings
+        from mlops_core.storage import LocalObjectStore
+
+        settings = load_settings("dev")
+        store = DatasetStore(LocalObjectStore(settings.storage_root), "churn")
+        before = [(m["version_id"], m["row_count"]) for m in store.list_versions()]
+        first = next(r for r in self.client.runs("ingest") if self._task_state("ingest", r["dag_run_id"], "ingest_files") == "success")
+        log(f"Clearing ingest_files of {first['dag_run_id']} (re-run of an already ingested batch)")
+        self.client.clear_task("ingest", first["dag_run_id"], ["ingest_files"])
+        self._wait_for(lambda: self._task_state("ingest", first["dag_run_id"], "ingest_files") in ("success", "skipped", "failed"),
+                       "the cleared ingest task", settle=3)
+        rerun_state = self._task_state("ingest", first["dag_run_id"], "ingest_files")
+        # A byte-identical copy of day 0 under a new name: a duplicate delivery.
+        archived = sorted((self.drop_zone.parent).glob("churn.archive/*/churn_2026-01-01.csv"))
+        dup = self.drop_zone / "churn_2026-01-01_resent.csv"
+        shutil.copyfile(archived[0], dup.parent / f".{dup.name}")
+        os.replace(dup.parent / f".{dup.name}", dup)
+        self._wait_for(lambda: self._consumed(), "the duplicate delivery to be consumed")
+        self._wait_idle()
+        after = [(m["version_id"], m["row_count"]) for m in store.list_versions()]
+        dup_records = [q for q in store.list_quarantine() if "duplicate_file" in json.dumps(q)]
+        self.result.phases["re-run"].update(
+            versions_before=before, versions_after=after, cleared_task_state=rerun_state,
+            duplicate_file_quarantined=bool(dup_records),
+        )
+        if before != after:
+            raise AssertionError(f"re-running ingest changed the dataset versions: {before} -> {after}")
+
+    def _promote(self, from_env: str, approve: bool) -> None:
+        deploys = self._count("deploy")
+        run_id = self.client.trigger("promote", conf={"from_env": from_env})
+        log(f"Promoting the {from_env} champion (run {run_id})")
+        if approve:
+            self._wait_for(lambda: bool(self.client.pending_approvals("promote", run_id)), "the approval request")
+            log("Approval requested in the UI (Required actions); approving through the REST API")
+            self.client.respond_approval("promote", run_id, "approve_promotion", True)
+        state = self.client.wait_for_run("promote", run_id, timeout=self.o.phase_timeout)
+        self._wait_for(lambda: self._succeeded("deploy") > deploys, f"deployment after promoting {from_env}")
+        self.result.phases["promote"][f"from_{from_env}"] = state
+
+    # ------------------------------------------------------------------ waiting
+    def _phase(self, name: str):
+        demo = self
+
+        class _Phase:
+            def __enter__(self):
+                log(f"--- {name}")
+                self.start = time.monotonic()
+                demo.result.phases.setdefault(name, {})
+                return self
+
+            def __exit__(self, exc_type, exc, tb):
+                seconds = round(time.monotonic() - self.start, 1)
+                demo.result.phases[name]["seconds"] = seconds
+                demo.result.phases[name]["ok"] = exc is None
+                log(f"--- {name}: {'ok' if exc is None else 'FAILED'} in {seconds}s")
+                return False
+
+        return _Phase()
+
+    def _wait_for(self, predicate, what: str, settle: float = 0.0) -> None:
+        deadline = time.monotonic() + self.o.phase_timeout
+        while time.monotonic() < deadline:
+            self._raise_on_failed_runs()
+            if predicate():
+                time.sleep(settle)
+                return
+            time.sleep(2)
+        raise TimeoutError(f"timed out after {self.o.phase_timeout:.0f}s waiting for {what}")
+
+    def _wait_idle(self, stable: float = 12.0) -> None:
+        """No run queued or running (besides ingest waiting for files) for ``stable`` seconds."""
+        quiet_since = None
+        deadline = time.monotonic() + self.o.phase_timeout
+        while time.monotonic() < deadline:
+            self._raise_on_failed_runs()
+            busy = [d for d in LIFECYCLE_DAGS if self._busy(d)]
+            if busy:
+                quiet_since = None
+            elif quiet_since is None:
+                quiet_since = time.monotonic()
+            elif time.monotonic() - quiet_since >= stable:
+                return
+            time.sleep(2)
+        raise TimeoutError("the lifecycle did not settle")
+
+    def _busy(self, dag_id: str) -> bool:
+        for r in self.client.runs(dag_id, state=["queued", "running"]):
+            if dag_id == "ingest":
+                states = {ti["task_id"]: ti["state"] for ti in self.client.task_instances(dag_id, r["dag_run_id"])}
+                if states.get("wait_for_files") in ("deferred", "up_for_reschedule", "running", "queued", "scheduled", None) \
+                        and states.get("ingest_files") in (None, "none", "scheduled") and not self._ready_files():
+                    continue
+            return True
+        return False
+
+    def _raise_on_failed_runs(self) -> None:
+        for dag_id in LIFECYCLE_DAGS:
+            for r in self.client.runs(dag_id, state=["failed"]):
+                tis = self.client.task_instances(dag_id, r["dag_run_id"])
+                failed = [t["task_id"] for t in tis if t["state"] in ("failed", "upstream_failed")]
+                detail = ""
+                if failed:
+                    detail = self.client.task_log(dag_id, r["dag_run_id"], failed[0])[-3000:]
+                raise RuntimeError(f"DAG run {dag_id}/{r['dag_run_id']} failed (tasks {failed}):\n{detail}")
+
+    def _ready_files(self) -> list[Path]:
+        return [p for p in self.drop_zone.iterdir() if p.is_file() and not p.name.startswith(".")]
+
+    def _consumed(self) -> bool:
+        return not self._ready_files()
+
+    def _count(self, dag_id: str) -> int:
+        return len(self.client.runs(dag_id))
+
+    def _succeeded(self, dag_id: str) -> int:
+        return len(self.client.runs(dag_id, state=["success"]))
+
+    def _task_state(self, dag_id: str, run_id: str, task_id: str) -> str | None:
+        for ti in self.client.task_instances(dag_id, run_id):
+            if ti["task_id"] == task_id:
+                return ti["state"]
+        return None
+
+    # ------------------------------------------------------------------ summary
+    def _summary(self, wall: float) -> dict[str, Any]:
+        from mlops_core.backends import model_registry
+        from mlops_core.datasets import DatasetStore
+        from mlops_core.settings import load_settings
+        from mlops_core.storage import LocalObjectStore
+
+        out: dict[str, Any] = {"wall_seconds": round(wall, 1), "phases": self.result.phases}
+        dev = load_settings("dev")
+        store = DatasetStore(LocalObjectStore(dev.storage_root), "churn")
+        out["dataset_versions"] = [
+            {"version_id": m["version_id"], "rows": m["row_count"], "sources": [s["key"] for s in m["sources"]],
+             "event_days": sorted(m["partitions"])} for m in store.list_versions()
+        ]
+        out["quarantine"] = store.list_quarantine()
+        if self.client is None:
+            return out
+        out["stage_seconds"] = self._stage_seconds()
+        out["drift_verdicts"] = [
+            self.client.xcom("monitor", r["dag_run_id"], "check_drift")
+            for r in self.client.runs("monitor", state=["success"])
+        ]
+        out["training_runs"] = [
+            self.client.xcom("train", r["dag_run_id"], "log_to_mlflow") for r in self.client.runs("train", state=["success"])
+        ]
+        out["evaluations"] = [
+            self.client.xcom("evaluate_register", r["dag_run_id"], "evaluate")
+            for r in self.client.runs("evaluate_register", state=["success"])
+        ]
+        out["champions"] = {}
+        for env in ("dev", "staging", "prod"):
+            settings = load_settings(env)
+            champ = model_registry(settings).champion(settings.registered_model_name)
+            if champ is not None:
+                out["champions"][env] = {"model": settings.registered_model_name, "version": champ.version,
+                                         "dataset_versions": champ.tags.get("mlops.dataset_versions"),
+                                         "url": f"http://{settings.serving.host}:{settings.serving.port}/invocations"}
+        out["sample_prediction"] = self._sample_prediction(dev)
+        return out
+
+    def _stage_seconds(self) -> dict[str, dict[str, float]]:
+        from datetime import datetime
+
+        stats: dict[str, dict[str, float]] = {}
+        for dag_id in LIFECYCLE_DAGS:
+            durations = []
+            for r in self.client.runs(dag_id, state=["success"]):
+                if r.get("start_date") and r.get("end_date"):
+                    start = datetime.fromisoformat(r["start_date"].replace("Z", "+00:00"))
+                    end = datetime.fromisoformat(r["end_date"].replace("Z", "+00:00"))
+                    durations.append((end - start).total_seconds())
+            if dag_id == "ingest":  # a run includes the wait for files; count only the ingest task
+                durations = self._task_durations("ingest", "ingest_files")
+            if durations:
+                stats[dag_id] = {"runs": len(durations), "mean_s": round(sum(durations) / len(durations), 1),
+                                 "max_s": round(max(durations), 1)}
+        return stats
+
+    def _task_durations(self, dag_id: str, task_id: str) -> list[float]:
+        out = []
+        for r in self.client.runs(dag_id):
+            for ti in self.client.task_instances(dag_id, r["dag_run_id"]):
+                if ti["task_id"] == task_id and ti["state"] == "success" and ti.get("duration") is not None:
+                    out.append(float(ti["duration"]))
+        return out
+
+    def _sample_prediction(self, settings) -> dict[str, Any] | None:
+        import requests
+
+        from mlops_core.demo_data import generate_day
+        from mlops_core.training.model import prepare_features
+
+        url = f"http://{settings.serving.host}:{settings.serving.port}/invocations"
+        rows = prepare_features(generate_day(9, rows=3, seed=99), settings.load_contract())
+        payload = {"dataframe_split": json.loads(rows.to_json(orient="split", index=False))}
+        try:
+            resp = requests.post(url, json=payload, timeout=30)
+        except requests.RequestException as exc:
+            return {"url": url, "error": str(exc)}
+        return {"url": url, "status": resp.status_code, "input": payload["dataframe_split"]["data"][0],
+                "response": resp.json() if resp.ok else resp.text[:500]}
+
+
+def print_summary(result: DemoResult) -> None:
+    s = result.summary
+    line = "=" * 78
+    print(f"\n{line}\nMLOps lifecycle demo: {'SUCCESS' if result.ok else 'FAILED'} "
+          f"in {s.get('wall_seconds', '?')} s\n{line}")
+    print("\nPhases:")
+    for name, p in result.phases.items():
+        extra = {k: v for k, v in p.items() if k not in ("seconds", "ok", "versions_before", "versions_after", "files")}
+        print(f"  {name:<10} {'ok' if p.get('ok') else 'FAILED':<7} {p.get('seconds', '?'):>7} s  {extra or ''}")
+    print("\nDataset versions:")
+    for v in s.get("dataset_versions", []):
+        print(f"  {v['version_id']}  {v['rows']:>6} rows  days {','.join(v['event_days'])}  from {', '.join(v['sources'])}")
+    print("\nQuarantine:")
+    for q in s.get("quarantine", []):
+        print(f"  {q.get('source', '?')}: {q.get('reason', q)}")
+    print("\nDrift verdicts (monitor runs):")
+    for d in s.get("drift_verdicts", []):
+        if d:
+            print(f"  retrain={d.get('retrain')!s:<5} reason={d.get('reason'):<12} {d.get('summary', '')}")
+    print("\nMLflow training runs:")
+    for t in s.get("training_runs", []):
+        if t:
+            metrics = ", ".join(f"{k}={v:.3f}" for k, v in sorted(t["metrics"].items()) if isinstance(v, (int, float)))
+            print(f"  run {t['mlflow_run_id']}  versions {','.join(t['dataset_versions'])}  {metrics}")
+    print("\nEvaluations (challenger vs champion on the same held-out rows):")
+    for e in s.get("evaluations", []):
+        if e:
+            print(f"  {e['model_name']} v{e['version']}: {'PROMOTED' if e['promote'] else 'kept champion'}; "
+                  + " ".join(e["reasons"]))
+    print("\nChampions:")
+    for env, c in s.get("champions", {}).items():
+        print(f"  {env:<8} {c['model']} v{c['version']}  (data {c['dataset_versions']})  {c['url']}")
+    sp = s.get("sample_prediction")
+    if sp:
+        print(f"\nSample prediction from {sp['url']}:\n  input {sp.get('input')}\n  -> {sp.get('response', sp.get('error'))}")
+    print("\nWall time per stage (successful DAG runs; ingest = the ingest task):")
+    for dag_id, st in s.get("stage_seconds", {}).items():
+        print(f"  {dag_id:<18} runs={st['runs']:<3} mean={st['mean_s']:>6} s  max={st['max_s']:>6} s")
+    if result.failures:
+        print("\nFailures:")
+        for f in result.failures:
+            print("  " + f.replace("\n", "\n    "))
+    print(line)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description="Run the whole ML lifecycle end to end on the local defaults.")
+    ap.add_argument("--home", type=Path, default=DemoOptions.home, help="where everything is written (wiped first)")
+    ap.add_argument("--rows", type=int, default=DemoOptions.rows, help="rows per generated day")
+    ap.add_argument("--seed", type=int, default=DemoOptions.seed)
+    ap.add_argument("--port", type=int, default=None, help="Airflow api-server port (default: a free one)")
+    ap.add_argument("--no-promote", action="store_true", help="skip dev -> staging -> prod")
+    ap.add_argument("--keep-running", action="store_true", help="leave everything up at the end until Ctrl-C")
+    ap.add_argument("--json", type=Path, help="also write the summary as JSON here")
+    args = ap.parse_args(argv)
+    demo = LifecycleDemo(DemoOptions(home=args.home, rows=args.rows, seed=args.seed, promote=not args.no_promote,
+                                     keep_running=args.keep_running, port=args.port))
+    result = demo.run()
+    print_summary(result)
+    if args.json:
+        args.json.write_text(json.dumps({"ok": result.ok, "failures": result.failures, **result.summary},
+                                        indent=2, default=str))
+    return 0 if result.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

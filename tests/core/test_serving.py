@@ -1,0 +1,354 @@
+"""LocalModelServer against real `mlflow models serve` processes on loopback.
+
+Starting a scoring server costs two MLflow imports plus the model load, so the real-server tests
+share one registry (two versions whose predictions are opposite) and one server, and run in file
+order: deploy v1 -> smoke/verify -> switch to v2 -> stop. The rest of the rollout logic runs against
+a stand-in server process (see ``StandInServer``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mlops_core.registry import ModelRegistry
+from mlops_core.serving import (
+    DEPLOYMENT_FILE,
+    _group_alive,
+    DeploymentFailed,
+    LocalModelServer,
+    PortInUseError,
+    SmokeTestFailed,
+    dataframe_split_payload,
+    pid_alive,
+    port_is_free,
+)
+
+FEATURES = ["tenure", "charges", "plan"]
+MODEL = "dev.serve"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def frame(n: int = 80, seed: int = 1) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    df = pd.DataFrame(
+        {
+            "tenure": rng.integers(0, 100, n),
+            "charges": rng.normal(50.0, 10.0, n),
+            "plan": rng.choice(["basic", "standard", "premium"], n),
+        }
+    )
+    df["churned"] = (df["tenure"] < 40).astype(int)
+    return df
+
+
+def pipeline(X: pd.DataFrame, y: pd.Series):
+    from sklearn.compose import ColumnTransformer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    pre = ColumnTransformer(
+        [("cat", OneHotEncoder(handle_unknown="ignore"), ["plan"]), ("num", StandardScaler(), ["tenure", "charges"])]
+    )
+    return Pipeline([("pre", pre), ("clf", LogisticRegression())]).fit(X, y)
+
+
+@pytest.fixture(scope="module")
+def data() -> pd.DataFrame:
+    return frame()
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory, data) -> ModelRegistry:
+    """Version 1 predicts churn; version 2 (trained on flipped labels) predicts the opposite."""
+    root = tmp_path_factory.mktemp("mlflow")
+    registry = ModelRegistry(f"sqlite:///{root}/mlflow.db", root / "artifacts", "serving-tests")
+    for i, labels in enumerate((data["churned"], 1 - data["churned"]), start=1):
+        run_id = registry.log_training_run(
+            run_name=f"serve-run-{i}", model=pipeline(data[FEATURES], labels), input_example=data[FEATURES].head(3),
+            params={}, metrics={}, tags={}, dataset_df=data, dataset_name="churn", dataset_digest=f"d{i}",
+            dataset_source="/data/churn",
+        )
+        assert registry.register(run_id, MODEL) == str(i)
+    return registry
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, registry):
+    state = tmp_path_factory.mktemp("serving")
+    srv = LocalModelServer(state / "dev", "127.0.0.1", free_port(), registry.tracking_uri)
+    yield srv
+    LocalModelServer.stop_all(state)
+
+
+def uri(version: str) -> str:
+    return ModelRegistry.model_uri(MODEL, version)
+
+
+# ----------------------------------------------------------------------------- no server needed
+def test_payload_is_dataframe_split_with_nulls_and_iso_timestamps():
+    rows = pd.DataFrame(
+        {
+            "x": [1.5, np.nan],
+            "n": np.array([1, 2], dtype="int64"),
+            "s": ["a", None],
+            "t": pd.to_datetime(["2024-01-01T00:00:00Z", None], utc=True),
+        },
+        index=[10, 11],
+    )
+    body = json.loads(dataframe_split_payload(rows))
+    assert body == {
+        "dataframe_split": {
+            "columns": ["x", "n", "s", "t"],
+            "data": [[1.5, 1, "a", "2024-01-01T00:00:00.000000Z"], [None, 2, None, None]],
+        }
+    }
+
+
+def test_nothing_deployed(tmp_path):
+    srv = LocalModelServer(tmp_path / "none", "127.0.0.1", free_port(), "sqlite:///unused.db")
+    assert srv.current() is None
+    assert srv.verify("1") is False
+    assert srv.stop() is None
+    assert srv.rollback() is None
+    with pytest.raises(SmokeTestFailed, match="nothing is deployed"):
+        srv.smoke_test(pd.DataFrame({"a": [1]}))
+
+
+def test_port_held_by_a_foreign_socket_is_refused(tmp_path):
+    with socket.socket() as foreign:
+        foreign.bind(("127.0.0.1", 0))
+        foreign.listen()
+        port = foreign.getsockname()[1]
+        srv = LocalModelServer(tmp_path / "srv", "127.0.0.1", port, "sqlite:///unused.db")
+        with pytest.raises(PortInUseError, match=f"port {port} on 127.0.0.1 is in use by a process this server did not start"):
+            srv.deploy("models:/dev.serve/1", "1")
+    assert not (tmp_path / "srv" / DEPLOYMENT_FILE).exists()
+    assert not (tmp_path / "srv" / "starting.json").exists()
+
+
+# ----------------------------------------------------------------------------- real MLflow servers, in order
+def test_deploy_serves_the_version_and_smoke_test_predicts(server, registry, data):
+    deployment = server.deploy(uri("1"), "1")
+    assert deployment.url == f"http://127.0.0.1:{server.port}"
+    assert pid_alive(deployment.pid)
+    recorded = json.loads((server.state_dir / DEPLOYMENT_FILE).read_text())
+    assert {k: recorded[k] for k in ("model_uri", "model_version", "pid", "port", "url")} == {
+        "model_uri": "models:/dev.serve/1", "model_version": "1", "pid": deployment.pid,
+        "port": server.port, "url": deployment.url,
+    }
+    assert recorded["started_at"]
+
+    rows = data[FEATURES].head(5)
+    result = server.smoke_test(rows)
+    expected = registry.load_model(MODEL, "1").predict(rows)
+    assert result["predictions"] == [int(p) for p in expected]
+    assert result["model_version"] == "1" and result["latency_ms"] > 0
+
+    assert server.verify("1") is True
+    assert server.verify("2") is False
+    assert server.current()["alive"] is True
+
+    again = server.deploy(uri("1"), "1")  # a retried deploy of the live version restarts nothing
+    assert again.pid == deployment.pid
+
+
+def test_failing_smoke_test_raises_with_the_server_answer(server, data):
+    with pytest.raises(SmokeTestFailed, match=r"HTTP 400.*(plan|charges|missing|column)"):
+        server.smoke_test(data[["tenure"]].head(3))  # columns the model needs are missing
+    assert server.verify("1") is True  # a bad request does not take the server down
+
+
+def test_redeploy_switches_to_the_new_version(server, registry, data):
+    old_pid = server.current()["pid"]
+    deployment = server.deploy(uri("2"), "2")
+    assert deployment.pid != old_pid
+    assert not pid_alive(old_pid)
+    assert server.verify("2") is True and server.verify("1") is False
+    rows = data[FEATURES].head(8)
+    v1 = [int(p) for p in registry.load_model(MODEL, "1").predict(rows)]
+    predictions = server.smoke_test(rows)["predictions"]
+    assert predictions == [1 - p for p in v1]  # version 2 answers, not version 1
+    events = [(e["event"], e.get("model_version")) for e in server.history()]
+    assert events == [("deployed", "1"), ("deployed", "2")]
+
+
+def test_stop_leaves_no_process(server):
+    deployment = server.current()
+    pid = deployment["pid"]
+    stopped = server.stop()
+    assert stopped is not None and stopped.pid == pid
+    assert not pid_alive(pid)
+    assert not _group_alive(pid)  # the uvicorn child went with the CLI process
+    assert port_is_free("127.0.0.1", server.port)
+    assert server.current() is None and server.verify("2") is False
+    assert server.history()[-1]["event"] == "stopped"
+    assert not (server.state_dir / DEPLOYMENT_FILE).exists()
+
+
+# ----------------------------------------------------------------------------- process management, with a stand-in server
+# Starting a real MLflow server takes many seconds, so the rollout logic (rollback, restore after a
+# failed start, timeouts, lost processes, stop_all) is exercised with a tiny stand-in: a stdlib HTTP
+# server that takes the same arguments as `mlflow models serve` and answers /ping and /invocations.
+FAKE_SERVER = r"""
+import json, sys, time
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+argv = sys.argv[1:]
+uri, host, port = (argv[argv.index(flag) + 1] for flag in ("-m", "-h", "-p"))
+print("fake scoring server for", uri, flush=True)
+if "broken" in uri:
+    print("MlflowException: cannot load model", uri, flush=True)
+    sys.exit(3)
+if "hang" in uri:
+    time.sleep(600)
+
+class Handler(BaseHTTPRequestHandler):
+    def _send(self, status, body):
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self):
+        self._send(200 if self.path in ("/ping", "/health") else 404, b"\n")
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        rows = len(body["dataframe_split"]["data"])
+        self._send(200, json.dumps({"predictions": [uri] * rows}).encode())
+
+    def log_message(self, *args):
+        pass
+
+HTTPServer((host, int(port)), Handler).serve_forever()
+"""
+
+
+class StandInServer(LocalModelServer):
+    """LocalModelServer whose process is the stand-in above instead of `mlflow models serve`."""
+
+    script: Path
+
+    def _command(self, model_uri: str) -> list[str]:
+        return [sys.executable, str(self.script), "mlflow", "models", "serve", "-m", model_uri,
+                "-h", self.host, "-p", str(self.port)]
+
+
+@pytest.fixture()
+def stand_in(tmp_path):
+    script = tmp_path / "fake_scoring_server.py"
+    script.write_text(FAKE_SERVER)
+    servers = []
+
+    def make(name: str = "srv") -> StandInServer:
+        srv = StandInServer(tmp_path / "state" / name, "127.0.0.1", free_port(), "sqlite:///unused.db")
+        srv.script = script
+        servers.append(srv)
+        return srv
+
+    yield make
+    LocalModelServer.stop_all(tmp_path / "state")
+    for srv in servers:
+        assert port_is_free("127.0.0.1", srv.port)
+
+
+def test_rollback_redeploys_the_version_served_before(stand_in):
+    srv = stand_in()
+    srv.deploy("models:/m/1", "1", startup_timeout=30)
+    srv.deploy("models:/m/2", "2", startup_timeout=30)
+    assert srv.smoke_test(pd.DataFrame({"a": [1, 2]}))["predictions"] == ["models:/m/2"] * 2
+    back = srv.rollback(startup_timeout=30)
+    assert back.model_version == "1" and srv.verify("1")
+    assert srv.smoke_test(pd.DataFrame({"a": [1]}))["predictions"] == ["models:/m/1"]
+    assert srv.rollback(startup_timeout=30).model_version == "2"  # rolling back again swaps back
+    assert [e["model_version"] for e in srv.history()] == ["1", "2", "1", "2"]
+
+
+def test_failed_start_restores_the_previous_version(stand_in):
+    srv = stand_in()
+    first = srv.deploy("models:/m/1", "1", startup_timeout=30)
+    with pytest.raises(DeploymentFailed) as failure:
+        srv.deploy("models:/m-broken/2", "2", startup_timeout=30)
+    message = str(failure.value)
+    assert "exited with code 3" in message
+    assert "MlflowException: cannot load model models:/m-broken/2" in message  # the log's tail
+    assert "previous version 1 was restored" in message
+    assert not pid_alive(first.pid)
+    assert srv.verify("1") is True and srv.verify("2") is False
+    assert [(e["event"], e["model_version"]) for e in srv.history()] == [("deployed", "1"), ("restored", "1")]
+
+
+def test_failed_start_with_nothing_before_leaves_nothing(stand_in):
+    srv = stand_in()
+    with pytest.raises(DeploymentFailed, match="exited with code 3"):
+        srv.deploy("models:/m-broken/1", "1", startup_timeout=30)
+    assert srv.current() is None
+    assert not (srv.state_dir / "starting.json").exists()
+    assert port_is_free("127.0.0.1", srv.port)
+
+
+def test_startup_timeout_kills_the_new_server(stand_in):
+    srv = stand_in()
+    with pytest.raises(DeploymentFailed, match=r"did not answer .*/ping within 2s"):
+        srv.deploy("models:/m-hang/1", "1", startup_timeout=2)
+    assert srv.current() is None
+    started = [p for p in _processes_with_arg("models:/m-hang/1")]
+    assert started == []
+
+
+def test_a_dead_server_is_noticed_and_redeployed(stand_in):
+    srv = stand_in()
+    first = srv.deploy("models:/m/1", "1", startup_timeout=30)
+    os.killpg(first.pid, signal.SIGKILL)
+    _wait(lambda: not pid_alive(first.pid))
+    assert srv.current()["alive"] is False
+    assert srv.verify("1") is False
+    again = srv.deploy("models:/m/1", "1", startup_timeout=30)  # not a no-op: the process is gone
+    assert again.pid != first.pid and srv.verify("1")
+    assert [e["event"] for e in srv.history()] == ["deployed", "lost", "deployed"]
+
+
+def test_stop_all_stops_every_server_under_a_root(stand_in):
+    dev, staging = stand_in("dev"), stand_in("staging")
+    pids = [dev.deploy("models:/dev.m/1", "1", 30).pid, staging.deploy("models:/staging.m/1", "1", 30).pid]
+    stopped = LocalModelServer.stop_all(dev.state_dir.parent)
+    assert sorted(d.pid for d in stopped) == sorted(pids)
+    assert not any(pid_alive(p) for p in pids)
+    assert dev.current() is None and staging.current() is None
+
+
+def _wait(condition, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.05)
+
+
+def _processes_with_arg(arg: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                argv = (entry / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if arg.encode() in argv and pid_alive(int(entry.name)):
+                found.append(int(entry.name))
+    return found
