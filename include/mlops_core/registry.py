@@ -211,8 +211,8 @@ class ModelRegistry:
         and the model's predictions on it. ``pip_requirements`` default to the installed versions
         of :data:`MODEL_REQUIREMENTS` (MLflow adds itself); giving them explicitly skips MLflow's
         requirement inference, which loads the model in a fresh Python subprocess (tens of
-        seconds). ``artifacts`` maps an artifact folder name to a local
-        file or folder (``{"evaluation": Path("report.json")}`` -> ``evaluation/report.json``).
+        seconds). ``artifacts`` maps the path an artifact gets in the run to a local file or
+        folder (``{"evaluation/report.json": Path("/tmp/x.json")}``, ``{"plots": Path("plots/")}``).
 
         Idempotent by ``run_name``: when a FINISHED run with tag ``mlops.run_key=<run_name>``
         exists in the experiment, its id is returned and nothing is logged.
@@ -246,8 +246,8 @@ class ModelRegistry:
                     pip_requirements=pip_requirements if pip_requirements is not None else model_requirements(),
                 )
                 mlflow.set_tag(MODEL_ID_TAG, info.model_id)
-                for folder, path in (artifacts or {}).items():
-                    _log_local_artifact(mlflow.log_artifact, mlflow.log_artifacts, Path(path), folder)
+                for artifact_path, path in (artifacts or {}).items():
+                    _log_local_artifact(mlflow.log_artifact, mlflow.log_artifacts, Path(path), artifact_path)
                 return run.info.run_id
 
     def log_artifact_run(
@@ -372,7 +372,8 @@ class ModelRegistry:
             with warnings.catch_warnings(), _fluent_tracking_uri(self.tracking_uri):
                 warnings.simplefilter("ignore")
                 new_version = self.client.copy_model_version(f"models:/{src_name}/{version}", dst_name).version
-        self._set_version_tags(dst_name, new_version, {**{k: str(v) for k, v in (tags or {}).items()}, SOURCE_TAG: source})
+        all_tags = {**{k: str(v) for k, v in (tags or {}).items()}, SOURCE_TAG: source}
+        self._set_version_tags(dst_name, new_version, all_tags)
         return str(new_version)
 
     # ----------------------------------------------------------------- aliases
@@ -401,8 +402,15 @@ class ModelRegistry:
         ``previous`` defaults to the current champion. Setting the current champion again changes
         nothing (``previous-champion`` keeps pointing at the one before).
         """
+        from mlflow.exceptions import MlflowException
+
         version = str(version)
-        self.client.get_model_version(model_name, version)  # fails clearly on an unknown version
+        try:
+            self.client.get_model_version(model_name, version)
+        except MlflowException as exc:
+            raise RegistryError(
+                f"cannot make {model_name}/{version} champion: no such model version ({exc.message})"
+            ) from exc
         if previous is None:
             current = self._by_alias(model_name, CHAMPION_ALIAS)
             previous = None if current is None else current.version
@@ -472,6 +480,23 @@ class ModelRegistry:
         with _fluent_tracking_uri(self.tracking_uri):
             return mlflow.pyfunc.load_model(self.model_uri(model_name, version_or_alias))
 
+    def load_run_model(self, run_id: str):
+        """Load the model a training run logged (before or without registration) as a pyfunc model."""
+        import mlflow.pyfunc
+
+        model_id = self._run_model_id(run_id)
+        with _fluent_tracking_uri(self.tracking_uri):
+            return mlflow.pyfunc.load_model(f"models:/{model_id}")
+
+    def run_tags(self, run_id: str) -> dict[str, str]:
+        """The tags of a run (raises ``RegistryError`` for an unknown run id)."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return dict(self.client.get_run(run_id).data.tags)
+        except MlflowException as exc:
+            raise RegistryError(f"MLflow run {run_id!r} not found in {self.tracking_uri}: {exc}") from exc
+
 
 def model_requirements(packages: tuple[str, ...] = MODEL_REQUIREMENTS) -> list[str]:
     """``name==version`` of each installed package in ``packages`` (missing ones are skipped)."""
@@ -499,15 +524,29 @@ def _pandas_dataset(df, source: str, name: str, digest: str, targets: str | None
         except MlflowException:
             from mlflow.data.code_dataset_source import CodeDatasetSource
 
-            return mlflow.data.from_pandas(
-                df, source=CodeDatasetSource(tags={"mlops.dataset_source": source}), name=name, digest=digest, targets=targets
-            )
+            kept = CodeDatasetSource(tags={"mlops.dataset_source": source})
+            return mlflow.data.from_pandas(df, source=kept, name=name, digest=digest, targets=targets)
 
 
-def _log_local_artifact(log_file, log_dir, path: Path, folder: str) -> None:
+def _log_local_artifact(log_file, log_dir, path: Path, artifact_path: str) -> None:
+    """Log ``path`` so that it is ``artifact_path`` in the run (a file is renamed when needed)."""
+    import shutil
+    import tempfile
+    from pathlib import PurePosixPath
+
+    target = PurePosixPath(artifact_path)
+    if target.is_absolute() or ".." in target.parts or not target.name:
+        raise ValueError(f"artifact path {artifact_path!r} must be relative and stay inside the run")
     if path.is_dir():
-        log_dir(str(path), artifact_path=folder)
+        log_dir(str(path), artifact_path=str(target))
     elif path.is_file():
-        log_file(str(path), artifact_path=folder)
+        folder = None if str(target.parent) == "." else str(target.parent)
+        if path.name == target.name:
+            log_file(str(path), artifact_path=folder)
+        else:
+            with tempfile.TemporaryDirectory() as tmp:
+                renamed = Path(tmp) / target.name
+                shutil.copyfile(path, renamed)
+                log_file(str(renamed), artifact_path=folder)
     else:
-        raise FileNotFoundError(f"artifact {folder!r}: {path} does not exist")
+        raise FileNotFoundError(f"artifact {artifact_path!r}: {path} does not exist")

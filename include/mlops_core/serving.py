@@ -12,7 +12,9 @@ as a detached process group and keeps what it did in ``state_dir``:
 Rollout on one machine (the local target is a development backend; SageMaker and Azure ML do real
 blue/green). The URL stays ``http://<host>:<port>`` for every version, so clients never follow a
 move. A switch stops the live server, starts the new version on the same port and waits for
-``/ping``; during the server's startup (seconds) the port does not answer. When the new version
+``/ping``; during the server's startup the port does not answer (about 8 s on an idle 2-CPU
+machine: the CLI and then uvicorn each import MLflow before the model loads; a minute or more
+under heavy load, hence the generous default ``startup_timeout``). When the new version
 does not come up (bad URI, model that fails to load, timeout), the previous version is started
 again before the error is raised, so a failed deploy never leaves the port empty when something
 was serving before. After a successful switch the caller smoke-tests (:meth:`smoke_test`) and
@@ -308,9 +310,9 @@ class LocalModelServer:
             ):
                 return previous  # already live: a retry changes nothing
             self._stop_starting()
-            if previous is None:
-                self._require_free_port()
-            else:
+            if previous is None or previous.port != self.port:
+                self._require_free_port()  # before touching what serves now
+            if previous is not None:
                 self._terminate(previous.pid)
                 self._wait_port_free(timeout=15)
             try:
@@ -481,7 +483,7 @@ class LocalModelServer:
     @staticmethod
     def stop_all(state_root: Path | str) -> list[Deployment]:
         """Stop every server whose state folder is under ``state_root`` (``make demo`` cleanup)."""
-        stopped = []
+        stopped: list[Deployment] = []
         root = Path(state_root)
         if not root.exists():
             return stopped
@@ -524,7 +526,9 @@ class LocalModelServer:
         try:
             predictions = json.loads(text)["predictions"]
         except (ValueError, KeyError, TypeError) as exc:
-            raise SmokeTestFailed(f"{deployment.url}/invocations answered something else than predictions: {text[:2000]}") from exc
+            raise SmokeTestFailed(
+                f"{deployment.url}/invocations answered something else than predictions: {text[:2000]}"
+            ) from exc
         if not isinstance(predictions, list) or len(predictions) != len(rows):
             count = len(predictions) if isinstance(predictions, list) else "no list of"
             raise SmokeTestFailed(f"sent {len(rows)} row(s), got {count} prediction(s): {text[:2000]}")

@@ -17,15 +17,19 @@ Command line (what ``make up`` runs)::
 
 Choices this module makes, and why (Airflow 3.3.2, read from the installed code):
 
-* **LocalExecutor on SQLite is allowed.** Airflow 2 refused the combination; Airflow 3 has no such
-  check (``airflow/configuration.py`` validators: only the SQLite *version* is checked) because
-  task processes no longer touch the metadata database: they talk to the api-server's Execution
-  API (``[core] execution_api_server_url``). Only the scheduler, dag-processor, triggerer and
+* **LocalExecutor on SQLite is allowed.** Airflow 2's executor loader refused the combination
+  ("cannot use SQLite with the LocalExecutor"); Airflow 3.3 has no such check (the config
+  validators in ``airflow/configuration.py`` only check the SQLite *version*) because task
+  processes no longer touch the metadata database: they talk to the api-server's Execution API
+  (``[core] execution_api_server_url``). Only the scheduler, dag-processor, triggerer and
   api-server write to SQLite, and Airflow itself switches SQLite to WAL
   (``airflow/utils/orm_event_handlers.py``: ``PRAGMA journal_mode=WAL``), so readers never block
-  the writer. We additionally raise the SQLite busy timeout from pysqlite's 5 s to 30 s
-  (``[database] sql_alchemy_connect_args`` -> ``SQLITE_CONNECT_ARGS`` below) so a burst of writes
-  from four processes waits instead of failing with ``database is locked``.
+  the writer. As a defensive measure we raise the SQLite busy timeout from pysqlite's 5 s to 30 s
+  (``[database] sql_alchemy_connect_args`` -> ``SQLITE_CONNECT_ARGS`` below); in a 40-run burst
+  (parallelism 4) neither setting produced a single ``database is locked``.
+* **The Execution API is warmed up in start().** The api-server builds the Execution API's
+  versioned (Cadwyn) routes lazily, on the event loop, at its first request: ~15 s during which the
+  whole api-server answers nothing and the first task's ``/run`` call times out and retries.
 * **DAGs are not paused at creation** (``[core] dags_are_paused_at_creation = False``): asset- and
   time-scheduled DAGs of a fresh home run without anyone clicking "unpause". ``client.unpause``
   still exists for DAGs that set ``is_paused_upon_creation=True``.
@@ -45,7 +49,12 @@ Choices this module makes, and why (Airflow 3.3.2, read from the installed code)
 * **Speed.** Processes are started with ``PYTHONPYCACHEPREFIX`` pointing to a user cache directory
   (outside the repository and the venv) and without ``PYTHONDONTWRITEBYTECODE``: importing Airflow
   from source without bytecode costs ~5 s of CPU per process (``airflow version``: 11 s -> 2 s).
-  The dag-processor lists the DAG folder every 5 s and re-parses a file at most every 10 s.
+  The dag-processor lists the DAG folder every 5 s, re-parses a file at most every 10 s, and a
+  changed DAG may replace its serialized version after 5 s (defaults: 300 s, 30 s, 30 s).
+* **Stopping.** SIGTERM makes the scheduler's LocalExecutor wait for running tasks, and a task
+  process only runs ``on_kill()`` on SIGTERM (``airflow/sdk/execution_time/task_runner.py``), so
+  :meth:`AirflowStack.stop` waits up to ``timeout`` seconds and then SIGKILLs whatever is left in
+  the components' sessions (task processes move to their own process group, not session).
 """
 
 from __future__ import annotations
@@ -376,9 +385,12 @@ class AirflowStack:
             "AIRFLOW__API__SECRET_KEY": keys["api_secret_key"],
             "AIRFLOW__API_AUTH__JWT_SECRET": keys["jwt_secret"],
             "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(self.log_dir),
-            # quick pickup of new/changed DAG files
+            # quick pickup of new/changed DAG files: list the folder every 5 s, re-parse a file at
+            # most every 10 s, and let a changed DAG replace its serialized version after 5 s
+            # instead of 30 s (airflow/dag_processing/collection.py, airflow/models/dagbag.py)
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
             "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "10",
+            "AIRFLOW__CORE__MIN_SERIALIZED_DAG_UPDATE_INTERVAL": "5",
             # the scheduler loop already runs back-to-back when busy and sleeps <= 1 s when idle
             "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "1",
         }
@@ -386,21 +398,22 @@ class AirflowStack:
         return env
 
     def _process_env(self) -> dict[str, str]:
+        """The full environment of the child processes: the caller's minus ``AIRFLOW*`` + ours."""
         env = {
             k: v
             for k, v in os.environ.items()
             if not (k.startswith("AIRFLOW") or k.startswith("_AIRFLOW"))
         }
         env["PYTHONUNBUFFERED"] = "1"
+        if self.bytecode_cache:
+            env.pop("PYTHONDONTWRITEBYTECODE", None)
+            env.setdefault("PYTHONPYCACHEPREFIX", str(_default_pycache_prefix()))
+        env.update(self.environment())
         # Components import SQLITE_CONNECT_ARGS from this module: make its package importable even
         # when the project is not installed in editable mode (appended: never shadows anything).
         paths = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
         if str(_PACKAGE_ROOT) not in paths:
             env["PYTHONPATH"] = os.pathsep.join([*paths, str(_PACKAGE_ROOT)])
-        if self.bytecode_cache:
-            env.pop("PYTHONDONTWRITEBYTECODE", None)
-            env.setdefault("PYTHONPYCACHEPREFIX", str(_default_pycache_prefix()))
-        env.update(self.environment())
         return env
 
     def _command(self, *args: str) -> list[str]:
@@ -408,7 +421,9 @@ class AirflowStack:
 
     def _component_command(self, component: str) -> list[str]:
         if component == "api-server":
-            args: tuple[str, ...] = ("api-server", "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1")
+            args: tuple[str, ...] = (
+                "api-server", "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1",
+            )
         elif component in ("scheduler", "triggerer"):
             args = (component, "--skip-serve-logs")
         else:
@@ -498,7 +513,8 @@ class AirflowStack:
                 _kill_session({proc.pid}, grace=5)
                 proc.wait()
                 raise StackError(
-                    f"`airflow db migrate` did not finish in {timeout:.0f}s; log {log_path}:\n{tail(log_path)}"
+                    f"`airflow db migrate` did not finish in {timeout:.0f}s; "
+                    f"log {log_path}:\n{tail(log_path)}"
                 ) from None
         if rc != 0:
             raise StackError(f"`airflow db migrate` failed (exit {rc}); log {log_path}:\n{tail(log_path)}")
@@ -554,7 +570,9 @@ class AirflowStack:
         """Components without a ``running`` job row started after ``started_at`` (read-only SQLite)."""
         import sqlite3
 
-        job_types = {"scheduler": "SchedulerJob", "dag-processor": "DagProcessorJob", "triggerer": "TriggererJob"}
+        job_types = {
+            "scheduler": "SchedulerJob", "dag-processor": "DagProcessorJob", "triggerer": "TriggererJob",
+        }
         wanted = {c: job_types[c] for c in self.components if c in job_types}
         since = started_at.astimezone(timezone.utc).replace(tzinfo=None).isoformat(sep=" ")
         try:
@@ -678,7 +696,9 @@ class AirflowStack:
             self._client = AirflowClient(self.base_url, self.username, self.password)
         return self._client
 
-    def run_cli(self, *args: str, timeout: float = 300, check: bool = True) -> subprocess.CompletedProcess[str]:
+    def run_cli(
+        self, *args: str, timeout: float = 300, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
         """Run ``airflow <args>`` against this home (e.g. ``run_cli("dags", "list")``)."""
         return subprocess.run(
             self._command(*args),
@@ -780,6 +800,8 @@ class AirflowClient:
         self._session = requests.Session()
         self._token: str | None = None
         self._token_exp: float | None = None
+        self._token_margin = 0.0
+        self.logins = 0  # how many times a token was obtained (observability for tests)
 
     # -- plumbing -------------------------------------------------------------------------------
 
@@ -791,13 +813,23 @@ class AirflowClient:
         )
         if resp.status_code not in (200, 201):
             raise AirflowApiError("POST", resp.url, resp.status_code, resp.text)
+        self.logins += 1
         self._token = resp.json()["access_token"]
         self._token_exp = _jwt_expiry(self._token)
+        # refresh a little before expiry: 60 s, or a tenth of the lifetime of short-lived tokens
+        self._token_margin = min(60.0, max(0.0, ((self._token_exp or 0) - time.time()) / 10))
 
     def _auth_header(self) -> dict[str, str]:
-        if self._token is None or (self._token_exp is not None and time.time() > self._token_exp - 60):
+        if self._token is None or (
+            self._token_exp is not None and time.time() > self._token_exp - self._token_margin
+        ):
             self._login()
         return {"Authorization": f"Bearer {self._token}"}
+
+    def _send(self, method: str, url: str, params: Any, json_body: Any) -> requests.Response:
+        return self._session.request(
+            method, url, params=params, json=json_body, headers=self._auth_header(), timeout=self.timeout
+        )
 
     def request(
         self,
@@ -814,14 +846,10 @@ class AirflowClient:
         attempts = 4 if idempotent else 1
         for attempt in range(attempts):
             try:
-                resp = self._session.request(
-                    method, url, params=params, json=json_body, headers=self._auth_header(), timeout=self.timeout
-                )
+                resp = self._send(method, url, params, json_body)
                 if resp.status_code == 401:  # expired or rotated: log in again once
                     self._token = None
-                    resp = self._session.request(
-                        method, url, params=params, json=json_body, headers=self._auth_header(), timeout=self.timeout
-                    )
+                    resp = self._send(method, url, params, json_body)
             except requests.ConnectionError:
                 if attempt + 1 >= attempts:
                     raise
@@ -898,7 +926,8 @@ class AirflowClient:
             if time.monotonic() >= deadline:
                 missing = [d for d in wanted if d not in found]
                 errors = "\n".join(
-                    f"--- {e.get('filename')}:\n{str(e.get('stack_trace', ''))[-1500:]}" for e in self.import_errors()
+                    f"--- {e.get('filename')}:\n{str(e.get('stack_trace', ''))[-1500:]}"
+                    for e in self.import_errors()
                 )
                 raise TimeoutError(
                     f"DAGs not parsed after {timeout}s: {missing}"
@@ -942,7 +971,10 @@ class AirflowClient:
         return self.request("GET", f"/dags/{dag_id}/dagRuns/{run_id}")
 
     def runs(self, dag_id: str, **filters: Any) -> list[dict[str, Any]]:
-        """All runs of a DAG, oldest first (``filters`` are query params, e.g. ``run_type=["asset_triggered"]``)."""
+        """All runs of a DAG, oldest first.
+
+        ``filters`` become query parameters, e.g. ``state=["success"]``, ``run_type=["asset_triggered"]``.
+        """
         return self._paged(f"/dags/{dag_id}/dagRuns", "dag_runs", {"order_by": "id", **filters})
 
     def wait_for_run(
@@ -967,23 +999,27 @@ class AirflowClient:
                 )
             time.sleep(interval)
         if state == "failed" and raise_on_failure:
-            failed = {}
-            for ti in self.task_instances(dag_id, run_id):
-                if ti.get("state") in ("failed", "upstream_failed"):
-                    log = ""
-                    if ti.get("state") == "failed" and ti.get("try_number"):
-                        try:
-                            log = "\n".join(
-                                self.task_log(dag_id, run_id, ti["task_id"], ti["try_number"],
-                                              map_index=ti.get("map_index", -1)).splitlines()[-40:]
-                            )
-                        except AirflowApiError as exc:  # the log may be gone; keep the failure visible
-                            log = f"(log not available: {exc})"
-                    failed[ti["task_id"] if ti.get("map_index", -1) < 0 else f"{ti['task_id']}[{ti['map_index']}]"] = (
-                        log or f"(state {ti.get('state')})"
-                    )
-            raise RunFailedError(dag_id, run_id, state, failed)
+            raise RunFailedError(dag_id, run_id, state, self._failed_task_logs(dag_id, run_id))
         return state
+
+    def _failed_task_logs(self, dag_id: str, run_id: str, lines: int = 40) -> dict[str, str]:
+        """Failed / upstream-failed tasks of a run -> the tail of their last try's log."""
+        failed: dict[str, str] = {}
+        for ti in self.task_instances(dag_id, run_id):
+            state = ti.get("state")
+            if state not in ("failed", "upstream_failed"):
+                continue
+            map_index = ti.get("map_index", -1)
+            key = ti["task_id"] if map_index < 0 else f"{ti['task_id']}[{map_index}]"
+            log = f"(state {state})"
+            if state == "failed" and ti.get("try_number"):
+                try:
+                    text = self.task_log(dag_id, run_id, ti["task_id"], ti["try_number"], map_index=map_index)
+                    log = "\n".join(text.splitlines()[-lines:])
+                except AirflowApiError as exc:  # the log may be gone; keep the failure visible
+                    log = f"(log not available: {exc})"
+            failed[key] = log
+        return failed
 
     # -- task instances -------------------------------------------------------------------------
 
@@ -1031,7 +1067,9 @@ class AirflowClient:
             return render_log(data.get("content") or [])
         return str(data)
 
-    def xcom(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value", *, map_index: int = -1) -> Any:
+    def xcom(
+        self, dag_id: str, run_id: str, task_id: str, key: str = "return_value", *, map_index: int = -1
+    ) -> Any:
         """The value of one XCom (as stored: JSON values come back as JSON)."""
         data = self.request(
             "GET",
@@ -1137,7 +1175,9 @@ def _cmd_up(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
-    print(f"Starting Airflow in {stack.home} (DAGs: {stack.dags_folder}, logs: {stack.log_dir}) ...", flush=True)
+    print(
+        f"Starting Airflow in {stack.home} (DAGs: {stack.dags_folder}, logs: {stack.log_dir}) ...", flush=True
+    )
     try:
         stack.start(timeout=args.timeout)
     except StackError as exc:
@@ -1171,17 +1211,22 @@ def _cmd_up(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mlops_demo.airflow_stack", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m mlops_demo.airflow_stack", description=(__doc__ or "").splitlines()[0]
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     up = sub.add_parser("up", help="start Airflow in the foreground until Ctrl-C")
     up.add_argument("--home", required=True, type=Path, help="AIRFLOW_HOME (created if missing)")
     up.add_argument("--dags", required=True, type=Path, help="DAG folder")
     up.add_argument("--plugins", type=Path, default=None, help="plugins folder (default <home>/plugins)")
-    up.add_argument("--port", type=int, default=8080, help="api-server/UI port on 127.0.0.1 (0 = any free port)")
+    up.add_argument(
+        "--port", type=int, default=8080, help="api-server/UI port on 127.0.0.1 (0 = any free port)"
+    )
     up.add_argument("--parallelism", type=int, default=4, help="LocalExecutor worker processes")
     up.add_argument("--timeout", type=float, default=180, help="seconds to wait for a healthy stack")
     up.add_argument(
-        "--env", action="append", default=[], metavar="KEY=VALUE", help="extra environment for every component"
+        "--env", action="append", default=[], metavar="KEY=VALUE",
+        help="extra environment for every component (repeatable)",
     )
     args = parser.parse_args(argv)
     if args.command == "up":

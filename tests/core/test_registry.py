@@ -84,7 +84,11 @@ def data() -> pd.DataFrame:
 def run_id(registry: ModelRegistry, data: pd.DataFrame, tmp_path_factory) -> str:
     report = tmp_path_factory.mktemp("artifacts") / "evaluation.json"
     report.write_text('{"roc_auc": 0.9}')
-    return log_run(registry, "train-run-1", data, artifacts={"evaluation": report})
+    meta = report.parent / "meta.json"
+    meta.write_text("{}")
+    return log_run(
+        registry, "train-run-1", data, artifacts={"evaluation/evaluation.json": report, "model_meta.json": meta}
+    )
 
 
 def test_log_training_run_records_params_metrics_lineage_and_model(registry, run_id):
@@ -102,8 +106,8 @@ def test_log_training_run_records_params_metrics_lineage_and_model(registry, run
     assert DATASET_SOURCE in dataset.source
     assert {t.key: t.value for t in inputs[0].tags}["mlflow.data.context"] == "training"
 
-    artifacts = {a.path for a in registry.client.list_artifacts(run_id, "evaluation")}
-    assert artifacts == {"evaluation/evaluation.json"}
+    assert {a.path for a in registry.client.list_artifacts(run_id, "evaluation")} == {"evaluation/evaluation.json"}
+    assert "model_meta.json" in {a.path for a in registry.client.list_artifacts(run_id)}  # renamed to its key
     # The experiment's artifacts live under the configured artifact root.
     experiment = registry.client.get_experiment(registry.experiment_id)
     assert experiment.artifact_location.endswith("/artifacts/test-exp")
@@ -197,10 +201,9 @@ def test_champion_alias_set_moved_and_rolled_back(registry, data):
     registry.set_champion(name, v2, previous="1")
     assert registry.champion(name).version == "2"
 
-    from mlflow.exceptions import MlflowException
-
-    with pytest.raises(MlflowException):
+    with pytest.raises(RegistryError, match="no such model version"):
         registry.set_champion(name, "99")
+    assert registry.champion(name).version == "2"
 
 
 def test_copy_to_another_namespace_is_idempotent(registry, run_id):
@@ -229,6 +232,7 @@ def test_load_model_by_version_and_alias_predicts(registry, run_id, data):
     for ref in (version, "champion"):
         model = registry.load_model("dev.load", ref)
         assert list(model.predict(data[FEATURES].head(10))) == list(expected)
+    assert list(registry.load_run_model(run_id).predict(data[FEATURES].head(10))) == list(expected)
     assert ModelRegistry.model_uri("dev.load", "3") == "models:/dev.load/3"
     assert ModelRegistry.model_uri("dev.load", "champion") == "models:/dev.load@champion"
 
@@ -236,21 +240,47 @@ def test_load_model_by_version_and_alias_predicts(registry, run_id, data):
 def test_log_artifact_run_is_idempotent(registry, tmp_path):
     report = tmp_path / "drift.html"
     report.write_text("<html>drift</html>")
-    first = registry.log_artifact_run("drift-2024-01-01", {"drift": report}, {"drift_share": 0.4}, {"kind": "drift"})
-    second = registry.log_artifact_run("drift-2024-01-01", {"drift": report}, {"drift_share": 0.9})
+    artifacts = {"drift/drift.html": report, "drift_report.html": report}
+    first = registry.log_artifact_run("drift-2024-01-01", artifacts, {"drift_share": 0.4}, {"kind": "drift"})
+    second = registry.log_artifact_run("drift-2024-01-01", artifacts, {"drift_share": 0.9})
     assert first == second
     run = registry.client.get_run(first)
     assert run.data.metrics == {"drift_share": 0.4}
     assert run.data.tags["kind"] == "drift"
     assert [a.path for a in registry.client.list_artifacts(first, "drift")] == ["drift/drift.html"]
+    assert sorted(a.path for a in registry.client.list_artifacts(first)) == ["drift", "drift_report.html"]
+    with pytest.raises(ValueError, match="inside the run"):
+        registry.log_artifact_run("drift-escape", {"../x.html": report})
     with pytest.raises(FileNotFoundError, match="missing"):
         registry.log_artifact_run("drift-missing", {"missing": tmp_path / "nope.html"})
     assert registry.find_run("drift-missing") is None
 
 
-def test_no_global_tracking_state_leaks(registry, tmp_path, data):
+def test_skops_trusted_types_are_required_and_honoured(registry, data):
+    from mlflow.exceptions import MlflowException
+    from sklearn.ensemble import RandomForestClassifier
+
+    forest = RandomForestClassifier(n_estimators=3, random_state=0).fit(data[["tenure", "charges"]], data["churned"])
+    common = dict(
+        model=forest, input_example=data[["tenure", "charges"]].head(3), params={}, metrics={}, tags={},
+        dataset_df=data, dataset_name="churn", dataset_digest="abc123", dataset_source=DATASET_SOURCE,
+    )
+    with pytest.raises(MlflowException, match="untrusted types"):
+        registry.log_training_run(run_name="forest-untrusted", skops_trusted_types=None, **common)
+    assert registry.find_run("forest-untrusted") is None
+
+    trusted = ["numpy.dtype", "sklearn.tree._tree.Tree"]
+    run_id = registry.log_training_run(run_name="forest-trusted", skops_trusted_types=trusted, **common)
+    version = registry.register(run_id, "dev.forest")
+    model = registry.load_model("dev.forest", version)
+    assert model.metadata.flavors["sklearn"]["skops_trusted_types"] == trusted
+    assert len(model.predict(data[["tenure", "charges"]].head(4))) == 4
+
+
+def test_no_global_tracking_state_leaks(registry, tmp_path, data, monkeypatch):
     import mlflow
 
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/someone-elses.db")
     before_env = os.environ.get("MLFLOW_TRACKING_URI")
     before_uri = mlflow.get_tracking_uri()
     # A second store (a copy of the first: MLflow's schema migrations on a fresh SQLite file are slow).

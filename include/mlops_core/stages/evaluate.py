@@ -45,15 +45,17 @@ def evaluate_candidate(settings: "Settings", candidate: dict[str, Any], *, min_i
     decision = decide_promotion(challenger, champion, policy)
     for reason in decision.reasons:
         log.info("Promotion gate: %s", reason)
+    run_tags = {k: v for k, v in registry.run_tags(candidate["mlflow_run_id"]).items() if k.startswith("mlops.")}
     version = registry.register(
         candidate["mlflow_run_id"],
         name,
         tags={
+            **run_tags,  # lineage of the training run travels with the version (and its copies)
             "mlops.dataset_versions": ",".join(candidate["dataset_versions"]),
             "mlops.training_set": candidate["training_set"],
             "mlops.run_id": candidate["mlflow_run_id"],
             "mlops.git_commit": git_commit(),
-            "mlops.holdout_" + policy.primary_metric: f"{challenger[policy.primary_metric]:.6f}",
+            "mlops.holdout_" + policy.primary_metric: str(challenger.get(policy.primary_metric, "nan")),
             "mlops.promotion_decision": "promote" if decision.promote else "reject",
         },
     )

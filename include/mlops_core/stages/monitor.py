@@ -54,12 +54,14 @@ def check_for_retraining(settings: "Settings", version_ids: list[str], *, run_ke
 
     primary = settings.evaluation.primary_metric
     metric_drop = None
-    baseline = champion.tags.get(f"mlops.holdout_{primary}")
+    baseline = _as_float(champion.tags.get(f"mlops.holdout_{primary}"))
+    now = None
     if baseline is not None and len(current) >= m.min_rows:
-        now = score_model(registry.load_model(name, champion.version), current, contract)[primary]
+        now = _as_float(score_model(registry.load_model(name, champion.version), current, contract).get(primary))
+    if baseline is not None and now is not None:
         sign = 1.0 if settings.evaluation.greater_is_better else -1.0
-        metric_drop = round(sign * (float(baseline) - now), 6)
-        log.info("Champion %s on new rows: %.4f (at evaluation: %s, drop %.4f)", primary, now, baseline, metric_drop)
+        metric_drop = round(sign * (baseline - now), 6)
+        log.info("Champion %s on new rows: %.4f (at evaluation: %.4f, drop %.4f)", primary, now, baseline, metric_drop)
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "drift_report.html"
@@ -86,3 +88,12 @@ def check_for_retraining(settings: "Settings", version_ids: list[str], *, run_ke
     return {**base, "retrain": reason is not None, "reason": reason or "none", "summary": summary,
             "drift_share": result.share_drifted, "drifted_columns": result.drifted_columns,
             "metric_drop": metric_drop, "report": objects.uri(report_key)}
+
+
+def _as_float(value) -> float | None:
+    """A finite float, or None (missing tag, metric not computable on these rows)."""
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        return None
+    return f if f == f and f not in (float("inf"), float("-inf")) else None

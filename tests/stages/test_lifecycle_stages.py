@@ -1,0 +1,128 @@
+"""The lifecycle's stage functions chained without a scheduler, on real components.
+
+Real Feast (local provider), real MLflow (SQLite store), a real MLflow scoring server on
+loopback, real Evidently. One module-scoped run walks ingest -> features -> monitor -> train ->
+evaluate -> deploy -> drift -> retrain -> promote, and each test checks one outcome of it.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.conftest import free_port
+
+
+@pytest.fixture(scope="module")
+def lifecycle(tmp_path_factory):
+    mp = pytest.MonkeyPatch()
+    home = tmp_path_factory.mktemp("stages") / "mlops"
+    mp.setenv("MLOPS_HOME", str(home))
+    mp.setenv("MLOPS_ENV", "dev")
+    mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+    for env in ("DEV", "STAGING", "PROD"):
+        mp.setenv(f"MLOPS_SERVING_PORT_{env}", str(free_port()))
+
+    from mlops_core.demo_data import DriftSpec, write_bad_files, write_day_files
+    from mlops_core.dropzone import scan_drop_zone
+    from mlops_core.serving import LocalModelServer
+    from mlops_core.settings import load_settings
+    from mlops_core.stages import deploy, evaluate, features, ingest, monitor, promote, train
+
+    s = load_settings("dev")
+    drop = s.dataset.drop_zone
+    drop.mkdir(parents=True)
+    out: dict = {"settings": s}
+
+    def ready():
+        return [f.path for f in scan_drop_zone(drop, s.dataset.file_patterns, min_age_seconds=0)]
+
+    def cycle(tag: str, ingested_at: str):
+        rep = ingest.ingest_files(s, ready(), run_id=f"ingest-{tag}", ingested_at=ingested_at)
+        features.materialize_versions(s, [rep["version_id"]])
+        verdict = monitor.check_for_retraining(s, [rep["version_id"]], run_key=f"monitor-{tag}")
+        result = {"ingest": rep, "verdict": verdict}
+        if verdict["retrain"]:
+            ts = train.build_training_set(s, f"ts-{tag}")
+            job = train.run_training_job(s, ts, f"job-{tag}")
+            cand = train.log_candidate(s, ts, job, f"train-{tag}")
+            ev = evaluate.evaluate_candidate(s, cand)
+            result.update(training_set=ts, job=job, candidate=cand, evaluation=ev)
+            if ev["promote"]:
+                champ = evaluate.promote_to_champion(s, ev)
+                result["deploy"] = deploy.deploy_champion(s, champ["version"])
+        return result
+
+    try:
+        write_day_files(drop, range(3), rows=600)
+        out["bad_files"] = write_bad_files(drop, 2)
+        out["initial"] = cycle("initial", "2026-01-04T00:00:00+00:00")
+        write_day_files(drop, [3], rows=600)
+        out["calm"] = cycle("calm", "2026-01-05T00:00:00+00:00")
+        write_day_files(drop, [4, 5], rows=600, drift=DriftSpec(kind="both", start_day=4))
+        out["drift"] = cycle("drift", "2026-01-07T00:00:00+00:00")
+        out["rerun_job"] = train.run_training_job(s, out["initial"]["training_set"], "job-initial")
+        plan = promote.plan_promotion("dev")
+        out["promoted"] = promote.copy_champion(plan)
+        out["staging_deploy"] = deploy.deploy_champion(load_settings("staging"), out["promoted"]["version"])
+        yield out
+    finally:
+        LocalModelServer.stop_all(home / "serving")
+        mp.undo()
+
+
+def test_initial_cycle_trains_and_serves_a_champion(lifecycle):
+    initial = lifecycle["initial"]
+    assert initial["verdict"]["reason"] == "no_champion"
+    assert initial["evaluation"]["promote"] is True
+    assert initial["deploy"]["version"] == initial["evaluation"]["version"]
+    assert initial["deploy"]["sample_prediction"] in (0, 1)
+    assert initial["ingest"]["rejected_rows"] == 3  # the three bad rows of the bad file
+
+
+def test_quarantine_has_reasons(lifecycle):
+    from mlops_core.backends import object_store
+    from mlops_core.datasets import DatasetStore
+
+    s = lifecycle["settings"]
+    records = DatasetStore(object_store(s), "churn").list_quarantine()
+    text = json.dumps(records)
+    assert "missing_columns" in text and "usage_hours" in text
+    assert "plan" in text  # the unknown plan value
+
+
+def test_calm_day_does_not_retrain(lifecycle):
+    calm = lifecycle["calm"]
+    assert calm["verdict"]["retrain"] is False, calm["verdict"]
+    assert "training_set" not in calm
+
+
+def test_drift_triggers_retraining_with_lineage(lifecycle):
+    drift = lifecycle["drift"]
+    assert drift["verdict"]["retrain"] is True
+    assert drift["verdict"]["reason"] in ("drift", "decay")
+    assert drift["verdict"]["report"].endswith(".html")
+    assert drift["ingest"]["version_id"] in drift["candidate"]["dataset_versions"]
+
+
+def test_champion_has_lineage_tags(lifecycle):
+    from mlops_core.backends import model_registry
+
+    s = lifecycle["settings"]
+    champ = model_registry(s).champion(s.registered_model_name)
+    assert champ is not None
+    assert champ.tags["mlops.training_set"].startswith("training_sets/")
+    assert champ.tags["mlops.dataset_versions"]
+    assert champ.tags["mlops.git_commit"]
+
+
+def test_retried_training_job_reattaches(lifecycle):
+    assert lifecycle["rerun_job"]["reattached"] is True
+    assert lifecycle["rerun_job"]["metrics"] == lifecycle["initial"]["job"]["metrics"]
+
+
+def test_promotion_to_staging_serves_there(lifecycle):
+    promoted, dep = lifecycle["promoted"], lifecycle["staging_deploy"]
+    assert promoted["env"] == "staging" and promoted["model_name"] == "staging.churn"
+    assert dep["version"] == promoted["version"] and dep["env"] == "staging"
