@@ -1,15 +1,15 @@
 """
-### Ingest: drop-zone files -> validated, immutable dataset version
+### Ingest: landed files -> validated, immutable dataset version
 
-Waits (deferrable, in the triggerer) until data files land in the drop zone
-(`dataset.drop_zone` of the environment), validates every file against the dataset contract,
+Triggered by **landed_files** events (from `watch_drop_zone`), or manually (then it takes
+whatever is in the drop zone now). Validates every file against the dataset contract,
 quarantines bad rows and files with their reason, and commits the accepted rows as a new
 content-addressed dataset version (Parquet partitioned by event date, with a manifest).
 Consumed files move to the archive. Emits **dataset_version** with the version id, row counts
 and sources; a run that finds nothing new emits nothing.
 
-Runs continuously (one run at a time): each run waits for the next files.
-Re-running a run is safe: consumed files are recognised by their checksum.
+Re-running (clearing) any run is safe: files are recognised by their checksum, rows by their
+key, and a version that already exists is announced again rather than written again.
 """
 
 from __future__ import annotations
@@ -18,13 +18,12 @@ from datetime import timedelta
 
 from airflow.sdk import dag, task
 
-from mlops_airflow.assets import DATASET
+from mlops_airflow.assets import DATASET, LANDED_FILES
 from mlops_airflow.dag_defaults import DEFAULT_ARGS, START_DATE, env_param
-from mlops_airflow.sensors.files import NewFilesSensor
 
 
 @dag(
-    schedule="@continuous",
+    schedule=[LANDED_FILES],
     start_date=START_DATE,
     catchup=False,
     max_active_runs=1,
@@ -34,25 +33,21 @@ from mlops_airflow.sensors.files import NewFilesSensor
     params={"env": env_param()},
 )
 def ingest():
-    files = NewFilesSensor(
-        task_id="wait_for_files",
-        poke_interval=5,
-        timeout=timedelta(hours=24).total_seconds(),
-        soft_fail=True,
-        execution_timeout=None,
-    )
-
     @task(outlets=[DATASET], execution_timeout=timedelta(minutes=30))
-    def ingest_files(files: list[dict], **context) -> dict:
+    def ingest_files(**context) -> dict:
         from airflow.sdk.exceptions import AirflowSkipException
 
+        from mlops_core.dropzone import scan_drop_zone
         from mlops_core.stages.ingest import ingest_files as run
 
-        from mlops_airflow.runtime import settings_for
+        from mlops_airflow.runtime import settings_for, triggering_extras
 
         settings = settings_for(context)
+        paths = sorted({f["path"] for e in triggering_extras(context, LANDED_FILES) for f in e.get("files", [])})
+        if not paths:  # a manual run: whatever is complete in the drop zone now
+            paths = [f.path for f in scan_drop_zone(settings.dataset.drop_zone, settings.dataset.file_patterns)]
         stamp = context.get("logical_date") or context["dag_run"].run_after
-        report = run(settings, [f["path"] for f in files], run_id=context["run_id"], ingested_at=stamp.isoformat())
+        report = run(settings, paths, run_id=context["run_id"], ingested_at=stamp.isoformat())
         if report["version_id"] is None:
             raise AirflowSkipException(f"no new dataset version: {report['reason']}")
         # A version that already existed is still announced: an earlier try may have committed it
@@ -63,7 +58,7 @@ def ingest():
         }
         return report
 
-    ingest_files(files.output)
+    ingest_files()
 
 
 ingest()

@@ -3,7 +3,8 @@
 
 Reads the rows of `dataset.sql_source.table` whose watermark column is above the stored
 watermark (any SQLAlchemy URL, through the common-sql provider), validates them against the
-dataset contract, quarantines bad rows, and commits a new dataset version. The watermark moves
+dataset contract, quarantines bad rows, and commits a new dataset version. Paused when first
+deployed: configure the source, then unpause it. The watermark moves
 only after the version is committed, so a failed run is simply re-read. Emits
 **dataset_version**. Skips when no SQL source is configured for the environment.
 """
@@ -23,6 +24,7 @@ from mlops_airflow.dag_defaults import DEFAULT_ARGS, START_DATE, env_param
     start_date=START_DATE,
     catchup=False,
     max_active_runs=1,
+    is_paused_upon_creation=True,  # needs dataset.sql_source and a connection: unpause once configured
     doc_md=__doc__,
     default_args=DEFAULT_ARGS,
     tags=["mlops", "ingest", "sql"],

@@ -5,6 +5,7 @@ Every event carries metadata (``extra``) so the consumer knows exactly what it g
 ==================  ====================  ========================================================
 asset               produced by           ``extra`` keys
 ==================  ====================  ========================================================
+LANDED_FILES        watch_drop_zone       directory, files (path, name, size, mtime of each)
 DATASET             ingest, ingest_sql    dataset, version_id, rows, rejected_rows, sources,
                                           event_time_min, event_time_max
 FEATURES            features              dataset, version_ids, offline_rows, online_entities
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 from airflow.sdk import Asset
 
+LANDED_FILES = Asset(name="landed_files", uri="x-mlops://drop-zone/landed", group="mlops")
 DATASET = Asset(name="dataset_version", uri="x-mlops://datasets/versions", group="mlops")
 FEATURES = Asset(name="feature_snapshot", uri="x-mlops://features/snapshot", group="mlops")
 RETRAIN_REQUESTED = Asset(name="retrain_requested", uri="x-mlops://monitoring/retrain", group="mlops")
@@ -31,4 +33,4 @@ MODEL_CANDIDATE = Asset(name="model_candidate", uri="x-mlops://models/candidate"
 CHAMPION = Asset(name="champion_model", uri="x-mlops://models/champion", group="mlops")
 DEPLOYMENT = Asset(name="deployment", uri="x-mlops://serving/deployment", group="mlops")
 
-ALL_ASSETS = (DATASET, FEATURES, RETRAIN_REQUESTED, MODEL_CANDIDATE, CHAMPION, DEPLOYMENT)
+ALL_ASSETS = (LANDED_FILES, DATASET, FEATURES, RETRAIN_REQUESTED, MODEL_CANDIDATE, CHAMPION, DEPLOYMENT)

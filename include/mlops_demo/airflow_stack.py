@@ -756,27 +756,39 @@ def _stack_processes(leaders: set[int]) -> set[int]:
 
 
 def _kill_session(leaders: set[int], grace: float, extra: Iterable[int] = ()) -> None:
-    """SIGTERM, then after ``grace`` seconds SIGKILL, every live process of the given sessions."""
+    """SIGTERM, then after ``grace`` seconds SIGKILL, every live process of the given sessions.
+
+    The SIGKILLs go to the descendants first: a component blocked waiting for its children (the
+    scheduler's LocalExecutor joins its workers) then gets a moment to reap them and exit by itself,
+    instead of leaving them as zombies for an init process that may not reap (as in some VMs).
+    """
     targets = _stack_processes(leaders) | {p for p in extra if _alive(p)}
     if not targets:
         return
-    for pid in targets:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, signal.SIGTERM)
+    _send(targets, signal.SIGTERM)
     end = time.monotonic() + grace
     while time.monotonic() < end:
         targets = {p for p in targets if _alive(p)}
         if not targets:
             return
         time.sleep(0.1)
+    targets = {p for p in targets | _stack_processes(leaders) if _alive(p)}
+    _send(targets - leaders, signal.SIGKILL)
+    end = time.monotonic() + 3
+    while time.monotonic() < end and any(_alive(p) for p in leaders):
+        time.sleep(0.1)
     for _ in range(50):
         targets = {p for p in targets | _stack_processes(leaders) if _alive(p)}
         if not targets:
             return
-        for pid in targets:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGKILL)
+        _send(targets, signal.SIGKILL)
         time.sleep(0.1)
+
+
+def _send(pids: Iterable[int], sig: int) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, sig)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -792,7 +804,7 @@ class AirflowClient:
     before its ``exp`` (``[api_auth] jwt_expiration_time``, default 24 h) and on any 401.
     """
 
-    def __init__(self, base_url: str, username: str, password: str, *, timeout: float = 30):
+    def __init__(self, base_url: str, username: str, password: str, *, timeout: float = 45):
         self.base_url = base_url.rstrip("/")
         self.username = username
         self.password = password
@@ -842,7 +854,10 @@ class AirflowClient:
     ) -> Any:
         """Call ``/api/v2<path>`` and return the decoded JSON (or text)."""
         url = f"{self.base_url}/api/v2{path}"
-        idempotent = method.upper() == "GET"
+        # GET and PATCH (pause, clear, approve) are safe to repeat. On SQLite a write can wait out
+        # the busy timeout behind another component's transaction and fail with a 500 or a read
+        # timeout: repeating it then is the cure.
+        idempotent = method.upper() in ("GET", "PATCH")
         attempts = 4 if idempotent else 1
         for attempt in range(attempts):
             try:
@@ -850,7 +865,7 @@ class AirflowClient:
                 if resp.status_code == 401:  # expired or rotated: log in again once
                     self._token = None
                     resp = self._send(method, url, params, json_body)
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):
                 if attempt + 1 >= attempts:
                     raise
                 time.sleep(0.5 * (attempt + 1))

@@ -9,7 +9,7 @@ import pytest
 from tests.conftest import DAGS
 
 DAG_FILES = sorted(p for p in DAGS.glob("*.py") if not p.name.startswith("_"))
-EXPECTED = {"ingest", "ingest_sql", "features", "monitor", "train", "evaluate_register", "deploy", "promote"}
+EXPECTED = {"watch_drop_zone", "ingest", "ingest_sql", "features", "monitor", "train", "evaluate_register", "deploy", "promote"}
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +44,7 @@ def test_conventions(dagbag):
                 assert task.retry_exponential_backoff, f"{dag_id}.{task.task_id}: backoff"
             timeout = task.execution_timeout
             assert timeout is None or timeout <= timedelta(hours=1), f"{dag_id}.{task.task_id}: timeout"
-            if task.task_type not in ("NewFilesSensor", "ApprovalOperator"):
+            if task.task_type not in ("NewFilesSensor", "FilesConsumedSensor", "ApprovalOperator"):
                 assert timeout is not None, f"{dag_id}.{task.task_id}: execution_timeout"
 
 
@@ -78,6 +78,7 @@ def test_no_cycles_and_assets_chain(dagbag):
     for dag_id, names in consumers.items():
         for name in names:
             assert producers.get(name), f"{dag_id} waits for {name}, which nobody produces"
+    assert consumers["ingest"] == {"landed_files"}
     assert consumers["features"] == {"dataset_version"}
     assert consumers["train"] == {"retrain_requested"}
     assert producers["champion_model"] == {"evaluate_register", "promote"}

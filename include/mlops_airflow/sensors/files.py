@@ -7,7 +7,7 @@ from typing import Any, Sequence
 
 from airflow.sdk import BaseSensorOperator, Context
 
-from mlops_airflow.triggers.files import NewFilesTrigger
+from mlops_airflow.triggers.files import FilesConsumedTrigger, NewFilesTrigger
 
 
 class NewFilesSensor(BaseSensorOperator):
@@ -86,3 +86,44 @@ class NewFilesSensor(BaseSensorOperator):
             raise RuntimeError(f"waiting for files failed: {event.get('message', event)}")
         self.log.info("Trigger found %d file(s)", len(event["files"]))
         return event["files"]
+
+
+class FilesConsumedSensor(BaseSensorOperator):
+    """Succeeds once every file in ``files`` has left the drop zone (consumed and archived).
+
+    The watch DAG waits on this after announcing a batch, so its next run does not announce the
+    same files again.
+
+    :param files: file dicts or paths, usually the announcing task's XCom. (templated)
+    :param deferrable: wait in the triggerer instead of occupying a worker slot.
+    """
+
+    template_fields: Sequence[str] = ("files",)
+    ui_color = "#e8f4fa"
+
+    def __init__(self, *, files: Any, deferrable: bool = True, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.files = files
+        self.deferrable = deferrable
+
+    def _paths(self) -> list[str]:
+        return [f["path"] if isinstance(f, dict) else str(f) for f in (self.files or [])]
+
+    def poke(self, context: Context) -> bool:
+        import os
+
+        return not any(os.path.exists(p) for p in self._paths())
+
+    def execute(self, context: Context) -> Any:
+        if self.poke(context):
+            return None
+        if not self.deferrable:
+            return super().execute(context)
+        self.defer(
+            trigger=FilesConsumedTrigger(paths=self._paths(), poll_interval=float(self.poke_interval)),
+            method_name="execute_complete",
+            timeout=timedelta(seconds=self.timeout) if self.timeout else None,
+        )
+
+    def execute_complete(self, context: Context, event: dict[str, Any]) -> None:
+        self.log.info("All %d announced file(s) were consumed", len(event.get("files", [])))

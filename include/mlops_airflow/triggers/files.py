@@ -57,3 +57,33 @@ class NewFilesTrigger(BaseTrigger):
                 yield TriggerEvent({"status": "success", "files": [f.to_dict() for f in files]})
                 return
             await asyncio.sleep(self.poll_interval)
+
+
+class FilesConsumedTrigger(BaseTrigger):
+    """Fires once none of ``paths`` exists any more (the ingest moved them to the archive).
+
+    :param paths: absolute file paths announced earlier.
+    :param poll_interval: seconds between checks.
+    """
+
+    def __init__(self, paths: list[str], poll_interval: float = 5.0) -> None:
+        super().__init__()
+        self.paths = list(paths)
+        self.poll_interval = poll_interval
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {"paths": self.paths, "poll_interval": self.poll_interval},
+        )
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        import os
+
+        while True:
+            left = await asyncio.to_thread(lambda: [p for p in self.paths if os.path.exists(p)])
+            if not left:
+                yield TriggerEvent({"status": "success", "files": self.paths})
+                return
+            self.log.info("%d of %d announced file(s) not consumed yet", len(left), len(self.paths))
+            await asyncio.sleep(self.poll_interval)

@@ -71,7 +71,7 @@ def ingest_files(settings: "Settings", files: list[str], *, run_id: str, ingeste
             continue
         n_ok, n_bad = len(result.accepted), len(result.rejected)
         if n_bad:
-            reasons = result.summary()
+            reasons = result.summary()["reasons"]
             key = store.quarantine(run_id, path.name, result.rejected, f"{n_bad} row(s) rejected: {reasons}", None)
             log.warning("%s: %d row(s) quarantined at %s: %s", path.name, n_bad, key, reasons)
         log.info("%s: %d row(s) accepted, %d rejected", path.name, n_ok, n_bad)
@@ -79,7 +79,7 @@ def ingest_files(settings: "Settings", files: list[str], *, run_id: str, ingeste
         accepted_frames.append(result.accepted)
         sources.append({"key": path.name, "sha256": sha, "status": "accepted", "rows_accepted": n_ok, "rows_rejected": n_bad})
         file_reports.append({"file": path.name, "status": "accepted", "rows_accepted": n_ok, "rows_rejected": n_bad,
-                             "reasons": result.summary() if n_bad else {}})
+                             "reasons": result.summary()["reasons"] if n_bad else {}})
 
     report = _commit(store, contract, accepted_frames, sources, run_id, ts, rejected_rows)
     report["files"] = file_reports
@@ -138,7 +138,9 @@ def ingest_sql(settings: "Settings", fetch_batch, *, run_id: str, ingested_at: s
     except FileRejected as exc:
         raise ValueError(f"table {src.table} does not match the contract {contract.name}: {exc}") from exc
     if len(result.rejected):
-        store.quarantine(run_id, f"sql-{src.table}", result.rejected, f"{len(result.rejected)} row(s) rejected", None)
+        reasons = result.summary()["reasons"]
+        store.quarantine(run_id, f"sql-{src.table}", result.rejected, f"{len(result.rejected)} row(s) rejected: {reasons}", None)
+        log.warning("%s: %d row(s) quarantined: %s", source_name, len(result.rejected), reasons)
     sources = [{"key": source_name, "sha256": None, "status": "accepted", "rows_accepted": len(result.accepted),
                 "rows_rejected": len(result.rejected)}]
     report = _commit(store, contract, [result.accepted], sources, run_id, ts, len(result.rejected))
