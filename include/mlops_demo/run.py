@@ -212,9 +212,24 @@ class LifecycleDemo:
         run_id = self.client.trigger("promote", conf={"from_env": from_env})
         log(f"Promoting the {from_env} champion (run {run_id})")
         if approve:
-            self._wait_for(lambda: bool(self.client.pending_approvals("promote", run_id)), "the approval request")
+            self._wait_for(lambda: self._task_state("promote", run_id, "approve_promotion") == "awaiting_input",
+                           "the approval request")
+            # Answer like a person would, not within milliseconds: Airflow 3.3.2 can lose a response
+            # that arrives before the scheduler has processed the task's own pause (then the task
+            # is retried and asks again, which the loop below answers too).
+            time.sleep(5)
             log("Approval requested in the UI (Required actions); approving through the REST API")
             self.client.respond_approval("promote", run_id, "approve_promotion", True)
+            deadline = time.monotonic() + self.o.phase_timeout
+            while self.client.run("promote", run_id)["state"] not in ("success", "failed"):
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"promote run {run_id} did not finish")
+                if self._task_state("promote", run_id, "approve_promotion") == "awaiting_input" \
+                        and self.client.pending_approvals("promote", run_id):
+                    time.sleep(5)
+                    log("The approval task asked again (retry); approving again")
+                    self.client.respond_approval("promote", run_id, "approve_promotion", True)
+                time.sleep(2)
         state = self.client.wait_for_run("promote", run_id, timeout=self.o.phase_timeout)
         self._wait_for(lambda: self._succeeded("deploy") > deploys, f"deployment after promoting {from_env}")
         self.result.phases["promote"][f"from_{from_env}"] = state
