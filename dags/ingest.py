@@ -35,12 +35,10 @@ from mlops_airflow.dag_defaults import DEFAULT_ARGS, START_DATE, env_param
 def ingest():
     @task(outlets=[DATASET], execution_timeout=timedelta(minutes=30))
     def ingest_files(**context) -> dict:
-        from airflow.sdk.exceptions import AirflowSkipException
-
         from mlops_core.dropzone import scan_drop_zone
         from mlops_core.stages.ingest import ingest_files as run
 
-        from mlops_airflow.runtime import settings_for, triggering_extras
+        from mlops_airflow.runtime import announce_dataset_version, settings_for, triggering_extras
 
         settings = settings_for(context)
         paths = sorted({f["path"] for e in triggering_extras(context, LANDED_FILES) for f in e.get("files", [])})
@@ -48,15 +46,7 @@ def ingest():
             paths = [f.path for f in scan_drop_zone(settings.dataset.drop_zone, settings.dataset.file_patterns)]
         stamp = context.get("logical_date") or context["dag_run"].run_after
         report = run(settings, paths, run_id=context["run_id"], ingested_at=stamp.isoformat())
-        if report["version_id"] is None:
-            raise AirflowSkipException(f"no new dataset version: {report['reason']}")
-        # A version that already existed is still announced: an earlier try may have committed it
-        # and died before its event was emitted. Consumers are idempotent per version.
-        context["outlet_events"][DATASET].extra = {
-            k: report[k] for k in ("dataset", "version_id", "rows", "rejected_rows", "duplicate_rows",
-                                   "sources", "event_time_min", "event_time_max")
-        }
-        return report
+        return announce_dataset_version(context, report)
 
     ingest_files()
 

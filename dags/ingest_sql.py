@@ -38,7 +38,7 @@ def ingest_sql():
         from mlops_core.stages.ingest import ingest_sql as run
 
         from mlops_airflow.hooks.sql_table import SqlTableHook
-        from mlops_airflow.runtime import settings_for
+        from mlops_airflow.runtime import announce_dataset_version, settings_for
 
         settings = settings_for(context)
         source = settings.dataset.sql_source
@@ -47,15 +47,7 @@ def ingest_sql():
         hook = SqlTableHook(sql_conn_id=source.conn_id)
         stamp = context.get("logical_date") or context["dag_run"].run_after
         report = run(settings, hook.read_after_watermark, run_id=context["run_id"], ingested_at=stamp.isoformat())
-        if report["version_id"] is None:
-            raise AirflowSkipException(f"no new dataset version: {report['reason']}")
-        # A version that already existed is still announced: an earlier try may have committed it
-        # and died before its event was emitted. Consumers are idempotent per version.
-        context["outlet_events"][DATASET].extra = {
-            k: report[k] for k in ("dataset", "version_id", "rows", "rejected_rows", "duplicate_rows",
-                                   "sources", "event_time_min", "event_time_max")
-        }
-        return report
+        return announce_dataset_version(context, report)
 
     ingest_table()
 

@@ -36,3 +36,24 @@ def run_key(context: "Context", prefix: str) -> str:
     digest = hashlib.sha256(f"{context['dag'].dag_id}/{run_id}".encode()).hexdigest()[:10]
     stamp = context.get("logical_date") or context["dag_run"].run_after
     return f"{prefix}-{stamp:%Y%m%dT%H%M%S}-{digest}"
+
+
+DATASET_EVENT_KEYS = ("dataset", "version_id", "rows", "rejected_rows", "duplicate_rows", "sources",
+                      "event_time_min", "event_time_max")
+
+
+def announce_dataset_version(context: "Context", report: dict[str, Any]) -> dict[str, Any]:
+    """Emit the ``dataset_version`` event for an ingestion report, or skip the task.
+
+    A run that produced no version is skipped (no event). A version that already existed is
+    still announced: an earlier try may have committed it and died before its event was
+    emitted; consumers are idempotent per version.
+    """
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    from mlops_airflow.assets import DATASET
+
+    if report["version_id"] is None:
+        raise AirflowSkipException(f"no new dataset version: {report['reason']}")
+    context["outlet_events"][DATASET].extra = {k: report[k] for k in DATASET_EVENT_KEYS}
+    return report
