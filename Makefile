@@ -31,7 +31,7 @@ test-fast: venv
 	$(PY) -m pytest -m "not e2e" $(PYTEST_ARGS)
 
 up: venv
-	$(PY) -m mlops_demo.airflow_stack up --home .airflow --dags dags --port $(PORT)
+	$(PY) -m mlops_demo.airflow_stack up --home .airflow --dags dags --plugins plugins --port $(PORT)
 
 lock:
 	scripts/lock.sh

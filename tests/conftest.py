@@ -33,7 +33,8 @@ def mlops_home(tmp_path, monkeypatch) -> Path:
     home = tmp_path / "mlops"
     monkeypatch.setenv("MLOPS_HOME", str(home))
     monkeypatch.setenv("MLOPS_ENV", "dev")
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    for name in ("MLFLOW_TRACKING_URI", "MLOPS_DROP_ZONE", "MLOPS_CONTRACT", "MLOPS_CONF_DIR"):
+        monkeypatch.delenv(name, raising=False)
     for env in ("DEV", "STAGING", "PROD"):
         monkeypatch.setenv(f"MLOPS_SERVING_PORT_{env}", str(free_port()))
     return home

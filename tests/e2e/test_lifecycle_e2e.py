@@ -7,6 +7,8 @@ scoring servers), then one assertion per outcome.
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 pytestmark = pytest.mark.e2e
@@ -16,16 +18,17 @@ pytestmark = pytest.mark.e2e
 def demo(tmp_path_factory):
     from mlops_demo.run import DemoOptions, LifecycleDemo, print_summary
 
-    mp = pytest.MonkeyPatch()
-    for name in ("MLOPS_HOME", "MLOPS_ENV", "MLOPS_DROP_ZONE", "MLFLOW_TRACKING_URI"):
-        mp.delenv(name, raising=False)
+    saved = dict(os.environ)  # the demo points this process at its own home: undo that afterwards
+    for name in ("MLOPS_HOME", "MLOPS_ENV", "MLOPS_DROP_ZONE", "MLOPS_CONTRACT", "MLFLOW_TRACKING_URI"):
+        os.environ.pop(name, None)
     try:
         result = LifecycleDemo(DemoOptions(home=tmp_path_factory.mktemp("e2e") / "demo", rows=600,
                                            phase_timeout=480)).run()
         print_summary(result)
         yield result
     finally:
-        mp.undo()
+        os.environ.clear()
+        os.environ.update(saved)
 
 
 def test_every_phase_succeeded(demo):

@@ -20,7 +20,8 @@ def lifecycle(tmp_path_factory):
     home = tmp_path_factory.mktemp("stages") / "mlops"
     mp.setenv("MLOPS_HOME", str(home))
     mp.setenv("MLOPS_ENV", "dev")
-    mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+    for name in ("MLFLOW_TRACKING_URI", "MLOPS_DROP_ZONE", "MLOPS_CONTRACT", "MLOPS_CONF_DIR"):
+        mp.delenv(name, raising=False)
     for env in ("DEV", "STAGING", "PROD"):
         mp.setenv(f"MLOPS_SERVING_PORT_{env}", str(free_port()))
 
