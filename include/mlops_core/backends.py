@@ -17,6 +17,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,22 +84,27 @@ class LocalSubprocessCompute:
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
         self._procs[job_name] = proc
+        # A watchdog stops the job at the deadline even if it prints nothing.
+        timed_out = threading.Event()
+
+        def on_deadline() -> None:
+            timed_out.set()
+            self.stop(job_name)
+
+        watchdog = threading.Timer(timeout_seconds, on_deadline)
+        watchdog.daemon = True
+        watchdog.start()
         try:
             assert proc.stdout is not None
             for line in proc.stdout:
                 log.info("[%s] %s", job_name, line.rstrip())
-                if time.monotonic() - start > timeout_seconds:
-                    self.stop(job_name)
-                    return TrainingJobResult(job_name, "Stopped", str(ml_root), time.monotonic() - start,
-                                             f"timed out after {timeout_seconds:.0f}s")
-            code = proc.wait(timeout=max(1.0, timeout_seconds - (time.monotonic() - start)))
-        except subprocess.TimeoutExpired:
-            self.stop(job_name)
-            return TrainingJobResult(job_name, "Stopped", str(ml_root), time.monotonic() - start,
-                                     f"timed out after {timeout_seconds:.0f}s")
+            code = proc.wait()
         finally:
+            watchdog.cancel()
             self._procs.pop(job_name, None)
         seconds = time.monotonic() - start
+        if timed_out.is_set():
+            return TrainingJobResult(job_name, "Stopped", str(ml_root), seconds, f"timed out after {timeout_seconds:.0f}s")
         if code == 0:
             return TrainingJobResult(job_name, "Completed", str(ml_root), seconds)
         failure = Path(ml_root) / "output" / "failure"
