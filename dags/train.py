@@ -38,22 +38,23 @@ from mlops_airflow.operators.training import TrainingJobOperator
     },
 )
 def train():
-    def _overrides(params: dict) -> dict:
-        training = {}
-        if params.get("algorithm"):
-            training["algorithm"] = params["algorithm"]
-        if params.get("window_days"):
-            training["window_days"] = int(params["window_days"])
-        return {"training": training}
+    def _settings(context):
+        """The run's settings with its Param overrides (an algorithm starts from its own defaults)."""
+        from mlops_core.settings import with_algorithm
+
+        from mlops_airflow.runtime import settings_for
+
+        params = context["params"]
+        window = {"window_days": int(params["window_days"])} if params.get("window_days") else {}
+        return with_algorithm(settings_for(context, training=window), params.get("algorithm"))
 
     @task(execution_timeout=timedelta(minutes=30))
     def training_set(**context) -> dict:
         from mlops_core.stages.train import build_training_set
 
-        from mlops_airflow.runtime import run_key, settings_for
+        from mlops_airflow.runtime import run_key
 
-        settings = settings_for(context, **_overrides(context["params"]))
-        return build_training_set(settings, run_key(context, "ts"))
+        return build_training_set(_settings(context), run_key(context, "ts"))
 
     ts = training_set()
     job = TrainingJobOperator(task_id="train_model", training_set=ts, algorithm="{{ params.algorithm or '' }}")
@@ -62,10 +63,9 @@ def train():
     def log_to_mlflow(training_set: dict, job: dict, **context) -> dict:
         from mlops_core.stages.train import log_candidate
 
-        from mlops_airflow.runtime import run_key, settings_for
+        from mlops_airflow.runtime import run_key
 
-        settings = settings_for(context, **_overrides(context["params"]))
-        candidate = log_candidate(settings, training_set, job, run_key(context, "train"))
+        candidate = log_candidate(_settings(context), training_set, job, run_key(context, "train"))
         context["outlet_events"][MODEL_CANDIDATE].extra = candidate
         return candidate
 

@@ -296,3 +296,11 @@ def with_overrides(settings: Settings, **sections: dict[str, Any]) -> Settings:
             raise SettingsError(f"cannot override {name!r}")
         changes[name] = replace(current, **values)
     return replace(settings, **changes)
+
+
+def with_algorithm(settings: Settings, algorithm: str | None) -> Settings:
+    """Settings that train ``algorithm``. The configured hyperparameters belong to the configured
+    algorithm, so another algorithm starts from its own defaults."""
+    if not algorithm or algorithm == settings.training.algorithm:
+        return settings
+    return with_overrides(settings, training={"algorithm": algorithm, "hyperparameters": {}})

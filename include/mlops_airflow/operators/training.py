@@ -43,11 +43,12 @@ class TrainingJobOperator(BaseOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         from mlops_core.backends import compute_backend
+        from mlops_core.settings import with_algorithm
         from mlops_core.stages import train as stage
 
         from mlops_airflow.runtime import run_key, settings_for
 
-        settings = settings_for(context, self.env, training={"algorithm": self.algorithm} if self.algorithm else {})
+        settings = with_algorithm(settings_for(context, self.env), self.algorithm)
         job_name = self.job_name or run_key(context, "train")
         self._compute, self._running_job = compute_backend(settings), job_name
         self.log.info("Training job %s on the %s compute backend", job_name, settings.backends.compute)
