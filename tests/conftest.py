@@ -30,7 +30,11 @@ def pytest_unconfigure(config):
 @pytest.fixture
 def mlops_home(tmp_path, monkeypatch) -> Path:
     """An isolated MLOPS_HOME with its own drop zone, store, MLflow DB and serving ports."""
-    home = tmp_path / "mlops"
+    return isolate_mlops_env(monkeypatch, tmp_path / "mlops")
+
+
+def isolate_mlops_env(monkeypatch, home: Path) -> Path:
+    """Point every MLOPS_* setting at ``home`` (free serving ports; nothing inherited)."""
     monkeypatch.setenv("MLOPS_HOME", str(home))
     monkeypatch.setenv("MLOPS_ENV", "dev")
     for name in ("MLFLOW_TRACKING_URI", "MLOPS_DROP_ZONE", "MLOPS_CONTRACT", "MLOPS_CONF_DIR"):

@@ -37,9 +37,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-import os
 import re
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -52,6 +50,7 @@ from mlops_core.contract import (
     SOURCE_COLUMN,
     DatasetContract,
 )
+from mlops_core.storage import LocalObjectStore
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -249,17 +248,10 @@ class FeatureRepository:
         path = self.offline_path(version_id)
         frame = self._offline_frame(rows, f"dataset version {version_id}")
         table = _to_arrow(frame, self._arrow_schema())
-        self.offline_dir.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=self.offline_dir)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                pq.write_table(table, fh)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        buf = io.BytesIO()
+        pq.write_table(table, buf)
+        # Atomic (temp name without a .parquet suffix, then rename): Feast's reader never sees half a file.
+        LocalObjectStore(self.offline_dir).put_bytes(path.name, buf.getvalue())
 
         written, stale = self._push_online(frame)
         result = {

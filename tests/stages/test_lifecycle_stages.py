@@ -11,19 +11,13 @@ import json
 
 import pytest
 
-from tests.conftest import free_port
+from tests.conftest import isolate_mlops_env
 
 
 @pytest.fixture(scope="module")
 def lifecycle(tmp_path_factory):
     mp = pytest.MonkeyPatch()
-    home = tmp_path_factory.mktemp("stages") / "mlops"
-    mp.setenv("MLOPS_HOME", str(home))
-    mp.setenv("MLOPS_ENV", "dev")
-    for name in ("MLFLOW_TRACKING_URI", "MLOPS_DROP_ZONE", "MLOPS_CONTRACT", "MLOPS_CONF_DIR"):
-        mp.delenv(name, raising=False)
-    for env in ("DEV", "STAGING", "PROD"):
-        mp.setenv(f"MLOPS_SERVING_PORT_{env}", str(free_port()))
+    home = isolate_mlops_env(mp, tmp_path_factory.mktemp("stages") / "mlops")
 
     from mlops_core.demo_data import DriftSpec, write_bad_files, write_day_files
     from mlops_core.dropzone import scan_drop_zone
