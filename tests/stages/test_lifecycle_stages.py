@@ -121,3 +121,33 @@ def test_promotion_to_staging_serves_there(lifecycle):
     promoted, dep = lifecycle["promoted"], lifecycle["staging_deploy"]
     assert promoted["env"] == "staging" and promoted["model_name"] == "staging.churn"
     assert dep["version"] == promoted["version"] and dep["env"] == "staging"
+
+
+def test_failed_smoke_test_rolls_back_to_the_previous_champion(lifecycle, monkeypatch):
+    """Fault injection: the smoke test of the newly deployed version fails; everything else is real."""
+    from mlops_core.backends import model_registry, serving_backend
+    from mlops_core.serving import LocalModelServer, SmokeTestFailed
+    from mlops_core.stages.deploy import DeploymentFailed, deploy_champion
+
+    s = lifecycle["settings"]
+    registry = model_registry(s)
+    name = s.registered_model_name
+    live = registry.champion(name).version
+    versions = sorted({lifecycle["initial"]["evaluation"]["version"], live}, key=int)
+    bad = next((v for v in versions if v != live), None)
+    assert bad is not None, "the seeded lifecycle promotes the drift challenger: two versions exist"
+    registry.set_champion(name, bad, previous=live)
+
+    real_smoke = LocalModelServer.smoke_test
+
+    def smoke(self, rows, *args, **kwargs):
+        if self.current() and str(self.current()["model_version"]) == str(bad):
+            raise SmokeTestFailed(f"injected: version {bad} answers garbage")
+        return real_smoke(self, rows, *args, **kwargs)
+
+    monkeypatch.setattr(LocalModelServer, "smoke_test", smoke)
+    with pytest.raises(DeploymentFailed, match=f"rolled back to version {live}"):
+        deploy_champion(s, bad)
+    assert registry.champion(name).version == live
+    current = serving_backend(s).current()
+    assert current["alive"] and str(current["model_version"]) == str(live)

@@ -27,6 +27,11 @@ def _smoke_rows(settings: "Settings", info) -> "Any":
     from mlops_core.training.model import prepare_features
 
     contract = settings.load_contract()
+    if "mlops.training_set" not in info.tags:
+        raise DeploymentFailed(
+            f"{info.name} version {info.version} has no 'mlops.training_set' tag, so there are no held-out rows "
+            "to smoke-test it with; register models through evaluate_register"
+        )
     holdout = read_training_frame(settings, {"key": info.tags["mlops.training_set"]}, "holdout")
     return prepare_features(holdout.head(settings.serving.smoke_rows), contract)
 

@@ -43,7 +43,13 @@ def check_for_retraining(settings: "Settings", version_ids: list[str], *, run_ke
         return {**base, "retrain": True, "reason": "no_champion", "summary": f"{name} has no champion yet"}
 
     current = DatasetStore(objects, contract.name).read_versions(list(version_ids))
-    reference = pd.read_parquet(io.BytesIO(objects.get_bytes(champion.tags["mlops.drift_reference"])))
+    reference_key = champion.tags.get("mlops.drift_reference")
+    if not reference_key:
+        raise ValueError(
+            f"{name} version {champion.version} has no 'mlops.drift_reference' tag (it was not registered by "
+            "evaluate_register); retrain with the train DAG or trigger monitor with force_retrain"
+        )
+    reference = pd.read_parquet(io.BytesIO(objects.get_bytes(reference_key)))
     m = settings.monitoring
     result, html = detect_drift(reference, current, contract,
                                 DriftThresholds(drift_share=m.drift_share_threshold, column_p_value=m.column_p_value,
