@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from airflow.sdk import dag, task
+from airflow.sdk import Param, dag, task
 
 from mlops_airflow.assets import DATASET, FEATURES
 from mlops_airflow.dag_defaults import DEFAULT_ARGS, START_DATE, env_param
@@ -25,7 +25,11 @@ from mlops_airflow.dag_defaults import DEFAULT_ARGS, START_DATE, env_param
     doc_md=__doc__,
     default_args=DEFAULT_ARGS,
     tags=["mlops", "features"],
-    params={"env": env_param()},
+    params={
+        "env": env_param(),
+        "dataset_version": Param(None, type=["null", "string"], pattern="^[0-9a-f]{16}$", title="Dataset version",
+                                 description="Manual runs: (re)materialize this version (empty: the newest)."),
+    },
 )
 def features():
     @task(outlets=[FEATURES], execution_timeout=timedelta(minutes=30))
@@ -40,6 +44,8 @@ def features():
 
         settings = settings_for(context)
         versions = [e["version_id"] for e in triggering_extras(context, DATASET) if e.get("version_id")]
+        if context["params"].get("dataset_version"):
+            versions = [context["params"]["dataset_version"]]
         if not versions:  # a manual run: (re)materialize the newest version
             latest = DatasetStore(object_store(settings), settings.load_contract().name).latest_version()
             if latest is None:

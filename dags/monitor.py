@@ -31,6 +31,8 @@ from mlops_airflow.dag_defaults import DEFAULT_ARGS, START_DATE, env_param
         "env": env_param(),
         "force_retrain": Param(False, type="boolean", title="Force retrain",
                                description="Request retraining whatever the drift verdict."),
+        "dataset_version": Param(None, type=["null", "string"], pattern="^[0-9a-f]{16}$", title="Dataset version",
+                                 description="Manual runs: check this version against the reference (empty: the newest)."),
     },
 )
 def monitor():
@@ -44,6 +46,8 @@ def monitor():
 
         settings = settings_for(context)
         versions = [v for e in triggering_extras(context, FEATURES) for v in e.get("version_ids", [])]
+        if context["params"].get("dataset_version"):
+            versions = [context["params"]["dataset_version"]]
         if not versions:
             latest = DatasetStore(object_store(settings), settings.load_contract().name).latest_version()
             versions = [latest["version_id"]] if latest else []

@@ -35,6 +35,9 @@ from mlops_airflow.operators.training import TrainingJobOperator
                            title="Algorithm", description="Override training.algorithm for this run (empty: use the settings)."),
         "window_days": Param(None, type=["null", "integer"], minimum=1, maximum=3650, title="Training window (days)",
                              description="Override training.window_days for this run (empty: use the settings)."),
+        "compute_backend": Param(None, type=["null", "string"], enum=[None, "local", "aws", "azure"],
+                                 title="Compute backend",
+                                 description="Override backends.compute for this run (empty: use the settings)."),
     },
 )
 def train():
@@ -46,7 +49,8 @@ def train():
 
         params = context["params"]
         window = {"window_days": int(params["window_days"])} if params.get("window_days") else {}
-        return with_algorithm(settings_for(context, training=window), params.get("algorithm"))
+        compute = {"compute": params["compute_backend"]} if params.get("compute_backend") else {}
+        return with_algorithm(settings_for(context, training=window, backends=compute), params.get("algorithm"))
 
     @task(execution_timeout=timedelta(minutes=30))
     def training_set(**context) -> dict:
@@ -57,7 +61,12 @@ def train():
         return build_training_set(_settings(context), run_key(context, "ts"))
 
     ts = training_set()
-    job = TrainingJobOperator(task_id="train_model", training_set=ts, algorithm="{{ params.algorithm or '' }}")
+    job = TrainingJobOperator(
+        task_id="train_model",
+        training_set=ts,
+        algorithm="{{ params.algorithm or '' }}",
+        compute_backend="{{ params.compute_backend or '' }}",
+    )
 
     @task(outlets=[MODEL_CANDIDATE], execution_timeout=timedelta(minutes=20))
     def log_to_mlflow(training_set: dict, job: dict, **context) -> dict:

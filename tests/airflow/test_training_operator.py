@@ -44,7 +44,7 @@ def _context(run_id: str) -> dict:
 
 
 def test_template_fields():
-    assert set(TrainingJobOperator.template_fields) == {"training_set", "job_name", "env", "algorithm"}
+    assert set(TrainingJobOperator.template_fields) == {"training_set", "job_name", "env", "algorithm", "compute_backend"}
     op = TrainingJobOperator(task_id="t", training_set="{{ ti.xcom_pull('x') }}", algorithm="{{ params.algorithm }}")
     assert op.algorithm == "{{ params.algorithm }}"  # stored as given, rendered at run time
 
@@ -70,3 +70,13 @@ def test_failed_job_raises_with_its_reason(mlops_home):
     op = TrainingJobOperator(task_id="train_model", training_set=ts)
     with pytest.raises(TrainingJobFailed, match="single class"):
         op.execute(_context("manual__2"))
+
+
+def test_unbuilt_backend_override_fails_clearly(mlops_home):
+    from mlops_core.backends import BackendNotAvailable
+    from mlops_core.settings import load_settings
+
+    ts = _training_set(load_settings("dev"), "aws")
+    op = TrainingJobOperator(task_id="train_model", training_set=ts, compute_backend="aws")
+    with pytest.raises(BackendNotAvailable, match="backends.compute = 'aws'"):
+        op.execute(_context("manual__3"))

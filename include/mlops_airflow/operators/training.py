@@ -19,9 +19,10 @@ class TrainingJobOperator(BaseOperator):
     :param job_name: deterministic job name; default derived from the DAG run. (templated)
     :param env: environment whose settings to use; default the run's ``env`` Param. (templated)
     :param algorithm: override ``training.algorithm``; empty uses the settings. (templated)
+    :param compute_backend: override ``backends.compute``; empty uses the settings. (templated)
     """
 
-    template_fields: Sequence[str] = ("training_set", "job_name", "env", "algorithm")
+    template_fields: Sequence[str] = ("training_set", "job_name", "env", "algorithm", "compute_backend")
     ui_color = "#fdf0e2"
 
     def __init__(
@@ -31,6 +32,7 @@ class TrainingJobOperator(BaseOperator):
         job_name: str | None = None,
         env: str | None = None,
         algorithm: str | None = None,
+        compute_backend: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -38,6 +40,7 @@ class TrainingJobOperator(BaseOperator):
         self.job_name = job_name
         self.env = env
         self.algorithm = algorithm
+        self.compute_backend = compute_backend
         self._compute = None
         self._running_job: str | None = None
 
@@ -48,7 +51,8 @@ class TrainingJobOperator(BaseOperator):
 
         from mlops_airflow.runtime import run_key, settings_for
 
-        settings = with_algorithm(settings_for(context, self.env), self.algorithm)
+        backends = {"compute": self.compute_backend} if self.compute_backend else {}
+        settings = with_algorithm(settings_for(context, self.env, backends=backends), self.algorithm)
         job_name = self.job_name or run_key(context, "train")
         self._compute, self._running_job = compute_backend(settings), job_name
         self.log.info("Training job %s on the %s compute backend", job_name, settings.backends.compute)
