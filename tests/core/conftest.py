@@ -69,3 +69,34 @@ def keyless() -> DatasetContract:
 @pytest.fixture()
 def store(tmp_path: Path) -> LocalObjectStore:
     return LocalObjectStore(tmp_path / "store")
+
+
+# ----------------------------------------------------------------------------- toy models
+TOY_FEATURES = ["tenure", "charges", "plan"]
+
+
+def toy_frame(n: int, seed: int) -> pd.DataFrame:
+    """Three toy feature columns (int, float, category) for registry/serving tests."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame(
+        {
+            "tenure": rng.integers(0, 100, n),
+            "charges": rng.normal(50.0, 10.0, n),
+            "plan": rng.choice(["basic", "standard", "premium"], n),
+        }
+    )
+
+
+def toy_pipeline(X: pd.DataFrame, y, C: float = 1.0):
+    """A fitted OneHotEncoder + StandardScaler + LogisticRegression pipeline over TOY_FEATURES."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    pre = ColumnTransformer(
+        [("cat", OneHotEncoder(handle_unknown="ignore"), ["plan"]), ("num", StandardScaler(), ["tenure", "charges"])]
+    )
+    return Pipeline([("pre", pre), ("clf", LogisticRegression(C=C))]).fit(X, y)

@@ -6,9 +6,9 @@ import os
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
+from conftest import TOY_FEATURES, toy_frame, toy_pipeline
 
 from mlops_core.registry import (
     CHAMPION_ALIAS,
@@ -21,33 +21,18 @@ from mlops_core.registry import (
     RegistryError,
 )
 
-FEATURES = ["tenure", "charges", "plan"]
+FEATURES = TOY_FEATURES
 DATASET_SOURCE = "/data/store/datasets/churn/versions/abc123"
 
 
 def churn_frame(n: int = 120, seed: int = 0) -> pd.DataFrame:
-    rng = np.random.default_rng(seed)
-    df = pd.DataFrame(
-        {
-            "tenure": rng.integers(0, 100, n),
-            "charges": rng.normal(50.0, 10.0, n),
-            "plan": rng.choice(["basic", "standard", "premium"], n),
-        }
-    )
+    df = toy_frame(n, seed)
     df["churned"] = ((df["tenure"] < 30) | (df["plan"] == "basic")).astype(int)
     return df
 
 
 def small_pipeline(df: pd.DataFrame, C: float = 1.0):
-    from sklearn.compose import ColumnTransformer
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import Pipeline
-    from sklearn.preprocessing import OneHotEncoder, StandardScaler
-
-    pre = ColumnTransformer(
-        [("cat", OneHotEncoder(handle_unknown="ignore"), ["plan"]), ("num", StandardScaler(), ["tenure", "charges"])]
-    )
-    return Pipeline([("pre", pre), ("clf", LogisticRegression(C=C))]).fit(df[FEATURES], df["churned"])
+    return toy_pipeline(df[FEATURES], df["churned"], C)
 
 
 def log_run(registry: ModelRegistry, run_name: str, df: pd.DataFrame, C: float = 1.0, **extra) -> str:

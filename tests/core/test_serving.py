@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import TOY_FEATURES, toy_frame, toy_pipeline
 
 from mlops_core.registry import ModelRegistry
 from mlops_core.serving import (
@@ -33,7 +34,7 @@ from mlops_core.serving import (
     port_is_free,
 )
 
-FEATURES = ["tenure", "charges", "plan"]
+FEATURES = TOY_FEATURES
 MODEL = "dev.serve"
 
 
@@ -44,28 +45,13 @@ def free_port() -> int:
 
 
 def frame(n: int = 80, seed: int = 1) -> pd.DataFrame:
-    rng = np.random.default_rng(seed)
-    df = pd.DataFrame(
-        {
-            "tenure": rng.integers(0, 100, n),
-            "charges": rng.normal(50.0, 10.0, n),
-            "plan": rng.choice(["basic", "standard", "premium"], n),
-        }
-    )
+    df = toy_frame(n, seed)
     df["churned"] = (df["tenure"] < 40).astype(int)
     return df
 
 
 def pipeline(X: pd.DataFrame, y: pd.Series):
-    from sklearn.compose import ColumnTransformer
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import Pipeline
-    from sklearn.preprocessing import OneHotEncoder, StandardScaler
-
-    pre = ColumnTransformer(
-        [("cat", OneHotEncoder(handle_unknown="ignore"), ["plan"]), ("num", StandardScaler(), ["tenure", "charges"])]
-    )
-    return Pipeline([("pre", pre), ("clf", LogisticRegression())]).fit(X, y)
+    return toy_pipeline(X, y)
 
 
 @pytest.fixture(scope="module")
