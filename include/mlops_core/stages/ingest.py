@@ -32,13 +32,14 @@ def ingest_files(settings: "Settings", files: list[str], *, run_id: str, ingeste
     """
     import pandas as pd
 
-    from mlops_core.datasets import DatasetStore
+    from mlops_core.datasets import DatasetStore, safe_key_part
     from mlops_core.dropzone import archive_file
     from mlops_core.validation import FileRejected, read_source, validate
 
     contract = settings.load_contract()
     store = DatasetStore(object_store(settings), contract.name)
-    archive_dir = Path(settings.dataset.drop_zone).parent / f"{Path(settings.dataset.drop_zone).name}.archive" / _safe(run_id)
+    drop_zone = Path(settings.dataset.drop_zone)
+    archive_dir = drop_zone.parent / f"{drop_zone.name}.archive" / safe_key_part(run_id)
     ts = pd.Timestamp(ingested_at)
     ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
 
@@ -159,14 +160,12 @@ def _commit(store, contract, frames, sources, run_id, ts, rejected_rows) -> dict
         return {**base, "created": False, "version_id": None, "rows": 0, "duplicate_rows": 0,
                 "reason": "no accepted rows"}
     accepted = pd.concat(frames, ignore_index=True)
-    # The same row may arrive in two files of one batch: keep the first.
-    before = len(accepted)
-    accepted = accepted.drop_duplicates("_row_key", keep="first")
-    in_batch_dupes = before - len(accepted)
+    # commit_version leaves out (and returns, with the reason) rows already in a version and rows
+    # repeated across the files of this batch; they are quarantined, never silently dropped.
     result = store.commit_version(accepted, contract, sources=sources, run_id=run_id, created_at=ts.isoformat())
-    dupes = len(result.duplicates) + in_batch_dupes
-    if len(result.duplicates):
-        store.quarantine(run_id, "duplicate-rows", result.duplicates, f"{len(result.duplicates)} row(s) already ingested", None)
+    dupes = len(result.duplicates)
+    if dupes:
+        store.quarantine(run_id, "duplicate-rows", result.duplicates, f"{dupes} duplicate row(s) left out", None)
     manifest = result.manifest
     version_id = manifest["version_id"] if manifest else None
     store.record_sources(_new_sources(sources), version_id, run_id)
@@ -188,7 +187,3 @@ def _commit(store, contract, frames, sources, run_id, ts, rejected_rows) -> dict
 def _new_sources(sources: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Sources to record in the ledger: files seen for the first time (not SQL reads, not duplicates)."""
     return [s for s in sources if s.get("sha256") and s["status"] != "duplicate"]
-
-
-def _safe(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
