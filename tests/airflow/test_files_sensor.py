@@ -48,7 +48,7 @@ def test_trigger_fires_when_a_complete_file_lands(tmp_path):
     assert [f["name"] for f in payload["files"]] == ["day1.csv"]
 
 
-def test_trigger_reports_scan_errors(tmp_path):
+def test_trigger_keeps_waiting_while_the_folder_is_missing(tmp_path):
     target = tmp_path / "not-a-dir"
     target.write_text("x")
 
