@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-TRIVIAL = '''
+TRIVIAL = """
 import pendulum
 from airflow.sdk import dag, task
 
@@ -34,12 +34,17 @@ def trivial():
 
 
 trivial()
-'''
+"""
 
 
 def probe(path: Path) -> dict:
-    out = subprocess.run([sys.executable, "-m", "mlops_demo.parse_probe", str(path)], cwd=REPO,
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "mlops_demo.parse_probe", str(path)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 

@@ -28,10 +28,20 @@ from mlops_airflow.dag_defaults import DEFAULT_ARGS, START_DATE, env_param
     tags=["mlops", "evaluation", "registry"],
     params={
         "env": env_param(),
-        "min_improvement": Param(None, type=["null", "number"], minimum=0, maximum=1, title="Promotion margin",
-                                 description="Override evaluation.min_improvement (empty: use the settings)."),
-        "mlflow_run_id": Param(None, type=["null", "string"], title="MLflow run id",
-                               description="Manual runs: evaluate this run instead of the triggering candidate."),
+        "min_improvement": Param(
+            None,
+            type=["null", "number"],
+            minimum=0,
+            maximum=1,
+            title="Promotion margin",
+            description="Override evaluation.min_improvement (empty: use the settings).",
+        ),
+        "mlflow_run_id": Param(
+            None,
+            type=["null", "string"],
+            title="MLflow run id",
+            description="Manual runs: evaluate this run instead of the triggering candidate.",
+        ),
     },
 )
 def evaluate_register():

@@ -27,8 +27,13 @@ from mlops_airflow.dag_defaults import DEFAULT_ARGS, START_DATE, env_param
     tags=["mlops", "features"],
     params={
         "env": env_param(),
-        "dataset_version": Param(None, type=["null", "string"], pattern="^[0-9a-f]{16}$", title="Dataset version",
-                                 description="Manual runs: (re)materialize this version (empty: the newest)."),
+        "dataset_version": Param(
+            None,
+            type=["null", "string"],
+            pattern="^[0-9a-f]{16}$",
+            title="Dataset version",
+            description="Manual runs: (re)materialize this version (empty: the newest).",
+        ),
     },
 )
 def features():

@@ -29,10 +29,16 @@ from mlops_airflow.dag_defaults import DEFAULT_ARGS, START_DATE, env_param
     tags=["mlops", "monitoring"],
     params={
         "env": env_param(),
-        "force_retrain": Param(False, type="boolean", title="Force retrain",
-                               description="Request retraining whatever the drift verdict."),
-        "dataset_version": Param(None, type=["null", "string"], pattern="^[0-9a-f]{16}$", title="Dataset version",
-                                 description="Manual runs: check this version against the reference (empty: the newest)."),
+        "force_retrain": Param(
+            False, type="boolean", title="Force retrain", description="Request retraining whatever the drift verdict."
+        ),
+        "dataset_version": Param(
+            None,
+            type=["null", "string"],
+            pattern="^[0-9a-f]{16}$",
+            title="Dataset version",
+            description="Manual runs: check this version against the reference (empty: the newest).",
+        ),
     },
 )
 def monitor():
@@ -51,8 +57,9 @@ def monitor():
         if not versions:
             latest = DatasetStore(object_store(settings), settings.load_contract().name).latest_version()
             versions = [latest["version_id"]] if latest else []
-        return check_for_retraining(settings, versions, run_key=run_key(context, "monitor"),
-                                    force=bool(context["params"]["force_retrain"]))
+        return check_for_retraining(
+            settings, versions, run_key=run_key(context, "monitor"), force=bool(context["params"]["force_retrain"])
+        )
 
     @task.short_circuit
     def needs_retraining(verdict: dict) -> bool:

@@ -28,10 +28,20 @@ from mlops_airflow.dag_defaults import DEFAULT_ARGS, START_DATE
     default_args=DEFAULT_ARGS,
     tags=["mlops", "promotion", "registry"],
     params={
-        "from_env": Param("dev", type="string", enum=["dev", "staging"], title="From environment",
-                          description="Promote this environment's champion to the next one (promotion.next_env)."),
-        "version": Param(None, type=["null", "string"], pattern="^[0-9]+$", title="Model version",
-                         description="Version to promote (empty: the source environment's @champion)."),
+        "from_env": Param(
+            "dev",
+            type="string",
+            enum=["dev", "staging"],
+            title="From environment",
+            description="Promote this environment's champion to the next one (promotion.next_env).",
+        ),
+        "version": Param(
+            None,
+            type=["null", "string"],
+            pattern="^[0-9]+$",
+            title="Model version",
+            description="Version to promote (empty: the source environment's @champion).",
+        ),
     },
 )
 def promote():
@@ -48,8 +58,8 @@ def promote():
     approve = ApprovalOperator(
         task_id="approve_promotion",
         subject="Promote {{ ti.xcom_pull(task_ids='plan')['source_model'] }} version "
-                "{{ ti.xcom_pull(task_ids='plan')['source_version'] }} to "
-                "{{ ti.xcom_pull(task_ids='plan')['to_env'] }}?",
+        "{{ ti.xcom_pull(task_ids='plan')['source_version'] }} to "
+        "{{ ti.xcom_pull(task_ids='plan')['to_env'] }}?",
         body="The model becomes @champion of {{ ti.xcom_pull(task_ids='plan')['target_model'] }} and is deployed there.",
         response_timeout=timedelta(days=3),
     )

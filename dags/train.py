@@ -30,14 +30,28 @@ from mlops_airflow.operators.training import TrainingJobOperator
     tags=["mlops", "training"],
     params={
         "env": env_param(),
-        "algorithm": Param(None, type=["null", "string"],
-                           enum=[None, "hist_gradient_boosting", "random_forest", "logistic_regression", "ridge"],
-                           title="Algorithm", description="Override training.algorithm for this run (empty: use the settings)."),
-        "window_days": Param(None, type=["null", "integer"], minimum=1, maximum=3650, title="Training window (days)",
-                             description="Override training.window_days for this run (empty: use the settings)."),
-        "compute_backend": Param(None, type=["null", "string"], enum=[None, "local", "aws", "azure"],
-                                 title="Compute backend",
-                                 description="Override backends.compute for this run (empty: use the settings)."),
+        "algorithm": Param(
+            None,
+            type=["null", "string"],
+            enum=[None, "hist_gradient_boosting", "random_forest", "logistic_regression", "ridge"],
+            title="Algorithm",
+            description="Override training.algorithm for this run (empty: use the settings).",
+        ),
+        "window_days": Param(
+            None,
+            type=["null", "integer"],
+            minimum=1,
+            maximum=3650,
+            title="Training window (days)",
+            description="Override training.window_days for this run (empty: use the settings).",
+        ),
+        "compute_backend": Param(
+            None,
+            type=["null", "string"],
+            enum=[None, "local", "aws", "azure"],
+            title="Compute backend",
+            description="Override backends.compute for this run (empty: use the settings).",
+        ),
     },
 )
 def train():

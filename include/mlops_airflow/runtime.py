@@ -38,8 +38,16 @@ def run_key(context: "Context", prefix: str) -> str:
     return f"{prefix}-{stamp:%Y%m%dT%H%M%S}-{digest}"
 
 
-DATASET_EVENT_KEYS = ("dataset", "version_id", "rows", "rejected_rows", "duplicate_rows", "sources",
-                      "event_time_min", "event_time_max")
+DATASET_EVENT_KEYS = (
+    "dataset",
+    "version_id",
+    "rows",
+    "rejected_rows",
+    "duplicate_rows",
+    "sources",
+    "event_time_min",
+    "event_time_max",
+)
 
 
 def announce_dataset_version(context: "Context", report: dict[str, Any]) -> dict[str, Any]:

@@ -80,7 +80,11 @@ class LocalSubprocessCompute:
         log.info("Starting local training job %s: %s", job_name, " ".join(cmd))
         start = time.monotonic()
         proc = subprocess.Popen(
-            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+            cmd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
         self._procs[job_name] = proc
@@ -104,7 +108,9 @@ class LocalSubprocessCompute:
             self._procs.pop(job_name, None)
         seconds = time.monotonic() - start
         if timed_out.is_set():
-            return TrainingJobResult(job_name, "Stopped", str(ml_root), seconds, f"timed out after {timeout_seconds:.0f}s")
+            return TrainingJobResult(
+                job_name, "Stopped", str(ml_root), seconds, f"timed out after {timeout_seconds:.0f}s"
+            )
         if code == 0:
             return TrainingJobResult(job_name, "Completed", str(ml_root), seconds)
         failure = Path(ml_root) / "output" / "failure"

@@ -139,7 +139,9 @@ class DatasetContract:
             raise ContractDefinitionError(f"{source}: event_time column {self.event_time!r} must have type timestamp")
         if self.column(self.target).nullable:
             raise ContractDefinitionError(f"{source}: target column {self.target!r} cannot be nullable")
-        if self.task == "classification" and not (self.column(self.target).allowed or self.column(self.target).is_categorical):
+        if self.task == "classification" and not (
+            self.column(self.target).allowed or self.column(self.target).is_categorical
+        ):
             raise ContractDefinitionError(
                 f"{source}: a classification target needs 'allowed' classes or a category/string/bool type"
             )

@@ -188,14 +188,18 @@ class DatasetStore:
         out = _concat(parts)
         if columns is not None and not out.empty:
             out = out[list(columns)]
-        log.info("read_window %s [%s, %s): %d rows from %d partitions", self.dataset, start_ts, end_ts, len(out), len(parts))
+        log.info(
+            "read_window %s [%s, %s): %d rows from %d partitions", self.dataset, start_ts, end_ts, len(out), len(parts)
+        )
         return out
 
     def _read_parquet(self, key: str, columns: Sequence[str] | None = None) -> pd.DataFrame:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        table = pq.read_table(pa.BufferReader(self.store.get_bytes(key)), columns=None if columns is None else list(columns))
+        table = pq.read_table(
+            pa.BufferReader(self.store.get_bytes(key)), columns=None if columns is None else list(columns)
+        )
         return table.to_pandas()
 
     def _write_parquet(self, key: str, frame: pd.DataFrame) -> None:
@@ -211,7 +215,9 @@ class DatasetStore:
         """``_row_key`` and ``version_id`` of every committed row; reads the key indexes only."""
         parts = []
         for manifest in self.list_versions():
-            keys = self._read_parquet(f"{self._version_prefix(manifest['version_id'])}/{ROW_KEYS_NAME}", [ROW_KEY_COLUMN])
+            keys = self._read_parquet(
+                f"{self._version_prefix(manifest['version_id'])}/{ROW_KEYS_NAME}", [ROW_KEY_COLUMN]
+            )
             keys["version_id"] = manifest["version_id"]
             parts.append(keys)
         if not parts:
@@ -278,7 +284,10 @@ class DatasetStore:
             manifest = self.get_manifest(own_versions[-1]) if own_versions else None
             log.info(
                 "commit %s: nothing new (%d duplicate rows, %d already committed by run %s)",
-                self.dataset, len(duplicates), int(mine.sum()), run_id,
+                self.dataset,
+                len(duplicates),
+                int(mine.sum()),
+                run_id,
             )
             return CommitResult(manifest, created=False, duplicates=duplicates)
 
@@ -290,7 +299,11 @@ class DatasetStore:
         manifest = self._write_version(version_id, rows, contract, sources, run_id, created_at)
         log.info(
             "committed %s version %s: %d rows in %d partitions, %d duplicates left out",
-            self.dataset, version_id, len(rows), len(manifest["partitions"]), len(duplicates),
+            self.dataset,
+            version_id,
+            len(rows),
+            len(manifest["partitions"]),
+            len(duplicates),
         )
         return CommitResult(manifest, created=True, duplicates=duplicates)
 
@@ -315,7 +328,9 @@ class DatasetStore:
             self._write_parquet(key, part)
             partitions[day] = {"rows": len(part), "key": key}
         sorted_keys = sorted(rows[ROW_KEY_COLUMN].astype(str))
-        self._write_parquet(f"{prefix}/{ROW_KEYS_NAME}", pd.DataFrame({ROW_KEY_COLUMN: pd.Series(sorted_keys, dtype="string")}))
+        self._write_parquet(
+            f"{prefix}/{ROW_KEYS_NAME}", pd.DataFrame({ROW_KEY_COLUMN: pd.Series(sorted_keys, dtype="string")})
+        )
         manifest = {
             "version_id": version_id,
             "dataset": self.dataset,
@@ -457,4 +472,3 @@ def _quarantinable(rejected: pd.DataFrame) -> pd.DataFrame:
         if out[column].dtype == object:
             out[column] = out[column].map(lambda v: None if v is None or (isinstance(v, float) and v != v) else str(v))
     return out
-

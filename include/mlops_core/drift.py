@@ -297,7 +297,7 @@ def _reason(
 def _message_page(title: str, message: str) -> str:
     """A minimal standalone HTML page with one message (used when no Evidently report is made)."""
     return (
-        "<!DOCTYPE html>\n<html lang=\"en\">\n<head><meta charset=\"utf-8\">"
+        '<!DOCTYPE html>\n<html lang="en">\n<head><meta charset="utf-8">'
         f"<title>{html.escape(title)}</title></head>\n"
         f"<body>\n<h1>{html.escape(title)}</h1>\n<p>{html.escape(message)}</p>\n</body>\n</html>\n"
     )

@@ -27,7 +27,10 @@ class DroppedFile:
 
 
 def scan_drop_zone(
-    directory: str | Path, patterns: tuple[str, ...] | list[str], *, min_age_seconds: float = 2.0,
+    directory: str | Path,
+    patterns: tuple[str, ...] | list[str],
+    *,
+    min_age_seconds: float = 2.0,
     now: float | None = None,
 ) -> list[DroppedFile]:
     """Ready files directly inside ``directory`` (not recursive), sorted by name."""

@@ -69,9 +69,7 @@ class PromotionPolicy:
             )
         unknown = sorted(set(self.thresholds) - set(METRIC_DIRECTIONS))
         if unknown:
-            raise ValueError(
-                f"threshold(s) on unknown metric(s) {unknown}; known metrics: {sorted(METRIC_DIRECTIONS)}"
-            )
+            raise ValueError(f"threshold(s) on unknown metric(s) {unknown}; known metrics: {sorted(METRIC_DIRECTIONS)}")
         for name, value in self.thresholds.items():
             if not _is_finite_number(value):
                 raise ValueError(f"threshold for {name!r} must be a finite number, got {value!r}")
@@ -169,7 +167,9 @@ def decide_promotion(
             reasons.append(f"{name} = {_fmt(value)} meets the threshold {op} {_fmt(threshold)}.")
         else:
             ok = False
-            reasons.append(f"{name} = {_fmt(value)} fails the threshold {op} {_fmt(threshold)}, so the challenger is rejected.")
+            reasons.append(
+                f"{name} = {_fmt(value)} fails the threshold {op} {_fmt(threshold)}, so the challenger is rejected."
+            )
 
     if not ok:
         return PromotionDecision(False, reasons, challenger, champion)
@@ -298,7 +298,11 @@ def split_holdout(df: pd.DataFrame, holdout_days: int) -> tuple[pd.DataFrame, pd
         log.warning(
             "the last %s calendar day(s) (from %s) hold %s of %s rows, leaving one side empty; "
             "holding out the newest %s rows (%s%%) instead",
-            holdout_days, first_holdout_day.date(), int(in_holdout.sum()), len(df), n_holdout,
+            holdout_days,
+            first_holdout_day.date(),
+            int(in_holdout.sum()),
+            len(df),
+            n_holdout,
             int(FALLBACK_HOLDOUT_FRACTION * 100),
         )
         keys = pd.DataFrame({"t": times.to_numpy(), "pos": np.arange(len(df))})

@@ -202,7 +202,10 @@ class FeatureRepository:
         self.store.apply([entity, view])
         self._applied = True
         log.info(
-            "Feast project %s: applied feature view %s (%d features)", self.project, view.name, len(self.feature_columns)
+            "Feast project %s: applied feature view %s (%d features)",
+            self.project,
+            view.name,
+            len(self.feature_columns),
         )
 
     def _ensure_applied(self) -> None:
@@ -265,7 +268,12 @@ class FeatureRepository:
         }
         log.info(
             "Materialized version %s of %s: %d offline rows -> %s, %d entities online (%d older than online, skipped)",
-            version_id, self.contract.name, result["offline_rows"], path, written, stale,
+            version_id,
+            self.contract.name,
+            result["offline_rows"],
+            path,
+            written,
+            stale,
         )
         return result
 
@@ -297,8 +305,12 @@ class FeatureRepository:
         import pyarrow as pa
 
         arrow_types = {
-            "int": pa.int64(), "float": pa.float64(), "bool": pa.bool_(), "string": pa.string(),
-            "category": pa.string(), "timestamp": pa.timestamp("ns", tz="UTC"),
+            "int": pa.int64(),
+            "float": pa.float64(),
+            "bool": pa.bool_(),
+            "string": pa.string(),
+            "category": pa.string(),
+            "timestamp": pa.timestamp("ns", tz="UTC"),
         }
         fields = [
             pa.field(ROW_KEY_COLUMN, pa.string(), nullable=False),
@@ -398,7 +410,7 @@ class FeatureRepository:
         columns: dict[str, list[Any]] = {name: [] for name in self.feature_columns}
         event_times: list[Any] = []
         for start in range(0, len(entity_ids), ONLINE_BATCH_ROWS):
-            chunk = entity_ids[start:start + ONLINE_BATCH_ROWS]
+            chunk = entity_ids[start : start + ONLINE_BATCH_ROWS]
             response = self.store.get_online_features(
                 features=self.feature_refs, entity_rows=[{FEAST_JOIN_KEY: e} for e in chunk]
             )
@@ -411,10 +423,12 @@ class FeatureRepository:
                 found = status != FieldStatus.NOT_FOUND
                 nanos = stamp.seconds * 10**9 + stamp.nanos
                 event_times.append(pd.Timestamp(nanos, unit="ns", tz="UTC") if found else pd.NaT)
-        out = pd.DataFrame({
-            ENTITY_COLUMN: pd.Series(entity_ids, dtype="string"),
-            EVENT_TIME_COLUMN: pd.Series(event_times, dtype="datetime64[ns, UTC]"),
-        })
+        out = pd.DataFrame(
+            {
+                ENTITY_COLUMN: pd.Series(entity_ids, dtype="string"),
+                EVENT_TIME_COLUMN: pd.Series(event_times, dtype="datetime64[ns, UTC]"),
+            }
+        )
         for name in self.feature_columns:
             out[name] = pd.Series(columns[name], dtype=object)
         return _contract_dtypes(out, self.contract, self.feature_columns)
@@ -433,7 +447,7 @@ class FeatureRepository:
         newer_online = (online_time > latest[EVENT_TIME_COLUMN].dt.floor("us")).fillna(False).to_numpy(dtype=bool)
         latest = latest.loc[~newer_online, [ENTITY_COLUMN, EVENT_TIME_COLUMN, *self.feature_columns]]
         for start in range(0, len(latest), ONLINE_BATCH_ROWS):
-            chunk = latest.iloc[start:start + ONLINE_BATCH_ROWS].reset_index(drop=True)
+            chunk = latest.iloc[start : start + ONLINE_BATCH_ROWS].reset_index(drop=True)
             self.store.write_to_online_store(self.feature_view_name, df=chunk)
         return len(latest), int(newer_online.sum())
 

@@ -367,13 +367,23 @@ class LocalModelServer:
 
     def _command(self, model_uri: str) -> list[str]:
         return [
-            sys.executable, "-m", "mlflow", "models", "serve",
-            "-m", model_uri,
-            "--env-manager", "local",
-            "-h", self.host,
-            "-p", str(self.port),
-            "--workers", "1",
-            "-t", str(self.request_timeout),
+            sys.executable,
+            "-m",
+            "mlflow",
+            "models",
+            "serve",
+            "-m",
+            model_uri,
+            "--env-manager",
+            "local",
+            "-h",
+            self.host,
+            "-p",
+            str(self.port),
+            "--workers",
+            "1",
+            "-t",
+            str(self.request_timeout),
         ]
 
     def _start(self, model_uri: str, model_version: str, startup_timeout: int) -> Deployment:

@@ -24,8 +24,13 @@ BACKENDS = ("local", "aws", "azure")
 
 # Metric name -> True when larger is better. Used by the promotion gate.
 METRIC_DIRECTIONS = {
-    "roc_auc": True, "accuracy": True, "f1": True, "log_loss": False,
-    "rmse": False, "mae": False, "r2": True,
+    "roc_auc": True,
+    "accuracy": True,
+    "f1": True,
+    "log_loss": False,
+    "rmse": False,
+    "mae": False,
+    "r2": True,
 }
 
 
@@ -146,6 +151,7 @@ _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 def _expand(value: Any) -> Any:
     if isinstance(value, str):
+
         def sub(m: re.Match) -> str:
             name, default = m.group(1), m.group(2)
             if name in os.environ:
@@ -253,7 +259,7 @@ def _build(env: str, raw: dict, path: Path) -> Settings:
     reg_raw = dict(raw.get("registry") or {})
     tracking_uri = reg_raw.pop("tracking_uri", "sqlite:///mlflow/mlflow.db")
     if tracking_uri.startswith("sqlite:///") and not tracking_uri.startswith("sqlite:////"):
-        tracking_uri = f"sqlite:///{home_path(tracking_uri[len('sqlite:///'):])}"
+        tracking_uri = f"sqlite:///{home_path(tracking_uri[len('sqlite:///') :])}"
     registry = _section(
         RegistrySettings,
         {k: v for k, v in reg_raw.items() if k != "artifact_root"},

@@ -147,7 +147,7 @@ def _read_csv(data: bytes, name: str) -> pd.DataFrame:
     except UnicodeDecodeError as exc:
         raise FileRejected(
             "not_utf8",
-            f"{name}: not valid UTF-8 (byte {exc.start}: {data[exc.start:exc.start + 1]!r}); "
+            f"{name}: not valid UTF-8 (byte {exc.start}: {data[exc.start : exc.start + 1]!r}); "
             "re-export the file as UTF-8",
         ) from exc
     if not text.strip():
@@ -165,7 +165,9 @@ def _read_csv(data: bytes, name: str) -> pd.DataFrame:
                 f"{name}: the file ends inside a quoted value, so it was cut off while being written; "
                 "deliver the complete file again",
             ) from exc
-        raise FileRejected("unparseable", f"{name}: not a valid CSV file ({exc}); fix the file and deliver it again") from exc
+        raise FileRejected(
+            "unparseable", f"{name}: not a valid CSV file ({exc}); fix the file and deliver it again"
+        ) from exc
 
     header = [h.strip() for h in records[0]]
     _check_header(header, name)
@@ -282,7 +284,9 @@ def _parse(texts: pd.Series, column_type: str) -> tuple[pd.Series, np.ndarray, n
                 others.append(i)
         if others:  # "7.0", "1e3": accepted when integral
             rows = np.array(others)
-            floats = pd.to_numeric(pd.Series([raw[i] for i in others], dtype=object), errors="coerce").to_numpy(dtype=float)
+            floats = pd.to_numeric(pd.Series([raw[i] for i in others], dtype=object), errors="coerce").to_numpy(
+                dtype=float
+            )
             with np.errstate(invalid="ignore"):
                 integral = np.isfinite(floats) & (np.floor(floats) == floats) & (np.abs(floats) < 2.0**63)
             numbers[rows[integral]] = floats[integral].astype(np.int64)
@@ -298,7 +302,9 @@ def _parse(texts: pd.Series, column_type: str) -> tuple[pd.Series, np.ndarray, n
         ok = truth | np.fromiter((t in _FALSE for t in lowered), dtype=bool, count=n)
         values = pd.Series(pd.arrays.BooleanArray(truth, ~ok), index=index)
     elif column_type == "timestamp":
-        stamps = pd.to_datetime(pd.Series([t or None for t in raw], dtype=object), utc=True, errors="coerce", format="ISO8601")
+        stamps = pd.to_datetime(
+            pd.Series([t or None for t in raw], dtype=object), utc=True, errors="coerce", format="ISO8601"
+        )
         ok = present & stamps.notna().to_numpy(dtype=bool)
         if str(stamps.dtype) != PANDAS_DTYPES["timestamp"]:
             stamps = stamps.astype(PANDAS_DTYPES["timestamp"])
@@ -317,7 +323,9 @@ def _allowed_values(spec: ColumnSpec) -> pd.Series | None:
     values, present, bad = _parse(texts, spec.type)
     if bad.any() or not present.all():
         wrong = [v for v, b, p in zip(spec.allowed, bad, present) if b or not p]
-        raise ValueError(f"contract column {spec.name!r}: allowed value(s) {wrong} are not of type {spec.type}; fix the contract")
+        raise ValueError(
+            f"contract column {spec.name!r}: allowed value(s) {wrong} are not of type {spec.type}; fix the contract"
+        )
     return values
 
 
@@ -520,7 +528,11 @@ def validate(df: pd.DataFrame, contract: DatasetContract, source: str, ingested_
     result = ValidationResult(accepted=accepted, rejected=rejected, source=source, reason_counts=dict(counts))
     log.info(
         "validated %s against %s: %d accepted, %d rejected %s",
-        source, contract.name, len(accepted), len(bad_rows), dict(counts),
+        source,
+        contract.name,
+        len(accepted),
+        len(bad_rows),
+        dict(counts),
     )
     return result
 
@@ -546,7 +558,9 @@ def _as_text(df: pd.DataFrame) -> pd.DataFrame:
             out[name] = column.reset_index(drop=True)  # already text, as read_source returns it
         else:
             out[name] = pd.Series([text(v) for v in column], dtype=object)
-    return pd.DataFrame(out, index=range(len(df)), columns=list(df.columns)) if out else pd.DataFrame(index=range(len(df)))
+    return (
+        pd.DataFrame(out, index=range(len(df)), columns=list(df.columns)) if out else pd.DataFrame(index=range(len(df)))
+    )
 
 
 def _is_null(value: Any) -> bool:

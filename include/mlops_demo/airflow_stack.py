@@ -283,9 +283,7 @@ class AirflowStack:
             raise ValueError("parallelism must be >= 1")
         self.home = Path(home).expanduser().resolve()
         self.dags_folder = Path(dags_folder).expanduser().resolve()
-        self.plugins_folder = (
-            Path(plugins_folder).expanduser().resolve() if plugins_folder else self.home / "plugins"
-        )
+        self.plugins_folder = Path(plugins_folder).expanduser().resolve() if plugins_folder else self.home / "plugins"
         self.port = int(port) if port else free_port()
         self.extra_env = dict(extra_env or {})
         self.components = tuple(components)
@@ -399,11 +397,7 @@ class AirflowStack:
 
     def _process_env(self) -> dict[str, str]:
         """The full environment of the child processes: the caller's minus ``AIRFLOW*`` + ours."""
-        env = {
-            k: v
-            for k, v in os.environ.items()
-            if not (k.startswith("AIRFLOW") or k.startswith("_AIRFLOW"))
-        }
+        env = {k: v for k, v in os.environ.items() if not (k.startswith("AIRFLOW") or k.startswith("_AIRFLOW"))}
         env["PYTHONUNBUFFERED"] = "1"
         if self.bytecode_cache:
             env.pop("PYTHONDONTWRITEBYTECODE", None)
@@ -422,7 +416,13 @@ class AirflowStack:
     def _component_command(self, component: str) -> list[str]:
         if component == "api-server":
             args: tuple[str, ...] = (
-                "api-server", "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1",
+                "api-server",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--workers",
+                "1",
             )
         elif component in ("scheduler", "triggerer"):
             args = (component, "--skip-serve-logs")
@@ -513,8 +513,7 @@ class AirflowStack:
                 _kill_session({proc.pid}, grace=5)
                 proc.wait()
                 raise StackError(
-                    f"`airflow db migrate` did not finish in {timeout:.0f}s; "
-                    f"log {log_path}:\n{tail(log_path)}"
+                    f"`airflow db migrate` did not finish in {timeout:.0f}s; log {log_path}:\n{tail(log_path)}"
                 ) from None
         if rc != 0:
             raise StackError(f"`airflow db migrate` failed (exit {rc}); log {log_path}:\n{tail(log_path)}")
@@ -571,7 +570,9 @@ class AirflowStack:
         import sqlite3
 
         job_types = {
-            "scheduler": "SchedulerJob", "dag-processor": "DagProcessorJob", "triggerer": "TriggererJob",
+            "scheduler": "SchedulerJob",
+            "dag-processor": "DagProcessorJob",
+            "triggerer": "TriggererJob",
         }
         wanted = {c: job_types[c] for c in self.components if c in job_types}
         since = started_at.astimezone(timezone.utc).replace(tzinfo=None).isoformat(sep=" ")
@@ -616,9 +617,7 @@ class AirflowStack:
                     return
                 last = f"not healthy yet: {problems or ['execution-api warm-up']}; health={health}"
             if time.monotonic() >= deadline:
-                tails = "\n".join(
-                    f"--- {c}: {self.log_path(c)}\n{tail(self.log_path(c), 25)}" for c in self.components
-                )
+                tails = "\n".join(f"--- {c}: {self.log_path(c)}\n{tail(self.log_path(c), 25)}" for c in self.components)
                 raise StackError(f"Airflow did not become healthy in time ({last})\n{tails}")
             time.sleep(0.5)
 
@@ -696,9 +695,7 @@ class AirflowStack:
             self._client = AirflowClient(self.base_url, self.username, self.password)
         return self._client
 
-    def run_cli(
-        self, *args: str, timeout: float = 300, check: bool = True
-    ) -> subprocess.CompletedProcess[str]:
+    def run_cli(self, *args: str, timeout: float = 300, check: bool = True) -> subprocess.CompletedProcess[str]:
         """Run ``airflow <args>`` against this home (e.g. ``run_cli("dags", "list")``)."""
         return subprocess.run(
             self._command(*args),
@@ -832,9 +829,7 @@ class AirflowClient:
         self._token_margin = min(60.0, max(0.0, ((self._token_exp or 0) - time.time()) / 10))
 
     def _auth_header(self) -> dict[str, str]:
-        if self._token is None or (
-            self._token_exp is not None and time.time() > self._token_exp - self._token_margin
-        ):
+        if self._token is None or (self._token_exp is not None and time.time() > self._token_exp - self._token_margin):
             self._login()
         return {"Authorization": f"Bearer {self._token}"}
 
@@ -941,8 +936,7 @@ class AirflowClient:
             if time.monotonic() >= deadline:
                 missing = [d for d in wanted if d not in found]
                 errors = "\n".join(
-                    f"--- {e.get('filename')}:\n{str(e.get('stack_trace', ''))[-1500:]}"
-                    for e in self.import_errors()
+                    f"--- {e.get('filename')}:\n{str(e.get('stack_trace', ''))[-1500:]}" for e in self.import_errors()
                 )
                 raise TimeoutError(
                     f"DAGs not parsed after {timeout}s: {missing}"
@@ -1009,9 +1003,7 @@ class AirflowClient:
                 break
             if time.monotonic() >= deadline:
                 tis = {t["task_id"]: t.get("state") for t in self.task_instances(dag_id, run_id)}
-                raise TimeoutError(
-                    f"DAG run {dag_id}/{run_id} still {state!r} after {timeout}s; task states: {tis}"
-                )
+                raise TimeoutError(f"DAG run {dag_id}/{run_id} still {state!r} after {timeout}s; task states: {tis}")
             time.sleep(interval)
         if state == "failed" and raise_on_failure:
             raise RunFailedError(dag_id, run_id, state, self._failed_task_logs(dag_id, run_id))
@@ -1082,9 +1074,7 @@ class AirflowClient:
             return render_log(data.get("content") or [])
         return str(data)
 
-    def xcom(
-        self, dag_id: str, run_id: str, task_id: str, key: str = "return_value", *, map_index: int = -1
-    ) -> Any:
+    def xcom(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value", *, map_index: int = -1) -> Any:
         """The value of one XCom (as stored: JSON values come back as JSON)."""
         data = self.request(
             "GET",
@@ -1128,9 +1118,7 @@ class AirflowClient:
         return self._paged(path, "hitl_details", {"response_received": "false"})
 
     def hitl_detail(self, dag_id: str, run_id: str, task_id: str, map_index: int = -1) -> dict[str, Any]:
-        return self.request(
-            "GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/{map_index}/hitlDetails"
-        )
+        return self.request("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/{map_index}/hitlDetails")
 
     def respond_approval(
         self,
@@ -1190,9 +1178,7 @@ def _cmd_up(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
-    print(
-        f"Starting Airflow in {stack.home} (DAGs: {stack.dags_folder}, logs: {stack.log_dir}) ...", flush=True
-    )
+    print(f"Starting Airflow in {stack.home} (DAGs: {stack.dags_folder}, logs: {stack.log_dir}) ...", flush=True)
     try:
         stack.start(timeout=args.timeout)
     except StackError as exc:
@@ -1234,13 +1220,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     up.add_argument("--home", required=True, type=Path, help="AIRFLOW_HOME (created if missing)")
     up.add_argument("--dags", required=True, type=Path, help="DAG folder")
     up.add_argument("--plugins", type=Path, default=None, help="plugins folder (default <home>/plugins)")
-    up.add_argument(
-        "--port", type=int, default=8080, help="api-server/UI port on 127.0.0.1 (0 = any free port)"
-    )
+    up.add_argument("--port", type=int, default=8080, help="api-server/UI port on 127.0.0.1 (0 = any free port)")
     up.add_argument("--parallelism", type=int, default=4, help="LocalExecutor worker processes")
     up.add_argument("--timeout", type=float, default=180, help="seconds to wait for a healthy stack")
     up.add_argument(
-        "--env", action="append", default=[], metavar="KEY=VALUE",
+        "--env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help="extra environment for every component (repeatable)",
     )
     args = parser.parse_args(argv)

@@ -87,16 +87,24 @@ class LifecycleDemo:
 
         t0 = time.monotonic()
         self._setup()
-        self.stack = AirflowStack(self.home / "airflow", REPO / "dags", port=self.o.port, extra_env=self.env,
-                                  plugins_folder=REPO / "plugins", parallelism=4)
+        self.stack = AirflowStack(
+            self.home / "airflow",
+            REPO / "dags",
+            port=self.o.port,
+            extra_env=self.env,
+            plugins_folder=REPO / "plugins",
+            parallelism=4,
+        )
         try:
             with self._phase("airflow"):
                 self.stack.start(timeout=300)
                 self.client = self.stack.client
                 # DAGs start unpaused (ingest_sql, which needs a configured SQL source, paused).
                 self.client.wait_for_dags(ALL_DAGS, timeout=300)
-                log(f"Airflow UI {self.stack.ui_url} (user {self.stack.username}, password in "
-                    f"{self.stack.passwords_file})")
+                log(
+                    f"Airflow UI {self.stack.ui_url} (user {self.stack.username}, password in "
+                    f"{self.stack.passwords_file})"
+                )
             with self._phase("initial"):
                 self._wait_for(lambda: self._succeeded("deploy") >= 1, "first deployment")
                 self._wait_idle()
@@ -180,7 +188,11 @@ class LifecycleDemo:
         settings = load_settings("dev")
         store = DatasetStore(LocalObjectStore(settings.storage_root), "churn")
         before = [(m["version_id"], m["row_count"]) for m in store.list_versions()]
-        first = next(r for r in self.client.runs("ingest") if self._task_state("ingest", r["dag_run_id"], "ingest_files") == "success")
+        first = next(
+            r
+            for r in self.client.runs("ingest")
+            if self._task_state("ingest", r["dag_run_id"], "ingest_files") == "success"
+        )
         tries = self.client.task_instance("ingest", first["dag_run_id"], "ingest_files")["try_number"]
         log(f"Clearing ingest_files of {first['dag_run_id']} (re-run of an already ingested batch)")
         self.client.clear_task("ingest", first["dag_run_id"], ["ingest_files"])
@@ -201,7 +213,9 @@ class LifecycleDemo:
         after = [(m["version_id"], m["row_count"]) for m in store.list_versions()]
         dup_records = [q for q in store.list_quarantine() if "duplicate_file" in json.dumps(q)]
         self.result.phases["re-run"].update(
-            versions_before=before, versions_after=after, cleared_task_state=rerun_state,
+            versions_before=before,
+            versions_after=after,
+            cleared_task_state=rerun_state,
             duplicate_file_quarantined=bool(dup_records),
         )
         if before != after:
@@ -212,8 +226,10 @@ class LifecycleDemo:
         run_id = self.client.trigger("promote", conf={"from_env": from_env})
         log(f"Promoting the {from_env} champion (run {run_id})")
         if approve:
-            self._wait_for(lambda: self._task_state("promote", run_id, "approve_promotion") == "awaiting_input",
-                           "the approval request")
+            self._wait_for(
+                lambda: self._task_state("promote", run_id, "approve_promotion") == "awaiting_input",
+                "the approval request",
+            )
             # Answer like a person would, not within milliseconds: Airflow 3.3.2 can lose a response
             # that arrives before the scheduler has processed the task's own pause (then the task
             # is retried and asks again, which the loop below answers too).
@@ -224,8 +240,9 @@ class LifecycleDemo:
             while self.client.run("promote", run_id)["state"] not in ("success", "failed"):
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"promote run {run_id} did not finish")
-                if self._task_state("promote", run_id, "approve_promotion") == "awaiting_input" \
-                        and self.client.pending_approvals("promote", run_id):
+                if self._task_state(
+                    "promote", run_id, "approve_promotion"
+                ) == "awaiting_input" and self.client.pending_approvals("promote", run_id):
                     time.sleep(5)
                     log("The approval task asked again (retry); approving again")
                     self.client.respond_approval("promote", run_id, "approve_promotion", True)
@@ -328,8 +345,13 @@ class LifecycleDemo:
         dev = load_settings("dev")
         store = DatasetStore(LocalObjectStore(dev.storage_root), "churn")
         out["dataset_versions"] = [
-            {"version_id": m["version_id"], "rows": m["row_count"], "sources": [s["key"] for s in m["sources"]],
-             "event_days": sorted(m["partitions"])} for m in store.list_versions()
+            {
+                "version_id": m["version_id"],
+                "rows": m["row_count"],
+                "sources": [s["key"] for s in m["sources"]],
+                "event_days": sorted(m["partitions"]),
+            }
+            for m in store.list_versions()
         ]
         out["quarantine"] = store.list_quarantine()
         if self.client is None or not out["dataset_versions"]:
@@ -340,7 +362,8 @@ class LifecycleDemo:
             for r in self.client.runs("monitor", state=["success"])
         ]
         out["training_runs"] = [
-            self.client.xcom("train", r["dag_run_id"], "log_to_mlflow") for r in self.client.runs("train", state=["success"])
+            self.client.xcom("train", r["dag_run_id"], "log_to_mlflow")
+            for r in self.client.runs("train", state=["success"])
         ]
         out["evaluations"] = [
             self.client.xcom("evaluate_register", r["dag_run_id"], "evaluate")
@@ -351,9 +374,12 @@ class LifecycleDemo:
             settings = load_settings(env)
             champ = model_registry(settings).champion(settings.registered_model_name)
             if champ is not None:
-                out["champions"][env] = {"model": settings.registered_model_name, "version": champ.version,
-                                         "dataset_versions": champ.tags.get("mlops.dataset_versions"),
-                                         "url": f"http://{settings.serving.host}:{settings.serving.port}/invocations"}
+                out["champions"][env] = {
+                    "model": settings.registered_model_name,
+                    "version": champ.version,
+                    "dataset_versions": champ.tags.get("mlops.dataset_versions"),
+                    "url": f"http://{settings.serving.host}:{settings.serving.port}/invocations",
+                }
         out["sample_prediction"] = self._sample_prediction(dev)
         return out
 
@@ -371,8 +397,11 @@ class LifecycleDemo:
             if dag_id == "watch_drop_zone":  # its runs are mostly waiting for files
                 continue
             if durations:
-                stats[dag_id] = {"runs": len(durations), "mean_s": round(sum(durations) / len(durations), 1),
-                                 "max_s": round(max(durations), 1)}
+                stats[dag_id] = {
+                    "runs": len(durations),
+                    "mean_s": round(sum(durations) / len(durations), 1),
+                    "max_s": round(max(durations), 1),
+                }
         return stats
 
     def _sample_prediction(self, settings) -> dict[str, Any] | None:
@@ -388,22 +417,30 @@ class LifecycleDemo:
             resp = requests.post(url, json=payload, timeout=30)
         except requests.RequestException as exc:
             return {"url": url, "error": str(exc)}
-        return {"url": url, "status": resp.status_code, "input": payload["dataframe_split"]["data"][0],
-                "response": resp.json() if resp.ok else resp.text[:500]}
+        return {
+            "url": url,
+            "status": resp.status_code,
+            "input": payload["dataframe_split"]["data"][0],
+            "response": resp.json() if resp.ok else resp.text[:500],
+        }
 
 
 def print_summary(result: DemoResult) -> None:
     s = result.summary
     line = "=" * 78
-    print(f"\n{line}\nMLOps lifecycle demo: {'SUCCESS' if result.ok else 'FAILED'} "
-          f"in {s.get('wall_seconds', '?')} s\n{line}")
+    print(
+        f"\n{line}\nMLOps lifecycle demo: {'SUCCESS' if result.ok else 'FAILED'} "
+        f"in {s.get('wall_seconds', '?')} s\n{line}"
+    )
     print("\nPhases:")
     for name, p in result.phases.items():
         extra = {k: v for k, v in p.items() if k not in ("seconds", "ok", "versions_before", "versions_after", "files")}
         print(f"  {name:<10} {'ok' if p.get('ok') else 'FAILED':<7} {p.get('seconds', '?'):>7} s  {extra or ''}")
     print("\nDataset versions:")
     for v in s.get("dataset_versions", []):
-        print(f"  {v['version_id']}  {v['rows']:>6} rows  days {','.join(v['event_days'])}  from {', '.join(v['sources'])}")
+        print(
+            f"  {v['version_id']}  {v['rows']:>6} rows  days {','.join(v['event_days'])}  from {', '.join(v['sources'])}"
+        )
     print("\nQuarantine:")
     for q in s.get("quarantine", []):
         print(f"  {q.get('source', '?')}: {q.get('reason', q)}")
@@ -419,14 +456,18 @@ def print_summary(result: DemoResult) -> None:
     print("\nEvaluations (challenger vs champion on the same held-out rows):")
     for e in s.get("evaluations", []):
         if e:
-            print(f"  {e['model_name']} v{e['version']}: {'PROMOTED' if e['promote'] else 'kept champion'}; "
-                  + " ".join(e["reasons"]))
+            print(
+                f"  {e['model_name']} v{e['version']}: {'PROMOTED' if e['promote'] else 'kept champion'}; "
+                + " ".join(e["reasons"])
+            )
     print("\nChampions:")
     for env, c in s.get("champions", {}).items():
         print(f"  {env:<8} {c['model']} v{c['version']}  (data {c['dataset_versions']})  {c['url']}")
     sp = s.get("sample_prediction")
     if sp:
-        print(f"\nSample prediction from {sp['url']}:\n  input {sp.get('input')}\n  -> {sp.get('response', sp.get('error'))}")
+        print(
+            f"\nSample prediction from {sp['url']}:\n  input {sp.get('input')}\n  -> {sp.get('response', sp.get('error'))}"
+        )
     print("\nWall time per stage (successful DAG runs, start to end):")
     for dag_id, st in s.get("stage_seconds", {}).items():
         print(f"  {dag_id:<18} runs={st['runs']:<3} mean={st['mean_s']:>6} s  max={st['max_s']:>6} s")
@@ -448,13 +489,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path, help="also write the summary as JSON here")
     args = ap.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # `finally` stops what we started
-    demo = LifecycleDemo(DemoOptions(home=args.home, rows=args.rows, seed=args.seed, promote=not args.no_promote,
-                                     keep_running=args.keep_running, port=args.port))
+    demo = LifecycleDemo(
+        DemoOptions(
+            home=args.home,
+            rows=args.rows,
+            seed=args.seed,
+            promote=not args.no_promote,
+            keep_running=args.keep_running,
+            port=args.port,
+        )
+    )
     result = demo.run()
     print_summary(result)
     if args.json:
-        args.json.write_text(json.dumps({"ok": result.ok, "failures": result.failures, **result.summary},
-                                        indent=2, default=str))
+        args.json.write_text(
+            json.dumps({"ok": result.ok, "failures": result.failures, **result.summary}, indent=2, default=str)
+        )
     return 0 if result.ok else 1
 
 

@@ -22,7 +22,9 @@ def _training_set(settings, key: str, single_class: bool = False) -> dict:
     for day in range(2):
         raw = generate_day(day, rows=300, seed=5).astype(str).replace({"nan": "", "<NA>": "", "NaT": ""})
         raw["event_time"] = generate_day(day, rows=300, seed=5)["event_time"].dt.strftime("%Y-%m-%dT%H:%M:%SZ")
-        frames.append(validate(raw, contract, source=f"d{day}", ingested_at=pd.Timestamp("2026-02-01", tz="UTC")).accepted)
+        frames.append(
+            validate(raw, contract, source=f"d{day}", ingested_at=pd.Timestamp("2026-02-01", tz="UTC")).accepted
+        )
     train, holdout = frames
     if single_class:
         train = train.assign(churned=pd.array([0] * len(train), dtype="Int64"))
@@ -44,7 +46,13 @@ def _context(run_id: str) -> dict:
 
 
 def test_template_fields():
-    assert set(TrainingJobOperator.template_fields) == {"training_set", "job_name", "env", "algorithm", "compute_backend"}
+    assert set(TrainingJobOperator.template_fields) == {
+        "training_set",
+        "job_name",
+        "env",
+        "algorithm",
+        "compute_backend",
+    }
     op = TrainingJobOperator(task_id="t", training_set="{{ ti.xcom_pull('x') }}", algorithm="{{ params.algorithm }}")
     assert op.algorithm == "{{ params.algorithm }}"  # stored as given, rendered at run time
 

@@ -25,7 +25,12 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
 DAGS = Path(__file__).parent / "dags"
 DAG_IDS = [
-    "stack_write_file", "stack_fail", "stack_sleep", "stack_producer", "stack_consumer", "stack_approval",
+    "stack_write_file",
+    "stack_fail",
+    "stack_sleep",
+    "stack_producer",
+    "stack_consumer",
+    "stack_approval",
 ]
 ASSET_NAME = "stack_test_dataset"
 TIMINGS: dict[str, float] = {}

@@ -17,17 +17,34 @@ CHURN_CONTRACT = REPO_ROOT / "include" / "contracts" / "churn.yaml"
 INGESTED_AT = pd.Timestamp("2024-03-01T12:00:00Z")
 
 CHURN_HEADER = [
-    "customer_id", "event_time", "tenure_months", "monthly_charges", "usage_hours", "support_calls",
-    "plan", "region", "autopay", "last_payment_delay_days", "churned",
+    "customer_id",
+    "event_time",
+    "tenure_months",
+    "monthly_charges",
+    "usage_hours",
+    "support_calls",
+    "plan",
+    "region",
+    "autopay",
+    "last_payment_delay_days",
+    "churned",
 ]
 
 
 def churn_row(customer: str = "c1", event_time: str = "2024-01-01T00:00:00Z", **overrides: str) -> dict[str, str]:
     """One valid churn row as text; keyword arguments replace single values."""
     row = {
-        "customer_id": customer, "event_time": event_time, "tenure_months": "12", "monthly_charges": "49.5",
-        "usage_hours": "100", "support_calls": "1", "plan": "basic", "region": "north", "autopay": "true",
-        "last_payment_delay_days": "", "churned": "0",
+        "customer_id": customer,
+        "event_time": event_time,
+        "tenure_months": "12",
+        "monthly_charges": "49.5",
+        "usage_hours": "100",
+        "support_calls": "1",
+        "plan": "basic",
+        "region": "north",
+        "autopay": "true",
+        "last_payment_delay_days": "",
+        "churned": "0",
     }
     row.update(overrides)
     return row

@@ -29,7 +29,7 @@ def _fake_python(tmp_path, body: str) -> str:
     script = tmp_path / "job.py"
     script.write_text(textwrap.dedent(body))
     wrapper = tmp_path / "python"
-    wrapper.write_text(f"#!/bin/sh\nexec {sys.executable} {script} \"$@\"\n")
+    wrapper.write_text(f'#!/bin/sh\nexec {sys.executable} {script} "$@"\n')
     wrapper.chmod(0o755)
     return str(wrapper)
 

@@ -37,10 +37,19 @@ def accepted(contract: DatasetContract, *rows: tuple[str, str], source: str = "b
 
 
 def sources_for(frame: pd.DataFrame, name: str = "batch.csv") -> list[dict]:
-    return [{"key": name, "sha256": hashlib.sha256(name.encode()).hexdigest(), "rows_accepted": len(frame), "rows_rejected": 0}]
+    return [
+        {
+            "key": name,
+            "sha256": hashlib.sha256(name.encode()).hexdigest(),
+            "rows_accepted": len(frame),
+            "rows_rejected": 0,
+        }
+    ]
 
 
-def commit(ds: DatasetStore, contract: DatasetContract, frame: pd.DataFrame, run_id: str = "run1", created_at: str = CREATED):
+def commit(
+    ds: DatasetStore, contract: DatasetContract, frame: pd.DataFrame, run_id: str = "run1", created_at: str = CREATED
+):
     return ds.commit_version(frame, contract, sources_for(frame), run_id, created_at)
 
 
@@ -85,7 +94,10 @@ class TestCommit:
             "2024-01-02": {"rows": 1, "key": f"datasets/churn/versions/{vid}/event_date=2024-01-02/part-0000.parquet"},
         }
         assert manifest["checksum"] == hashlib.sha256("\n".join(sorted(frame[ROW_KEY_COLUMN])).encode()).hexdigest()
-        assert manifest["schema"]["tenure_months"] == "Int64" and manifest["schema"][EVENT_TIME_COLUMN] == "datetime64[ns, UTC]"
+        assert (
+            manifest["schema"]["tenure_months"] == "Int64"
+            and manifest["schema"][EVENT_TIME_COLUMN] == "datetime64[ns, UTC]"
+        )
         assert manifest["event_time_min"] == "2024-01-01T06:00:00+00:00"
         assert manifest["event_time_max"] == "2024-01-02T06:00:00+00:00"
         assert manifest["sources"] == sources_for(frame)
@@ -131,7 +143,9 @@ class TestCommit:
 
     def test_rows_repeated_within_one_commit(self, store, churn):
         ds = DatasetStore(store, "churn")
-        both = pd.concat([accepted(churn, ("a", JAN1), source="f1.csv"), accepted(churn, ("a", JAN1), ("b", JAN1), source="f2.csv")])
+        both = pd.concat(
+            [accepted(churn, ("a", JAN1), source="f1.csv"), accepted(churn, ("a", JAN1), ("b", JAN1), source="f2.csv")]
+        )
         result = commit(ds, churn, both)
         assert result.manifest["row_count"] == 2
         assert result.duplicates[REASON_COLUMN].tolist() == ["duplicate_row: repeated within this commit"]
@@ -290,7 +304,9 @@ class TestQuarantine:
 
     def test_rerun_is_idempotent(self, store, churn):
         ds = DatasetStore(store, "churn")
-        rejected = validate(read_source(to_csv([churn_row(plan="gold")]), "b.csv"), churn, "b.csv", INGESTED_AT).rejected
+        rejected = validate(
+            read_source(to_csv([churn_row(plan="gold")]), "b.csv"), churn, "b.csv", INGESTED_AT
+        ).rejected
 
         def snapshot() -> dict[str, bytes]:
             return {k: store.get_bytes(k) for k in store.list_keys("quarantine")}
@@ -318,8 +334,12 @@ class TestReadWindow:
     def test_window_reads_only_overlapping_partitions(self, tmp_path, churn):
         store = RecordingStore(tmp_path / "s")
         ds = DatasetStore(store, "churn")
-        commit(ds, churn, accepted(churn, ("a", "2024-01-01T23:00:00Z"), ("b", JAN2)), run_id="r1", created_at="2024-03-01")
-        commit(ds, churn, accepted(churn, ("c", "2024-01-02T00:00:00Z"), ("d", JAN3)), run_id="r2", created_at="2024-03-02")
+        commit(
+            ds, churn, accepted(churn, ("a", "2024-01-01T23:00:00Z"), ("b", JAN2)), run_id="r1", created_at="2024-03-01"
+        )
+        commit(
+            ds, churn, accepted(churn, ("c", "2024-01-02T00:00:00Z"), ("d", JAN3)), run_id="r2", created_at="2024-03-02"
+        )
         store.reads.clear()
         window = ds.read_window("2024-01-02", pd.Timestamp("2024-01-03T00:00:00Z"))
         assert sorted(window["customer_id"]) == ["b", "c"]
@@ -328,7 +348,13 @@ class TestReadWindow:
 
     def test_window_bounds_are_half_open(self, store, churn):
         ds = DatasetStore(store, "churn")
-        commit(ds, churn, accepted(churn, ("a", "2024-01-01T00:00:00Z"), ("b", "2024-01-01T12:00:00Z"), ("c", "2024-01-02T00:00:00Z")))
+        commit(
+            ds,
+            churn,
+            accepted(
+                churn, ("a", "2024-01-01T00:00:00Z"), ("b", "2024-01-01T12:00:00Z"), ("c", "2024-01-02T00:00:00Z")
+            ),
+        )
         window = ds.read_window("2024-01-01T00:00:00Z", "2024-01-02T00:00:00Z", columns=["customer_id"])
         assert window.columns.tolist() == ["customer_id"] and window["customer_id"].tolist() == ["a", "b"]
         assert ds.read_window("2023-01-01", "2023-12-31").empty

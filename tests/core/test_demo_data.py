@@ -105,7 +105,9 @@ def model(train_days: pd.DataFrame):
 # ----------------------------------------------------------------------------- determinism
 def test_same_arguments_give_equal_frames() -> None:
     spec = DriftSpec("both", start_day=1, strength=0.7)
-    pd.testing.assert_frame_equal(generate_day(2, rows=300, seed=11, drift=spec), generate_day(2, rows=300, seed=11, drift=spec))
+    pd.testing.assert_frame_equal(
+        generate_day(2, rows=300, seed=11, drift=spec), generate_day(2, rows=300, seed=11, drift=spec)
+    )
 
 
 def test_a_day_does_not_depend_on_other_days_or_the_cache() -> None:
@@ -168,7 +170,12 @@ def test_rows_look_like_entity_snapshots_over_a_day() -> None:
     null_share = frame["last_payment_delay_days"].isna().mean()
     assert 0.06 < null_share < 0.14
     assert 0.1 < frame["churned"].mean() < 0.4
-    assert set(frame["plan"]) == {"basic", "standard", "premium"} and set(frame["region"]) == {"north", "south", "east", "west"}
+    assert set(frame["plan"]) == {"basic", "standard", "premium"} and set(frame["region"]) == {
+        "north",
+        "south",
+        "east",
+        "west",
+    }
     by_plan = frame.groupby("plan")["monthly_charges"].mean()
     assert by_plan["basic"] < by_plan["standard"] < by_plan["premium"]
 
@@ -358,13 +365,31 @@ def test_parse_days() -> None:
 
 
 def test_cli_writes_and_reports(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code = main(["--drop-zone", str(tmp_path), "--days", "4-6", "--drift", "covariate", "--drift-start", "5",
-                 "--rows", "40", "--bad-files"])
+    code = main(
+        [
+            "--drop-zone",
+            str(tmp_path),
+            "--days",
+            "4-6",
+            "--drift",
+            "covariate",
+            "--drift-start",
+            "5",
+            "--rows",
+            "40",
+            "--bad-files",
+        ]
+    )
     assert code == 0
     out = capsys.readouterr().out
     names = sorted(p.name for p in tmp_path.iterdir())
-    assert names == ["churn_2026-01-05.csv", "churn_2026-01-05_bad_rows.csv", "churn_2026-01-05_missing_column.csv",
-                     "churn_2026-01-06.csv", "churn_2026-01-07.csv"]
+    assert names == [
+        "churn_2026-01-05.csv",
+        "churn_2026-01-05_bad_rows.csv",
+        "churn_2026-01-05_missing_column.csv",
+        "churn_2026-01-06.csv",
+        "churn_2026-01-07.csv",
+    ]
     assert all(name in out for name in names)
     assert "day 4, 40 rows, no drift" in out and "day 5, 40 rows, covariate drift from day 5" in out
     written = pd.read_csv(tmp_path / "churn_2026-01-07.csv")
@@ -377,9 +402,10 @@ def test_cli_writes_and_reports(tmp_path: Path, capsys: pytest.CaptureFixture[st
 
 def test_cli_runs_as_a_module(tmp_path: Path) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "mlops_core.demo_data", "--drop-zone", str(tmp_path), "--days", "0",
-         "--rows", "20"],
-        capture_output=True, text=True, timeout=120,
+        [sys.executable, "-m", "mlops_core.demo_data", "--drop-zone", str(tmp_path), "--days", "0", "--rows", "20"],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
     assert "churn_2026-01-01.csv" in proc.stdout
@@ -388,4 +414,6 @@ def test_cli_runs_as_a_module(tmp_path: Path) -> None:
 
 def test_day_file_names_follow_the_start_date() -> None:
     start = date(2024, 12, 31)
-    assert day_file_name(1, start_date=start, fmt="parquet") == f"churn_{(start + timedelta(days=1)).isoformat()}.parquet"
+    assert (
+        day_file_name(1, start_date=start, fmt="parquet") == f"churn_{(start + timedelta(days=1)).isoformat()}.parquet"
+    )

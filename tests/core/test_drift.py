@@ -17,8 +17,14 @@ from mlops_core.drift import DriftResult, DriftThresholds, detect_drift
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 FEATURES = [
-    "tenure_months", "monthly_charges", "usage_hours", "support_calls", "last_payment_delay_days",
-    "plan", "region", "autopay",
+    "tenure_months",
+    "monthly_charges",
+    "usage_hours",
+    "support_calls",
+    "last_payment_delay_days",
+    "plan",
+    "region",
+    "autopay",
 ]
 COVARIATE = DriftSpec("covariate", start_day=5)
 
@@ -102,7 +108,9 @@ def test_distance_methods_on_a_larger_reference(big_reference, contract) -> None
 
     # Concept drift leaves the feature distributions alone: data drift does not see it (the
     # monitor stage catches it through the model's quality instead).
-    concept, _ = detect_drift(big_reference, generate_day(6, drift=DriftSpec("concept", 5)), contract, DriftThresholds())
+    concept, _ = detect_drift(
+        big_reference, generate_day(6, drift=DriftSpec("concept", 5)), contract, DriftThresholds()
+    )
     assert concept.drifted is False and concept.drifted_columns == []
     assert all(score < 0.1 for score in concept.column_scores.values())
 
@@ -155,8 +163,15 @@ def test_to_dict_is_json_safe(covariate) -> None:
     text = json.dumps(data, allow_nan=False)
     assert json.loads(text) == data
     assert data["drifted"] is True and data["drifted_columns"] == result.drifted_columns
-    assert set(data) >= {"drifted", "share_drifted", "drifted_columns", "column_scores", "reference_rows",
-                         "current_rows", "reason"}
+    assert set(data) >= {
+        "drifted",
+        "share_drifted",
+        "drifted_columns",
+        "column_scores",
+        "reference_rows",
+        "current_rows",
+        "reason",
+    }
     odd = DriftResult(True, 0.5, ["a"], {"a": float("nan"), "b": np.float64(0.2)}, 200, 300, "x")
     assert json.loads(json.dumps(odd.to_dict(), allow_nan=False))["column_scores"] == {"a": None, "b": 0.2}
 

@@ -124,7 +124,9 @@ metric_values = st.floats(min_value=-1e6, max_value=1e6, allow_nan=False, allow_
     worse_by=st.floats(min_value=1e-9, max_value=1e3, allow_nan=False),
     min_improvement=st.floats(min_value=0, max_value=1, allow_nan=False),
 )
-def test_a_worse_challenger_is_never_promoted(metric: str, champion: float, worse_by: float, min_improvement: float) -> None:
+def test_a_worse_challenger_is_never_promoted(
+    metric: str, champion: float, worse_by: float, min_improvement: float
+) -> None:
     greater = METRIC_DIRECTIONS[metric]
     challenger = champion - worse_by if greater else champion + worse_by
     if challenger == champion:  # the difference vanished in floating point: not worse
@@ -212,7 +214,9 @@ def test_score_model_on_a_pipeline_and_on_a_predict_only_model() -> None:
 def _timed(days: list[int], hours: list[int] | None = None) -> pd.DataFrame:
     hours = hours or [12] * len(days)
     times = [pd.Timestamp("2025-03-01", tz="UTC") + pd.Timedelta(days=d, hours=h) for d, h in zip(days, hours)]
-    return pd.DataFrame({"_event_time": times, "_row_key": [f"k{i:03d}" for i in range(len(days))], "x": range(len(days))})
+    return pd.DataFrame(
+        {"_event_time": times, "_row_key": [f"k{i:03d}" for i in range(len(days))], "x": range(len(days))}
+    )
 
 
 def test_split_holds_out_the_last_calendar_days_in_utc() -> None:

@@ -22,7 +22,9 @@ JAN = "2024-01-{:02d}T00:00:00Z"
 KEYS = ["_entity", "_event_time", "_row_key"]
 
 
-def accepted(contract: DatasetContract, rows: list[dict[str, str]], source: str, ingested_at=INGESTED_AT) -> pd.DataFrame:
+def accepted(
+    contract: DatasetContract, rows: list[dict[str, str]], source: str, ingested_at=INGESTED_AT
+) -> pd.DataFrame:
     result = validate(read_source(to_csv(rows), source), contract, source, pd.Timestamp(ingested_at))
     assert result.rejected.empty, result.rejected.to_dict("records")
     return result.accepted
@@ -48,7 +50,9 @@ V2_ROWS = [
 
 
 def make_repo(contract: DatasetContract, root: Path) -> FeatureRepository:
-    return FeatureRepository(contract, repo_dir=root / "feast", offline_dir=str(root / "offline"), project="test_features")
+    return FeatureRepository(
+        contract, repo_dir=root / "feast", offline_dir=str(root / "offline"), project="test_features"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -73,12 +77,14 @@ def loaded(churn_contract, versions, tmp_path_factory) -> FeatureRepository:
 
 def request(rows: list[tuple[str, str, str]]) -> pd.DataFrame:
     """An entity_df of (entity, event time, row key) with a target column."""
-    return pd.DataFrame({
-        "_entity": pd.Series([r[0] for r in rows], dtype="string"),
-        "_event_time": pd.to_datetime([r[1] for r in rows], utc=True),
-        "_row_key": pd.Series([r[2] for r in rows], dtype="string"),
-        "churned": pd.array([0] * len(rows), dtype="Int64"),
-    })
+    return pd.DataFrame(
+        {
+            "_entity": pd.Series([r[0] for r in rows], dtype="string"),
+            "_event_time": pd.to_datetime([r[1] for r in rows], utc=True),
+            "_row_key": pd.Series([r[2] for r in rows], dtype="string"),
+            "churned": pd.array([0] * len(rows), dtype="Int64"),
+        }
+    )
 
 
 # ----------------------------------------------------------------------------- registration
@@ -127,7 +133,9 @@ def test_materialize_writes_one_file_per_version_and_reruns_do_not_duplicate(chu
     assert first["seconds"] >= 0
     same = ("version_id", "offline_rows", "event_time_min", "event_time_max")
     assert {k: first_again[k] for k in same} == {k: first[k] for k in same}
-    assert {k: v for k, v in second_again.items() if k != "seconds"} == {k: v for k, v in second.items() if k != "seconds"}
+    assert {k: v for k, v in second_again.items() if k != "seconds"} == {
+        k: v for k, v in second.items() if k != "seconds"
+    }
     # Re-running v1 after v2 rewrites only c3 online: c1 and c2 have newer rows from v2.
     assert (first_again["online_entities"], first_again["online_stale_skipped"]) == (1, 2)
 
@@ -156,7 +164,9 @@ def test_online_features_hold_the_latest_row_per_entity(loaded):
     assert by_entity.loc["c1", "tenure_months"] == 5 and by_entity.loc["c1", "plan"] == "premium"  # v2 replaced v1
     assert by_entity.loc["c1", "_event_time"] == pd.Timestamp(JAN.format(5))
     assert by_entity.loc["c2", "tenure_months"] == 24
-    assert by_entity.loc["c3", "tenure_months"] == 30 and by_entity.loc["c3", "last_payment_delay_days"] == 5.0  # only in v1
+    assert (
+        by_entity.loc["c3", "tenure_months"] == 30 and by_entity.loc["c3", "last_payment_delay_days"] == 5.0
+    )  # only in v1
     assert by_entity.loc["c4", "tenure_months"] == 40
     assert by_entity.loc["nobody"].drop("_event_time").isna().all() and pd.isna(by_entity.loc["nobody", "_event_time"])
     assert pd.isna(by_entity.loc["c1", "last_payment_delay_days"])  # nullable float stays null
@@ -166,16 +176,18 @@ def test_online_features_hold_the_latest_row_per_entity(loaded):
 
 # ----------------------------------------------------------------------------- point in time
 def test_training_set_is_point_in_time_correct(loaded):
-    entity_df = request([
-        ("c1", "2023-12-31T00:00:00Z", "before-any-row"),  # c1's rows are all later: no features
-        ("c1", "2024-01-02T12:00:00Z", "between-1-and-3"),  # day 3 and day 5 exist, must not leak
-        ("c1", "2024-01-03T00:00:00Z", "exactly-3"),  # a row at exactly t counts
-        ("c1", "2024-01-04T00:00:00Z", "between-3-and-5"),
-        ("c1", "2024-01-10T00:00:00Z", "after-5"),
-        ("c2", "2024-01-03T00:00:00Z", "c2-a"),
-        ("c2", "2024-01-03T00:00:00Z", "c2-b"),  # same entity and time, another row: both kept
-        ("c9", "2024-01-03T00:00:00Z", "unknown-entity"),
-    ])
+    entity_df = request(
+        [
+            ("c1", "2023-12-31T00:00:00Z", "before-any-row"),  # c1's rows are all later: no features
+            ("c1", "2024-01-02T12:00:00Z", "between-1-and-3"),  # day 3 and day 5 exist, must not leak
+            ("c1", "2024-01-03T00:00:00Z", "exactly-3"),  # a row at exactly t counts
+            ("c1", "2024-01-04T00:00:00Z", "between-3-and-5"),
+            ("c1", "2024-01-10T00:00:00Z", "after-5"),
+            ("c2", "2024-01-03T00:00:00Z", "c2-a"),
+            ("c2", "2024-01-03T00:00:00Z", "c2-b"),  # same entity and time, another row: both kept
+            ("c9", "2024-01-03T00:00:00Z", "unknown-entity"),
+        ]
+    )
     out = loaded.training_set(entity_df).set_index("_row_key")
 
     assert len(out) == len(entity_df)
@@ -194,7 +206,9 @@ def test_training_set_dtypes_and_order_are_deterministic(loaded, versions, churn
 
     assert list(out.columns) == KEYS + ["churned"] + churn_contract.feature_columns
     expected = {"_entity": "string", "_event_time": "datetime64[ns, UTC]", "_row_key": "string"}
-    expected.update({c: PANDAS_DTYPES[churn_contract.column(c).type] for c in ["churned", *churn_contract.feature_columns]})
+    expected.update(
+        {c: PANDAS_DTYPES[churn_contract.column(c).type] for c in ["churned", *churn_contract.feature_columns]}
+    )
     assert {c: str(t) for c, t in out.dtypes.items()} == expected
     ordered = out.sort_values(["_event_time", "_row_key"], kind="mergesort").reset_index(drop=True)
     pd.testing.assert_frame_equal(out, ordered)
@@ -202,14 +216,20 @@ def test_training_set_dtypes_and_order_are_deterministic(loaded, versions, churn
     pd.testing.assert_frame_equal(out, shuffled)
     # Every row joined at its own event time gets its own values back.
     own = rows.sort_values(["_event_time", "_row_key"]).reset_index(drop=True)
-    pd.testing.assert_frame_equal(out[churn_contract.feature_columns], own[churn_contract.feature_columns], check_dtype=False)
+    pd.testing.assert_frame_equal(
+        out[churn_contract.feature_columns], own[churn_contract.feature_columns], check_dtype=False
+    )
 
 
 # ----------------------------------------------------------------------------- other contracts
 def test_contract_without_entity_key_uses_the_row_key_as_entity(keyless, tmp_path):
     repo = make_repo(keyless, tmp_path)
-    first = accepted(keyless, [{"x": "1.5", "flag": "true", "y": "1"}, {"x": "2.5", "flag": "", "y": "2"}], "a.csv",
-                     ingested_at="2024-02-01T00:00:00Z")
+    first = accepted(
+        keyless,
+        [{"x": "1.5", "flag": "true", "y": "1"}, {"x": "2.5", "flag": "", "y": "2"}],
+        "a.csv",
+        ingested_at="2024-02-01T00:00:00Z",
+    )
     second = accepted(keyless, [{"x": "3.5", "flag": "false", "y": "3"}], "b.csv", ingested_at="2024-02-02T00:00:00Z")
     assert (first["_entity"] == first["_row_key"]).all()
     repo.materialize_version("a", first)
@@ -229,18 +249,36 @@ def test_contract_without_entity_key_uses_the_row_key_as_entity(keyless, tmp_pat
 
 
 def test_timestamp_and_nullable_int_features_round_trip(tmp_path):
-    contract = DatasetContract.from_dict({
-        "name": "visits", "task": "regression", "target": "score", "entity_key": "user", "event_time": "at",
-        "columns": [
-            {"name": "user", "type": "string"}, {"name": "at", "type": "timestamp"},
-            {"name": "last_login", "type": "timestamp", "nullable": True},
-            {"name": "visits", "type": "int", "nullable": True}, {"name": "score", "type": "float"},
+    contract = DatasetContract.from_dict(
+        {
+            "name": "visits",
+            "task": "regression",
+            "target": "score",
+            "entity_key": "user",
+            "event_time": "at",
+            "columns": [
+                {"name": "user", "type": "string"},
+                {"name": "at", "type": "timestamp"},
+                {"name": "last_login", "type": "timestamp", "nullable": True},
+                {"name": "visits", "type": "int", "nullable": True},
+                {"name": "score", "type": "float"},
+            ],
+        }
+    )
+    rows = accepted(
+        contract,
+        [
+            {
+                "user": "u1",
+                "at": "2024-03-01T10:00:00Z",
+                "last_login": "2024-02-28T08:30:00Z",
+                "visits": "",
+                "score": "0.5",
+            },
+            {"user": "u2", "at": "2024-03-01T11:00:00Z", "last_login": "", "visits": "7", "score": "1.5"},
         ],
-    })
-    rows = accepted(contract, [
-        {"user": "u1", "at": "2024-03-01T10:00:00Z", "last_login": "2024-02-28T08:30:00Z", "visits": "", "score": "0.5"},
-        {"user": "u2", "at": "2024-03-01T11:00:00Z", "last_login": "", "visits": "7", "score": "1.5"},
-    ], "visits.csv")
+        "visits.csv",
+    )
     repo = make_repo(contract, tmp_path)
     repo.materialize_version("v1", rows)
 
@@ -249,7 +287,9 @@ def test_timestamp_and_nullable_int_features_round_trip(tmp_path):
     assert out.loc["u1", "last_login"] == pd.Timestamp("2024-02-28T08:30:00Z") and pd.isna(out.loc["u1", "visits"])
     assert pd.isna(out.loc["u2", "last_login"]) and out.loc["u2", "visits"] == 7
     online = repo.online_features(["u1", "u2"]).set_index("_entity")
-    assert online.loc["u1", "last_login"] == pd.Timestamp("2024-02-28T08:30:00Z") and pd.isna(online.loc["u1", "visits"])
+    assert online.loc["u1", "last_login"] == pd.Timestamp("2024-02-28T08:30:00Z") and pd.isna(
+        online.loc["u1", "visits"]
+    )
     assert online.loc["u2", "visits"] == 7
 
 

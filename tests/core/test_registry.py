@@ -122,8 +122,16 @@ def test_failed_attempt_is_not_reused(registry, data):
 
     with pytest.raises(RuntimeError, match="boom"):
         registry.log_training_run(
-            run_name="train-run-fail", model=Exploding(), input_example=data[FEATURES].head(2), params={}, metrics={},
-            tags={}, dataset_df=data, dataset_name="churn", dataset_digest="x", dataset_source="/x",
+            run_name="train-run-fail",
+            model=Exploding(),
+            input_example=data[FEATURES].head(2),
+            params={},
+            metrics={},
+            tags={},
+            dataset_df=data,
+            dataset_name="churn",
+            dataset_digest="x",
+            dataset_source="/x",
         )
     assert registry.find_run("train-run-fail") is None
 
@@ -247,8 +255,15 @@ def test_skops_trusted_types_are_required_and_honoured(registry, data):
 
     forest = RandomForestClassifier(n_estimators=3, random_state=0).fit(data[["tenure", "charges"]], data["churned"])
     common = dict(
-        model=forest, input_example=data[["tenure", "charges"]].head(3), params={}, metrics={}, tags={},
-        dataset_df=data, dataset_name="churn", dataset_digest="abc123", dataset_source=DATASET_SOURCE,
+        model=forest,
+        input_example=data[["tenure", "charges"]].head(3),
+        params={},
+        metrics={},
+        tags={},
+        dataset_df=data,
+        dataset_name="churn",
+        dataset_digest="abc123",
+        dataset_source=DATASET_SOURCE,
     )
     with pytest.raises(MlflowException, match="untrusted types"):
         registry.log_training_run(run_name="forest-untrusted", skops_trusted_types=None, **common)
@@ -269,7 +284,7 @@ def test_no_global_tracking_state_leaks(registry, tmp_path, data, monkeypatch):
     before_env = os.environ.get("MLFLOW_TRACKING_URI")
     before_uri = mlflow.get_tracking_uri()
     # A second store (a copy of the first: MLflow's schema migrations on a fresh SQLite file are slow).
-    shutil.copy(registry.tracking_uri[len("sqlite:///"):], tmp_path / "other.db")
+    shutil.copy(registry.tracking_uri[len("sqlite:///") :], tmp_path / "other.db")
     other = ModelRegistry(f"sqlite:///{tmp_path}/other.db", tmp_path / "art", "other-exp")
     other_run = log_run(other, "other-run", data)
     assert os.environ.get("MLFLOW_TRACKING_URI") == before_env

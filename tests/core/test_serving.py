@@ -66,8 +66,15 @@ def registry(tmp_path_factory, data) -> ModelRegistry:
     registry = ModelRegistry(f"sqlite:///{root}/mlflow.db", root / "artifacts", "serving-tests")
     for i, labels in enumerate((data["churned"], 1 - data["churned"]), start=1):
         run_id = registry.log_training_run(
-            run_name=f"serve-run-{i}", model=pipeline(data[FEATURES], labels), input_example=data[FEATURES].head(3),
-            params={}, metrics={}, tags={}, dataset_df=data, dataset_name="churn", dataset_digest=f"d{i}",
+            run_name=f"serve-run-{i}",
+            model=pipeline(data[FEATURES], labels),
+            input_example=data[FEATURES].head(3),
+            params={},
+            metrics={},
+            tags={},
+            dataset_df=data,
+            dataset_name="churn",
+            dataset_digest=f"d{i}",
             dataset_source="/data/churn",
         )
         assert registry.register(run_id, MODEL) == str(i)
@@ -136,8 +143,11 @@ def test_deploy_serves_the_version_and_smoke_test_predicts(server, registry, dat
     assert pid_alive(deployment.pid)
     recorded = json.loads((server.state_dir / DEPLOYMENT_FILE).read_text())
     assert {k: recorded[k] for k in ("model_uri", "model_version", "pid", "port", "url")} == {
-        "model_uri": "models:/dev.serve/1", "model_version": "1", "pid": deployment.pid,
-        "port": server.port, "url": deployment.url,
+        "model_uri": "models:/dev.serve/1",
+        "model_version": "1",
+        "pid": deployment.pid,
+        "port": server.port,
+        "url": deployment.url,
     }
     assert recorded["started_at"]
 
@@ -237,8 +247,19 @@ class StandInServer(LocalModelServer):
     script: Path
 
     def _command(self, model_uri: str) -> list[str]:
-        return [sys.executable, str(self.script), "mlflow", "models", "serve", "-m", model_uri,
-                "-h", self.host, "-p", str(self.port)]
+        return [
+            sys.executable,
+            str(self.script),
+            "mlflow",
+            "models",
+            "serve",
+            "-m",
+            model_uri,
+            "-h",
+            self.host,
+            "-p",
+            str(self.port),
+        ]
 
 
 @pytest.fixture()

@@ -143,9 +143,14 @@ def test_json_ish_rows_cast_like_nullable_rows(contract: DatasetContract) -> Non
 def test_cast_features_accepts_spellings_and_rejects_missing_columns(contract: DatasetContract) -> None:
     frame = pd.DataFrame(
         {
-            "tenure_months": ["12", 3, None], "monthly_charges": [1, 2.5, "x"], "usage_hours": [1, 2, 3],
-            "support_calls": [0, 1, 2], "plan": ["basic", None, "premium"], "region": ["north", "east", 2.0],
-            "autopay": ["True", 0, "yes"], "last_payment_delay_days": [None, 1, 2],
+            "tenure_months": ["12", 3, None],
+            "monthly_charges": [1, 2.5, "x"],
+            "usage_hours": [1, 2, 3],
+            "support_calls": [0, 1, 2],
+            "plan": ["basic", None, "premium"],
+            "region": ["north", "east", 2.0],
+            "autopay": ["True", 0, "yes"],
+            "last_payment_delay_days": [None, 1, 2],
         }
     )
     X = prepare_features(frame, contract)
@@ -207,9 +212,13 @@ def test_each_algorithm_trains_predicts_and_round_trips(
     np.testing.assert_array_equal(pipeline.predict(df), expected)
     np.testing.assert_array_equal(pipeline.predict(from_json), expected)
     np.testing.assert_array_equal(pipeline.predict(from_json[c.feature_columns[::-1]]), expected)  # column order
-    metrics = compute_metrics(task, prepare_target(df[c.target], c), expected,
-                              pipeline.predict_proba(plain) if task == "classification" else None,
-                              classes=getattr(pipeline, "classes_", None))
+    metrics = compute_metrics(
+        task,
+        prepare_target(df[c.target], c),
+        expected,
+        pipeline.predict_proba(plain) if task == "classification" else None,
+        classes=getattr(pipeline, "classes_", None),
+    )
     if task == "classification":
         assert set(expected) <= {0, 1}
         assert metrics["roc_auc"] > 0.7, metrics  # the label depends on the features
@@ -235,8 +244,13 @@ def test_multiclass_string_target_round_trips_with_allowlisted_types(contract: D
     loaded, _ = load_model(tmp_path)
     X = prepare_features(df, plans)
     np.testing.assert_array_equal(loaded.predict_proba(X), pipeline.predict_proba(X))
-    metrics = compute_metrics("classification", prepare_target(df["plan"], plans), loaded.predict(X),
-                              loaded.predict_proba(X), classes=loaded.classes_)
+    metrics = compute_metrics(
+        "classification",
+        prepare_target(df["plan"], plans),
+        loaded.predict(X),
+        loaded.predict_proba(X),
+        classes=loaded.classes_,
+    )
     assert metrics["roc_auc"] > 0.8 and set(metrics) == {"accuracy", "f1", "roc_auc", "log_loss"}
 
 
@@ -255,26 +269,46 @@ def test_load_model_rejects_types_outside_the_allowlist(contract: DatasetContrac
 # --------------------------------------------------------------------------- hyperparameters
 def test_sagemaker_string_hyperparameters_are_coerced_by_default_types() -> None:
     hgb = resolve_hyperparameters(
-        "classification", "hist_gradient_boosting",
-        {"max_iter": "150", "learning_rate": "0.1", "max_depth": "null", "early_stopping": "true",
-         "l2_regularization": "1", "max_leaf_nodes": "None"},
+        "classification",
+        "hist_gradient_boosting",
+        {
+            "max_iter": "150",
+            "learning_rate": "0.1",
+            "max_depth": "null",
+            "early_stopping": "true",
+            "l2_regularization": "1",
+            "max_leaf_nodes": "None",
+        },
     )
-    assert hgb == {"random_state": 0, "max_iter": 150, "learning_rate": 0.1, "max_depth": None,
-                   "early_stopping": True, "l2_regularization": 1.0, "max_leaf_nodes": None}
+    assert hgb == {
+        "random_state": 0,
+        "max_iter": 150,
+        "learning_rate": 0.1,
+        "max_depth": None,
+        "early_stopping": True,
+        "l2_regularization": 1.0,
+        "max_leaf_nodes": None,
+    }
     assert isinstance(hgb["l2_regularization"], float) and isinstance(hgb["max_iter"], int)
     rf = resolve_hyperparameters(
-        "regression", "random_forest",
+        "regression",
+        "random_forest",
         {"n_estimators": "50.0", "max_features": '"sqrt"', "bootstrap": "False", "min_samples_split": "0.5"},
     )
     assert rf["n_estimators"] == 50 and isinstance(rf["n_estimators"], int)
     assert rf["max_features"] == "sqrt" and rf["bootstrap"] is False and rf["min_samples_split"] == 0.5
     # typed values (local settings YAML) pass through
-    assert resolve_hyperparameters("regression", "ridge", {"alpha": 2, "fit_intercept": True}) == {"alpha": 2.0, "fit_intercept": True}
+    assert resolve_hyperparameters("regression", "ridge", {"alpha": 2, "fit_intercept": True}) == {
+        "alpha": 2.0,
+        "fit_intercept": True,
+    }
     assert coerce_hyperparameter("1", False) is True and coerce_hyperparameter("[1, 2]", None) == [1, 2]
 
 
 def test_unknown_algorithm_or_hyperparameter_lists_valid_names(contract: DatasetContract) -> None:
-    with pytest.raises(ValueError, match=r"unknown algorithm 'xgboost'.*hist_gradient_boosting, random_forest, logistic_regression"):
+    with pytest.raises(
+        ValueError, match=r"unknown algorithm 'xgboost'.*hist_gradient_boosting, random_forest, logistic_regression"
+    ):
         build_pipeline(contract, "xgboost", {})
     with pytest.raises(ValueError, match=r"unknown algorithm 'ridge' for a classification task"):
         build_pipeline(contract, "ridge", {})
@@ -292,8 +326,13 @@ def test_compute_metrics_known_values() -> None:
     assert clf["accuracy"] == 0.75 and clf["f1"] == pytest.approx(0.8) and clf["roc_auc"] == 1.0
     assert clf["log_loss"] == pytest.approx(-np.mean(np.log([0.9, 0.4, 0.7, 0.9])))
     # string labels: the positive class is the last of the sorted classes ("yes"); 2-D scores work too
-    s = compute_metrics("classification", np.array(["no", "yes", "yes"], dtype=object), ["no", "yes", "no"],
-                        [[0.8, 0.2], [0.3, 0.7], [0.6, 0.4]], classes=["no", "yes"])
+    s = compute_metrics(
+        "classification",
+        np.array(["no", "yes", "yes"], dtype=object),
+        ["no", "yes", "no"],
+        [[0.8, 0.2], [0.3, 0.7], [0.6, 0.4]],
+        classes=["no", "yes"],
+    )
     assert s["f1"] == pytest.approx(2 / 3) and s["roc_auc"] == 1.0
     # undefined metrics are left out, not NaN
     one_class = compute_metrics("classification", [1, 1], [1, 0], [0.9, 0.2], classes=[0, 1])
@@ -310,12 +349,16 @@ def _run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Comple
     environ.update(env or {})
     return subprocess.run(
         [sys.executable, "-m", "mlops_core.training.entrypoint", *args],
-        capture_output=True, text=True, env=environ, timeout=240, cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        env=environ,
+        timeout=240,
+        cwd=REPO_ROOT,
     )
 
 
 def _split(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    return df.iloc[: int(len(df) * 0.75)], df.iloc[int(len(df) * 0.75):]
+    return df.iloc[: int(len(df) * 0.75)], df.iloc[int(len(df) * 0.75) :]
 
 
 def test_prepare_ml_root_lays_out_sagemaker_inputs(contract: DatasetContract, tmp_path: Path) -> None:
@@ -324,7 +367,9 @@ def test_prepare_ml_root_lays_out_sagemaker_inputs(contract: DatasetContract, tm
     (tmp_path / "output" / "failure").write_text("stale")
     (tmp_path / "input" / "data" / "train").mkdir(parents=True)
     (tmp_path / "input" / "data" / "train" / "old.parquet").write_text("stale")
-    paths = prepare_ml_root(tmp_path, train, test, contract, "random_forest", {"n_estimators": 10, "max_depth": None, "bootstrap": True})
+    paths = prepare_ml_root(
+        tmp_path, train, test, contract, "random_forest", {"n_estimators": 10, "max_depth": None, "bootstrap": True}
+    )
     hps = json.loads(paths.hyperparameters.read_text())
     assert all(isinstance(v, str) for v in hps.values())
     assert hps["n_estimators"] == "10" and hps["max_depth"] == "null" and hps["bootstrap"] == "true"
@@ -400,8 +445,12 @@ def test_sagemaker_environment_variables_are_honored(
     prepare_ml_root(tmp_path / "root", make_churn_frame(60, seed=9), None, contract, "logistic_regression", {})
     train, test = _split(make_churn_frame(200))
     channels = prepare_ml_root(tmp_path / "channels", train, test, contract, "logistic_regression", {})
-    sm = {"SM_CHANNEL_TRAIN": channels.train, "SM_CHANNEL_TEST": channels.test,
-          "SM_MODEL_DIR": tmp_path / "sm-model", "SM_OUTPUT_DATA_DIR": tmp_path / "sm-output"}
+    sm = {
+        "SM_CHANNEL_TRAIN": channels.train,
+        "SM_CHANNEL_TEST": channels.test,
+        "SM_MODEL_DIR": tmp_path / "sm-model",
+        "SM_OUTPUT_DATA_DIR": tmp_path / "sm-output",
+    }
     for key, value in sm.items():
         monkeypatch.setenv(key, str(value))
     monkeypatch.setenv("MLOPS_ML_ROOT", str(tmp_path / "root"))  # and no --ml-root argument
@@ -418,15 +467,25 @@ def test_sagemaker_environment_variables_are_honored(
     assert not (tmp_path / "root" / "model").exists()
 
 
-def test_azure_ml_arguments_are_honored(contract: DatasetContract, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_azure_ml_arguments_are_honored(
+    contract: DatasetContract, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     for key in ("SM_CHANNEL_TRAIN", "SM_CHANNEL_TEST", "SM_MODEL_DIR", "SM_OUTPUT_DATA_DIR", "SM_OUTPUT_DIR"):
         monkeypatch.delenv(key, raising=False)
     monkeypatch.setenv("MLOPS_ML_ROOT", str(tmp_path / "root"))  # where a failure file would go
     train, _ = _split(make_churn_frame(200))
     staged = prepare_ml_root(tmp_path / "staged", train, None, contract, "random_forest", {"n_estimators": 5})
     hps_string = staged.hyperparameters.read_text()
-    args = ["--train", str(staged.train), "--model-dir", str(tmp_path / "outputs" / "model"),
-            "--output-dir", str(tmp_path / "outputs" / "metrics"), "--hyperparameters", hps_string]
+    args = [
+        "--train",
+        str(staged.train),
+        "--model-dir",
+        str(tmp_path / "outputs" / "model"),
+        "--output-dir",
+        str(tmp_path / "outputs" / "metrics"),
+        "--hyperparameters",
+        hps_string,
+    ]
     assert entrypoint.main(args) == 0
     metrics = json.loads((tmp_path / "outputs" / "metrics" / "metrics.json").read_text())
     assert set(metrics) == {"train_roc_auc", "train_accuracy", "train_f1", "train_log_loss"}  # no test channel
@@ -465,7 +524,10 @@ def test_saved_model_logs_to_mlflow_with_skops_and_serves_the_same(
         experiment = mlflow.create_experiment("t", artifact_location=(tmp_path / "artifacts").as_uri())
         with mlflow.start_run(experiment_id=experiment):
             info = mlflow.sklearn.log_model(
-                loaded, name="model", serialization_format="skops", skops_trusted_types=SKOPS_TRUSTED_TYPES,
+                loaded,
+                name="model",
+                serialization_format="skops",
+                skops_trusted_types=SKOPS_TRUSTED_TYPES,
                 pip_requirements=["scikit-learn==1.9.1", "skops==0.16.0"],  # skip slow requirement inference
             )
         served = mlflow.pyfunc.load_model(info.model_uri)

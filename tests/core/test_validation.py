@@ -178,35 +178,62 @@ class TestRowLevel:
         accepted = result.accepted
         assert result.rejected.empty
         expected = {
-            "customer_id": "string", "event_time": "datetime64[ns, UTC]", "tenure_months": "Int64",
-            "monthly_charges": "float64", "plan": "string", "autopay": "boolean", "churned": "Int64",
-            EVENT_TIME_COLUMN: "datetime64[ns, UTC]", ENTITY_COLUMN: "string", ROW_KEY_COLUMN: "string",
+            "customer_id": "string",
+            "event_time": "datetime64[ns, UTC]",
+            "tenure_months": "Int64",
+            "monthly_charges": "float64",
+            "plan": "string",
+            "autopay": "boolean",
+            "churned": "Int64",
+            EVENT_TIME_COLUMN: "datetime64[ns, UTC]",
+            ENTITY_COLUMN: "string",
+            ROW_KEY_COLUMN: "string",
             SOURCE_COLUMN: "string",
         }
         assert {c: str(accepted[c].dtype) for c in expected} == expected
-        assert list(accepted.columns) == CHURN_HEADER + [EVENT_TIME_COLUMN, ENTITY_COLUMN, ROW_KEY_COLUMN, SOURCE_COLUMN]
+        assert list(accepted.columns) == CHURN_HEADER + [
+            EVENT_TIME_COLUMN,
+            ENTITY_COLUMN,
+            ROW_KEY_COLUMN,
+            SOURCE_COLUMN,
+        ]
         assert accepted["autopay"].tolist() == [True, False]
-        assert pd.isna(accepted["last_payment_delay_days"].iloc[0]) and accepted["last_payment_delay_days"].iloc[1] == 3.5
+        assert (
+            pd.isna(accepted["last_payment_delay_days"].iloc[0]) and accepted["last_payment_delay_days"].iloc[1] == 3.5
+        )
         assert (accepted[EVENT_TIME_COLUMN] == accepted["event_time"]).all()
         assert accepted[ENTITY_COLUMN].tolist() == ["c1", "c2"]
         assert accepted[SOURCE_COLUMN].tolist() == ["batch.csv", "batch.csv"]
         assert accepted[ROW_KEY_COLUMN].str.fullmatch(r"[0-9a-f]{32}").all()
 
     def test_out_of_range(self, churn):
-        result = run(churn, [churn_row("a", tenure_months="300"), churn_row("b", monthly_charges="-0.5"), churn_row("c", tenure_months="240")])
+        result = run(
+            churn,
+            [
+                churn_row("a", tenure_months="300"),
+                churn_row("b", monthly_charges="-0.5"),
+                churn_row("c", tenure_months="240"),
+            ],
+        )
         assert result.accepted["customer_id"].tolist() == ["c"]  # the bound itself is allowed
         assert reason_of(result, 1) == "tenure_months: 300 above max 240"
         assert reason_of(result, 2) == "monthly_charges: -0.5 below min 0"
         assert result.reason_counts == {"tenure_months:above_max": 1, "monthly_charges:below_min": 1}
 
     def test_not_allowed(self, churn):
-        result = run(churn, [churn_row("a", plan="gold"), churn_row("b", churned="2"), churn_row("c", churned="01", plan="premium")])
+        result = run(
+            churn,
+            [churn_row("a", plan="gold"), churn_row("b", churned="2"), churn_row("c", churned="01", plan="premium")],
+        )
         assert reason_of(result, 1) == "plan: 'gold' not in allowed ['basic', 'standard', 'premium']"
         assert reason_of(result, 2).startswith("churned: '2' not in allowed [0, 1]")
         assert result.accepted["churned"].tolist() == [1]  # int allowed values compare as ints
 
     def test_null_in_non_nullable(self, churn):
-        result = run(churn, [churn_row("a", plan=""), churn_row("b", last_payment_delay_days=""), churn_row("", tenure_months="")])
+        result = run(
+            churn,
+            [churn_row("a", plan=""), churn_row("b", last_payment_delay_days=""), churn_row("", tenure_months="")],
+        )
         assert reason_of(result, 1) == "plan: null in non-nullable column"
         assert 2 not in result.rejected[ROW_NUMBER_COLUMN].tolist()
         assert reason_of(result, 3) == (
@@ -234,12 +261,21 @@ class TestRowLevel:
         assert reason_of(result, 1) == f"{column}: {value!r} {message}"
         assert result.reason_counts == {f"{column}:wrong_type": 1}
 
-    @pytest.mark.parametrize(("text", "value"), [("TRUE", True), ("yes", True), ("1", True), ("False", False), ("NO", False), ("0", False)])
+    @pytest.mark.parametrize(
+        ("text", "value"), [("TRUE", True), ("yes", True), ("1", True), ("False", False), ("NO", False), ("0", False)]
+    )
     def test_bool_spellings(self, churn, text, value):
         assert run(churn, [churn_row(autopay=text)]).accepted["autopay"].tolist() == [value]
 
     def test_int_accepts_integral_spellings(self, churn):
-        result = run(churn, [churn_row("a", tenure_months=" 7 "), churn_row("b", tenure_months="7.0"), churn_row("c", tenure_months="+7")])
+        result = run(
+            churn,
+            [
+                churn_row("a", tenure_months=" 7 "),
+                churn_row("b", tenure_months="7.0"),
+                churn_row("c", tenure_months="+7"),
+            ],
+        )
         assert result.accepted["tenure_months"].tolist() == [7, 7, 7]
 
     def test_timestamps_become_utc(self, churn):
@@ -279,7 +315,10 @@ class TestRowLevel:
         assert result.rejected[ROW_NUMBER_COLUMN].tolist() == [3]
         assert reason_of(result, 3) == "duplicate_row: same row key as data row 1"
         assert result.summary() == {
-            "source": "batch.csv", "rows_total": 4, "rows_accepted": 3, "rows_rejected": 1,
+            "source": "batch.csv",
+            "rows_total": 4,
+            "rows_accepted": 3,
+            "rows_rejected": 1,
             "reasons": {"duplicate_row": 1},
         }
 
@@ -321,7 +360,14 @@ class TestRowKeys:
         assert validate(frame, churn, "same.parquet", INGESTED_AT).accepted[ROW_KEY_COLUMN].item() == csv_key
 
     def test_keyless_contract_hashes_full_row_and_uses_ingestion_time(self, keyless):
-        result = run(keyless, [{"x": "1", "flag": "", "y": "2"}, {"x": "1.0", "flag": "", "y": "02"}, {"x": "1", "flag": "yes", "y": "2"}])
+        result = run(
+            keyless,
+            [
+                {"x": "1", "flag": "", "y": "2"},
+                {"x": "1.0", "flag": "", "y": "02"},
+                {"x": "1", "flag": "yes", "y": "2"},
+            ],
+        )
         assert result.rejected[ROW_NUMBER_COLUMN].tolist() == [2]  # same canonical content as row 1
         assert result.accepted[ROW_KEY_COLUMN].nunique() == 2
         assert (result.accepted[ENTITY_COLUMN] == result.accepted[ROW_KEY_COLUMN]).all()

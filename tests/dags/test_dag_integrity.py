@@ -9,7 +9,17 @@ import pytest
 from tests.conftest import DAGS
 
 DAG_FILES = sorted(p for p in DAGS.glob("*.py") if not p.name.startswith("_"))
-EXPECTED = {"watch_drop_zone", "ingest", "ingest_sql", "features", "monitor", "train", "evaluate_register", "deploy", "promote"}
+EXPECTED = {
+    "watch_drop_zone",
+    "ingest",
+    "ingest_sql",
+    "features",
+    "monitor",
+    "train",
+    "evaluate_register",
+    "deploy",
+    "promote",
+}
 
 
 @pytest.fixture(scope="module")
@@ -67,8 +77,9 @@ def test_no_cycles_and_assets_chain(dagbag):
 
     for dag in dagbag.dags.values():
         dag.check_cycle()  # raises on a cycle
-    consumers = {dag_id: asset_names(getattr(dag.timetable, "asset_condition", None))
-                 for dag_id, dag in dagbag.dags.items()}
+    consumers = {
+        dag_id: asset_names(getattr(dag.timetable, "asset_condition", None)) for dag_id, dag in dagbag.dags.items()
+    }
     producers: dict[str, set[str]] = {}
     for dag_id, dag in dagbag.dags.items():
         for task in dag.tasks:

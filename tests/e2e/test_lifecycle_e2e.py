@@ -22,8 +22,9 @@ def demo(tmp_path_factory):
     for name in ("MLOPS_HOME", "MLOPS_ENV", "MLOPS_DROP_ZONE", "MLOPS_CONTRACT", "MLFLOW_TRACKING_URI"):
         os.environ.pop(name, None)
     try:
-        result = LifecycleDemo(DemoOptions(home=tmp_path_factory.mktemp("e2e") / "demo", rows=600,
-                                           phase_timeout=480)).run()
+        result = LifecycleDemo(
+            DemoOptions(home=tmp_path_factory.mktemp("e2e") / "demo", rows=600, phase_timeout=480)
+        ).run()
         print_summary(result)
         yield result
     finally:

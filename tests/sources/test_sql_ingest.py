@@ -73,8 +73,19 @@ def _ingest_until_done(url: str, mlops_home, monkeypatch, batch_size: int):
     from mlops_airflow.hooks.sql_table import SqlTableHook
 
     monkeypatch.setenv("AIRFLOW_CONN_CHURN_DB", json.dumps({"conn_type": "generic", "extra": {"sqlalchemy_url": url}}))
-    settings = load_settings("dev", overrides={"dataset": {"sql_source": {
-        "conn_id": "churn_db", "table": "churn_events", "watermark_column": "event_time", "batch_size": batch_size}}})
+    settings = load_settings(
+        "dev",
+        overrides={
+            "dataset": {
+                "sql_source": {
+                    "conn_id": "churn_db",
+                    "table": "churn_events",
+                    "watermark_column": "event_time",
+                    "batch_size": batch_size,
+                }
+            }
+        },
+    )
     hook = SqlTableHook(sql_conn_id="churn_db")
     reports = []
     for i in range(20):

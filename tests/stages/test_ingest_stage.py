@@ -24,8 +24,9 @@ def test_row_repeated_across_files_of_one_batch_is_quarantined_once(mlops_home):
     day0 = write_day_files(drop, [0], rows=50)[0]
     lines = day0.read_text().splitlines()
     (drop / "resend_part.csv").write_text("\n".join([lines[0], lines[1], lines[2]]) + "\n")  # 2 rows again
-    report = ingest_files(settings, sorted(str(p) for p in drop.iterdir()), run_id="r1",
-                          ingested_at="2026-01-02T00:00:00+00:00")
+    report = ingest_files(
+        settings, sorted(str(p) for p in drop.iterdir()), run_id="r1", ingested_at="2026-01-02T00:00:00+00:00"
+    )
     assert report["rows"] == 50 and report["duplicate_rows"] == 2
     keys = store.read_version(report["version_id"], columns=["_row_key"])["_row_key"]
     assert keys.is_unique
@@ -47,8 +48,9 @@ def test_rerun_and_redelivery_create_nothing_new(mlops_home):
     # The same bytes delivered again under another name: recognised, quarantined, not counted.
     archived = next((drop.parent / f"{drop.name}.archive").rglob("*.csv"))
     shutil.copyfile(archived, drop / "resent.csv")
-    redelivered = ingest_files(settings, [str(drop / "resent.csv")], run_id="r2",
-                               ingested_at="2026-01-04T00:00:00+00:00")
+    redelivered = ingest_files(
+        settings, [str(drop / "resent.csv")], run_id="r2", ingested_at="2026-01-04T00:00:00+00:00"
+    )
     assert redelivered["version_id"] is None
     assert redelivered["files"][0]["status"] == "duplicate_file"
     assert [m["row_count"] for m in store.list_versions()] == [80]

@@ -35,8 +35,16 @@ def _houses(seed: int, n: int) -> pd.DataFrame:
     garden = rng.random(n) < 0.4
     base = {"centre": 6000.0, "suburb": 3500.0, "rural": 2000.0}
     price = np.array([base[d] for d in district]) * area + 15000 * garden + rng.normal(0, 20000, n)
-    return pd.DataFrame({"rooms": rooms, "area_m2": area, "district": district, "garden": garden,
-                         "price": price.clip(0).round(0), "listing_note": "extra column, dropped"})
+    return pd.DataFrame(
+        {
+            "rooms": rooms,
+            "area_m2": area,
+            "district": district,
+            "garden": garden,
+            "price": price.clip(0).round(0),
+            "listing_note": "extra column, dropped",
+        }
+    )
 
 
 @pytest.fixture

@@ -40,7 +40,7 @@ class SqlTableHook(DbApiHook):
         extra = self.connection_extra or {}
         raw = extra.get("sqlalchemy_url") or self.get_uri()
         if raw.startswith("postgres://"):  # Airflow's historical scheme; SQLAlchemy wants postgresql
-            raw = "postgresql://" + raw[len("postgres://"):]
+            raw = "postgresql://" + raw[len("postgres://") :]
         return make_url(raw)
 
     def get_conn(self) -> Any:

@@ -43,8 +43,11 @@ def deploy_champion(settings: "Settings", expected_version: str | None = None) -
     if champion is None:
         raise DeploymentFailed(f"{name} has no @champion to deploy; run evaluate_register (or promote) first")
     if expected_version and str(expected_version) != str(champion.version):
-        log.warning("Event asked for version %s but @champion is now %s: deploying the champion",
-                    expected_version, champion.version)
+        log.warning(
+            "Event asked for version %s but @champion is now %s: deploying the champion",
+            expected_version,
+            champion.version,
+        )
     server = serving_backend(settings)
     live = server.current()
     if live and live.get("alive") and str(live.get("model_version")) == str(champion.version):
@@ -54,8 +57,11 @@ def deploy_champion(settings: "Settings", expected_version: str | None = None) -
 
     previous = live.get("model_version") if live else None
     try:
-        deployment = server.deploy(registry.model_uri(name, champion.version), str(champion.version),
-                                   startup_timeout=settings.serving.startup_timeout_seconds)
+        deployment = server.deploy(
+            registry.model_uri(name, champion.version),
+            str(champion.version),
+            startup_timeout=settings.serving.startup_timeout_seconds,
+        )
         smoke = server.smoke_test(_smoke_rows(settings, champion))
         if not server.verify(str(champion.version)):
             raise DeploymentFailed(f"serving target does not report version {champion.version} after deploy")
@@ -76,7 +82,9 @@ def _rollback(settings, registry, server, name, previous_live):
         server.stop()
         return None
     info = registry.version_info(name, target)
-    server.deploy(registry.model_uri(name, target), str(target), startup_timeout=settings.serving.startup_timeout_seconds)
+    server.deploy(
+        registry.model_uri(name, target), str(target), startup_timeout=settings.serving.startup_timeout_seconds
+    )
     server.smoke_test(_smoke_rows(settings, info))
     log.warning("Rolled back %s to version %s", name, target)
     return target

@@ -19,7 +19,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def evaluate_candidate(settings: "Settings", candidate: dict[str, Any], *, min_improvement: float | None = None) -> dict[str, Any]:
+def evaluate_candidate(
+    settings: "Settings", candidate: dict[str, Any], *, min_improvement: float | None = None
+) -> dict[str, Any]:
     from mlops_core.evaluation import PromotionPolicy, decide_promotion, score_model
     from mlops_core.lineage import git_commit
 
@@ -78,15 +80,24 @@ def candidate_from_run(settings: "Settings", run_id: str) -> dict[str, Any]:
     missing = [t for t in ("mlops.training_set", "mlops.dataset_versions") if t not in tags]
     if missing:
         raise ValueError(f"MLflow run {run_id} was not logged by the train DAG (missing tags {missing})")
-    return {"env": settings.env, "mlflow_run_id": run_id, "training_set": tags["mlops.training_set"],
-            "dataset_versions": [v for v in tags["mlops.dataset_versions"].split(",") if v], "metrics": {}}
+    return {
+        "env": settings.env,
+        "mlflow_run_id": run_id,
+        "training_set": tags["mlops.training_set"],
+        "dataset_versions": [v for v in tags["mlops.dataset_versions"].split(",") if v],
+        "metrics": {},
+    }
 
 
 def promote_to_champion(settings: "Settings", evaluation: dict[str, Any]) -> dict[str, Any]:
     registry = model_registry(settings)
     registry.set_champion(evaluation["model_name"], evaluation["version"], previous=evaluation["champion_version"])
-    log.info("%s version %s is now @champion (previous: %s)", evaluation["model_name"], evaluation["version"],
-             evaluation["champion_version"])
+    log.info(
+        "%s version %s is now @champion (previous: %s)",
+        evaluation["model_name"],
+        evaluation["version"],
+        evaluation["champion_version"],
+    )
     return {
         "env": settings.env,
         "model_name": evaluation["model_name"],

@@ -37,7 +37,12 @@ def materialize_versions(settings: "Settings", version_ids: list[str]) -> dict[s
     for vid in ordered:
         rows = store.read_version(vid)
         res = repo.materialize_version(vid, rows)
-        log.info("Materialized version %s: %s offline rows, %s online entities", vid, res["offline_rows"], res["online_entities"])
+        log.info(
+            "Materialized version %s: %s offline rows, %s online entities",
+            vid,
+            res["offline_rows"],
+            res["online_entities"],
+        )
         results.append(res)
     return {
         "dataset": contract.name,

@@ -59,7 +59,9 @@ def ingest_files(settings: "Settings", files: list[str], *, run_id: str, ingeste
             log.warning("%s: identical content already ingested (%s); not counted again", path.name, seen)
             file_reports.append({"file": path.name, "status": "duplicate_file", "seen_in": seen})
             store.quarantine(run_id, path.name, None, f"duplicate_file: same bytes already ingested ({seen})", None)
-            sources.append({"key": path.name, "sha256": sha, "status": "duplicate", "rows_accepted": 0, "rows_rejected": 0})
+            sources.append(
+                {"key": path.name, "sha256": sha, "status": "duplicate", "rows_accepted": 0, "rows_rejected": 0}
+            )
             continue
         try:
             raw = read_source(data, path.name)
@@ -68,7 +70,9 @@ def ingest_files(settings: "Settings", files: list[str], *, run_id: str, ingeste
             log.warning("%s rejected: %s", path.name, exc)
             key = store.quarantine(run_id, path.name, None, f"{exc.reason}: {exc}", data)
             file_reports.append({"file": path.name, "status": "rejected", "reason": str(exc), "quarantine": key})
-            sources.append({"key": path.name, "sha256": sha, "status": "quarantined", "rows_accepted": 0, "rows_rejected": 0})
+            sources.append(
+                {"key": path.name, "sha256": sha, "status": "quarantined", "rows_accepted": 0, "rows_rejected": 0}
+            )
             continue
         n_ok, n_bad = len(result.accepted), len(result.rejected)
         if n_bad:
@@ -78,9 +82,18 @@ def ingest_files(settings: "Settings", files: list[str], *, run_id: str, ingeste
         log.info("%s: %d row(s) accepted, %d rejected", path.name, n_ok, n_bad)
         rejected_rows += n_bad
         accepted_frames.append(result.accepted)
-        sources.append({"key": path.name, "sha256": sha, "status": "accepted", "rows_accepted": n_ok, "rows_rejected": n_bad})
-        file_reports.append({"file": path.name, "status": "accepted", "rows_accepted": n_ok, "rows_rejected": n_bad,
-                             "reasons": result.summary()["reasons"] if n_bad else {}})
+        sources.append(
+            {"key": path.name, "sha256": sha, "status": "accepted", "rows_accepted": n_ok, "rows_rejected": n_bad}
+        )
+        file_reports.append(
+            {
+                "file": path.name,
+                "status": "accepted",
+                "rows_accepted": n_ok,
+                "rows_rejected": n_bad,
+                "reasons": result.summary()["reasons"] if n_bad else {},
+            }
+        )
 
     report = _commit(store, contract, accepted_frames, sources, run_id, ts, rejected_rows)
     report["files"] = file_reports
@@ -118,8 +131,14 @@ def ingest_sql(settings: "Settings", fetch_batch, *, run_id: str, ingested_at: s
     raw = fetch_batch(src.table, src.watermark_column, after, src.batch_size)
     log.info("Read %d row(s) from %s after %s=%r", len(raw), src.table, src.watermark_column, after)
     if raw.empty:
-        return {"dataset": contract.name, "created": False, "rows": 0, "rejected_rows": 0, "watermark": after,
-                "reason": "no new rows"}
+        return {
+            "dataset": contract.name,
+            "created": False,
+            "rows": 0,
+            "rejected_rows": 0,
+            "watermark": after,
+            "reason": "no new rows",
+        }
     if len(raw) >= src.batch_size:
         # A full batch may have cut the rows sharing the last watermark value in two: leave them
         # all for the next run, so that no row is skipped by the strict ``>`` of the next read.
@@ -140,10 +159,19 @@ def ingest_sql(settings: "Settings", fetch_batch, *, run_id: str, ingested_at: s
         raise ValueError(f"table {src.table} does not match the contract {contract.name}: {exc}") from exc
     if len(result.rejected):
         reasons = result.summary()["reasons"]
-        store.quarantine(run_id, f"sql-{src.table}", result.rejected, f"{len(result.rejected)} row(s) rejected: {reasons}", None)
+        store.quarantine(
+            run_id, f"sql-{src.table}", result.rejected, f"{len(result.rejected)} row(s) rejected: {reasons}", None
+        )
         log.warning("%s: %d row(s) quarantined: %s", source_name, len(result.rejected), reasons)
-    sources = [{"key": source_name, "sha256": None, "status": "accepted", "rows_accepted": len(result.accepted),
-                "rows_rejected": len(result.rejected)}]
+    sources = [
+        {
+            "key": source_name,
+            "sha256": None,
+            "status": "accepted",
+            "rows_accepted": len(result.accepted),
+            "rows_rejected": len(result.rejected),
+        }
+    ]
     report = _commit(store, contract, [result.accepted], sources, run_id, ts, len(result.rejected))
     store.set_watermark(state_name, new_watermark)
     report["watermark"] = new_watermark
@@ -153,12 +181,23 @@ def ingest_sql(settings: "Settings", fetch_batch, *, run_id: str, ingested_at: s
 def _commit(store, contract, frames, sources, run_id, ts, rejected_rows) -> dict[str, Any]:
     import pandas as pd
 
-    base = {"dataset": contract.name, "run_id": run_id, "rejected_rows": rejected_rows, "sources": [s["key"] for s in sources]}
+    base = {
+        "dataset": contract.name,
+        "run_id": run_id,
+        "rejected_rows": rejected_rows,
+        "sources": [s["key"] for s in sources],
+    }
     frames = [f for f in frames if len(f)]
     if not frames:
         store.record_sources(_new_sources(sources), None, run_id)
-        return {**base, "created": False, "version_id": None, "rows": 0, "duplicate_rows": 0,
-                "reason": "no accepted rows"}
+        return {
+            **base,
+            "created": False,
+            "version_id": None,
+            "rows": 0,
+            "duplicate_rows": 0,
+            "reason": "no accepted rows",
+        }
     accepted = pd.concat(frames, ignore_index=True)
     # commit_version leaves out (and returns, with the reason) rows already in a version and rows
     # repeated across the files of this batch; they are quarantined, never silently dropped.
@@ -170,8 +209,14 @@ def _commit(store, contract, frames, sources, run_id, ts, rejected_rows) -> dict
     version_id = manifest["version_id"] if manifest else None
     store.record_sources(_new_sources(sources), version_id, run_id)
     if manifest is None:
-        return {**base, "created": False, "version_id": None, "rows": 0, "duplicate_rows": dupes,
-                "reason": "every accepted row was already ingested"}
+        return {
+            **base,
+            "created": False,
+            "version_id": None,
+            "rows": 0,
+            "duplicate_rows": dupes,
+            "reason": "every accepted row was already ingested",
+        }
     return {
         **base,
         "created": result.created,

@@ -22,7 +22,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def check_for_retraining(settings: "Settings", version_ids: list[str], *, run_key: str, force: bool = False) -> dict[str, Any]:
+def check_for_retraining(
+    settings: "Settings", version_ids: list[str], *, run_key: str, force: bool = False
+) -> dict[str, Any]:
     import io
 
     import pandas as pd
@@ -35,8 +37,14 @@ def check_for_retraining(settings: "Settings", version_ids: list[str], *, run_ke
     objects = object_store(settings)
     registry = model_registry(settings)
     name = settings.registered_model_name
-    base = {"env": settings.env, "version_ids": list(version_ids), "drift_share": None, "metric_drop": None,
-            "report": None, "drifted_columns": []}
+    base = {
+        "env": settings.env,
+        "version_ids": list(version_ids),
+        "drift_share": None,
+        "metric_drop": None,
+        "report": None,
+        "drifted_columns": [],
+    }
     champion = registry.champion(name)
     if champion is None:
         log.info("No @champion for %s yet: requesting the first training", name)
@@ -51,9 +59,12 @@ def check_for_retraining(settings: "Settings", version_ids: list[str], *, run_ke
         )
     reference = pd.read_parquet(io.BytesIO(objects.get_bytes(reference_key)))
     m = settings.monitoring
-    result, html = detect_drift(reference, current, contract,
-                                DriftThresholds(drift_share=m.drift_share_threshold, column_p_value=m.column_p_value,
-                                                min_rows=m.min_rows))
+    result, html = detect_drift(
+        reference,
+        current,
+        contract,
+        DriftThresholds(drift_share=m.drift_share_threshold, column_p_value=m.column_p_value, min_rows=m.min_rows),
+    )
     report_key = f"reports/drift/{run_key}.html"
     objects.put_bytes(report_key, html.encode("utf-8"))
     log.info("Drift: %s (report: %s)", result.reason, objects.uri(report_key))
@@ -76,9 +87,15 @@ def check_for_retraining(settings: "Settings", version_ids: list[str], *, run_ke
         if metric_drop is not None:
             metrics[f"{primary}_drop"] = metric_drop
         registry.log_artifact_run(
-            f"monitor-{run_key}", {"drift_report.html": path}, metrics,
-            {"mlops.env": settings.env, "mlops.dataset_versions": ",".join(version_ids),
-             "mlops.champion_version": str(champion.version), "mlops.drifted": str(result.drifted)},
+            f"monitor-{run_key}",
+            {"drift_report.html": path},
+            metrics,
+            {
+                "mlops.env": settings.env,
+                "mlops.dataset_versions": ",".join(version_ids),
+                "mlops.champion_version": str(champion.version),
+                "mlops.drifted": str(result.drifted),
+            },
         )
 
     decayed = metric_drop is not None and metric_drop > m.max_metric_drop
@@ -90,10 +107,19 @@ def check_for_retraining(settings: "Settings", version_ids: list[str], *, run_ke
         reason = "decay"
     else:
         reason = None
-    summary = result.reason + (f"; {primary} dropped by {metric_drop:.4f} (limit {m.max_metric_drop})" if metric_drop is not None else "")
-    return {**base, "retrain": reason is not None, "reason": reason or "none", "summary": summary,
-            "drift_share": result.share_drifted, "drifted_columns": result.drifted_columns,
-            "metric_drop": metric_drop, "report": objects.uri(report_key)}
+    summary = result.reason + (
+        f"; {primary} dropped by {metric_drop:.4f} (limit {m.max_metric_drop})" if metric_drop is not None else ""
+    )
+    return {
+        **base,
+        "retrain": reason is not None,
+        "reason": reason or "none",
+        "summary": summary,
+        "drift_share": result.share_drifted,
+        "drifted_columns": result.drifted_columns,
+        "metric_drop": metric_drop,
+        "report": objects.uri(report_key),
+    }
 
 
 def _as_float(value) -> float | None:

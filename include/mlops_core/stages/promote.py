@@ -32,18 +32,39 @@ def plan_promotion(from_env: str, version: str | None = None) -> dict[str, Any]:
         version = champion.version
     else:
         registry.version_info(src_name, version)  # raises if it does not exist
-    return {"from_env": from_env, "to_env": to_env, "source_model": src_name, "source_version": str(version),
-            "target_model": target.registered_model_name, "requires_approval": target.promotion.require_approval}
+    return {
+        "from_env": from_env,
+        "to_env": to_env,
+        "source_model": src_name,
+        "source_version": str(version),
+        "target_model": target.registered_model_name,
+        "requires_approval": target.promotion.require_approval,
+    }
 
 
 def copy_champion(plan: dict[str, Any]) -> dict[str, Any]:
     target = load_settings(plan["to_env"])
     registry = model_registry(target)
     previous = registry.champion(plan["target_model"])
-    new_version = registry.copy_to(plan["source_model"], plan["source_version"], plan["target_model"],
-                                   tags={"mlops.promoted_from": f"{plan['source_model']}/{plan['source_version']}"})
+    new_version = registry.copy_to(
+        plan["source_model"],
+        plan["source_version"],
+        plan["target_model"],
+        tags={"mlops.promoted_from": f"{plan['source_model']}/{plan['source_version']}"},
+    )
     registry.set_champion(plan["target_model"], new_version, previous=previous.version if previous else None)
     info = registry.version_info(plan["target_model"], new_version)
-    log.info("Promoted %s/%s to %s version %s", plan["source_model"], plan["source_version"], plan["target_model"], new_version)
-    return {"env": plan["to_env"], "model_name": plan["target_model"], "version": str(new_version),
-            "previous_version": previous.version if previous else None, "mlflow_run_id": info.run_id}
+    log.info(
+        "Promoted %s/%s to %s version %s",
+        plan["source_model"],
+        plan["source_version"],
+        plan["target_model"],
+        new_version,
+    )
+    return {
+        "env": plan["to_env"],
+        "model_name": plan["target_model"],
+        "version": str(new_version),
+        "previous_version": previous.version if previous else None,
+        "mlflow_run_id": info.run_id,
+    }

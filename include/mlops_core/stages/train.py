@@ -68,8 +68,13 @@ def build_training_set(settings: "Settings", run_key: str) -> dict[str, Any]:
     dataset = repo.training_set(entity_df)
     train, holdout = split_holdout(dataset, settings.training.holdout_days)
     digest = hashlib.sha256("".join(sorted(dataset["_row_key"])).encode()).hexdigest()[:16]
-    used = sorted({m["version_id"] for m in versions
-                   if pd.Timestamp(m["event_time_max"]) >= start and pd.Timestamp(m["event_time_min"]) < end})
+    used = sorted(
+        {
+            m["version_id"]
+            for m in versions
+            if pd.Timestamp(m["event_time_max"]) >= start and pd.Timestamp(m["event_time_min"]) < end
+        }
+    )
     objects.put_bytes(f"{prefix}/train.parquet", _parquet(train))
     objects.put_bytes(f"{prefix}/holdout.parquet", _parquet(holdout))
     manifest = {
@@ -110,8 +115,14 @@ def run_training_job(
     metrics_file = ml_root / "output" / "data" / "metrics.json"
     if metrics_file.is_file() and (ml_root / "model" / "model.skops").is_file():
         log.info("Job %s already completed (retry): re-attaching to its output", job_name)
-        return {"job_name": job_name, "ml_root": str(ml_root), "status": "Completed",
-                "metrics": json.loads(metrics_file.read_text()), "seconds": 0.0, "reattached": True}
+        return {
+            "job_name": job_name,
+            "ml_root": str(ml_root),
+            "status": "Completed",
+            "metrics": json.loads(metrics_file.read_text()),
+            "seconds": 0.0,
+            "reattached": True,
+        }
     contract = settings.load_contract()
     prepare_ml_root(
         ml_root,
@@ -124,11 +135,19 @@ def run_training_job(
     result = (compute or compute_backend(settings)).run(job_name, ml_root, settings.training.timeout_minutes * 60)
     if result.status != "Completed":
         raise TrainingJobFailed(f"training job {job_name} {result.status.lower()}: {result.failure_reason}")
-    return {"job_name": job_name, "ml_root": str(ml_root), "status": result.status,
-            "metrics": json.loads(metrics_file.read_text()), "seconds": round(result.seconds, 2), "reattached": False}
+    return {
+        "job_name": job_name,
+        "ml_root": str(ml_root),
+        "status": result.status,
+        "metrics": json.loads(metrics_file.read_text()),
+        "seconds": round(result.seconds, 2),
+        "reattached": False,
+    }
 
 
-def log_candidate(settings: "Settings", training_set: dict[str, Any], job: dict[str, Any], run_key: str) -> dict[str, Any]:
+def log_candidate(
+    settings: "Settings", training_set: dict[str, Any], job: dict[str, Any], run_key: str
+) -> dict[str, Any]:
     """Log the trained model with params, metrics and dataset lineage as one MLflow run."""
     from mlops_core.lineage import git_commit
     from mlops_core.training.model import SKOPS_TRUSTED_TYPES, load_model, prepare_features
@@ -152,8 +171,12 @@ def log_candidate(settings: "Settings", training_set: dict[str, Any], job: dict[
         "mlops.git_commit": git_commit(),
         "mlops.contract_fingerprint": contract.fingerprint,
     }
-    params = {"algorithm": settings.training.algorithm, "window_days": settings.training.window_days,
-              "holdout_days": settings.training.holdout_days, **{f"hp.{k}": v for k, v in settings.training.hyperparameters.items()}}
+    params = {
+        "algorithm": settings.training.algorithm,
+        "window_days": settings.training.window_days,
+        "holdout_days": settings.training.holdout_days,
+        **{f"hp.{k}": v for k, v in settings.training.hyperparameters.items()},
+    }
     run_id = model_registry(settings).log_training_run(
         run_name=run_key,
         model=model,

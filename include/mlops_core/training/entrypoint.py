@@ -261,8 +261,14 @@ def run_training(
     )
 
     resolved = resolve_hyperparameters(contract.task, algorithm, params)
-    log.info("contract %s (%s, target %s), algorithm %s, hyperparameters %s",
-             contract.name, contract.task, contract.target, algorithm, resolved)
+    log.info(
+        "contract %s (%s, target %s), algorithm %s, hyperparameters %s",
+        contract.name,
+        contract.task,
+        contract.target,
+        algorithm,
+        resolved,
+    )
     _check_frame(train, contract, "train")
     if len(train) == 0:
         raise TrainingInputError(f"the train channel {paths.train} has 0 rows; there is nothing to train on")
@@ -377,10 +383,13 @@ def prepare_ml_root(
     if too_long:
         log.warning(
             "hyperparameter(s) %s exceed SageMaker's %s characters per value; a SageMaker job would reject them",
-            too_long, SAGEMAKER_MAX_HYPERPARAMETER_CHARS,
+            too_long,
+            SAGEMAKER_MAX_HYPERPARAMETER_CHARS,
         )
     _write_text(paths.hyperparameters, json.dumps(strings, indent=2, sort_keys=True))
-    log.info("laid out %s: %s train rows, %s test rows", paths.root, len(train_df), 0 if test_df is None else len(test_df))
+    log.info(
+        "laid out %s: %s train rows, %s test rows", paths.root, len(train_df), 0 if test_df is None else len(test_df)
+    )
     return paths
 
 

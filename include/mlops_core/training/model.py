@@ -292,7 +292,9 @@ def resolve_hyperparameters(task: str, algorithm: str, hyperparameters: Mapping[
 
 
 # --------------------------------------------------------------------------- the pipeline
-def build_pipeline(contract: DatasetContract, algorithm: str, hyperparameters: Mapping[str, Any] | None = None) -> Pipeline:
+def build_pipeline(
+    contract: DatasetContract, algorithm: str, hyperparameters: Mapping[str, Any] | None = None
+) -> Pipeline:
     """Preprocessing by the contract + the estimator named ``algorithm``, as one unfitted ``Pipeline``.
 
     Steps: ``cast`` (``cast_features`` by the contract), ``preprocess`` (numeric: median imputation,
@@ -314,7 +316,9 @@ def build_pipeline(contract: DatasetContract, algorithm: str, hyperparameters: M
     spec = _feature_spec(contract)
     skipped = [n for n in contract.feature_columns if n not in spec["columns"]]
     if skipped:
-        log.warning("timestamp column(s) %s are not model features; derive numeric features from them upstream", skipped)
+        log.warning(
+            "timestamp column(s) %s are not model features; derive numeric features from them upstream", skipped
+        )
     numeric_steps: list[tuple[str, Any]] = [("impute", SimpleImputer(strategy="median"))]
     if algorithm in _LINEAR_ALGORITHMS:
         numeric_steps.append(("scale", StandardScaler()))
@@ -391,7 +395,9 @@ def compute_metrics(
     binary = len(labels) <= 2
     out["accuracy"] = float(skm.accuracy_score(y_true, y_pred))
     if binary and len(labels) == 2:
-        out["f1"] = float(skm.f1_score(y_true, y_pred, labels=labels, pos_label=labels[-1], average="binary", zero_division=0))
+        out["f1"] = float(
+            skm.f1_score(y_true, y_pred, labels=labels, pos_label=labels[-1], average="binary", zero_division=0)
+        )
     else:
         out["f1"] = float(skm.f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0))
     if score is None:
