@@ -7,11 +7,12 @@ PYTEST_ARGS ?=
 # Bytecode caching makes every Airflow/MLflow process start seconds faster; some shells disable it.
 unexport PYTHONDONTWRITEBYTECODE
 
-.PHONY: help venv demo test test-fast up lock bench clean
+.PHONY: help venv demo test test-fast lint format up lock bench clean
 
 help:
 	@echo "make demo   - run the whole ML lifecycle end to end on the local defaults and print a summary"
-	@echo "make test   - run the test suite (unit, DAG integrity, parse guard, SQL sources, end to end)"
+	@echo "make test   - lint, then the test suite (unit, DAG integrity, parse guard, SQL sources, end to end)"
+	@echo "make lint   - ruff (lint + format check) and mypy; make format rewrites the files"
 	@echo "make up     - Airflow UI on http://localhost:$(PORT) with these DAGs (credentials printed)"
 	@echo "make lock   - regenerate requirements.lock from requirements.txt"
 	@echo "make bench  - DAG parse-time benchmark (table)"
@@ -23,9 +24,18 @@ venv:
 demo: venv
 	$(PY) -m mlops_demo.run
 
-test: venv
+test: venv lint
 	@scripts/ensure_services.sh
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: venv
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+	.venv/bin/mypy
+
+format: venv
+	.venv/bin/ruff check --fix .
+	.venv/bin/ruff format .
 
 test-fast: venv
 	$(PY) -m pytest -m "not e2e" $(PYTEST_ARGS)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from airflow.sdk import Param, dag, task
+from airflow.sdk import dag, task
 
 from mlops_airflow.assets import CHAMPION, DEPLOYMENT
 from mlops_airflow.dag_defaults import DEFAULT_ARGS, ENVIRONMENTS, START_DATE, env_param
@@ -32,9 +32,8 @@ from mlops_airflow.dag_defaults import DEFAULT_ARGS, ENVIRONMENTS, START_DATE, e
 def deploy():
     @task(outlets=[DEPLOYMENT], execution_timeout=timedelta(minutes=15))
     def deploy_champion(**context) -> dict:
-        from mlops_core.stages.deploy import deploy_champion as run
-
         from mlops_airflow.runtime import settings_for, triggering_extras
+        from mlops_core.stages.deploy import deploy_champion as run
 
         events = triggering_extras(context, CHAMPION)
         # Several queued champion events: deploy each environment once, newest event wins.

@@ -47,9 +47,8 @@ from mlops_airflow.dag_defaults import DEFAULT_ARGS, START_DATE, env_param
 def evaluate_register():
     @task(execution_timeout=timedelta(minutes=20))
     def evaluate(**context) -> dict:
-        from mlops_core.stages.evaluate import candidate_from_run, evaluate_candidate
-
         from mlops_airflow.runtime import settings_for, triggering_extras
+        from mlops_core.stages.evaluate import candidate_from_run, evaluate_candidate
 
         settings = settings_for(context)
         params = context["params"]
@@ -68,9 +67,8 @@ def evaluate_register():
 
     @task(outlets=[CHAMPION])
     def promote(evaluation: dict, **context) -> dict:
-        from mlops_core.stages.evaluate import promote_to_champion
-
         from mlops_airflow.runtime import settings_for
+        from mlops_core.stages.evaluate import promote_to_champion
 
         champion = promote_to_champion(settings_for(context), evaluation)
         context["outlet_events"][CHAMPION].extra = champion

@@ -41,11 +41,10 @@ def features():
     def materialize(**context) -> dict:
         from airflow.sdk.exceptions import AirflowSkipException
 
-        from mlops_core.datasets import DatasetStore
-        from mlops_core.backends import object_store
-        from mlops_core.stages.features import materialize_versions
-
         from mlops_airflow.runtime import settings_for, triggering_extras
+        from mlops_core.backends import object_store
+        from mlops_core.datasets import DatasetStore
+        from mlops_core.stages.features import materialize_versions
 
         settings = settings_for(context)
         versions = [e["version_id"] for e in triggering_extras(context, DATASET) if e.get("version_id")]

@@ -35,10 +35,9 @@ from mlops_airflow.dag_defaults import DEFAULT_ARGS, START_DATE, env_param
 def ingest():
     @task(outlets=[DATASET], execution_timeout=timedelta(minutes=30))
     def ingest_files(**context) -> dict:
+        from mlops_airflow.runtime import announce_dataset_version, settings_for, triggering_extras
         from mlops_core.dropzone import scan_drop_zone
         from mlops_core.stages.ingest import ingest_files as run
-
-        from mlops_airflow.runtime import announce_dataset_version, settings_for, triggering_extras
 
         settings = settings_for(context)
         paths = sorted({f["path"] for e in triggering_extras(context, LANDED_FILES) for f in e.get("files", [])})

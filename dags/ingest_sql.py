@@ -35,10 +35,9 @@ def ingest_sql():
     def ingest_table(**context) -> dict:
         from airflow.sdk.exceptions import AirflowSkipException
 
-        from mlops_core.stages.ingest import ingest_sql as run
-
         from mlops_airflow.hooks.sql_table import SqlTableHook
         from mlops_airflow.runtime import announce_dataset_version, settings_for
+        from mlops_core.stages.ingest import ingest_sql as run
 
         settings = settings_for(context)
         source = settings.dataset.sql_source

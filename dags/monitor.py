@@ -44,11 +44,10 @@ from mlops_airflow.dag_defaults import DEFAULT_ARGS, START_DATE, env_param
 def monitor():
     @task(execution_timeout=timedelta(minutes=20))
     def check_drift(**context) -> dict:
+        from mlops_airflow.runtime import run_key, settings_for, triggering_extras
         from mlops_core.backends import object_store
         from mlops_core.datasets import DatasetStore
         from mlops_core.stages.monitor import check_for_retraining
-
-        from mlops_airflow.runtime import run_key, settings_for, triggering_extras
 
         settings = settings_for(context)
         versions = [v for e in triggering_extras(context, FEATURES) for v in e.get("version_ids", [])]

@@ -55,12 +55,13 @@ def promote():
     def needs_approval(plan: dict) -> str:
         return "approve_promotion" if plan["requires_approval"] else "no_approval_required"
 
-    approve = ApprovalOperator(
+    approve_promotion = ApprovalOperator(
         task_id="approve_promotion",
         subject="Promote {{ ti.xcom_pull(task_ids='plan')['source_model'] }} version "
         "{{ ti.xcom_pull(task_ids='plan')['source_version'] }} to "
         "{{ ti.xcom_pull(task_ids='plan')['to_env'] }}?",
-        body="The model becomes @champion of {{ ti.xcom_pull(task_ids='plan')['target_model'] }} and is deployed there.",
+        body="The model becomes @champion of {{ ti.xcom_pull(task_ids='plan')['target_model'] }} "
+        "and is deployed there.",
         response_timeout=timedelta(days=3),
     )
 
@@ -77,7 +78,7 @@ def promote():
         return champion
 
     p = plan()
-    needs_approval(p) >> [approve, no_approval_required()] >> copy_champion(p)
+    needs_approval(p) >> [approve_promotion, no_approval_required()] >> copy_champion(p)
 
 
 promote()

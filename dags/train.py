@@ -57,9 +57,8 @@ from mlops_airflow.operators.training import TrainingJobOperator
 def train():
     def _settings(context):
         """The run's settings with its Param overrides (an algorithm starts from its own defaults)."""
-        from mlops_core.settings import with_algorithm
-
         from mlops_airflow.runtime import settings_for
+        from mlops_core.settings import with_algorithm
 
         params = context["params"]
         window = {"window_days": int(params["window_days"])} if params.get("window_days") else {}
@@ -68,9 +67,8 @@ def train():
 
     @task(execution_timeout=timedelta(minutes=30))
     def training_set(**context) -> dict:
-        from mlops_core.stages.train import build_training_set
-
         from mlops_airflow.runtime import run_key
+        from mlops_core.stages.train import build_training_set
 
         return build_training_set(_settings(context), run_key(context, "ts"))
 
@@ -84,9 +82,8 @@ def train():
 
     @task(outlets=[MODEL_CANDIDATE], execution_timeout=timedelta(minutes=20))
     def log_to_mlflow(training_set: dict, job: dict, **context) -> dict:
-        from mlops_core.stages.train import log_candidate
-
         from mlops_airflow.runtime import run_key
+        from mlops_core.stages.train import log_candidate
 
         candidate = log_candidate(_settings(context), training_set, job, run_key(context, "train"))
         context["outlet_events"][MODEL_CANDIDATE].extra = candidate

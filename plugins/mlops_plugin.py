@@ -13,4 +13,4 @@ from mlops_airflow.links import MlflowExperimentLink
 
 class MlopsPlugin(AirflowPlugin):
     name = "mlops"
-    global_operator_extra_links = [MlflowExperimentLink()]
+    global_operator_extra_links = [MlflowExperimentLink()]  # noqa: RUF012 - AirflowPlugin's own attribute

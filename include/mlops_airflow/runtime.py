@@ -11,7 +11,7 @@ if TYPE_CHECKING:
     from mlops_core.settings import Settings
 
 
-def settings_for(context: "Context", env: str | None = None, **overrides: dict[str, Any]) -> "Settings":
+def settings_for(context: Context, env: str | None = None, **overrides: dict[str, Any]) -> Settings:
     """The settings of the run's ``env`` Param (or ``env``), with typed per-run overrides."""
     from mlops_core.settings import load_settings, with_overrides
 
@@ -20,7 +20,7 @@ def settings_for(context: "Context", env: str | None = None, **overrides: dict[s
     return with_overrides(settings, **overrides) if overrides else settings
 
 
-def triggering_extras(context: "Context", asset: "Asset") -> list[dict[str, Any]]:
+def triggering_extras(context: Context, asset: Asset) -> list[dict[str, Any]]:
     """The ``extra`` of every event of ``asset`` that triggered this run, oldest first."""
     events = context.get("triggering_asset_events") or {}
     try:
@@ -30,7 +30,7 @@ def triggering_extras(context: "Context", asset: "Asset") -> list[dict[str, Any]
     return [dict(e.extra or {}) for e in sorted(found, key=lambda e: e.timestamp)]
 
 
-def run_key(context: "Context", prefix: str) -> str:
+def run_key(context: Context, prefix: str) -> str:
     """A stable, file-name-safe key of this DAG run: the same on every retry of every task."""
     run_id = context["run_id"]
     digest = hashlib.sha256(f"{context['dag'].dag_id}/{run_id}".encode()).hexdigest()[:10]
@@ -50,7 +50,7 @@ DATASET_EVENT_KEYS = (
 )
 
 
-def announce_dataset_version(context: "Context", report: dict[str, Any]) -> dict[str, Any]:
+def announce_dataset_version(context: Context, report: dict[str, Any]) -> dict[str, Any]:
     """Emit the ``dataset_version`` event for an ingestion report, or skip the task.
 
     A run that produced no version is skipped (no event). A version that already existed is

@@ -12,6 +12,7 @@ Only ``local`` is built so far. ``aws`` and ``azure`` slot in here without touch
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -43,7 +44,7 @@ def _not_built(concern: str, name: str) -> BackendNotAvailable:
 
 
 # ----------------------------------------------------------------------------- storage
-def object_store(settings: "Settings") -> ObjectStore:
+def object_store(settings: Settings) -> ObjectStore:
     if settings.backends.storage == "local":
         return LocalObjectStore(settings.storage_root)
     raise _not_built("storage", settings.backends.storage)
@@ -99,7 +100,8 @@ class LocalSubprocessCompute:
         watchdog.daemon = True
         watchdog.start()
         try:
-            assert proc.stdout is not None
+            if proc.stdout is None:  # pragma: no cover - stdout=PIPE always sets it
+                raise RuntimeError(f"training job {job_name}: no output pipe")
             for line in proc.stdout:
                 log.info("[%s] %s", job_name, line.rstrip())
             code = proc.wait()
@@ -126,20 +128,18 @@ class LocalSubprocessCompute:
             os.killpg(proc.pid, signal.SIGTERM)
             proc.wait(timeout=10)
         except (ProcessLookupError, subprocess.TimeoutExpired):
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
 
 
-def compute_backend(settings: "Settings") -> ComputeBackend:
+def compute_backend(settings: Settings) -> ComputeBackend:
     if settings.backends.compute == "local":
         return LocalSubprocessCompute()
     raise _not_built("compute", settings.backends.compute)
 
 
 # ----------------------------------------------------------------------------- registry
-def model_registry(settings: "Settings"):
+def model_registry(settings: Settings):
     from mlops_core.registry import ModelRegistry
 
     if settings.backends.registry_mirror not in ("none", None):
@@ -148,7 +148,7 @@ def model_registry(settings: "Settings"):
 
 
 # ----------------------------------------------------------------------------- serving
-def serving_backend(settings: "Settings"):
+def serving_backend(settings: Settings):
     from mlops_core.serving import LocalModelServer
 
     if settings.backends.serving == "local":
@@ -162,7 +162,7 @@ def serving_backend(settings: "Settings"):
 
 
 # ----------------------------------------------------------------------------- features
-def feature_repository(settings: "Settings", contract=None):
+def feature_repository(settings: Settings, contract=None):
     from mlops_core.features import FeatureRepository
 
     contract = contract or settings.load_contract()

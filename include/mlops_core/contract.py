@@ -78,7 +78,7 @@ class DatasetContract:
 
     # ----------------------------------------------------------------- construction
     @classmethod
-    def from_yaml(cls, path: str | Path) -> "DatasetContract":
+    def from_yaml(cls, path: str | Path) -> DatasetContract:
         import yaml
 
         path = Path(path)
@@ -91,7 +91,7 @@ class DatasetContract:
         return cls.from_dict(raw, source=str(path))
 
     @classmethod
-    def from_dict(cls, raw: Any, source: str = "<dict>") -> "DatasetContract":
+    def from_dict(cls, raw: Any, source: str = "<dict>") -> DatasetContract:
         if not isinstance(raw, dict):
             raise ContractDefinitionError(f"{source}: a contract is a mapping with name, task, target, columns")
         missing = [k for k in ("name", "task", "target", "columns") if k not in raw]

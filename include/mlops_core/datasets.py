@@ -25,8 +25,9 @@ import io
 import json
 import logging
 import re
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import pandas as pd
 
@@ -265,7 +266,7 @@ class DatasetStore:
 
         repeated = keys.duplicated(keep="first")
         committed = self.committed_keys()
-        version_of = keys.map(dict(zip(committed[ROW_KEY_COLUMN].astype(str), committed["version_id"])))
+        version_of = keys.map(dict(zip(committed[ROW_KEY_COLUMN].astype(str), committed["version_id"], strict=True)))
         # Versions written by an earlier attempt of this very commit (same run, same sources).
         attempts = {m["version_id"] for m in self.list_versions() if _same_commit(m, run_id, sources)}
         mine = version_of.isin(attempts) & ~repeated

@@ -34,10 +34,11 @@ import logging
 import math
 import os
 import sys
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Literal, Sequence
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -211,7 +212,7 @@ def generate_day(
     rows: int = 1000,
     seed: int = 7,
     drift: DriftSpec = DriftSpec(),
-) -> "pd.DataFrame":
+) -> pd.DataFrame:
     """Generate the rows of one daily partition (``start_date + day``), sorted by event time.
 
     Deterministic: the same arguments always give the same frame, independent of other days.
@@ -249,7 +250,7 @@ def generate_day(
     seconds = np.sort(r_time.integers(0, _SECONDS_PER_DAY, size=rows))
     if rows > POOL_SIZE:  # a customer can appear twice a day: keep (customer_id, event_time) unique
         idx, seconds = _unique_keys(idx, seconds)
-    day_start = datetime.combine(start_date + timedelta(days=day), datetime.min.time(), tzinfo=timezone.utc)
+    day_start = datetime.combine(start_date + timedelta(days=day), datetime.min.time(), tzinfo=UTC)
     event_time = pd.to_datetime(day_start) + pd.to_timedelta(seconds, unit="s")
 
     # Slowly evolving attributes.
@@ -333,7 +334,7 @@ def day_file_name(day: int, *, start_date: date = date(2026, 1, 1), fmt: str = "
     return f"{FILE_PREFIX}{(start_date + timedelta(days=day)).isoformat()}.{fmt}"
 
 
-def _to_csv_text(frame: "pd.DataFrame") -> str:
+def _to_csv_text(frame: pd.DataFrame) -> str:
     """CSV text with ISO 8601 UTC timestamps (``2026-01-01T08:15:00Z``), true/false booleans, empty nulls."""
     import pandas as pd
 
@@ -365,7 +366,7 @@ def _atomic_write(target: Path, data: bytes) -> None:
         raise
 
 
-def _frame_bytes(frame: "pd.DataFrame", fmt: str) -> bytes:
+def _frame_bytes(frame: pd.DataFrame, fmt: str) -> bytes:
     if fmt == "csv":
         return _to_csv_text(frame).encode("utf-8")
     import io
@@ -459,7 +460,7 @@ def write_bad_files(drop_zone: Path, day: int, **kw: Any) -> dict[str, str]:
     return results
 
 
-def _csv_frame_as_text(frame: "pd.DataFrame") -> "pd.DataFrame":
+def _csv_frame_as_text(frame: pd.DataFrame) -> pd.DataFrame:
     """The frame as strings exactly as :func:`_to_csv_text` would write them (nulls stay empty)."""
     import io
 
@@ -519,7 +520,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     drift_note = "no drift" if drift.kind == "none" else f"{drift.kind} drift from day {drift.start_day}"
-    for day, path in zip(days, paths):
+    for day, path in zip(days, paths, strict=True):
         note = drift_note if drift.kind == "none" or day >= drift.start_day else "no drift"
         print(f"wrote {path} (day {day}, {args.rows} rows, {note})")
     for name, problem in bad.items():

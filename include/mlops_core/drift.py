@@ -96,9 +96,9 @@ class DriftResult:
 
 
 def detect_drift(
-    reference: "pd.DataFrame",
-    current: "pd.DataFrame",
-    contract: "DatasetContract",
+    reference: pd.DataFrame,
+    current: pd.DataFrame,
+    contract: DatasetContract,
     thresholds: DriftThresholds = DriftThresholds(),
 ) -> tuple[DriftResult, str]:
     """Compare ``current`` with ``reference`` on the contract's features.
@@ -176,7 +176,7 @@ def detect_drift(
 
 
 # ------------------------------------------------------------------------------ internals
-def _plain_frame(frame: "pd.DataFrame", numeric: list[str], categorical: list[str]) -> "pd.DataFrame":
+def _plain_frame(frame: pd.DataFrame, numeric: list[str], categorical: list[str]) -> pd.DataFrame:
     """Only the feature columns, in types Evidently handles.
 
     Numeric columns (``Int64``, ``Float64``, ``int``, ...) become ``float64`` with NaN for
@@ -201,16 +201,16 @@ def _plain_frame(frame: "pd.DataFrame", numeric: list[str], categorical: list[st
 
 
 def _run_evidently(
-    ref: "pd.DataFrame",
-    cur: "pd.DataFrame",
+    ref: pd.DataFrame,
+    cur: pd.DataFrame,
     numeric: list[str],
     categorical: list[str],
     thresholds: DriftThresholds,
 ) -> tuple[dict[str, float], dict[str, str], set[str], str]:
     """Run Evidently's DataDriftPreset; return scores, methods, drifted columns and the HTML."""
     from evidently import DataDefinition, Dataset, Report
-    from evidently.legacy.core import ColumnType
     from evidently.legacy.calculations.stattests.registry import get_stattest
+    from evidently.legacy.core import ColumnType
     from evidently.presets import DataDriftPreset
 
     columns = numeric + categorical

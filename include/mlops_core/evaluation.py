@@ -77,7 +77,7 @@ class PromotionPolicy:
             raise ValueError(f"min_improvement must be a finite number >= 0, got {self.min_improvement!r}")
 
     @classmethod
-    def from_settings(cls, evaluation: Any) -> "PromotionPolicy":
+    def from_settings(cls, evaluation: Any) -> PromotionPolicy:
         """Build the policy from ``settings.EvaluationSettings`` (or anything with the same fields)."""
         return cls(
             primary_metric=evaluation.primary_metric,
@@ -179,7 +179,8 @@ def decide_promotion(
     direction = "higher is better" if policy.greater_is_better else "lower is better"
     if champion is None:
         reasons.append(
-            f"There is no champion yet; the challenger ({primary} = {_fmt(value)}) passes every threshold and is promoted."
+            f"There is no champion yet; the challenger ({primary} = {_fmt(value)}) passes every threshold "
+            "and is promoted."
         )
         return PromotionDecision(True, reasons, challenger, champion)
 
@@ -202,7 +203,8 @@ def decide_promotion(
     if improvement < policy.min_improvement - _IMPROVEMENT_TOLERANCE:
         reasons.append(
             f"The challenger's {primary} = {_fmt(value)} improves on the champion's {_fmt(champion_value)} by "
-            f"{_fmt(improvement)} ({direction}), less than the required {_fmt(policy.min_improvement)}, so the champion stays."
+            f"{_fmt(improvement)} ({direction}), less than the required {_fmt(policy.min_improvement)}, "
+            "so the champion stays."
         )
         return PromotionDecision(False, reasons, challenger, champion)
     reasons.append(
@@ -212,7 +214,7 @@ def decide_promotion(
     return PromotionDecision(True, reasons, challenger, champion)
 
 
-def score_model(model: Any, df: pd.DataFrame, contract: "DatasetContract") -> dict[str, float]:
+def score_model(model: Any, df: pd.DataFrame, contract: DatasetContract) -> dict[str, float]:
     """Metrics of ``model`` on the labelled rows ``df`` (bare names: ``roc_auc``, ``rmse``, ...).
 
     ``model`` is anything with ``predict`` (a fitted pipeline, an MLflow pyfunc model); for

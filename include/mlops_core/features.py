@@ -125,7 +125,7 @@ class FeatureRepository:
         """``<feature view>:<feature>`` of every feature, in contract order."""
         return [f"{self.feature_view_name}:{name}" for name in self.feature_columns]
 
-    def repo_config(self) -> "RepoConfig":
+    def repo_config(self) -> RepoConfig:
         from feast.repo_config import RepoConfig
 
         try:
@@ -145,7 +145,7 @@ class FeatureRepository:
             ) from exc
 
     @property
-    def store(self) -> "FeatureStore":
+    def store(self) -> FeatureStore:
         """The Feast ``FeatureStore``, built on first use."""
         if self._store is None:
             from feast import FeatureStore
@@ -154,7 +154,7 @@ class FeatureRepository:
             self._store = FeatureStore(repo_path=str(self.repo_dir), config=self.repo_config())
         return self._store
 
-    def feast_objects(self) -> tuple["Entity", "FileSource", "FeatureView"]:
+    def feast_objects(self) -> tuple[Entity, FileSource, FeatureView]:
         """The Entity, FileSource and FeatureView that :meth:`apply` registers."""
         from datetime import timedelta
 
@@ -224,7 +224,7 @@ class FeatureRepository:
         found = (OFFLINE_FILE.match(p.name) for p in self.offline_dir.iterdir() if p.is_file())
         return sorted(m.group("version_id") for m in found if m)
 
-    def materialize_version(self, version_id: str, rows: "pd.DataFrame") -> dict[str, Any]:
+    def materialize_version(self, version_id: str, rows: pd.DataFrame) -> dict[str, Any]:
         """Write one dataset version to the offline store and its newest rows to the online store.
 
         Incremental by construction, so the cost follows the size of ``rows``, not the history:
@@ -259,7 +259,7 @@ class FeatureRepository:
         written, stale = self._push_online(frame)
         result = {
             "version_id": version_id,
-            "offline_rows": int(len(frame)),
+            "offline_rows": len(frame),
             "online_entities": int(written),
             "online_stale_skipped": int(stale),
             "event_time_min": frame[EVENT_TIME_COLUMN].min().isoformat() if len(frame) else None,
@@ -277,7 +277,7 @@ class FeatureRepository:
         )
         return result
 
-    def _offline_frame(self, rows: "pd.DataFrame", what: str) -> "pd.DataFrame":
+    def _offline_frame(self, rows: pd.DataFrame, what: str) -> pd.DataFrame:
         """The offline columns of ``rows`` with the contract's dtypes; checks keys are present."""
         import pandas as pd
 
@@ -300,7 +300,7 @@ class FeatureRepository:
             raise FeatureRepositoryError(f"{what}: {nulls} row(s) without {ROW_KEY_COLUMN}")
         return _contract_dtypes(frame, self.contract, self.feature_columns)
 
-    def _arrow_schema(self) -> "pa.Schema":
+    def _arrow_schema(self) -> pa.Schema:
         """One fixed schema for every offline file, so versions always read back together."""
         import pyarrow as pa
 
@@ -332,7 +332,7 @@ class FeatureRepository:
         return entities
 
     # ----------------------------------------------------------------- training
-    def training_set(self, entity_df: "pd.DataFrame") -> "pd.DataFrame":
+    def training_set(self, entity_df: pd.DataFrame) -> pd.DataFrame:
         """Point-in-time-correct training rows: each row gets the features of its entity's latest
         offline row at or before its ``_event_time`` (within ``ttl_days``), never a later one.
 
@@ -394,7 +394,7 @@ class FeatureRepository:
         return out.sort_values([EVENT_TIME_COLUMN, ROW_KEY_COLUMN], kind="mergesort").reset_index(drop=True)
 
     # ----------------------------------------------------------------- online
-    def online_features(self, entity_ids: list[str]) -> "pd.DataFrame":
+    def online_features(self, entity_ids: list[str]) -> pd.DataFrame:
         """Latest online feature values of ``entity_ids`` (in the given order).
 
         Returns ``_entity``, ``_event_time`` (of the stored row; NaT when the entity is unknown)
@@ -403,7 +403,7 @@ class FeatureRepository:
         self._ensure_applied()
         return self._read_online([str(e) for e in entity_ids])
 
-    def _read_online(self, entity_ids: list[str]) -> "pd.DataFrame":
+    def _read_online(self, entity_ids: list[str]) -> pd.DataFrame:
         import pandas as pd
         from feast.protos.feast.serving.ServingService_pb2 import FieldStatus
 
@@ -419,7 +419,7 @@ class FeatureRepository:
                 columns[name].extend(values[name])
             names = list(response.proto.metadata.feature_names.val)
             vector = response.proto.results[names.index(self.feature_columns[0])]
-            for status, stamp in zip(vector.statuses, vector.event_timestamps):
+            for status, stamp in zip(vector.statuses, vector.event_timestamps, strict=True):
                 found = status != FieldStatus.NOT_FOUND
                 nanos = stamp.seconds * 10**9 + stamp.nanos
                 event_times.append(pd.Timestamp(nanos, unit="ns", tz="UTC") if found else pd.NaT)
@@ -433,7 +433,7 @@ class FeatureRepository:
             out[name] = pd.Series(columns[name], dtype=object)
         return _contract_dtypes(out, self.contract, self.feature_columns)
 
-    def _push_online(self, frame: "pd.DataFrame") -> tuple[int, int]:
+    def _push_online(self, frame: pd.DataFrame) -> tuple[int, int]:
         """Write the newest row per entity of ``frame`` online, unless online already has a newer one."""
         if frame.empty:
             return 0, 0
@@ -475,7 +475,7 @@ def _check_version_id(version_id: str) -> None:
         )
 
 
-def _key_dtypes(frame: "pd.DataFrame", what: str) -> "pd.DataFrame":
+def _key_dtypes(frame: pd.DataFrame, what: str) -> pd.DataFrame:
     """``_entity``/``_row_key`` as strings, ``_event_time`` as UTC nanoseconds (naive = UTC); no null keys."""
     import pandas as pd
 
@@ -495,7 +495,7 @@ def _key_dtypes(frame: "pd.DataFrame", what: str) -> "pd.DataFrame":
     return frame
 
 
-def _contract_dtypes(frame: "pd.DataFrame", contract: DatasetContract, columns: list[str]) -> "pd.DataFrame":
+def _contract_dtypes(frame: pd.DataFrame, contract: DatasetContract, columns: list[str]) -> pd.DataFrame:
     """Cast ``columns`` to the contract's pandas dtypes (Int64, float64, boolean, string, UTC ns)."""
     import pandas as pd
 
@@ -520,7 +520,7 @@ def _contract_dtypes(frame: "pd.DataFrame", contract: DatasetContract, columns: 
     return frame
 
 
-def _to_arrow(frame: "pd.DataFrame", schema: "pa.Schema") -> "pa.Table":
+def _to_arrow(frame: pd.DataFrame, schema: pa.Schema) -> pa.Table:
     import pyarrow as pa
 
     try:

@@ -29,11 +29,12 @@ from __future__ import annotations
 import os
 import threading
 import warnings
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -190,11 +191,11 @@ class ModelRegistry:
         *,
         run_name: str,
         model: Any,
-        input_example: "pd.DataFrame",
+        input_example: pd.DataFrame,
         params: dict[str, Any],
         metrics: dict[str, float],
         tags: dict[str, str],
-        dataset_df: "pd.DataFrame",
+        dataset_df: pd.DataFrame,
         dataset_name: str,
         dataset_digest: str,
         dataset_source: str,
@@ -229,26 +230,28 @@ class ModelRegistry:
         dataset = _pandas_dataset(dataset_df, dataset_source, dataset_name, dataset_digest, dataset_targets)
         signature = infer_signature(input_example, model.predict(input_example))
         run_tags = {**{k: str(v) for k, v in tags.items()}, RUN_KEY_TAG: run_name}
-        with _fluent_tracking_uri(self.tracking_uri):
-            with mlflow.start_run(experiment_id=self.experiment_id, run_name=run_name, tags=run_tags) as run:
-                if params:
-                    mlflow.log_params(params)
-                if metrics:
-                    mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
-                mlflow.log_input(dataset, context="training")
-                info = mlflow.sklearn.log_model(
-                    model,
-                    name=MODEL_ARTIFACT_NAME,
-                    serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_SKOPS,
-                    skops_trusted_types=skops_trusted_types,
-                    signature=signature,
-                    input_example=input_example,
-                    pip_requirements=pip_requirements if pip_requirements is not None else model_requirements(),
-                )
-                mlflow.set_tag(MODEL_ID_TAG, info.model_id)
-                for artifact_path, path in (artifacts or {}).items():
-                    _log_local_artifact(mlflow.log_artifact, mlflow.log_artifacts, Path(path), artifact_path)
-                return run.info.run_id
+        with (
+            _fluent_tracking_uri(self.tracking_uri),
+            mlflow.start_run(experiment_id=self.experiment_id, run_name=run_name, tags=run_tags) as run,
+        ):
+            if params:
+                mlflow.log_params(params)
+            if metrics:
+                mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
+            mlflow.log_input(dataset, context="training")
+            info = mlflow.sklearn.log_model(
+                model,
+                name=MODEL_ARTIFACT_NAME,
+                serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_SKOPS,
+                skops_trusted_types=skops_trusted_types,
+                signature=signature,
+                input_example=input_example,
+                pip_requirements=pip_requirements if pip_requirements is not None else model_requirements(),
+            )
+            mlflow.set_tag(MODEL_ID_TAG, info.model_id)
+            for artifact_path, path in (artifacts or {}).items():
+                _log_local_artifact(mlflow.log_artifact, mlflow.log_artifacts, Path(path), artifact_path)
+            return run.info.run_id
 
     def log_artifact_run(
         self,
@@ -262,8 +265,9 @@ class ModelRegistry:
         if existing is not None:
             return existing.info.run_id
 
-        from mlflow.entities import Metric, RunStatus
         import time
+
+        from mlflow.entities import Metric, RunStatus
 
         client = self.client
         run_tags = {**{k: str(v) for k, v in (tags or {}).items()}, RUN_KEY_TAG: run_name}

@@ -38,11 +38,12 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -84,12 +85,12 @@ class Deployment:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> "Deployment":
+    def from_dict(cls, raw: dict[str, Any]) -> Deployment:
         return cls(**{k: raw[k] for k in cls.__dataclass_fields__})
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
@@ -165,9 +166,11 @@ def _http(method: str, url: str, body: bytes | None = None, timeout: float = 5.0
     import urllib.error
     import urllib.request
 
-    request = urllib.request.Request(url, data=body, method=method, headers={"Content-Type": "application/json"})
+    if not url.startswith(("http://", "https://")):
+        raise ValueError(f"serving URLs are http(s) only, got {url!r}")
+    request = urllib.request.Request(url, data=body, method=method, headers={"Content-Type": "application/json"})  # noqa: S310
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - scheme checked above
             return response.status, response.read()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read()
@@ -181,7 +184,7 @@ def _ping(url: str, timeout: float = 2.0) -> bool:
     return status == 200
 
 
-def dataframe_split_payload(rows: "pd.DataFrame") -> bytes:
+def dataframe_split_payload(rows: pd.DataFrame) -> bytes:
     """The ``/invocations`` JSON body for ``rows``: ``{"dataframe_split": {"columns": [...], "data": [...]}}``.
 
     Serialized by pandas: NaN/NaT become ``null``, timestamps ISO-8601 strings, numpy scalars plain
@@ -223,7 +226,7 @@ class LocalModelServer:
 
     @property
     def url(self) -> str:
-        host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host  # noqa: S104 - a comparison, not a bind
         return f"http://{host}:{self.port}"
 
     # ----------------------------------------------------------------- state
@@ -507,7 +510,7 @@ class LocalModelServer:
         return stopped
 
     # ----------------------------------------------------------------- scoring
-    def smoke_test(self, rows: "pd.DataFrame", timeout: float = 30.0) -> dict[str, Any]:
+    def smoke_test(self, rows: pd.DataFrame, timeout: float = 30.0) -> dict[str, Any]:
         """Score ``rows`` on the live server: HTTP 200 and one prediction per row, or :class:`SmokeTestFailed`.
 
         Returns ``{"predictions": [...], "latency_ms": float, "model_version": str, "url": str}``.

@@ -38,9 +38,10 @@ import json
 import logging
 import re
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -132,7 +133,8 @@ def read_source(data: bytes, name: str) -> pd.DataFrame:
     if suffix not in SUPPORTED_SUFFIXES:
         raise FileRejected(
             "unsupported_format",
-            f"{name}: unsupported file type {suffix or '(no suffix)'!r}; deliver {' or '.join(SUPPORTED_SUFFIXES)} files",
+            f"{name}: unsupported file type {suffix or '(no suffix)'!r}; "
+            f"deliver {' or '.join(SUPPORTED_SUFFIXES)} files",
         )
     if not data or not data.strip():
         raise FileRejected("empty", f"{name}: the file is empty; deliver a file with a header and data rows")
@@ -257,8 +259,9 @@ def _parse(texts: pd.Series, column_type: str) -> tuple[pd.Series, np.ndarray, n
     """Parse one column of text, column-wise.
 
     ``texts`` holds strings only, already stripped of outer whitespace except for
-    string/category columns (where whitespace is part of the value). Returns the values in the contract dtype (NA where null or invalid), a mask of
-    present (non-empty) values and a mask of present values that are not of the type.
+    string/category columns (where whitespace is part of the value). Returns the values in the
+    contract dtype (NA where null or invalid), a mask of present (non-empty) values and a mask of
+    present values that are not of the type.
     """
     index = texts.index
     n = len(texts)
@@ -322,7 +325,7 @@ def _allowed_values(spec: ColumnSpec) -> pd.Series | None:
     texts = pd.Series(spelled if spec.type in ("string", "category") else [t.strip() for t in spelled], dtype=object)
     values, present, bad = _parse(texts, spec.type)
     if bad.any() or not present.all():
-        wrong = [v for v, b, p in zip(spec.allowed, bad, present) if b or not p]
+        wrong = [v for v, b, p in zip(spec.allowed, bad, present, strict=True) if b or not p]
         raise ValueError(
             f"contract column {spec.name!r}: allowed value(s) {wrong} are not of type {spec.type}; fix the contract"
         )
@@ -347,7 +350,7 @@ class _ColumnProblems:
     open: np.ndarray  # rows without a problem yet
 
     @classmethod
-    def empty(cls, name: str, n: int) -> "_ColumnProblems":
+    def empty(cls, name: str, n: int) -> _ColumnProblems:
         return cls(name, np.full(n, None, dtype=object), np.full(n, None, dtype=object), np.ones(n, dtype=bool))
 
     def flag(self, mask: np.ndarray, kind: str, texts: np.ndarray, describe: Callable[[str], str]) -> None:
@@ -430,13 +433,13 @@ def row_keys(typed: pd.DataFrame, contract: DatasetContract) -> list[str]:
     if contract.entity_key and contract.event_time:
         entities = canonical_values(typed[contract.entity_key], contract.column(contract.entity_key).type)
         times = canonical_values(typed[contract.event_time], "timestamp")
-        return [_digest(_key_payload(e, t)) for e, t in zip(entities, times)]
+        return [_digest(_key_payload(e, t)) for e, t in zip(entities, times, strict=True)]
     names = sorted(contract.column_names)
     cells = [
         [f"[{_encode(name)},{_json_text(v)}]" for v in canonical_values(typed[name], contract.column(name).type)]
         for name in names
     ]
-    return [_digest('["row",[' + ",".join(row) + "]]") for row in zip(*cells)] if cells else []
+    return [_digest('["row",[' + ",".join(row) + "]]") for row in zip(*cells, strict=True)] if cells else []
 
 
 # --------------------------------------------------------------------------- validation
@@ -493,7 +496,7 @@ def validate(df: pd.DataFrame, contract: DatasetContract, source: str, ingested_
     first_seen: dict[str, int] = {}
     keep = np.ones(len(good_rows), dtype=bool)
     duplicates = _ColumnProblems.empty(DUPLICATE_ROW, n)
-    for j, (position, key) in enumerate(zip(good_rows.tolist(), keys)):
+    for j, (position, key) in enumerate(zip(good_rows.tolist(), keys, strict=True)):
         first = first_seen.setdefault(key, position)
         if first != position:
             keep[j] = False
@@ -504,7 +507,7 @@ def validate(df: pd.DataFrame, contract: DatasetContract, source: str, ingested_
     bad |= ~duplicates.open
 
     accepted = typed_frame.loc[keep].reset_index(drop=True)
-    accepted_keys = [k for k, kept in zip(keys, keep) if kept]
+    accepted_keys = [k for k, kept in zip(keys, keep, strict=True) if kept]
     accepted[EVENT_TIME_COLUMN] = _event_times(accepted, contract, ingested_at)
     entities: list[str | None]
     if contract.entity_key:
@@ -517,7 +520,7 @@ def validate(df: pd.DataFrame, contract: DatasetContract, source: str, ingested_
 
     bad_rows = np.flatnonzero(bad)
     rejected = frame.iloc[bad_rows].reset_index(drop=True)
-    messages = zip(*(p.messages[bad_rows] for p in column_problems))
+    messages = zip(*(p.messages[bad_rows] for p in column_problems), strict=True)
     rejected[REASON_COLUMN] = pd.Series(["; ".join(m for m in row if m is not None) for row in messages], dtype=object)
     rejected[SOURCE_COLUMN] = pd.Series([source] * len(bad_rows), dtype=object)
     rejected[ROW_NUMBER_COLUMN] = pd.Series(bad_rows + 1, dtype="int64")

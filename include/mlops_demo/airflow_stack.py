@@ -73,7 +73,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
@@ -203,7 +203,7 @@ def _parse_time(value: str | None) -> datetime | None:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def _jwt_expiry(token: str) -> float | None:
@@ -212,7 +212,7 @@ def _jwt_expiry(token: str) -> float | None:
         payload = token.split(".")[1]
         payload += "=" * (-len(payload) % 4)
         return float(json.loads(base64.urlsafe_b64decode(payload))["exp"])
-    except Exception:  # noqa: BLE001 - an opaque token just means "refresh on 401"
+    except Exception:
         return None
 
 
@@ -397,7 +397,7 @@ class AirflowStack:
 
     def _process_env(self) -> dict[str, str]:
         """The full environment of the child processes: the caller's minus ``AIRFLOW*`` + ours."""
-        env = {k: v for k, v in os.environ.items() if not (k.startswith("AIRFLOW") or k.startswith("_AIRFLOW"))}
+        env = {k: v for k, v in os.environ.items() if not (k.startswith(("AIRFLOW", "_AIRFLOW")))}
         env["PYTHONUNBUFFERED"] = "1"
         if self.bytecode_cache:
             env.pop("PYTHONDONTWRITEBYTECODE", None)
@@ -482,7 +482,7 @@ class AirflowStack:
             try:
                 self.migrate(timeout=max(1.0, deadline - time.monotonic()))
                 # job heartbeats older than this belong to an earlier run of this home
-                started_at = datetime.now(timezone.utc) - timedelta(seconds=2)
+                started_at = datetime.now(UTC) - timedelta(seconds=2)
                 env = self._process_env()
                 for component in self.components:
                     self._spawn(component, env)
@@ -521,7 +521,7 @@ class AirflowStack:
     def _spawn(self, component: str, env: Mapping[str, str]) -> None:
         log_path = self.log_path(component)
         log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
-        log.write(f"\n===== {datetime.now(timezone.utc).isoformat()} starting {component} =====\n".encode())
+        log.write(f"\n===== {datetime.now(UTC).isoformat()} starting {component} =====\n".encode())
         log.flush()
         self._log_files[component] = log
         self._procs[component] = subprocess.Popen(
@@ -575,7 +575,7 @@ class AirflowStack:
             "triggerer": "TriggererJob",
         }
         wanted = {c: job_types[c] for c in self.components if c in job_types}
-        since = started_at.astimezone(timezone.utc).replace(tzinfo=None).isoformat(sep=" ")
+        since = started_at.astimezone(UTC).replace(tzinfo=None).isoformat(sep=" ")
         try:
             conn = sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True, timeout=5)
             try:
@@ -967,7 +967,7 @@ class AirflowClient:
         """Trigger a manual run and return its run id (``logical_date`` may be None in Airflow 3)."""
         if isinstance(logical_date, datetime):
             if logical_date.tzinfo is None:
-                logical_date = logical_date.replace(tzinfo=timezone.utc)
+                logical_date = logical_date.replace(tzinfo=UTC)
             logical_date = logical_date.isoformat()
         body: dict[str, Any] = {"logical_date": logical_date, "conf": dict(conf or {})}
         if run_id:

@@ -51,7 +51,8 @@ def probe(path: Path) -> dict:
     before = set(sys.modules)
     start = time.perf_counter()
     code = compile(path.read_text(encoding="utf-8"), str(path), "exec")
-    exec(code, {"__name__": f"unusual_prefix_{path.stem}", "__file__": str(path)})
+    # Executing a DAG file of our own DAG folder is what the dag-processor does; this measures it.
+    exec(code, {"__name__": f"unusual_prefix_{path.stem}", "__file__": str(path)})  # noqa: S102
     seconds = time.perf_counter() - start
     new = set(sys.modules) - before
     return {

@@ -33,7 +33,7 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
 LIFECYCLE_DAGS = ["watch_drop_zone", "ingest", "features", "monitor", "train", "evaluate_register", "deploy", "promote"]
-ALL_DAGS = LIFECYCLE_DAGS + ["ingest_sql"]
+ALL_DAGS = [*LIFECYCLE_DAGS, "ingest_sql"]
 
 
 @dataclass
@@ -128,14 +128,14 @@ class LifecycleDemo:
                     self._promote("dev", approve=False)
                     self._promote("staging", approve=True)
             self.result.summary = self._summary(time.monotonic() - t0)
-        except Exception as exc:  # noqa: BLE001 - report and stop cleanly
+        except Exception as exc:
             import traceback
 
             log(traceback.format_exc())
             self.result.failures.append(f"{type(exc).__name__}: {exc}")
             try:
                 self.result.summary = self._summary(time.monotonic() - t0)
-            except Exception as inner:  # noqa: BLE001
+            except Exception as inner:
                 self.result.failures.append(f"summary: {inner}")
         finally:
             if self.o.keep_running:
@@ -439,7 +439,8 @@ def print_summary(result: DemoResult) -> None:
     print("\nDataset versions:")
     for v in s.get("dataset_versions", []):
         print(
-            f"  {v['version_id']}  {v['rows']:>6} rows  days {','.join(v['event_days'])}  from {', '.join(v['sources'])}"
+            f"  {v['version_id']}  {v['rows']:>6} rows  days {','.join(v['event_days'])}  "
+            f"from {', '.join(v['sources'])}"
         )
     print("\nQuarantine:")
     for q in s.get("quarantine", []):
@@ -466,7 +467,8 @@ def print_summary(result: DemoResult) -> None:
     sp = s.get("sample_prediction")
     if sp:
         print(
-            f"\nSample prediction from {sp['url']}:\n  input {sp.get('input')}\n  -> {sp.get('response', sp.get('error'))}"
+            f"\nSample prediction from {sp['url']}:\n  input {sp.get('input')}\n"
+            f"  -> {sp.get('response', sp.get('error'))}"
         )
     print("\nWall time per stage (successful DAG runs, start to end):")
     for dag_id, st in s.get("stage_seconds", {}).items():

@@ -86,5 +86,5 @@ def test_unbuilt_backend_override_fails_clearly(mlops_home):
 
     ts = _training_set(load_settings("dev"), "aws")
     op = TrainingJobOperator(task_id="train_model", training_set=ts, compute_backend="aws")
-    with pytest.raises(BackendNotAvailable, match="backends.compute = 'aws'"):
+    with pytest.raises(BackendNotAvailable, match=r"backends\.compute = 'aws'"):
         op.execute(_context("manual__3"))

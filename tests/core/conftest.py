@@ -83,7 +83,7 @@ def keyless() -> DatasetContract:
     )
 
 
-@pytest.fixture()
+@pytest.fixture
 def store(tmp_path: Path) -> LocalObjectStore:
     return LocalObjectStore(tmp_path / "store")
 

@@ -20,7 +20,7 @@ def test_local_backends_are_chosen_from_settings(mlops_home):
 
 def test_unbuilt_backend_fails_clearly(mlops_home):
     settings = with_overrides(load_settings("dev"), backends={"compute": "aws"})
-    with pytest.raises(BackendNotAvailable, match="backends.compute = 'aws'"):
+    with pytest.raises(BackendNotAvailable, match=r"backends\.compute = 'aws'"):
         compute_backend(settings)
 
 

@@ -237,7 +237,7 @@ def test_overlapping_batches_store_every_row_exactly_once(pool, churn, batches):
             frame = pool.iloc[batch]
             result = commit(ds, churn, frame, run_id=f"run{n}", created_at=f"2024-03-{n + 1:02d}")
             written = result.manifest["row_count"] if result.created else 0
-            assert written + len(result.duplicates) == len(frame) or not result.created and result.duplicates.empty
+            assert written + len(result.duplicates) == len(frame) or (not result.created and result.duplicates.empty)
         versions = ds.list_versions()
         stored = ds.read_versions([m["version_id"] for m in versions])
         keys = stored[ROW_KEY_COLUMN].tolist() if len(stored) else []

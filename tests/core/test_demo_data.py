@@ -338,8 +338,8 @@ def test_bad_files_contain_what_they_say(tmp_path: Path, contract_columns: list[
 
     # the bad rows are other rows than the regular file of that day
     regular = generate_day(0)
-    keys = set(zip(regular["customer_id"], regular["event_time"].dt.strftime("%Y-%m-%dT%H:%M:%SZ")))
-    assert not keys & set(zip(bad["customer_id"], bad["event_time"]))
+    keys = set(zip(regular["customer_id"], regular["event_time"].dt.strftime("%Y-%m-%dT%H:%M:%SZ"), strict=True))
+    assert not keys & set(zip(bad["customer_id"], bad["event_time"], strict=True))
 
     missing = pd.read_csv(tmp_path / "churn_2026-01-01_missing_column.csv")
     assert "usage_hours" not in missing.columns
@@ -360,7 +360,7 @@ def test_parse_days() -> None:
     assert parse_days("4") == [4]
     assert parse_days("5,0,3-4,3") == [0, 3, 4, 5]
     for bad in ("", "2-1", "a", "-3", "1-x"):
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match="day spec"):
             parse_days(bad)
 
 

@@ -213,7 +213,9 @@ def test_score_model_on_a_pipeline_and_on_a_predict_only_model() -> None:
 # --------------------------------------------------------------------------- holdout split
 def _timed(days: list[int], hours: list[int] | None = None) -> pd.DataFrame:
     hours = hours or [12] * len(days)
-    times = [pd.Timestamp("2025-03-01", tz="UTC") + pd.Timedelta(days=d, hours=h) for d, h in zip(days, hours)]
+    times = [
+        pd.Timestamp("2025-03-01", tz="UTC") + pd.Timedelta(days=d, hours=h) for d, h in zip(days, hours, strict=True)
+    ]
     return pd.DataFrame(
         {"_event_time": times, "_row_key": [f"k{i:03d}" for i in range(len(days))], "x": range(len(days))}
     )
@@ -234,7 +236,7 @@ def test_split_is_deterministic_and_loses_no_row() -> None:
     rng = np.random.default_rng(3)
     df = _timed(list(rng.integers(0, 10, 200)), hours=list(rng.integers(0, 24, 200)))
     train, holdout = split_holdout(df, 3)
-    again_train, again_holdout = split_holdout(df.sample(frac=1, random_state=7), 3)
+    _, again_holdout = split_holdout(df.sample(frac=1, random_state=7), 3)
     assert set(holdout["_row_key"]) == set(again_holdout["_row_key"])
     assert sorted(train.index.tolist() + holdout.index.tolist()) == list(range(200))
     assert train["_event_time"].max() < holdout["_event_time"].min()
@@ -243,7 +245,7 @@ def test_split_is_deterministic_and_loses_no_row() -> None:
 def test_split_falls_back_to_the_newest_20_percent() -> None:
     assert FALLBACK_HOLDOUT_FRACTION == 0.2
     df = _timed([5] * 10, hours=[9, 1, 2, 3, 3, 4, 5, 6, 7, 8])  # every event on one day
-    train, holdout = split_holdout(df, holdout_days=1)
+    _, holdout = split_holdout(df, holdout_days=1)
     assert len(holdout) == 2 and holdout["x"].tolist() == [0, 9]  # 09:00 and 08:00 are the newest
     # ties on time are broken by _row_key, so shuffled input gives the same split
     tied = _timed([5] * 10, hours=[3] * 10)

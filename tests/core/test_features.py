@@ -204,7 +204,7 @@ def test_training_set_dtypes_and_order_are_deterministic(loaded, versions, churn
     rows = pd.concat(list(versions.values()), ignore_index=True)
     out = loaded.training_set(rows)
 
-    assert list(out.columns) == KEYS + ["churned"] + churn_contract.feature_columns
+    assert list(out.columns) == [*KEYS, "churned", *churn_contract.feature_columns]
     expected = {"_entity": "string", "_event_time": "datetime64[ns, UTC]", "_row_key": "string"}
     expected.update(
         {c: PANDAS_DTYPES[churn_contract.column(c).type] for c in ["churned", *churn_contract.feature_columns]}
@@ -306,8 +306,8 @@ def test_bad_input_gets_a_clear_error(churn_contract, versions, tmp_path):
     broken.loc[0, "_event_time"] = pd.NaT
     with pytest.raises(FeatureRepositoryError, match="null _event_time"):
         repo.materialize_version("v1", broken)
-    with pytest.raises(FeatureRepositoryError, match="features.project"):
-        FeatureRepository(churn_contract, repo_dir=tmp_path, offline_dir=str(tmp_path / "o"), project="_bad").store
+    with pytest.raises(FeatureRepositoryError, match=r"features\.project"):
+        _ = FeatureRepository(churn_contract, repo_dir=tmp_path, offline_dir=str(tmp_path / "o"), project="_bad").store
     with pytest.raises(FeatureRepositoryError, match="local folder"):
         FeatureRepository(churn_contract, repo_dir=tmp_path, offline_dir="s3://bucket/features", project="p")
     assert repo.offline_versions() == []  # nothing half-written by the failed calls

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -254,17 +253,17 @@ def test_skops_trusted_types_are_required_and_honoured(registry, data):
     from sklearn.ensemble import RandomForestClassifier
 
     forest = RandomForestClassifier(n_estimators=3, random_state=0).fit(data[["tenure", "charges"]], data["churned"])
-    common = dict(
-        model=forest,
-        input_example=data[["tenure", "charges"]].head(3),
-        params={},
-        metrics={},
-        tags={},
-        dataset_df=data,
-        dataset_name="churn",
-        dataset_digest="abc123",
-        dataset_source=DATASET_SOURCE,
-    )
+    common = {
+        "model": forest,
+        "input_example": data[["tenure", "charges"]].head(3),
+        "params": {},
+        "metrics": {},
+        "tags": {},
+        "dataset_df": data,
+        "dataset_name": "churn",
+        "dataset_digest": "abc123",
+        "dataset_source": DATASET_SOURCE,
+    }
     with pytest.raises(MlflowException, match="untrusted types"):
         registry.log_training_run(run_name="forest-untrusted", skops_trusted_types=None, **common)
     assert registry.find_run("forest-untrusted") is None

@@ -24,11 +24,11 @@ from conftest import TOY_FEATURES, toy_frame, toy_pipeline
 from mlops_core.registry import ModelRegistry
 from mlops_core.serving import (
     DEPLOYMENT_FILE,
-    _group_alive,
     DeploymentFailed,
     LocalModelServer,
     PortInUseError,
     SmokeTestFailed,
+    _group_alive,
     dataframe_split_payload,
     pid_alive,
     port_is_free,
@@ -262,7 +262,7 @@ class StandInServer(LocalModelServer):
         ]
 
 
-@pytest.fixture()
+@pytest.fixture
 def stand_in(tmp_path):
     script = tmp_path / "fake_scoring_server.py"
     script.write_text(FAKE_SERVER)
@@ -320,7 +320,7 @@ def test_startup_timeout_kills_the_new_server(stand_in):
     with pytest.raises(DeploymentFailed, match=r"did not answer .*/ping within 2s"):
         srv.deploy("models:/m-hang/1", "1", startup_timeout=2)
     assert srv.current() is None
-    started = [p for p in _processes_with_arg("models:/m-hang/1")]
+    started = list(_processes_with_arg("models:/m-hang/1"))
     assert started == []
 
 

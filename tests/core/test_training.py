@@ -23,7 +23,6 @@ from mlops_core.training.model import (
     SKOPS_TRUSTED_TYPES,
     UntrustedModelError,
     build_pipeline,
-    cast_features,
     coerce_hyperparameter,
     compute_metrics,
     load_model,
@@ -88,7 +87,7 @@ def make_churn_frame(n: int = 300, seed: int = 0, days: int = 10) -> pd.DataFram
             "churned": pd.array(churned, dtype="Int64"),
             "_entity": ids,
             "_event_time": event_time,
-            "_row_key": [f"{i}|{t.isoformat()}" for i, t in zip(ids, event_time)],
+            "_row_key": [f"{i}|{t.isoformat()}" for i, t in zip(ids, event_time, strict=True)],
         }
     )
     # a few missing values in nullable columns
@@ -192,7 +191,7 @@ def test_prepare_target_by_contract_type(contract: DatasetContract) -> None:
 ALL_ALGORITHMS = [(task, algo) for task, algos in ALGORITHMS.items() for algo in algos]
 
 
-@pytest.mark.parametrize("task,algorithm", ALL_ALGORITHMS)
+@pytest.mark.parametrize(("task", "algorithm"), ALL_ALGORITHMS)
 def test_each_algorithm_trains_predicts_and_round_trips(
     task: str, algorithm: str, contract: DatasetContract, regression_contract: DatasetContract, tmp_path: Path
 ) -> None:
@@ -423,7 +422,7 @@ def test_cli_failure_writes_reason_and_exits_1(contract: DatasetContract, tmp_pa
 
 
 @pytest.mark.parametrize(
-    "mutate,message",
+    ("mutate", "message"),
     [
         (lambda df: df.iloc[0:0], "0 rows"),
         (lambda df: df.assign(churned=pd.array([1] * len(df), dtype="Int64")), "single class"),

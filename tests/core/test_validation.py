@@ -191,7 +191,8 @@ class TestRowLevel:
             SOURCE_COLUMN: "string",
         }
         assert {c: str(accepted[c].dtype) for c in expected} == expected
-        assert list(accepted.columns) == CHURN_HEADER + [
+        assert list(accepted.columns) == [
+            *CHURN_HEADER,
             EVENT_TIME_COLUMN,
             ENTITY_COLUMN,
             ROW_KEY_COLUMN,
@@ -287,7 +288,7 @@ class TestRowLevel:
                 churn_row("date", event_time="2024-01-01"),
             ],
         )
-        times = dict(zip(result.accepted["customer_id"], result.accepted["event_time"]))
+        times = dict(zip(result.accepted["customer_id"], result.accepted["event_time"], strict=True))
         assert times["naive"] == pd.Timestamp("2024-01-01T10:00:00Z")
         assert times["offset"] == pd.Timestamp("2024-01-01T10:00:00Z")
         assert times["date"] == pd.Timestamp("2024-01-01T00:00:00Z")

@@ -40,7 +40,7 @@ def postgres_url():
     try:
         with admin.connect() as conn:
             conn.execute(text(f'CREATE DATABASE "{name}"'))
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         if os.environ.get("CI") == "true":
             pytest.fail(f"PostgreSQL at {PG_URL} is required in CI: {exc}")
         pytest.skip(f"no PostgreSQL at {PG_URL} (run scripts/ensure_services.sh): {exc}")
@@ -65,12 +65,11 @@ def _load_table(url: str, df, as_text_times: bool):
 
 
 def _ingest_until_done(url: str, mlops_home, monkeypatch, batch_size: int):
+    from mlops_airflow.hooks.sql_table import SqlTableHook
     from mlops_core.backends import object_store
     from mlops_core.datasets import DatasetStore
     from mlops_core.settings import load_settings
     from mlops_core.stages.ingest import ingest_sql
-
-    from mlops_airflow.hooks.sql_table import SqlTableHook
 
     monkeypatch.setenv("AIRFLOW_CONN_CHURN_DB", json.dumps({"conn_type": "generic", "extra": {"sqlalchemy_url": url}}))
     settings = load_settings(
@@ -116,7 +115,7 @@ def test_incremental_sql_ingest_reads_every_row_once(backend, request, mlops_hom
 
     extra = generate_day(5, rows=40, seed=3)
     _load_table(url, __import__("pandas").concat([df, extra], ignore_index=True), as_text_times=backend == "sqlite")
-    reports2, store = _ingest_until_done(url, mlops_home, monkeypatch, batch_size=120)
+    _, store = _ingest_until_done(url, mlops_home, monkeypatch, batch_size=120)
     assert sum(m["row_count"] for m in store.list_versions()) == len(df) + len(extra)
 
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from airflow.sdk import BaseOperator, Context
 
@@ -45,11 +46,10 @@ class TrainingJobOperator(BaseOperator):
         self._running_job: str | None = None
 
     def execute(self, context: Context) -> dict[str, Any]:
+        from mlops_airflow.runtime import run_key, settings_for
         from mlops_core.backends import compute_backend
         from mlops_core.settings import with_algorithm
         from mlops_core.stages import train as stage
-
-        from mlops_airflow.runtime import run_key, settings_for
 
         backends = {"compute": self.compute_backend} if self.compute_backend else {}
         settings = with_algorithm(settings_for(context, self.env, backends=backends), self.algorithm)

@@ -23,7 +23,7 @@ class DeploymentFailed(RuntimeError):
     pass
 
 
-def _smoke_rows(settings: "Settings", info) -> "Any":
+def _smoke_rows(settings: Settings, info) -> Any:
     from mlops_core.training.model import prepare_features
 
     contract = settings.load_contract()
@@ -36,7 +36,7 @@ def _smoke_rows(settings: "Settings", info) -> "Any":
     return prepare_features(holdout.head(settings.serving.smoke_rows), contract)
 
 
-def deploy_champion(settings: "Settings", expected_version: str | None = None) -> dict[str, Any]:
+def deploy_champion(settings: Settings, expected_version: str | None = None) -> dict[str, Any]:
     registry = model_registry(settings)
     name = settings.registered_model_name
     champion = registry.champion(name)
@@ -65,14 +65,14 @@ def deploy_champion(settings: "Settings", expected_version: str | None = None) -
         smoke = server.smoke_test(_smoke_rows(settings, champion))
         if not server.verify(str(champion.version)):
             raise DeploymentFailed(f"serving target does not report version {champion.version} after deploy")
-    except Exception as exc:  # noqa: BLE001 - any failure of the rollout triggers the rollback
+    except Exception as exc:
         log.error("Deploying %s version %s failed: %s", name, champion.version, exc)
         rolled_to = _rollback(settings, registry, server, name, previous)
         raise DeploymentFailed(
             f"deploying {name} version {champion.version} failed ({exc}); "
             + (f"rolled back to version {rolled_to}" if rolled_to else "no previous version to roll back to")
         ) from exc
-    url = deployment["url"] if isinstance(deployment, dict) else getattr(deployment, "url")
+    url = deployment["url"] if isinstance(deployment, dict) else deployment.url
     return _report(settings, name, champion.version, url, smoke, rolled_back=False, previous=previous)
 
 

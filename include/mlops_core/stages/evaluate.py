@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 
 
 def evaluate_candidate(
-    settings: "Settings", candidate: dict[str, Any], *, min_improvement: float | None = None
+    settings: Settings, candidate: dict[str, Any], *, min_improvement: float | None = None
 ) -> dict[str, Any]:
     from mlops_core.evaluation import PromotionPolicy, decide_promotion, score_model
     from mlops_core.lineage import git_commit
@@ -74,7 +74,7 @@ def evaluate_candidate(
     }
 
 
-def candidate_from_run(settings: "Settings", run_id: str) -> dict[str, Any]:
+def candidate_from_run(settings: Settings, run_id: str) -> dict[str, Any]:
     """Rebuild a ``model_candidate`` description from a training run's tags (manual evaluations)."""
     tags = model_registry(settings).run_tags(run_id)
     missing = [t for t in ("mlops.training_set", "mlops.dataset_versions") if t not in tags]
@@ -89,7 +89,7 @@ def candidate_from_run(settings: "Settings", run_id: str) -> dict[str, Any]:
     }
 
 
-def promote_to_champion(settings: "Settings", evaluation: dict[str, Any]) -> dict[str, Any]:
+def promote_to_champion(settings: Settings, evaluation: dict[str, Any]) -> dict[str, Any]:
     registry = model_registry(settings)
     registry.set_champion(evaluation["model_name"], evaluation["version"], previous=evaluation["champion_version"])
     log.info(

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def materialize_versions(settings: "Settings", version_ids: list[str]) -> dict[str, Any]:
+def materialize_versions(settings: Settings, version_ids: list[str]) -> dict[str, Any]:
     from mlops_core.datasets import DatasetStore
 
     start = time.monotonic()

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def ingest_files(settings: "Settings", files: list[str], *, run_id: str, ingested_at: str) -> dict[str, Any]:
+def ingest_files(settings: Settings, files: list[str], *, run_id: str, ingested_at: str) -> dict[str, Any]:
     """Validate and commit ``files`` (paths in the drop zone). Returns the ingestion report.
 
     ``ingested_at`` is the run's logical time (ISO 8601); it is the event time of rows whose
@@ -105,7 +105,7 @@ def ingest_files(settings: "Settings", files: list[str], *, run_id: str, ingeste
     return report
 
 
-def ingest_sql(settings: "Settings", fetch_batch, *, run_id: str, ingested_at: str) -> dict[str, Any]:
+def ingest_sql(settings: Settings, fetch_batch, *, run_id: str, ingested_at: str) -> dict[str, Any]:
     """Ingest rows of the configured SQL table newer than the stored watermark.
 
     ``fetch_batch(table, watermark_column, after, limit) -> DataFrame`` reads rows with

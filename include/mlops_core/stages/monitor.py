@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 
 def check_for_retraining(
-    settings: "Settings", version_ids: list[str], *, run_key: str, force: bool = False
+    settings: Settings, version_ids: list[str], *, run_key: str, force: bool = False
 ) -> dict[str, Any]:
     import io
 

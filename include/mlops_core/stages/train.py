@@ -37,7 +37,7 @@ def training_set_prefix(run_key: str) -> str:
     return f"training_sets/{run_key}"
 
 
-def build_training_set(settings: "Settings", run_key: str) -> dict[str, Any]:
+def build_training_set(settings: Settings, run_key: str) -> dict[str, Any]:
     """Training rows of the last ``training.window_days`` days, features joined point in time."""
     import pandas as pd
 
@@ -94,7 +94,7 @@ def build_training_set(settings: "Settings", run_key: str) -> dict[str, Any]:
     return manifest
 
 
-def read_training_frame(settings: "Settings", training_set: dict[str, Any], part: str) -> "pd.DataFrame":
+def read_training_frame(settings: Settings, training_set: dict[str, Any], part: str) -> pd.DataFrame:
     import pandas as pd
 
     data = object_store(settings).get_bytes(f"{training_set['key']}/{part}.parquet")
@@ -102,7 +102,7 @@ def read_training_frame(settings: "Settings", training_set: dict[str, Any], part
 
 
 def run_training_job(
-    settings: "Settings", training_set: dict[str, Any], job_name: str, compute: "ComputeBackend | None" = None
+    settings: Settings, training_set: dict[str, Any], job_name: str, compute: ComputeBackend | None = None
 ) -> dict[str, Any]:
     """Lay out the ``/opt/ml`` root for ``job_name`` and run the entrypoint on the compute backend.
 
@@ -146,7 +146,7 @@ def run_training_job(
 
 
 def log_candidate(
-    settings: "Settings", training_set: dict[str, Any], job: dict[str, Any], run_key: str
+    settings: Settings, training_set: dict[str, Any], job: dict[str, Any], run_key: str
 ) -> dict[str, Any]:
     """Log the trained model with params, metrics and dataset lineage as one MLflow run."""
     from mlops_core.lineage import git_commit
@@ -154,7 +154,7 @@ def log_candidate(
 
     contract = settings.load_contract()
     objects = object_store(settings)
-    model, meta = load_model(Path(job["ml_root"]) / "model")
+    model, _meta = load_model(Path(job["ml_root"]) / "model")
     train = read_training_frame(settings, training_set, "train")
     reference_key = f"{training_set['key']}/reference.parquet"
     if not objects.exists(reference_key):
@@ -201,7 +201,7 @@ def log_candidate(
     }
 
 
-def _parquet(df: "pd.DataFrame") -> bytes:
+def _parquet(df: pd.DataFrame) -> bytes:
     buf = io.BytesIO()
     df.to_parquet(buf, index=False)
     return buf.getvalue()

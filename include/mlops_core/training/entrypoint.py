@@ -25,6 +25,7 @@ Every metric is also printed as ``METRIC <name>=<value>`` so a SageMaker metric 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -82,7 +83,7 @@ class TrainingPaths:
         model_dir: str | Path | None = None,
         output_dir: str | Path | None = None,
         environ: Mapping[str, str] | None = None,
-    ) -> "TrainingPaths":
+    ) -> TrainingPaths:
         """Explicit arguments first, then SageMaker's ``SM_*`` variables, then the ``<root>`` layout."""
         env = os.environ if environ is None else environ
         root = Path(ml_root or env.get("MLOPS_ML_ROOT") or DEFAULT_ML_ROOT)
@@ -191,7 +192,7 @@ def read_channel(directory: Path, name: str, required: bool) -> pd.DataFrame | N
 def _check_frame(df: pd.DataFrame, contract: DatasetContract, name: str) -> None:
     from mlops_core.training.model import model_features
 
-    needed = model_features(contract) + [contract.target]
+    needed = [*model_features(contract), contract.target]
     missing = [c for c in needed if c not in df.columns]
     if missing:
         raise TrainingInputError(
@@ -309,8 +310,8 @@ def run_training(
         "algorithm": algorithm,
         "hyperparameters": resolved,
         "classes": [_json_scalar(c) for c in getattr(pipeline, "classes_", [])] or None,
-        "train_rows": int(len(train)),
-        "test_rows": 0 if test is None else int(len(test)),
+        "train_rows": len(train),
+        "test_rows": 0 if test is None else len(test),
         "evaluated_on": evaluated_on,
         "metrics": metrics,
         "library_versions": _library_versions(),
@@ -425,10 +426,8 @@ def main(argv: list[str] | None = None) -> int:
     paths = TrainingPaths.resolve(
         args.ml_root, train=args.train, test=args.test, model_dir=args.model_dir, output_dir=args.output_dir
     )
-    try:
+    with contextlib.suppress(OSError):
         paths.failure.unlink(missing_ok=True)
-    except OSError:
-        pass
     try:
         run_training(
             args.ml_root,
@@ -438,7 +437,7 @@ def main(argv: list[str] | None = None) -> int:
             output_dir=args.output_dir,
             hyperparameters=args.hyperparameters,
         )
-    except Exception as exc:  # noqa: BLE001 - the job's contract: any failure -> reason file + exit 1
+    except Exception as exc:
         message = f"training failed: {type(exc).__name__}: {exc}"
         _write_failure(paths.failure, message)
         traceback.print_exc(file=sys.stderr)

@@ -402,10 +402,7 @@ def compute_metrics(
         out["f1"] = float(skm.f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0))
     if score is None:
         return out
-    if binary and score.ndim == 2:
-        score_pos = score[:, -1]
-    else:
-        score_pos = score
+    score_pos = score[:, -1] if binary and score.ndim == 2 else score
     present = set(y_true.tolist())
     if len(present) < 2:
         log.warning("only one class (%s) in y_true: roc_auc and log_loss are undefined and left out", present)
