@@ -1,0 +1,43 @@
+"""Write a file so that readers see the old content or the new, never a part: one helper for all.
+
+The data goes to a hidden temporary name in the target's folder (a folder watcher that skips
+names starting with ``.`` never sees it), is flushed to disk, and is renamed over the target
+(``os.replace`` is atomic on one file system). A crash leaves at most a stray ``.tmp`` file.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+TEMP_PREFIX = ".tmp-"
+
+
+def write_atomic(path: str | Path, data: bytes | str, *, mode: int | None = None, fsync: bool = True) -> Path:
+    """Replace ``path`` with ``data`` atomically; returns the path.
+
+    Args:
+        path: the target file; missing parent folders are created.
+        data: bytes, or text written as UTF-8.
+        mode: permission bits of the new file (e.g. ``0o600`` for secrets); it never exists
+            under its final name with wider permissions. Default: what ``mkstemp`` gives (0600).
+        fsync: flush to disk before the rename (turn off only for throw-away files).
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    payload = data.encode("utf-8") if isinstance(data, str) else data
+    fd, tmp = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{target.name}.", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(payload)
+            fh.flush()
+            if mode is not None:
+                os.fchmod(fh.fileno(), mode)
+            if fsync:
+                os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return target
