@@ -50,4 +50,6 @@ bench: venv
 	$(PY) bench/parse_times.py
 
 clean:
-	rm -rf .venv .venv-lock .mlops .airflow .demo
+	rm -rf .venv .venv-lock .mlops .airflow .demo mlruns mlartifacts mlflow.db .pytest_cache .hypothesis \
+		.ruff_cache .mypy_cache build include/*.egg-info
+	find . -name __pycache__ -type d -prune -not -path './.git/*' -exec rm -rf {} +
