@@ -52,4 +52,4 @@ bench: venv
 clean:
 	rm -rf .venv .venv-lock .mlops .airflow .demo mlruns mlartifacts mlflow.db .pytest_cache .hypothesis \
 		.ruff_cache .mypy_cache build include/*.egg-info
-	find . -name __pycache__ -type d -prune -not -path './.git/*' -exec rm -rf {} +
+	find . -path ./.git -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
