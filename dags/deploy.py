@@ -32,13 +32,18 @@ from mlops_airflow.dag_defaults import DEFAULT_ARGS, ENVIRONMENTS, START_DATE, e
 def deploy():
     @task(outlets=[DEPLOYMENT], execution_timeout=timedelta(minutes=15))
     def deploy_champion(**context) -> dict:
-        from mlops_airflow.runtime import settings_for, triggering_extras
+        from mlops_airflow.run_notes import record_note
+        from mlops_airflow.runtime import fail_fast, settings_for, triggering_extras
+        from mlops_core.outcomes import deploy_outcome
         from mlops_core.stages.deploy import deploy_champion as run
 
         events = triggering_extras(context, CHAMPION)
-        # Several queued champion events: deploy each environment once, newest event wins.
+        # Several queued champion events: deploy each environment once, newest event wins. An event
+        # only names the environment: what is deployed is always that environment's @champion.
         targets = {e["env"]: e for e in events if e.get("env") in ENVIRONMENTS} or {context["params"]["env"]: {}}
-        reports = [run(settings_for(context, env), e.get("version")) for env, e in targets.items()]
+        with fail_fast():
+            reports = [run(settings_for(context, env), e.get("version")) for env, e in targets.items()]
+        record_note(context, deploy_outcome(reports))
         context["outlet_events"][DEPLOYMENT].extra = {"deployments": reports}
         return {"deployments": reports}
 

@@ -5,8 +5,10 @@ Triggered by **landed_files** events (from `watch_drop_zone`), or manually (then
 whatever is in the drop zone now). Validates every file against the dataset contract,
 quarantines bad rows and files with their reason, and commits the accepted rows as a new
 content-addressed dataset version (Parquet partitioned by event date, with a manifest).
-Consumed files move to the archive. Emits **dataset_version** with the version id, row counts
-and sources; a run that finds nothing new emits nothing.
+Consumed files move to the archive. Emits **dataset_version** (version id, row counts, sources)
+when it committed a version and **quarantine** (files, reasons, record keys) when it quarantined
+anything; the run's note says what happened (for example "every file quarantined"). Paths in a
+triggering event that are not regular files inside the drop zone are refused.
 
 Re-running (clearing) any run is safe: files are recognised by their checksum, rows by their
 key, and a version that already exists is announced again rather than written again.
@@ -18,7 +20,7 @@ from datetime import timedelta
 
 from airflow.sdk import dag, task
 
-from mlops_airflow.assets import DATASET, LANDED_FILES
+from mlops_airflow.assets import INGEST_OUTCOME, LANDED_FILES
 from mlops_airflow.dag_defaults import DEFAULT_ARGS, START_DATE, env_param
 
 
@@ -33,19 +35,20 @@ from mlops_airflow.dag_defaults import DEFAULT_ARGS, START_DATE, env_param
     params={"env": env_param()},
 )
 def ingest():
-    @task(outlets=[DATASET], execution_timeout=timedelta(minutes=30))
+    @task(outlets=[INGEST_OUTCOME], execution_timeout=timedelta(minutes=30))
     def ingest_files(**context) -> dict:
-        from mlops_airflow.runtime import announce_dataset_version, settings_for, triggering_extras
+        from mlops_airflow.runtime import announce_ingest, fail_fast, settings_for, triggering_extras
         from mlops_core.dropzone import scan_drop_zone
         from mlops_core.stages.ingest import ingest_files as run
 
-        settings = settings_for(context)
-        paths = sorted({f["path"] for e in triggering_extras(context, LANDED_FILES) for f in e.get("files", [])})
-        if not paths:  # a manual run: whatever is complete in the drop zone now
-            paths = [f.path for f in scan_drop_zone(settings.dataset.drop_zone, settings.dataset.file_patterns)]
-        stamp = context.get("logical_date") or context["dag_run"].run_after
-        report = run(settings, paths, run_id=context["run_id"], ingested_at=stamp.isoformat())
-        return announce_dataset_version(context, report)
+        with fail_fast():
+            settings = settings_for(context)
+            paths = sorted({f["path"] for e in triggering_extras(context, LANDED_FILES) for f in e.get("files", [])})
+            if not paths:  # a manual run: whatever is complete in the drop zone now
+                paths = [f.path for f in scan_drop_zone(settings.dataset.drop_zone, settings.dataset.file_patterns)]
+            stamp = context.get("logical_date") or context["dag_run"].run_after
+            report = run(settings, paths, run_id=context["run_id"], ingested_at=stamp.isoformat())
+        return announce_ingest(context, report)
 
     ingest_files()
 

@@ -6,7 +6,8 @@ watermark (any SQLAlchemy URL, through the common-sql provider), validates them 
 dataset contract, quarantines bad rows, and commits a new dataset version. Paused when first
 deployed: configure the source, then unpause it. The watermark moves
 only after the version is committed, so a failed run is simply re-read. Emits
-**dataset_version**. Skips when no SQL source is configured for the environment.
+**dataset_version** and, when rows were quarantined, **quarantine**. Skips when no SQL source is
+configured for the environment.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from datetime import timedelta
 
 from airflow.sdk import dag, task
 
-from mlops_airflow.assets import DATASET
+from mlops_airflow.assets import INGEST_OUTCOME
 from mlops_airflow.dag_defaults import DEFAULT_ARGS, START_DATE, env_param
 
 
@@ -31,22 +32,23 @@ from mlops_airflow.dag_defaults import DEFAULT_ARGS, START_DATE, env_param
     params={"env": env_param()},
 )
 def ingest_sql():
-    @task(outlets=[DATASET], execution_timeout=timedelta(minutes=30))
+    @task(outlets=[INGEST_OUTCOME], execution_timeout=timedelta(minutes=30))
     def ingest_table(**context) -> dict:
         from airflow.sdk.exceptions import AirflowSkipException
 
         from mlops_airflow.hooks.sql_table import SqlTableHook
-        from mlops_airflow.runtime import announce_dataset_version, settings_for
+        from mlops_airflow.runtime import announce_ingest, fail_fast, settings_for
         from mlops_core.stages.ingest import ingest_sql as run
 
-        settings = settings_for(context)
-        source = settings.dataset.sql_source
-        if source is None:
-            raise AirflowSkipException(f"no dataset.sql_source in include/conf/{settings.env}.yaml")
-        hook = SqlTableHook(sql_conn_id=source.conn_id)
-        stamp = context.get("logical_date") or context["dag_run"].run_after
-        report = run(settings, hook.read_after_watermark, run_id=context["run_id"], ingested_at=stamp.isoformat())
-        return announce_dataset_version(context, report)
+        with fail_fast():
+            settings = settings_for(context)
+            source = settings.dataset.sql_source
+            if source is None:
+                raise AirflowSkipException(f"no dataset.sql_source in include/conf/{settings.env}.yaml")
+            hook = SqlTableHook(sql_conn_id=source.conn_id)
+            stamp = context.get("logical_date") or context["dag_run"].run_after
+            report = run(settings, hook.read_after_watermark, run_id=context["run_id"], ingested_at=stamp.isoformat())
+        return announce_ingest(context, report)
 
     ingest_table()
 

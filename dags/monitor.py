@@ -6,7 +6,7 @@ reference (Evidently data-drift report, kept as HTML in object storage and logge
 and scores the champion on the newly labelled rows. Emits **retrain_requested** when there is no
 champion yet, when the share of drifted columns reaches `monitoring.drift_share_threshold`, when
 the champion's primary metric dropped by more than `monitoring.max_metric_drop`, or when the run
-was triggered with *force retrain*. Otherwise the run ends without an event.
+was triggered with *force retrain*; otherwise no event. The run's note says the verdict.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from datetime import timedelta
 
 from airflow.sdk import Param, dag, task
 
-from mlops_airflow.assets import FEATURES, RETRAIN_REQUESTED
+from mlops_airflow.assets import FEATURES, MONITOR_OUTCOME, RETRAIN_REQUESTED
 from mlops_airflow.dag_defaults import DEFAULT_ARGS, START_DATE, env_param
 
 
@@ -42,36 +42,33 @@ from mlops_airflow.dag_defaults import DEFAULT_ARGS, START_DATE, env_param
     },
 )
 def monitor():
-    @task(execution_timeout=timedelta(minutes=20))
+    @task(outlets=[MONITOR_OUTCOME], execution_timeout=timedelta(minutes=20))
     def check_drift(**context) -> dict:
-        from mlops_airflow.runtime import run_key, settings_for, triggering_extras
+        from mlops_airflow.run_notes import record_note
+        from mlops_airflow.runtime import fail_fast, run_key, settings_for, triggering_extras
         from mlops_core.backends import object_store
         from mlops_core.datasets import DatasetStore
+        from mlops_core.outcomes import monitor_outcome
         from mlops_core.stages.monitor import check_for_retraining
 
-        settings = settings_for(context)
-        versions = [v for e in triggering_extras(context, FEATURES) for v in e.get("version_ids", [])]
-        if context["params"].get("dataset_version"):
-            versions = [context["params"]["dataset_version"]]
-        if not versions:
-            latest = DatasetStore(object_store(settings), settings.load_contract().name).latest_version()
-            versions = [latest["version_id"]] if latest else []
-        return check_for_retraining(
-            settings, versions, run_key=run_key(context, "monitor"), force=bool(context["params"]["force_retrain"])
-        )
+        with fail_fast():
+            settings = settings_for(context)
+            versions = [v for e in triggering_extras(context, FEATURES) for v in e.get("version_ids", [])]
+            if context["params"].get("dataset_version"):
+                versions = [context["params"]["dataset_version"]]
+            if not versions:
+                latest = DatasetStore(object_store(settings), settings.load_contract().name).latest_version()
+                versions = [latest["version_id"]] if latest else []
+            verdict = check_for_retraining(
+                settings, versions, run_key=run_key(context, "monitor"), force=bool(context["params"]["force_retrain"])
+            )
+        record_note(context, monitor_outcome(verdict))
+        if verdict["retrain"]:
+            extra = {k: verdict[k] for k in ("env", "reason", "version_ids", "drift_share", "metric_drop", "summary")}
+            context["outlet_events"][MONITOR_OUTCOME].add(RETRAIN_REQUESTED, extra=extra)
+        return verdict
 
-    @task.short_circuit
-    def needs_retraining(verdict: dict) -> bool:
-        return bool(verdict["retrain"])
-
-    @task(outlets=[RETRAIN_REQUESTED])
-    def request_retraining(verdict: dict, **context) -> dict:
-        extra = {k: verdict[k] for k in ("env", "reason", "version_ids", "drift_share", "metric_drop", "summary")}
-        context["outlet_events"][RETRAIN_REQUESTED].extra = extra
-        return extra
-
-    verdict = check_drift()
-    needs_retraining(verdict) >> request_retraining(verdict)
+    check_drift()
 
 
 monitor()

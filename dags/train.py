@@ -67,10 +67,19 @@ def train():
 
     @task(execution_timeout=timedelta(minutes=30))
     def training_set(**context) -> dict:
-        from mlops_airflow.runtime import run_key
+        from mlops_airflow.runtime import fail_fast, run_key
         from mlops_core.stages.train import build_training_set
 
-        return build_training_set(_settings(context), run_key(context, "ts"))
+        with fail_fast():
+            settings = _settings(context)
+            # The set depends on the window and the contract: a retry after either changed builds anew.
+            spec = {
+                "window_days": settings.training.window_days,
+                "holdout_days": settings.training.holdout_days,
+                "ttl_days": settings.features.ttl_days,
+                "contract": settings.load_contract().fingerprint,
+            }
+            return build_training_set(settings, run_key(context, "ts", spec=spec))
 
     ts = training_set()
     job = TrainingJobOperator(
@@ -82,10 +91,15 @@ def train():
 
     @task(outlets=[MODEL_CANDIDATE], execution_timeout=timedelta(minutes=20))
     def log_to_mlflow(training_set: dict, job: dict, **context) -> dict:
-        from mlops_airflow.runtime import run_key
+        from mlops_airflow.run_notes import record_note
+        from mlops_airflow.runtime import fail_fast
         from mlops_core.stages.train import log_candidate
 
-        candidate = log_candidate(_settings(context), training_set, job, run_key(context, "train"))
+        with fail_fast():
+            # The MLflow run is keyed by the job: a retry finds the run it already logged.
+            candidate = log_candidate(_settings(context), training_set, job, job["job_name"])
+        metrics = ", ".join(f"{k}={v:.3f}" for k, v in sorted(candidate["metrics"].items()) if isinstance(v, float))
+        record_note(context, f"trained {job['job_name']} -> MLflow run {candidate['mlflow_run_id']} ({metrics})")
         context["outlet_events"][MODEL_CANDIDATE].extra = candidate
         return candidate
 

@@ -45,19 +45,26 @@ def _context(run_id: str) -> dict:
     }
 
 
-def test_template_fields():
-    assert set(TrainingJobOperator.template_fields) == {
-        "training_set",
-        "job_name",
-        "env",
-        "algorithm",
-        "compute_backend",
-    }
-    op = TrainingJobOperator(task_id="t", training_set="{{ ti.xcom_pull('x') }}", algorithm="{{ params.algorithm }}")
-    assert op.algorithm == "{{ params.algorithm }}"  # stored as given, rendered at run time
+def _trained_algorithm(result: dict) -> str:
+    import json
+    from pathlib import Path
+
+    config = Path(result["ml_root"]) / "input" / "config" / "hyperparameters.json"
+    return json.loads(config.read_text())["algorithm"]
 
 
-def test_trains_then_reattaches_on_retry(mlops_home):
+def test_templated_algorithm_is_rendered_and_trained(mlops_home):
+    from mlops_core.settings import load_settings
+
+    ts = _training_set(load_settings("dev"), "tpl")
+    op = TrainingJobOperator(task_id="train_model", training_set=ts, algorithm="{{ params.algorithm }}")
+    context = {**_context("manual__tpl"), "params": {"env": "dev", "algorithm": "logistic_regression"}}
+    op.render_template_fields(context)
+    result = op.execute(context)
+    assert _trained_algorithm(result) == "logistic_regression"
+
+
+def test_retry_reattaches_and_changed_settings_train_anew(mlops_home):
     from mlops_core.settings import load_settings
 
     ts = _training_set(load_settings("dev"), "ok")
@@ -65,9 +72,21 @@ def test_trains_then_reattaches_on_retry(mlops_home):
     first = op.execute(_context("manual__1"))
     assert first["status"] == "Completed" and first["reattached"] is False
     assert 0.5 < first["metrics"]["test_roc_auc"] <= 1.0
-    again = TrainingJobOperator(task_id="train_model", training_set=ts).execute(_context("manual__1"))
+
+    # A retry of the same run with the same settings re-attaches to the finished job.
+    again = TrainingJobOperator(task_id="train_model", training_set=ts, algorithm="logistic_regression").execute(
+        _context("manual__1")
+    )
     assert again["reattached"] is True and again["job_name"] == first["job_name"]
     assert again["metrics"] == first["metrics"]
+
+    # The same run retried after the settings changed must not return the old model.
+    changed = TrainingJobOperator(task_id="train_model", training_set=ts, algorithm="random_forest").execute(
+        _context("manual__1")
+    )
+    assert changed["reattached"] is False and changed["job_name"] != first["job_name"]
+    assert _trained_algorithm(changed) == "random_forest"
+    assert _trained_algorithm(first) == "logistic_regression"  # the first job's output is untouched
 
 
 def test_failed_job_raises_with_its_reason(mlops_home):
