@@ -43,6 +43,7 @@ class DemoOptions:
     seed: int = 7
     promote: bool = True
     keep_running: bool = False
+    stop_when_done: bool = True  # False: the caller inspects the running stack, then calls stop()
     phase_timeout: float = 600.0
     port: int | None = None
 
@@ -145,7 +146,8 @@ class LifecycleDemo:
                         time.sleep(3600)
                 except KeyboardInterrupt:
                     pass
-            self.stop()
+            if self.o.stop_when_done or self.o.keep_running:
+                self.stop()
         return self.result
 
     def stop(self) -> None:
