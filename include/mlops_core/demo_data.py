@@ -187,7 +187,7 @@ def _churn_logit(
     """
     flip = 1.0 - 2.0 * concept
     delay_filled = np.where(np.isnan(delay), 2.0, np.minimum(delay, 30.0))
-    return (
+    logit = (
         _INTERCEPT
         + _COEF_TENURE * np.minimum(tenure, 60)
         + _COEF_CHARGES * (charges - 50.0)
@@ -198,6 +198,7 @@ def _churn_logit(
         + _COEF_PLAN[plan]
         + customer_effect
     )
+    return np.asarray(logit, dtype=float)
 
 
 def _day_streams(seed: int, day: int, n: int) -> list[np.random.Generator]:

@@ -504,20 +504,27 @@ def _contract_dtypes(frame: pd.DataFrame, contract: DatasetContract, columns: li
     for name in columns:
         kind = contract.column(name).type
         series = frame[name]
+        dtype: Any = PANDAS_DTYPES[kind]
         if kind == "timestamp":
-            frame[name] = pd.to_datetime(series, utc=True).astype(PANDAS_DTYPES[kind])
+            frame[name] = pd.to_datetime(series, utc=True).astype(dtype)
         elif kind == "int" and series.dtype == object:  # Python ints from Feast: no detour via float
-            values = series.where(series.notna(), None).tolist()
-            frame[name] = pd.Series(pd.array(values, dtype="Int64"), index=frame.index)
+            frame[name] = pd.Series(pd.array(_nulls_as_none(series), dtype="Int64"), index=frame.index)
         elif kind in ("int", "float"):
             if series.dtype == object:
-                series = pd.to_numeric(series.where(series.notna(), None))
-            frame[name] = series.astype(PANDAS_DTYPES[kind])
+                series = pd.to_numeric(pd.Series(_nulls_as_none(series), index=frame.index, dtype=object))
+            frame[name] = series.astype(dtype)
         elif kind == "bool":
-            frame[name] = series.astype(object).where(series.notna(), None).astype(PANDAS_DTYPES[kind])
+            frame[name] = pd.Series(_nulls_as_none(series), index=frame.index, dtype=object).astype(dtype)
         else:
-            frame[name] = series.astype(PANDAS_DTYPES[kind])
+            frame[name] = series.astype(dtype)
     return frame
+
+
+def _nulls_as_none(series: pd.Series) -> list[Any]:
+    """The values of ``series`` with every kind of null (None, NaN, NA, NaT) as None."""
+    import pandas as pd
+
+    return [None if v is None or v is pd.NA or v is pd.NaT or (isinstance(v, float) and v != v) else v for v in series]
 
 
 def _to_arrow(frame: pd.DataFrame, schema: pa.Schema) -> pa.Table:
