@@ -434,9 +434,7 @@ def watch_spec(
     found = pick(patterns, "dataset.file_patterns")
     if isinstance(found, str) or not all(isinstance(p, str) and p for p in found) or not found:
         raise ValueError(f"file patterns must be a non-empty list of globs such as ['*.csv'], got {found!r}")
-    return WatchSpec(
-        directory=os.fspath(pick(directory, "dataset.drop_zone")), patterns=tuple(found), arrival=arrival
-    )
+    return WatchSpec(directory=os.fspath(pick(directory, "dataset.drop_zone")), patterns=tuple(found), arrival=arrival)
 
 
 # ---- one-shot scan and the archive ---------------------------------------------------------------

@@ -298,7 +298,7 @@ def test_watch_spec_reads_settings_and_explicit_values_win(mlops_home):
         "marker",
         1.0,
     )
-    with pytest.raises(ValueError, match="no dataset.drop_zone given"):
+    with pytest.raises(ValueError, match=r"no dataset\.drop_zone given"):
         watch_spec(None, patterns=["*.csv"], rule="rename", min_age_seconds=0, marker="x", poll_seconds=1)
 
 

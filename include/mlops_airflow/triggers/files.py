@@ -12,6 +12,10 @@ if TYPE_CHECKING:
     from mlops_core.dropzone import WatchSpec
 
 
+def _event(payload: dict[str, Any]) -> TriggerEvent:
+    return TriggerEvent(payload)  # type: ignore[no-untyped-call]  # Airflow's TriggerEvent.__init__ is unannotated
+
+
 class NewFilesTrigger(BaseTrigger):
     """Fires once complete files are in the drop zone (the arrival rules: ``mlops_core.dropzone``).
 
@@ -42,7 +46,7 @@ class NewFilesTrigger(BaseTrigger):
         marker: str | None = None,
         poll_interval: float | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]  # BaseTrigger.__init__ is unannotated
         self.env = env
         self.directory = directory
         self.patterns = list(patterns) if patterns is not None else None
@@ -91,7 +95,7 @@ class NewFilesTrigger(BaseTrigger):
         try:
             spec = await asyncio.to_thread(self.resolve)
         except (ValueError, OSError) as exc:  # SettingsError is a ValueError
-            yield TriggerEvent({"status": "error", "message": f"cannot tell what to watch (env {self.env}): {exc}"})
+            yield _event({"status": "error", "message": f"cannot tell what to watch (env {self.env}): {exc}"})
             return
         arrival = spec.arrival
         self.log.info(
@@ -110,7 +114,7 @@ class NewFilesTrigger(BaseTrigger):
             try:
                 result = await asyncio.to_thread(scan, spec.directory, spec.patterns, arrival, state)
             except OSError as exc:
-                yield TriggerEvent({"status": "error", "message": f"cannot scan {spec.directory}: {exc}"})
+                yield _event({"status": "error", "message": f"cannot scan {spec.directory}: {exc}"})
                 return
             state = result.state
             if not result.exists and not said_missing:
@@ -120,7 +124,7 @@ class NewFilesTrigger(BaseTrigger):
                 self.log.info("Not taking %s: %s (%s)", entry.name, entry.reason, entry.detail)
             if result.ready:
                 self.log.info("%d complete file(s) in %s; %s", len(result.ready), spec.directory, result.summary())
-                yield TriggerEvent({"status": "success", **result.to_event(arrival.rule)})
+                yield _event({"status": "success", **result.to_event(arrival.rule)})
                 return
             await asyncio.sleep(arrival.poll_seconds)
 
@@ -133,7 +137,7 @@ class FilesConsumedTrigger(BaseTrigger):
     """
 
     def __init__(self, paths: list[str], poll_interval: float = 5.0) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]  # BaseTrigger.__init__ is unannotated
         self.paths = list(paths)
         self.poll_interval = poll_interval
 
@@ -149,7 +153,7 @@ class FilesConsumedTrigger(BaseTrigger):
         while True:
             left = await asyncio.to_thread(lambda: [p for p in self.paths if os.path.exists(p)])
             if not left:
-                yield TriggerEvent({"status": "success", "files": self.paths})
+                yield _event({"status": "success", "files": self.paths})
                 return
             self.log.info("%d of %d announced file(s) not consumed yet", len(left), len(self.paths))
             await asyncio.sleep(self.poll_interval)
