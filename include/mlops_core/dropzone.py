@@ -128,6 +128,7 @@ class DroppedFile:
     mtime: float
 
     def to_dict(self) -> dict[str, Any]:
+        """``{path, name, size, mtime}``: one entry of the event's ``files``."""
         return asdict(self)
 
 
@@ -146,6 +147,7 @@ class MarkerFile:
     inode: int
 
     def to_dict(self) -> dict[str, Any]:
+        """Primitives only (an XCom); :meth:`from_dict` reads them back."""
         return asdict(self)
 
     @classmethod
@@ -185,6 +187,7 @@ class Sighting:
     since: float
 
     def same_file_as(self, other: Sighting) -> bool:
+        """Same size, mtime (ns) and inode: nothing was written or replaced in between."""
         return (self.size, self.mtime_ns, self.inode) == (other.size, other.mtime_ns, other.inode)
 
 
@@ -454,6 +457,19 @@ def scan_drop_zone(
     """
     rule = ArrivalRule(rule="rename", min_age_seconds=min_age_seconds)
     return list(scan(directory, patterns, rule, now=now).ready)
+
+
+def complete_files(spec: WatchSpec) -> ScanResult:
+    """What is complete in the drop zone now under ``spec``'s rule, without a running watch.
+
+    For a one-off look such as a manual ingest run. Under ``stable`` the folder is scanned twice,
+    one poll apart, so this call takes ``poll_seconds``; the other rules need one scan.
+    """
+    result = scan(spec.directory, spec.patterns, spec.arrival)
+    if spec.arrival.rule == "stable":
+        time.sleep(spec.arrival.poll_seconds)
+        result = scan(spec.directory, spec.patterns, spec.arrival, result.state)
+    return result
 
 
 def archive_dir_for(drop_zone: str | Path, run_key: str) -> Path:

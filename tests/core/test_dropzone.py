@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from mlops_core.dropzone import (
     archive_dir_for,
     archive_file,
     archive_marker,
+    complete_files,
     matches,
     scan,
     scan_drop_zone,
@@ -306,3 +308,24 @@ def test_one_shot_scan_for_manual_ingest(tmp_path):
     _write(tmp_path / "A.CSV", mtime=time.time() - 60)
     _write(tmp_path / "new.csv", mtime=time.time())
     assert [f.name for f in scan_drop_zone(tmp_path, ["*.csv"], min_age_seconds=10)] == ["A.CSV"]
+
+
+def test_complete_files_scans_twice_under_stable(tmp_path):
+    _write(tmp_path / "done.csv", mtime=time.time() - 60)
+    growing = _write(tmp_path / "growing.csv", mtime=time.time() - 60)  # a writer that paused
+
+    def resume() -> None:
+        with growing.open("a") as f:
+            f.write("3,4\n")
+
+    spec = watch_spec(
+        None, directory=tmp_path, patterns=["*.csv"], rule="stable", min_age_seconds=0, marker="x", poll_seconds=0.4
+    )
+    timer = threading.Timer(0.1, resume)
+    timer.start()
+    started = time.monotonic()
+    result = complete_files(spec)
+    timer.join()
+    assert time.monotonic() - started >= 0.4
+    assert [f.name for f in result.ready] == ["done.csv"]
+    assert {e.name: e.reason for e in result.ignored} == {"growing.csv": "waiting_stable"}
