@@ -1,11 +1,18 @@
 """
-### Watch drop zone: announce new data files
+### Watch drop zone: announce complete new data files
 
 Runs continuously, one run at a time. Each run waits (deferrable, in the triggerer, no worker
-slot) until complete data files land in the drop zone (`dataset.drop_zone` of the environment,
+slot) until complete data files are in the drop zone of the run's `env` (`dataset.drop_zone`,
 `dataset.file_patterns`), announces them with a **landed_files** event (which schedules
-`ingest`), then waits until ingest has consumed them so the next run never announces a file
-twice. Keeping the watch out of `ingest` lets any ingest run be cleared and re-run at any time.
+`ingest`), waits until ingest has consumed them so the next run never announces a file twice,
+then archives their completion markers (rule `marker`). Keeping the watch out of `ingest` lets
+any ingest run be cleared and re-run at any time.
+
+When a file is complete follows `dataset.arrival.rule`: `stable` (default: unchanged across two
+scans one poll apart), `marker` (`{name}.done` or a folder marker such as `_SUCCESS`) or
+`rename` (upload to a dot-name, then rename). Every entry the watch does not take is logged
+once with its reason, and `announce` reports the counts, e.g.
+`{"announced": 3, "ignored": {"hidden": 1, "pattern": 2, "waiting_stable": 1}}`.
 """
 
 from __future__ import annotations
@@ -30,33 +37,65 @@ from mlops_airflow.sensors.files import FilesConsumedSensor, NewFilesSensor
     params={"env": env_param()},
 )
 def watch_drop_zone():
-    files = NewFilesSensor(
+    found = NewFilesSensor(
         task_id="wait_for_files",
-        poke_interval=5,
         timeout=timedelta(hours=24).total_seconds(),
         soft_fail=True,
         execution_timeout=None,
     )
 
-    @task(outlets=[LANDED_FILES], execution_timeout=timedelta(minutes=5))
-    def announce(files: list[dict], **context) -> list[dict]:
+    @task(outlets=[LANDED_FILES], multiple_outputs=True, execution_timeout=timedelta(minutes=5))
+    def announce(found: dict, **context) -> dict:
+        import logging
+
+        extra = {
+            "directory": found["directory"],
+            "rule": found["rule"],
+            "files": found["files"],
+            "announced": len(found["files"]),
+            "ignored": found.get("ignored", {}),
+        }
+        logging.getLogger(__name__).info(
+            "Announcing %d file(s) from %s (rule %s); not announced: %s",
+            extra["announced"],
+            extra["directory"],
+            extra["rule"],
+            extra["ignored"],
+        )
+        context["outlet_events"][LANDED_FILES].extra = extra
+        return {**extra, "markers": found.get("markers", [])}
+
+    @task(execution_timeout=timedelta(minutes=5))
+    def archive_markers(markers: list[dict], **context) -> list[str]:
+        """Move the markers of the consumed files to the archive (rule marker; else nothing)."""
+        import logging
         from pathlib import Path
 
-        context["outlet_events"][LANDED_FILES].extra = {
-            "directory": str(Path(files[0]["path"]).parent) if files else None,
-            "files": files,
-        }
-        return files
+        from mlops_core.datasets import safe_key_part
+        from mlops_core.dropzone import MarkerFile, archive_dir_for, archive_marker
 
-    announced = announce(files.output)
-    FilesConsumedSensor(
+        log = logging.getLogger(__name__)
+        archived = []
+        for raw in markers:
+            marker = MarkerFile.from_dict(raw)
+            target = archive_marker(marker, archive_dir_for(Path(marker.path).parent, safe_key_part(context["run_id"])))
+            if target is None:
+                log.info("%s left in place: gone already, or changed since (it marks newer files)", marker.path)
+            else:
+                log.info("%s archived to %s", marker.name, target)
+                archived.append(str(target))
+        return archived
+
+    announced = announce(found.output)
+    consumed = FilesConsumedSensor(
         task_id="wait_until_consumed",
-        files=announced,
+        files=announced["files"],
         poke_interval=5,
         timeout=timedelta(hours=6).total_seconds(),
         soft_fail=True,
         execution_timeout=None,
     )
+    consumed >> archive_markers(announced["markers"])
 
 
 watch_drop_zone()

@@ -55,11 +55,22 @@ class SqlSourceSettings:
 
 
 @dataclass(frozen=True)
+class ArrivalSettings:
+    """When a file in the drop zone is complete (``mlops_core.dropzone`` explains the rules)."""
+
+    rule: str = "stable"  # stable | marker | rename
+    min_age_seconds: float = 5
+    marker: str = "{name}.done"  # rule marker: per-file marker; a name without {name} marks the folder
+    poll_seconds: float = 5
+
+
+@dataclass(frozen=True)
 class DatasetSettings:
     contract: Path
     drop_zone: Path
-    file_patterns: tuple[str, ...] = ("*.csv", "*.parquet")
+    file_patterns: tuple[str, ...] = ("*.csv", "*.csv.gz", "*.parquet")
     sql_source: SqlSourceSettings | None = None
+    arrival: ArrivalSettings = field(default_factory=ArrivalSettings)
 
 
 @dataclass(frozen=True)
@@ -243,14 +254,16 @@ def _build(env: str, raw: dict, path: Path) -> Settings:
 
     ds_raw = dict(raw["dataset"])
     sql = ds_raw.pop("sql_source", None)
+    arrival = ds_raw.pop("arrival", None)
     dataset = _section(
         DatasetSettings,
         {k: v for k, v in ds_raw.items() if k not in ("contract", "drop_zone", "file_patterns")},
         f"{path}: dataset",
         contract=repo_path(ds_raw["contract"]),
         drop_zone=home_path(ds_raw.get("drop_zone", "drop")),
-        file_patterns=tuple(ds_raw.get("file_patterns", ("*.csv", "*.parquet"))),
+        file_patterns=tuple(ds_raw.get("file_patterns", ("*.csv", "*.csv.gz", "*.parquet"))),
         sql_source=_section(SqlSourceSettings, sql, f"{path}: dataset.sql_source") if sql else None,
+        arrival=_section(ArrivalSettings, arrival, f"{path}: dataset.arrival"),
     )
     storage_root = str(raw.get("storage", {}).get("root", "store"))
     if backends.storage == "local" and "://" not in storage_root:

@@ -1,23 +1,40 @@
-"""Wait for new data files in the drop zone (deferrable by default)."""
+"""Wait for complete new data files in the drop zone (deferrable by default), and for their consumption."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseSensorOperator, Context
 
 from mlops_airflow.triggers.files import FilesConsumedTrigger, NewFilesTrigger
 
+if TYPE_CHECKING:
+    from mlops_core.dropzone import IgnoredReporter, ScanResult, ScanState, WatchSpec
+
 
 class NewFilesSensor(BaseSensorOperator):
-    """Succeeds when ready files are in the drop zone; returns them (XCom) as a list of dicts.
+    """Succeeds when complete files are in the drop zone; returns what it found (XCom).
 
-    :param directory: folder to watch; ``None`` reads ``dataset.drop_zone`` of the environment's
-        settings at run time. (templated)
-    :param patterns: file-name globs; ``None`` reads ``dataset.file_patterns``. (templated)
-    :param min_age_seconds: a file must be unmodified this long to count as complete.
+    The XCom is ``{"directory", "rule", "files": [{path, name, size, mtime}], "markers": [...],
+    "announced": n, "ignored": {reason: count}}``. Whether a file is complete follows the
+    arrival rule (``dataset.arrival``, see ``mlops_core.dropzone``); every entry not taken is
+    logged once per run with its reason. Whatever is not given explicitly is read at run time
+    from the settings of the run's ``env`` Param, and by the trigger from the settings of that
+    environment when it (re)starts, so a restart with new settings watches the new folder.
+
+    Rule ``stable`` compares consecutive scans: the state lives in the trigger (deferrable) or
+    in this operator between pokes (``mode="poke"``). ``mode="reschedule"`` keeps nothing
+    between pokes, so it is refused with ``stable`` unless ``deferrable`` (which never pokes).
+
+    :param directory: folder to watch; ``None`` reads ``dataset.drop_zone``. (templated)
+    :param patterns: file-name globs, matched case-insensitively; ``None`` reads
+        ``dataset.file_patterns``. (templated)
+    :param arrival_rule: ``stable``, ``marker`` or ``rename``; ``None`` reads ``dataset.arrival.rule``.
+    :param min_age_seconds: ``None`` reads ``dataset.arrival.min_age_seconds``.
+    :param marker: marker template (rule ``marker``); ``None`` reads ``dataset.arrival.marker``.
+    :param poke_interval: seconds between scans; when not given, ``dataset.arrival.poll_seconds``.
     :param deferrable: wait in the triggerer instead of occupying a worker slot.
     """
 
@@ -29,64 +46,129 @@ class NewFilesSensor(BaseSensorOperator):
         *,
         directory: str | None = None,
         patterns: list[str] | None = None,
-        min_age_seconds: float = 2.0,
+        arrival_rule: str | None = None,
+        min_age_seconds: float | None = None,
+        marker: str | None = None,
         deferrable: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.directory = directory
         self.patterns = patterns
+        self.arrival_rule = arrival_rule
         self.min_age_seconds = min_age_seconds
+        self.marker = marker
         self.deferrable = deferrable
+        self.poke_interval_given = "poke_interval" in kwargs
+        if arrival_rule == "stable":
+            self._refuse_reschedule()
+        self._state: ScanState = {}
+        self._reporter: IgnoredReporter | None = None
 
-    def _target(self) -> tuple[str, list[str]]:
-        if self.directory and self.patterns:
-            return str(self.directory), list(self.patterns)
-        from mlops_core.settings import load_settings
+    def _refuse_reschedule(self) -> None:
+        if self.mode == "reschedule" and not self.deferrable:
+            raise ValueError(
+                f"{self.task_id}: arrival rule 'stable' compares two consecutive scans, and "
+                "mode='reschedule' keeps nothing between pokes, so no file would ever be ready; "
+                "use deferrable=True (the default) or mode='poke', or the rule 'marker' or 'rename'"
+            )
 
-        settings = load_settings()
-        return (
-            str(self.directory or settings.dataset.drop_zone),
-            list(self.patterns or settings.dataset.file_patterns),
+    def watch_spec(self, context: Context) -> WatchSpec:
+        """What this run watches: explicit (rendered) arguments over the run's ``env`` settings."""
+        from mlops_core.dropzone import watch_spec
+
+        poll = self.poke_interval if self.poke_interval_given else None
+        explicit = (self.directory, self.patterns, self.arrival_rule, self.min_age_seconds, self.marker, poll)
+        dataset = None
+        if any(v is None or v == "" or v == [] for v in explicit):
+            from mlops_airflow.runtime import settings_for
+
+            dataset = settings_for(context).dataset
+        spec = watch_spec(
+            dataset,
+            directory=self.directory,
+            patterns=self.patterns,
+            rule=self.arrival_rule,
+            min_age_seconds=self.min_age_seconds,
+            marker=self.marker,
+            poll_seconds=poll,
         )
+        if spec.arrival.rule == "stable":
+            self._refuse_reschedule()
+        return spec
+
+    def _scan(self, spec: WatchSpec, *, log_each: bool) -> ScanResult:
+        from mlops_core.dropzone import IgnoredReporter, scan
+
+        result = scan(spec.directory, spec.patterns, spec.arrival, self._state)
+        self._state = result.state
+        if self._reporter is None:
+            self._reporter = IgnoredReporter()
+        if log_each:
+            if not result.exists:
+                self.log.info("%s does not exist yet", spec.directory)
+            for entry in self._reporter.new(result):
+                self.log.info("Not taking %s: %s (%s)", entry.name, entry.reason, entry.detail)
+        return result
 
     def poke(self, context: Context) -> bool | Any:
         from airflow.sdk import PokeReturnValue
 
-        from mlops_core.dropzone import scan_drop_zone
-
-        directory, patterns = self._target()
-        files = scan_drop_zone(directory, patterns, min_age_seconds=self.min_age_seconds)
-        self.log.info("%d ready file(s) in %s", len(files), directory)
-        return PokeReturnValue(is_done=bool(files), xcom_value=[f.to_dict() for f in files])
+        spec = self.watch_spec(context)
+        result = self._scan(spec, log_each=True)
+        self.log.info("%d complete file(s) in %s; %s", len(result.ready), spec.directory, result.summary())
+        return PokeReturnValue(is_done=bool(result.ready), xcom_value=result.to_event(spec.arrival.rule))
 
     def execute(self, context: Context) -> Any:
+        spec = self.watch_spec(context)
         if not self.deferrable:
+            if not self.poke_interval_given:
+                self.poke_interval = spec.arrival.poll_seconds
             return super().execute(context)
-        from mlops_core.dropzone import scan_drop_zone
-
-        directory, patterns = self._target()
-        files = scan_drop_zone(directory, patterns, min_age_seconds=self.min_age_seconds)
-        if files:  # nothing to wait for: skip the round trip through the triggerer
-            self.log.info("%d ready file(s) in %s", len(files), directory)
-            return [f.to_dict() for f in files]
-        self.log.info("No ready files in %s yet; deferring", directory)
+        # One look before deferring: under 'marker' or 'rename' files already complete are
+        # returned without a round trip through the triggerer. Under 'stable' a first scan has
+        # nothing to compare with, so it never returns files: the trigger decides.
+        result = self._scan(spec, log_each=False)
+        if result.ready:
+            self._log_ignored(result)
+            self.log.info("%d complete file(s) in %s; %s", len(result.ready), spec.directory, result.summary())
+            return result.to_event(spec.arrival.rule)
+        self.log.info(
+            "No complete files in %s yet (rule %s; not taken so far: %s); deferring",
+            spec.directory,
+            spec.arrival.rule,
+            result.ignored_counts(),
+        )
         self.defer(
             trigger=NewFilesTrigger(
-                directory=directory,
-                patterns=patterns,
-                poll_interval=float(self.poke_interval),
+                env=context["params"].get("env"),
+                directory=str(self.directory) if self.directory else None,
+                patterns=list(self.patterns) if self.patterns else None,
+                rule=self.arrival_rule,
                 min_age_seconds=self.min_age_seconds,
+                marker=self.marker,
+                poll_interval=float(self.poke_interval) if self.poke_interval_given else None,
             ),
             method_name="execute_complete",
             timeout=timedelta(seconds=self.timeout) if self.timeout else None,
         )
 
-    def execute_complete(self, context: Context, event: dict[str, Any]) -> list[dict]:
+    def _log_ignored(self, result: ScanResult) -> None:
+        for entry in result.ignored:
+            self.log.info("Not taking %s: %s (%s)", entry.name, entry.reason, entry.detail)
+
+    def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
+        """Return the trigger's findings, or fail with the trigger's own reason."""
         if event.get("status") != "success":
             raise RuntimeError(f"waiting for files failed: {event.get('message', event)}")
-        self.log.info("Trigger found %d file(s)", len(event["files"]))
-        return event["files"]
+        found = {k: v for k, v in event.items() if k != "status"}
+        self.log.info(
+            "Trigger found %d complete file(s) in %s; not taken: %s",
+            len(found["files"]),
+            found.get("directory"),
+            found.get("ignored", {}),
+        )
+        return found
 
 
 class FilesConsumedSensor(BaseSensorOperator):

@@ -1,63 +1,132 @@
-"""Deferrable wait for new files in a local drop zone."""
+"""Deferrable waits on the local drop zone: for complete new files, and for their consumption."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
+if TYPE_CHECKING:
+    from mlops_core.dropzone import WatchSpec
+
+
+def _event(payload: dict[str, Any]) -> TriggerEvent:
+    return TriggerEvent(payload)  # type: ignore[no-untyped-call]  # Airflow's TriggerEvent.__init__ is unannotated
+
 
 class NewFilesTrigger(BaseTrigger):
-    """Fires once ready files are present in ``directory`` (see ``mlops_core.dropzone``).
+    """Fires once complete files are in the drop zone (the arrival rules: ``mlops_core.dropzone``).
 
-    Runs in the triggerer, so the waiting costs no worker slot. The folder scan is blocking
-    file-system I/O and runs in a thread. Only primitives are serialized.
+    Runs in the triggerer, so the waiting costs no worker slot. What it watches is resolved from
+    the settings of ``env`` each time the trigger starts, so a triggerer restart with new
+    settings (another ``MLOPS_DROP_ZONE``, another rule) watches the new folder with the new
+    rule. Only values the operator was given explicitly are serialized; ``None`` means "from
+    the settings". The previous scan's file signatures (rule ``stable``) live in memory only: a
+    restart costs one more poll. Each entry the watch does not take is logged once with its
+    reason. The folder scan is blocking file-system I/O and runs in a thread.
 
-    :param directory: folder to watch (not recursive).
-    :param patterns: glob patterns of file names to pick up, e.g. ``["*.csv", "*.parquet"]``.
-    :param poll_interval: seconds between scans.
-    :param min_age_seconds: a file must be unmodified this long to count as complete.
+    :param env: settings environment (``include/conf/<env>.yaml``); ``None``: ``$MLOPS_ENV``.
+    :param directory: folder to watch (not recursive); ``None``: ``dataset.drop_zone``.
+    :param patterns: file-name globs, matched case-insensitively; ``None``: ``dataset.file_patterns``.
+    :param rule: ``stable``, ``marker`` or ``rename``; ``None``: ``dataset.arrival.rule``.
+    :param min_age_seconds: ``None``: ``dataset.arrival.min_age_seconds``.
+    :param marker: marker template; ``None``: ``dataset.arrival.marker``.
+    :param poll_interval: seconds between scans; ``None``: ``dataset.arrival.poll_seconds``.
     """
 
     def __init__(
-        self, directory: str, patterns: list[str], poll_interval: float = 5.0, min_age_seconds: float = 2.0
+        self,
+        env: str | None = None,
+        directory: str | None = None,
+        patterns: list[str] | None = None,
+        rule: str | None = None,
+        min_age_seconds: float | None = None,
+        marker: str | None = None,
+        poll_interval: float | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]  # BaseTrigger.__init__ is unannotated
+        self.env = env
         self.directory = directory
-        self.patterns = list(patterns)
-        self.poll_interval = poll_interval
+        self.patterns = list(patterns) if patterns is not None else None
+        self.rule = rule
         self.min_age_seconds = min_age_seconds
+        self.marker = marker
+        self.poll_interval = poll_interval
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
             f"{type(self).__module__}.{type(self).__qualname__}",
             {
+                "env": self.env,
                 "directory": self.directory,
                 "patterns": self.patterns,
-                "poll_interval": self.poll_interval,
+                "rule": self.rule,
                 "min_age_seconds": self.min_age_seconds,
+                "marker": self.marker,
+                "poll_interval": self.poll_interval,
             },
         )
 
-    async def run(self) -> AsyncIterator[TriggerEvent]:
-        from mlops_core.dropzone import scan_drop_zone
+    def resolve(self) -> WatchSpec:
+        """What to watch: the explicit values, the settings of ``env`` for the rest (blocking I/O)."""
+        from mlops_core.dropzone import watch_spec
 
-        self.log.info("Watching %s for %s every %ss", self.directory, self.patterns, self.poll_interval)
+        explicit = (self.directory, self.patterns, self.rule, self.min_age_seconds, self.marker, self.poll_interval)
+        dataset = None
+        if any(v is None for v in explicit):
+            from mlops_core.settings import load_settings
+
+            dataset = load_settings(self.env).dataset
+        return watch_spec(
+            dataset,
+            directory=self.directory,
+            patterns=self.patterns,
+            rule=self.rule,
+            min_age_seconds=self.min_age_seconds,
+            marker=self.marker,
+            poll_seconds=self.poll_interval,
+        )
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        from mlops_core.dropzone import IgnoredReporter, ScanState, scan
+
+        try:
+            spec = await asyncio.to_thread(self.resolve)
+        except (ValueError, OSError) as exc:  # SettingsError is a ValueError
+            yield _event({"status": "error", "message": f"cannot tell what to watch (env {self.env}): {exc}"})
+            return
+        arrival = spec.arrival
+        self.log.info(
+            "Watching %s for %s, rule %s (min age %ss, marker %s), every %ss",
+            spec.directory,
+            list(spec.patterns),
+            arrival.rule,
+            arrival.min_age_seconds,
+            arrival.marker,
+            arrival.poll_seconds,
+        )
+        state: ScanState = {}
+        reporter = IgnoredReporter()
+        said_missing = False
         while True:
             try:
-                files = await asyncio.to_thread(
-                    scan_drop_zone, self.directory, self.patterns, min_age_seconds=self.min_age_seconds
-                )
+                result = await asyncio.to_thread(scan, spec.directory, spec.patterns, arrival, state)
             except OSError as exc:
-                yield TriggerEvent({"status": "error", "message": f"cannot scan {self.directory}: {exc}"})
+                yield _event({"status": "error", "message": f"cannot scan {spec.directory}: {exc}"})
                 return
-            if files:
-                self.log.info("%d new file(s) in %s", len(files), self.directory)
-                yield TriggerEvent({"status": "success", "files": [f.to_dict() for f in files]})
+            state = result.state
+            if not result.exists and not said_missing:
+                self.log.info("%s does not exist yet; waiting for it to be created", spec.directory)
+                said_missing = True
+            for entry in reporter.new(result):
+                self.log.info("Not taking %s: %s (%s)", entry.name, entry.reason, entry.detail)
+            if result.ready:
+                self.log.info("%d complete file(s) in %s; %s", len(result.ready), spec.directory, result.summary())
+                yield _event({"status": "success", **result.to_event(arrival.rule)})
                 return
-            await asyncio.sleep(self.poll_interval)
+            await asyncio.sleep(arrival.poll_seconds)
 
 
 class FilesConsumedTrigger(BaseTrigger):
@@ -68,7 +137,7 @@ class FilesConsumedTrigger(BaseTrigger):
     """
 
     def __init__(self, paths: list[str], poll_interval: float = 5.0) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]  # BaseTrigger.__init__ is unannotated
         self.paths = list(paths)
         self.poll_interval = poll_interval
 
@@ -84,7 +153,7 @@ class FilesConsumedTrigger(BaseTrigger):
         while True:
             left = await asyncio.to_thread(lambda: [p for p in self.paths if os.path.exists(p)])
             if not left:
-                yield TriggerEvent({"status": "success", "files": self.paths})
+                yield _event({"status": "success", "files": self.paths})
                 return
             self.log.info("%d of %d announced file(s) not consumed yet", len(left), len(self.paths))
             await asyncio.sleep(self.poll_interval)
