@@ -38,14 +38,14 @@ def ingest():
     @task(outlets=[INGEST_OUTCOME], execution_timeout=timedelta(minutes=30))
     def ingest_files(**context) -> dict:
         from mlops_airflow.runtime import announce_ingest, fail_fast, settings_for, triggering_extras
-        from mlops_core.dropzone import scan_drop_zone
+        from mlops_core.dropzone import complete_files, watch_spec
         from mlops_core.stages.ingest import ingest_files as run
 
         with fail_fast():
             settings = settings_for(context)
             paths = sorted({f["path"] for e in triggering_extras(context, LANDED_FILES) for f in e.get("files", [])})
-            if not paths:  # a manual run: whatever is complete in the drop zone now
-                paths = [f.path for f in scan_drop_zone(settings.dataset.drop_zone, settings.dataset.file_patterns)]
+            if not paths:  # a manual run: whatever is complete in the drop zone now, by the configured rule
+                paths = [f.path for f in complete_files(watch_spec(settings.dataset)).ready]
             stamp = context.get("logical_date") or context["dag_run"].run_after
             report = run(settings, paths, run_id=context["run_id"], ingested_at=stamp.isoformat())
         return announce_ingest(context, report)

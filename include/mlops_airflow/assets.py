@@ -5,7 +5,8 @@ Every event carries metadata (``extra``) so the consumer knows exactly what it g
 ==================  ====================  ========================================================
 asset               produced by           ``extra`` keys
 ==================  ====================  ========================================================
-LANDED_FILES        watch_drop_zone       directory, files (path, name, size, mtime of each)
+LANDED_FILES        watch_drop_zone       directory, rule, files (path, name, size, mtime of each),
+                                          announced, ignored (count per reason)
 DATASET             ingest, ingest_sql    dataset, version_id, rows, rejected_rows, sources,
                                           event_time_min, event_time_max
 QUARANTINE          ingest, ingest_sql    dataset, run_id, files_quarantined, rows_quarantined,
