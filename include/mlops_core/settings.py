@@ -723,10 +723,10 @@ def _got(value: Any) -> str:
 
 
 _MESSAGES: dict[str, Callable[[dict[str, Any], str], str]] = {
-    "greater_than_equal": lambda c, got: f"must be >= {c['ge']} (got {got})",
-    "greater_than": lambda c, got: f"must be > {c['gt']} (got {got})",
-    "less_than_equal": lambda c, got: f"must be <= {c['le']} (got {got})",
-    "less_than": lambda c, got: f"must be < {c['lt']} (got {got})",
+    "greater_than_equal": lambda c, got: f"must be >= {c['ge']:g} (got {got})",
+    "greater_than": lambda c, got: f"must be > {c['gt']:g} (got {got})",
+    "less_than_equal": lambda c, got: f"must be <= {c['le']:g} (got {got})",
+    "less_than": lambda c, got: f"must be < {c['lt']:g} (got {got})",
     "int_parsing": lambda c, got: f"must be a whole number (got {got})",
     "int_type": lambda c, got: f"must be a whole number (got {got})",
     "int_from_float": lambda c, got: f"must be a whole number (got {got})",
