@@ -760,6 +760,7 @@ def _describe(error: Any, layers: _Layers, derived: dict[str, Any], contract: Da
         text = str(ctx["message"])
     elif kind == "extra_forbidden":
         import difflib
+
         parent = _model_at(loc[:-1])
         allowed = list(parent.model_fields) if parent else []
         close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
