@@ -1,7 +1,7 @@
 """Conventions every lifecycle DAG shares: owner, retries with backoff, timeouts, common Params.
 
-Light on purpose: DAG files import this on every parse, so it imports only ``airflow.sdk`` and
-the standard library.
+Light on purpose: DAG files import this on every parse, so it imports only ``airflow.sdk``, the
+standard library and ``mlops_core.environments`` (standard library only).
 """
 
 from __future__ import annotations
@@ -12,7 +12,9 @@ from datetime import timedelta
 import pendulum
 from airflow.sdk import Param
 
-ENVIRONMENTS = ["dev", "staging", "prod"]
+from mlops_core.environments import ENVIRONMENTS as _ENVIRONMENTS
+
+ENVIRONMENTS = list(_ENVIRONMENTS)  # a Param enum is a JSON list
 START_DATE = pendulum.datetime(2026, 1, 1, tz="UTC")
 
 DEFAULT_ARGS = {

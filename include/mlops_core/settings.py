@@ -1,9 +1,27 @@
-"""Typed settings, one YAML file per environment (``include/conf/<env>.yaml``).
+"""Typed settings, one YAML file per environment (``include/conf/<env>.yaml``), validated at load.
 
-Layers, lowest first: the YAML file of the environment, then ``${VAR}`` / ``${VAR:-default}``
-references to environment variables inside it, then per-run overrides passed by the caller
-(for example a DAG run's ``Param``s). Secrets never live here: they are Airflow connections or a
-secrets backend, and settings only name the connection id.
+Layers, lowest first:
+
+1. defaults that follow from the dataset contract (``dataset.contract``): the model name, the
+   Feast project, the MLflow experiment, the drop zone and the metrics of the contract's task;
+2. the YAML file of the environment, with ``${VAR}`` / ``${VAR:-default}`` references to
+   environment variables expanded (a value that is only ``${VAR:-}`` and expands to nothing
+   leaves the key unset, so its default applies);
+3. per-run overrides passed by the caller (for example a DAG run's ``Param``s), never expanded.
+
+A layer replaces the leaves of the one below: a section (``training:``) merges key by key, any
+other value, including a mapping-valued setting such as ``evaluation.thresholds`` or
+``training.hyperparameters``, replaces the lower layer's value whole.
+
+Everything is checked when the settings load (pydantic models, unknown keys rejected, frozen),
+and against the contract: a metric the task cannot produce, an algorithm of the other task, a
+name that would become a path or a registry name outside its allowed pattern. Errors name the
+file, the full key, the bad value and what is allowed::
+
+    include/conf/dev.yaml: training.window_days: must be >= 1 (got 0)
+
+Secrets never live here: they are Airflow connections or a secrets backend, and settings only
+name the connection id. A ``${VAR}`` whose name looks like a credential is refused.
 
 Relative paths are resolved against ``MLOPS_HOME`` (default ``<repo>/.mlops``), where the local
 backend keeps everything it writes; repository paths (the contract) against the repo root.
@@ -13,14 +31,55 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field, fields, is_dataclass, replace
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Annotated, Any, Union, get_args, get_origin
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    PrivateAttr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from mlops_core.child_env import is_secret_name
+from mlops_core.environments import ENVIRONMENTS, current_env, later_environments
+
+if TYPE_CHECKING:
+    from mlops_core.contract import DatasetContract
+
+__all__ = [
+    "BACKENDS",
+    "DEFAULT_CONF_DIR",
+    "ENVIRONMENTS",
+    "METRIC_DIRECTIONS",
+    "REPO_ROOT",
+    "TASK_ALGORITHMS",
+    "TASK_METRICS",
+    "Settings",
+    "SettingsError",
+    "current_env",
+    "load_settings",
+    "mlops_home",
+    "with_algorithm",
+    "with_overrides",
+]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CONF_DIR = REPO_ROOT / "include" / "conf"
-ENVIRONMENTS = ("dev", "staging", "prod")
 BACKENDS = ("local", "aws", "azure")
+REGISTRY_MIRRORS = ("none", "sagemaker", "azure_ml")
+ARRIVAL_RULES = ("stable", "marker", "rename")
 
 # Metric name -> True when larger is better. Used by the promotion gate.
 METRIC_DIRECTIONS = {
@@ -32,289 +91,738 @@ METRIC_DIRECTIONS = {
     "mae": False,
     "r2": True,
 }
+# What ``training.model.compute_metrics`` reports per task (a test keeps the two in step).
+TASK_METRICS: dict[str, tuple[str, ...]] = {
+    "classification": ("roc_auc", "accuracy", "f1", "log_loss"),
+    "regression": ("rmse", "mae", "r2"),
+}
+# The algorithms ``training.model.build_pipeline`` builds per task (a test keeps the two in step).
+TASK_ALGORITHMS: dict[str, tuple[str, ...]] = {
+    "classification": ("hist_gradient_boosting", "random_forest", "logistic_regression"),
+    "regression": ("hist_gradient_boosting", "random_forest", "ridge"),
+}
+# The gate's defaults per task: a classifier must beat chance ordering clearly; a regressor must
+# beat predicting the mean (r2 > 0), whatever the unit of its target.
+TASK_DEFAULT_METRICS: dict[str, tuple[str, dict[str, float]]] = {
+    "classification": ("roc_auc", {"roc_auc": 0.6}),
+    "regression": ("rmse", {"r2": 0.0}),
+}
+# Values a metric can take (None: unbounded); a threshold outside can never or always pass.
+METRIC_RANGES: dict[str, tuple[float | None, float | None]] = {
+    "roc_auc": (0.0, 1.0),
+    "accuracy": (0.0, 1.0),
+    "f1": (0.0, 1.0),
+    "log_loss": (0.0, None),
+    "rmse": (0.0, None),
+    "mae": (0.0, None),
+    "r2": (None, 1.0),
+}
+
+# Names that become paths or registry names. (pattern, what it allows)
+MODEL_NAME = (
+    re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,62}"),
+    "letters, digits, '_' and '-', starting with a letter or digit, at most 63 characters",
+)
+FEAST_PROJECT = (
+    re.compile(r"[A-Za-z0-9][A-Za-z0-9_]{0,62}"),
+    "letters, digits and '_', starting with a letter or digit, at most 63 characters (Feast on SQLite)",
+)
+EXPERIMENT_NAME = (
+    re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}"),
+    "letters, digits, '_', '-' and '.', starting with a letter or digit, at most 128 characters",
+)
 
 
 class SettingsError(ValueError):
     """A settings file is missing, malformed, or names an unknown value."""
 
 
+def mlops_home() -> Path:
+    """Where the local backend keeps everything: ``$MLOPS_HOME``, default ``<repo>/.mlops``."""
+    return Path(os.environ.get("MLOPS_HOME", REPO_ROOT / ".mlops")).expanduser().resolve()
+
+
+# ============================================================================ field validators
 @dataclass(frozen=True)
-class BackendSettings:
-    storage: str = "local"
-    compute: str = "local"
-    registry_mirror: str = "none"
-    serving: str = "local"
+class _LoadContext:
+    """What validators need beyond the values: handed to pydantic as the validation context."""
+
+    env: str
+    home: Path
+    contract: DatasetContract
+    layers: _Layers
 
 
-@dataclass(frozen=True)
-class SqlSourceSettings:
-    conn_id: str
-    table: str
-    watermark_column: str
-    batch_size: int = 50_000
+def _load_context(info: ValidationInfo | Any) -> _LoadContext | None:
+    context = getattr(info, "context", info)
+    found = context.get("mlops_settings") if isinstance(context, Mapping) else None
+    return found if isinstance(found, _LoadContext) else None
 
 
-@dataclass(frozen=True)
-class ArrivalSettings:
-    """When a file in the drop zone is complete (``mlops_core.dropzone`` explains the rules)."""
-
-    rule: str = "stable"  # stable | marker | rename
-    min_age_seconds: float = 5
-    marker: str = "{name}.done"  # rule marker: per-file marker; a name without {name} marks the folder
-    poll_seconds: float = 5
+def _invalid(message: str, subkey: str | None = None) -> PydanticCustomError:
+    """A validation error whose text is ``message`` (``subkey``: a key below the field, for the path)."""
+    context: dict[str, Any] = {"message": message}
+    if subkey is not None:
+        context["subkey"] = subkey
+    return PydanticCustomError("settings", "{message}", context)
 
 
-@dataclass(frozen=True)
-class DatasetSettings:
-    contract: Path
-    drop_zone: Path
-    file_patterns: tuple[str, ...] = ("*.csv", "*.csv.gz", "*.parquet")
+def _quoted(values: tuple[str, ...] | list[str]) -> str:
+    return ", ".join(repr(v) for v in values)
+
+
+def _choice(allowed: tuple[str, ...]) -> AfterValidator:
+    def check(value: str) -> str:
+        if value not in allowed:
+            raise _invalid(f"must be one of {_quoted(allowed)} (got {value!r})")
+        return value
+
+    return AfterValidator(check)
+
+
+def _pattern(rule: tuple[re.Pattern[str], str]) -> AfterValidator:
+    pattern, allows = rule
+
+    def check(value: str) -> str:
+        if not pattern.fullmatch(value):
+            raise _invalid(f"must match {pattern.pattern} ({allows}) (got {value!r})")
+        return value
+
+    return AfterValidator(check)
+
+
+def _not_blank(value: Any) -> Any:
+    if isinstance(value, str) and not value.strip():
+        raise _invalid("must not be empty")
+    return value
+
+
+def _home_path(value: Path, info: ValidationInfo) -> Path:
+    loaded = _load_context(info)
+    path = value.expanduser()
+    return path if path.is_absolute() else ((loaded.home if loaded else mlops_home()) / path).resolve()
+
+
+def _repo_path(value: Path) -> Path:
+    path = value.expanduser()
+    return path if path.is_absolute() else (REPO_ROOT / path).resolve()
+
+
+def _freeze(value: Mapping[str, Any]) -> Mapping[str, Any]:
+    return MappingProxyType(dict(value))
+
+
+NonEmptyStr = Annotated[str, AfterValidator(_not_blank)]
+HomePath = Annotated[Path, BeforeValidator(_not_blank), AfterValidator(_home_path)]
+RepoPath = Annotated[Path, BeforeValidator(_not_blank), AfterValidator(_repo_path)]
+Backend = Annotated[str, _choice(BACKENDS)]
+FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+# Read-only after load (a frozen model with a plain dict inside could still be changed in place).
+Hyperparameters = Annotated[
+    Mapping[str, str | int | float | bool | None], AfterValidator(_freeze), PlainSerializer(dict, return_type=dict)
+]
+Thresholds = Annotated[Mapping[str, FiniteFloat], AfterValidator(_freeze), PlainSerializer(dict, return_type=dict)]
+
+
+def _file_pattern(value: str) -> str:
+    if not value or "/" in value or "\\" in value:
+        raise _invalid(f"a pattern matches file names, so it must be non-empty and have no '/' or '\\' (got {value!r})")
+    return value
+
+
+def _marker_name(value: str) -> str:
+    rest = value.replace("{name}", "x")
+    if not value or "/" in rest or "\\" in rest or "{" in rest or "}" in rest or rest in (".", ".."):
+        raise _invalid(
+            "must be a file name, optionally with the placeholder {name} (the data file's name), "
+            f"without '/', '\\' or other placeholders, e.g. '{{name}}.done' or '_SUCCESS' (got {value!r})"
+        )
+    return value
+
+
+def _none_as_text(value: Any) -> Any:
+    return "none" if value is None else value
+
+
+# ============================================================================ sections
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+class BackendSettings(_Section):
+    """Which implementation serves each concern (``backends:``)."""
+
+    storage: Backend = "local"
+    compute: Backend = "local"
+    registry_mirror: Annotated[str, BeforeValidator(_none_as_text), _choice(REGISTRY_MIRRORS)] = "none"
+    serving: Backend = "local"
+
+
+class SqlSourceSettings(_Section):
+    """A SQL table read incrementally by a watermark column (``dataset.sql_source:``)."""
+
+    conn_id: NonEmptyStr
+    table: NonEmptyStr
+    watermark_column: NonEmptyStr
+    batch_size: int = Field(default=50_000, ge=1)
+
+
+class ArrivalSettings(_Section):
+    """When a file in the drop zone counts as completely written (``dataset.arrival:``)."""
+
+    rule: Annotated[str, _choice(ARRIVAL_RULES)] = "stable"
+    min_age_seconds: FiniteFloat = Field(default=5.0, ge=0)
+    marker: Annotated[str, AfterValidator(_marker_name)] = "{name}.done"
+    poll_seconds: FiniteFloat = Field(default=5.0, gt=0)
+
+
+class DatasetSettings(_Section):
+    """Where data comes from and what it must look like (``dataset:``)."""
+
+    contract: RepoPath
+    drop_zone: HomePath = Path("drop")
+    file_patterns: tuple[Annotated[str, AfterValidator(_file_pattern)], ...] = Field(
+        default=("*.csv", "*.csv.gz", "*.parquet"), min_length=1
+    )
+    max_file_mb: int = Field(default=2048, ge=1)
+    arrival: ArrivalSettings = Field(default_factory=ArrivalSettings)
     sql_source: SqlSourceSettings | None = None
-    arrival: ArrivalSettings = field(default_factory=ArrivalSettings)
 
 
-@dataclass(frozen=True)
-class FeatureSettings:
-    project: str
-    ttl_days: int = 3650
+class StorageSettings(_Section):
+    """Root of the object store (``storage:``); ``Settings.storage_root`` is its resolved form."""
+
+    root: NonEmptyStr = "store"
 
 
-@dataclass(frozen=True)
-class TrainingSettings:
-    model_name: str
+class FeatureSettings(_Section):
+    """The Feast project (``features:``)."""
+
+    project: Annotated[str, _pattern(FEAST_PROJECT)]
+    ttl_days: int = Field(default=3650, ge=1)
+
+
+class TrainingSettings(_Section):
+    """What is trained on which rows (``training:``)."""
+
+    model_name: Annotated[str, _pattern(MODEL_NAME)]
     algorithm: str = "hist_gradient_boosting"
-    hyperparameters: dict[str, Any] = field(default_factory=dict)
-    window_days: int = 30
-    holdout_days: int = 1
-    timeout_minutes: int = 30
-    min_rows: int = 200
+    hyperparameters: Hyperparameters = Field(default_factory=dict)
+    window_days: int = Field(default=30, ge=1)
+    holdout_days: int = Field(default=1, ge=1)
+    timeout_minutes: int = Field(default=30, ge=1)
+    min_rows: int = Field(default=200, ge=1)
+
+    @field_validator("algorithm")
+    @classmethod
+    def _algorithm_fits_task(cls, value: str, info: ValidationInfo) -> str:
+        loaded = _load_context(info)
+        if loaded is None:
+            allowed = tuple(dict.fromkeys(a for algos in TASK_ALGORITHMS.values() for a in algos))
+            where = ""
+        else:
+            allowed = TASK_ALGORITHMS[loaded.contract.task]
+            where = f" for a {loaded.contract.task} contract ({loaded.contract.name!r})"
+        if value not in allowed:
+            raise _invalid(f"must be one of {_quoted(allowed)}{where} (got {value!r})")
+        return value
+
+    @field_validator("holdout_days")
+    @classmethod
+    def _holdout_inside_window(cls, value: int, info: ValidationInfo) -> int:
+        window = info.data.get("window_days")
+        if isinstance(window, int) and value >= window:
+            raise _invalid(
+                f"must be less than training.window_days ({window}), or nothing is left to train on (got {value})"
+            )
+        return value
 
 
-@dataclass(frozen=True)
-class EvaluationSettings:
+class EvaluationSettings(_Section):
+    """The promotion gate (``evaluation:``)."""
+
     primary_metric: str = "roc_auc"
-    thresholds: dict[str, float] = field(default_factory=dict)
-    min_improvement: float = 0.0
+    thresholds: Thresholds = Field(default_factory=dict)
+    min_improvement: FiniteFloat = Field(default=0.0, ge=0)
 
     @property
     def greater_is_better(self) -> bool:
+        """Direction of the primary metric."""
         return METRIC_DIRECTIONS[self.primary_metric]
 
+    @staticmethod
+    def _metrics(info: ValidationInfo) -> tuple[tuple[str, ...], str]:
+        loaded = _load_context(info)
+        if loaded is None:
+            return tuple(METRIC_DIRECTIONS), ""
+        task = loaded.contract.task
+        return TASK_METRICS[task], f" for a {task} contract ({loaded.contract.name!r})"
 
-@dataclass(frozen=True)
-class RegistrySettings:
-    tracking_uri: str
-    artifact_root: Path
-    experiment: str = "mlops"
+    @field_validator("primary_metric")
+    @classmethod
+    def _primary_fits_task(cls, value: str, info: ValidationInfo) -> str:
+        allowed, where = cls._metrics(info)
+        if value not in allowed:
+            raise _invalid(f"must be one of {_quoted(allowed)}{where} (got {value!r})")
+        return value
+
+    @field_validator("thresholds")
+    @classmethod
+    def _thresholds_fit_task(cls, value: Mapping[str, float], info: ValidationInfo) -> Mapping[str, float]:
+        allowed, where = cls._metrics(info)
+        for metric, bound in value.items():
+            if metric not in allowed:
+                raise _invalid(
+                    f"a threshold on {metric!r}, which the model does not report; metrics{where}: "
+                    f"{_quoted(allowed)} (remove it or use one of them)",
+                    subkey=metric,
+                )
+            low, high = METRIC_RANGES[metric]
+            if (low is not None and bound < low) or (high is not None and bound > high):
+                span = (
+                    f"between {low:g} and {high:g}"
+                    if low is not None and high is not None
+                    else (f">= {low:g}" if low is not None else f"<= {high:g}")
+                )
+                raise _invalid(
+                    f"{metric} is always {span}, so this threshold would reject (or pass) every model (got {bound:g})",
+                    subkey=metric,
+                )
+        return value
 
 
-@dataclass(frozen=True)
-class ServingSettings:
-    host: str = "127.0.0.1"
-    port: int = 5101
-    smoke_rows: int = 5
-    startup_timeout_seconds: int = 120
+class RegistrySettings(_Section):
+    """MLflow (``registry:``)."""
+
+    tracking_uri: NonEmptyStr = "sqlite:///mlflow/mlflow.db"
+    artifact_root: HomePath = Path("mlflow/artifacts")
+    experiment: Annotated[str, _pattern(EXPERIMENT_NAME)]
+
+    @field_validator("tracking_uri")
+    @classmethod
+    def _sqlite_under_home(cls, value: str, info: ValidationInfo) -> str:
+        prefix = "sqlite:///"
+        if value.startswith(prefix) and not value.startswith(prefix + "/"):
+            return f"{prefix}{_home_path(Path(value[len(prefix) :]), info)}"
+        return value
 
 
-@dataclass(frozen=True)
-class MonitoringSettings:
-    drift_share_threshold: float = 0.3
-    column_p_value: float = 0.05
-    min_rows: int = 100
-    reference_rows: int = 20_000
-    max_metric_drop: float = 0.05
+class ServingSettings(_Section):
+    """Where and how the champion is served (``serving:``)."""
+
+    host: NonEmptyStr = "127.0.0.1"
+    port: int = Field(default=5101, ge=1, le=65535)
+    smoke_rows: int = Field(default=5, ge=1)
+    startup_timeout_seconds: int = Field(default=120, ge=1)
 
 
-@dataclass(frozen=True)
-class PromotionSettings:
+class MonitoringSettings(_Section):
+    """When new data counts as drifted or the champion as decayed (``monitoring:``)."""
+
+    drift_share_threshold: FiniteFloat = Field(default=0.3, gt=0, le=1)
+    column_p_value: FiniteFloat = Field(default=0.05, gt=0, lt=1)
+    min_rows: int = Field(default=100, ge=1)
+    reference_rows: int = Field(default=20_000, ge=1)
+    max_metric_drop: FiniteFloat = Field(default=0.05, ge=0)
+
+
+class PromotionSettings(_Section):
+    """Where this environment's champion goes next (``promotion:``)."""
+
     next_env: str | None = None
     require_approval: bool = False
 
+    @field_validator("next_env")
+    @classmethod
+    def _later_environment(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return None
+        loaded = _load_context(info)
+        allowed = later_environments(loaded.env) if loaded else ENVIRONMENTS
+        if value not in allowed:
+            where = f" after {loaded.env!r} (order: {' -> '.join(ENVIRONMENTS)})" if loaded else ""
+            choices = _quoted(allowed) + ", or null" if allowed else "null"
+            raise _invalid(f"must be {'one of ' if len(allowed) > 1 else ''}{choices}{where} (got {value!r})")
+        return value
 
-@dataclass(frozen=True)
-class Settings:
-    env: str
-    home: Path
-    backends: BackendSettings
+
+# ============================================================================ settings
+class Settings(_Section):
+    """All settings of one environment. Built only by :func:`load_settings` / :func:`with_overrides`."""
+
+    backends: BackendSettings = Field(default_factory=BackendSettings)
     dataset: DatasetSettings
-    storage_root: str
+    storage: StorageSettings = Field(default_factory=StorageSettings)
     features: FeatureSettings
     training: TrainingSettings
     evaluation: EvaluationSettings
     registry: RegistrySettings
-    serving: ServingSettings
-    monitoring: MonitoringSettings
-    promotion: PromotionSettings
+    serving: ServingSettings = Field(default_factory=ServingSettings)
+    monitoring: MonitoringSettings = Field(default_factory=MonitoringSettings)
+    promotion: PromotionSettings = Field(default_factory=PromotionSettings)
+
+    _loaded: _LoadContext = PrivateAttr()
+    _storage_root: str = PrivateAttr()
+
+    def model_post_init(self, context: Any, /) -> None:
+        """Keep what the loader knew (environment, home, contract, layers); resolve the store root."""
+        loaded = _load_context(context)
+        if loaded is None:
+            raise TypeError("Settings are built by mlops_core.settings.load_settings() (and with_overrides())")
+        self._loaded = loaded
+        root = self.storage.root
+        if self.backends.storage == "local" and "://" not in root:
+            root = str(_home_path(Path(root), context))
+        self._storage_root = root
+
+    @property
+    def env(self) -> str:
+        """The environment these settings belong to (``dev``, ``staging``, ``prod``)."""
+        return self._loaded.env
+
+    @property
+    def home(self) -> Path:
+        """``MLOPS_HOME`` when the settings were loaded."""
+        return self._loaded.home
+
+    @property
+    def storage_root(self) -> str:
+        """``storage.root`` resolved: a folder under ``MLOPS_HOME`` for the local backend, else a URI."""
+        return self._storage_root
+
+    @property
+    def source(self) -> Path:
+        """The settings file these settings were read from."""
+        return self._loaded.layers.source
+
+    @property
+    def contract(self) -> DatasetContract:
+        """The dataset contract of ``dataset.contract``, read once when the settings loaded."""
+        return self._loaded.contract
+
+    def load_contract(self) -> DatasetContract:
+        """The dataset contract (the same object as :attr:`contract`)."""
+        return self._loaded.contract
 
     @property
     def registered_model_name(self) -> str:
         """Each environment has its own registry namespace: ``<env>.<model_name>``."""
         return f"{self.env}.{self.training.model_name}"
 
-    def load_contract(self):
-        from mlops_core.contract import DatasetContract
 
-        return DatasetContract.from_yaml(self.dataset.contract)
+# ============================================================================ loading
+@dataclass(frozen=True)
+class _Layers:
+    """The inputs of one build: the file (expanded) and the per-run overrides given so far."""
+
+    source: Path
+    file: dict[str, Any]
+    overrides: dict[str, Any]
 
 
+_PARSED_FILES: dict[tuple[str, int, int, int], Any] = {}
+_CONTRACTS: dict[tuple[str, int, int, int], DatasetContract] = {}
+_CACHE_LIMIT = 64
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_UNSET = object()
 
 
-def _expand(value: Any) -> Any:
-    if isinstance(value, str):
-
-        def sub(m: re.Match) -> str:
-            name, default = m.group(1), m.group(2)
-            if name in os.environ:
-                return os.environ[name]
-            if default is None:
-                raise SettingsError(f"environment variable {name} is referenced in settings but not set")
-            return default
-
-        expanded = _VAR.sub(sub, value)
-        if expanded != value and _VAR.fullmatch(value):
-            # A value that is one reference takes the YAML type of what it expands to (a port -> int).
-            import yaml
-
-            parsed = yaml.safe_load(expanded) if expanded else expanded
-            return parsed if isinstance(parsed, (int, float, bool)) else expanded
-        return expanded
-    if isinstance(value, dict):
-        return {k: _expand(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_expand(v) for v in value]
-    return value
+def _file_key(path: Path) -> tuple[str, int, int, int]:
+    stat = path.stat()
+    return (str(path), stat.st_mtime_ns, stat.st_size, stat.st_ino)
 
 
-def mlops_home() -> Path:
-    return Path(os.environ.get("MLOPS_HOME", REPO_ROOT / ".mlops")).expanduser().resolve()
+def _remember(cache: dict[Any, Any], key: Any, value: Any) -> None:
+    if len(cache) >= _CACHE_LIMIT:
+        cache.clear()
+    cache[key] = value
 
 
-def current_env() -> str:
-    return os.environ.get("MLOPS_ENV", "dev")
-
-
-def load_settings(env: str | None = None, overrides: dict[str, Any] | None = None) -> Settings:
-    """Read ``<conf dir>/<env>.yaml`` (conf dir: ``MLOPS_CONF_DIR``, env: ``MLOPS_ENV``, default dev).
-
-    ``overrides`` is a nested dict merged over the file, e.g. ``{"evaluation": {"min_improvement": 0.01}}``.
-    """
-    import yaml
-
-    env = env or current_env()
-    if env not in ENVIRONMENTS:
-        raise SettingsError(f"unknown environment {env!r}; expected one of {ENVIRONMENTS}")
-    conf_dir = Path(os.environ.get("MLOPS_CONF_DIR", DEFAULT_CONF_DIR))
-    path = conf_dir / f"{env}.yaml"
-    if not path.is_file():
-        raise SettingsError(f"settings file not found: {path} (set MLOPS_CONF_DIR or create it)")
+def _shown(path: Path | str) -> str:
+    """A path as errors show it: relative to the repository when inside it."""
+    path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        raise SettingsError(f"{path}: not valid YAML: {exc}") from exc
-    raw = _deep_merge(raw, overrides or {})
-    raw = _expand(raw)
-    try:
-        return _build(env, raw, path)
-    except (KeyError, TypeError) as exc:
-        raise SettingsError(f"{path}: {exc}") from exc
+        return str(path.relative_to(REPO_ROOT))
+    except ValueError:
+        return str(path)
 
 
-def _deep_merge(base: dict, over: dict) -> dict:
-    out = dict(base)
-    for k, v in over.items():
-        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+def _read_yaml(path: Path) -> Any:
+    key = _file_key(path)
+    if key not in _PARSED_FILES:
+        loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+        try:
+            parsed = yaml.load(path.read_text(encoding="utf-8"), Loader=loader)  # noqa: S506 - a safe loader
+        except yaml.YAMLError as exc:
+            raise SettingsError(f"{_shown(path)}: not valid YAML: {exc}") from exc
+        _remember(_PARSED_FILES, key, parsed)
+    return _PARSED_FILES[key]
+
+
+def _key(loc: tuple[Any, ...] | list[Any]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
     return out
 
 
-def _section(cls, raw: dict | None, where: str, **extra):
-    raw = dict(raw or {})
-    names = {f.name for f in fields(cls)}
-    unknown = sorted(set(raw) - names)
+def _expand(value: Any, loc: tuple[Any, ...], source: Path) -> Any:
+    """``${VAR}`` / ``${VAR:-default}`` in every string of ``value`` (new containers; input untouched)."""
+    if isinstance(value, dict):
+        out = {}
+        for k, v in value.items():
+            expanded = _expand(v, (*loc, k), source)
+            if expanded is not _UNSET:
+                out[k] = expanded
+        return out
+    if isinstance(value, list):
+        return [("" if (x := _expand(v, (*loc, i), source)) is _UNSET else x) for i, v in enumerate(value)]
+    if not isinstance(value, str) or "${" not in value:
+        return value
+
+    def substitute(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        if is_secret_name(name):
+            raise SettingsError(
+                f"{_shown(source)}: {_key(loc)}: ${{{name}}} names a credential; settings never hold secrets "
+                "(they are logged and recorded): keep it in an Airflow connection and name the connection here"
+            )
+        if name in os.environ:
+            return os.environ[name]
+        if default is None:
+            raise SettingsError(
+                f"{_shown(source)}: {_key(loc)}: environment variable {name} is not set "
+                f"(set it, or give a default: ${{{name}:-value}})"
+            )
+        return default
+
+    expanded = _VAR.sub(substitute, value)
+    if _VAR.fullmatch(value):
+        if expanded == "":
+            return _UNSET  # `${VAR:-}` with VAR unset or empty: the key's default applies
+        # A value that is one reference takes the YAML type of what it expands to (a port -> int).
+        try:
+            parsed = yaml.safe_load(expanded)
+        except yaml.YAMLError:
+            return expanded
+        return parsed if isinstance(parsed, int | float | bool) else expanded
+    return expanded
+
+
+def _section_model(model: type[BaseModel] | None, key: Any) -> type[BaseModel] | None:
+    """The model of the section ``key`` of ``model`` (unwrapping ``X | None``), or None for a leaf."""
+    if model is None or not isinstance(key, str) or key not in model.model_fields:
+        return None
+    annotation = model.model_fields[key].annotation
+    candidates = get_args(annotation) if get_origin(annotation) in (Union, type(int | None)) else (annotation,)
+    for candidate in candidates:
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+    return None
+
+
+def _merge(model: type[BaseModel] | None, base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    """``over`` on ``base``: sections (sub-models) merge key by key, every other value replaces."""
+    out = dict(base)
+    for key, value in over.items():
+        sub = _section_model(model, key)
+        if sub is not None and isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = _merge(sub, out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _plain(value: Any) -> Any:
+    """A private copy of caller-given overrides (mappings -> dicts, lists/tuples -> lists)."""
+    if isinstance(value, BaseModel):
+        return value.model_dump()
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _has(tree: Any, loc: tuple[Any, ...] | list[Any]) -> bool:
+    for part in loc:
+        in_mapping = isinstance(tree, Mapping) and part in tree
+        in_list = isinstance(tree, list) and isinstance(part, int) and 0 <= part < len(tree)
+        if not (in_mapping or in_list):
+            return False
+        tree = tree[part]
+    return True
+
+
+def _contract_defaults(contract: DatasetContract, env: str) -> dict[str, Any]:
+    """The defaults that follow from the contract: its name and its task."""
+    metric, thresholds = TASK_DEFAULT_METRICS[contract.task]
+    return {
+        "dataset": {"drop_zone": f"drop/{contract.name}"},
+        "features": {"project": f"{contract.name}_{env}".replace("-", "_")},
+        "training": {"model_name": contract.name},
+        "evaluation": {"primary_metric": metric, "thresholds": dict(thresholds)},
+        "registry": {"experiment": f"mlops-{contract.name}"},
+    }
+
+
+def _load_contract(raw: Mapping[str, Any], layers: _Layers, previous: DatasetContract | None) -> DatasetContract:
+    from mlops_core.contract import ContractDefinitionError, DatasetContract
+
+    where = f"{_shown(layers.source)}{' (per-run override)' if _has(layers.overrides, ('dataset', 'contract')) else ''}"
+    dataset = raw.get("dataset")
+    value = dataset.get("contract") if isinstance(dataset, Mapping) else None
+    if value is None:
+        raise SettingsError(
+            f"{where}: dataset.contract: required: the path of the dataset contract, e.g. "
+            "${MLOPS_CONTRACT:-include/contracts/churn.yaml}"
+        )
+    if not isinstance(value, str | Path) or not str(value).strip():
+        raise SettingsError(f"{where}: dataset.contract: must be the path of a contract file (got {value!r})")
+    path = _repo_path(Path(value))
+    if previous is not None and previous.source_path == str(path):
+        return previous
+    try:
+        key = _file_key(path)
+    except OSError:
+        raise SettingsError(
+            f"{where}: dataset.contract: no contract file at {path} (got {value!r}; set MLOPS_CONTRACT or "
+            "dataset.contract; relative paths are relative to the repository)"
+        ) from None
+    if key not in _CONTRACTS:
+        try:
+            contract = DatasetContract.from_yaml(path)
+        except ContractDefinitionError as exc:
+            raise SettingsError(f"{where}: dataset.contract: {exc}") from exc
+        _remember(_CONTRACTS, key, contract)
+    return _CONTRACTS[key]
+
+
+def _build(env: str, home: Path, layers: _Layers, previous: DatasetContract | None = None) -> Settings:
+    raw = _merge(Settings, layers.file, layers.overrides)
+    contract = _load_contract(raw, layers, previous)
+    derived = _contract_defaults(contract, env)
+    loaded = _LoadContext(env=env, home=home, contract=contract, layers=layers)
+    try:
+        return Settings.model_validate(_merge(Settings, derived, raw), context={"mlops_settings": loaded})
+    except ValidationError as exc:
+        lines = [_describe(error, layers, derived, contract) for error in exc.errors(include_url=False)]
+        raise SettingsError("\n".join(lines)) from None
+
+
+def _model_at(loc: tuple[Any, ...] | list[Any]) -> type[BaseModel] | None:
+    model: type[BaseModel] | None = Settings
+    for part in loc:
+        model = _section_model(model, part)
+    return model
+
+
+def _got(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+_MESSAGES: dict[str, Callable[[dict[str, Any], str], str]] = {
+    "greater_than_equal": lambda c, got: f"must be >= {c['ge']:g} (got {got})",
+    "greater_than": lambda c, got: f"must be > {c['gt']:g} (got {got})",
+    "less_than_equal": lambda c, got: f"must be <= {c['le']:g} (got {got})",
+    "less_than": lambda c, got: f"must be < {c['lt']:g} (got {got})",
+    "int_parsing": lambda c, got: f"must be a whole number (got {got})",
+    "int_type": lambda c, got: f"must be a whole number (got {got})",
+    "int_from_float": lambda c, got: f"must be a whole number (got {got})",
+    "float_parsing": lambda c, got: f"must be a number (got {got})",
+    "float_type": lambda c, got: f"must be a number (got {got})",
+    "finite_number": lambda c, got: f"must be a finite number (got {got})",
+    "bool_parsing": lambda c, got: f"must be true or false (got {got})",
+    "bool_type": lambda c, got: f"must be true or false (got {got})",
+    "string_type": lambda c, got: f"must be text (got {got})",
+    "path_type": lambda c, got: f"must be a path (got {got})",
+    "dict_type": lambda c, got: f"must be a mapping of key: value (got {got})",
+    "mapping_type": lambda c, got: f"must be a mapping of key: value (got {got})",
+    "model_type": lambda c, got: f"must be a mapping of key: value (got {got})",
+    "model_attributes_type": lambda c, got: f"must be a mapping of key: value (got {got})",
+    "tuple_type": lambda c, got: f"must be a list (got {got})",
+    "list_type": lambda c, got: f"must be a list (got {got})",
+    "too_short": lambda c, got: f"must not be empty (got {got})",
+    "missing": lambda c, got: "required",
+}
+
+
+def _describe(error: Any, layers: _Layers, derived: dict[str, Any], contract: DatasetContract) -> str:
+    """One line per validation error: file, full key, what is wrong, the bad value, what is allowed."""
+    ctx = dict(error.get("ctx") or {})
+    loc = [part for part in error["loc"] if part != "[key]"]
+    if "subkey" in ctx:
+        loc.append(ctx["subkey"])
+    kind = error["type"]
+    got = _got(error.get("input"))
+    if kind == "settings":
+        text = str(ctx["message"])
+    elif kind == "extra_forbidden":
+        import difflib
+
+        parent = _model_at(loc[:-1])
+        allowed = list(parent.model_fields) if parent else []
+        close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+        text = f"unknown setting{f' (did you mean {close[0]!r}?)' if close else ''}; allowed here: {', '.join(allowed)}"
+    elif kind in _MESSAGES:
+        text = _MESSAGES[kind](ctx, got)
+    else:
+        text = f"{error['msg']} (got {got})"
+    where = _shown(layers.source)
+    if _has(layers.overrides, loc):
+        where += " (per-run override)"
+    elif not _has(layers.file, loc) and _has(derived, loc):
+        text += (
+            f"; this default follows from the contract {_shown(contract.source_path or '')} "
+            f"(name {contract.name!r}, task {contract.task!r}): set {_key(loc)} in {_shown(layers.source)}"
+        )
+    return f"{where}: {_key(loc)}: {text}"
+
+
+def load_settings(env: str | None = None, overrides: Mapping[str, Any] | None = None) -> Settings:
+    """Read and validate ``<conf dir>/<env>.yaml`` (conf dir: ``MLOPS_CONF_DIR``; env: ``MLOPS_ENV``, default dev).
+
+    ``overrides`` (per-run, e.g. a DAG run's Params) is a nested mapping laid over the file:
+    sections merge key by key, every other value replaces the file's, so
+    ``{"evaluation": {"thresholds": {"rmse": 3}}}`` leaves ``rmse`` as the only threshold.
+    Raises :class:`SettingsError` naming the file, the key, the bad value and what is allowed.
+    """
+    env = env or current_env()
+    if env not in ENVIRONMENTS:
+        raise SettingsError(
+            f"unknown environment {env!r}; expected one of {_quoted(ENVIRONMENTS)} (MLOPS_ENV or the run's env Param)"
+        )
+    conf_dir = Path(os.environ.get("MLOPS_CONF_DIR") or DEFAULT_CONF_DIR).expanduser()
+    path = (conf_dir / f"{env}.yaml").resolve()
+    if not path.is_file():
+        raise SettingsError(f"settings file not found: {path} (set MLOPS_CONF_DIR or create it)")
+    parsed = _read_yaml(path)
+    if parsed is None:
+        parsed = {}
+    if not isinstance(parsed, dict):
+        raise SettingsError(f"{_shown(path)}: must be a mapping of sections (backends:, dataset:, ...)")
+    if overrides is not None and not isinstance(overrides, Mapping):
+        raise SettingsError("overrides must be a mapping of sections, e.g. {'training': {'window_days': 7}}")
+    layers = _Layers(source=path, file=_expand(parsed, (), path), overrides=_plain(overrides or {}))
+    return _build(env, mlops_home(), layers)
+
+
+def with_overrides(settings: Settings, **sections: Mapping[str, Any]) -> Settings:
+    """Settings with some sections overridden, validated again like a load (contract checks included).
+
+    ``with_overrides(s, evaluation={"thresholds": {"rmse": 3}})`` replaces the thresholds whole and
+    keeps the other evaluation keys; earlier overrides of ``s`` stay in effect.
+    """
+    unknown = sorted(set(sections) - set(Settings.model_fields))
     if unknown:
-        raise SettingsError(f"{where}: unknown setting(s) {unknown}; allowed: {sorted(names)}")
-    return cls(**{**raw, **extra})
-
-
-def _build(env: str, raw: dict, path: Path) -> Settings:
-    home = mlops_home()
-
-    def home_path(p: str) -> Path:
-        q = Path(p).expanduser()
-        return q if q.is_absolute() else (home / q).resolve()
-
-    def repo_path(p: str) -> Path:
-        q = Path(p).expanduser()
-        return q if q.is_absolute() else (REPO_ROOT / q).resolve()
-
-    backends = _section(BackendSettings, raw.get("backends"), f"{path}: backends")
-    for name, value in (("storage", backends.storage), ("compute", backends.compute), ("serving", backends.serving)):
-        if value not in BACKENDS:
-            raise SettingsError(f"{path}: backends.{name} must be one of {BACKENDS}, got {value!r}")
-
-    ds_raw = dict(raw["dataset"])
-    sql = ds_raw.pop("sql_source", None)
-    arrival = ds_raw.pop("arrival", None)
-    dataset = _section(
-        DatasetSettings,
-        {k: v for k, v in ds_raw.items() if k not in ("contract", "drop_zone", "file_patterns")},
-        f"{path}: dataset",
-        contract=repo_path(ds_raw["contract"]),
-        drop_zone=home_path(ds_raw.get("drop_zone", "drop")),
-        file_patterns=tuple(ds_raw.get("file_patterns", ("*.csv", "*.csv.gz", "*.parquet"))),
-        sql_source=_section(SqlSourceSettings, sql, f"{path}: dataset.sql_source") if sql else None,
-        arrival=_section(ArrivalSettings, arrival, f"{path}: dataset.arrival"),
-    )
-    storage_root = str(raw.get("storage", {}).get("root", "store"))
-    if backends.storage == "local" and "://" not in storage_root:
-        storage_root = str(home_path(storage_root))
-
-    reg_raw = dict(raw.get("registry") or {})
-    tracking_uri = reg_raw.pop("tracking_uri", "sqlite:///mlflow/mlflow.db")
-    if tracking_uri.startswith("sqlite:///") and not tracking_uri.startswith("sqlite:////"):
-        tracking_uri = f"sqlite:///{home_path(tracking_uri[len('sqlite:///') :])}"
-    registry = _section(
-        RegistrySettings,
-        {k: v for k, v in reg_raw.items() if k != "artifact_root"},
-        f"{path}: registry",
-        tracking_uri=tracking_uri,
-        artifact_root=home_path(reg_raw.get("artifact_root", "mlflow/artifacts")),
-    )
-
-    evaluation = _section(EvaluationSettings, raw.get("evaluation"), f"{path}: evaluation")
-    for metric in (evaluation.primary_metric, *evaluation.thresholds):
-        if metric not in METRIC_DIRECTIONS:
-            raise SettingsError(f"{path}: unknown metric {metric!r}; known: {sorted(METRIC_DIRECTIONS)}")
-
-    promotion = _section(PromotionSettings, raw.get("promotion"), f"{path}: promotion")
-    if promotion.next_env is not None and promotion.next_env not in ENVIRONMENTS:
-        raise SettingsError(f"{path}: promotion.next_env must be one of {ENVIRONMENTS}")
-
-    return Settings(
-        env=env,
-        home=home,
-        backends=backends,
-        dataset=dataset,
-        storage_root=storage_root,
-        features=_section(FeatureSettings, raw.get("features"), f"{path}: features"),
-        training=_section(TrainingSettings, raw.get("training"), f"{path}: training"),
-        evaluation=evaluation,
-        registry=registry,
-        serving=_section(ServingSettings, raw.get("serving"), f"{path}: serving"),
-        monitoring=_section(MonitoringSettings, raw.get("monitoring"), f"{path}: monitoring"),
-        promotion=promotion,
-    )
-
-
-def with_overrides(settings: Settings, **sections: dict[str, Any]) -> Settings:
-    """Return a copy with some fields of some sections replaced (typed, no YAML round trip)."""
-    changes = {}
+        raise SettingsError(f"cannot override {_quoted(unknown)}: sections are {_quoted(list(Settings.model_fields))}")
     for name, values in sections.items():
-        current = getattr(settings, name)
-        if not is_dataclass(current):
-            raise SettingsError(f"cannot override {name!r}")
-        changes[name] = replace(current, **values)
-    return replace(settings, **changes)
+        if not isinstance(values, Mapping):
+            raise SettingsError(f"override of {name!r} must be a mapping of its keys (got {_got(values)})")
+    loaded = settings._loaded
+    layers = replace(loaded.layers, overrides=_merge(Settings, loaded.layers.overrides, _plain(sections)))
+    return _build(loaded.env, loaded.home, layers, previous=loaded.contract)
 
 
 def with_algorithm(settings: Settings, algorithm: str | None) -> Settings:

@@ -42,7 +42,9 @@ def test_policy_validates_its_fields() -> None:
         PromotionPolicy("roc_auc", True, {}, -0.1)
     with pytest.raises(ValueError, match="finite"):
         PromotionPolicy("roc_auc", True, {"roc_auc": float("nan")}, 0.0)
-    policy = PromotionPolicy.from_settings(EvaluationSettings("rmse", {"rmse": 3, "r2": 0.5}, 0.1))
+    policy = PromotionPolicy.from_settings(
+        EvaluationSettings(primary_metric="rmse", thresholds={"rmse": 3, "r2": 0.5}, min_improvement=0.1)
+    )
     assert policy == PromotionPolicy("rmse", False, {"rmse": 3.0, "r2": 0.5}, 0.1)
 
 

@@ -1,8 +1,9 @@
 """A user's own dataset runs through the lifecycle unchanged: nothing is specific to the demo.
 
 A regression contract with no entity key and no event time (the pipeline derives a row key and
-uses the ingestion time), Parquet files, a different metric: ingest -> features -> train ->
-evaluate -> register.
+uses the ingestion time), Parquet files, and no settings file edited (the model name, Feast
+project, experiment and regression metrics follow from the contract): ingest -> features ->
+train -> evaluate -> register.
 """
 
 from __future__ import annotations
@@ -63,16 +64,12 @@ def own_dataset(mlops_home, tmp_path, monkeypatch):
 def test_regression_contract_without_keys_runs_through(own_dataset):
     from mlops_core.backends import model_registry
     from mlops_core.dropzone import scan_drop_zone
-    from mlops_core.settings import load_settings, with_overrides
+    from mlops_core.settings import load_settings
     from mlops_core.stages import evaluate, features, train
     from mlops_core.stages.ingest import ingest_files
 
-    settings = with_overrides(
-        load_settings("dev"),
-        evaluation={"primary_metric": "rmse", "thresholds": {"rmse": 60000.0}, "min_improvement": 0.0},
-        training={"model_name": "houses", "min_rows": 100},
-        features={"project": "houses_dev"},
-    )
+    settings = load_settings("dev")  # no settings edited: names and the gate follow from the contract
+    assert (settings.features.project, settings.registry.experiment) == ("house_prices_dev", "mlops-house_prices")
     files = [f.path for f in scan_drop_zone(own_dataset, settings.dataset.file_patterns, min_age_seconds=0)]
     report = ingest_files(settings, files, run_id="r1", ingested_at="2026-03-01T00:00:00+00:00")
     assert report["dataset"] == "house_prices" and report["rows"] == 800
@@ -88,7 +85,7 @@ def test_regression_contract_without_keys_runs_through(own_dataset):
 
     candidate = train.log_candidate(settings, ts, job, "train-houses")
     ev = evaluate.evaluate_candidate(settings, candidate)
-    assert ev["promote"] is True and ev["model_name"] == "dev.houses", ev["reasons"]
+    assert ev["promote"] is True and ev["model_name"] == "dev.house_prices", ev["reasons"]
     evaluate.promote_to_champion(settings, ev)
-    champion = model_registry(settings).champion("dev.houses")
+    champion = model_registry(settings).champion("dev.house_prices")
     assert champion.tags["mlops.dataset_versions"] == report["version_id"]
