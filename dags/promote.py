@@ -16,7 +16,7 @@ from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk import Param, dag, task
 
 from mlops_airflow.assets import CHAMPION
-from mlops_airflow.dag_defaults import DEFAULT_ARGS, START_DATE
+from mlops_airflow.dag_defaults import DEFAULT_ARGS, PROMOTABLE, START_DATE
 
 
 @dag(
@@ -31,7 +31,7 @@ from mlops_airflow.dag_defaults import DEFAULT_ARGS, START_DATE
         "from_env": Param(
             "dev",
             type="string",
-            enum=["dev", "staging"],
+            enum=PROMOTABLE,
             title="From environment",
             description="Promote this environment's champion to the next one (promotion.next_env).",
         ),

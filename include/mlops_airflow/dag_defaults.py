@@ -6,15 +6,16 @@ standard library and ``mlops_core.environments`` (standard library only).
 
 from __future__ import annotations
 
-import os
 from datetime import timedelta
 
 import pendulum
 from airflow.sdk import Param
 
 from mlops_core.environments import ENVIRONMENTS as _ENVIRONMENTS
+from mlops_core.environments import current_env, later_environments
 
 ENVIRONMENTS = list(_ENVIRONMENTS)  # a Param enum is a JSON list
+PROMOTABLE = [env for env in ENVIRONMENTS if later_environments(env)]  # environments with a next one
 START_DATE = pendulum.datetime(2026, 1, 1, tz="UTC")
 
 DEFAULT_ARGS = {
@@ -30,7 +31,7 @@ DEFAULT_ARGS = {
 def env_param() -> Param:
     """Which environment's settings (``include/conf/<env>.yaml``) a run uses."""
     return Param(
-        os.environ.get("MLOPS_ENV", "dev"),
+        current_env(),
         type="string",
         enum=ENVIRONMENTS,
         title="Environment",

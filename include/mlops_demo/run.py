@@ -31,6 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mlops_core.environments import ENVIRONMENTS
+
 REPO = Path(__file__).resolve().parents[2]
 LIFECYCLE_DAGS = ["watch_drop_zone", "ingest", "features", "monitor", "train", "evaluate_register", "deploy", "promote"]
 ALL_DAGS = [*LIFECYCLE_DAGS, "ingest_sql"]
@@ -71,7 +73,7 @@ class LifecycleDemo:
         self.home = options.home.resolve()
         self.mlops_home = self.home / "mlops"
         self.drop_zone = self.mlops_home / "drop" / "churn"
-        self.ports = {env: free_port() for env in ("dev", "staging", "prod")}
+        self.ports = {env: free_port() for env in ENVIRONMENTS}
         self.env = {
             "MLOPS_HOME": str(self.mlops_home),
             "MLOPS_ENV": "dev",
@@ -372,7 +374,7 @@ class LifecycleDemo:
             for r in self.client.runs("evaluate_register", state=["success"])
         ]
         out["champions"] = {}
-        for env in ("dev", "staging", "prod"):
+        for env in ENVIRONMENTS:
             settings = load_settings(env)
             champ = model_registry(settings).champion(settings.registered_model_name)
             if champ is not None:
