@@ -29,6 +29,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mlops_core.errors import PermanentError
+
 COLUMN_TYPES = ("int", "float", "string", "bool", "timestamp", "category")
 TASK_TYPES = ("classification", "regression")
 UNKNOWN_COLUMN_POLICIES = ("reject", "drop")
@@ -41,7 +43,7 @@ SOURCE_COLUMN = "_source"  # where the row came from (file name or SQL table + w
 RESERVED_PREFIX = "_"
 
 
-class ContractDefinitionError(ValueError):
+class ContractDefinitionError(PermanentError, ValueError):
     """The contract YAML itself is invalid."""
 
 

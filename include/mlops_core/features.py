@@ -50,6 +50,7 @@ from mlops_core.contract import (
     SOURCE_COLUMN,
     DatasetContract,
 )
+from mlops_core.errors import PermanentError
 from mlops_core.storage import LocalObjectStore
 
 if TYPE_CHECKING:
@@ -80,7 +81,7 @@ ONLINE_BATCH_ROWS = 5_000  # rows per online write / entities per online read (S
 _REQUEST_COLUMN = "_request"  # internal id of one distinct (entity, event time) request
 
 
-class FeatureRepositoryError(ValueError):
+class FeatureRepositoryError(PermanentError, ValueError):
     """Bad input for the feature repository, or nothing materialized yet; the message says what to do."""
 
 

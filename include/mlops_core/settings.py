@@ -54,6 +54,7 @@ from pydantic_core import PydanticCustomError
 
 from mlops_core.child_env import is_secret_name
 from mlops_core.environments import ENVIRONMENTS, current_env, later_environments
+from mlops_core.errors import PermanentError
 
 if TYPE_CHECKING:
     from mlops_core.contract import DatasetContract
@@ -133,7 +134,7 @@ EXPERIMENT_NAME = (
 )
 
 
-class SettingsError(ValueError):
+class SettingsError(PermanentError, ValueError):
     """A settings file is missing, malformed, or names an unknown value."""
 
 
