@@ -21,6 +21,7 @@ import pandas as pd
 import pytest
 from conftest import TOY_FEATURES, toy_frame, toy_pipeline
 
+from mlops_core.ports import free_port, port_is_free
 from mlops_core.registry import ModelRegistry
 from mlops_core.serving import (
     DEPLOYMENT_FILE,
@@ -31,17 +32,10 @@ from mlops_core.serving import (
     _group_alive,
     dataframe_split_payload,
     pid_alive,
-    port_is_free,
 )
 
 FEATURES = TOY_FEATURES
 MODEL = "dev.serve"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def frame(n: int = 80, seed: int = 1) -> pd.DataFrame:
@@ -242,9 +236,17 @@ HTTPServer((host, int(port)), Handler).serve_forever()
 
 
 class StandInServer(LocalModelServer):
-    """LocalModelServer whose process is the stand-in above instead of `mlflow models serve`."""
+    """LocalModelServer whose process is the stand-in above instead of `mlflow models serve`.
+
+    The stand-in "serves" the URI itself: there is no registry behind these URIs, so the download
+    and verification step (covered by the real-server tests and tests/core/test_model_integrity.py)
+    hands the URI through unchanged.
+    """
 
     script: Path
+
+    def _fetch_verified(self, model_uri: str, model_version: str, expected_sha256: str | None) -> tuple[str, str]:
+        return model_uri, ""
 
     def _command(self, model_uri: str) -> list[str]:
         return [
