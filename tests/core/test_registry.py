@@ -9,10 +9,9 @@ import pandas as pd
 import pytest
 from conftest import TOY_FEATURES, toy_frame, toy_pipeline
 
-from mlops_core.model_integrity import ModelIntegrityError, artifact_digest
+from mlops_core.model_integrity import MODEL_SHA256_TAG, ModelIntegrityError, artifact_digest
 from mlops_core.registry import (
     CHAMPION_ALIAS,
-    MODEL_SHA256_TAG,
     PREVIOUS_CHAMPION_ALIAS,
     ROLLED_BACK_TAG,
     RUN_KEY_TAG,
@@ -315,7 +314,7 @@ def test_the_model_digest_is_recorded_on_the_run_and_travels_with_every_version(
     digest = artifact_digest(mlflow.artifacts.download_artifacts(artifact_uri=location, dst_path=str(tmp_path)))
     assert registry.run_tags(run_id)[MODEL_SHA256_TAG] == digest
     version = registry.register(run_id, "dev.digest", {MODEL_SHA256_TAG: "0" * 64})  # a caller cannot override it
-    assert registry.version_info("dev.digest", version).model_sha256 == digest
+    assert registry.version_info("dev.digest", version).tags.get(MODEL_SHA256_TAG) == digest
     copied = registry.copy_to("dev.digest", version, "staging.digest")
     assert registry.version_info("staging.digest", copied).tags[MODEL_SHA256_TAG] == digest
     assert registry.verify_model("staging.digest", copied) == digest
@@ -346,7 +345,7 @@ def tampered(registry, data, tmp_path, monkeypatch):
     version = registry.register(run, "dev.tampered")
     folder = artifact_folder(registry, "dev.tampered", version)
     canary = tmp_path / "canary"
-    recorded = registry.version_info("dev.tampered", version).model_sha256
+    recorded = registry.version_info("dev.tampered", version).tags.get(MODEL_SHA256_TAG)
     tamper_to_pickle(folder, canary)
     # Control: MLflow's own loader (what load_model used to call) runs the payload: the attack is real.
     monkeypatch.setenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "true")
@@ -380,7 +379,7 @@ def test_a_model_with_another_models_skops_bytes_is_refused(registry, data, tmp_
     first = registry.register(log_run(registry, "swap-1", data), "dev.swapped")
     second = registry.register(log_run(registry, "swap-2", data.assign(churned=1 - data["churned"])), "dev.swapped")
     swap_skops(artifact_folder(registry, "dev.swapped", first), artifact_folder(registry, "dev.swapped", second))
-    expected = registry.version_info("dev.swapped", first).model_sha256
+    expected = registry.version_info("dev.swapped", first).tags.get(MODEL_SHA256_TAG)
     with pytest.raises(ModelIntegrityError, match=f"dev.swapped version {first}: .*expected sha256 {expected}, found"):
         registry.load_model("dev.swapped", first)
     assert registry.load_model("dev.swapped", second) is not None  # the untouched version still loads

@@ -21,7 +21,7 @@ import pandas as pd
 import pytest
 from conftest import TOY_FEATURES, toy_frame, toy_pipeline
 
-from mlops_core.model_integrity import ModelIntegrityError
+from mlops_core.model_integrity import MODEL_SHA256_TAG, ModelIntegrityError
 from mlops_core.ports import free_port, port_is_free
 from mlops_core.registry import ModelRegistry
 from mlops_core.serving import (
@@ -182,7 +182,7 @@ def test_a_tampered_version_is_refused_before_the_live_server_is_touched(server,
     swapped = register_version(registry, data, data["churned"], "serve-run-swapped")
     swap_skops(artifact_folder(registry, MODEL, swapped), artifact_folder(registry, MODEL, "2"))
     for version in (pickled, swapped):
-        expected = registry.version_info(MODEL, version).model_sha256
+        expected = registry.version_info(MODEL, version).tags.get(MODEL_SHA256_TAG)
         with pytest.raises(
             ModelIntegrityError, match=f"{MODEL} version {version}: .*expected sha256 {expected}, found"
         ):
