@@ -128,8 +128,9 @@ def check_model_folder(folder: str | Path, label: str) -> dict[str, Any]:
     for skops (no code paths, no ``python_model``); ``serialization_format`` is ``skops``;
     ``pickled_model`` is a ``.skops`` file in the folder and ``python_function`` loads that file
     through ``mlflow.sklearn`` with ``predict``; the declared ``skops_trusted_types`` and the
-    types the skops file itself references are all in ``SKOPS_TRUSTED_TYPES``; no value in
-    ``MLmodel`` and no file name mentions pickle, cloudpickle, joblib or dill. Reading the skops
+    types the skops file itself references are all in ``SKOPS_TRUSTED_TYPES``; no key or value in
+    ``MLmodel`` (outside the signature's column names) mentions pickle or cloudpickle, and no file
+    name ends in a pickle, joblib or dill suffix. Reading the skops
     file's type list does not run any of its code. Returns the parsed ``MLmodel``.
     """
     import skops.io
@@ -142,7 +143,9 @@ def check_model_folder(folder: str | Path, label: str) -> dict[str, Any]:
     def refuse(reason: str) -> ModelIntegrityError:
         return ModelIntegrityError(f"{label}: refusing the model artifact: {reason}. {_RETRAIN_HINT}")
 
-    mention = _mentions_pickle(mlmodel)
+    # The signature lists the dataset's column names (data, not loading instructions): a feature may be
+    # called "pickled_goods" without making the model suspicious.
+    mention = _mentions_pickle({key: value for key, value in mlmodel.items() if key != "signature"})
     if mention:
         raise refuse(f"{MLMODEL_FILE} mentions pickle at {mention!r}; only skops models are loaded")
     pickled = sorted(p.name for p in root.rglob("*") if p.name.lower().endswith(_PICKLE_SUFFIXES))

@@ -145,6 +145,11 @@ def test_pickle_is_refused_even_when_the_digest_matches(tmp_path, model):
     assert not canary.exists()
 
 
+def test_a_column_named_like_pickle_is_only_data(model):
+    edit_mlmodel(model, lambda m: m.update(signature={"inputs": '[{"name": "pickled_goods", "type": "long"}]'}))
+    check_model_folder(model, "m")  # no error
+
+
 def test_pickle_file_next_to_a_skops_model_is_refused(model):
     (model / "extra.pkl").write_bytes(b"\x80\x04N.")
     with pytest.raises(ModelIntegrityError, match=r"pickle-format file\(s\) \['extra.pkl'\]"):

@@ -75,6 +75,7 @@ def test_initial_cycle_trains_and_serves_a_champion(lifecycle):
     assert initial["evaluation"]["promote"] is True
     assert initial["deploy"]["version"] == initial["evaluation"]["version"]
     assert initial["deploy"]["sample_prediction"] in (0, 1)
+    assert len(initial["deploy"]["model_sha256"]) == 64  # what is served was verified against this digest
     assert initial["ingest"]["rejected_rows"] == 3  # the three bad rows of the bad file
 
 

@@ -77,7 +77,7 @@ def deploy_champion(settings: Settings, expected_version: str | None = None) -> 
     ):
         log.info("%s version %s is already live at %s", name, champion.version, live.get("url"))
         smoke = server.smoke_test(_smoke_rows(settings, champion))
-        return _report(settings, name, champion.version, live["url"], smoke, previous=None)
+        return _report(settings, name, champion, live["url"], smoke, previous=None)
 
     previous = live.get("model_version") if live else None
     try:
@@ -100,7 +100,7 @@ def deploy_champion(settings: Settings, expected_version: str | None = None) -> 
             f"deploying {name} version {champion.version} failed ({type(exc).__name__}: {exc}); "
             + (f"rolled back to version {rolled_to}" if rolled_to else "no previous version to roll back to")
         ) from exc
-    return _report(settings, name, champion.version, deployment.url, smoke, previous=previous)
+    return _report(settings, name, champion, deployment.url, smoke, previous=previous)
 
 
 def _rollback(
@@ -126,7 +126,7 @@ def _rollback(
 def _report(
     settings: Settings,
     name: str,
-    version: str,
+    champion: ModelVersionInfo,
     url: str,
     smoke: dict[str, Any],
     *,
@@ -136,7 +136,8 @@ def _report(
     return {
         "env": settings.env,
         "model_name": name,
-        "version": str(version),
+        "version": str(champion.version),
+        "model_sha256": champion.model_sha256,  # the verified digest of the files being served
         "previous_version": previous,
         "url": url,
         "rolled_back": False,

@@ -67,8 +67,8 @@ ALGORITHMS: dict[str, tuple[str, ...]] = {task: tuple(algos) for task, algos in 
 #: rejected until someone reviews it and adds it here. ``numpy.dtype`` comes from the one-hot
 #: encoder's ``dtype`` parameter; ``Tree`` (random forest) and ``TreePredictor`` (hist gradient
 #: boosting) are fitted trees, which skops does not trust by default because a crafted file can
-#: hold out-of-bounds node indices; we trust them because our models come from our own training
-#: job and artifact store, never from users.
+#: hold out-of-bounds node indices; we trust them because a model is only loaded after its files
+#: match the digest recorded when our own training job logged it (``mlops_core.model_integrity``).
 SKOPS_TRUSTED_TYPES: list[str] = [
     "mlops_core.training.model.cast_features",
     "numpy.dtype",
