@@ -24,9 +24,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
+from mlops_core.child_env import child_environment
 from mlops_core.storage import LocalObjectStore, ObjectStore
 
 if TYPE_CHECKING:
+    from mlops_core.contract import DatasetContract
+    from mlops_core.features import FeatureRepository
+    from mlops_core.registry import ModelRegistry
+    from mlops_core.serving import LocalModelServer
     from mlops_core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -69,12 +74,15 @@ class LocalSubprocessCompute:
     """Runs ``python -m mlops_core.training.entrypoint --ml-root <root>`` in a subprocess.
 
     The child gets its own process group so that :meth:`stop` (called from an operator's
-    ``on_kill``) stops it and everything it started. Output streams into our log.
+    ``on_kill``) stops it and everything it started. Output streams into our log. Its environment
+    is the allow-list of :func:`mlops_core.child_env.child_environment` (none of Airflow's
+    secrets): the entrypoint needs only its arguments, ``PATH``/``HOME``-style basics and
+    ``PYTHONPATH`` when the code is not installed.
     """
 
     def __init__(self, python: str | None = None) -> None:
         self.python = python or sys.executable
-        self._procs: dict[str, subprocess.Popen] = {}
+        self._procs: dict[str, subprocess.Popen[str]] = {}
 
     def run(self, job_name: str, ml_root: Path, timeout_seconds: float) -> TrainingJobResult:
         cmd = [self.python, "-m", "mlops_core.training.entrypoint", "--ml-root", str(ml_root)]
@@ -86,7 +94,7 @@ class LocalSubprocessCompute:
             stderr=subprocess.STDOUT,
             text=True,
             start_new_session=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env=child_environment(extra={"PYTHONUNBUFFERED": "1"}),
         )
         self._procs[job_name] = proc
         # A watchdog stops the job at the deadline even if it prints nothing.
@@ -139,7 +147,7 @@ def compute_backend(settings: Settings) -> ComputeBackend:
 
 
 # ----------------------------------------------------------------------------- registry
-def model_registry(settings: Settings):
+def model_registry(settings: Settings) -> ModelRegistry:
     from mlops_core.registry import ModelRegistry
 
     if settings.backends.registry_mirror not in ("none", None):
@@ -148,7 +156,7 @@ def model_registry(settings: Settings):
 
 
 # ----------------------------------------------------------------------------- serving
-def serving_backend(settings: Settings):
+def serving_backend(settings: Settings) -> LocalModelServer:
     from mlops_core.serving import LocalModelServer
 
     if settings.backends.serving == "local":
@@ -162,7 +170,7 @@ def serving_backend(settings: Settings):
 
 
 # ----------------------------------------------------------------------------- features
-def feature_repository(settings: Settings, contract=None):
+def feature_repository(settings: Settings, contract: DatasetContract | None = None) -> FeatureRepository:
     from mlops_core.features import FeatureRepository
 
     contract = contract or settings.load_contract()

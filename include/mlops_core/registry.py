@@ -17,6 +17,14 @@ Aliases: ``champion`` is what the environment serves; ``previous-champion`` is w
 before, recorded by :meth:`ModelRegistry.set_champion` so that :meth:`ModelRegistry.rollback` can
 move ``champion`` back.
 
+Model files are untrusted (``mlops_core.model_integrity``): :meth:`ModelRegistry.log_training_run`
+records the SHA-256 of the logged model's files as run tag ``mlops.model_sha256``;
+:meth:`ModelRegistry.register` and :meth:`ModelRegistry.copy_to` carry it to the version from the
+tracking database (never from the artifact store); every load (:meth:`ModelRegistry.load_model`,
+:meth:`ModelRegistry.load_run_model`) downloads the files to a local folder, verifies digest and
+format, and loads that folder. A cloud serving target gets the same verified folder from
+:meth:`ModelRegistry.fetch_verified_model`.
+
 MLflow is imported inside the methods: importing this module is cheap (DAG parsing imports it).
 The fluent MLflow API (needed by ``log_model`` / ``load_model``) uses a process-global tracking
 URI; it is set and restored around each call (:func:`_fluent_tracking_uri`), so two registries
@@ -27,17 +35,29 @@ with different stores can live in one process without leaking into each other or
 from __future__ import annotations
 
 import os
+import tempfile
 import threading
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mlops_core.model_integrity import MODEL_SHA256_TAG, artifact_digest, check_model_folder, fetch_verified_model
+
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
+
+__all__ = [
+    "CHAMPION_ALIAS",
+    "MODEL_SHA256_TAG",
+    "PREVIOUS_CHAMPION_ALIAS",
+    "ModelRegistry",
+    "ModelVersionInfo",
+    "RegistryError",
+]
 
 CHAMPION_ALIAS = "champion"
 PREVIOUS_CHAMPION_ALIAS = "previous-champion"
@@ -73,7 +93,13 @@ class ModelVersionInfo:
 
     @property
     def uri(self) -> str:
+        """``models:/<name>/<version>``."""
         return f"models:/{self.name}/{self.version}"
+
+    @property
+    def model_sha256(self) -> str | None:
+        """The digest of the version's files recorded when it was logged (None for unverifiable versions)."""
+        return self.tags.get(MODEL_SHA256_TAG)
 
 
 @contextmanager
@@ -97,7 +123,7 @@ def _fluent_tracking_uri(uri: str) -> Iterator[None]:
             mlflow.set_registry_uri(uri)
             yield
         finally:
-            mlflow.set_tracking_uri(saved_tracking)
+            tracking_utils._tracking_uri = saved_tracking  # what set_tracking_uri(None) would do, env restored below
             if hasattr(registry_utils, "_registry_uri"):
                 registry_utils._registry_uri = saved_registry
             for key, value in saved_env.items():
@@ -144,7 +170,7 @@ class ModelRegistry:
 
     # ----------------------------------------------------------------- clients
     @cached_property
-    def client(self):
+    def client(self) -> Any:
         """An ``MlflowClient`` bound to this store (tracking and registry), no global state."""
         from mlflow import MlflowClient
 
@@ -162,10 +188,12 @@ class ModelRegistry:
         if existing is not None:
             if existing.lifecycle_stage == LifecycleStage.DELETED:
                 self.client.restore_experiment(existing.experiment_id)
-            return existing.experiment_id
+            return str(existing.experiment_id)
         try:
-            return self.client.create_experiment(
-                self.experiment, artifact_location=_artifact_location(self.artifact_root, self.experiment)
+            return str(
+                self.client.create_experiment(
+                    self.experiment, artifact_location=_artifact_location(self.artifact_root, self.experiment)
+                )
             )
         except MlflowException as exc:  # created concurrently by another task
             if not _is_error(exc, "RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
@@ -173,10 +201,10 @@ class ModelRegistry:
             again = self.client.get_experiment_by_name(self.experiment)
             if again is None:
                 raise
-            return again.experiment_id
+            return str(again.experiment_id)
 
     # ----------------------------------------------------------------- runs
-    def find_run(self, run_key: str):
+    def find_run(self, run_key: str) -> Any:
         """The FINISHED run of this experiment tagged ``mlops.run_key = run_key``, or None."""
         runs = self.client.search_runs(
             [self.experiment_id],
@@ -215,12 +243,17 @@ class ModelRegistry:
         seconds). ``artifacts`` maps the path an artifact gets in the run to a local file or
         folder (``{"evaluation/report.json": Path("/tmp/x.json")}``, ``{"plots": Path("plots/")}``).
 
+        The SHA-256 of the logged model's files (``mlops_core.model_integrity.artifact_digest``)
+        is tagged on the run as ``mlops.model_sha256`` before the run finishes, after checking that
+        what MLflow wrote passes ``check_model_folder`` (so a model that could never be loaded fails
+        here). The files are read back from the artifact store right after the upload.
+
         Idempotent by ``run_name``: when a FINISHED run with tag ``mlops.run_key=<run_name>``
         exists in the experiment, its id is returned and nothing is logged.
         """
         existing = self.find_run(run_name)
         if existing is not None:
-            return existing.info.run_id
+            return str(existing.info.run_id)
 
         import mlflow
         import mlflow.data
@@ -248,10 +281,21 @@ class ModelRegistry:
                 input_example=input_example,
                 pip_requirements=pip_requirements if pip_requirements is not None else model_requirements(),
             )
-            mlflow.set_tag(MODEL_ID_TAG, info.model_id)
+            digest = self._logged_model_digest(info.model_id, f"run {run.info.run_id} ({run_name})")
+            mlflow.set_tags({MODEL_ID_TAG: info.model_id, MODEL_SHA256_TAG: digest})
             for artifact_path, path in (artifacts or {}).items():
                 _log_local_artifact(mlflow.log_artifact, mlflow.log_artifacts, Path(path), artifact_path)
-            return run.info.run_id
+            return str(run.info.run_id)
+
+    def _logged_model_digest(self, model_id: str, label: str) -> str:
+        """Digest of a LoggedModel's files as the artifact store holds them now; refuses a bad format."""
+        import mlflow.artifacts
+
+        location = self.client.get_logged_model(model_id).artifact_location
+        with tempfile.TemporaryDirectory(prefix="mlops-digest-") as tmp:
+            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=location, dst_path=tmp))
+            check_model_folder(local, label)
+            return artifact_digest(local)
 
     def log_artifact_run(
         self,
@@ -263,7 +307,7 @@ class ModelRegistry:
         """Log a run that only holds artifacts and metrics (a drift report); idempotent by run_name."""
         existing = self.find_run(run_name)
         if existing is not None:
-            return existing.info.run_id
+            return str(existing.info.run_id)
 
         import time
 
@@ -288,7 +332,7 @@ class ModelRegistry:
             client.set_terminated(run_id, RunStatus.to_string(RunStatus.FAILED))
             raise
         client.set_terminated(run_id, RunStatus.to_string(RunStatus.FINISHED))
-        return run_id
+        return str(run_id)
 
     # ----------------------------------------------------------------- registration
     def _ensure_registered_model(self, name: str) -> None:
@@ -300,7 +344,7 @@ class ModelRegistry:
             if not _is_error(exc, "RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
                 raise
 
-    def _versions(self, name: str, extra_filter: str = "") -> list:
+    def _versions(self, name: str, extra_filter: str = "") -> list[Any]:
         query = f"name = {_quote(name, 'model name')}" + (f" and {extra_filter}" if extra_filter else "")
         versions = list(self.client.search_model_versions(query))
         return sorted(versions, key=lambda mv: int(mv.version))
@@ -314,7 +358,7 @@ class ModelRegistry:
             raise RegistryError(f"run {run_id} not found in {self.tracking_uri}: {exc}") from exc
         model_id = run.data.tags.get(MODEL_ID_TAG)
         if model_id:
-            return model_id
+            return str(model_id)
         # A run logged by other code: find its LoggedModel named "model".
         models = [
             m
@@ -323,17 +367,26 @@ class ModelRegistry:
         ]
         if not models:
             raise RegistryError(f"run {run_id} has no logged model named {MODEL_ARTIFACT_NAME!r}; nothing to register")
-        return max(models, key=lambda m: m.creation_timestamp).model_id
+        return str(max(models, key=lambda m: m.creation_timestamp).model_id)
 
     def register(self, run_id: str, model_name: str, tags: dict[str, str] | None = None) -> str:
         """Register the run's model (``runs:/<run_id>/model``) under ``model_name``; return the version.
 
         Idempotent: when ``model_name`` already has a version from this run, that version is
-        returned (and ``tags`` are set on it again). ``mlops.run_id`` is always tagged.
+        returned (and ``tags`` are set on it again). ``mlops.run_id`` is always tagged, and so is
+        ``mlops.model_sha256``, copied from the run's tag in the tracking database; a run without
+        one (not logged by :meth:`log_training_run`) is refused with :class:`RegistryError`.
         """
+        digest = self.run_tags(run_id).get(MODEL_SHA256_TAG)
+        if not digest:
+            raise RegistryError(
+                f"run {run_id} has no {MODEL_SHA256_TAG} tag: its model was not logged by "
+                "ModelRegistry.log_training_run, so nothing vouches for its files and it could never be "
+                "loaded or deployed. Retrain it with the train DAG and register that run."
+            )
         self._ensure_registered_model(model_name)
         existing = self._versions(model_name, f"run_id = {_quote(run_id, 'run id')}")
-        all_tags = {**{k: str(v) for k, v in (tags or {}).items()}, RUN_ID_TAG: run_id}
+        all_tags = {**{k: str(v) for k, v in (tags or {}).items()}, RUN_ID_TAG: run_id, MODEL_SHA256_TAG: digest}
         if existing:
             version = existing[0].version
         else:
@@ -358,16 +411,23 @@ class ModelRegistry:
         """Copy ``src_name`` version ``version`` to ``dst_name`` (promotion between environments).
 
         The copy keeps the run id and the source's tags; it is tagged ``mlops.source =
-        <src_name>/<version>`` plus ``tags``. Idempotent: if ``dst_name`` already has a version
-        copied from that source, it is returned.
+        <src_name>/<version>`` plus ``tags``, and ``mlops.model_sha256`` is the source's (a source
+        without one is refused: it could never be deployed). Idempotent: if ``dst_name`` already
+        has a version copied from that source, it is returned.
         """
         from mlflow.exceptions import MlflowException
 
         source = f"{src_name}/{version}"
         try:
-            self.client.get_model_version(src_name, str(version))
+            src = self.client.get_model_version(src_name, str(version))
         except MlflowException as exc:
             raise RegistryError(f"cannot copy {source}: no such model version ({exc.message})") from exc
+        digest = dict(src.tags or {}).get(MODEL_SHA256_TAG)
+        if not digest:
+            raise RegistryError(
+                f"cannot copy {source}: it has no {MODEL_SHA256_TAG} tag, so nothing vouches for its files; "
+                "re-register it from a trusted training run (train DAG, then evaluate_register) and promote that"
+            )
         self._ensure_registered_model(dst_name)
         existing = [mv for mv in self._versions(dst_name) if mv.tags.get(SOURCE_TAG) == source]
         if existing:
@@ -376,12 +436,12 @@ class ModelRegistry:
             with warnings.catch_warnings(), _fluent_tracking_uri(self.tracking_uri):
                 warnings.simplefilter("ignore")
                 new_version = self.client.copy_model_version(f"models:/{src_name}/{version}", dst_name).version
-        all_tags = {**{k: str(v) for k, v in (tags or {}).items()}, SOURCE_TAG: source}
+        all_tags = {**{k: str(v) for k, v in (tags or {}).items()}, SOURCE_TAG: source, MODEL_SHA256_TAG: digest}
         self._set_version_tags(dst_name, new_version, all_tags)
         return str(new_version)
 
     # ----------------------------------------------------------------- aliases
-    def _by_alias(self, name: str, alias: str):
+    def _by_alias(self, name: str, alias: str) -> Any:
         from mlflow.exceptions import MlflowException
 
         try:
@@ -438,7 +498,7 @@ class ModelRegistry:
         return str(previous.version)
 
     # ----------------------------------------------------------------- reading
-    def _info(self, mv, with_metrics: bool = False) -> ModelVersionInfo:
+    def _info(self, mv: Any, with_metrics: bool = False) -> ModelVersionInfo:
         metrics: dict[str, float] = {}
         if with_metrics and mv.run_id:
             from mlflow.exceptions import MlflowException
@@ -448,10 +508,10 @@ class ModelRegistry:
             except MlflowException:
                 metrics = {}
         return ModelVersionInfo(
-            name=mv.name,
+            name=str(mv.name),
             version=str(mv.version),
             run_id=mv.run_id or None,
-            source=mv.source,
+            source=str(mv.source),
             tags=dict(mv.tags or {}),
             aliases=list(mv.aliases or []),
             metrics=metrics,
@@ -477,20 +537,80 @@ class ModelRegistry:
         ref = str(version_or_alias)
         return f"models:/{model_name}/{ref}" if ref.isdigit() else f"models:/{model_name}@{ref}"
 
-    def load_model(self, model_name: str, version_or_alias: str):
-        """Load a registered version (``"3"``) or alias (``"champion"``) as an MLflow pyfunc model."""
-        import mlflow.pyfunc
+    # ----------------------------------------------------------------- verified loading
+    def _model_version(self, model_name: str, version_or_alias: str) -> Any:
+        from mlflow.exceptions import MlflowException
 
-        with _fluent_tracking_uri(self.tracking_uri):
-            return mlflow.pyfunc.load_model(self.model_uri(model_name, version_or_alias))
+        ref = str(version_or_alias)
+        if not ref.isdigit():
+            mv = self._by_alias(model_name, ref)
+            if mv is None:
+                raise RegistryError(f"{model_name} has no version with alias {ref!r}")
+            return mv
+        try:
+            return self.client.get_model_version(model_name, ref)
+        except MlflowException as exc:
+            raise RegistryError(f"model version {model_name}/{ref} not found: {exc.message}") from exc
 
-    def load_run_model(self, run_id: str):
-        """Load the model a training run logged (before or without registration) as a pyfunc model."""
-        import mlflow.pyfunc
+    def model_sha256(self, model_name: str, version_or_alias: str) -> str | None:
+        """The digest recorded on a version (tag ``mlops.model_sha256``), or None when it has none."""
+        return dict(self._model_version(model_name, version_or_alias).tags or {}).get(MODEL_SHA256_TAG)
 
+    def fetch_verified_model(self, model_name: str, version_or_alias: str, dest: Path | str) -> Path:
+        """Download a registered version (``"3"``) or alias (``"champion"``) into ``dest`` and verify it.
+
+        The expected digest is the version's ``mlops.model_sha256`` tag in the tracking database.
+        Returns the verified folder (load it with ``model_integrity.load_verified_model`` or serve
+        it); raises ``ModelIntegrityError`` naming the version, both digests and what to do when
+        the files were changed or the format is refused.
+        """
+        return self._fetch_version(self._model_version(model_name, version_or_alias), dest)
+
+    def _fetch_version(self, mv: Any, dest: Path | str) -> Path:
+        download_uri = self.client.get_model_version_download_uri(mv.name, str(mv.version))
+        return fetch_verified_model(
+            str(download_uri),
+            dict(mv.tags or {}).get(MODEL_SHA256_TAG),
+            dest,
+            tracking_uri=self.tracking_uri,
+            label=f"{mv.name} version {mv.version}",
+        )
+
+    def fetch_verified_run_model(self, run_id: str, dest: Path | str) -> Path:
+        """Download the model a training run logged into ``dest`` and verify it against the run's digest tag."""
+        expected = self.run_tags(run_id).get(MODEL_SHA256_TAG)
         model_id = self._run_model_id(run_id)
-        with _fluent_tracking_uri(self.tracking_uri):
-            return mlflow.pyfunc.load_model(f"models:/{model_id}")
+        location = self.client.get_logged_model(model_id).artifact_location
+        return fetch_verified_model(
+            str(location), expected, dest, tracking_uri=self.tracking_uri, label=f"the model of run {run_id}"
+        )
+
+    def verify_model(self, model_name: str, version_or_alias: str) -> str:
+        """Check a version's files against its recorded digest and format; return the digest.
+
+        Raises ``ModelIntegrityError`` like :meth:`fetch_verified_model`; nothing is kept.
+        """
+        mv = self._model_version(model_name, version_or_alias)
+        with tempfile.TemporaryDirectory(prefix="mlops-verify-") as tmp:
+            self._fetch_version(mv, Path(tmp) / "model")
+        return str(mv.tags[MODEL_SHA256_TAG])
+
+    def load_model(self, model_name: str, version_or_alias: str) -> Any:
+        """Load a registered version (``"3"``) or alias (``"champion"``) as an MLflow pyfunc model.
+
+        Verified first (:meth:`fetch_verified_model`); the pickle formats are never loaded.
+        """
+        from mlops_core.model_integrity import load_verified_model
+
+        with tempfile.TemporaryDirectory(prefix="mlops-model-") as tmp:
+            return load_verified_model(self.fetch_verified_model(model_name, version_or_alias, Path(tmp) / "model"))
+
+    def load_run_model(self, run_id: str) -> Any:
+        """Load the model a training run logged (before or without registration) as a pyfunc model, verified."""
+        from mlops_core.model_integrity import load_verified_model
+
+        with tempfile.TemporaryDirectory(prefix="mlops-model-") as tmp:
+            return load_verified_model(self.fetch_verified_run_model(run_id, Path(tmp) / "model"))
 
     def run_tags(self, run_id: str) -> dict[str, str]:
         """The tags of a run (raises ``RegistryError`` for an unknown run id)."""
@@ -515,24 +635,26 @@ def model_requirements(packages: tuple[str, ...] = MODEL_REQUIREMENTS) -> list[s
     return pinned
 
 
-def _pandas_dataset(df, source: str, name: str, digest: str, targets: str | None):
+def _pandas_dataset(df: pd.DataFrame, source: str, name: str, digest: str, targets: str | None) -> Any:
     """``mlflow.data.from_pandas`` with our own digest; sources MLflow cannot resolve are kept as tags."""
-    import mlflow.data
+    from mlflow.data.pandas_dataset import from_pandas
     from mlflow.exceptions import MlflowException
 
     with warnings.catch_warnings():
         # "can be interpreted in multiple ways": harmless for local paths.
         warnings.simplefilter("ignore")
         try:
-            return mlflow.data.from_pandas(df, source=source, name=name, digest=digest, targets=targets)
+            return from_pandas(df, source=source, name=name, digest=digest, targets=targets)
         except MlflowException:
             from mlflow.data.code_dataset_source import CodeDatasetSource
 
             kept = CodeDatasetSource(tags={"mlops.dataset_source": source})
-            return mlflow.data.from_pandas(df, source=kept, name=name, digest=digest, targets=targets)
+            return from_pandas(df, source=kept, name=name, digest=digest, targets=targets)
 
 
-def _log_local_artifact(log_file, log_dir, path: Path, artifact_path: str) -> None:
+def _log_local_artifact(
+    log_file: Callable[..., Any], log_dir: Callable[..., Any], path: Path, artifact_path: str
+) -> None:
     """Log ``path`` so that it is ``artifact_path`` in the run (a file is renamed when needed)."""
     import shutil
     import tempfile

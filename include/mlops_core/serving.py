@@ -1,10 +1,16 @@
 """Local serving target: one MLflow scoring server on ``host:port``, managed through a state folder.
 
-:class:`LocalModelServer` runs ``python -m mlflow models serve -m <model uri> --env-manager local``
-as a detached process group and keeps what it did in ``state_dir``:
+:class:`LocalModelServer` never hands a registry URI to MLflow's server. It first downloads the
+version into ``state_dir/models/`` and verifies it (``mlops_core.model_integrity``: the digest
+recorded in the tracking database when the model was logged, skops only, our trusted types), then
+runs ``python -m mlflow models serve -m <that folder> --env-manager local`` as a detached process
+group. The server's environment is an allow-list (``mlops_core.child_env``: none of Airflow's
+secrets) plus ``MLFLOW_ALLOW_PICKLE_DESERIALIZATION=false``; the verified folder loads through our
+own loader, which that flag does not block. A version that fails verification is refused before
+the live server is touched. What it did is kept in ``state_dir``:
 
-- ``deployment.json`` -- what is live: model URI and version, pid, port, URL, start time (written
-  atomically, only after the server answered ``/ping``);
+- ``deployment.json`` -- what is live: model URI and version, the served folder and its digest,
+  pid, port, URL, start time (written atomically, only after the server answered ``/ping``);
 - ``starting.json`` -- a server being started, so a crash mid-start leaves nothing unaccounted for;
 - ``history.jsonl`` -- every deploy / restore / stop, newest last (what :meth:`rollback` reads);
 - ``server-<version>.log`` -- the server's output; its tail is part of every startup error.
@@ -34,9 +40,9 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -45,6 +51,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mlops_core.atomic_files import write_atomic
+from mlops_core.child_env import child_environment
+from mlops_core.model_integrity import fetch_verified_model, parse_model_uri, registered_model_sha256
+from mlops_core.ports import port_is_free
+
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
@@ -52,6 +63,7 @@ DEPLOYMENT_FILE = "deployment.json"
 STARTING_FILE = "starting.json"
 HISTORY_FILE = "history.jsonl"
 LOCK_FILE = ".lock"
+MODELS_DIR = "models"  # verified copies of the served versions
 
 
 class ServingError(RuntimeError):
@@ -59,7 +71,8 @@ class ServingError(RuntimeError):
 
 
 class DeploymentFailed(ServingError):
-    """The model server did not come up; the message holds the tail of its log."""
+    """A deployment did not complete: the server did not come up (the message holds its log's tail),
+    the model was refused, or the deploy stage could not deploy, smoke-test or verify it."""
 
 
 class PortInUseError(ServingError):
@@ -72,6 +85,8 @@ class SmokeTestFailed(ServingError):
 
 @dataclass(frozen=True)
 class Deployment:
+    """What one server process serves: ``model_uri`` as asked, ``model_path`` the verified folder it loads."""
+
     model_uri: str
     model_version: str
     pid: int
@@ -80,13 +95,17 @@ class Deployment:
     url: str
     started_at: str
     log_path: str
+    model_path: str = ""  # empty in records written before verified serving
+    model_sha256: str = ""
 
     def to_dict(self) -> dict[str, Any]:
+        """The record as JSON-ready values (``deployment.json``, history entries)."""
         return asdict(self)
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> Deployment:
-        return cls(**{k: raw[k] for k in cls.__dataclass_fields__})
+        """A record read back; fields with defaults may be missing (older records)."""
+        return cls(**{k: raw[k] for k in cls.__dataclass_fields__ if k in raw})
 
 
 def _now() -> str:
@@ -94,18 +113,15 @@ def _now() -> str:
 
 
 def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True), encoding="utf-8")
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(data, indent=2, sort_keys=True))
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (FileNotFoundError, json.JSONDecodeError):
         return None
-    except json.JSONDecodeError:
-        return None
+    return raw if isinstance(raw, dict) else None
 
 
 def pid_alive(pid: int) -> bool:
@@ -149,17 +165,6 @@ def _is_model_server(pid: int, model_uri: str | None = None) -> bool:
     if "mlflow" not in argv or "serve" not in argv:
         return False
     return model_uri is None or model_uri in argv
-
-
-def port_is_free(host: str, port: int) -> bool:
-    """True when nothing listens on (or holds) ``host:port``."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return False
-    return True
 
 
 def _http(method: str, url: str, body: bytes | None = None, timeout: float = 5.0) -> tuple[int, bytes]:
@@ -208,7 +213,8 @@ class LocalModelServer:
     :param state_dir: folder of this server's state (one per environment), created when needed.
     :param host: interface to bind (``127.0.0.1`` keeps it local).
     :param port: the stable serving port; every version is served at ``http://host:port``.
-    :param tracking_uri: MLflow tracking/registry URI, so ``models:/`` URIs resolve in the server.
+    :param tracking_uri: MLflow tracking/registry URI: where ``models:/`` URIs and their recorded
+        digests are looked up (by this object; the server process never talks to the registry).
     :param request_timeout: seconds the server allows one scoring request.
     """
 
@@ -268,7 +274,8 @@ class LocalModelServer:
         return out
 
     def _is_running(self, deployment: Deployment) -> bool:
-        return pid_alive(deployment.pid) and _is_model_server(deployment.pid, deployment.model_uri)
+        served = deployment.model_path or deployment.model_uri
+        return pid_alive(deployment.pid) and _is_model_server(deployment.pid, served)
 
     # ----------------------------------------------------------------- reading
     def current(self) -> dict[str, Any] | None:
@@ -279,24 +286,32 @@ class LocalModelServer:
         alive = self._is_running(deployment) and _ping(deployment.url)
         return {**deployment.to_dict(), "alive": alive}
 
-    def verify(self, expected_version: str) -> bool:
+    def verify(self, expected_version: str, expected_sha256: str | None = None) -> bool:
         """True when the live server is ``expected_version``: recorded, its process started for that
-        model URI, still running, and answering ``/ping``."""
+        model, still running, and answering ``/ping``; with ``expected_sha256``, also served from
+        files verified against that digest."""
         deployment = self._deployment()
         return (
             deployment is not None
             and deployment.model_version == str(expected_version)
+            and (expected_sha256 is None or deployment.model_sha256 == expected_sha256)
             and self._is_running(deployment)
             and _ping(deployment.url)
         )
 
     # ----------------------------------------------------------------- deploying
-    def deploy(self, model_uri: str, model_version: str, startup_timeout: int = 120) -> Deployment:
+    def deploy(
+        self, model_uri: str, model_version: str, startup_timeout: int = 120, *, expected_sha256: str | None = None
+    ) -> Deployment:
         """Serve ``model_uri`` (registry version ``model_version``) at :attr:`url`; see the module doc.
 
-        Raises :class:`PortInUseError` when another process holds the port, and
-        :class:`DeploymentFailed` (with the server log's tail) when the new server does not answer
-        ``/ping`` within ``startup_timeout`` seconds -- after restoring the previous deployment.
+        ``expected_sha256`` is the digest recorded for the version in the tracking database; when
+        None it is looked up there (``models:/<name>/<version>`` URIs). The version is downloaded
+        and verified first: ``ModelIntegrityError`` (files changed since logging, no recorded
+        digest, a pickle format) is raised before anything that serves now is touched. Raises
+        :class:`PortInUseError` when another process holds the port, and :class:`DeploymentFailed`
+        (with the server log's tail) when the new server does not answer ``/ping`` within
+        ``startup_timeout`` seconds -- after restoring the previous deployment.
         """
         model_version = str(model_version)
         with self._locked():
@@ -309,24 +324,29 @@ class LocalModelServer:
                 previous is not None
                 and previous.model_uri == model_uri
                 and previous.model_version == model_version
+                and (expected_sha256 is None or previous.model_sha256 == expected_sha256)
                 and _ping(previous.url)
             ):
                 return previous  # already live: a retry changes nothing
             self._stop_starting()
             if previous is None or previous.port != self.port:
                 self._require_free_port()  # before touching what serves now
+            served, digest = self._fetch_verified(model_uri, model_version, expected_sha256)
             if previous is not None:
                 self._terminate(previous.pid)
                 self._wait_port_free(timeout=15)
             try:
-                deployment = self._start(model_uri, model_version, startup_timeout)
+                deployment = self._start(model_uri, model_version, startup_timeout, served, digest)
             except DeploymentFailed as exc:
                 (self.state_dir / DEPLOYMENT_FILE).unlink(missing_ok=True)
+                self._prune_models(keep=None)
                 if previous is None:
                     raise
                 try:
-                    restored = self._start(previous.model_uri, previous.model_version, startup_timeout)
-                except DeploymentFailed as again:
+                    served, digest = self._fetch_verified(previous.model_uri, previous.model_version, None)
+                    restored = self._start(previous.model_uri, previous.model_version, startup_timeout, served, digest)
+                except Exception as again:
+                    self._prune_models(keep=None)
                     self._record("stopped", previous, reason="restore failed")
                     raise DeploymentFailed(
                         f"{exc}\nRestoring the previous version {previous.model_version} also failed; "
@@ -338,6 +358,37 @@ class LocalModelServer:
                 ) from exc
             self._commit(deployment, "deployed")
             return deployment
+
+    def _fetch_verified(self, model_uri: str, model_version: str, expected_sha256: str | None) -> tuple[str, str]:
+        """Download and verify ``model_uri`` into a fresh folder under ``models/``; ``(folder, digest)``.
+
+        Without ``expected_sha256`` the digest recorded on the version in the registry is used.
+        """
+        label = f"{model_uri} (version {model_version})"
+        if model_uri.startswith("models:/"):
+            name, version, _alias = parse_model_uri(model_uri)
+            label = f"{name} version {version or model_version}"
+        if expected_sha256 is None:
+            expected_sha256 = registered_model_sha256(model_uri, self.tracking_uri)
+        models = self.state_dir / MODELS_DIR
+        models.mkdir(parents=True, exist_ok=True)
+        dest = Path(tempfile.mkdtemp(prefix=f"v{model_version}-", dir=models))
+        try:
+            folder = fetch_verified_model(model_uri, expected_sha256, dest, tracking_uri=self.tracking_uri, label=label)
+        except BaseException:
+            shutil.rmtree(dest, ignore_errors=True)
+            raise
+        return str(folder), expected_sha256
+
+    def _prune_models(self, keep: Deployment | None) -> None:
+        """Remove the verified copies under ``models/`` except the one ``keep`` serves."""
+        models = self.state_dir / MODELS_DIR
+        if not models.is_dir():
+            return
+        kept = Path(keep.model_path).resolve() if keep is not None and keep.model_path else None
+        for folder in models.iterdir():
+            if kept is None or not kept.is_relative_to(folder.resolve()):
+                shutil.rmtree(folder, ignore_errors=True)
 
     def rollback(self, startup_timeout: int = 120) -> Deployment | None:
         """Redeploy the version that was live before the current one (from the history); None if none."""
@@ -352,6 +403,7 @@ class LocalModelServer:
         _write_json_atomic(self.state_dir / DEPLOYMENT_FILE, deployment.to_dict())
         (self.state_dir / STARTING_FILE).unlink(missing_ok=True)
         self._record(event, deployment)
+        self._prune_models(keep=deployment)
 
     def _require_free_port(self) -> None:
         if not port_is_free(self.host, self.port):
@@ -368,7 +420,7 @@ class LocalModelServer:
                 self._require_free_port()
             time.sleep(0.2)
 
-    def _command(self, model_uri: str) -> list[str]:
+    def _command(self, model_path: str) -> list[str]:
         return [
             sys.executable,
             "-m",
@@ -376,7 +428,7 @@ class LocalModelServer:
             "models",
             "serve",
             "-m",
-            model_uri,
+            model_path,
             "--env-manager",
             "local",
             "-h",
@@ -389,28 +441,42 @@ class LocalModelServer:
             str(self.request_timeout),
         ]
 
-    def _start(self, model_uri: str, model_version: str, startup_timeout: int) -> Deployment:
+    def _environment(self, tmp_dir: Path) -> dict[str, str]:
+        """The server's environment: the allow-list of ``child_env`` (no Airflow secrets) plus what it needs."""
+        from mlflow.environment_variables import MLFLOW_ALLOW_PICKLE_DESERIALIZATION
+
+        return child_environment(
+            extra={
+                # `mlflow models serve --env-manager local` runs `uvicorn` by name through bash: put the
+                # interpreter's own bin folder first so it is the uvicorn of this environment.
+                "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", os.defpath)]),
+                # Temporary files of the CLI and the server stay in the state folder (removed by stop()).
+                "TMPDIR": str(tmp_dir),
+                "PYTHONUNBUFFERED": "1",
+                # Defence in depth: no mlflow.sklearn load at all in the server (MLflow 3.17 gates
+                # every sklearn format, skops included, behind it); our verified loader is not gated.
+                MLFLOW_ALLOW_PICKLE_DESERIALIZATION.name: "false",
+            }
+        )
+
+    def _start(
+        self, model_uri: str, model_version: str, startup_timeout: int, model_path: str, model_sha256: str
+    ) -> Deployment:
+        """Start a server for the verified folder ``model_path`` and wait for ``/ping``."""
         log_path = self.state_dir / f"server-{model_version}.log"
         tmp_dir = self.state_dir / "tmp" / f"v{model_version}"
         shutil.rmtree(tmp_dir, ignore_errors=True)
         tmp_dir.mkdir(parents=True)
-        env = dict(os.environ)
-        env.update(
-            MLFLOW_TRACKING_URI=self.tracking_uri,
-            MLFLOW_REGISTRY_URI=self.tracking_uri,
-            # `mlflow models serve --env-manager local` runs `uvicorn` by name through bash: put the
-            # interpreter's own bin folder first so it is the uvicorn of this environment.
-            PATH=os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")]),
-            # The CLI downloads the model to a temporary folder that it never deletes: keep it here.
-            TMPDIR=str(tmp_dir),
-            PYTHONUNBUFFERED="1",
-        )
+        env = self._environment(tmp_dir)
         with open(log_path, "a", encoding="utf-8") as log:
-            log.write(f"--- {_now()} starting {model_uri} (version {model_version}) on {self.url}\n")
+            log.write(
+                f"--- {_now()} starting {model_uri} (version {model_version}, verified sha256 {model_sha256}, "
+                f"served from {model_path}) on {self.url}\n"
+            )
             log.flush()
             started = time.monotonic()
             proc = subprocess.Popen(
-                self._command(model_uri),
+                self._command(model_path),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -452,6 +518,8 @@ class LocalModelServer:
             url=self.url,
             started_at=_now(),
             log_path=str(log_path),
+            model_path=model_path,
+            model_sha256=model_sha256,
         )
 
     # ----------------------------------------------------------------- stopping
@@ -490,6 +558,7 @@ class LocalModelServer:
                 self._terminate(deployment.pid)
             (self.state_dir / DEPLOYMENT_FILE).unlink(missing_ok=True)
             shutil.rmtree(self.state_dir / "tmp", ignore_errors=True)
+            shutil.rmtree(self.state_dir / MODELS_DIR, ignore_errors=True)
             self._record("stopped", deployment)
             return deployment
 

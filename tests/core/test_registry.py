@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 from conftest import TOY_FEATURES, toy_frame, toy_pipeline
 
+from mlops_core.model_integrity import MODEL_SHA256_TAG, ModelIntegrityError, artifact_digest
 from mlops_core.registry import (
     CHAMPION_ALIAS,
     PREVIOUS_CHAMPION_ALIAS,
@@ -19,6 +20,7 @@ from mlops_core.registry import (
     ModelVersionInfo,
     RegistryError,
 )
+from tests.model_tampering import CANARY_TEXT, artifact_folder, swap_skops, tamper_to_pickle
 
 FEATURES = TOY_FEATURES
 DATASET_SOURCE = "/data/store/datasets/churn/versions/abc123"
@@ -301,3 +303,83 @@ def test_experiment_creation_is_idempotent(registry):
 def test_quotes_in_names_are_rejected(registry):
     with pytest.raises(ValueError, match="quotes"):
         registry.find_run("it's")
+
+
+# ----------------------------------------------------------------------------- model integrity
+def test_the_model_digest_is_recorded_on_the_run_and_travels_with_every_version(registry, run_id, tmp_path):
+    import mlflow.artifacts
+
+    model_id = registry.client.get_run(run_id).data.tags["mlops.model_id"]
+    location = registry.client.get_logged_model(model_id).artifact_location
+    digest = artifact_digest(mlflow.artifacts.download_artifacts(artifact_uri=location, dst_path=str(tmp_path)))
+    assert registry.run_tags(run_id)[MODEL_SHA256_TAG] == digest
+    version = registry.register(run_id, "dev.digest", {MODEL_SHA256_TAG: "0" * 64})  # a caller cannot override it
+    assert registry.version_info("dev.digest", version).tags.get(MODEL_SHA256_TAG) == digest
+    copied = registry.copy_to("dev.digest", version, "staging.digest")
+    assert registry.version_info("staging.digest", copied).tags[MODEL_SHA256_TAG] == digest
+    assert registry.verify_model("staging.digest", copied) == digest
+
+
+def test_a_run_without_a_recorded_digest_is_neither_registered_nor_loaded(registry, data):
+    import mlflow
+    import mlflow.sklearn
+
+    from mlops_core.registry import _fluent_tracking_uri
+
+    with _fluent_tracking_uri(registry.tracking_uri), mlflow.start_run(experiment_id=registry.experiment_id) as run:
+        mlflow.sklearn.log_model(
+            small_pipeline(data), name="model", serialization_format="skops", pip_requirements=["scikit-learn"]
+        )
+    with pytest.raises(RegistryError, match=f"has no {MODEL_SHA256_TAG} tag"):
+        registry.register(run.info.run_id, "dev.undigested")
+    with pytest.raises(ModelIntegrityError, match="has no recorded digest"):
+        registry.load_run_model(run.info.run_id)
+
+
+@pytest.fixture
+def tampered(registry, data, tmp_path, monkeypatch):
+    """A registered version whose MLmodel was switched to pickle, with a payload that writes a canary."""
+    import mlflow.pyfunc
+
+    run = log_run(registry, f"tampered-{tmp_path.name}", data)
+    version = registry.register(run, "dev.tampered")
+    folder = artifact_folder(registry, "dev.tampered", version)
+    canary = tmp_path / "canary"
+    recorded = registry.version_info("dev.tampered", version).tags.get(MODEL_SHA256_TAG)
+    tamper_to_pickle(folder, canary)
+    # Control: MLflow's own loader (what load_model used to call) runs the payload: the attack is real.
+    monkeypatch.setenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "true")
+    mlflow.pyfunc.load_model(str(folder))
+    assert canary.read_text() == CANARY_TEXT
+    canary.unlink()
+    return {"run_id": run, "version": version, "canary": canary, "recorded": recorded, "found": artifact_digest(folder)}
+
+
+def test_a_model_switched_to_pickle_is_refused_by_every_load(registry, tampered):
+    version, run_id = tampered["version"], tampered["run_id"]
+    registry.set_champion("dev.tampered", version)
+    loads = {
+        f"dev.tampered version {version}": lambda: registry.load_model("dev.tampered", version),
+        f"dev.tampered version {version} ": lambda: registry.load_model("dev.tampered", "champion"),
+        f"the model of run {run_id}": lambda: registry.load_run_model(run_id),
+    }
+    for label, load in loads.items():
+        with pytest.raises(ModelIntegrityError) as refused:
+            load()
+        message = str(refused.value)
+        assert message.startswith(label.strip() + ":")
+        assert f"expected sha256 {tampered['recorded']}, found {tampered['found']}" in message
+        assert "Re-register the model from a trusted training run" in message
+    with pytest.raises(ModelIntegrityError, match=f"dev.tampered version {version}"):
+        registry.verify_model("dev.tampered", version)
+    assert not tampered["canary"].exists()
+
+
+def test_a_model_with_another_models_skops_bytes_is_refused(registry, data, tmp_path):
+    first = registry.register(log_run(registry, "swap-1", data), "dev.swapped")
+    second = registry.register(log_run(registry, "swap-2", data.assign(churned=1 - data["churned"])), "dev.swapped")
+    swap_skops(artifact_folder(registry, "dev.swapped", first), artifact_folder(registry, "dev.swapped", second))
+    expected = registry.version_info("dev.swapped", first).tags.get(MODEL_SHA256_TAG)
+    with pytest.raises(ModelIntegrityError, match=f"dev.swapped version {first}: .*expected sha256 {expected}, found"):
+        registry.load_model("dev.swapped", first)
+    assert registry.load_model("dev.swapped", second) is not None  # the untouched version still loads

@@ -21,6 +21,8 @@ import pandas as pd
 import pytest
 from conftest import TOY_FEATURES, toy_frame, toy_pipeline
 
+from mlops_core.model_integrity import MODEL_SHA256_TAG, ModelIntegrityError
+from mlops_core.ports import free_port, port_is_free
 from mlops_core.registry import ModelRegistry
 from mlops_core.serving import (
     DEPLOYMENT_FILE,
@@ -31,17 +33,11 @@ from mlops_core.serving import (
     _group_alive,
     dataframe_split_payload,
     pid_alive,
-    port_is_free,
 )
+from tests.model_tampering import artifact_folder, swap_skops, tamper_to_pickle
 
 FEATURES = TOY_FEATURES
 MODEL = "dev.serve"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def frame(n: int = 80, seed: int = 1) -> pd.DataFrame:
@@ -59,25 +55,29 @@ def data() -> pd.DataFrame:
     return frame()
 
 
+def register_version(registry: ModelRegistry, data: pd.DataFrame, labels: pd.Series, run_name: str) -> str:
+    run_id = registry.log_training_run(
+        run_name=run_name,
+        model=pipeline(data[FEATURES], labels),
+        input_example=data[FEATURES].head(3),
+        params={},
+        metrics={},
+        tags={},
+        dataset_df=data,
+        dataset_name="churn",
+        dataset_digest=run_name,
+        dataset_source="/data/churn",
+    )
+    return registry.register(run_id, MODEL)
+
+
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory, data) -> ModelRegistry:
     """Version 1 predicts churn; version 2 (trained on flipped labels) predicts the opposite."""
     root = tmp_path_factory.mktemp("mlflow")
     registry = ModelRegistry(f"sqlite:///{root}/mlflow.db", root / "artifacts", "serving-tests")
     for i, labels in enumerate((data["churned"], 1 - data["churned"]), start=1):
-        run_id = registry.log_training_run(
-            run_name=f"serve-run-{i}",
-            model=pipeline(data[FEATURES], labels),
-            input_example=data[FEATURES].head(3),
-            params={},
-            metrics={},
-            tags={},
-            dataset_df=data,
-            dataset_name="churn",
-            dataset_digest=f"d{i}",
-            dataset_source="/data/churn",
-        )
-        assert registry.register(run_id, MODEL) == str(i)
+        assert register_version(registry, data, labels, f"serve-run-{i}") == str(i)
     return registry
 
 
@@ -174,6 +174,52 @@ def test_failing_smoke_test_raises_with_the_server_answer(server, data):
     assert server.verify("1") is True  # a bad request does not take the server down
 
 
+def test_a_tampered_version_is_refused_before_the_live_server_is_touched(server, registry, data, tmp_path):
+    live = server.current()
+    pickled = register_version(registry, data, data["churned"], "serve-run-pickled")
+    canary = tmp_path / "canary"
+    tamper_to_pickle(artifact_folder(registry, MODEL, pickled), canary)
+    swapped = register_version(registry, data, data["churned"], "serve-run-swapped")
+    swap_skops(artifact_folder(registry, MODEL, swapped), artifact_folder(registry, MODEL, "2"))
+    for version in (pickled, swapped):
+        expected = registry.version_info(MODEL, version).tags.get(MODEL_SHA256_TAG)
+        with pytest.raises(
+            ModelIntegrityError, match=f"{MODEL} version {version}: .*expected sha256 {expected}, found"
+        ):
+            server.deploy(uri(version), version)
+    assert not canary.exists()
+    assert server.current()["pid"] == live["pid"] and server.verify("1", live["model_sha256"])
+    assert [e["event"] for e in server.history()] == ["deployed"]  # nothing happened
+    # Only the live version's verified copy is on disk: a refused download leaves nothing behind.
+    assert list((server.state_dir / "models").iterdir()) == [Path(live["model_path"]).parent]
+
+
+def test_the_scoring_server_itself_refuses_pickle(registry, data, tmp_path):
+    """Defence in depth: were verification skipped, the server's own environment still refuses pickle."""
+
+    class UnverifiedServer(LocalModelServer):
+        """Simulates a verification bug: serves the artifact store's folder as it is."""
+
+        folder: str
+
+        def _fetch_verified(self, model_uri, model_version, expected_sha256):
+            return self.folder, "unverified"
+
+    version = register_version(registry, data, data["churned"], "serve-run-pickled-unverified")
+    folder = artifact_folder(registry, MODEL, version)
+    canary = tmp_path / "canary"
+    tamper_to_pickle(folder, canary)
+    srv = UnverifiedServer(tmp_path / "state", "127.0.0.1", free_port(), registry.tracking_uri)
+    srv.folder = str(folder)
+    try:
+        with pytest.raises(DeploymentFailed, match="exited with code") as failure:
+            srv.deploy(uri(version), version)
+        assert "MLFLOW_ALLOW_PICKLE_DESERIALIZATION" in str(failure.value)  # MLflow's refusal, from the log
+    finally:
+        srv.stop()
+    assert not canary.exists()
+
+
 def test_redeploy_switches_to_the_new_version(server, registry, data):
     old_pid = server.current()["pid"]
     deployment = server.deploy(uri("2"), "2")
@@ -242,9 +288,17 @@ HTTPServer((host, int(port)), Handler).serve_forever()
 
 
 class StandInServer(LocalModelServer):
-    """LocalModelServer whose process is the stand-in above instead of `mlflow models serve`."""
+    """LocalModelServer whose process is the stand-in above instead of `mlflow models serve`.
+
+    The stand-in "serves" the URI itself: there is no registry behind these URIs, so the download
+    and verification step (covered by the real-server tests and tests/core/test_model_integrity.py)
+    hands the URI through unchanged.
+    """
 
     script: Path
+
+    def _fetch_verified(self, model_uri: str, model_version: str, expected_sha256: str | None) -> tuple[str, str]:
+        return model_uri, ""
 
     def _command(self, model_uri: str) -> list[str]:
         return [

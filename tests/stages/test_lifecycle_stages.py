@@ -75,6 +75,7 @@ def test_initial_cycle_trains_and_serves_a_champion(lifecycle):
     assert initial["evaluation"]["promote"] is True
     assert initial["deploy"]["version"] == initial["evaluation"]["version"]
     assert initial["deploy"]["sample_prediction"] in (0, 1)
+    assert len(initial["deploy"]["model_sha256"]) == 64  # what is served was verified against this digest
     assert initial["ingest"]["rejected_rows"] == 3  # the three bad rows of the bad file
 
 
@@ -156,3 +157,43 @@ def test_failed_smoke_test_rolls_back_to_the_previous_champion(lifecycle, monkey
     assert registry.champion(name).version == live
     current = serving_backend(s).current()
     assert current["alive"] and str(current["model_version"]) == str(live)
+
+
+def test_a_tampered_champion_is_refused_by_monitor_evaluate_and_deploy(lifecycle, tmp_path):
+    """The champion's MLmodel is switched to pickle with a payload in the artifact store; nothing runs it."""
+    from mlops_core.backends import model_registry, serving_backend
+    from mlops_core.model_integrity import MODEL_SHA256_TAG, ModelIntegrityError
+    from mlops_core.stages import evaluate, monitor
+    from mlops_core.stages.deploy import DeploymentFailed, deploy_champion
+    from tests.model_tampering import artifact_folder, restored_afterwards, tamper_to_pickle
+
+    s = lifecycle["settings"]
+    registry = model_registry(s)
+    name = s.registered_model_name
+    live = registry.champion(name).version
+    cycles = [lifecycle["initial"], lifecycle["drift"]]
+    target = next(c["evaluation"]["version"] for c in cycles if c["evaluation"]["version"] != live)
+    untouched = next(c["candidate"] for c in cycles if c["evaluation"]["version"] == live)
+    live_pid = serving_backend(s).current()["pid"]
+    expected = registry.version_info(name, target).tags.get(MODEL_SHA256_TAG)
+    refused = f"{name} version {target}: .*expected sha256 {expected}, found [0-9a-f]{{64}}"
+    canary = tmp_path / "canary"
+    with restored_afterwards(artifact_folder(registry, name, target)) as folder:
+        tamper_to_pickle(folder, canary)
+        registry.set_champion(name, target, previous=live)
+        try:
+            with pytest.raises(ModelIntegrityError, match=refused):
+                monitor.check_for_retraining(s, [lifecycle["drift"]["ingest"]["version_id"]], run_key="tampered")
+            with pytest.raises(ModelIntegrityError, match=refused):
+                evaluate.evaluate_candidate(s, untouched)  # the champion is scored next to the challenger
+            with pytest.raises(
+                DeploymentFailed, match=f"ModelIntegrityError: {refused}.*rolled back to version {live}"
+            ):
+                deploy_champion(s, target)
+        finally:
+            if registry.champion(name).version != live:
+                registry.set_champion(name, live)
+    assert not canary.exists()
+    assert registry.champion(name).version == live
+    current = serving_backend(s).current()
+    assert current["alive"] and current["pid"] == live_pid  # the live server was never stopped

@@ -74,6 +74,8 @@ def check_for_retraining(
     baseline = _as_float(champion.tags.get(f"mlops.holdout_{primary}"))
     now = None
     if baseline is not None and len(current) >= m.min_rows:
+        # load_model verifies the champion's files against the digest recorded when it was logged
+        # (ModelIntegrityError stops the run: a changed artifact is never scored).
         now = _as_float(score_model(registry.load_model(name, champion.version), current, contract).get(primary))
     if baseline is not None and now is not None:
         sign = 1.0 if settings.evaluation.greater_is_better else -1.0
@@ -122,7 +124,7 @@ def check_for_retraining(
     }
 
 
-def _as_float(value) -> float | None:
+def _as_float(value: Any) -> float | None:
     """A finite float, or None (missing tag, metric not computable on these rows)."""
     try:
         f = float(value)

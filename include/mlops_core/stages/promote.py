@@ -1,8 +1,10 @@
 """Promote a champion from one environment to the next (dev -> staging -> prod).
 
 Each environment has its own registry namespace (``<env>.<model>``) and serving target. The
-version is copied (``copy_model_version``) with its lineage tags, then becomes ``@champion`` of
-the target namespace; the deploy stage of the target environment serves it. Whether a human
+version is copied (``copy_model_version``) with its lineage tags and the digest of its files
+recorded when it was logged; the copy is verified against that digest (a changed artifact stops
+the promotion before the alias moves), then becomes ``@champion`` of the target namespace; the
+deploy stage of the target environment serves it. Whether a human
 must approve first is ``promotion.require_approval`` of the *target* environment.
 """
 
@@ -43,6 +45,7 @@ def plan_promotion(from_env: str, version: str | None = None) -> dict[str, Any]:
 
 
 def copy_champion(plan: dict[str, Any]) -> dict[str, Any]:
+    """Copy the planned version into the target namespace, verify its files, make it ``@champion`` there."""
     target = load_settings(plan["to_env"])
     registry = model_registry(target)
     previous = registry.champion(plan["target_model"])
@@ -52,14 +55,16 @@ def copy_champion(plan: dict[str, Any]) -> dict[str, Any]:
         plan["target_model"],
         tags={"mlops.promoted_from": f"{plan['source_model']}/{plan['source_version']}"},
     )
+    digest = registry.verify_model(plan["target_model"], new_version)  # ModelIntegrityError: the alias stays
     registry.set_champion(plan["target_model"], new_version, previous=previous.version if previous else None)
     info = registry.version_info(plan["target_model"], new_version)
     log.info(
-        "Promoted %s/%s to %s version %s",
+        "Promoted %s/%s to %s version %s (sha256 %s verified)",
         plan["source_model"],
         plan["source_version"],
         plan["target_model"],
         new_version,
+        digest,
     )
     return {
         "env": plan["to_env"],

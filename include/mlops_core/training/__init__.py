@@ -22,6 +22,7 @@ _EXPORTS = {
     "coerce_hyperparameter": "model",
     "compute_metrics": "model",
     "load_model": "model",
+    "load_skops_pipeline": "model",
     "model_features": "model",
     "prepare_features": "model",
     "prepare_target": "model",

@@ -32,7 +32,6 @@ import os
 import platform
 import shutil
 import sys
-import tempfile
 import traceback
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -40,6 +39,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mlops_core.atomic_files import write_atomic
 from mlops_core.contract import DatasetContract
 
 if TYPE_CHECKING:  # pandas and scikit-learn load at run time: a bad job fails fast, before heavy imports
@@ -216,14 +216,6 @@ def _json_scalar(value: Any) -> Any:
     return value.item() if hasattr(value, "item") else value
 
 
-def _write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
-
-
 def run_training(
     ml_root: str | Path | None = None,
     *,
@@ -300,6 +292,7 @@ def run_training(
 
     import skops.io
 
+    untrusted_types = sorted(skops.io.get_untrusted_types(data=skops.io.dumps(pipeline)))
     meta = {
         "format_version": META_FORMAT_VERSION,
         "contract": contract.to_dict(),
@@ -315,13 +308,13 @@ def run_training(
         "evaluated_on": evaluated_on,
         "metrics": metrics,
         "library_versions": _library_versions(),
-        "skops_trusted_types": sorted(skops.io.get_untrusted_types(data=skops.io.dumps(pipeline))),
+        "skops_trusted_types": untrusted_types,
     }
-    unexpected = sorted(set(meta["skops_trusted_types"]) - set(SKOPS_TRUSTED_TYPES))
+    unexpected = sorted(set(untrusted_types) - set(SKOPS_TRUSTED_TYPES))
     if unexpected:  # would make the model unloadable: fail here, not at registration
         raise RuntimeError(f"the fitted model references types outside SKOPS_TRUSTED_TYPES: {unexpected}")
     save_model(pipeline, paths.model, meta)
-    _write_text(paths.output_data / METRICS_FILE, json.dumps(metrics, indent=2, sort_keys=True))
+    write_atomic(paths.output_data / METRICS_FILE, json.dumps(metrics, indent=2, sort_keys=True))
     for name, value in sorted(metrics.items()):
         print(f"METRIC {name}={value:.10g}", flush=True)
     log.info("model written to %s, metrics to %s", paths.model, paths.output_data / METRICS_FILE)
@@ -335,10 +328,7 @@ def _sagemaker_string(value: Any) -> str:
 
 
 def _write_parquet(df: pd.DataFrame, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    df.to_parquet(tmp, index=False)
-    os.replace(tmp, path)
+    write_atomic(path, df.to_parquet(index=False), mode=0o644)
 
 
 def prepare_ml_root(
@@ -387,7 +377,7 @@ def prepare_ml_root(
             too_long,
             SAGEMAKER_MAX_HYPERPARAMETER_CHARS,
         )
-    _write_text(paths.hyperparameters, json.dumps(strings, indent=2, sort_keys=True))
+    write_atomic(paths.hyperparameters, json.dumps(strings, indent=2, sort_keys=True))
     log.info(
         "laid out %s: %s train rows, %s test rows", paths.root, len(train_df), 0 if test_df is None else len(test_df)
     )
@@ -411,7 +401,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _write_failure(path: Path, message: str) -> None:
     try:
-        _write_text(path, message + "\n")
+        write_atomic(path, message + "\n")
     except OSError as exc:  # e.g. no writable /opt/ml on Azure ML: the exit code and stderr still tell
         log.warning("could not write the failure reason to %s: %s", path, exc)
 

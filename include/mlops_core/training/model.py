@@ -16,8 +16,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -37,6 +35,7 @@ from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
 
+from mlops_core.atomic_files import write_atomic
 from mlops_core.contract import DatasetContract
 
 log = logging.getLogger(__name__)
@@ -68,8 +67,8 @@ ALGORITHMS: dict[str, tuple[str, ...]] = {task: tuple(algos) for task, algos in 
 #: rejected until someone reviews it and adds it here. ``numpy.dtype`` comes from the one-hot
 #: encoder's ``dtype`` parameter; ``Tree`` (random forest) and ``TreePredictor`` (hist gradient
 #: boosting) are fitted trees, which skops does not trust by default because a crafted file can
-#: hold out-of-bounds node indices; we trust them because our models come from our own training
-#: job and artifact store, never from users.
+#: hold out-of-bounds node indices; we trust them because a model is only loaded after its files
+#: match the digest recorded when our own training job logged it (``mlops_core.model_integrity``).
 SKOPS_TRUSTED_TYPES: list[str] = [
     "mlops_core.training.model.cast_features",
     "numpy.dtype",
@@ -430,18 +429,6 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_model(pipeline: Pipeline, model_dir: str | Path, meta: Mapping[str, Any]) -> Path:
     """Write ``model.skops`` (skops, no pickle) and ``model_meta.json`` into ``model_dir``.
 
@@ -452,9 +439,8 @@ def save_model(pipeline: Pipeline, model_dir: str | Path, meta: Mapping[str, Any
 
     model_dir = Path(model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
-    _atomic_write(model_dir / MODEL_FILE, skops.io.dumps(pipeline))
-    blob = json.dumps(dict(meta), indent=2, sort_keys=True, default=_json_default)
-    _atomic_write(model_dir / META_FILE, blob.encode("utf-8"))
+    write_atomic(model_dir / MODEL_FILE, skops.io.dumps(pipeline))
+    write_atomic(model_dir / META_FILE, json.dumps(dict(meta), indent=2, sort_keys=True, default=_json_default))
     log.info("saved model to %s (%s, %s)", model_dir, MODEL_FILE, META_FILE)
     return model_dir
 
@@ -473,15 +459,25 @@ def check_trusted_types(untrusted: Sequence[str], where: str = "model") -> list[
 
 def load_model(model_dir: str | Path) -> tuple[Pipeline, dict[str, Any]]:
     """Load ``(pipeline, meta)`` saved by ``save_model``, trusting only ``SKOPS_TRUSTED_TYPES``."""
-    import skops.io
-
     model_dir = Path(model_dir)
     model_path, meta_path = model_dir / MODEL_FILE, model_dir / META_FILE
     for path in (model_path, meta_path):
         if not path.is_file():
             raise FileNotFoundError(f"{path} not found; is {model_dir} a directory written by save_model?")
-    data = model_path.read_bytes()
-    trusted = check_trusted_types(skops.io.get_untrusted_types(data=data), where=str(model_path))
-    pipeline = skops.io.loads(data, trusted=trusted)
+    pipeline = load_skops_pipeline(model_path)
     meta = json.loads(meta_path.read_text(encoding="utf-8"))
     return pipeline, meta
+
+
+def load_skops_pipeline(path: str | Path) -> Pipeline:
+    """Load one skops file, trusting only ``SKOPS_TRUSTED_TYPES`` (``UntrustedModelError`` otherwise).
+
+    The one way this project turns model bytes into an object: the trust list comes from this
+    module, never from the file or from metadata next to it.
+    """
+    import skops.io
+
+    data = Path(path).read_bytes()
+    trusted = check_trusted_types(skops.io.get_untrusted_types(data=data), where=str(path))
+    pipeline: Pipeline = skops.io.loads(data, trusted=trusted)
+    return pipeline

@@ -1,0 +1,124 @@
+"""Children never see Airflow's secrets: the environment of a real training job and a real model server.
+
+The parent (this test process, standing in for an Airflow task) carries the secrets an Airflow
+worker has; every process the child starts is read through ``/proc/<pid>/environ`` while it runs.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from conftest import TOY_FEATURES, toy_frame, toy_pipeline
+
+from mlops_core.backends import LocalSubprocessCompute
+from mlops_core.ports import free_port
+from mlops_core.registry import ModelRegistry
+from mlops_core.serving import LocalModelServer
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/<pid>/environ")
+
+SECRETS = {
+    "AIRFLOW__API_AUTH__JWT_SECRET": "jwt-signing-secret-0123456789",
+    "AIRFLOW__CORE__FERNET_KEY": "fernet-key-0123456789abcdefghijklmnopqrstuvw=",
+    "AIRFLOW__API__SECRET_KEY": "api-secret-key-0123456789",
+    "AIRFLOW_CONN_X": "postgresql://u:pw-0123456789@h/db",
+}
+
+
+@pytest.fixture
+def airflow_secrets(monkeypatch):
+    for name, value in SECRETS.items():
+        monkeypatch.setenv(name, value)
+    return SECRETS
+
+
+def process_group(leader: int) -> list[int]:
+    """The live processes of the process group ``leader`` leads (the child and everything it started)."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if fields[2] == str(leader) and fields[0] not in ("Z", "X"):
+            members.append(int(entry.name))
+    return members
+
+
+def environ(pid: int) -> dict[str, str] | None:
+    try:
+        raw = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:  # gone already
+        return None
+    return dict(item.split("=", 1) for item in raw.decode(errors="replace").split("\0") if "=" in item)
+
+
+def assert_no_secrets(environments: dict[int, dict[str, str]]) -> None:
+    assert environments, "no child process was observed"
+    for pid, env in environments.items():
+        leaked = sorted(name for name in env if name in SECRETS or name.startswith(("AIRFLOW__", "AIRFLOW_CONN_")))
+        assert leaked == [], f"pid {pid} sees {leaked}"
+        values = [name for name, value in env.items() if any(secret in value for secret in SECRETS.values())]
+        assert values == [], f"pid {pid} has secret values in {values}"
+
+
+def test_training_job_sees_no_airflow_secrets(airflow_secrets, tmp_path, churn):
+    from mlops_core.demo_data import generate_day
+    from mlops_core.training.entrypoint import prepare_ml_root
+
+    prepare_ml_root(tmp_path, generate_day(0, rows=200), None, churn, "logistic_regression", {})
+    compute = LocalSubprocessCompute()
+    seen: dict[int, dict[str, str]] = {}
+    results = []
+    job = threading.Thread(target=lambda: results.append(compute.run("job-secrets", tmp_path, 120)))
+    job.start()
+    while job.is_alive():
+        proc = compute._procs.get("job-secrets")
+        if proc is not None:
+            for pid in process_group(proc.pid):
+                env = environ(pid)
+                if env is not None:
+                    seen[pid] = env
+        time.sleep(0.02)
+    job.join()
+    assert results[0].status == "Completed", results[0]
+    assert_no_secrets(seen)
+    assert all(env.get("PYTHONUNBUFFERED") == "1" for env in seen.values())
+
+
+def test_model_server_sees_no_airflow_secrets(airflow_secrets, tmp_path):
+    df = toy_frame(60, 5)
+    df["churned"] = (df["tenure"] < 40).astype(int)
+    registry = ModelRegistry(f"sqlite:///{tmp_path}/mlflow.db", tmp_path / "artifacts", "secrets")
+    run_id = registry.log_training_run(
+        run_name="secrets-run",
+        model=toy_pipeline(df[TOY_FEATURES], df["churned"]),
+        input_example=df[TOY_FEATURES].head(3),
+        params={},
+        metrics={},
+        tags={},
+        dataset_df=df,
+        dataset_name="churn",
+        dataset_digest="d",
+        dataset_source="/data/churn",
+    )
+    version = registry.register(run_id, "dev.secrets")
+    server = LocalModelServer(tmp_path / "serving", "127.0.0.1", free_port(), registry.tracking_uri)
+    try:
+        deployment = server.deploy(registry.model_uri("dev.secrets", version), version)
+        group = {pid: environ(pid) for pid in process_group(deployment.pid)}
+        seen = {pid: env for pid, env in group.items() if env is not None}
+        assert len(seen) >= 2, seen.keys()  # the MLflow CLI and the uvicorn server it started
+        assert_no_secrets(seen)
+        for env in seen.values():
+            assert env["MLFLOW_ALLOW_PICKLE_DESERIALIZATION"] == "false"
+            assert "MLFLOW_TRACKING_URI" not in env  # it serves a verified local folder, never the registry
+        assert server.smoke_test(df[TOY_FEATURES].head(3))["predictions"]
+    finally:
+        server.stop()
