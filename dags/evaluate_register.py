@@ -5,16 +5,21 @@ Triggered by **model_candidate**. Scores the challenger and the current `@champi
 challenger's held-out rows, registers the challenger in the environment's namespace
 (`<env>.<model>`) with lineage tags (dataset versions, MLflow run, git commit), and moves the
 `@champion` alias to it only if it passes every absolute threshold (`evaluation.thresholds`) and
-beats the champion by at least `evaluation.min_improvement`. Emits **champion_model** on promotion.
+beats the champion by at least `evaluation.min_improvement`; where the environment sets
+`promotion.require_approval` (prod), a human approves first in the UI (Required actions), with the
+scores of both models in front of them. Only runs trained in the same environment are evaluated:
+models reach later environments through `promote`. Emits **model_evaluation** for every decision
+(the run's note says it too) and **champion_model** when the alias moves.
 """
 
 from __future__ import annotations
 
 from datetime import timedelta
 
+from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk import Param, dag, task
 
-from mlops_airflow.assets import CHAMPION, MODEL_CANDIDATE
+from mlops_airflow.assets import CHAMPION, EVALUATION, MODEL_CANDIDATE
 from mlops_airflow.dag_defaults import DEFAULT_ARGS, START_DATE, env_param
 
 
@@ -45,37 +50,71 @@ from mlops_airflow.dag_defaults import DEFAULT_ARGS, START_DATE, env_param
     },
 )
 def evaluate_register():
-    @task(execution_timeout=timedelta(minutes=20))
+    @task(outlets=[EVALUATION], execution_timeout=timedelta(minutes=20))
     def evaluate(**context) -> dict:
-        from mlops_airflow.runtime import settings_for, triggering_extras
+        import os
+
+        from mlops_airflow.run_notes import record_note
+        from mlops_airflow.runtime import fail_fast, settings_for, triggering_extras
+        from mlops_core.errors import PermanentError
+        from mlops_core.outcomes import evaluation_approval_text, evaluation_outcome
         from mlops_core.stages.evaluate import candidate_from_run, evaluate_candidate
 
-        settings = settings_for(context)
-        params = context["params"]
-        candidates = triggering_extras(context, MODEL_CANDIDATE)
-        if params.get("mlflow_run_id"):
-            candidate = candidate_from_run(settings, params["mlflow_run_id"])
-        elif candidates:
-            candidate = candidates[-1]  # several queued events: the newest candidate wins
-        else:
-            raise ValueError("no triggering model_candidate event: trigger with the 'MLflow run id' param")
-        return evaluate_candidate(settings, candidate, min_improvement=params.get("min_improvement"))
+        with fail_fast():
+            settings = settings_for(context)
+            params = context["params"]
+            candidates = triggering_extras(context, MODEL_CANDIDATE)
+            if params.get("mlflow_run_id"):
+                candidate = candidate_from_run(settings, params["mlflow_run_id"])
+            elif candidates:
+                candidate = candidates[-1]  # several queued events: the newest candidate wins
+            else:
+                raise PermanentError("no triggering model_candidate event: trigger with the 'MLflow run id' param")
+            evaluation = evaluate_candidate(settings, candidate, min_improvement=params.get("min_improvement"))
+        evaluation["approval_text"] = evaluation_approval_text(evaluation, os.environ.get("MLFLOW_UI_URL"))
+        record_note(context, evaluation_outcome(evaluation))
+        context["outlet_events"][EVALUATION].extra = {k: v for k, v in evaluation.items() if k != "approval_text"}
+        return evaluation
 
-    @task.short_circuit
-    def passes_gate(evaluation: dict) -> bool:
-        return bool(evaluation["promote"])
+    @task.branch
+    def route(evaluation: dict) -> str | None:
+        """Gate passed: ask a human where the environment requires it. Gate failed: nothing more to do."""
+        if not evaluation["promote"]:
+            return None
+        return "approve_champion" if evaluation["requires_approval"] else "no_approval_required"
 
-    @task(outlets=[CHAMPION])
-    def promote(evaluation: dict, **context) -> dict:
-        from mlops_airflow.runtime import settings_for
+    approve_champion = ApprovalOperator(
+        task_id="approve_champion",
+        subject="Make {{ ti.xcom_pull(task_ids='evaluate')['model_name'] }} version "
+        "{{ ti.xcom_pull(task_ids='evaluate')['version'] }} the champion of "
+        "{{ ti.xcom_pull(task_ids='evaluate')['env'] }}?",
+        body="{{ ti.xcom_pull(task_ids='evaluate')['approval_text'] }}",
+        response_timeout=timedelta(days=3),
+    )
+
+    @task
+    def no_approval_required() -> None:
+        """The environment does not require approval (promotion.require_approval: false)."""
+
+    @task(outlets=[CHAMPION], trigger_rule="none_failed_min_one_success")
+    def promote(**context) -> dict:
+        from mlops_airflow.run_notes import record_note
+        from mlops_airflow.runtime import fail_fast, settings_for
         from mlops_core.stages.evaluate import promote_to_champion
 
-        champion = promote_to_champion(settings_for(context), evaluation)
+        # Read, not passed as an argument: an argument would make evaluate a direct upstream,
+        # and its success would run this task even when the gate or the approval said no.
+        evaluation = context["ti"].xcom_pull(task_ids="evaluate")
+        approval = context["ti"].xcom_pull(task_ids="approve_champion")
+        with fail_fast():
+            champion = promote_to_champion(settings_for(context), evaluation, approval=approval)
+        by = f" (approved by {champion['approved_by']})" if champion.get("approved_by") else ""
+        record_note(context, f"{champion['model_name']} v{champion['version']} is @champion{by}")
         context["outlet_events"][CHAMPION].extra = champion
         return champion
 
     evaluation = evaluate()
-    passes_gate(evaluation) >> promote(evaluation)
+    route(evaluation) >> [approve_champion, no_approval_required()] >> promote()
 
 
 evaluate_register()

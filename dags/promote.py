@@ -47,9 +47,16 @@ from mlops_airflow.dag_defaults import DEFAULT_ARGS, PROMOTABLE, START_DATE
 def promote():
     @task
     def plan(**context) -> dict:
+        import os
+
+        from mlops_airflow.runtime import fail_fast
+        from mlops_core.outcomes import promotion_approval_text
         from mlops_core.stages.promote import plan_promotion
 
-        return plan_promotion(context["params"]["from_env"], context["params"].get("version"))
+        with fail_fast():
+            plan = plan_promotion(context["params"]["from_env"], context["params"].get("version"))
+        plan["approval_text"] = promotion_approval_text(plan, os.environ.get("MLFLOW_UI_URL"))
+        return plan
 
     @task.branch
     def needs_approval(plan: dict) -> str:
@@ -60,8 +67,7 @@ def promote():
         subject="Promote {{ ti.xcom_pull(task_ids='plan')['source_model'] }} version "
         "{{ ti.xcom_pull(task_ids='plan')['source_version'] }} to "
         "{{ ti.xcom_pull(task_ids='plan')['to_env'] }}?",
-        body="The model becomes @champion of {{ ti.xcom_pull(task_ids='plan')['target_model'] }} "
-        "and is deployed there.",
+        body="{{ ti.xcom_pull(task_ids='plan')['approval_text'] }}",
         response_timeout=timedelta(days=3),
     )
 
@@ -70,15 +76,26 @@ def promote():
         """The target environment does not require approval (promotion.require_approval: false)."""
 
     @task(outlets=[CHAMPION], trigger_rule="none_failed_min_one_success")
-    def copy_champion(plan: dict, **context) -> dict:
+    def copy_champion(**context) -> dict:
+        from mlops_airflow.run_notes import record_note
+        from mlops_airflow.runtime import fail_fast
         from mlops_core.stages.promote import copy_champion as run
 
-        champion = run(plan)
+        # Read, not passed as an argument (plan would become a direct upstream whose success runs
+        # this task even after a rejection); copy_champion checks the approval itself.
+        plan = context["ti"].xcom_pull(task_ids="plan")
+        approval = context["ti"].xcom_pull(task_ids="approve_promotion")
+        with fail_fast():
+            champion = run(plan, approval=approval)
+        by = f", approved by {champion['approved_by']}" if champion.get("approved_by") else ""
+        record_note(
+            context,
+            f"{plan['source_model']} v{plan['source_version']} -> {champion['model_name']} v{champion['version']}{by}",
+        )
         context["outlet_events"][CHAMPION].extra = champion
         return champion
 
-    p = plan()
-    needs_approval(p) >> [approve_promotion, no_approval_required()] >> copy_champion(p)
+    needs_approval(plan()) >> [approve_promotion, no_approval_required()] >> copy_champion()
 
 
 promote()

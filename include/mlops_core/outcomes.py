@@ -91,3 +91,69 @@ def deploy_outcome(reports: Sequence[Mapping[str, Any]]) -> str:
         was = f" (was v{r['previous_version']})" if r.get("previous_version") else ""
         lines.append(f"{r.get('env')}: {r.get('model_name')} v{r.get('version')} live at {r.get('url')}{was}")
     return "; ".join(lines) or "nothing deployed"
+
+
+def _metric_rows(challenger: Mapping[str, Any], champion: Mapping[str, Any] | None) -> list[str]:
+    rows = ["| metric | candidate | current champion |", "|---|---|---|"]
+    for name in sorted(challenger):
+        mine, theirs = challenger.get(name), (champion or {}).get(name)
+        rows.append(f"| {name} | {_fmt(mine)} | {_fmt(theirs)} |")
+    return rows
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, int | float):
+        return f"{value:.4f}"
+    return "-" if value in (None, "") else str(value)
+
+
+def evaluation_approval_text(evaluation: Mapping[str, Any], mlflow_ui: str | None = None) -> str:
+    """What an approver reads before a new champion of an environment that requires approval."""
+    name, version = evaluation.get("model_name"), evaluation.get("version")
+    lines = [
+        (
+            f"**{name} version {version}** passed the promotion gate in **{evaluation.get('env')}**; "
+            f"approving makes it `@champion` there and the deploy DAG serves it."
+        ),
+        "",
+        "Scores on the same held-out rows:",
+        "",
+        *_metric_rows(evaluation.get("challenger_metrics") or {}, evaluation.get("champion_metrics")),
+        "",
+        f"Current champion: version {evaluation.get('champion_version') or '- (none)'}.",
+        f"Gate: {' '.join(str(r) for r in evaluation.get('reasons') or [])}",
+        f"MLflow run: `{evaluation.get('mlflow_run_id')}`.",
+    ]
+    if mlflow_ui:
+        lines.append(f"[Open in MLflow]({mlflow_ui.rstrip('/')}/#/models/{name}/versions/{version})")
+    return "\n".join(lines)
+
+
+def promotion_approval_text(plan: Mapping[str, Any], mlflow_ui: str | None = None) -> str:
+    """What an approver reads before a champion moves to the next environment."""
+    metric = plan.get("metric", "metric")
+    lines = [
+        (
+            f"Promote **{plan.get('source_model')} version {plan.get('source_version')}** to **{plan.get('to_env')}**: "
+            f"it becomes `@champion` of {plan.get('target_model')} and is deployed there."
+        ),
+        "",
+        f"| | version | held-out {metric} |",
+        "|---|---|---|",
+        f"| candidate ({plan.get('from_env')}) | {plan.get('source_version')} | {_fmt(plan.get('source_metric'))} |",
+        (
+            f"| current {plan.get('to_env')} champion | {plan.get('target_champion_version') or '- (none)'} "
+            f"| {_fmt(plan.get('target_champion_metric'))} |"
+        ),
+        "",
+        (
+            f"Trained on dataset versions {plan.get('source_dataset_versions') or '-'}; "
+            f"MLflow run `{plan.get('source_run_id')}`."
+        ),
+    ]
+    if mlflow_ui:
+        lines.append(
+            f"[Open in MLflow]({mlflow_ui.rstrip('/')}/#/models/{plan.get('source_model')}/versions/"
+            f"{plan.get('source_version')})"
+        )
+    return "\n".join(lines)

@@ -400,10 +400,11 @@ class ModelRegistry:
                     name=model_name, source=location, run_id=run_id, tags=all_tags, model_id=model_id
                 )
             version = mv.version
-        self._set_version_tags(model_name, version, all_tags)
+        self.set_version_tags(model_name, version, all_tags)
         return str(version)
 
-    def _set_version_tags(self, name: str, version: str, tags: dict[str, str]) -> None:
+    def set_version_tags(self, name: str, version: str, tags: dict[str, str]) -> None:
+        """Set tags on one model version (values become strings)."""
         for key, value in tags.items():
             self.client.set_model_version_tag(name, str(version), key, str(value))
 
@@ -437,7 +438,7 @@ class ModelRegistry:
                 warnings.simplefilter("ignore")
                 new_version = self.client.copy_model_version(f"models:/{src_name}/{version}", dst_name).version
         all_tags = {**{k: str(v) for k, v in (tags or {}).items()}, SOURCE_TAG: source, MODEL_SHA256_TAG: digest}
-        self._set_version_tags(dst_name, new_version, all_tags)
+        self.set_version_tags(dst_name, new_version, all_tags)
         return str(new_version)
 
     # ----------------------------------------------------------------- aliases

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections import Counter
 
 import pytest
@@ -159,3 +160,63 @@ def test_prod_champion_came_through_an_approval(client):
         for h in client.request("GET", f"/dags/promote/dagRuns/{r['dag_run_id']}/hitlDetails").get("hitl_details", [])
     ]
     assert any(h.get("chosen_options") == ["Approve"] for h in answered), answered
+
+
+def _wait_state(client, dag_id: str, run_id: str) -> str:
+    return client.wait_for_run(dag_id, run_id, timeout=300, raise_on_failure=False)
+
+
+def _prod_champion() -> str | None:
+    settings, registry = _registry("prod")
+    champion = registry.champion(settings.registered_model_name)
+    return champion.version if champion else None
+
+
+def test_a_dev_run_offered_to_prod_is_refused_at_once(client):
+    before = _prod_champion()
+    _, dev_registry = _registry("dev")
+    dev_run = dev_registry.champion("dev.churn").run_id
+    run_id = client.trigger("evaluate_register", conf={"env": "prod", "mlflow_run_id": dev_run})
+    assert _wait_state(client, "evaluate_register", run_id) == "failed"
+    ti = client.task_instance("evaluate_register", run_id, "evaluate")
+    assert ti["try_number"] == 1, "a refusal a retry cannot change must not be retried"
+    assert "trained in dev, not prod" in client.task_log("evaluate_register", run_id, "evaluate")
+    assert _prod_champion() == before
+
+
+def test_a_posted_asset_event_cannot_move_or_serve_another_prod_model(client, demo):
+    from mlops_core.backends import serving_backend
+
+    before = _prod_champion()
+    settings, _ = _registry("prod")
+    live_before = serving_backend(settings).current()["model_version"]
+    ids = {a["name"]: a["id"] for a in client.assets()}
+    deploys = len(client.runs("deploy"))
+    client.request(
+        "POST",
+        "/assets/events",
+        json_body={"asset_id": ids["champion_model"], "extra": {"env": "prod", "version": "1"}},
+    )
+    client.wait_until(lambda: len(client.runs("deploy")) > deploys, timeout=120, message="the deploy run")
+    newest = client.runs("deploy")[-1]["dag_run_id"]
+    _wait_state(client, "deploy", newest)
+    assert _prod_champion() == before
+    assert serving_backend(settings).current()["model_version"] == live_before
+
+
+def test_a_promotion_to_prod_waits_for_the_approval_and_a_rejection_changes_nothing(client):
+    before = _prod_champion()
+    run_id = client.trigger("promote", conf={"from_env": "staging"})
+    client.wait_until(
+        lambda: client.task_instance("promote", run_id, "approve_promotion")["state"] == "awaiting_input",
+        timeout=180,
+        message="the approval request",
+    )
+    detail = client.hitl_detail("promote", run_id, "approve_promotion")
+    assert "held-out" in (detail.get("body") or "")  # the approver sees the scores
+    assert _prod_champion() == before  # parked: nothing moved while waiting
+    time.sleep(5)  # answer like a person (see mlops_demo.run: Airflow 3.3.2 resume race)
+    client.respond_approval("promote", run_id, "approve_promotion", False)
+    assert _wait_state(client, "promote", run_id) == "success"
+    assert client.task_instance("promote", run_id, "copy_champion")["state"] == "skipped"
+    assert _prod_champion() == before

@@ -129,6 +129,55 @@ def test_promotion_to_staging_serves_there(lifecycle):
     assert dep["version"] == promoted["version"] and dep["env"] == "staging"
 
 
+APPROVE = {"chosen_options": ["Approve"], "responded_by_user": {"id": "7", "name": "alice"}}
+REJECT = {"chosen_options": ["Reject"], "responded_by_user": {"id": "7", "name": "alice"}}
+
+
+def test_prod_champion_moves_only_with_an_approval(lifecycle):
+    """prod requires approval: without one, with a rejection, or with a forged answer nothing moves."""
+    from mlops_core.backends import model_registry
+    from mlops_core.errors import ApprovalRequired
+    from mlops_core.settings import load_settings
+    from mlops_core.stages import promote
+
+    prod = load_settings("prod")
+    registry = model_registry(prod)
+    plan = promote.plan_promotion("staging")
+    assert plan["requires_approval"] is True and plan["target_champion_version"] is None
+    assert plan["source_metric"]  # the approver sees the candidate's held-out score
+    for answer in (None, REJECT, {"chosen_options": ["Approve"]}, {**plan, "requires_approval": False}):
+        with pytest.raises(ApprovalRequired, match="prod requires a human approval"):
+            promote.copy_champion(plan, approval=answer)
+    with pytest.raises(ApprovalRequired):  # a plan that claims no approval is needed changes nothing
+        promote.copy_champion({**plan, "requires_approval": False})
+    assert registry.champion(prod.registered_model_name) is None
+
+    promoted = promote.copy_champion(plan, approval=APPROVE)
+    champion = registry.champion(prod.registered_model_name)
+    assert champion is not None and champion.version == promoted["version"]
+    assert champion.tags["mlops.approved_by"] == "alice (7)"
+
+
+def test_evaluate_register_cannot_move_a_champion_that_needs_approval(lifecycle):
+    """A dev run offered to prod is refused; a passing evaluation in prod waits for the approval."""
+    from mlops_core.backends import model_registry
+    from mlops_core.errors import ApprovalRequired
+    from mlops_core.settings import load_settings
+    from mlops_core.stages import evaluate
+
+    prod = load_settings("prod")
+    before = model_registry(prod).champion(prod.registered_model_name)
+    with pytest.raises(evaluate.CandidateFromAnotherEnvironment, match="trained in dev, not prod"):
+        evaluate.evaluate_candidate(prod, lifecycle["initial"]["candidate"])
+    passing = {**lifecycle["initial"]["evaluation"], "model_name": prod.registered_model_name, "promote": True}
+    with pytest.raises(ApprovalRequired):
+        evaluate.promote_to_champion(prod, passing)
+    with pytest.raises(ApprovalRequired):
+        evaluate.promote_to_champion(prod, passing, approval=REJECT)
+    after = model_registry(prod).champion(prod.registered_model_name)
+    assert (before and before.version) == (after and after.version)
+
+
 def test_failed_smoke_test_rolls_back_to_the_previous_champion(lifecycle, monkeypatch):
     """Fault injection: the smoke test of the newly deployed version fails; everything else is real."""
     from mlops_core.backends import model_registry, serving_backend

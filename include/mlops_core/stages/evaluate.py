@@ -2,7 +2,10 @@
 
 The challenger is always registered (with lineage tags), so every trained model is findable.
 It becomes ``@champion`` (an MLflow alias; stages are deprecated) only when the promotion gate
-(``mlops_core.evaluation.decide_promotion``) says so.
+(``mlops_core.evaluation.decide_promotion``) says so and, where the environment's
+``promotion.require_approval`` is true, a human approved it (``mlops_core.approvals``). Only
+candidates trained in the same environment are evaluated here: a model reaches a later
+environment through the promote stage, never by evaluating another environment's run.
 """
 
 from __future__ import annotations
@@ -10,13 +13,19 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
+from mlops_core.approvals import approval_for
 from mlops_core.backends import model_registry
+from mlops_core.errors import PermanentError
 from mlops_core.stages.train import read_training_frame
 
 if TYPE_CHECKING:
     from mlops_core.settings import Settings
 
 log = logging.getLogger(__name__)
+
+
+class CandidateFromAnotherEnvironment(PermanentError):
+    """A training run of one environment was offered for registration in another."""
 
 
 def evaluate_candidate(
@@ -28,6 +37,13 @@ def evaluate_candidate(
     contract = settings.load_contract()
     registry = model_registry(settings)
     name = settings.registered_model_name
+    trained_in = registry.run_tags(candidate["mlflow_run_id"]).get("mlops.env")
+    if trained_in and trained_in != settings.env:
+        raise CandidateFromAnotherEnvironment(
+            f"MLflow run {candidate['mlflow_run_id']} was trained in {trained_in}, not {settings.env}; a model reaches "
+            f"{settings.env} only by promotion (the promote DAG, from the environment before it), with the approval "
+            f"{settings.env} requires"
+        )
     holdout = read_training_frame(settings, {"key": candidate["training_set"]}, "holdout")
     if holdout.empty:
         raise ValueError(f"training set {candidate['training_set']} has no held-out rows to evaluate on")
@@ -71,6 +87,7 @@ def evaluate_candidate(
         "challenger_metrics": challenger,
         "champion_metrics": champion,
         "champion_version": champion_info.version if champion_info else None,
+        "requires_approval": settings.promotion.require_approval,
     }
 
 
@@ -89,14 +106,28 @@ def candidate_from_run(settings: Settings, run_id: str) -> dict[str, Any]:
     }
 
 
-def promote_to_champion(settings: Settings, evaluation: dict[str, Any]) -> dict[str, Any]:
+def promote_to_champion(
+    settings: Settings, evaluation: dict[str, Any], approval: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Make the evaluated version ``@champion``: only if the gate passed it and, where required, a human approved.
+
+    ``approval`` is the answer of the approval step (Airflow's ``ApprovalOperator`` result);
+    without it an environment with ``promotion.require_approval`` raises ``ApprovalRequired``.
+    """
+    if not evaluation.get("promote"):
+        raise PermanentError(f"{evaluation['model_name']} version {evaluation['version']} did not pass the gate")
+    what = f"{evaluation['model_name']} version {evaluation['version']} becomes @champion"
+    approved_by = approval_for(settings.env, settings.promotion.require_approval, approval, what)
     registry = model_registry(settings)
     registry.set_champion(evaluation["model_name"], evaluation["version"], previous=evaluation["champion_version"])
+    if approved_by:
+        registry.set_version_tags(evaluation["model_name"], evaluation["version"], {"mlops.approved_by": approved_by})
     log.info(
-        "%s version %s is now @champion (previous: %s)",
+        "%s version %s is now @champion (previous: %s; approved by %s)",
         evaluation["model_name"],
         evaluation["version"],
         evaluation["champion_version"],
+        approved_by or "nobody: no approval required",
     )
     return {
         "env": settings.env,
@@ -104,4 +135,5 @@ def promote_to_champion(settings: Settings, evaluation: dict[str, Any]) -> dict[
         "version": evaluation["version"],
         "previous_version": evaluation["champion_version"],
         "mlflow_run_id": evaluation["mlflow_run_id"],
+        "approved_by": approved_by,
     }

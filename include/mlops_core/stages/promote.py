@@ -4,8 +4,11 @@ Each environment has its own registry namespace (``<env>.<model>``) and serving 
 version is copied (``copy_model_version``) with its lineage tags and the digest of its files
 recorded when it was logged; the copy is verified against that digest (a changed artifact stops
 the promotion before the alias moves), then becomes ``@champion`` of the target namespace; the
-deploy stage of the target environment serves it. Whether a human
-must approve first is ``promotion.require_approval`` of the *target* environment.
+deploy stage of the target environment serves it. Whether a human must approve first is
+``promotion.require_approval`` of the *target* environment; :func:`copy_champion` checks the
+approval itself (``mlops_core.approvals``), so no caller can skip it. The plan carries what an
+approver needs to decide: the candidate's held-out metric, the target's current champion and
+its metric.
 """
 
 from __future__ import annotations
@@ -13,7 +16,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from mlops_core.approvals import approval_for
 from mlops_core.backends import model_registry
+from mlops_core.errors import PermanentError
 from mlops_core.settings import load_settings
 
 log = logging.getLogger(__name__)
@@ -23,17 +28,18 @@ def plan_promotion(from_env: str, version: str | None = None) -> dict[str, Any]:
     source = load_settings(from_env)
     to_env = source.promotion.next_env
     if not to_env:
-        raise ValueError(f"{from_env} is the last environment (promotion.next_env is empty)")
+        raise PermanentError(f"{from_env} is the last environment (promotion.next_env is empty)")
     target = load_settings(to_env)
     registry = model_registry(source)
     src_name = source.registered_model_name
     if version is None:
         champion = registry.champion(src_name)
         if champion is None:
-            raise ValueError(f"{src_name} has no @champion to promote")
+            raise PermanentError(f"{src_name} has no @champion to promote")
         version = champion.version
-    else:
-        registry.version_info(src_name, version)  # raises if it does not exist
+    source_info = registry.version_info(src_name, version)  # raises if it does not exist
+    metric = target.evaluation.primary_metric
+    current = model_registry(target).champion(target.registered_model_name)
     return {
         "from_env": from_env,
         "to_env": to_env,
@@ -41,19 +47,40 @@ def plan_promotion(from_env: str, version: str | None = None) -> dict[str, Any]:
         "source_version": str(version),
         "target_model": target.registered_model_name,
         "requires_approval": target.promotion.require_approval,
+        "metric": metric,
+        "source_metric": source_info.tags.get(f"mlops.holdout_{metric}"),
+        "source_dataset_versions": source_info.tags.get("mlops.dataset_versions"),
+        "source_run_id": source_info.run_id,
+        "target_champion_version": current.version if current else None,
+        "target_champion_metric": current.tags.get(f"mlops.holdout_{metric}") if current else None,
     }
 
 
-def copy_champion(plan: dict[str, Any]) -> dict[str, Any]:
-    """Copy the planned version into the target namespace, verify its files, make it ``@champion`` there."""
+def copy_champion(plan: dict[str, Any], approval: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Copy the planned version into the target namespace, verify its files, make it ``@champion`` there.
+
+    ``approval`` is the approval step's answer; a target environment that requires approval
+    refuses without one (``ApprovalRequired``), whatever the plan says, before anything changes.
+    """
     target = load_settings(plan["to_env"])
+    what = (
+        f"{plan['source_model']} version {plan['source_version']} becomes @champion of {target.registered_model_name}"
+    )
+    approved_by = approval_for(target.env, target.promotion.require_approval, approval, what)
+    if plan["target_model"] != target.registered_model_name:
+        raise PermanentError(
+            f"plan names {plan['target_model']!r}, but {target.env} registers {target.registered_model_name!r}"
+        )
     registry = model_registry(target)
     previous = registry.champion(plan["target_model"])
     new_version = registry.copy_to(
         plan["source_model"],
         plan["source_version"],
         plan["target_model"],
-        tags={"mlops.promoted_from": f"{plan['source_model']}/{plan['source_version']}"},
+        tags={
+            "mlops.promoted_from": f"{plan['source_model']}/{plan['source_version']}",
+            **({"mlops.approved_by": approved_by} if approved_by else {}),
+        },
     )
     digest = registry.verify_model(plan["target_model"], new_version)  # ModelIntegrityError: the alias stays
     registry.set_champion(plan["target_model"], new_version, previous=previous.version if previous else None)
@@ -72,4 +99,5 @@ def copy_champion(plan: dict[str, Any]) -> dict[str, Any]:
         "version": str(new_version),
         "previous_version": previous.version if previous else None,
         "mlflow_run_id": info.run_id,
+        "approved_by": approved_by,
     }
