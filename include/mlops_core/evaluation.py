@@ -25,7 +25,7 @@ import logging
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 import numpy as np
 import pandas as pd
@@ -106,7 +106,7 @@ class PromotionDecision:
         }
 
 
-def _is_finite_number(value: Any) -> bool:
+def _is_finite_number(value: Any) -> TypeGuard[float | int | np.integer | np.floating]:
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
         return False
     return math.isfinite(float(value))
@@ -116,11 +116,11 @@ def _json_safe_metrics(metrics: Mapping[str, Any]) -> dict[str, float | None]:
     return {k: (float(v) if _is_finite_number(v) else None) for k, v in metrics.items()}
 
 
-def _fmt(value: float) -> str:
-    value = float(value)
-    if value == 0 or 1e-3 <= abs(value) < 1e6:
-        return f"{value:.4f}"
-    return f"{value:.4g}"
+def _fmt(value: float | np.integer | np.floating) -> str:
+    number = float(value)
+    if number == 0 or 1e-3 <= abs(number) < 1e6:
+        return f"{number:.4f}"
+    return f"{number:.4g}"
 
 
 def _passes(value: float, threshold: float, greater_is_better: bool) -> bool:

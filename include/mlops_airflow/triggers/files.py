@@ -13,7 +13,7 @@ if TYPE_CHECKING:
 
 
 def _event(payload: dict[str, Any]) -> TriggerEvent:
-    return TriggerEvent(payload)  # type: ignore[no-untyped-call]  # Airflow's TriggerEvent.__init__ is unannotated
+    return TriggerEvent(payload)  # Airflow's TriggerEvent.__init__ is unannotated
 
 
 class NewFilesTrigger(BaseTrigger):
@@ -46,7 +46,7 @@ class NewFilesTrigger(BaseTrigger):
         marker: str | None = None,
         poll_interval: float | None = None,
     ) -> None:
-        super().__init__()  # type: ignore[no-untyped-call]  # BaseTrigger.__init__ is unannotated
+        super().__init__()  # BaseTrigger.__init__ is unannotated
         self.env = env
         self.directory = directory
         self.patterns = list(patterns) if patterns is not None else None
@@ -137,7 +137,7 @@ class FilesConsumedTrigger(BaseTrigger):
     """
 
     def __init__(self, paths: list[str], poll_interval: float = 5.0) -> None:
-        super().__init__()  # type: ignore[no-untyped-call]  # BaseTrigger.__init__ is unannotated
+        super().__init__()  # BaseTrigger.__init__ is unannotated
         self.paths = list(paths)
         self.poll_interval = poll_interval
 

@@ -49,7 +49,8 @@ def build_training_set(settings: Settings, run_key: str) -> dict[str, Any]:
     prefix = training_set_prefix(run_key)
     if objects.exists(f"{prefix}/manifest.json"):
         log.info("Training set %s already built (retry): reusing it", prefix)
-        return json.loads(objects.get_bytes(f"{prefix}/manifest.json"))
+        built: dict[str, Any] = json.loads(objects.get_bytes(f"{prefix}/manifest.json"))
+        return built
 
     store = DatasetStore(objects, contract.name)
     versions = store.list_versions()
