@@ -17,6 +17,7 @@ from mlops_core.validation import (
     REASON_COLUMN,
     ROW_NUMBER_COLUMN,
     FileRejected,
+    InvalidValue,
     ValidationResult,
     read_source,
     row_keys,
@@ -100,7 +101,7 @@ class TestReadSource:
         assert exc.value.reason == "bad_header"
         assert "['a']" in str(exc.value)
 
-    @pytest.mark.parametrize("name", ["data.json", "data.csv.gz", "noext"])
+    @pytest.mark.parametrize("name", ["data.json", "data.gz", "data.parquet.gz", "noext"])
     def test_unsupported_format(self, name):
         with pytest.raises(FileRejected) as exc:
             read_source(b"a,b\n1,2\n", name)
@@ -140,8 +141,8 @@ class TestReadSource:
         assert frame["b"].tolist() == ["true", ""]
         assert frame["t"].iloc[0].startswith("2024-01-01 00:00:00") and frame["t"].iloc[1] == ""
         assert frame["d"].tolist() == ["x", "y"]
-        assert frame["l"].tolist() == ["[1, 2]", ""]
-        assert frame["bin"].iloc[1] == "ok"
+        assert frame["l"].tolist() == [InvalidValue("wrong_type", "list [1, 2]"), ""]  # no text form
+        assert frame["bin"].tolist() == [InvalidValue("not_utf8", "binary b'\\xff\\xfe'"), "ok"]
 
 
 # --------------------------------------------------------------------------- file-level checks
