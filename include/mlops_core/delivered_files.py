@@ -32,7 +32,6 @@ import hashlib
 import os
 import re
 import stat
-import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,9 +40,6 @@ from types import TracebackType
 MAX_FILE_BYTES = 2 * 1024**3  # default size limit of one delivered file (and of its decoded content)
 READ_CHUNK = 1 << 20
 
-# Character categories that are escaped in names: controls, format characters (bidi overrides,
-# zero-width), surrogates (bytes that were not UTF-8), line and paragraph separators.
-_ESCAPED_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
 _PERCENT_BYTE = re.compile(r"%([0-9A-F]{2})")
 
 
@@ -77,13 +73,14 @@ class UntrustedPath(ValueError):
 def escape_name(name: str) -> str:
     """A file name as printable, JSON-safe text that :func:`unescape_name` turns back into ``name``.
 
-    Bytes that are not UTF-8, control and format characters, line separators and ``%`` itself
-    become ``%XX`` (one per byte of the original name); everything else is kept, so
+    Bytes that are not UTF-8, characters that are not printable (controls, format characters
+    such as bidi overrides, separators other than the space, unassigned code points) and ``%``
+    itself become ``%XX`` (one per byte of the original name); everything else is kept, so
     ``data.csv`` and ``données.csv`` stay as they are and ``100%.csv`` becomes ``100%25.csv``.
     """
     out: list[str] = []
     for char in name:
-        if char == "%" or unicodedata.category(char) in _ESCAPED_CATEGORIES:
+        if char == "%" or not char.isprintable():
             out.extend(f"%{b:02X}" for b in _name_bytes(char))
         else:
             out.append(char)
