@@ -254,13 +254,15 @@ class DatasetStore:
         sources: list[dict[str, Any]],
         run_id: str,
         created_at: str,
+        earlier_attempts: Iterable[str] = (),
     ) -> CommitResult:
         """Write the new rows of ``accepted`` as one immutable version.
 
         Rows whose ``_row_key`` is already in a committed version (or repeated within
         ``accepted``) are left out and returned as ``duplicates``. Rows committed by an earlier
-        attempt of this same commit (same ``run_id`` and ``sources``) are neither rewritten nor
-        reported, so a retried task ends exactly like the first attempt did.
+        attempt of this same commit (same ``run_id`` and ``sources``, or a version listed in
+        ``earlier_attempts`` that this ``run_id`` committed) are neither rewritten nor reported,
+        so a retried task ends exactly like the first attempt did.
 
         Args:
             accepted: validated rows (``ValidationResult.accepted`` of one or more sources).
@@ -268,6 +270,8 @@ class DatasetStore:
             sources: one ``{key, sha256, rows_accepted, rows_rejected}`` per source file.
             run_id: the pipeline run (Airflow run id) committing the version.
             created_at: ISO timestamp of the run (logical date), never ``now()``.
+            earlier_attempts: versions the caller knows an earlier attempt of this run committed
+                (e.g. from the source ledger, when that attempt already moved some files away).
         """
         missing = [c for c in (*contract.column_names, *REQUIRED_COLUMNS) if c not in accepted.columns]
         if missing:
@@ -290,7 +294,12 @@ class DatasetStore:
         committed = self.committed_keys()
         version_of = keys.map(dict(zip(committed[ROW_KEY_COLUMN].astype(str), committed["version_id"], strict=True)))
         # Versions written by an earlier attempt of this very commit (same run, same sources).
-        attempts = {m["version_id"] for m in self.list_versions() if _same_commit(m, run_id, sources)}
+        claimed = set(earlier_attempts)
+        attempts = {
+            m["version_id"]
+            for m in self.list_versions()
+            if _same_commit(m, run_id, sources) or (m["version_id"] in claimed and m.get("run_id") == run_id)
+        }
         mine = version_of.isin(attempts) & ~repeated
         old = version_of.notna() & ~mine & ~repeated
         new = version_of.isna() & ~repeated

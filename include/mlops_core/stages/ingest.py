@@ -153,8 +153,9 @@ def ingest_files(
     outcomes: list[_Outcome] = []
     with zone:
         first_of: dict[str, str] = {}  # checksum -> first file of this batch with it
+        earlier_attempts: set[str] = set()  # versions an earlier attempt of this run committed
         for name in names:
-            outcome = _examine(zone, name, store, contract, ts, run_id, first_of, max_file_bytes)
+            outcome = _examine(zone, name, store, contract, ts, run_id, first_of, earlier_attempts, max_file_bytes)
             if outcome is not None:
                 outcomes.append(outcome)
         for outcome in outcomes:  # a writer still at it: leave the file for the next run
@@ -170,7 +171,9 @@ def ingest_files(
         _plan(outcome, sources, frames, pending)
         if outcome.result is not None:
             rejected_rows += len(outcome.result.rejected)
-    report, duplicates_by_source = _commit(store, contract, frames, sources, run_id, ts, rejected_rows, pending)
+    report, duplicates_by_source = _commit(
+        store, contract, frames, sources, run_id, ts, rejected_rows, pending, earlier_attempts
+    )
 
     # (5) Archive only after the version, the quarantine and the ledger are durable.
     for outcome in outcomes:
@@ -199,9 +202,11 @@ def _examine(
     ts: pd.Timestamp,
     run_id: str,
     first_of: dict[str, str],
+    earlier_attempts: set[str],
     max_file_bytes: int,
 ) -> _Outcome | None:
     """Read and validate one entry; never raises for anything the entry holds. None: it is gone."""
+    from mlops_core.datasets import QUARANTINED
     from mlops_core.validation import read_source, validate
 
     delivered = zone.read(name, max_bytes=max_file_bytes)
@@ -227,8 +232,13 @@ def _examine(
         return _Outcome(name, shown, "duplicate_file", snapshot=snapshot, seen_in=f"this batch ({first_of[sha]})")
     first_of[sha] = shown
     record = store.source_record(sha)
+    if record is not None and record.get("run_id") == run_id and record.get("consumed_by") != QUARANTINED:
+        earlier_attempts.add(str(record["consumed_by"]))
     if record is not None and not (record.get("run_id") == run_id and record.get("key") == shown):
-        return _Outcome(name, shown, "duplicate_file", snapshot=snapshot, seen_in=str(record["consumed_by"]))
+        # Consumed by an earlier run, or by this run under another name (a retry whose first
+        # attempt archived that file): the same words as the first attempt used.
+        seen_in = f"this batch ({record.get('key')})" if record.get("run_id") == run_id else str(record["consumed_by"])
+        return _Outcome(name, shown, "duplicate_file", snapshot=snapshot, seen_in=seen_in)
     try:
         frame = read_source(data, shown, max_decoded_bytes=max_file_bytes)
         result = validate(frame, contract, source=shown, ingested_at=ts)
@@ -499,6 +509,7 @@ def _commit(
     ts: pd.Timestamp,
     rejected_rows: int,
     pending: list[_Quarantine],
+    earlier_attempts: set[str] | None = None,
 ) -> tuple[dict[str, Any], dict[str, int]]:
     """Commit the accepted rows, then write the quarantine records, then the source ledger.
 
@@ -531,7 +542,14 @@ def _commit(
     accepted = pd.concat(frames, ignore_index=True)
     # commit_version leaves out (and returns, with the reason) rows already in a version and rows
     # repeated across the files of this batch; they are quarantined, never silently dropped.
-    result = store.commit_version(accepted, contract, sources=sources, run_id=run_id, created_at=ts.isoformat())
+    result = store.commit_version(
+        accepted,
+        contract,
+        sources=sources,
+        run_id=run_id,
+        created_at=ts.isoformat(),
+        earlier_attempts=earlier_attempts or (),
+    )
     for record in pending:
         record.write(store, run_id)
     dupes = len(result.duplicates)
