@@ -133,7 +133,7 @@ class DeliveredFile:
     data: bytes | None
     snapshot: FileSnapshot | None
     rejected: FileRejected | None = None
-    evidence: str = ""  # what identifies an entry that was not read (link target, inode, size)
+    evidence: str = ""  # what identifies an entry that was not read (its kind, link target, size)
 
 
 def _describe_mode(mode: int) -> str:
@@ -294,8 +294,7 @@ class DropZone:
         return DeliveredFile(name=name, shown=shown, data=data, snapshot=snapshot)
 
     def _not_regular(self, name: str, shown: str, st: os.stat_result) -> DeliveredFile:
-        what = _describe_mode(st.st_mode)
-        evidence = f"{what}; inode {st.st_ino}"
+        evidence = _describe_mode(st.st_mode)
         if stat.S_ISLNK(st.st_mode):
             try:
                 target = os.readlink(name, dir_fd=self._fd)
@@ -322,7 +321,7 @@ class DropZone:
             shown=shown,
             data=None,
             snapshot=snapshot,
-            evidence=f"{st.st_size} bytes; inode {st.st_ino}",
+            evidence=f"{st.st_size} bytes",
             rejected=FileRejected(
                 "too_large",
                 f"{shown}: {st.st_size} bytes (or more), above the limit of {max_bytes} bytes per file; it was "
