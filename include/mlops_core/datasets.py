@@ -223,7 +223,8 @@ class DatasetStore:
         table = pq.read_table(
             pa.BufferReader(self.store.get_bytes(key)), columns=None if columns is None else list(columns)
         )
-        return table.to_pandas()
+        frame: pd.DataFrame = table.to_pandas()
+        return frame
 
     def _write_parquet(self, key: str, frame: pd.DataFrame) -> None:
         import pyarrow as pa

@@ -51,7 +51,7 @@ import zlib
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 import pandas as pd
@@ -86,6 +86,7 @@ PANDAS_DTYPES = {
     "string": "string",
 }
 
+_UTC_NS: Final = "datetime64[ns, UTC]"  # PANDAS_DTYPES["timestamp"], typed for pandas-stubs
 _TRUE = frozenset({"true", "1", "yes"})
 _FALSE = frozenset({"false", "0", "no"})
 _INT_TEXT = re.compile(r"[+-]?[0-9]+")
@@ -441,7 +442,7 @@ def normalise_header(names: Sequence[object], source: str) -> list[str]:
     counts = Counter(header)
     dupes = sorted(h for h, n in counts.items() if n > 1)
     if dupes:
-        spelled = sorted({repr(str(raw)) for raw, h in zip(names, header, strict=True) if h in counts and counts[h] > 1})
+        spelled = sorted({repr(str(raw)) for raw, h in zip(names, header, strict=True) if counts[h] > 1})
         raise FileRejected(
             "bad_header",
             f"{source}: duplicate column name(s) {dupes} (spelled {', '.join(spelled)}; names are compared "
@@ -449,11 +450,12 @@ def normalise_header(names: Sequence[object], source: str) -> list[str]:
         )
     return header
 
+
 # --------------------------------------------------------------------------- typing values
 # One message per type; the value itself is quoted before it.
-_INVALID_PROBLEMS = {
-    "wrong_type": "{shown} is a nested or non-scalar value; every contract column holds single values",
-    "not_utf8": "{shown} is not valid UTF-8 text",
+_INVALID_PROBLEMS = {  # formatted with the InvalidValue as the only argument (its str is what it shows)
+    "wrong_type": "{} is a nested or non-scalar value; every contract column holds single values",
+    "not_utf8": "{} is not valid UTF-8 text",
 }
 _TYPE_PROBLEMS = {
     "int": "is not a 64-bit integer",
@@ -521,8 +523,8 @@ def _parse(texts: pd.Series, column_type: str) -> tuple[pd.Series, np.ndarray, n
             pd.Series([t or None for t in raw], dtype=object), utc=True, errors="coerce", format="ISO8601"
         )
         ok = present & stamps.notna().to_numpy(dtype=bool)
-        if str(stamps.dtype) != PANDAS_DTYPES["timestamp"]:
-            stamps = stamps.astype(PANDAS_DTYPES["timestamp"])
+        if str(stamps.dtype) != _UTC_NS:
+            stamps = stamps.astype(_UTC_NS)
         values = stamps.set_axis(index).where(ok)
     else:  # pragma: no cover - the contract only allows COLUMN_TYPES
         raise ValueError(f"unknown column type {column_type!r}")
@@ -586,7 +588,7 @@ def _check_column(texts: pd.Series, spec: ColumnSpec, is_key: bool) -> tuple[pd.
             kind = np.fromiter(
                 (isinstance(t, InvalidValue) and t.problem == problem for t in cells), dtype=bool, count=len(cells)
             )
-            problems.flag(kind, problem, cells, lambda t: _INVALID_PROBLEMS[t.problem].format(shown=t.shown))
+            problems.flag(kind, problem, cells, _INVALID_PROBLEMS[problem].format)
         cells = np.where(invalid, "", cells)
     shown = cells if spec.type in ("string", "category") else np.array([t.strip() for t in cells], dtype=object)
     values, present, bad_type = _parse(pd.Series(shown, index=texts.index, dtype=object), spec.type)
@@ -784,7 +786,8 @@ def _is_null(value: Any) -> bool:
 
 def _event_times(accepted: pd.DataFrame, contract: DatasetContract, ingested_at: pd.Timestamp) -> pd.Series:
     if contract.event_time:
-        return accepted[contract.event_time].astype(PANDAS_DTYPES["timestamp"])
+        times: pd.Series = accepted[contract.event_time].astype(_UTC_NS)
+        return times
     stamp = pd.Timestamp(ingested_at)
     stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
     return pd.Series([stamp] * len(accepted), dtype=PANDAS_DTYPES["timestamp"], index=accepted.index)

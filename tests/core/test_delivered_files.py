@@ -14,8 +14,10 @@ from hypothesis import strategies as st
 from mlops_core.delivered_files import DropZone, UntrustedPath, archived_extra, escape_name, unescape_name
 
 # Any name Linux allows: any bytes but '/' and NUL (and not '.' or '..').
-fs_names = st.binary(min_size=1, max_size=40).map(lambda b: b.replace(b"/", b"_").replace(b"\x00", b"_")).filter(
-    lambda b: b not in (b".", b"..")
+fs_names = (
+    st.binary(min_size=1, max_size=40)
+    .map(lambda b: b.replace(b"/", b"_").replace(b"\x00", b"_"))
+    .filter(lambda b: b not in (b".", b".."))
 )
 
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import datetime
 import gzip
 import io
 import json
@@ -129,7 +130,7 @@ def valid_text(draw: st.DrawFn, spec: ColumnSpec, is_key: bool) -> str:
     if spec.type == "bool":
         return draw(st.sampled_from(["true", "false", "1", "0", "yes", "NO", "True"]))
     if spec.type == "timestamp":
-        moment = draw(st.datetimes(pd.Timestamp("1971-01-01").to_pydatetime(), pd.Timestamp("2200-01-01").to_pydatetime()))
+        moment = draw(st.datetimes(datetime.datetime(1971, 1, 1), datetime.datetime(2200, 1, 1)))
         return moment.isoformat() + draw(st.sampled_from(["", "Z", "+00:00", "+05:30"]))
     return draw(st.text(min_size=1, max_size=10))  # string/category: quotes, commas, newlines, any script
 
@@ -237,7 +238,8 @@ def deliveries(draw: st.DrawFn, contract: DatasetContract) -> Delivery:
         columns.append(copy)
         names.append(header[copy])
     elif structure == "padded":
-        names = [draw(st.sampled_from(["  ", "\t", "", " "])) + n + draw(st.sampled_from([" ", "", "  "])) for n in names]
+        pads = st.sampled_from(["  ", "\t", "", " ", "\ufeff"])
+        names = [draw(pads) + n + draw(pads) for n in names]
     out_rows = [[row[c] for c in columns] for row in rows]
     if structure == "extra":
         names.append(EXTRA)
@@ -248,8 +250,19 @@ def deliveries(draw: st.DrawFn, contract: DatasetContract) -> Delivery:
     offset = 1 if structure == "blank" else 0
 
     if fmt == "parquet":
-        data = _parquet_bytes(draw, contract, names, out_rows, columns, offset, special, special_column, binary_bad,
-                              bad_columns, structure)
+        data = _parquet_bytes(
+            draw,
+            contract,
+            names,
+            out_rows,
+            columns,
+            offset,
+            special,
+            special_column,
+            binary_bad,
+            bad_columns,
+            structure,
+        )
     else:
         data = _csv_bytes(draw, names, out_rows, structure)
         if fmt == "csv.gz":
@@ -293,7 +306,7 @@ def _csv_bytes(draw: st.DrawFn, names: list[str], rows: list[list[str]], structu
     writer.writerow(names)
     writer.writerows(rows)
     text = buffer.getvalue()
-    if rows and draw(st.booleans()) and not rows[-1][-1] == "":
+    if rows and draw(st.booleans()) and rows[-1][-1] != "":
         text = text[: -len(line_end)]  # no line end after the last row
     bom = "\ufeff" if draw(st.booleans()) else ""
     return (bom + text).encode("utf-8")
@@ -315,7 +328,7 @@ def _parquet_bytes(
     if structure == "empty":
         return b""
     arrays = []
-    for position, name in enumerate(names):
+    for position in range(len(names)):
         texts = [r[position] for r in rows]
         source = columns[position - offset] if offset <= position < offset + len(columns) else None
         spec = contract.columns[source] if source is not None else None
@@ -336,6 +349,7 @@ def _parquet_bytes(
 
 def _typed_array(spec: ColumnSpec, texts: list[str]) -> pa.Array:
     """Valid values in the column's own Arrow type (nulls as nulls)."""
+
     def convert(t: str) -> Any:
         if t == "":
             return None

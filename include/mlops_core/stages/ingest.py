@@ -143,7 +143,7 @@ def ingest_files(
 
     zone = DropZone(settings.dataset.drop_zone)
     names = zone.names_of(files)  # refuses untrusted paths before anything is touched
-    contract = settings.load_contract()
+    contract = _load_contract(settings)
     store = DatasetStore(object_store(settings), contract.name)
     configured = Path(settings.dataset.drop_zone)
     archive_dir = configured.parent / f"{configured.name}.archive" / safe_key_part(run_id)
@@ -304,15 +304,8 @@ def _plan(outcome: _Outcome, sources: list[dict[str, Any]], frames: list[Any], p
         exc = outcome.rejected
         assert exc is not None  # noqa: S101 - set with the status
         identity = sha or hashlib.sha256(outcome.evidence.encode("utf-8", "surrogatepass")).hexdigest()
-        outcome.quarantine = _Quarantine(
-            shown,
-            None,
-            f"{exc.reason}: {exc}",
-            outcome.data,
-            "file",
-            identity,
-            {"reason_code": exc.reason, "evidence": outcome.evidence} if outcome.evidence else {"reason_code": exc.reason},
-        )
+        details = {"reason_code": exc.reason, **({"evidence": outcome.evidence} if outcome.evidence else {})}
+        outcome.quarantine = _Quarantine(shown, None, f"{exc.reason}: {exc}", outcome.data, "file", identity, details)
         pending.append(outcome.quarantine)
         sources.append(
             {
@@ -434,7 +427,7 @@ def ingest_sql(
     src = settings.dataset.sql_source
     if src is None:
         raise ValueError("dataset.sql_source is not configured in include/conf/<env>.yaml")
-    contract = settings.load_contract()
+    contract = _load_contract(settings)
     store = DatasetStore(object_store(settings), contract.name)
     state_name = f"sql-{src.conn_id}-{src.table}"
     after = store.watermark(state_name)
@@ -605,6 +598,13 @@ def _new_sources(sources: list[dict[str, Any]]) -> list[dict[str, Any]]:
         for s in sources
         if s.get("sha256") and s["status"] != "duplicate" and s.get("reason") not in UNLEDGERED_REASONS
     ]
+
+
+def _load_contract(settings: Settings) -> DatasetContract:
+    """The dataset contract (what ``Settings.load_contract`` reads, typed)."""
+    from mlops_core.contract import DatasetContract
+
+    return DatasetContract.from_yaml(settings.dataset.contract)
 
 
 def _utc(stamp: pd.Timestamp) -> pd.Timestamp:
