@@ -546,6 +546,16 @@ def _allowed_values(spec: ColumnSpec) -> pd.Series | None:
     return values
 
 
+def check_contract(contract: DatasetContract) -> None:
+    """Fail before any file is read when the contract itself cannot validate rows.
+
+    Raises:
+        ValueError: an ``allowed`` value is not of its column's type (every file would fail).
+    """
+    for spec in contract.columns:
+        _allowed_values(spec)
+
+
 def _show(raw: str) -> str:
     return repr(_clip(raw))
 

@@ -204,3 +204,22 @@ def test_a_crash_at_any_write_is_repaired_by_re_running(tmp_path, monkeypatch, s
     else:  # a.csv was archived by the first attempt; the other files end as they did in the clean run
         clean_files = {f["file"]: f for f in clean_report["files"]}
         assert all(clean_files[f["file"]] == f for f in retried["files"]) and len(retried["files"]) == 4
+
+
+def test_a_broken_contract_fails_the_task_before_any_file_is_touched(mlops_home, tmp_path, monkeypatch):
+    import yaml
+
+    from tests.conftest import REPO
+
+    contract = yaml.safe_load((REPO / "include" / "contracts" / "churn.yaml").read_text())
+    for column in contract["columns"]:
+        if column["name"] == "tenure_months":
+            column["allowed"] = ["twelve"]
+    path = tmp_path / "broken.yaml"
+    path.write_text(yaml.safe_dump(contract))
+    monkeypatch.setenv("MLOPS_CONTRACT", str(path))
+    settings, drop, _ = setup_drop_zone(mlops_home)
+    good = write_file(drop, "good.csv", file_bytes(churn_frame(3), "csv"))
+    with pytest.raises(ValueError, match="fix the contract"):
+        ingest_files(settings, [str(good)], run_id="r1", ingested_at=AT)
+    assert good.exists() and store_snapshot(settings) == {}

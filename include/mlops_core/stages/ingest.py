@@ -140,10 +140,12 @@ def ingest_files(
     import pandas as pd
 
     from mlops_core.datasets import DatasetStore, safe_key_part
+    from mlops_core.validation import check_contract
 
     zone = DropZone(settings.dataset.drop_zone)
     names = zone.names_of(files)  # refuses untrusted paths before anything is touched
     contract = _load_contract(settings)
+    check_contract(contract)  # a broken contract fails the task; it is no file's fault
     store = DatasetStore(object_store(settings), contract.name)
     configured = Path(settings.dataset.drop_zone)
     archive_dir = configured.parent / f"{configured.name}.archive" / safe_key_part(run_id)
