@@ -285,6 +285,18 @@ def _read_parquet(data: bytes, name: str, max_decoded_bytes: int) -> pd.DataFram
         raise FileRejected(
             "unparseable", f"{name}: not a readable Parquet file ({exc}); re-export the file and deliver it again"
         ) from exc
+    try:  # Parquet readers do not check decoded values: text that is not UTF-8, indexes out of range
+        table.validate(full=True)
+    except pa.ArrowException as exc:
+        if "UTF8" in str(exc):
+            raise FileRejected(
+                "not_utf8",
+                f"{name}: a text column holds bytes that are not valid UTF-8 ({exc}); re-export the file as UTF-8 "
+                "(or store such values as binary, then each bad value is rejected on its own)",
+            ) from exc
+        raise FileRejected(
+            "unparseable", f"{name}: the Parquet file holds invalid data ({exc}); re-export it and deliver it again"
+        ) from exc
     expanded = sum(_expanded_bytes(table.column(i)) for i in range(table.num_columns))
     if expanded > max_decoded_bytes:
         raise FileRejected(

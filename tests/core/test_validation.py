@@ -581,6 +581,14 @@ class TestCompressionAndCase:
             read_source(data, "dict.parquet", max_decoded_bytes=5_000_000)
         assert exc.value.reason == "too_large"
 
+    def test_text_column_that_is_not_utf8_rejects_the_file_like_csv(self):
+        """Parquet readers do not check UTF-8: before, such a file raised UnicodeDecodeError while being read."""
+        raw = pa.array([b"ok", b"\xff\xfe"], pa.binary())
+        table = pa.table({"a": pa.Array.from_buffers(pa.string(), 2, raw.buffers())})
+        with pytest.raises(FileRejected) as exc:
+            read_source(parquet_bytes(table), "bad-text.parquet")
+        assert exc.value.reason == "not_utf8"
+
     def test_file_above_the_limit(self):
         with pytest.raises(FileRejected) as exc:
             read_source(b"a\n" + b"1\n" * 100, "big.csv", max_decoded_bytes=50)

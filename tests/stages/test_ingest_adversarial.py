@@ -535,6 +535,7 @@ def _check_batch(
             continue
         if entry["status"] == "rejected":
             assert entry["reason"] and entry["reason_code"], entry
+            assert entry["reason_code"] != "unreadable", entry  # an exception: every damage has its own reason
             assert file_records[shown] == 1
             assert stored_by_source.get(shown, 0) == 0
             stats[f"rejected:{entry['reason_code']}"] += 1
