@@ -473,6 +473,7 @@ def test_hostile_batches_keep_every_invariant(base_settings, corpus_stats, batch
             with pytest.raises(UntrustedPath):
                 ingest_files(run_settings, [*paths, str(canary)], run_id="r1", ingested_at=AT)
             assert sorted(os.listdir(drop)) == before and not (root / "store").exists()
+            corpus_stats["outside_paths_refused"] += 1
 
         report = ingest_files(run_settings, paths, run_id="r1", ingested_at=AT)
         json.dumps(report, ensure_ascii=False, allow_nan=False).encode("utf-8")  # JSON-safe
