@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 
 import pytest
 
@@ -53,6 +54,8 @@ def _fail_first_call(monkeypatch, point: str, error: BaseException) -> list[int]
     calls = [0]
 
     def injected(*args, **kwargs):
+        if sys._getframe(1).f_code.co_name == "_allowed_values":  # the contract's own values, checked up front
+            return real(*args, **kwargs)
         calls[0] += 1
         if calls[0] == 1:
             raise error
