@@ -7,7 +7,13 @@ Layout (keys relative to the store root)::
     datasets/<dataset>/versions/<version_id>/manifest.json        # written LAST = commit point
     datasets/<dataset>/sources/<sha256>.json                      # which version consumed a file
     datasets/<dataset>/state/<name>.json                          # watermarks of incremental reads
-    quarantine/<dataset>/<run_id>/<source>[.rejected.parquet|.reason.json]
+    quarantine/<dataset>/<run_id>/<identity>/reason.json                 # why, always
+    quarantine/<dataset>/<run_id>/<identity>/rejected.parquet            # rejected rows with _reason
+    quarantine/<dataset>/<run_id>/<identity>/raw                         # the delivered bytes (file rejects)
+
+``<identity>`` is the SHA-256 of what was quarantined (:func:`quarantine_identity`: its kind, its
+escaped source name and its content checksum), so two different sources never share a folder and
+the same source quarantined again by a retry lands on the same objects.
 
 A version holds only rows whose ``_row_key`` is in no earlier version, so the union of all
 versions is the dataset with every row exactly once. Its id is derived from the contract
@@ -46,11 +52,16 @@ log = logging.getLogger(__name__)
 MANIFEST_NAME = "manifest.json"
 ROW_KEYS_NAME = "row_keys.parquet"
 QUARANTINED = "quarantined"  # source_seen() answer for a file that produced no version
+QUARANTINE_RECORD_NAME = "reason.json"
+QUARANTINE_ROWS_NAME = "rejected.parquet"
+QUARANTINE_RAW_NAME = "raw"
 VERSION_ID_LENGTH = 16
 REQUIRED_COLUMNS = (EVENT_TIME_COLUMN, ENTITY_COLUMN, ROW_KEY_COLUMN, SOURCE_COLUMN)
 
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+# A reason record; ``<source>.reason.json`` directly in the run folder is the layout before identities.
+_QUARANTINE_RECORD = re.compile(r"/[0-9a-f]{64}/reason\.json$")
 
 
 class DatasetVersionNotFound(LookupError):
@@ -98,7 +109,18 @@ def safe_key_part(name: str) -> str:
     cleaned = _SAFE.sub("_", name).strip("._")[:120] or "unnamed"
     if cleaned == name:
         return name
-    return f"{cleaned}-{hashlib.sha256(name.encode('utf-8')).hexdigest()[:8]}"
+    return f"{cleaned}-{hashlib.sha256(name.encode('utf-8', 'surrogatepass')).hexdigest()[:8]}"
+
+
+def quarantine_identity(kind: str, source: str, content_sha256: str | None) -> str:
+    """The folder name of one quarantined source: SHA-256 of ``[kind, source, content_sha256]`` as JSON.
+
+    The JSON array encoding is injective, so distinct (kind, source, content) triples never share
+    a folder (short of a SHA-256 collision); ``kind`` separates delivered files from records the
+    pipeline makes itself (rows repeated across a batch, SQL reads, unparsed tails).
+    """
+    payload = json.dumps([kind, source, content_sha256], ensure_ascii=True, separators=(",", ":"))
+    return hashlib.sha256(payload.encode("ascii")).hexdigest()
 
 
 class DatasetStore:
@@ -138,7 +160,7 @@ class DatasetStore:
     def list_versions(self) -> list[dict[str, Any]]:
         """Manifests of all committed versions, ordered by ``created_at`` then id."""
         manifests = [
-            json.loads(self.store.get_bytes(key))
+            _json_object(self.store.get_bytes(key))
             for key in self._list(f"{self.prefix}/versions/")
             if key.endswith(f"/{MANIFEST_NAME}")
         ]
@@ -152,7 +174,7 @@ class DatasetStore:
     def get_manifest(self, version_id: str) -> dict[str, Any]:
         """Manifest of a committed version; raises :class:`DatasetVersionNotFound`."""
         try:
-            return json.loads(self.store.get_bytes(self._manifest_key(safe_key_part(version_id))))
+            return _json_object(self.store.get_bytes(self._manifest_key(safe_key_part(version_id))))
         except ObjectNotFound:
             raise DatasetVersionNotFound(
                 f"dataset {self.dataset!r} has no committed version {version_id!r}; "
@@ -201,7 +223,8 @@ class DatasetStore:
         table = pq.read_table(
             pa.BufferReader(self.store.get_bytes(key)), columns=None if columns is None else list(columns)
         )
-        return table.to_pandas()
+        frame: pd.DataFrame = table.to_pandas()
+        return frame
 
     def _write_parquet(self, key: str, frame: pd.DataFrame) -> None:
         import pyarrow as pa
@@ -232,13 +255,15 @@ class DatasetStore:
         sources: list[dict[str, Any]],
         run_id: str,
         created_at: str,
+        earlier_attempts: Iterable[str] = (),
     ) -> CommitResult:
         """Write the new rows of ``accepted`` as one immutable version.
 
         Rows whose ``_row_key`` is already in a committed version (or repeated within
         ``accepted``) are left out and returned as ``duplicates``. Rows committed by an earlier
-        attempt of this same commit (same ``run_id`` and ``sources``) are neither rewritten nor
-        reported, so a retried task ends exactly like the first attempt did.
+        attempt of this same commit (same ``run_id`` and ``sources``, or a version listed in
+        ``earlier_attempts`` that this ``run_id`` committed) are neither rewritten nor reported,
+        so a retried task ends exactly like the first attempt did.
 
         Args:
             accepted: validated rows (``ValidationResult.accepted`` of one or more sources).
@@ -246,6 +271,8 @@ class DatasetStore:
             sources: one ``{key, sha256, rows_accepted, rows_rejected}`` per source file.
             run_id: the pipeline run (Airflow run id) committing the version.
             created_at: ISO timestamp of the run (logical date), never ``now()``.
+            earlier_attempts: versions the caller knows an earlier attempt of this run committed
+                (e.g. from the source ledger, when that attempt already moved some files away).
         """
         missing = [c for c in (*contract.column_names, *REQUIRED_COLUMNS) if c not in accepted.columns]
         if missing:
@@ -268,7 +295,12 @@ class DatasetStore:
         committed = self.committed_keys()
         version_of = keys.map(dict(zip(committed[ROW_KEY_COLUMN].astype(str), committed["version_id"], strict=True)))
         # Versions written by an earlier attempt of this very commit (same run, same sources).
-        attempts = {m["version_id"] for m in self.list_versions() if _same_commit(m, run_id, sources)}
+        claimed = set(earlier_attempts)
+        attempts = {
+            m["version_id"]
+            for m in self.list_versions()
+            if _same_commit(m, run_id, sources) or (m["version_id"] in claimed and m.get("run_id") == run_id)
+        }
         mine = version_of.isin(attempts) & ~repeated
         old = version_of.notna() & ~mine & ~repeated
         new = version_of.isna() & ~repeated
@@ -353,10 +385,15 @@ class DatasetStore:
     # ------------------------------------------------------------------ sources
     def source_seen(self, sha256: str) -> str | None:
         """Version id (or ``"quarantined"``) that already consumed a file with this checksum."""
+        record = self.source_record(sha256)
+        return None if record is None else str(record["consumed_by"])
+
+    def source_record(self, sha256: str) -> dict[str, Any] | None:
+        """The ledger record of a file with this checksum (``consumed_by``, ``run_id``, ...), or None."""
         key = self._source_key(sha256)
         if not self.store.exists(key):
             return None
-        return json.loads(self.store.get_bytes(key))["consumed_by"]
+        return _json_object(self.store.get_bytes(key))
 
     def record_sources(self, sources: Iterable[Mapping[str, Any]], version_id: str | None, run_id: str) -> list[str]:
         """Remember which version consumed each source file (``None`` = quarantined / nothing new).
@@ -382,19 +419,33 @@ class DatasetStore:
         rejected: pd.DataFrame | None,
         reason_summary: str,
         raw: bytes | None = None,
+        *,
+        kind: str = "file",
+        content_sha256: str | None = None,
+        details: Mapping[str, Any] | None = None,
     ) -> str:
         """Keep what could not be accepted, with the reason; returns the key of the reason record.
 
-        Writes ``<source>.rejected.parquet`` (rejected rows with ``_reason``) when there are any,
-        the raw bytes under the source's name when given (file-level rejects), and always
-        ``<source>.reason.json``. Same inputs give the same objects, so a re-run overwrites
+        Everything goes to one folder per quarantined source (:func:`quarantine_identity` of
+        ``kind``, ``source`` and ``content_sha256``): ``rejected.parquet`` (rejected rows with
+        ``_reason``) when there are any, ``raw`` (the delivered bytes) when given, and always
+        ``reason.json``, written last. Same inputs give the same objects, so a re-run overwrites
         them with identical content.
+
+        Args:
+            source: the escaped source name (file name, SQL read) shown in the record.
+            kind: ``file`` for a delivered file; other kinds for records the pipeline makes.
+            content_sha256: checksum of the source's content (or of what identifies it).
+            details: extra JSON-safe fields for the record (e.g. the reason code).
         """
-        base = f"{self._quarantine_prefix(run_id)}/{safe_key_part(source)}"
+        folder = f"{self._quarantine_prefix(run_id)}/{quarantine_identity(kind, source, content_sha256)}"
         record: dict[str, Any] = {
+            **dict(details or {}),
             "dataset": self.dataset,
             "run_id": run_id,
+            "kind": kind,
             "source": source,
+            "content_sha256": content_sha256,
             "reason": reason_summary,
             "rows_rejected": 0,
             "rejected_key": None,
@@ -403,13 +454,13 @@ class DatasetStore:
         }
         if rejected is not None and len(rejected):
             record["rows_rejected"] = len(rejected)
-            record["rejected_key"] = f"{base}.rejected.parquet"
+            record["rejected_key"] = f"{folder}/{QUARANTINE_ROWS_NAME}"
             self._write_parquet(record["rejected_key"], _quarantinable(rejected))
         if raw is not None:
-            record["raw_key"] = base
-            record["raw_sha256"] = content_sha256(raw)
-            self.store.put_bytes(base, raw)
-        reason_key = f"{base}.reason.json"
+            record["raw_key"] = f"{folder}/{QUARANTINE_RAW_NAME}"
+            record["raw_sha256"] = hashlib.sha256(raw).hexdigest()
+            self.store.put_bytes(record["raw_key"], raw)
+        reason_key = f"{folder}/{QUARANTINE_RECORD_NAME}"
         self.store.put_bytes(reason_key, _json_bytes(record))
         log.info("quarantined %s of %s (run %s): %s -> %s", source, self.dataset, run_id, reason_summary, reason_key)
         return reason_key
@@ -417,7 +468,8 @@ class DatasetStore:
     def list_quarantine(self, run_id: str | None = None) -> list[dict[str, Any]]:
         """Reason records of quarantined sources (all runs, or one run), ordered by key."""
         prefix = f"{self._quarantine_prefix(run_id)}/"
-        return [json.loads(self.store.get_bytes(k)) for k in self._list(prefix) if k.endswith(".reason.json")]
+        keys = [k for k in self._list(prefix) if _QUARANTINE_RECORD.search(k) or k.endswith(".reason.json")]
+        return [_json_object(self.store.get_bytes(k)) for k in keys]
 
     def read_quarantined_rows(self, record: Mapping[str, Any]) -> pd.DataFrame:
         """The rejected rows behind a reason record (empty when it was a file-level reject)."""
@@ -445,7 +497,16 @@ def _same_commit(manifest: Mapping[str, Any], run_id: str, sources: list[dict[st
 
 
 def _json_bytes(payload: Mapping[str, Any]) -> bytes:
-    return json.dumps(payload, indent=2, sort_keys=True, default=str).encode("utf-8")
+    # ensure_ascii: a lone surrogate (a name that was not UTF-8, unescaped) is written as \\udcxx
+    # instead of failing the write.
+    return json.dumps(payload, indent=2, sort_keys=True, default=str, ensure_ascii=True).encode("ascii")
+
+
+def _json_object(data: bytes) -> dict[str, Any]:
+    value = json.loads(data)
+    if not isinstance(value, dict):
+        raise ValueError(f"expected a JSON object, got {type(value).__name__}")
+    return value
 
 
 def _utc(value: Any) -> pd.Timestamp:

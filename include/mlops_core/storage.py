@@ -9,10 +9,11 @@ half-written object under its final key. ``local`` is built here; ``aws`` (S3) a
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from typing import Protocol, runtime_checkable
+
+from mlops_core.atomic_files import TEMP_PREFIX, write_atomic
 
 
 class ObjectNotFound(FileNotFoundError):
@@ -48,18 +49,7 @@ class LocalObjectStore:
         return self.root / _clean_key(key)
 
     def put_bytes(self, key: str, data: bytes) -> None:
-        target = self.path(key)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=target.parent)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_atomic(self.path(key), data)
 
     def get_bytes(self, key: str) -> bytes:
         try:
@@ -82,7 +72,7 @@ class LocalObjectStore:
         out = []
         for p in _walk_files(search_root):
             key = p.relative_to(self.root).as_posix()
-            if key.startswith(prefix) and not p.name.startswith(".tmp-"):
+            if key.startswith(prefix) and not p.name.startswith(TEMP_PREFIX):
                 out.append(key)
         return sorted(out)
 

@@ -3,9 +3,9 @@
 Two levels of answer:
 
 * **File level** — the file as a whole cannot be used (not UTF-8, empty, cut off mid-write, a
-  column missing, an unknown column under ``unknown_columns: reject``). :func:`read_source` and
-  :func:`validate` raise :class:`FileRejected` with a short ``reason`` code; the caller
-  quarantines the raw bytes.
+  column missing, two columns with one name, an unknown column under ``unknown_columns:
+  reject``, too large once decompressed). :func:`read_source` and :func:`validate` raise
+  :class:`FileRejected` with a short ``reason`` code; the caller quarantines the raw bytes.
 * **Row level** — single rows break the contract (wrong type, null where not allowed, out of
   range, not an allowed value, a repeat of an earlier row). :func:`validate` returns them in
   ``ValidationResult.rejected`` with the original values and a ``_reason``; the other rows are
@@ -16,7 +16,11 @@ place, with one set of rules, whatever the file format. Typing rules: outer whit
 except in string/category values; ``int`` takes decimal digits or an integral number (``7.0``,
 ``1e3``) within 64 bits; ``float`` takes finite numbers only; ``bool`` takes true/false, 1/0,
 yes/no in any case; ``timestamp`` takes ISO 8601 (naive = UTC) and is stored in UTC; the entity
-key and event time may never be null, whatever ``nullable`` says. ``_row_number`` counts data
+key and event time may never be null, whatever ``nullable`` says. Parquet values are read as
+the text a CSV export would hold; a nested value (list, struct, map) is ``wrong_type`` and binary
+that is not UTF-8 is ``not_utf8``, per row, in any column. Header names are compared after
+NFC normalisation and stripping outer whitespace; an empty name is an unknown column
+(``<unnamed column N>``), two equal names are ``bad_header``. ``_row_number`` counts data
 rows from 1 (the header and blank lines are not rows). A CSV whose last line was cut off exactly
 at a field separator with all fields present cannot be told from a complete file.
 
@@ -32,16 +36,22 @@ as given, nulls as JSON ``null``. Two spellings of the same value (``042`` / ``4
 from __future__ import annotations
 
 import csv
+import datetime
+import decimal
+import gzip
 import hashlib
 import io
 import json
 import logging
 import re
+import reprlib
+import unicodedata
+import uuid
+import zlib
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import PurePosixPath
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 import pandas as pd
@@ -54,6 +64,8 @@ from mlops_core.contract import (
     ColumnSpec,
     DatasetContract,
 )
+from mlops_core.delivered_files import MAX_FILE_BYTES
+from mlops_core.delivered_files import FileRejected as FileRejected  # re-exported: raised by read_source/validate
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +74,8 @@ ROW_NUMBER_COLUMN = "_row_number"  # 1-based position of the row among the file'
 DUPLICATE_ROW = "duplicate_row"
 ROW_KEY_LENGTH = 32
 
-SUPPORTED_SUFFIXES = (".csv", ".parquet")
+SUPPORTED_SUFFIXES = (".csv.gz", ".csv", ".parquet")  # longest first: file_format() takes the first match
+MAX_DECODED_BYTES = MAX_FILE_BYTES  # limit of a file's decoded content (gzip output, Parquet values)
 
 PANDAS_DTYPES = {
     "int": "Int64",
@@ -73,23 +86,12 @@ PANDAS_DTYPES = {
     "string": "string",
 }
 
+_UTC_NS: Final = "datetime64[ns, UTC]"  # PANDAS_DTYPES["timestamp"], typed for pandas-stubs
 _TRUE = frozenset({"true", "1", "yes"})
 _FALSE = frozenset({"false", "0", "no"})
 _INT_TEXT = re.compile(r"[+-]?[0-9]+")
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
-
-
-class FileRejected(ValueError):
-    """A whole source file cannot be used; ``reason`` is a short machine-readable code.
-
-    Codes: ``empty``, ``not_utf8``, ``truncated``, ``unparseable``, ``unsupported_format``,
-    ``bad_header``, ``missing_columns``, ``unknown_columns``.
-    """
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.message = message
+_INT64_DIGITS = len(str(_INT64_MAX))
 
 
 @dataclass(frozen=True)
@@ -119,28 +121,78 @@ class ValidationResult:
 
 
 # --------------------------------------------------------------------------- reading files
-def read_source(data: bytes, name: str) -> pd.DataFrame:
-    """Parse a delivered file into a DataFrame of strings (empty string = null).
+def file_format(name: str) -> str | None:
+    """The format of a delivered file by its suffix, in any case: ``.csv``, ``.csv.gz``, ``.parquet`` or None."""
+    lowered = name.lower()
+    return next((suffix for suffix in SUPPORTED_SUFFIXES if lowered.endswith(suffix)), None)
 
-    The format is chosen by the suffix of ``name`` (``.csv`` or ``.parquet``). Parquet columns of
-    any type are turned into text so that :func:`validate` types every format the same way.
+
+def read_source(data: bytes, name: str, *, max_decoded_bytes: int = MAX_DECODED_BYTES) -> pd.DataFrame:
+    """Parse a delivered file into a DataFrame of text (empty string = null).
+
+    The format is chosen by the suffix of ``name`` in any case (``.csv``, ``.csv.gz`` (gzip),
+    ``.parquet``). Parquet values are turned into text so that :func:`validate` types every
+    format the same way; values that have no text form (nested lists/structs/maps, binary that
+    is not UTF-8) become :class:`InvalidValue` cells, rejected per row by :func:`validate`.
+    Header names are normalised the same way for every format (:func:`normalise_header`).
+
+    Args:
+        data: the file's bytes.
+        name: the file's (escaped) name; used for the format and in messages.
+        max_decoded_bytes: limit of the decoded content (gzip output, Parquet data in memory).
 
     Raises:
-        FileRejected: with reason ``unsupported_format``, ``empty``, ``not_utf8``,
-            ``truncated``, ``unparseable`` or ``bad_header``.
+        FileRejected: with reason ``unsupported_format``, ``empty``, ``not_utf8``, ``truncated``,
+            ``unparseable``, ``bad_header`` or ``too_large``.
     """
-    suffix = PurePosixPath(name).suffix.lower()
-    if suffix not in SUPPORTED_SUFFIXES:
+    suffix = file_format(name)
+    if suffix is None:
         raise FileRejected(
             "unsupported_format",
-            f"{name}: unsupported file type {suffix or '(no suffix)'!r}; "
-            f"deliver {' or '.join(SUPPORTED_SUFFIXES)} files",
+            f"{name}: unsupported file type; deliver {', '.join(SUPPORTED_SUFFIXES)} files (any case)",
         )
-    if not data or not data.strip():
+    if not data or data.isspace():
         raise FileRejected("empty", f"{name}: the file is empty; deliver a file with a header and data rows")
-    frame = _read_csv(data, name) if suffix == ".csv" else _read_parquet(data, name)
+    if len(data) > max_decoded_bytes:
+        raise FileRejected(
+            "too_large", f"{name}: {len(data)} bytes, above the limit of {max_decoded_bytes}; split the file"
+        )
+    if suffix == ".parquet":
+        frame = _read_parquet(data, name, max_decoded_bytes)
+    else:
+        if suffix == ".csv.gz":
+            data = _gunzip(data, name, max_decoded_bytes)
+        frame = _read_csv(data, name)
     log.info("read %s: %d rows, %d columns", name, len(frame), len(frame.columns))
     return frame
+
+
+def _gunzip(data: bytes, name: str, max_bytes: int) -> bytes:
+    """Decompress gzip (every member), refusing more than ``max_bytes`` of output (a gzip bomb)."""
+    out = bytearray()
+    try:
+        with gzip.GzipFile(fileobj=io.BytesIO(data), mode="rb") as stream:
+            while True:
+                chunk = stream.read(min(1 << 20, max_bytes + 1 - len(out)))
+                if not chunk:
+                    break
+                out += chunk
+                if len(out) > max_bytes:
+                    raise FileRejected(
+                        "too_large",
+                        f"{name}: decompresses to more than {max_bytes} bytes (the limit); split the data into "
+                        "smaller files",
+                    )
+    except EOFError as exc:
+        raise FileRejected(
+            "truncated",
+            f"{name}: the gzip stream ends early ({exc}), so the file was cut off; deliver the complete file again",
+        ) from exc
+    except (OSError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
+        raise FileRejected(
+            "unparseable", f"{name}: not a valid gzip file ({exc}); compress it with gzip and deliver it again"
+        ) from exc
+    return bytes(out)
 
 
 def _read_csv(data: bytes, name: str) -> pd.DataFrame:
@@ -152,7 +204,7 @@ def _read_csv(data: bytes, name: str) -> pd.DataFrame:
             f"{name}: not valid UTF-8 (byte {exc.start}: {data[exc.start : exc.start + 1]!r}); "
             "re-export the file as UTF-8",
         ) from exc
-    if not text.strip():
+    if not text or text.isspace():
         raise FileRejected("empty", f"{name}: the file is empty; deliver a file with a header and data rows")
 
     records: list[list[str]] = []
@@ -167,12 +219,17 @@ def _read_csv(data: bytes, name: str) -> pd.DataFrame:
                 f"{name}: the file ends inside a quoted value, so it was cut off while being written; "
                 "deliver the complete file again",
             ) from exc
+        if "field larger than field limit" in str(exc):
+            raise FileRejected(
+                "too_large",
+                f"{name}: a value is longer than {csv.field_size_limit()} characters, the CSV reader's limit "
+                f"({exc}); shorten the value or deliver the data as Parquet",
+            ) from exc
         raise FileRejected(
             "unparseable", f"{name}: not a valid CSV file ({exc}); fix the file and deliver it again"
         ) from exc
 
-    header = [h.strip() for h in records[0]]
-    _check_header(header, name)
+    header = normalise_header(records[0], name)
     rows = records[1:]
     if not rows:
         raise FileRejected("empty", f"{name}: the file has a header but no data rows; deliver a file with data")
@@ -197,56 +254,221 @@ def _read_csv(data: bytes, name: str) -> pd.DataFrame:
     return pd.DataFrame.from_records(rows, columns=header).astype(object)
 
 
-def _read_parquet(data: bytes, name: str) -> pd.DataFrame:
+def _read_parquet(data: bytes, name: str, max_decoded_bytes: int) -> pd.DataFrame:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    unreadable = (pa.ArrowException, OSError, ValueError, IndexError, KeyError, TypeError)
     try:
-        table = pq.read_table(pa.BufferReader(data))
-    except (pa.ArrowException, OSError, ValueError) as exc:
+        metadata = pq.ParquetFile(pa.BufferReader(data)).metadata
+        schema = metadata.schema.to_arrow_schema()
+    except unreadable as exc:
         raise FileRejected(
             "unparseable", f"{name}: not a readable Parquet file ({exc}); re-export the file and deliver it again"
         ) from exc
-    _check_header(list(table.column_names), name)
+    header = normalise_header(list(schema.names), name)
+    declared = sum(metadata.row_group(i).total_byte_size for i in range(metadata.num_row_groups))
+    if declared > max_decoded_bytes:
+        raise FileRejected(
+            "too_large",
+            f"{name}: its data takes {declared} bytes once decompressed, above the limit of {max_decoded_bytes}; "
+            "split it into smaller files",
+        )
+    if metadata.num_rows == 0:
+        raise FileRejected("empty", f"{name}: the Parquet file has no rows; deliver a file with data")
+    # Text columns stay dictionary-encoded while being read, so a small file whose dictionary
+    # repeats one long value millions of times is measured before it is expanded.
+    text_columns = [f.name for f in schema if _is_bytes_type(f.type)]
+    try:
+        table = pq.ParquetFile(pa.BufferReader(data), read_dictionary=text_columns).read()
+    except unreadable as exc:
+        raise FileRejected(
+            "unparseable", f"{name}: not a readable Parquet file ({exc}); re-export the file and deliver it again"
+        ) from exc
+    try:  # Parquet readers do not check decoded values: text that is not UTF-8, indexes out of range
+        table.validate(full=True)
+    except pa.ArrowException as exc:
+        if "UTF8" in str(exc):
+            raise FileRejected(
+                "not_utf8",
+                f"{name}: a text column holds bytes that are not valid UTF-8 ({exc}); re-export the file as UTF-8 "
+                "(or store such values as binary, then each bad value is rejected on its own)",
+            ) from exc
+        raise FileRejected(
+            "unparseable", f"{name}: the Parquet file holds invalid data ({exc}); re-export it and deliver it again"
+        ) from exc
+    expanded = sum(_expanded_bytes(table.column(i)) for i in range(table.num_columns))
+    if expanded > max_decoded_bytes:
+        raise FileRejected(
+            "too_large",
+            f"{name}: its values take {expanded} bytes once expanded, above the limit of {max_decoded_bytes}; "
+            "split it into smaller files",
+        )
     if table.num_rows == 0:
         raise FileRejected("empty", f"{name}: the Parquet file has no rows; deliver a file with data")
-    return pd.DataFrame({col: _arrow_to_text(table.column(col)) for col in table.column_names}, dtype=object)
+    columns = {position: _arrow_to_text(table.column(position)) for position in range(table.num_columns)}
+    frame = pd.DataFrame(columns, index=range(table.num_rows), dtype=object)
+    frame.columns = pd.Index(header, dtype=object)
+    return frame
 
 
-def _arrow_to_text(column: Any) -> list[str]:
-    """One Arrow column as text; null (and float NaN) becomes the empty string."""
+def _is_bytes_type(arrow_type: Any) -> bool:
+    import pyarrow as pa
+
+    return bool(
+        pa.types.is_string(arrow_type)
+        or pa.types.is_large_string(arrow_type)
+        or pa.types.is_binary(arrow_type)
+        or pa.types.is_large_binary(arrow_type)
+    )
+
+
+def _expanded_bytes(column: Any) -> int:
+    """Memory a column takes once its dictionary-encoded chunks are expanded."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    if pa.types.is_dictionary(column.type):
-        column = pc.cast(column, column.type.value_type)
-    if pa.types.is_floating(column.type):
-        column = pc.if_else(pc.is_nan(column), pa.scalar(None, column.type), column)
+    if not pa.types.is_dictionary(column.type):
+        return int(column.nbytes)
+    total = 0
+    for chunk in column.chunks:
+        if _is_bytes_type(chunk.dictionary.type):
+            lengths = pc.binary_length(chunk.dictionary)
+            taken = pc.sum(pc.take(lengths, chunk.indices)).as_py()
+            total += int(taken or 0) + 8 * len(chunk)
+        else:
+            total += int(chunk.nbytes)
+    return total
+
+
+_NESTED_TYPE_CHECKS = ("is_list", "is_large_list", "is_fixed_size_list", "is_list_view", "is_large_list_view")
+
+
+def _is_nested_type(arrow_type: Any) -> bool:
+    import pyarrow as pa
+
+    checks = [getattr(pa.types, check, None) for check in _NESTED_TYPE_CHECKS]
+    return bool(
+        any(check(arrow_type) for check in checks if check is not None)
+        or pa.types.is_struct(arrow_type)
+        or pa.types.is_map(arrow_type)
+        or pa.types.is_union(arrow_type)
+    )
+
+
+def _arrow_to_text(column: Any) -> list[str | InvalidValue]:
+    """One Arrow column as text; null (and float NaN) becomes the empty string.
+
+    Scalars take Arrow's text form (what a CSV export would hold). Nested values (list, struct,
+    map, union) and binary that is not UTF-8 become :class:`InvalidValue` cells.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    arrow_type = column.type
+    if isinstance(arrow_type, pa.ExtensionType):
+        column = pa.chunked_array([chunk.storage for chunk in column.chunks], arrow_type.storage_type)
+        arrow_type = column.type
+    if pa.types.is_dictionary(arrow_type):
+        column = pc.cast(column, arrow_type.value_type)
+        arrow_type = column.type
+    if _is_nested_type(arrow_type):
+        return [_cell_text(v) for v in column.to_pylist()]
+    if pa.types.is_floating(arrow_type):
+        column = pc.if_else(pc.is_nan(column), pa.scalar(None, arrow_type), column)
     try:
-        return pc.fill_null(pc.cast(column, pa.string()), "").to_pylist()
-    except (pa.ArrowNotImplementedError, pa.ArrowInvalid):
-        # Types Arrow cannot cast to text (lists, structs, binary that is not UTF-8, ...).
-        return [_python_to_text(v) for v in column.to_pylist()]
+        texts: list[str] = pc.fill_null(pc.cast(column, pa.string()), "").to_pylist()
+    except (pa.ArrowNotImplementedError, pa.ArrowInvalid, pa.ArrowTypeError):
+        # Binary that is not UTF-8, and types Arrow cannot turn into text: value by value.
+        return [_cell_text(v) for v in column.to_pylist()]
+    return list(texts)
 
 
-def _python_to_text(value: Any) -> str:
-    if value is None:
+@dataclass(frozen=True)
+class InvalidValue:
+    """A delivered value that has no text form: nested (list, struct, map) or binary that is not UTF-8.
+
+    :func:`validate` rejects the row with ``<column>:<problem>``; ``shown`` is what the rejected
+    row and its reason show instead of the value.
+    """
+
+    problem: str  # "wrong_type" | "not_utf8"
+    shown: str
+
+    def __str__(self) -> str:
+        return self.shown
+
+
+def _cell_text(value: Any) -> str | InvalidValue:
+    """One value of any origin (Arrow, pandas, a database driver) as text, or :class:`InvalidValue`."""
+    if isinstance(value, (str, InvalidValue)):
+        return value
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        raw = bytes(value)
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            return InvalidValue("not_utf8", _show_text(f"binary {raw[:40]!r}{'...' if len(raw) > 40 else ''}"))
+    if isinstance(value, (list, tuple, dict, set, frozenset, np.ndarray)):
+        kind = "struct" if isinstance(value, dict) else "list"
+        return InvalidValue("wrong_type", _show_text(f"{kind} {_short_repr(value)}"))
+    if _is_null(value):
         return ""
-    if isinstance(value, bytes):
-        return value.decode("utf-8", errors="replace")
-    return str(value)
+    if isinstance(value, (bool, np.bool_)):
+        return "true" if value else "false"
+    if isinstance(value, (pd.Timestamp, datetime.datetime, datetime.date, datetime.time)):
+        return value.isoformat()
+    if isinstance(value, (int, float, decimal.Decimal, np.number, uuid.UUID, str)):
+        return str(value)
+    return InvalidValue("wrong_type", _show_text(f"{type(value).__name__} {_short_repr(value)}"))
 
 
-def _check_header(header: list[str], name: str) -> None:
-    if any(not h for h in header):
-        raise FileRejected("bad_header", f"{name}: the header has an empty column name; name every column")
-    dupes = sorted({h for h in header if header.count(h) > 1})
+def _short_repr(value: Any) -> str:
+    text = reprlib.repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _show_text(text: str) -> str:
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def unnamed_column(position: int) -> str:
+    """The name an empty header cell gets (1-based position): an unknown column like any other."""
+    return f"<unnamed column {position}>"
+
+
+def normalise_header(names: Sequence[object], source: str) -> list[str]:
+    """Header names as compared with the contract, the same for every format.
+
+    Each name is NFC-normalised and stripped of outer whitespace (and byte-order marks); an
+    empty name becomes :func:`unnamed_column` (an unknown column: dropped or rejected by the
+    contract's ``unknown_columns``).
+
+    Raises:
+        FileRejected: ``bad_header`` when two columns have the same name after this.
+    """
+    header = []
+    for position, raw in enumerate(names, start=1):
+        text = unicodedata.normalize("NFC", str(raw)).strip().strip("\ufeff").strip()
+        header.append(text or unnamed_column(position))
+    counts = Counter(header)
+    dupes = sorted(h for h, n in counts.items() if n > 1)
     if dupes:
-        raise FileRejected("bad_header", f"{name}: duplicate column name(s) {dupes}; each column must appear once")
+        spelled = sorted({repr(str(raw)) for raw, h in zip(names, header, strict=True) if counts[h] > 1})
+        raise FileRejected(
+            "bad_header",
+            f"{source}: duplicate column name(s) {dupes} (spelled {', '.join(spelled)}; names are compared "
+            "without outer spaces); each column must appear once",
+        )
+    return header
 
 
 # --------------------------------------------------------------------------- typing values
 # One message per type; the value itself is quoted before it.
+_INVALID_PROBLEMS = {  # formatted with the InvalidValue as the only argument (its str is what it shows)
+    "wrong_type": "{} is a nested or non-scalar value; every contract column holds single values",
+    "not_utf8": "{} is not valid UTF-8 text",
+}
 _TYPE_PROBLEMS = {
     "int": "is not a 64-bit integer",
     "float": "is not a finite number",
@@ -280,7 +502,11 @@ def _parse(texts: pd.Series, column_type: str) -> tuple[pd.Series, np.ndarray, n
             if not text:
                 continue
             if _INT_TEXT.fullmatch(text):  # exact for any number of digits
-                value = int(text)
+                sign = "-" if text.startswith("-") else ""
+                digits = text.lstrip("+-").lstrip("0") or "0"
+                if len(digits) > _INT64_DIGITS:  # out of range; int() would refuse >4300 digits anyway
+                    continue
+                value = int(sign + digits)
                 if _INT64_MIN <= value <= _INT64_MAX:
                     numbers[i], ok[i] = value, True
             else:
@@ -309,8 +535,8 @@ def _parse(texts: pd.Series, column_type: str) -> tuple[pd.Series, np.ndarray, n
             pd.Series([t or None for t in raw], dtype=object), utc=True, errors="coerce", format="ISO8601"
         )
         ok = present & stamps.notna().to_numpy(dtype=bool)
-        if str(stamps.dtype) != PANDAS_DTYPES["timestamp"]:
-            stamps = stamps.astype(PANDAS_DTYPES["timestamp"])
+        if str(stamps.dtype) != _UTC_NS:
+            stamps = stamps.astype(_UTC_NS)
         values = stamps.set_axis(index).where(ok)
     else:  # pragma: no cover - the contract only allows COLUMN_TYPES
         raise ValueError(f"unknown column type {column_type!r}")
@@ -332,8 +558,22 @@ def _allowed_values(spec: ColumnSpec) -> pd.Series | None:
     return values
 
 
+def check_contract(contract: DatasetContract) -> None:
+    """Fail before any file is read when the contract itself cannot validate rows.
+
+    Raises:
+        ValueError: an ``allowed`` value is not of its column's type (every file would fail).
+    """
+    for spec in contract.columns:
+        _allowed_values(spec)
+
+
 def _show(raw: str) -> str:
-    return repr(raw if len(raw) <= 60 else raw[:57] + "...")
+    return repr(_clip(raw))
+
+
+def _clip(raw: str) -> str:
+    return raw if len(raw) <= 60 else raw[:57] + "..."
 
 
 def _show_bound(bound: float) -> str:
@@ -362,11 +602,18 @@ class _ColumnProblems:
 
 
 def _check_column(texts: pd.Series, spec: ColumnSpec, is_key: bool) -> tuple[pd.Series, _ColumnProblems]:
-    shown = texts.to_numpy(dtype=object)
-    if spec.type not in ("string", "category"):
-        shown = np.array([t.strip() for t in shown], dtype=object)
-    values, present, bad_type = _parse(pd.Series(shown, index=texts.index, dtype=object), spec.type)
+    cells = texts.to_numpy(dtype=object)
+    invalid = np.fromiter((isinstance(t, InvalidValue) for t in cells), dtype=bool, count=len(cells))
     problems = _ColumnProblems.empty(spec.name, len(texts))
+    if invalid.any():  # values without a text form: rejected whatever the column's type
+        for problem in ("wrong_type", "not_utf8"):
+            kind = np.fromiter(
+                (isinstance(t, InvalidValue) and t.problem == problem for t in cells), dtype=bool, count=len(cells)
+            )
+            problems.flag(kind, problem, cells, _INVALID_PROBLEMS[problem].format)
+        cells = np.where(invalid, "", cells)
+    shown = cells if spec.type in ("string", "category") else np.array([t.strip() for t in cells], dtype=object)
+    values, present, bad_type = _parse(pd.Series(shown, index=texts.index, dtype=object), spec.type)
     problems.flag(bad_type, "wrong_type", shown, lambda t: f"{_show(t)} {_TYPE_PROBLEMS[spec.type]}")
     if is_key:
         problems.flag(~present, "null", shown, lambda t: "null in key column (entity key and event time are required)")
@@ -375,10 +622,10 @@ def _check_column(texts: pd.Series, spec: ColumnSpec, is_key: bool) -> tuple[pd.
     low, high = spec.min, spec.max
     if spec.is_numeric and low is not None:
         below = (values < low).fillna(False).to_numpy(dtype=bool)
-        problems.flag(below, "below_min", shown, lambda t: f"{t} below min {_show_bound(low)}")
+        problems.flag(below, "below_min", shown, lambda t: f"{_clip(t)} below min {_show_bound(low)}")
     if spec.is_numeric and high is not None:
         above = (values > high).fillna(False).to_numpy(dtype=bool)
-        problems.flag(above, "above_max", shown, lambda t: f"{t} above max {_show_bound(high)}")
+        problems.flag(above, "above_max", shown, lambda t: f"{_clip(t)} above max {_show_bound(high)}")
     allowed = _allowed_values(spec)
     if allowed is not None:
         outside = present & ~bad_type & ~values.isin(allowed).fillna(False).to_numpy(dtype=bool)
@@ -455,10 +702,11 @@ def validate(df: pd.DataFrame, contract: DatasetContract, source: str, ingested_
             (naive values are taken as UTC).
 
     Raises:
-        FileRejected: ``missing_columns`` or ``unknown_columns`` (with ``unknown_columns: reject``).
+        FileRejected: ``missing_columns``, ``unknown_columns`` (with ``unknown_columns: reject``) or
+            ``bad_header`` (two columns with one name once normalised).
     """
     frame = _as_text(df)
-    frame.columns = [str(c).strip() for c in frame.columns]
+    frame.columns = pd.Index(normalise_header(list(df.columns), source), dtype=object)
     missing = [c for c in contract.column_names if c not in frame.columns]
     if missing:
         raise FileRejected(
@@ -541,29 +789,15 @@ def validate(df: pd.DataFrame, contract: DatasetContract, source: str, ingested_
 
 
 def _as_text(df: pd.DataFrame) -> pd.DataFrame:
-    """Every value as a string; None/NaN/NA/NaT become the empty string (= null)."""
-
-    def text(value: Any) -> str:
-        if isinstance(value, str):
-            return value
-        if _is_null(value):
-            return ""
-        if isinstance(value, (bool, np.bool_)):
-            return "true" if value else "false"
-        if isinstance(value, pd.Timestamp):
-            return value.isoformat()
-        return _python_to_text(value)
-
-    out = {}
-    for position, name in enumerate(df.columns):
+    """Every value as text (see :func:`_cell_text`), columns by position; null becomes ``""``."""
+    columns: dict[int, pd.Series] = {}
+    for position in range(df.shape[1]):
         column = df.iloc[:, position]
         if column.dtype == object and pd.api.types.infer_dtype(column, skipna=False) == "string":
-            out[name] = column.reset_index(drop=True)  # already text, as read_source returns it
+            columns[position] = column.reset_index(drop=True)  # already text, as read_source returns it
         else:
-            out[name] = pd.Series([text(v) for v in column], dtype=object)
-    return (
-        pd.DataFrame(out, index=range(len(df)), columns=list(df.columns)) if out else pd.DataFrame(index=range(len(df)))
-    )
+            columns[position] = pd.Series([_cell_text(v) for v in column], dtype=object)
+    return pd.DataFrame(columns, index=range(len(df)), columns=range(df.shape[1]), dtype=object)
 
 
 def _is_null(value: Any) -> bool:
@@ -574,7 +808,8 @@ def _is_null(value: Any) -> bool:
 
 def _event_times(accepted: pd.DataFrame, contract: DatasetContract, ingested_at: pd.Timestamp) -> pd.Series:
     if contract.event_time:
-        return accepted[contract.event_time].astype(PANDAS_DTYPES["timestamp"])
+        times: pd.Series = accepted[contract.event_time].astype(_UTC_NS)
+        return times
     stamp = pd.Timestamp(ingested_at)
     stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
     return pd.Series([stamp] * len(accepted), dtype=PANDAS_DTYPES["timestamp"], index=accepted.index)

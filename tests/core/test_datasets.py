@@ -19,6 +19,7 @@ from mlops_core.datasets import (
     DatasetStore,
     DatasetVersionNotFound,
     content_sha256,
+    quarantine_identity,
     safe_key_part,
     version_id_for,
 )
@@ -284,7 +285,9 @@ class TestQuarantine:
         result = validate(read_source(data, "in/batch.csv"), churn, "in/batch.csv", INGESTED_AT)
         key = ds.quarantine("run1", "in/batch.csv", result.rejected, "1 row rejected")
         record = json.loads(store.get_bytes(key))
-        assert key.startswith("quarantine/churn/run1/") and key.endswith(".reason.json")
+        identity = quarantine_identity("file", "in/batch.csv", None)
+        assert key == f"quarantine/churn/run1/{identity}/reason.json"
+        assert record["rejected_key"] == f"quarantine/churn/run1/{identity}/rejected.parquet"
         assert record["rows_rejected"] == 1 and record["reason"] == "1 row rejected" and record["raw_key"] is None
         assert ds.list_quarantine("run1") == [record]
         rows = ds.read_quarantined_rows(record)
@@ -297,8 +300,9 @@ class TestQuarantine:
         raw = "name\nJosé\n".encode("latin-1")
         key = ds.quarantine("run1", "latin.csv", None, "not_utf8: not valid UTF-8", raw=raw)
         record = ds.list_quarantine()[0]
-        assert key == "quarantine/churn/run1/latin.csv.reason.json"
-        assert record["raw_key"] == "quarantine/churn/run1/latin.csv"
+        folder = f"quarantine/churn/run1/{quarantine_identity('file', 'latin.csv', None)}"
+        assert key == f"{folder}/reason.json"
+        assert record["raw_key"] == f"{folder}/raw" and record["source"] == "latin.csv"
         assert store.get_bytes(record["raw_key"]) == raw and record["raw_sha256"] == content_sha256(raw)
         assert ds.read_quarantined_rows(record).empty
 
@@ -369,3 +373,59 @@ def test_watermarks(store):
     ds.set_watermark("other", 42)
     assert ds.watermark("sql:customers") == "2024-01-01T00:00:00+00:00" and ds.watermark("other") == 42
     assert all(k.startswith("datasets/churn/state/") for k in store.list_keys("datasets/churn/state"))
+
+
+# --------------------------------------------------------------------------- quarantine keys never collide
+class TestQuarantineKeys:
+    def test_rejected_rows_and_raw_bytes_of_look_alike_sources_are_both_kept(self, store, churn):
+        """Before: rows of 'x' went to 'x.rejected.parquet', the raw bytes of a file named
+        'x.rejected.parquet' to the same key; a file named 'duplicate-rows' shared the batch-duplicates key."""
+        ds = DatasetStore(store, "churn")
+        data = to_csv([churn_row(plan="gold")])
+        rejected = validate(read_source(data, "x.csv"), churn, "x.csv", INGESTED_AT).rejected
+        ds.quarantine("run1", "x.csv", rejected, "1 row rejected")
+        ds.quarantine("run1", "x.csv.rejected.parquet", None, "unsupported_format", raw=b"evidence bytes")
+        ds.quarantine("run1", "duplicate-rows", None, "empty", raw=b"delivered file named duplicate-rows")
+        ds.quarantine("run1", "duplicate-rows", rejected, "1 duplicate row(s)", kind="batch_duplicates")
+        records = {(r["kind"], r["source"]): r for r in ds.list_quarantine("run1")}
+        assert len(records) == 4
+        assert ds.read_quarantined_rows(records[("file", "x.csv")])["plan"].tolist() == ["gold"]
+        assert store.get_bytes(records[("file", "x.csv.rejected.parquet")]["raw_key"]) == b"evidence bytes"
+        assert store.get_bytes(records[("file", "duplicate-rows")]["raw_key"]) == b"delivered file named duplicate-rows"
+        assert len(ds.read_quarantined_rows(records[("batch_duplicates", "duplicate-rows")])) == 1
+
+    def test_same_name_other_content_in_one_run_keeps_both(self, store):
+        ds = DatasetStore(store, "churn")
+        ds.quarantine("run1", "a.csv", None, "empty", raw=b"first", content_sha256=content_sha256(b"first"))
+        ds.quarantine("run1", "a.csv", None, "empty", raw=b"second", content_sha256=content_sha256(b"second"))
+        raws = sorted(store.get_bytes(r["raw_key"]) for r in ds.list_quarantine("run1"))
+        assert raws == [b"first", b"second"]
+
+    def test_records_of_the_layout_before_identities_are_still_listed(self, store):
+        store.put_bytes("quarantine/churn/run0/old.csv.reason.json", json.dumps({"source": "old.csv"}).encode())
+        store.put_bytes("quarantine/churn/run0/old.csv", b"raw")
+        assert [r["source"] for r in DatasetStore(store, "churn").list_quarantine("run0")] == ["old.csv"]
+
+
+_any_text = st.text(st.characters(codec="utf-8") | st.sampled_from(["\udcff", "\udc80", "%", "/", "."]), max_size=12)
+
+
+@settings(max_examples=200, deadline=None, derandomize=True)
+@given(
+    sources=st.lists(
+        st.tuples(
+            st.sampled_from(["file", "batch_duplicates", "sql_rows", "unparsed_tail"]),
+            _any_text,
+            st.none() | st.sampled_from([content_sha256(b"a"), content_sha256(b"b")]),
+        ),
+        min_size=2,
+        max_size=8,
+        unique=True,
+    )
+)
+def test_distinct_sources_never_share_a_quarantine_key(sources):
+    folders = [quarantine_identity(*s) for s in sources]
+    assert len(set(folders)) == len(sources)
+    keys = [f"{f}/{name}" for f in folders for name in ("raw", "rejected.parquet", "reason.json")]
+    assert len(set(keys)) == 3 * len(sources)
+    assert all(len(f) == 64 and set(f) <= set("0123456789abcdef") for f in folders)

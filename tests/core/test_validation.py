@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import io
 import json
@@ -17,6 +18,7 @@ from mlops_core.validation import (
     REASON_COLUMN,
     ROW_NUMBER_COLUMN,
     FileRejected,
+    InvalidValue,
     ValidationResult,
     read_source,
     row_keys,
@@ -100,7 +102,7 @@ class TestReadSource:
         assert exc.value.reason == "bad_header"
         assert "['a']" in str(exc.value)
 
-    @pytest.mark.parametrize("name", ["data.json", "data.csv.gz", "noext"])
+    @pytest.mark.parametrize("name", ["data.json", "data.gz", "data.parquet.gz", "noext"])
     def test_unsupported_format(self, name):
         with pytest.raises(FileRejected) as exc:
             read_source(b"a,b\n1,2\n", name)
@@ -140,8 +142,8 @@ class TestReadSource:
         assert frame["b"].tolist() == ["true", ""]
         assert frame["t"].iloc[0].startswith("2024-01-01 00:00:00") and frame["t"].iloc[1] == ""
         assert frame["d"].tolist() == ["x", "y"]
-        assert frame["l"].tolist() == ["[1, 2]", ""]
-        assert frame["bin"].iloc[1] == "ok"
+        assert frame["l"].tolist() == [InvalidValue("wrong_type", "list [1, 2]"), ""]  # no text form
+        assert frame["bin"].tolist() == [InvalidValue("not_utf8", "binary b'\\xff\\xfe'"), "ok"]
 
 
 # --------------------------------------------------------------------------- file-level checks
@@ -383,3 +385,219 @@ class TestRowKeys:
     def test_row_keys_function_matches_validate(self, churn):
         accepted = run(churn, [churn_row("a"), churn_row("b")]).accepted
         assert row_keys(accepted, churn) == accepted[ROW_KEY_COLUMN].tolist()
+
+
+# --------------------------------------------------------------------------- hostile values and files
+def gzip_bytes(data: bytes) -> bytes:
+    return gzip.compress(data, mtime=0)
+
+
+class TestHugeNumbers:
+    @pytest.mark.parametrize("value", ["9" * 5000, "-" + "9" * 5000, "1" + "0" * 4400, "+" + "7" * 100_000])
+    def test_int_with_thousands_of_digits_is_a_row_level_wrong_type(self, churn, value):
+        """Before: int() raised ValueError (Python's 4300-digit limit) and the whole run failed."""
+        result = run(churn, [churn_row("a", tenure_months=value), churn_row("ok")])
+        assert result.accepted["customer_id"].tolist() == ["ok"]
+        assert result.reason_counts == {"tenure_months:wrong_type": 1}
+        assert len(reason_of(result, 1)) < 200  # the value is shown shortened
+
+    def test_leading_zeros_do_not_count_as_digits(self, churn):
+        result = run(churn, [churn_row("a", tenure_months="0" * 5000 + "12")])
+        assert result.accepted["tenure_months"].tolist() == [12]
+
+    def test_huge_int_in_parquet_text_column(self, churn):
+        row = churn_row("a", support_calls="9" * 5000)
+        table = pa.table({k: [v] for k, v in {**row, "customer_id": "a"}.items()})
+        result = validate(read_source(parquet_bytes(table), "big.parquet"), churn, "big.parquet", INGESTED_AT)
+        assert result.reason_counts == {"support_calls:wrong_type": 1}
+
+
+class TestHeaderNormalisation:
+    def test_parquet_columns_colliding_after_trimming_are_bad_header(self):
+        """Before: ' customer_id' and 'customer_id' made read_source raise (ArrowInvalid / KeyError)."""
+        table = pa.Table.from_arrays([pa.array(["a"]), pa.array(["b"])], names=["customer_id", " customer_id"])
+        with pytest.raises(FileRejected) as exc:
+            read_source(parquet_bytes(table), "dup.parquet")
+        assert exc.value.reason == "bad_header" and "customer_id" in str(exc.value)
+
+    def test_parquet_exact_duplicate_names_are_bad_header(self):
+        table = pa.Table.from_arrays([pa.array([1]), pa.array([2])], names=["x", "x"])
+        with pytest.raises(FileRejected) as exc:
+            read_source(parquet_bytes(table), "dup.parquet")
+        assert exc.value.reason == "bad_header"
+
+    def test_csv_and_parquet_normalise_the_same_way(self, keyless):
+        names = ["\ufeff x ", "flag\t", " y"]
+        csv_frame = read_source(",".join(names).encode() + b"\n1.0,,2\n", "n.csv")
+        parquet_frame = read_source(
+            parquet_bytes(pa.Table.from_arrays([pa.array(["1.0"]), pa.array([""]), pa.array(["2"])], names=names)),
+            "n.parquet",
+        )
+        assert list(csv_frame.columns) == list(parquet_frame.columns) == ["x", "flag", "y"]
+        nfd = "cafe\u0301"  # 'café' decomposed: the same name as the NFC spelling
+        with pytest.raises(FileRejected) as exc:
+            read_source(f"caf\u00e9,{nfd}\n1,2\n".encode(), "nfc.csv")
+        assert exc.value.reason == "bad_header"
+
+    def test_validate_checks_after_normalising_typed_frames_too(self, keyless):
+        frame = pd.DataFrame([[1.0, 2.0, None, 3]], columns=["x", " x", "flag", "y"])
+        with pytest.raises(FileRejected) as exc:
+            validate(frame, keyless, "sql:t", INGESTED_AT)
+        assert exc.value.reason == "bad_header"
+
+
+class TestUnnamedColumns:
+    def test_pandas_index_column_is_dropped_under_drop(self, keyless):
+        """Before: the empty first header made the whole file bad_header even with unknown_columns: drop."""
+        data = pd.DataFrame({"x": [1.5, 2.5], "flag": [True, None], "y": [3, 4]}).to_csv().encode()
+        assert data.startswith(b",x,flag,y")
+        result = validate(read_source(data, "indexed.csv"), keyless, "indexed.csv", INGESTED_AT)
+        assert result.accepted["y"].tolist() == [3, 4] and result.rejected.empty
+
+    def test_unnamed_column_is_an_unknown_column_under_reject(self, churn):
+        rows = [churn_row("a")]
+        data = to_csv(rows, header=[*CHURN_HEADER]).replace(b"customer_id,", b" ,customer_id,", 1)
+        data = data.replace(b"\na,", b"\nzzz,a,", 1)
+        with pytest.raises(FileRejected) as exc:
+            validate(read_source(data, "unnamed.csv"), churn, "unnamed.csv", INGESTED_AT)
+        assert exc.value.reason == "unknown_columns" and "<unnamed column 1>" in str(exc.value)
+
+    def test_two_unnamed_columns_are_two_unknown_columns_not_duplicates(self, keyless):
+        frame = read_source(b"x,,flag,,y\n1,a,,b,2\n", "two.csv")
+        assert list(frame.columns) == ["x", "<unnamed column 2>", "flag", "<unnamed column 4>", "y"]
+        assert validate(frame, keyless, "two.csv", INGESTED_AT).accepted["y"].tolist() == [2]
+
+
+class TestParquetValues:
+    def _churn_table(self, **columns: pa.Array) -> pa.Table:
+        rows = [churn_row("a"), churn_row("b"), churn_row("c")]
+        data = {k: pa.array([r[k] for r in rows]) for k in CHURN_HEADER}
+        data.update(columns)
+        return pa.table(data)
+
+    def test_list_in_a_string_column_is_wrong_type_per_row(self, churn):
+        """Before: the list was stored as its Python repr "['x', 'y']"."""
+        table = self._churn_table(customer_id=pa.array([["x", "y"], None, ["z"]], pa.list_(pa.string())))
+        result = validate(read_source(parquet_bytes(table), "nested.parquet"), churn, "nested.parquet", INGESTED_AT)
+        assert result.accepted.empty
+        assert result.reason_counts == {"customer_id:wrong_type": 2, "customer_id:null": 1}
+        assert "nested" in reason_of(result, 1) and "list" in reason_of(result, 1)
+
+    @pytest.mark.parametrize(
+        "column",
+        [
+            pa.array([{"a": 1}, {"a": 2}, {"a": 3}]),
+            pa.array([[("k", 1)], [("k", 2)], [("k", 3)]], pa.map_(pa.string(), pa.int64())),
+            pa.array([[1], [2], [3]], pa.list_(pa.int64(), 1)),
+        ],
+        ids=["struct", "map", "fixed_size_list"],
+    )
+    def test_nested_types_are_wrong_type_in_any_column(self, churn, column):
+        table = self._churn_table(tenure_months=column)
+        result = validate(read_source(parquet_bytes(table), "n.parquet"), churn, "n.parquet", INGESTED_AT)
+        assert result.accepted.empty and result.reason_counts == {"tenure_months:wrong_type": 3}
+
+    def test_binary_that_is_not_utf8_is_rejected_per_row_not_merged(self, churn):
+        """Before: both ids decoded to 'id\ufffd' (replacement character): two customers became one."""
+        ids = pa.array([b"id\xff", b"id\xfe", "ok-\u00e9".encode()], pa.binary())
+        table = self._churn_table(customer_id=ids)
+        result = validate(read_source(parquet_bytes(table), "bin.parquet"), churn, "bin.parquet", INGESTED_AT)
+        assert result.accepted["customer_id"].tolist() == ["ok-\u00e9"]  # valid UTF-8 binary is text
+        assert result.reason_counts == {"customer_id:not_utf8": 2}
+        assert set(result.rejected["customer_id"].map(str)) == {"binary b'id\\xff'", "binary b'id\\xfe'"}
+
+    def test_parquet_and_csv_type_scalars_the_same_way(self, churn):
+        table = self._churn_table(
+            tenure_months=pa.array([1.5, float("inf"), 7.0]), autopay=pa.array([1, 0, 1], pa.int8())
+        )
+        result = validate(read_source(parquet_bytes(table), "s.parquet"), churn, "s.parquet", INGESTED_AT)
+        csv_result = run(
+            churn,
+            [
+                churn_row("a", tenure_months="1.5", autopay="1"),
+                churn_row("b", tenure_months="inf", autopay="0"),
+                churn_row("c", tenure_months="7.0", autopay="1"),
+            ],
+        )
+        assert result.reason_counts == csv_result.reason_counts == {"tenure_months:wrong_type": 2}
+        assert result.accepted["tenure_months"].tolist() == csv_result.accepted["tenure_months"].tolist() == [7]
+
+    def test_quarantined_rows_with_invalid_values_can_be_stored(self, churn, tmp_path):
+        from mlops_core.datasets import DatasetStore
+        from mlops_core.storage import LocalObjectStore
+
+        table = self._churn_table(customer_id=pa.array([b"\xff", b"b", b"c"], pa.binary()))
+        result = validate(read_source(parquet_bytes(table), "q.parquet"), churn, "q.parquet", INGESTED_AT)
+        ds = DatasetStore(LocalObjectStore(tmp_path), "churn")
+        record = json.loads(LocalObjectStore(tmp_path).get_bytes(ds.quarantine("r", "q.parquet", result.rejected, "x")))
+        assert ds.read_quarantined_rows(record)["customer_id"].tolist() == ["binary b'\\xff'"]
+
+
+class TestCompressionAndCase:
+    @pytest.mark.parametrize("name", ["f.csv.gz", "F.CSV.GZ", "f.Csv.Gz"])
+    def test_gzip_csv_is_read_like_csv(self, churn, name):
+        data = to_csv([churn_row("a"), churn_row("b")])
+        result = validate(read_source(gzip_bytes(data), name), churn, name, INGESTED_AT)
+        assert result.accepted["customer_id"].tolist() == ["a", "b"]
+
+    def test_multi_member_gzip(self):
+        data = gzip_bytes(b"a,b\n1,2\n") + gzip_bytes(b"3,4\n")
+        assert read_source(data, "m.csv.gz")["b"].tolist() == ["2", "4"]
+
+    @pytest.mark.parametrize("name", ["f.CSV", "f.Parquet", "f.PARQUET"])
+    def test_suffix_in_any_case(self, name):
+        data = parquet_bytes(pa.table({"a": ["1"]})) if "arquet" in name.lower() else b"a\n1\n"
+        assert read_source(data, name)["a"].tolist() == ["1"]
+
+    def test_gzip_bomb_is_too_large_not_an_out_of_memory(self):
+        bomb = gzip_bytes(b"a\n" + b"1\n" * 5_000_000)  # 10 MB of text in ~10 KB
+        assert len(bomb) < 100_000
+        with pytest.raises(FileRejected) as exc:
+            read_source(bomb, "bomb.csv.gz", max_decoded_bytes=1_000_000)
+        assert exc.value.reason == "too_large" and "1000000" in str(exc.value)
+
+    @pytest.mark.parametrize(
+        ("data", "reason"),
+        [
+            (gzip_bytes(b"a,b\n1,2\n")[:-10], "truncated"),
+            (b"\x1f\x8b\x08garbage", "truncated"),
+            (b"not gzip at all", "unparseable"),
+            (gzip_bytes(b""), "empty"),
+            (gzip_bytes("a\nJos\u00e9\n".encode("latin-1")), "not_utf8"),
+        ],
+        ids=["cut", "cut_header", "not_gzip", "empty_inside", "latin1_inside"],
+    )
+    def test_damaged_gzip(self, data, reason):
+        with pytest.raises(FileRejected) as exc:
+            read_source(data, "d.csv.gz")
+        assert exc.value.reason == reason
+
+    def test_parquet_dictionary_bomb_is_too_large(self):
+        long_value = "x" * 10_000
+        table = pa.table({"a": pa.array([long_value] * 2_000).dictionary_encode()})
+        data = parquet_bytes(table)
+        assert len(data) < 200_000
+        with pytest.raises(FileRejected) as exc:
+            read_source(data, "dict.parquet", max_decoded_bytes=5_000_000)
+        assert exc.value.reason == "too_large"
+
+    def test_text_column_that_is_not_utf8_rejects_the_file_like_csv(self):
+        """Parquet readers do not check UTF-8: before, such a file raised UnicodeDecodeError while being read."""
+        raw = pa.array([b"ok", b"\xff\xfe"], pa.binary())
+        table = pa.table({"a": pa.Array.from_buffers(pa.string(), 2, raw.buffers())})
+        with pytest.raises(FileRejected) as exc:
+            read_source(parquet_bytes(table), "bad-text.parquet")
+        assert exc.value.reason == "not_utf8"
+
+    def test_file_above_the_limit(self):
+        with pytest.raises(FileRejected) as exc:
+            read_source(b"a\n" + b"1\n" * 100, "big.csv", max_decoded_bytes=50)
+        assert exc.value.reason == "too_large"
+
+    def test_field_above_the_csv_readers_limit_is_too_large(self):
+        import csv
+
+        data = b"a,b\n1," + b"x" * (csv.field_size_limit() + 1) + b"\n"
+        with pytest.raises(FileRejected) as exc:
+            read_source(data, "wide.csv")
+        assert exc.value.reason == "too_large" and "CSV reader's limit" in str(exc.value)

@@ -2,110 +2,418 @@
 
 Every file is validated against the dataset contract. Accepted rows become one new immutable,
 content-addressed dataset version; rejected rows and files go to quarantine with their reason.
-A file's bytes are hashed first: a file (or a byte-identical copy under another name) that was
-already consumed is not read again. Consumed files move to the archive only after the version
-and the source ledger are committed, so a crash at any point is repaired by simply re-running.
+
+Hostile input is expected (the paths come from asset events anyone with API access can post):
+
+* Paths must name entries directly inside the drop zone; otherwise :class:`UntrustedPath` is
+  raised before anything is opened, moved or copied (see :mod:`mlops_core.delivered_files`).
+* Whatever one file holds, the worst outcome is that file's quarantine with a reason: links and
+  other non-regular entries (``not_regular_file``, never followed), files above the size limit
+  (``too_large``), and any exception while parsing or validating (``unreadable``, with the
+  exception's type and message). The rest of the batch is ingested.
+* Names are kept losslessly but escaped (:func:`~mlops_core.delivered_files.escape_name`) in
+  the manifest, the ``_source`` column, quarantine records and the report.
+* A file that changed after it was read (a writer still appending) is not committed in part:
+  it is left in the drop zone for the next run (``deferred``, with the reason
+  ``changed_while_ingesting`` in the report). If it changes later, between the commit and the
+  move to the archive, the bytes that were not parsed are quarantined as raw evidence (kind
+  ``unparsed_tail``) and the archive keeps every byte.
+
+Order of the writes, so that a crash or an error at any point is repaired by re-running the
+same run: (1) everything is read and validated, nothing written; (2) the version (its manifest
+is the commit point); (3) the quarantine records; (4) the source ledger; (5) the moves to the
+archive. A file that the ledger says this very run consumed is processed again by a retry, so
+the retry ends exactly like the first attempt.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlops_core.backends import object_store
+from mlops_core.delivered_files import (
+    MAX_FILE_BYTES,
+    DropZone,
+    FileRejected,
+    FileSnapshot,
+    UntrustedPath,
+    archived_extra,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
 
+    from mlops_core.contract import DatasetContract
+    from mlops_core.datasets import DatasetStore
     from mlops_core.settings import Settings
+    from mlops_core.validation import ValidationResult
+
+__all__ = ["MAX_FILE_BYTES", "UNLEDGERED_REASONS", "UntrustedPath", "ingest_files", "ingest_sql"]
 
 log = logging.getLogger(__name__)
 
+# File rejects that say nothing about the content against the contract. Such files are not
+# remembered in the source ledger: the same bytes delivered again are looked at again.
+UNLEDGERED_REASONS = frozenset({"too_large", "not_regular_file", "unreadable"})
+CHANGED_WHILE_INGESTING = "changed_while_ingesting"
+_MAX_DETAIL = 500  # characters of an unexpected exception's message kept in a reason
 
-def ingest_files(settings: Settings, files: list[str], *, run_id: str, ingested_at: str) -> dict[str, Any]:
-    """Validate and commit ``files`` (paths in the drop zone). Returns the ingestion report.
+
+@dataclass
+class _Quarantine:
+    """A quarantine record to write once the version is committed; ``key`` is set when written."""
+
+    source: str
+    rejected: pd.DataFrame | None
+    reason: str
+    raw: bytes | None
+    kind: str
+    content_sha256: str | None
+    details: dict[str, Any] = field(default_factory=dict)
+    key: str | None = None
+
+    def write(self, store: DatasetStore, run_id: str) -> str:
+        self.key = store.quarantine(
+            run_id,
+            self.source,
+            self.rejected,
+            self.reason,
+            self.raw,
+            kind=self.kind,
+            content_sha256=self.content_sha256,
+            details=self.details,
+        )
+        return self.key
+
+
+@dataclass
+class _Outcome:
+    """What became of one drop-zone entry in this run."""
+
+    name: str  # as os gives it
+    shown: str  # escaped
+    status: str  # accepted | rejected | duplicate_file | deferred
+    snapshot: FileSnapshot | None = None
+    result: ValidationResult | None = None
+    rejected: FileRejected | None = None
+    data: bytes | None = None
+    evidence: str = ""
+    seen_in: str | None = None
+    archive: bool = True
+    note: str = ""
+    quarantine: _Quarantine | None = None
+    report: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def sha256(self) -> str | None:
+        return None if self.snapshot is None else self.snapshot.sha256
+
+
+def ingest_files(
+    settings: Settings,
+    files: list[str],
+    *,
+    run_id: str,
+    ingested_at: str,
+    max_file_bytes: int = MAX_FILE_BYTES,
+) -> dict[str, Any]:
+    """Validate and commit ``files`` (paths of entries in the drop zone). Returns the ingestion report.
 
     ``ingested_at`` is the run's logical time (ISO 8601); it is the event time of rows whose
-    contract has no event-time column, so a re-run produces identical rows.
+    contract has no event-time column, so a re-run produces identical rows. ``max_file_bytes``
+    limits a delivered file and its decoded content (gzip output, Parquet values).
+
+    The report holds ``dataset, run_id, version_id, created, rows, rejected_rows,
+    duplicate_rows, sources, reason, files`` (+ ``event_time_min/max`` with a version) and
+    ``files_quarantined``, ``quarantined_files``, ``deferred_files``; every name is escaped.
+
+    Raises:
+        UntrustedPath: a path is not an entry directly inside ``settings.dataset.drop_zone``;
+            raised before anything is read, moved or copied. Retrying does not help.
     """
     import pandas as pd
 
     from mlops_core.datasets import DatasetStore, safe_key_part
-    from mlops_core.dropzone import archive_file
-    from mlops_core.validation import FileRejected, read_source, validate
+    from mlops_core.validation import check_contract
 
-    contract = settings.load_contract()
+    zone = DropZone(settings.dataset.drop_zone)
+    names = zone.names_of(files)  # refuses untrusted paths before anything is touched
+    contract = _load_contract(settings)
+    check_contract(contract)  # a broken contract fails the task; it is no file's fault
     store = DatasetStore(object_store(settings), contract.name)
-    drop_zone = Path(settings.dataset.drop_zone)
-    archive_dir = drop_zone.parent / f"{drop_zone.name}.archive" / safe_key_part(run_id)
-    ts = pd.Timestamp(ingested_at)
-    ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+    configured = Path(settings.dataset.drop_zone)
+    archive_dir = configured.parent / f"{configured.name}.archive" / safe_key_part(run_id)
+    ts = _utc(pd.Timestamp(ingested_at))
 
-    accepted_frames: list[pd.DataFrame] = []
+    # (1) Read and validate everything; nothing is written yet.
+    outcomes: list[_Outcome] = []
+    with zone:
+        first_of: dict[str, str] = {}  # checksum -> first file of this batch with it
+        earlier_attempts: set[str] = set()  # versions an earlier attempt of this run committed
+        for name in names:
+            outcome = _examine(zone, name, store, contract, ts, run_id, first_of, earlier_attempts, max_file_bytes)
+            if outcome is not None:
+                outcomes.append(outcome)
+        for outcome in outcomes:  # a writer still at it: leave the file for the next run
+            if outcome.sha256 is not None:
+                _check_unchanged(zone, outcome)
+
+    # (2)-(4) Commit, quarantine, ledger.
     sources: list[dict[str, Any]] = []
-    file_reports: list[dict[str, Any]] = []
+    frames: list[pd.DataFrame] = []
+    pending: list[_Quarantine] = []
     rejected_rows = 0
-    for path in sorted(files):
-        path = Path(path)
-        if not path.exists():
-            log.info("%s is gone (already archived by an earlier try); skipping", path.name)
-            continue
-        data = path.read_bytes()
-        sha = hashlib.sha256(data).hexdigest()
-        seen = store.source_seen(sha)
-        if seen:
-            log.warning("%s: identical content already ingested (%s); not counted again", path.name, seen)
-            file_reports.append({"file": path.name, "status": "duplicate_file", "seen_in": seen})
-            store.quarantine(run_id, path.name, None, f"duplicate_file: same bytes already ingested ({seen})", None)
-            sources.append(
-                {"key": path.name, "sha256": sha, "status": "duplicate", "rows_accepted": 0, "rows_rejected": 0}
-            )
-            continue
-        try:
-            raw = read_source(data, path.name)
-            result = validate(raw, contract, source=path.name, ingested_at=ts)
-        except FileRejected as exc:
-            log.warning("%s rejected: %s", path.name, exc)
-            key = store.quarantine(run_id, path.name, None, f"{exc.reason}: {exc}", data)
-            file_reports.append({"file": path.name, "status": "rejected", "reason": str(exc), "quarantine": key})
-            sources.append(
-                {"key": path.name, "sha256": sha, "status": "quarantined", "rows_accepted": 0, "rows_rejected": 0}
-            )
-            continue
-        n_ok, n_bad = len(result.accepted), len(result.rejected)
-        if n_bad:
-            reasons = result.summary()["reasons"]
-            key = store.quarantine(run_id, path.name, result.rejected, f"{n_bad} row(s) rejected: {reasons}", None)
-            log.warning("%s: %d row(s) quarantined at %s: %s", path.name, n_bad, key, reasons)
-        log.info("%s: %d row(s) accepted, %d rejected", path.name, n_ok, n_bad)
-        rejected_rows += n_bad
-        accepted_frames.append(result.accepted)
-        sources.append(
-            {"key": path.name, "sha256": sha, "status": "accepted", "rows_accepted": n_ok, "rows_rejected": n_bad}
-        )
-        file_reports.append(
-            {
-                "file": path.name,
-                "status": "accepted",
-                "rows_accepted": n_ok,
-                "rows_rejected": n_bad,
-                "reasons": result.summary()["reasons"] if n_bad else {},
-            }
-        )
+    for outcome in outcomes:
+        _plan(outcome, sources, frames, pending)
+        if outcome.result is not None:
+            rejected_rows += len(outcome.result.rejected)
+    report, duplicates_by_source = _commit(
+        store, contract, frames, sources, run_id, ts, rejected_rows, pending, earlier_attempts
+    )
 
-    report = _commit(store, contract, accepted_frames, sources, run_id, ts, rejected_rows)
-    report["files"] = file_reports
+    # (5) Archive only after the version, the quarantine and the ledger are durable.
+    for outcome in outcomes:
+        if outcome.status != "deferred" and outcome.archive:
+            _archive_and_verify(store, run_id, zone.folder, outcome, archive_dir, max_file_bytes)
 
-    # Archive only after the version and the source ledger are durable.
-    for path in files:
-        if Path(path).exists():
-            archive_file(path, archive_dir)
+    for outcome in outcomes:
+        entry = outcome.report
+        if outcome.quarantine is not None:
+            entry["quarantine"] = outcome.quarantine.key
+        if outcome.status == "accepted":
+            entry["rows_duplicate"] = duplicates_by_source.get(outcome.shown, 0)
+    report["files"] = [o.report for o in outcomes]
+    quarantined = [o.shown for o in outcomes if o.status in ("rejected", "duplicate_file")]
+    report["files_quarantined"] = len(quarantined)
+    report["quarantined_files"] = quarantined
+    report["deferred_files"] = [o.shown for o in outcomes if o.status == "deferred"]
     return report
 
 
-def ingest_sql(settings: Settings, fetch_batch, *, run_id: str, ingested_at: str) -> dict[str, Any]:
+def _examine(
+    zone: DropZone,
+    name: str,
+    store: DatasetStore,
+    contract: DatasetContract,
+    ts: pd.Timestamp,
+    run_id: str,
+    first_of: dict[str, str],
+    earlier_attempts: set[str],
+    max_file_bytes: int,
+) -> _Outcome | None:
+    """Read and validate one entry; never raises for anything the entry holds. None: it is gone."""
+    from mlops_core.datasets import QUARANTINED
+    from mlops_core.validation import read_source, validate
+
+    delivered = zone.read(name, max_bytes=max_file_bytes)
+    if delivered is None:
+        log.info("%s is gone (already archived by an earlier try?); skipping", name)
+        return None
+    shown = delivered.shown
+    if delivered.rejected is not None:
+        log.warning("%s rejected: %s", shown, delivered.rejected)
+        return _Outcome(
+            name,
+            shown,
+            "rejected",
+            snapshot=delivered.snapshot,
+            rejected=delivered.rejected,
+            evidence=delivered.evidence,
+        )
+    data = delivered.data
+    snapshot = delivered.snapshot
+    assert data is not None and snapshot is not None and snapshot.sha256 is not None  # noqa: S101 - read() contract
+    sha = snapshot.sha256
+    if sha in first_of:
+        return _Outcome(name, shown, "duplicate_file", snapshot=snapshot, seen_in=f"this batch ({first_of[sha]})")
+    first_of[sha] = shown
+    record = store.source_record(sha)
+    if record is not None and record.get("run_id") == run_id and record.get("consumed_by") != QUARANTINED:
+        earlier_attempts.add(str(record["consumed_by"]))
+    if record is not None and not (record.get("run_id") == run_id and record.get("key") == shown):
+        # Consumed by an earlier run, or by this run under another name (a retry whose first
+        # attempt archived that file): the same words as the first attempt used.
+        seen_in = f"this batch ({record.get('key')})" if record.get("run_id") == run_id else str(record["consumed_by"])
+        return _Outcome(name, shown, "duplicate_file", snapshot=snapshot, seen_in=seen_in)
+    try:
+        frame = read_source(data, shown, max_decoded_bytes=max_file_bytes)
+        result = validate(frame, contract, source=shown, ingested_at=ts)
+    except FileRejected as exc:
+        log.warning("%s rejected: %s", shown, exc)
+        return _Outcome(name, shown, "rejected", snapshot=snapshot, rejected=exc, data=data)
+    except Exception as exc:  # whatever one file holds, it must not stop the batch
+        detail = str(exc)
+        detail = detail if len(detail) <= _MAX_DETAIL else detail[: _MAX_DETAIL - 3] + "..."
+        log.exception("%s could not be read or validated; quarantining it", shown)
+        rejected = FileRejected(
+            "unreadable",
+            f"{shown}: could not be read or validated ({type(exc).__name__}: {detail}); the file is quarantined "
+            "and the rest of the batch goes on. Report this message: it is a limit or a defect of the ingest code",
+        )
+        return _Outcome(name, shown, "rejected", snapshot=snapshot, rejected=rejected, data=data)
+    log.info("%s: %d row(s) accepted, %d rejected", shown, len(result.accepted), len(result.rejected))
+    return _Outcome(name, shown, "accepted", snapshot=snapshot, result=result)
+
+
+def _check_unchanged(zone: DropZone, outcome: _Outcome) -> None:
+    """Defer a file that changed since it was read; note one that was replaced or removed."""
+    assert outcome.snapshot is not None  # noqa: S101 - only called for files that were read
+    change = zone.change_since(outcome.name, outcome.snapshot)
+    if change is None:
+        return
+    if change == "changed":
+        message = (
+            f"{CHANGED_WHILE_INGESTING}: {outcome.shown} changed after it was read ({outcome.snapshot.size} bytes "
+            "read); a writer is still at it. Nothing of it was committed; it stays in the drop zone for the next run"
+        )
+        log.warning("%s", message)
+        outcome.status = "deferred"
+        outcome.result = None
+        outcome.rejected = None
+        outcome.report = {"file": outcome.shown, "status": "deferred", "reason": message}
+        return
+    # Replaced by another file, or removed: what was read is complete and is ingested; the new
+    # file (if any) is not archived, so the next run reads it.
+    outcome.archive = False
+    outcome.note = (
+        "replaced by another file after it was read; the new file is left for the next run"
+        if change == "replaced"
+        else "removed from the drop zone after it was read"
+    )
+    log.warning("%s: %s", outcome.shown, outcome.note)
+
+
+def _plan(outcome: _Outcome, sources: list[dict[str, Any]], frames: list[Any], pending: list[_Quarantine]) -> None:
+    """The source entry, accepted rows, quarantine record and report entry of one outcome."""
+    shown, sha = outcome.shown, outcome.sha256
+    if outcome.status == "deferred":
+        return
+    if outcome.status == "duplicate_file":
+        reason = f"duplicate_file: same bytes already ingested ({outcome.seen_in})"
+        log.warning("%s: identical content already ingested (%s); not counted again", shown, outcome.seen_in)
+        outcome.quarantine = _Quarantine(shown, None, reason, None, "file", sha, {"reason_code": "duplicate_file"})
+        pending.append(outcome.quarantine)
+        sources.append({"key": shown, "sha256": sha, "status": "duplicate", "rows_accepted": 0, "rows_rejected": 0})
+        outcome.report = {"file": shown, "status": "duplicate_file", "seen_in": outcome.seen_in}
+        return
+    if outcome.status == "rejected":
+        exc = outcome.rejected
+        assert exc is not None  # noqa: S101 - set with the status
+        identity = sha or hashlib.sha256(outcome.evidence.encode("utf-8", "surrogatepass")).hexdigest()
+        details = {"reason_code": exc.reason, **({"evidence": outcome.evidence} if outcome.evidence else {})}
+        outcome.quarantine = _Quarantine(shown, None, f"{exc.reason}: {exc}", outcome.data, "file", identity, details)
+        pending.append(outcome.quarantine)
+        sources.append(
+            {
+                "key": shown,
+                "sha256": sha,
+                "status": "quarantined",
+                "reason": exc.reason,
+                "rows_accepted": 0,
+                "rows_rejected": 0,
+            }
+        )
+        outcome.report = {"file": shown, "status": "rejected", "reason_code": exc.reason, "reason": str(exc)}
+        return
+    result = outcome.result
+    assert result is not None  # noqa: S101 - set with the status
+    n_ok, n_bad = len(result.accepted), len(result.rejected)
+    reasons = result.summary()["reasons"] if n_bad else {}
+    if n_bad:
+        outcome.quarantine = _Quarantine(
+            shown, result.rejected, f"{n_bad} row(s) rejected: {reasons}", None, "file", sha, {"reason_code": "rows"}
+        )
+        pending.append(outcome.quarantine)
+        log.warning("%s: %d row(s) to quarantine: %s", shown, n_bad, reasons)
+    frames.append(result.accepted)
+    sources.append({"key": shown, "sha256": sha, "status": "accepted", "rows_accepted": n_ok, "rows_rejected": n_bad})
+    outcome.report = {
+        "file": shown,
+        "status": "accepted",
+        "rows_in": n_ok + n_bad,
+        "rows_accepted": n_ok,
+        "rows_rejected": n_bad,
+        "reasons": reasons,
+    }
+    if outcome.note:
+        outcome.report["note"] = outcome.note
+
+
+def _archive_and_verify(
+    store: DatasetStore, run_id: str, folder: Path, outcome: _Outcome, archive_dir: Path, max_file_bytes: int
+) -> None:
+    """Move the entry to the archive; quarantine any bytes the archived file has beyond what was parsed."""
+    target = _archive(folder / outcome.name, archive_dir)
+    snapshot = outcome.snapshot
+    if target is None or snapshot is None or snapshot.sha256 is None:
+        return
+    extra = archived_extra(target, snapshot, max_bytes=max_file_bytes)
+    if extra is None:
+        return
+    what = (
+        "was replaced or rewritten after it was read: the archived file is not what was ingested"
+        if extra.whole_file
+        else f"grew from {snapshot.size} to {extra.archived_size} bytes after it was read"
+    )
+    reason = (
+        f"{CHANGED_WHILE_INGESTING}: {outcome.shown} {what}; the {len(extra.data)} byte(s) not ingested are kept "
+        "here as raw evidence (and the archive keeps the whole file). Deliver them again as a new file"
+    )
+    log.warning("%s", reason)
+    tail = _Quarantine(
+        outcome.shown,
+        None,
+        reason,
+        extra.data,
+        "unparsed_tail",
+        extra.sha256,
+        {"reason_code": CHANGED_WHILE_INGESTING, "parsed_bytes": snapshot.size, "parsed_sha256": snapshot.sha256},
+    )
+    outcome.report["unparsed_bytes"] = len(extra.data)
+    outcome.report["unparsed_quarantine"] = tail.write(store, run_id)
+
+
+def _archive(path: Path, archive_dir: Path) -> Path | None:
+    """Move a drop-zone entry (a file, or a link itself, never its target) to the archive."""
+    from mlops_core.dropzone import archive_file
+
+    if not os.path.lexists(path):
+        return None
+    if not os.path.islink(path):
+        return archive_file(path, archive_dir)
+    try:
+        target = archive_file(path, archive_dir)
+    except FileNotFoundError:  # a dangling link: archive_file looks through it
+        target = None
+    if os.path.lexists(path):  # archive_file left the link (it looked at what it points to)
+        return _move_link(path, archive_dir)
+    return target
+
+
+def _move_link(path: Path, archive_dir: Path) -> Path:
+    archive_dir.mkdir(parents=True, exist_ok=True)
+    n = 0
+    while True:
+        target = archive_dir / (path.name if n == 0 else f"{path.name}.{n}")
+        if not os.path.lexists(target):
+            os.replace(path, target)
+            return target
+        n += 1
+
+
+def ingest_sql(
+    settings: Settings,
+    fetch_batch: Callable[[str, str, Any, int], pd.DataFrame],
+    *,
+    run_id: str,
+    ingested_at: str,
+) -> dict[str, Any]:
     """Ingest rows of the configured SQL table newer than the stored watermark.
 
     ``fetch_batch(table, watermark_column, after, limit) -> DataFrame`` reads rows with
@@ -116,17 +424,16 @@ def ingest_sql(settings: Settings, fetch_batch, *, run_id: str, ingested_at: str
     import pandas as pd
 
     from mlops_core.datasets import DatasetStore
-    from mlops_core.validation import FileRejected, validate
+    from mlops_core.validation import validate
 
     src = settings.dataset.sql_source
     if src is None:
         raise ValueError("dataset.sql_source is not configured in include/conf/<env>.yaml")
-    contract = settings.load_contract()
+    contract = _load_contract(settings)
     store = DatasetStore(object_store(settings), contract.name)
     state_name = f"sql-{src.conn_id}-{src.table}"
     after = store.watermark(state_name)
-    ts = pd.Timestamp(ingested_at)
-    ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+    ts = _utc(pd.Timestamp(ingested_at))
 
     raw = fetch_batch(src.table, src.watermark_column, after, src.batch_size)
     log.info("Read %d row(s) from %s after %s=%r", len(raw), src.table, src.watermark_column, after)
@@ -157,12 +464,22 @@ def ingest_sql(settings: Settings, fetch_batch, *, run_id: str, ingested_at: str
         result = validate(as_text, contract, source=source_name, ingested_at=ts)
     except FileRejected as exc:
         raise ValueError(f"table {src.table} does not match the contract {contract.name}: {exc}") from exc
+    pending = []
     if len(result.rejected):
         reasons = result.summary()["reasons"]
-        store.quarantine(
-            run_id, f"sql-{src.table}", result.rejected, f"{len(result.rejected)} row(s) rejected: {reasons}", None
+        identity = hashlib.sha256(f"{source_name}\n{new_watermark}".encode()).hexdigest()
+        pending.append(
+            _Quarantine(
+                source_name,
+                result.rejected,
+                f"{len(result.rejected)} row(s) rejected: {reasons}",
+                None,
+                "sql_rows",
+                identity,
+                {"reason_code": "rows", "table": src.table},
+            )
         )
-        log.warning("%s: %d row(s) quarantined: %s", source_name, len(result.rejected), reasons)
+        log.warning("%s: %d row(s) to quarantine: %s", source_name, len(result.rejected), reasons)
     sources = [
         {
             "key": source_name,
@@ -172,14 +489,30 @@ def ingest_sql(settings: Settings, fetch_batch, *, run_id: str, ingested_at: str
             "rows_rejected": len(result.rejected),
         }
     ]
-    report = _commit(store, contract, [result.accepted], sources, run_id, ts, len(result.rejected))
+    report, _ = _commit(store, contract, [result.accepted], sources, run_id, ts, len(result.rejected), pending)
     store.set_watermark(state_name, new_watermark)
     report["watermark"] = new_watermark
     return report
 
 
-def _commit(store, contract, frames, sources, run_id, ts, rejected_rows) -> dict[str, Any]:
+def _commit(
+    store: DatasetStore,
+    contract: DatasetContract,
+    frames: list[pd.DataFrame],
+    sources: list[dict[str, Any]],
+    run_id: str,
+    ts: pd.Timestamp,
+    rejected_rows: int,
+    pending: list[_Quarantine],
+    earlier_attempts: set[str] | None = None,
+) -> tuple[dict[str, Any], dict[str, int]]:
+    """Commit the accepted rows, then write the quarantine records, then the source ledger.
+
+    Returns the report and the number of rows per source left out as duplicates.
+    """
     import pandas as pd
+
+    from mlops_core.contract import ROW_KEY_COLUMN, SOURCE_COLUMN
 
     base = {
         "dataset": contract.name,
@@ -189,8 +522,10 @@ def _commit(store, contract, frames, sources, run_id, ts, rejected_rows) -> dict
     }
     frames = [f for f in frames if len(f)]
     if not frames:
+        for record in pending:
+            record.write(store, run_id)
         store.record_sources(_new_sources(sources), None, run_id)
-        return {
+        report = {
             **base,
             "created": False,
             "version_id": None,
@@ -198,18 +533,41 @@ def _commit(store, contract, frames, sources, run_id, ts, rejected_rows) -> dict
             "duplicate_rows": 0,
             "reason": "no accepted rows",
         }
+        return report, {}
     accepted = pd.concat(frames, ignore_index=True)
     # commit_version leaves out (and returns, with the reason) rows already in a version and rows
     # repeated across the files of this batch; they are quarantined, never silently dropped.
-    result = store.commit_version(accepted, contract, sources=sources, run_id=run_id, created_at=ts.isoformat())
+    result = store.commit_version(
+        accepted,
+        contract,
+        sources=sources,
+        run_id=run_id,
+        created_at=ts.isoformat(),
+        earlier_attempts=earlier_attempts or (),
+    )
+    for record in pending:
+        record.write(store, run_id)
     dupes = len(result.duplicates)
+    by_source: dict[str, int] = {}
     if dupes:
-        store.quarantine(run_id, "duplicate-rows", result.duplicates, f"{dupes} duplicate row(s) left out", None)
+        keys = "\n".join(sorted(result.duplicates[ROW_KEY_COLUMN].astype(str)))
+        store.quarantine(
+            run_id,
+            "duplicate-rows",
+            result.duplicates,
+            f"{dupes} duplicate row(s) left out",
+            None,
+            kind="batch_duplicates",
+            content_sha256=hashlib.sha256(keys.encode("utf-8")).hexdigest(),
+            details={"reason_code": "duplicate_row"},
+        )
+        counts = result.duplicates[SOURCE_COLUMN].astype(str).value_counts()
+        by_source = {str(k): int(v) for k, v in counts.items()}
     manifest = result.manifest
     version_id = manifest["version_id"] if manifest else None
     store.record_sources(_new_sources(sources), version_id, run_id)
     if manifest is None:
-        return {
+        report = {
             **base,
             "created": False,
             "version_id": None,
@@ -217,7 +575,8 @@ def _commit(store, contract, frames, sources, run_id, ts, rejected_rows) -> dict
             "duplicate_rows": dupes,
             "reason": "every accepted row was already ingested",
         }
-    return {
+        return report, by_source
+    report = {
         **base,
         "created": result.created,
         "version_id": version_id,
@@ -227,8 +586,28 @@ def _commit(store, contract, frames, sources, run_id, ts, rejected_rows) -> dict
         "event_time_max": manifest["event_time_max"],
         "reason": "new version" if result.created else "version already existed (re-run)",
     }
+    return report, by_source
 
 
 def _new_sources(sources: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Sources to record in the ledger: files seen for the first time (not SQL reads, not duplicates)."""
-    return [s for s in sources if s.get("sha256") and s["status"] != "duplicate"]
+    """Sources to record in the ledger: files seen for the first time, judged on their content.
+
+    Not SQL reads, not duplicates, and not files rejected for a reason that says nothing about
+    their content (:data:`UNLEDGERED_REASONS`): those are looked at again when delivered again.
+    """
+    return [
+        s
+        for s in sources
+        if s.get("sha256") and s["status"] != "duplicate" and s.get("reason") not in UNLEDGERED_REASONS
+    ]
+
+
+def _load_contract(settings: Settings) -> DatasetContract:
+    """The dataset contract (what ``Settings.load_contract`` reads, typed)."""
+    from mlops_core.contract import DatasetContract
+
+    return DatasetContract.from_yaml(settings.dataset.contract)
+
+
+def _utc(stamp: pd.Timestamp) -> pd.Timestamp:
+    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")

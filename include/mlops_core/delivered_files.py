@@ -1,0 +1,445 @@
+"""Read a file delivered to the drop zone without trusting its path, its type, its size or its name.
+
+The paths ingest is handed come from ``landed_files`` asset events: from our watch DAG, or from
+anyone who may post an asset event over the REST API. So:
+
+* **Paths** (:meth:`DropZone.names_of`): only absolute paths of entries directly inside the drop
+  zone are taken (the folders are compared after resolving links; ``..``, ``.``, a NUL byte, a
+  relative path, a hidden name (an upload still in progress) are refused). One untrusted path
+  refuses the whole call with :class:`UntrustedPath` before anything is opened, moved or copied.
+* **Entries** (:meth:`DropZone.read`): the entry is looked at with ``lstat`` relative to a
+  descriptor of the drop zone folder (no path is resolved twice), and only a regular file is
+  opened, with ``O_NOFOLLOW | O_NONBLOCK`` (a link swapped in meanwhile fails instead of being
+  followed; a FIFO cannot block), and read from that one descriptor after ``fstat`` confirms it
+  is still a regular file. Links, folders, FIFOs, sockets and devices are rejected as
+  ``not_regular_file`` without reading what they point to; files above ``max_bytes`` as
+  ``too_large`` without reading them.
+* **Changes** (:meth:`DropZone.change_since`, :func:`archived_extra`): what was read is
+  remembered (device, inode, size, mtime, SHA-256) so that a file still being written can be
+  told apart from the bytes that were parsed.
+* **Names** (:func:`escape_name`): Linux allows any bytes but ``/`` and NUL in a name; Python
+  gives names that are not UTF-8 as ``str`` with surrogate escapes, which JSON, Parquet and
+  object keys cannot hold. Every name that leaves this module is escaped losslessly:
+  :func:`unescape_name` gives the original back.
+
+Only the standard library is used.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import re
+import stat
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+MAX_FILE_BYTES = 2 * 1024**3  # default size limit of one delivered file (and of its decoded content)
+READ_CHUNK = 1 << 20
+
+_PERCENT_BYTE = re.compile(r"%([0-9A-F]{2})")
+
+
+class FileRejected(ValueError):
+    """A whole source file cannot be used; ``reason`` is a short machine-readable code.
+
+    Codes: ``empty``, ``not_utf8``, ``truncated``, ``unparseable``, ``unsupported_format``,
+    ``bad_header``, ``missing_columns``, ``unknown_columns``, ``too_large``,
+    ``not_regular_file``, ``unreadable``.
+    """
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+class UntrustedPath(ValueError):
+    """Paths handed to ingest that are not entries directly inside the drop zone.
+
+    Raised before anything was opened, moved or copied. Not worth a retry: the same paths are
+    refused again. ``paths`` holds the refused paths, escaped (see :func:`escape_name`).
+    """
+
+    def __init__(self, message: str, paths: list[str]) -> None:
+        super().__init__(message)
+        self.paths = paths
+
+
+# --------------------------------------------------------------------------- names
+def escape_name(name: str) -> str:
+    """A file name as printable, JSON-safe text that :func:`unescape_name` turns back into ``name``.
+
+    Bytes that are not UTF-8, characters that are not printable (controls, format characters
+    such as bidi overrides, separators other than the space, unassigned code points) and ``%``
+    itself become ``%XX`` (one per byte of the original name); everything else is kept, so
+    ``data.csv`` and ``données.csv`` stay as they are and ``100%.csv`` becomes ``100%25.csv``.
+    """
+    out: list[str] = []
+    for char in name:
+        if char == "%" or not char.isprintable():
+            out.extend(f"%{b:02X}" for b in _name_bytes(char))
+        else:
+            out.append(char)
+    return "".join(out)
+
+
+def unescape_name(text: str) -> str:
+    """The original name behind :func:`escape_name` (``str`` with surrogate escapes, as ``os`` gives it)."""
+    parts: list[bytes] = []
+    position = 0
+    for match in _PERCENT_BYTE.finditer(text):
+        parts.append(text[position : match.start()].encode("utf-8", "surrogatepass"))
+        parts.append(bytes([int(match.group(1), 16)]))
+        position = match.end()
+    parts.append(text[position:].encode("utf-8", "surrogatepass"))
+    return os.fsdecode(b"".join(parts))
+
+
+def _name_bytes(text: str) -> bytes:
+    """The bytes the file system holds for ``text`` (lone surrogates that no file system gives: their UTF-8 form)."""
+    try:
+        return os.fsencode(text)
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogatepass")
+
+
+# --------------------------------------------------------------------------- what was read
+@dataclass(frozen=True)
+class FileSnapshot:
+    """What was read of a file: its identity when it was opened and the bytes that were read."""
+
+    device: int
+    inode: int
+    size: int  # bytes read (for a file rejected unread: its size then)
+    mtime_ns: int
+    sha256: str | None  # of the bytes read; None when the file was not read
+
+
+@dataclass(frozen=True)
+class DeliveredFile:
+    """One drop-zone entry after :meth:`DropZone.read`.
+
+    ``name`` is the entry's name as ``os`` gives it (maybe with surrogate escapes), ``shown`` its
+    escaped form for reports, records and the ``_source`` column. ``data`` is None when the
+    entry was rejected before being read (``rejected`` says why).
+    """
+
+    name: str
+    shown: str
+    data: bytes | None
+    snapshot: FileSnapshot | None
+    rejected: FileRejected | None = None
+    evidence: str = ""  # what identifies an entry that was not read (its kind, link target, size)
+
+
+def _describe_mode(mode: int) -> str:
+    kinds = (
+        (stat.S_ISLNK, "a symbolic link"),
+        (stat.S_ISDIR, "a folder"),
+        (stat.S_ISFIFO, "a FIFO (named pipe)"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+    )
+    return next((text for test, text in kinds if test(mode)), f"not a regular file (mode {oct(mode)})")
+
+
+class DropZone:
+    """The drop-zone folder, opened once; its entries are looked at relative to that descriptor.
+
+    Use as a context manager around :meth:`read` and :meth:`change_since`. A drop zone that does
+    not exist has no entries (every name is gone).
+    """
+
+    def __init__(self, folder: str | os.PathLike[str]) -> None:
+        self.configured = Path(folder)
+        self.folder = Path(os.path.realpath(folder))
+        self._fd: int | None = None
+
+    def __enter__(self) -> DropZone:
+        try:
+            self._fd = os.open(self.folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            self._fd = None
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    # ------------------------------------------------------------------ paths
+    def names_of(self, paths: Iterable[object]) -> list[str]:
+        """The entry names of ``paths``, each an absolute path directly inside the drop zone.
+
+        Raises:
+            UntrustedPath: naming every refused path and the drop zone; nothing was touched.
+        """
+        names: list[str] = []
+        refused: list[tuple[str, str]] = []
+        for path in paths:
+            name, problem = self._name_of(path)
+            if problem:
+                refused.append((_show_path(path), problem))
+            else:
+                names.append(name)
+        if refused:
+            listed = "; ".join(f"{path!r}: {problem}" for path, problem in refused[:20])
+            more = f" (and {len(refused) - 20} more)" if len(refused) > 20 else ""
+            raise UntrustedPath(
+                f"refused {len(refused)} path(s) that are not files directly inside the drop zone "
+                f"{escape_name(str(self.folder))!r}: {listed}{more}. Nothing was read, moved or copied; "
+                "only post landed_files events for files in the drop zone",
+                [path for path, _ in refused],
+            )
+        return sorted(set(names))
+
+    def _name_of(self, path: object) -> tuple[str, str]:
+        if isinstance(path, bytes):
+            path = os.fsdecode(path)
+        if isinstance(path, os.PathLike):
+            path = os.fspath(path)
+        if not isinstance(path, str):
+            return "", f"not a path but {type(path).__name__}"
+        if "\x00" in path:
+            return "", "contains a NUL byte"
+        try:
+            os.fsencode(path)
+        except UnicodeEncodeError:
+            return "", "cannot be a file name (not encodable)"
+        if not os.path.isabs(path):
+            return "", "not an absolute path"
+        parts = path.split("/")
+        if any(part in (".", "..") for part in parts):
+            return "", "contains '.' or '..'"
+        folder, name = os.path.split(path)
+        if not name:
+            return "", "names a folder, not a file"
+        if name.startswith("."):
+            return "", "a hidden name (uploads in progress use hidden names)"
+        if os.path.realpath(folder) != str(self.folder):
+            return "", "outside the drop zone"
+        return name, ""
+
+    # ------------------------------------------------------------------ reading
+    def read(self, name: str, *, max_bytes: int = MAX_FILE_BYTES) -> DeliveredFile | None:
+        """Read entry ``name`` safely; None when it is gone (e.g. archived by an earlier try).
+
+        Never follows a link, never opens anything but a regular file, never reads more than
+        ``max_bytes + 1`` bytes. Problems with the entry come back as ``rejected``
+        (``not_regular_file``, ``too_large``, ``unreadable``), never as an exception.
+        """
+        shown = escape_name(name)
+        if self._fd is None:
+            return None
+        try:
+            before = os.stat(name, dir_fd=self._fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            return self._unreadable(name, shown, exc)
+        if not stat.S_ISREG(before.st_mode):
+            return self._not_regular(name, shown, before)
+        if before.st_size > max_bytes:
+            return self._too_large(name, shown, before, max_bytes)
+        try:
+            fd = os.open(
+                name,
+                os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC,
+                dir_fd=self._fd,
+            )
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            if exc.errno in (errno.ELOOP, errno.ENXIO, errno.ENODEV, errno.EISDIR):  # swapped for a link/pipe/...
+                try:
+                    return self._not_regular(name, shown, os.stat(name, dir_fd=self._fd, follow_symlinks=False))
+                except OSError:
+                    return None
+            return self._unreadable(name, shown, exc)
+        try:
+            opened = os.fstat(fd)
+            if not stat.S_ISREG(opened.st_mode):
+                return self._not_regular(name, shown, opened)
+            if opened.st_size > max_bytes:
+                return self._too_large(name, shown, opened, max_bytes)
+            chunks: list[bytes] = []
+            total = 0
+            while total <= max_bytes:
+                chunk = os.read(fd, min(READ_CHUNK, max_bytes + 1 - total))
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                total += len(chunk)
+        except OSError as exc:
+            return self._unreadable(name, shown, exc)
+        finally:
+            os.close(fd)
+        if total > max_bytes:  # it grew past the limit while being read
+            return self._too_large(name, shown, opened, max_bytes)
+        data = b"".join(chunks)
+        snapshot = FileSnapshot(
+            device=opened.st_dev,
+            inode=opened.st_ino,
+            size=len(data),
+            mtime_ns=opened.st_mtime_ns,
+            sha256=hashlib.sha256(data).hexdigest(),
+        )
+        return DeliveredFile(name=name, shown=shown, data=data, snapshot=snapshot)
+
+    def _not_regular(self, name: str, shown: str, st: os.stat_result) -> DeliveredFile:
+        evidence = _describe_mode(st.st_mode)
+        if stat.S_ISLNK(st.st_mode):
+            try:
+                target = os.readlink(name, dir_fd=self._fd)
+                evidence += f"; link to {escape_name(target)!r}"
+            except OSError:
+                pass
+        return DeliveredFile(
+            name=name,
+            shown=shown,
+            data=None,
+            snapshot=None,
+            evidence=evidence,
+            rejected=FileRejected(
+                "not_regular_file",
+                f"{shown}: {evidence}, not a regular file; it was not read (nothing it points to is ingested) "
+                "and is moved to the archive. Deliver the data as a regular file",
+            ),
+        )
+
+    def _too_large(self, name: str, shown: str, st: os.stat_result, max_bytes: int) -> DeliveredFile:
+        snapshot = FileSnapshot(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, None)
+        return DeliveredFile(
+            name=name,
+            shown=shown,
+            data=None,
+            snapshot=snapshot,
+            evidence=f"{st.st_size} bytes",
+            rejected=FileRejected(
+                "too_large",
+                f"{shown}: {st.st_size} bytes (or more), above the limit of {max_bytes} bytes per file; it was "
+                "not read and is moved to the archive. Split it into smaller files or raise the limit",
+            ),
+        )
+
+    def _unreadable(self, name: str, shown: str, exc: OSError) -> DeliveredFile:
+        detail = f"{type(exc).__name__}: {exc.strerror or exc}"
+        return DeliveredFile(
+            name=name,
+            shown=shown,
+            data=None,
+            snapshot=None,
+            evidence=detail,
+            rejected=FileRejected(
+                "unreadable",
+                f"{shown}: could not be read ({detail}); it is moved to the archive. "
+                "Check its permissions and deliver it again",
+            ),
+        )
+
+    # ------------------------------------------------------------------ changes
+    def change_since(self, name: str, snapshot: FileSnapshot) -> str | None:
+        """How entry ``name`` differs from what was read, or None when it is unchanged.
+
+        ``"vanished"``: gone; ``"replaced"``: another file (inode) under that name now, the one
+        read is gone; ``"changed"``: the same file with another size or modification time (a
+        writer is still at it).
+        """
+        if self._fd is None:
+            return "vanished"
+        try:
+            now = os.stat(name, dir_fd=self._fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return "vanished"
+        if (now.st_dev, now.st_ino) != (snapshot.device, snapshot.inode):
+            return "replaced"
+        if now.st_size != snapshot.size or now.st_mtime_ns != snapshot.mtime_ns:
+            return "changed"
+        return None
+
+
+@dataclass(frozen=True)
+class ArchivedExtra:
+    """Bytes of an archived file that were not parsed: its tail, or all of it when it is not what was read."""
+
+    data: bytes
+    whole_file: bool  # True: the archived file is another file or was rewritten, not just appended to
+    archived_size: int
+    sha256: str  # of the whole archived file
+
+
+def archived_extra(target: str | os.PathLike[str], snapshot: FileSnapshot, *, max_bytes: int) -> ArchivedExtra | None:
+    """Compare an archived file with what was read from it; None when they are the same bytes.
+
+    Reads ``target`` without following links. When the file grew after it was read (a writer
+    still appending), returns the tail; when it is another file or its first bytes changed,
+    returns it whole. At most ``max_bytes`` are returned (the archive keeps every byte).
+    """
+    try:
+        fd = os.open(target, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError:
+        return None  # gone or not a file: nothing more to compare
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            return None
+        digest = hashlib.sha256()
+        prefix = hashlib.sha256()
+        kept: list[bytes] = []
+        kept_size = 0
+        position = 0
+        while True:
+            chunk = os.read(fd, READ_CHUNK)
+            if not chunk:
+                break
+            digest.update(chunk)
+            head = chunk[: max(0, snapshot.size - position)]
+            prefix.update(head)
+            tail = chunk[len(head) :]
+            room = max_bytes - kept_size
+            if room > 0:
+                kept.append(tail[:room])
+                kept_size += min(len(tail), room)
+            position += len(chunk)
+    finally:
+        os.close(fd)
+    same_file = (st.st_dev, st.st_ino) == (snapshot.device, snapshot.inode)
+    same_prefix = position >= snapshot.size and prefix.hexdigest() == snapshot.sha256
+    if same_file and same_prefix and position == snapshot.size:
+        return None
+    if same_file and same_prefix:
+        return ArchivedExtra(b"".join(kept), whole_file=False, archived_size=position, sha256=digest.hexdigest())
+    whole = _read_head(target, max_bytes)
+    return ArchivedExtra(whole, whole_file=True, archived_size=position, sha256=digest.hexdigest())
+
+
+def _read_head(target: str | os.PathLike[str], max_bytes: int) -> bytes:
+    fd = os.open(target, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    try:
+        chunks: list[bytes] = []
+        total = 0
+        while total < max_bytes:
+            chunk = os.read(fd, min(READ_CHUNK, max_bytes - total))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def _show_path(path: object) -> str:
+    if isinstance(path, bytes):
+        path = os.fsdecode(path)
+    if isinstance(path, os.PathLike):
+        path = os.fspath(path)
+    text = path if isinstance(path, str) else repr(path)
+    return escape_name(text if len(text) <= 300 else text[:297] + "...")
