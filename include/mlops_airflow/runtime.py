@@ -104,7 +104,8 @@ def announce_ingest(context: Context, report: dict[str, Any]) -> dict[str, Any]:
     if files or report.get("rejected_rows") or report.get("duplicate_rows"):
         extra = {k: report.get(k) for k in QUARANTINE_EVENT_KEYS}
         extra["files_quarantined"] = [
-            {k: f.get(k) for k in ("file", "code", "reason", "quarantine") if f.get(k) is not None} for f in files
+            {k: f.get(k) for k in ("file", "reason_code", "reason", "quarantine") if f.get(k) is not None}
+            for f in files
         ]
         extra["note"] = note
         events.add(QUARANTINE, extra=extra)

@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
+import unicodedata
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,6 +43,10 @@ EVENT_TIME_COLUMN = "_event_time"  # the contract's event time, or the ingestion
 ENTITY_COLUMN = "_entity"  # the contract's entity key, or the row key
 SOURCE_COLUMN = "_source"  # where the row came from (file name or SQL table + watermark)
 RESERVED_PREFIX = "_"
+
+
+_CONTRACT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,62}")
+_BAD_COLUMN_CHARS = re.compile(r"[\x00-\x1f\x7f<>]")
 
 
 class ContractDefinitionError(PermanentError, ValueError):
@@ -125,8 +131,11 @@ class DatasetContract:
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ContractDefinitionError(f"{source}: duplicate column name(s): {dupes}")
-        if not self.name.replace("_", "").replace("-", "").isalnum():
-            raise ContractDefinitionError(f"{source}: name {self.name!r} may only use letters, digits, '_' and '-'")
+        if not _CONTRACT_NAME.fullmatch(self.name):
+            raise ContractDefinitionError(
+                f"{source}: name {self.name!r} must start with a letter or digit and use only ASCII letters, digits, "
+                "'_' and '-' (it names the dataset's folders, the Feast project and the registered model)"
+            )
         if self.task not in TASK_TYPES:
             raise ContractDefinitionError(f"{source}: task must be one of {TASK_TYPES}, got {self.task!r}")
         if self.unknown_columns not in UNKNOWN_COLUMN_POLICIES:
@@ -208,6 +217,11 @@ def _column_from_dict(raw: Any, source: str, index: int) -> ColumnSpec:
     name = str(raw["name"])
     if name.startswith(RESERVED_PREFIX):
         raise ContractDefinitionError(f"{where}: column names starting with '_' are reserved ({name!r})")
+    if not name or name != name.strip() or unicodedata.normalize("NFC", name) != name or _BAD_COLUMN_CHARS.search(name):
+        raise ContractDefinitionError(
+            f"{where}: column name {name!r} cannot match a file's header: use a non-empty name without outer "
+            "whitespace, control characters or '<>', in Unicode NFC form (headers are compared after normalising)"
+        )
     ctype = str(raw["type"])
     if ctype not in COLUMN_TYPES:
         raise ContractDefinitionError(f"{where} ({name}): type must be one of {COLUMN_TYPES}, got {ctype!r}")

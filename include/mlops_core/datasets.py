@@ -44,6 +44,7 @@ from mlops_core.contract import (
     SOURCE_COLUMN,
     DatasetContract,
 )
+from mlops_core.errors import PermanentError
 from mlops_core.storage import ObjectNotFound, ObjectStore
 from mlops_core.validation import REASON_COLUMN
 
@@ -64,7 +65,7 @@ _SHA256 = re.compile(r"[0-9a-f]{64}")
 _QUARANTINE_RECORD = re.compile(r"/[0-9a-f]{64}/reason\.json$")
 
 
-class DatasetVersionNotFound(LookupError):
+class DatasetVersionNotFound(PermanentError, LookupError):
     """No committed version with this id."""
 
 

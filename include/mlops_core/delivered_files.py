@@ -37,6 +37,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
+from mlops_core.errors import PermanentError
+
 MAX_FILE_BYTES = 2 * 1024**3  # default size limit of one delivered file (and of its decoded content)
 READ_CHUNK = 1 << 20
 
@@ -57,7 +59,7 @@ class FileRejected(ValueError):
         self.message = message
 
 
-class UntrustedPath(ValueError):
+class UntrustedPath(PermanentError, ValueError):
     """Paths handed to ingest that are not entries directly inside the drop zone.
 
     Raised before anything was opened, moved or copied. Not worth a retry: the same paths are

@@ -479,21 +479,22 @@ def archive_dir_for(drop_zone: str | Path, run_key: str) -> Path:
 
 
 def archive_file(path: str | Path, archive_dir: str | Path) -> Path:
-    """Move a consumed file into ``archive_dir`` (same file system: an atomic rename).
+    """Move a consumed entry into ``archive_dir`` (same file system: an atomic rename).
 
-    Re-running is safe: a file already gone from the drop zone but present in the archive is
-    returned as is; a name clash with different content gets a numeric suffix.
+    The entry itself moves, never what it points to: a link (even a dangling one) is archived as
+    a link. Re-running is safe: an entry already gone from the drop zone but present in the
+    archive is returned as is; a name clash gets a numeric suffix.
     """
     src = Path(path)
     archive_dir = Path(archive_dir)
     archive_dir.mkdir(parents=True, exist_ok=True)
     target = archive_dir / src.name
-    if not src.exists():
-        if target.exists():
+    if not os.path.lexists(src):
+        if os.path.lexists(target):
             return target
         raise FileNotFoundError(f"{src} is neither in the drop zone nor in the archive {archive_dir}")
     n = 1
-    while target.exists():
+    while os.path.lexists(target):
         target = archive_dir / f"{src.stem}.{n}{src.suffix}"
         n += 1
     os.replace(src, target)

@@ -20,7 +20,7 @@ def _plural(count: int, word: str) -> str:
 
 
 def _file_reasons(files: Sequence[Mapping[str, Any]]) -> str:
-    codes = Counter(str(f.get("code") or str(f.get("reason", "?")).split(":", 1)[0]) for f in files)
+    codes = Counter(str(f.get("reason_code") or f.get("code") or "rejected") for f in files)
     return ", ".join(f"{code} x{n}" if n > 1 else code for code, n in sorted(codes.items()))
 
 
@@ -30,6 +30,7 @@ def ingest_outcome(report: Mapping[str, Any]) -> str:
     accepted = [f for f in files if f.get("status") == "accepted"]
     quarantined = [f for f in files if f.get("status") in QUARANTINED_STATUSES]
     duplicates = [f for f in files if f.get("status") in DUPLICATE_STATUSES]
+    deferred = [f for f in files if f.get("status") == "deferred"]
     rows = int(report.get("rows") or 0)
     rejected_rows = int(report.get("rejected_rows") or 0)
     duplicate_rows = int(report.get("duplicate_rows") or 0)
@@ -53,6 +54,8 @@ def ingest_outcome(report: Mapping[str, Any]) -> str:
         parts.append(f"{len(quarantined)} quarantined ({_file_reasons(quarantined)})")
     if duplicates:
         parts.append(f"{_plural(len(duplicates), 'duplicate delivery')} ignored")
+    if deferred:
+        parts.append(f"{len(deferred)} left for the next run (changed while being read)")
     if duplicate_rows:
         parts.append(f"{duplicate_rows:,} rows already ingested")
     summary = ", ".join(parts) if parts else "nothing to ingest"

@@ -285,7 +285,7 @@ class DatasetSettings(_Section):
     file_patterns: tuple[Annotated[str, AfterValidator(_file_pattern)], ...] = Field(
         default=("*.csv", "*.csv.gz", "*.parquet"), min_length=1
     )
-    max_file_mb: int = Field(default=2048, ge=1)
+    max_file_mb: int = Field(default=256, ge=1)
     arrival: ArrivalSettings = Field(default_factory=ArrivalSettings)
     sql_source: SqlSourceSettings | None = None
 

@@ -329,3 +329,17 @@ def test_complete_files_scans_twice_under_stable(tmp_path):
     assert time.monotonic() - started >= 0.4
     assert [f.name for f in result.ready] == ["done.csv"]
     assert {e.name: e.reason for e in result.ignored} == {"growing.csv": "waiting_stable"}
+
+
+def test_archive_moves_a_link_itself_even_a_dangling_one(tmp_path):
+    zone, archive = tmp_path / "drop", tmp_path / "archive"
+    zone.mkdir()
+    outside = tmp_path / "outside.csv"
+    outside.write_text("secret\n")
+    (zone / "live.csv").symlink_to(outside)
+    (zone / "dangling.csv").symlink_to(tmp_path / "missing.csv")
+    for name in ("live.csv", "dangling.csv"):
+        moved = archive_file(zone / name, archive)
+        assert moved.is_symlink() and not os.path.lexists(zone / name)
+    assert outside.read_text() == "secret\n"  # the target never moved
+    assert archive_file(zone / "dangling.csv", archive) == archive / "dangling.csv"  # a re-run finds it archived

@@ -12,8 +12,8 @@ def test_every_file_quarantined_is_said_plainly() -> None:
         "rejected_rows": 0,
         "reason": "no accepted rows",
         "files": [
-            {"file": "a.csv", "status": "rejected", "code": "missing_columns"},
-            {"file": "b.csv", "status": "rejected", "code": "not_utf8"},
+            {"file": "a.csv", "status": "rejected", "reason_code": "missing_columns"},
+            {"file": "b.csv", "status": "rejected", "reason_code": "not_utf8"},
         ],
     }
     text = ingest_outcome(report)
@@ -31,7 +31,7 @@ def test_mixed_batch_names_the_version_and_what_was_quarantined() -> None:
         "files": [
             {"file": "a.csv", "status": "accepted"},
             {"file": "b.csv", "status": "accepted"},
-            {"file": "c.csv", "status": "rejected", "code": "missing_columns"},
+            {"file": "c.csv", "status": "rejected", "reason_code": "missing_columns"},
         ],
     }
     assert ingest_outcome(report) == (

@@ -73,7 +73,7 @@ def test_shipped_conf_files_load_for_the_churn_contract(mlops_home, env):
     assert settings.storage_root == str(mlops_home / "store")
     assert settings.registry.tracking_uri == f"sqlite:///{mlops_home}/mlflow/mlflow.db"
     assert settings.dataset.file_patterns == ("*.csv", "*.csv.gz", "*.parquet")
-    assert settings.dataset.max_file_mb == 2048
+    assert settings.dataset.max_file_mb == 256
     arrival = settings.dataset.arrival
     assert (arrival.rule, arrival.min_age_seconds, arrival.marker, arrival.poll_seconds) == (
         "stable",

@@ -121,13 +121,14 @@ def ingest_files(
     *,
     run_id: str,
     ingested_at: str,
-    max_file_bytes: int = MAX_FILE_BYTES,
+    max_file_bytes: int | None = None,
 ) -> dict[str, Any]:
     """Validate and commit ``files`` (paths of entries in the drop zone). Returns the ingestion report.
 
     ``ingested_at`` is the run's logical time (ISO 8601); it is the event time of rows whose
     contract has no event-time column, so a re-run produces identical rows. ``max_file_bytes``
-    limits a delivered file and its decoded content (gzip output, Parquet values).
+    limits a delivered file and its decoded content (gzip output, Parquet values); default
+    ``dataset.max_file_mb`` of the settings.
 
     The report holds ``dataset, run_id, version_id, created, rows, rejected_rows,
     duplicate_rows, sources, reason, files`` (+ ``event_time_min/max`` with a version) and
@@ -140,15 +141,17 @@ def ingest_files(
     import pandas as pd
 
     from mlops_core.datasets import DatasetStore, safe_key_part
+    from mlops_core.dropzone import archive_dir_for
     from mlops_core.validation import check_contract
 
+    if max_file_bytes is None:
+        max_file_bytes = settings.dataset.max_file_mb * 1024 * 1024
     zone = DropZone(settings.dataset.drop_zone)
     names = zone.names_of(files)  # refuses untrusted paths before anything is touched
     contract = _load_contract(settings)
     check_contract(contract)  # a broken contract fails the task; it is no file's fault
     store = DatasetStore(object_store(settings), contract.name)
-    configured = Path(settings.dataset.drop_zone)
-    archive_dir = configured.parent / f"{configured.name}.archive" / safe_key_part(run_id)
+    archive_dir = archive_dir_for(settings.dataset.drop_zone, safe_key_part(run_id))
     ts = _utc(pd.Timestamp(ingested_at))
 
     # (1) Read and validate everything; nothing is written yet.
@@ -385,26 +388,7 @@ def _archive(path: Path, archive_dir: Path) -> Path | None:
 
     if not os.path.lexists(path):
         return None
-    if not os.path.islink(path):
-        return archive_file(path, archive_dir)
-    try:
-        target = archive_file(path, archive_dir)
-    except FileNotFoundError:  # a dangling link: archive_file looks through it
-        target = None
-    if os.path.lexists(path):  # archive_file left the link (it looked at what it points to)
-        return _move_link(path, archive_dir)
-    return target
-
-
-def _move_link(path: Path, archive_dir: Path) -> Path:
-    archive_dir.mkdir(parents=True, exist_ok=True)
-    n = 0
-    while True:
-        target = archive_dir / (path.name if n == 0 else f"{path.name}.{n}")
-        if not os.path.lexists(target):
-            os.replace(path, target)
-            return target
-        n += 1
+    return archive_file(path, archive_dir)
 
 
 def ingest_sql(
