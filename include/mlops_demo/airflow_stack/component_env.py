@@ -22,9 +22,11 @@ Logs. The scheduler's and the triggerer's log servers (which serve the logs of r
 deferred tasks to the api-server) listen on ports chosen per stack, so two stacks on one machine
 do not collide on Airflow's fixed defaults (8793/8794). Task log files and folders are created
 owner-only. MLflow is told not to install its own handler on ``sys.stderr``
-(``MLFLOW_CONFIGURE_LOGGING=false``): a task's stderr is logged by Airflow at ERROR level, so every
-MLflow INFO line became an error; its records now go through Airflow's task logging with their
-own level (alembic, which MLflow used to quieten, is held at WARNING by ``namespace_levels``).
+(``MLFLOW_CONFIGURE_LOGGING=false``): Airflow logs everything a task writes to stderr at ERROR
+level, so every MLflow INFO line became an error; MLflow's records now go through Airflow's task
+logging with their own level. (MLflow's own setup also held alembic at WARNING; Airflow 3.3's
+``[logging] namespace_levels`` does not reach standard-library loggers in a task process, so the
+code that opens the MLflow store has to do that itself.)
 """
 
 from __future__ import annotations
@@ -130,7 +132,6 @@ def airflow_settings(settings: StackSettings, fernet_key: str, start_secrets: St
         # task log files are chmod-ed to these after creation (defaults 0o664 / 0o775)
         "AIRFLOW__LOGGING__FILE_TASK_HANDLER_NEW_FILE_PERMISSIONS": "0o600",
         "AIRFLOW__LOGGING__FILE_TASK_HANDLER_NEW_FOLDER_PERMISSIONS": "0o700",
-        "AIRFLOW__LOGGING__NAMESPACE_LEVELS": "alembic=WARNING",
         "MLFLOW_CONFIGURE_LOGGING": "false",
         # quick pickup of new/changed DAG files: list the folder every 5 s, re-parse a file at
         # most every 10 s, and let a changed DAG replace its serialized version after 5 s
