@@ -42,6 +42,7 @@ DAG_IDS = [
     "stack_log_while_running",
     "stack_log_while_deferred",
     "stack_read_connection",
+    "stack_mlflow_logging",
 ]
 ASSET_NAME = "stack_test_dataset"
 TIMINGS: dict[str, float] = {}
@@ -280,6 +281,22 @@ def test_logs_of_running_and_deferred_tasks_are_served_by_this_stack(stack, clie
     assert served[0].endswith(".log") and ".trigger." in served[0]
     # nothing in the api-server's log about failing to read them either
     assert "Could not read served logs" not in stack.log_path("api-server").read_text(errors="replace")
+
+
+def test_mlflow_log_records_keep_their_level_in_task_logs(client):
+    """MLflow's INFO lines are info, not errors (Airflow logs a task's stderr at ERROR level)."""
+    run_id = client.trigger("stack_mlflow_logging")
+    assert client.wait_for_run("stack_mlflow_logging", run_id, timeout=180, interval=0.5) == "success"
+    data = client.request(
+        "GET",
+        f"/dags/stack_mlflow_logging/dagRuns/{run_id}/taskInstances/log_through_mlflow/logs/1",
+        params={"full_content": "true"},
+    )
+    levels = {
+        marker: [m.get("level") for m in data["content"] if marker in str(m.get("event", ""))]
+        for marker in ("mlflow-info-marker", "mlflow-warning-marker")
+    }
+    assert levels == {"mlflow-info-marker": ["info"], "mlflow-warning-marker": ["warning"]}
 
 
 def test_exported_connection_reaches_tasks_but_no_command_line(stack, client):
