@@ -59,8 +59,8 @@ def airflow_sensitive_options() -> frozenset[tuple[str, str]] | None:
         return frozenset(
             (str(section).lower(), str(option).lower())
             for section, body in sections.items()
-            for option, spec_ in ((body or {}).get("options") or {}).items()
-            if (spec_ or {}).get("sensitive")
+            for option, option_spec in ((body or {}).get("options") or {}).items()
+            if (option_spec or {}).get("sensitive")
         )
     return None
 
@@ -140,7 +140,7 @@ def _stop_everything(stack: AirflowStack, mlops_home: Path, timeout: float) -> N
 
 
 def _cmd_up(args: argparse.Namespace, extra_env: dict[str, str]) -> int:
-    mlops_home = Path(extra_env.get("MLOPS_HOME") or args.mlops_home or _default_mlops_home()).expanduser().resolve()
+    mlops_home = Path(args.mlops_home or extra_env.get("MLOPS_HOME") or _default_mlops_home()).expanduser().resolve()
     extra_env["MLOPS_HOME"] = str(mlops_home)
     stack = AirflowStack(
         args.home,

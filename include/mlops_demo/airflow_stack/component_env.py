@@ -157,7 +157,7 @@ def component_environment(
     """The full environment of a component process: ``caller_env`` filtered by :func:`passes_through`,
     then ``stack_env`` (the stack's settings and the caller's explicit extras).
 
-    ``pycache_prefix``: write bytecode there (importing Airflow without bytecode costs ~5 s of
+    ``pycache_prefix``: write bytecode there (importing Airflow without bytecode costs seconds of
     CPU per process); ``None`` leaves the caller's bytecode settings alone.
     """
     env = {name: value for name, value in caller_env.items() if passes_through(name)}

@@ -19,8 +19,8 @@ Choices made here, and why (Airflow 3.3.2, read from the installed code):
   (``airflow/utils/orm_event_handlers.py``); the busy timeout is raised from 5 s to 30 s
   (``component_env.SQLITE_CONNECT_ARGS``).
 * **The Execution API is warmed up in start().** The api-server builds the Execution API's
-  versioned (Cadwyn) routes lazily, on the event loop, at its first request: ~15 s during which the
-  whole api-server answers nothing and the first task's ``/run`` call times out and retries.
+  versioned (Cadwyn) routes lazily, on the event loop, at its first request: seconds during which
+  the whole api-server answers nothing and the first task's ``/run`` call times out and retries.
 * **DAGs are not paused at creation** (``[core] dags_are_paused_at_creation = False``): asset- and
   time-scheduled DAGs of a fresh home run without anyone clicking "unpause".
 * **Private state.** The home, its logs and the ``MLOPS_HOME`` the components are given are
