@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 from pathlib import Path
 
 import pytest
+
+from mlops_core.ports import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 DAGS = REPO / "dags"
@@ -42,9 +43,3 @@ def isolate_mlops_env(monkeypatch, home: Path) -> Path:
     for env in ("DEV", "STAGING", "PROD"):
         monkeypatch.setenv(f"MLOPS_SERVING_PORT_{env}", str(free_port()))
     return home
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]

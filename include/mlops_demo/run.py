@@ -67,7 +67,7 @@ def log(msg: str) -> None:
 
 class LifecycleDemo:
     def __init__(self, options: DemoOptions) -> None:
-        from mlops_demo.airflow_stack import free_port
+        from mlops_core.ports import free_port
 
         self.o = options
         self.home = options.home.resolve()
@@ -86,7 +86,7 @@ class LifecycleDemo:
 
     # ------------------------------------------------------------------ orchestration
     def run(self) -> DemoResult:
-        from mlops_demo.airflow_stack import AirflowStack
+        from mlops_demo.airflow_stack.stack import AirflowStack
 
         t0 = time.monotonic()
         self._setup()

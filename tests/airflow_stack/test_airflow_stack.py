@@ -1,12 +1,17 @@
 """End to end: the real Airflow 3.3 scheduler, dag-processor, triggerer and api-server on a tmp home.
 
-One stack is started for the whole module (the slow part: 30-60 s on 2 CPUs) with the tiny DAGs in
-``tests/airflow_stack/dags``; every test drives it through the public REST API v2 only.
+One stack is started for the whole module (the slow part: 20-60 s on 2 CPUs) with the tiny DAGs in
+``tests/airflow_stack/dags``; every test drives it through the public REST API v2 only. The tests
+run in file order: the last ones restart the stack, kill a component and stop it.
+
+The stack is started the way a user starts it: umask 022 (group- and world-readable files by
+default), a connection exported in the environment, an ``MLOPS_HOME`` that does not exist yet.
 Measured durations are printed (run with ``-s`` to see them) and collected in ``TIMINGS``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -18,8 +23,11 @@ from pathlib import Path
 
 import psutil
 import pytest
+import requests
 
-from mlops_demo.airflow_stack import AirflowStack, RunFailedError, StackError
+from mlops_demo.airflow_stack.component_env import JWT_SECRET_VARIABLE
+from mlops_demo.airflow_stack.rest_client import RunFailedError
+from mlops_demo.airflow_stack.stack import AirflowStack, StackError
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
@@ -31,9 +39,17 @@ DAG_IDS = [
     "stack_producer",
     "stack_consumer",
     "stack_approval",
+    "stack_log_while_running",
+    "stack_log_while_deferred",
+    "stack_read_connection",
+    "stack_mlflow_logging",
 ]
 ASSET_NAME = "stack_test_dataset"
 TIMINGS: dict[str, float] = {}
+# A connection the "user" exports before starting the stack, as the README's SQL-source setup does.
+EXPORTED_CONN_ID = "stack_exported_db"
+EXPORTED_PASSWORD = f"exported-pw-{uuid.uuid4().hex}"
+EXPORTED_CONN = {"conn_type": "generic", "host": "db.example", "login": "app", "password": EXPORTED_PASSWORD}
 
 
 def _ts(value: str) -> datetime:
@@ -45,21 +61,37 @@ def _record(name: str, seconds: float) -> None:
     print(f"\n[timing] {name}: {seconds:.2f}s")
 
 
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _argv(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:  # exited meanwhile
+        return ""
+
+
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory) -> AirflowStack:
-    home = tmp_path_factory.mktemp("airflow_home")
-    s = AirflowStack(home, DAGS, parallelism=4)
-    t0 = time.monotonic()
-    s.start(timeout=240)
-    _record("start", time.monotonic() - t0)
-    try:
-        t1 = time.monotonic()
-        s.client.wait_for_dags(DAG_IDS, timeout=120)
-        _record("dags_parsed_after_start", time.monotonic() - t1)
-        yield s
-    finally:
-        s.stop()
-        print(f"\n[timings] {json.dumps(TIMINGS)}")
+    base = tmp_path_factory.mktemp("stack")
+    mlops_home = base / "mlops"  # does not exist yet: the stack creates it
+    old_umask = os.umask(0o022)  # a usual login umask: files readable by everyone unless we say otherwise
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv(f"AIRFLOW_CONN_{EXPORTED_CONN_ID.upper()}", json.dumps(EXPORTED_CONN))
+        s = AirflowStack(base / "airflow", DAGS, parallelism=4, extra_env={"MLOPS_HOME": str(mlops_home)})
+        t0 = time.monotonic()
+        try:
+            s.start(timeout=240)
+            _record("start", time.monotonic() - t0)
+            t1 = time.monotonic()
+            s.client.wait_for_dags(DAG_IDS, timeout=120)
+            _record("dags_parsed_after_start", time.monotonic() - t1)
+            yield s
+        finally:
+            s.stop()
+            os.umask(old_umask)
+            print(f"\n[timings] {json.dumps(TIMINGS)}")
 
 
 @pytest.fixture(scope="module")
@@ -193,17 +225,167 @@ def test_clear_task_reruns_it(client, tmp_path):
     assert "try_number': 2" in client.task_log("stack_write_file", run_id, "write_file", 2)
 
 
+def _log_with_sources(client, dag_id: str, run_id: str, task_id: str) -> tuple[list[str], str]:
+    """(the "Log message source details" of the latest try, the log as text)."""
+    data = client.request(
+        "GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/logs/1", params={"full_content": "true"}
+    )
+    content = data["content"]
+    sources, in_group = [], False
+    for msg in content:
+        event = str(msg.get("event", ""))
+        if event == "::group::Log message source details":
+            in_group = True
+        elif event == "::endgroup::":
+            in_group = False
+        elif in_group:
+            sources.append(event)
+    return sources, "\n".join(str(m.get("event", "")) for m in content)
+
+
+def test_logs_of_running_and_deferred_tasks_are_served_by_this_stack(stack, client):
+    """The api-server reads the log of an unfinished task from the log server of the component that
+    runs it: the scheduler's (running) and the triggerer's (deferred), on this stack's own ports."""
+    running = client.trigger("stack_log_while_running", conf={"seconds": 30})
+    deferred = client.trigger("stack_log_while_deferred")
+
+    def state(dag_id: str, run_id: str, task_id: str) -> str | None:
+        return client.task_instance(dag_id, run_id, task_id)["state"]
+
+    def readable(dag_id: str, run_id: str, task_id: str, wanted_state: str, marker: str):
+        if state(dag_id, run_id, task_id) != wanted_state:
+            return None
+        sources, text = _log_with_sources(client, dag_id, run_id, task_id)
+        return (sources, text) if marker in text else None
+
+    sources, _ = client.wait_until(
+        lambda: readable("stack_log_while_running", running, "talk_then_sleep", "running", "marker-logged-before"),
+        timeout=120,
+        interval=0.5,
+        message="the running task's log with its marker",
+    )
+    assert state("stack_log_while_running", running, "talk_then_sleep") == "running"  # still running
+    served = [s for s in sources if s.startswith("http")]
+    assert [s for s in sources if "Could not read served logs" in s] == [], sources
+    assert len(served) == 1 and f":{stack.worker_log_port}/log/" in served[0], sources
+
+    sources, _ = client.wait_until(
+        lambda: readable("stack_log_while_deferred", deferred, "wait_deferred", "deferred", "trigger starting"),
+        timeout=120,
+        interval=0.5,
+        message="the deferred task's trigger log",
+    )
+    served = [s for s in sources if s.startswith("http")]
+    assert [s for s in sources if "Could not read served logs" in s] == [], sources
+    assert len(served) == 1 and f":{stack.trigger_log_port}/log/" in served[0], sources
+    assert served[0].endswith(".log") and ".trigger." in served[0]
+    # nothing in the api-server's log about failing to read them either
+    assert "Could not read served logs" not in stack.log_path("api-server").read_text(errors="replace")
+
+
+def test_mlflow_log_records_keep_their_level_in_task_logs(client):
+    """MLflow's INFO lines are info, not errors (Airflow logs a task's stderr at ERROR level)."""
+    run_id = client.trigger("stack_mlflow_logging")
+    assert client.wait_for_run("stack_mlflow_logging", run_id, timeout=180, interval=0.5) == "success"
+    data = client.request(
+        "GET",
+        f"/dags/stack_mlflow_logging/dagRuns/{run_id}/taskInstances/log_through_mlflow/logs/1",
+        params={"full_content": "true"},
+    )
+    levels = {
+        marker: [m.get("level") for m in data["content"] if marker in str(m.get("event", ""))]
+        for marker in ("mlflow-info-marker", "mlflow-warning-marker")
+    }
+    assert levels == {"mlflow-info-marker": ["info"], "mlflow-warning-marker": ["warning"]}
+
+
+def test_exported_connection_reaches_tasks_but_no_command_line(stack, client):
+    run_id = client.trigger("stack_read_connection", conf={"conn_id": EXPORTED_CONN_ID})
+    assert client.wait_for_run("stack_read_connection", run_id, timeout=120, interval=0.25) == "success"
+    assert client.xcom("stack_read_connection", run_id, "read_connection") == {
+        "conn_type": "generic",
+        "host": "db.example",
+        "login": "app",
+        "password_sha256": _sha256(EXPORTED_PASSWORD),
+    }
+    pids = stack.all_pids()
+    assert len(pids) > len(stack.pids())  # components + executor workers + log servers
+    secrets = [EXPORTED_PASSWORD, stack.environment()[JWT_SECRET_VARIABLE], stack.password]
+    assert [pid for pid in pids if any(secret in _argv(pid) for secret in secrets)] == []
+
+
+def test_state_files_are_owner_only(stack, client):
+    """Everything under the Airflow home and the MLOPS_HOME is private, whatever the caller's umask."""
+    assert os.umask(0o022) == 0o022  # the fixture's: a usual umask (group/world-readable)
+    written = stack.mlops_home / "outputs" / "written.txt"
+    run_id = client.trigger("stack_write_file", conf={"path": str(written)})
+    assert client.wait_for_run("stack_write_file", run_id, timeout=120, interval=0.25) == "success"
+    assert written.exists()
+
+    homes = [stack.home, stack.mlops_home]
+    paths = [p for home in homes for p in [home, *home.rglob("*")] if not p.is_symlink()]
+    assert {p.name for p in paths} >= {"airflow.db", "logs", "scheduler.log", "attempt=1.log", "written.txt"}
+    shared = [f"{oct(stat.S_IMODE(p.stat().st_mode))} {p}" for p in paths if stat.S_IMODE(p.stat().st_mode) & 0o077]
+    assert shared == []
+
+
 def test_secrets_are_private_and_never_logged(stack):
     for path in (stack.secrets_file, stack.passwords_file, stack.home / "airflow.cfg"):
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
-    jwt_secret = json.loads(stack.secrets_file.read_text())["jwt_secret"]
-    assert stack.environment()["AIRFLOW__API_AUTH__JWT_SECRET"] == jwt_secret
-    password = stack.password
+    env = stack.environment()
+    # only the Fernet key is stored; the JWT secret and the API secret key live for one start
+    assert json.loads(stack.secrets_file.read_text()) == {"fernet_key": env["AIRFLOW__CORE__FERNET_KEY"]}
+    secrets = {
+        "jwt": env[JWT_SECRET_VARIABLE],
+        "api_key": env["AIRFLOW__API__SECRET_KEY"],
+        "fernet": env["AIRFLOW__CORE__FERNET_KEY"],
+        "password": stack.password,
+        "exported connection": EXPORTED_PASSWORD,
+    }
     logs = [p for p in stack.log_dir.rglob("*") if p.is_file()]
     assert len(logs) >= 5  # the component logs and task logs exist ...
-    leaked = [p for p in logs if jwt_secret in p.read_text(errors="replace")]
-    leaked += [p for p in logs if password in p.read_text(errors="replace")]
-    assert leaked == []  # ... but contain neither the JWT secret nor the admin password
+    leaked = [(name, p) for p in logs for name, value in secrets.items() if value in p.read_text(errors="replace")]
+    assert leaked == []  # ... but contain none of the secrets
+
+
+def test_restart_rotates_the_jwt_secret_and_keeps_the_fernet_key(stack, client):
+    """A new JWT secret per start (old tokens stop working); the same Fernet key, so a connection
+    stored (encrypted) in the database before the restart is still readable after it."""
+    stored_password = f"stored-pw-{uuid.uuid4().hex}"
+    client.request(
+        "POST",
+        "/connections",
+        json_body={"connection_id": "stack_stored_db", "conn_type": "generic", "password": stored_password},
+        ok=(201,),
+    )
+    before = stack.environment()
+    token = requests.post(
+        f"{stack.base_url}/auth/token", json={"username": stack.username, "password": stack.password}, timeout=30
+    ).json()["access_token"]
+    headers = {"Authorization": f"Bearer {token}"}
+    assert requests.get(f"{stack.base_url}/api/v2/dags", headers=headers, timeout=30).status_code == 200
+
+    stack.stop()
+    t0 = time.monotonic()
+    stack.start(timeout=240)
+    _record("restart", time.monotonic() - t0)
+    after = stack.environment()
+
+    assert after[JWT_SECRET_VARIABLE] != before[JWT_SECRET_VARIABLE]
+    assert after["AIRFLOW__API__SECRET_KEY"] != before["AIRFLOW__API__SECRET_KEY"]
+    assert after["AIRFLOW__CORE__FERNET_KEY"] == before["AIRFLOW__CORE__FERNET_KEY"]
+    # a token signed with the previous start's secret is refused (Airflow answers 403 to a bad signature)
+    assert requests.get(f"{stack.base_url}/api/v2/dags", headers=headers, timeout=30).status_code == 403
+    files = [p for p in stack.home.rglob("*") if p.is_file()]
+    for secret in (before[JWT_SECRET_VARIABLE], after[JWT_SECRET_VARIABLE]):
+        assert [p for p in files if secret.encode() in p.read_bytes()] == []
+
+    client.wait_for_dags(["stack_read_connection"], timeout=120)
+    run_id = client.trigger("stack_read_connection", conf={"conn_id": "stack_stored_db"})  # logs in again
+    assert client.wait_for_run("stack_read_connection", run_id, timeout=120, interval=0.25) == "success"
+    assert client.xcom("stack_read_connection", run_id, "read_connection")["password_sha256"] == _sha256(
+        stored_password
+    )
 
 
 def test_check_reports_a_dead_component_with_its_log(stack, client):

@@ -1,0 +1,232 @@
+"""``python -m mlops_demo.airflow_stack up``: Airflow in the foreground until Ctrl-C (what ``make up`` runs).
+
+    python -m mlops_demo.airflow_stack up --home .airflow --dags dags [--port 8080] [--mlops-home .mlops]
+
+It prints the UI's URL, the user and its password (on purpose: it is the only way in) and where
+the password is stored. On Ctrl-C (or SIGTERM) it stops what it started: the Airflow components
+with every process they forked, and the model servers the deploy DAG started for its
+``MLOPS_HOME`` (``<mlops home>/serving/<env>/``), and says what it stopped.
+
+Connections, variables and a secrets backend reach the tasks the usual Airflow way: export
+``AIRFLOW_CONN_<ID>``, ``AIRFLOW_VAR_<NAME>`` or ``AIRFLOW__SECRETS__BACKEND[_KWARGS]`` before
+``make up``; they are passed on through the environment. ``--env`` puts its value on a command
+line, which every user of the machine can read (``ps``), so it refuses anything that looks like a
+secret and says how to pass it instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import importlib.util
+import re
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from mlops_core.child_env import is_secret_name
+from mlops_demo.airflow_stack.component_env import (
+    API_SECRET_KEY_VARIABLE,
+    JWT_SECRET_VARIABLE,
+    PASSTHROUGH_PREFIXES,
+    passes_through,
+)
+from mlops_demo.airflow_stack.stack import AirflowStack, StackError
+
+PROG = "python -m mlops_demo.airflow_stack"
+STOP_TIMEOUT = 30.0
+_AIRFLOW_OPTION = re.compile(r"^AIRFLOW__(?P<section>[A-Z0-9_]+?)__(?P<key>[A-Z0-9_]+)$", re.IGNORECASE)
+_URL_WITH_PASSWORD = re.compile(r"://[^/\s:@]+:[^/\s@]+@")
+
+
+@functools.cache
+def airflow_sensitive_options() -> frozenset[tuple[str, str]] | None:
+    """(section, option) pairs that Airflow marks ``sensitive`` in its config template, or None
+    when the template cannot be read. Read without importing Airflow (which would read a config)."""
+    import yaml
+
+    spec = importlib.util.find_spec("airflow")
+    locations = list(spec.submodule_search_locations or []) if spec else []
+    for location in locations:
+        template = Path(location) / "config_templates" / "config.yml"
+        try:
+            sections = yaml.safe_load(template.read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError):
+            continue
+        return frozenset(
+            (str(section).lower(), str(option).lower())
+            for section, body in sections.items()
+            for option, option_spec in ((body or {}).get("options") or {}).items()
+            if (option_spec or {}).get("sensitive")
+        )
+    return None
+
+
+def secret_assignment_problem(name: str, value: str) -> str | None:
+    """Why ``--env name=value`` must not be used (the value would be on a command line), or None."""
+    how_to_export = (
+        f"export it in your shell instead (export {name}=...): `up` passes "
+        f"{', '.join(p + '*' for p in PASSTHROUGH_PREFIXES)}, {JWT_SECRET_VARIABLE} and every non-Airflow "
+        "variable on to the components through their environment, never through a command line"
+    )
+    option = _AIRFLOW_OPTION.match(name)
+    if option:
+        section, key = option["section"].lower(), option["key"].lower()
+        base_key = re.sub(r"_(cmd|secret)$", "", key)
+        sensitive = airflow_sensitive_options()
+        if sensitive is None or (section, base_key) in sensitive or is_secret_name(key):
+            if passes_through(name) or name.upper() in (JWT_SECRET_VARIABLE, API_SECRET_KEY_VARIABLE):
+                return f"--env {name}: this Airflow option holds a secret; {how_to_export}"
+            return (
+                f"--env {name}: this Airflow option holds a secret and a command line is readable by every "
+                f"user (ps); set it in <home>/airflow.cfg (owner-only) instead"
+            )
+    elif is_secret_name(name):
+        return f"--env {name}: the name marks a secret and a command line is readable by every user (ps); " + (
+            how_to_export
+        )
+    if _URL_WITH_PASSWORD.search(value):
+        return (
+            f"--env {name}: the value holds a URL with a password, and a command line is readable by every "
+            f"user (ps); {how_to_export}"
+        )
+    return None
+
+
+def parse_env_assignments(pairs: Sequence[str]) -> dict[str, str]:
+    """``KEY=VALUE`` strings -> dict; raises ``ValueError`` for a malformed pair or a secret."""
+    env: dict[str, str] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise ValueError(f"--env expects KEY=VALUE, got {pair.partition('=')[0]!r}...")
+        problem = secret_assignment_problem(name, value)
+        if problem:
+            raise ValueError(problem)
+        env[name] = value
+    return env
+
+
+def _default_mlops_home() -> Path:
+    from mlops_core.settings import mlops_home
+
+    return mlops_home()
+
+
+def _stop_everything(stack: AirflowStack, mlops_home: Path, timeout: float) -> None:
+    """Stop the stack, then the model servers of ``mlops_home``; print what was stopped."""
+    from mlops_core.serving import LocalModelServer
+
+    summary = stack.stop(timeout=timeout)
+    if summary.components:
+        killed = f"; {summary.killed} killed after the {timeout:.0f}s grace period" if summary.killed else ""
+        print(
+            f"Stopped Airflow: {', '.join(summary.components)} "
+            f"({summary.processes} processes with workers, tasks and log servers{killed}).",
+            flush=True,
+        )
+    servers = LocalModelServer.stop_all(mlops_home / "serving")
+    for deployment in servers:
+        print(
+            f"Stopped model server: {deployment.model_uri} (version {deployment.model_version}) "
+            f"at {deployment.url}, pid {deployment.pid}.",
+            flush=True,
+        )
+    if not servers:
+        print(f"No model server was running under {mlops_home / 'serving'}.", flush=True)
+
+
+def _cmd_up(args: argparse.Namespace, extra_env: dict[str, str]) -> int:
+    mlops_home = Path(args.mlops_home or extra_env.get("MLOPS_HOME") or _default_mlops_home()).expanduser().resolve()
+    extra_env["MLOPS_HOME"] = str(mlops_home)
+    stack = AirflowStack(
+        args.home,
+        args.dags,
+        port=None if args.port == 0 else args.port,
+        extra_env=extra_env,
+        plugins_folder=args.plugins,
+        parallelism=args.parallelism,
+    )
+
+    stop_requested = threading.Event()
+
+    def _on_signal(signum: int, _frame: Any) -> None:
+        stop_requested.set()
+
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+    print(
+        f"Starting Airflow in {stack.home} (DAGs: {stack.dags_folder}, MLOPS_HOME: {mlops_home}) ...",
+        flush=True,
+    )
+    try:
+        try:
+            stack.start(timeout=args.timeout)
+        except StackError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        print(
+            f"\nAirflow is up (started in {stack.startup_seconds:.1f}s)\n"
+            f"  UI:       {stack.ui_url}\n"
+            f"  username: {stack.username}\n"
+            f"  password: {stack.password}\n"
+            f"            (stored in {stack.passwords_file})\n"
+            f"  logs:     {stack.log_dir}/<component>.log, task logs in the UI\n"
+            f"  state:    {stack.home} and {mlops_home} (owner-only)\n"
+            f"Press Ctrl-C to stop Airflow and the model servers it started.",
+            flush=True,
+        )
+        while not stop_requested.wait(1.0):
+            stack.check()
+    except StackError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        print(
+            f"Stopping (running tasks get up to {STOP_TIMEOUT:.0f}s; Ctrl-C again to kill them now) ...",
+            flush=True,
+        )
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        try:
+            _stop_everything(stack, mlops_home, STOP_TIMEOUT)
+        except KeyboardInterrupt:
+            _stop_everything(stack, mlops_home, 0)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The command line; returns the exit code."""
+    parser = argparse.ArgumentParser(prog=PROG, description=(__doc__ or "").splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    up = sub.add_parser("up", help="start Airflow in the foreground until Ctrl-C")
+    up.add_argument("--home", required=True, type=Path, help="AIRFLOW_HOME (created owner-only if missing)")
+    up.add_argument("--dags", required=True, type=Path, help="DAG folder")
+    up.add_argument("--plugins", type=Path, default=None, help="plugins folder (default <home>/plugins)")
+    up.add_argument("--port", type=int, default=8080, help="api-server/UI port on 127.0.0.1 (0 = any free port)")
+    up.add_argument("--parallelism", type=int, default=4, help="LocalExecutor worker processes")
+    up.add_argument("--timeout", type=float, default=180, help="seconds to wait for a healthy stack")
+    up.add_argument(
+        "--mlops-home",
+        type=Path,
+        default=None,
+        help="MLOPS_HOME of the tasks (default: $MLOPS_HOME, else <repo>/.mlops); its model servers stop with us",
+    )
+    up.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra non-secret environment for every component (repeatable); export secrets instead",
+    )
+    args = parser.parse_args(argv)
+    try:
+        extra_env = parse_env_assignments(args.env)
+    except ValueError as exc:
+        parser.error(str(exc))
+    if args.command == "up":
+        return _cmd_up(args, extra_env)
+    parser.error(f"unknown command {args.command}")
+    return 2
