@@ -133,9 +133,9 @@ def check_model_folder(folder: str | Path, label: str) -> dict[str, Any]:
     name ends in a pickle, joblib or dill suffix. Reading the skops
     file's type list does not run any of its code. Returns the parsed ``MLmodel``.
     """
-    import skops.io
+    from mlops_core.training.model import SKOPS_TRUSTED_TYPES, import_skops_io
 
-    from mlops_core.training.model import SKOPS_TRUSTED_TYPES
+    skops_io = import_skops_io()
 
     root = Path(folder)
     mlmodel = _read_mlmodel(root, label)
@@ -186,7 +186,7 @@ def check_model_folder(folder: str | Path, label: str) -> dict[str, Any]:
     if outside:
         raise refuse(f"{MLMODEL_FILE} trusts type(s) outside SKOPS_TRUSTED_TYPES: {outside}")
     try:
-        referenced = skops.io.get_untrusted_types(file=root / model_file)
+        referenced = skops_io.get_untrusted_types(file=root / model_file)
     except Exception as exc:  # a corrupt or foreign zip: skops raises many kinds of errors
         raise refuse(f"{model_file} is not a readable skops file ({type(exc).__name__}: {exc})") from exc
     outside = sorted(set(referenced) - set(SKOPS_TRUSTED_TYPES))

@@ -34,6 +34,7 @@ with different stores can live in one process without leaking into each other or
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 import threading
@@ -49,6 +50,12 @@ from mlops_core.model_integrity import MODEL_SHA256_TAG, artifact_digest, check_
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
+
+# MLflow installs its own stderr handler when it is first imported, unless told not to. In an
+# Airflow task everything written to stderr is logged at ERROR, so MLflow's informational lines
+# looked like errors. Left to the host, its records keep their level. (mlflow is imported lazily,
+# always after this module.) A deployment that wants MLflow's own handler sets the variable.
+os.environ.setdefault("MLFLOW_CONFIGURE_LOGGING", "false")
 
 __all__ = [
     "CHAMPION_ALIAS",
@@ -174,6 +181,11 @@ class ModelRegistry:
         """An ``MlflowClient`` bound to this store (tracking and registry), no global state."""
         from mlflow import MlflowClient
 
+        # MLflow's own logging setup holds alembic at WARNING; where MLflow leaves logging to the
+        # host (MLFLOW_CONFIGURE_LOGGING=false, as in Airflow tasks) keep its migrations quiet too.
+        if logging.getLogger("alembic").level == logging.NOTSET:
+            logging.getLogger("alembic").setLevel(logging.WARNING)
+
         if self.tracking_uri.startswith("sqlite:///"):
             Path(self.tracking_uri[len("sqlite:///") :]).expanduser().parent.mkdir(parents=True, exist_ok=True)
         return MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
@@ -255,6 +267,9 @@ class ModelRegistry:
         if existing is not None:
             return str(existing.info.run_id)
 
+        from mlops_core.training.model import import_skops_io
+
+        import_skops_io()  # mlflow.sklearn's skops format imports it: quietly, first (see there)
         import mlflow
         import mlflow.data
         import mlflow.sklearn

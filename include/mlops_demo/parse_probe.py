@@ -24,7 +24,7 @@ HEAVY = ("pandas", "numpy", "scipy", "pyarrow", "sklearn", "mlflow", "evidently"
 def airflow_imports(path: Path) -> list[tuple[str, list[str]]]:
     """Top-level ``airflow.*`` imports of the file: (module, names imported from it)."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
-    found = []
+    found: list[tuple[str, list[str]]] = []
     for node in tree.body:
         if isinstance(node, ast.Import):
             found += [(a.name, []) for a in node.names if a.name.split(".")[0] == "airflow"]

@@ -29,9 +29,13 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mlops_core.environments import ENVIRONMENTS
+
+if TYPE_CHECKING:
+    from mlops_demo.airflow_stack.rest_client import AirflowClient
+    from mlops_demo.airflow_stack.stack import AirflowStack
 
 REPO = Path(__file__).resolve().parents[2]
 LIFECYCLE_DAGS = ["watch_drop_zone", "ingest", "features", "monitor", "train", "evaluate_register", "deploy", "promote"]
@@ -81,8 +85,17 @@ class LifecycleDemo:
             **{f"MLOPS_SERVING_PORT_{e.upper()}": str(p) for e, p in self.ports.items()},
         }
         self.result = DemoResult()
-        self.stack = None
-        self.client = None
+        self._stack: AirflowStack | None = None
+
+    @property
+    def stack(self) -> AirflowStack:
+        if self._stack is None:
+            raise RuntimeError("the demo's Airflow is not started yet")
+        return self._stack
+
+    @property
+    def client(self) -> AirflowClient:
+        return self.stack.client
 
     # ------------------------------------------------------------------ orchestration
     def run(self) -> DemoResult:
@@ -90,7 +103,7 @@ class LifecycleDemo:
 
         t0 = time.monotonic()
         self._setup()
-        self.stack = AirflowStack(
+        self._stack = AirflowStack(
             self.home / "airflow",
             REPO / "dags",
             port=self.o.port,
@@ -101,7 +114,6 @@ class LifecycleDemo:
         try:
             with self._phase("airflow"):
                 self.stack.start(timeout=300)
-                self.client = self.stack.client
                 # DAGs start unpaused (ingest_sql, which needs a configured SQL source, paused).
                 self.client.wait_for_dags(ALL_DAGS, timeout=300)
                 log(
@@ -156,16 +168,18 @@ class LifecycleDemo:
         from mlops_core.serving import LocalModelServer
 
         LocalModelServer.stop_all(self.mlops_home / "serving")
-        if self.stack is not None:
-            self.stack.stop()
+        if self._stack is not None:
+            self._stack.stop()
 
     # ------------------------------------------------------------------ phases
     def _setup(self) -> None:
         from mlops_core.demo_data import write_bad_files, write_day_files
+        from mlops_demo.airflow_stack.stack_home import make_private_folder
 
         with self._phase("setup"):
             if self.home.exists():
                 shutil.rmtree(self.home)
+            make_private_folder(self.home)  # owner-only: the data, models and secrets below it
             self.drop_zone.mkdir(parents=True)
             os.environ.update(self.env)  # this process reads the same store and registry
             files = write_day_files(self.drop_zone, range(3), rows=self.o.rows, seed=self.o.seed)
@@ -358,7 +372,7 @@ class LifecycleDemo:
             for m in store.list_versions()
         ]
         out["quarantine"] = store.list_quarantine()
-        if self.client is None or not out["dataset_versions"]:
+        if self._stack is None or not self._stack.running or not out["dataset_versions"]:
             return out
         out["stage_seconds"] = self._stage_seconds()
         out["drift_verdicts"] = [
@@ -485,6 +499,7 @@ def print_summary(result: DemoResult) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    os.umask(0o077)  # everything the demo writes is owner-only, as in the stack's components
     ap = argparse.ArgumentParser(description="Run the whole ML lifecycle end to end on the local defaults.")
     ap.add_argument("--home", type=Path, default=DemoOptions.home, help="where everything is written (wiped first)")
     ap.add_argument("--rows", type=int, default=DemoOptions.rows, help="rows per generated day")

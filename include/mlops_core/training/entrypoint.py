@@ -290,9 +290,10 @@ def run_training(
     metrics = {f"{evaluated_on}_{k}": v for k, v in score_model(pipeline, eval_df, contract).items()}
     log.info("metrics on the %s data (%s rows): %s", evaluated_on, len(eval_df), metrics)
 
-    import skops.io
+    from mlops_core.training.model import import_skops_io
 
-    untrusted_types = sorted(skops.io.get_untrusted_types(data=skops.io.dumps(pipeline)))
+    skops_io = import_skops_io()
+    untrusted_types = sorted(skops_io.get_untrusted_types(data=skops_io.dumps(pipeline)))
     meta = {
         "format_version": META_FORMAT_VERSION,
         "contract": contract.to_dict(),

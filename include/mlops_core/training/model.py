@@ -429,17 +429,35 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
+def import_skops_io() -> Any:
+    """``skops.io``, imported without the FutureWarning flood it causes inside an Airflow task.
+
+    At import, skops names every scipy ufunc it trusts by probing ``getattr(module, name)`` on
+    every loaded module (``skops.io._utils.whichmodule``). In a task process Airflow has loaded its
+    deprecated-import shims (``airflow.utils.timezone``, ``airflow.utils.trigger_rule``, ...), which
+    answer each probe with a ``DeprecatedImportWarning`` (a FutureWarning): ~1,150 log lines
+    before the useful ones. Every import of ``skops.io`` in this project, and every MLflow call
+    that imports it, goes through here first; the filter covers only skops' own probing.
+    """
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=FutureWarning, module=r"skops\.io\._utils")
+        import skops.io
+    return skops.io
+
+
 def save_model(pipeline: Pipeline, model_dir: str | Path, meta: Mapping[str, Any]) -> Path:
     """Write ``model.skops`` (skops, no pickle) and ``model_meta.json`` into ``model_dir``.
 
     Both files are written to temporary names and renamed, so a crash never leaves a half-written
     model. Returns ``model_dir``.
     """
-    import skops.io
+    skops_io = import_skops_io()
 
     model_dir = Path(model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
-    write_atomic(model_dir / MODEL_FILE, skops.io.dumps(pipeline))
+    write_atomic(model_dir / MODEL_FILE, skops_io.dumps(pipeline))
     write_atomic(model_dir / META_FILE, json.dumps(dict(meta), indent=2, sort_keys=True, default=_json_default))
     log.info("saved model to %s (%s, %s)", model_dir, MODEL_FILE, META_FILE)
     return model_dir
@@ -475,9 +493,8 @@ def load_skops_pipeline(path: str | Path) -> Pipeline:
     The one way this project turns model bytes into an object: the trust list comes from this
     module, never from the file or from metadata next to it.
     """
-    import skops.io
-
+    skops_io = import_skops_io()
     data = Path(path).read_bytes()
-    trusted = check_trusted_types(skops.io.get_untrusted_types(data=data), where=str(path))
-    pipeline: Pipeline = skops.io.loads(data, trusted=trusted)
+    trusted = check_trusted_types(skops_io.get_untrusted_types(data=data), where=str(path))
+    pipeline: Pipeline = skops_io.loads(data, trusted=trusted)
     return pipeline
