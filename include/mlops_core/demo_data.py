@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import logging
 import math
-import os
 import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -41,6 +40,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
+
+from mlops_core.atomic_files import write_atomic  # a hidden temp name: watchers never see half a file
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import pandas as pd
@@ -349,24 +350,6 @@ def _to_csv_text(frame: pd.DataFrame) -> str:
     return out.to_csv(index=False, lineterminator="\n")
 
 
-def _atomic_write(target: Path, data: bytes) -> None:
-    """Write ``data`` to ``target`` via a hidden temp file in the same folder and ``os.replace``.
-
-    A folder watcher that ignores names starting with ``.`` never sees a partial file.
-    """
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def _frame_bytes(frame: pd.DataFrame, fmt: str) -> bytes:
     if fmt == "csv":
         return _to_csv_text(frame).encode("utf-8")
@@ -401,7 +384,7 @@ def write_day_files(
     for day in days:
         frame = generate_day(day, **generate_kwargs)
         target = drop_zone / day_file_name(day, start_date=start_date, fmt=fmt)
-        _atomic_write(target, _frame_bytes(frame, fmt))
+        write_atomic(target, _frame_bytes(frame, fmt))
         log.info("wrote %s (%s rows, churn rate %.3f)", target, len(frame), frame["churned"].mean())
         written.append(target)
     return written
@@ -442,7 +425,7 @@ def write_bad_files(drop_zone: Path, day: int, **kw: Any) -> dict[str, str]:
     text.loc[positions[1], "plan"] = "platinum"
     text.loc[positions[2], "support_calls"] = "lots"
     name = f"{stem}_bad_rows.csv"
-    _atomic_write(drop_zone / name, text.to_csv(index=False, lineterminator="\n").encode("utf-8"))
+    write_atomic(drop_zone / name, text.to_csv(index=False, lineterminator="\n").encode("utf-8"))
     where = [f"data row {p + 1} (file line {p + 2})" for p in positions]  # 1-based, header is line 1
     results[name] = (
         f"3 bad rows among {rows}: {where[0]} usage_hours=9999.0 is above the maximum 744; "
@@ -453,7 +436,7 @@ def write_bad_files(drop_zone: Path, day: int, **kw: Any) -> dict[str, str]:
     # 2) Wrong schema: a required column is missing.
     frame = generate_day(day, **{**gen_kw, "seed": seed + 1})
     name = f"{stem}_missing_column.csv"
-    _atomic_write(drop_zone / name, _to_csv_text(frame.drop(columns=["usage_hours"])).encode("utf-8"))
+    write_atomic(drop_zone / name, _to_csv_text(frame.drop(columns=["usage_hours"])).encode("utf-8"))
     results[name] = f"wrong schema: required column 'usage_hours' is missing ({rows} rows, all rejected)"
 
     for file_name, problem in results.items():

