@@ -89,3 +89,37 @@ def test_regression_contract_without_keys_runs_through(own_dataset):
     evaluate.promote_to_champion(settings, ev)
     champion = model_registry(settings).champion("dev.house_prices")
     assert champion.tags["mlops.dataset_versions"] == report["version_id"]
+
+
+def test_the_readme_walkthrough_dataset_runs_with_only_a_contract_and_two_variables(mlops_home, tmp_path, monkeypatch):
+    """README "Bring your own dataset": scikit-learn's diabetes data, a CSV written by pandas with
+    its index, the shipped example contract, MLOPS_CONTRACT and MLOPS_DROP_ZONE; nothing else."""
+    from sklearn.datasets import load_diabetes
+
+    from mlops_core.backends import model_registry
+    from mlops_core.dropzone import scan_drop_zone
+    from mlops_core.settings import REPO_ROOT, load_settings
+    from mlops_core.stages import evaluate, features, train
+    from mlops_core.stages.ingest import ingest_files
+
+    drop = tmp_path / "incoming"
+    drop.mkdir()
+    frame = load_diabetes(as_frame=True, scaled=False).frame.rename(columns={"target": "progression"})
+    frame.to_csv(drop / "visits.csv")  # with the index, as README's one-liner writes it
+    monkeypatch.setenv("MLOPS_CONTRACT", str(REPO_ROOT / "include" / "contracts" / "examples" / "diabetes.yaml"))
+    monkeypatch.setenv("MLOPS_DROP_ZONE", str(drop))
+
+    settings = load_settings("dev")
+    assert settings.registered_model_name == "dev.diabetes" and settings.evaluation.primary_metric == "rmse"
+    files = [f.path for f in scan_drop_zone(drop, settings.dataset.file_patterns, min_age_seconds=0)]
+    report = ingest_files(settings, files, run_id="r1", ingested_at="2026-03-01T00:00:00+00:00")
+    assert report["rows"] == len(frame) and report["rejected_rows"] == 0  # the unnamed index column was dropped
+
+    features.materialize_versions(settings, [report["version_id"]])
+    ts = train.build_training_set(settings, "ts-diabetes")
+    job = train.run_training_job(settings, ts, "job-diabetes")
+    candidate = train.log_candidate(settings, ts, job, "train-diabetes")
+    ev = evaluate.evaluate_candidate(settings, candidate)
+    assert ev["promote"] is True, ev["reasons"]  # r2 above 0: better than predicting the mean
+    evaluate.promote_to_champion(settings, ev)
+    assert model_registry(settings).champion("dev.diabetes") is not None
