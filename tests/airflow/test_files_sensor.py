@@ -141,6 +141,28 @@ def test_trigger_watches_the_new_folder_after_a_restart_with_new_settings(mlops_
     assert [f["path"] for f in payload["files"]] == [str(new / "day1.csv")]
 
 
+def test_waiting_for_consumption_moves_on_after_a_restart_with_another_drop_zone(mlops_home, tmp_path, monkeypatch):
+    """Announced files of the old folder no longer hold the watch's only run after a restart."""
+    from mlops_airflow.sensors.files import FilesConsumedSensor
+
+    old, new = tmp_path / "old-drop", tmp_path / "new-drop"
+    old.mkdir()
+    new.mkdir()
+    monkeypatch.setenv("MLOPS_DROP_ZONE", str(old))
+    _old_file(old / "day1.csv")
+    sensor = FilesConsumedSensor(task_id="consumed", files=[{"path": str(old / "day1.csv")}], poke_interval=0.05)
+    with pytest.raises(TaskDeferred) as deferred:
+        sensor.execute(context=DEV)
+    trigger = deferred.value.trigger
+    with pytest.raises(TimeoutError):  # same settings: it keeps waiting for the unconsumed file
+        _first_event(_rebuilt(trigger), timeout=0.5)
+
+    monkeypatch.setenv("MLOPS_DROP_ZONE", str(new))  # the stack restarts with another folder
+    payload = _first_event(_rebuilt(trigger), timeout=3)
+    assert payload == {"status": "success", "files": []}
+    assert (old / "day1.csv").exists()  # nothing was touched; it just is not waited for
+
+
 def test_trigger_reports_settings_it_cannot_read(mlops_home, tmp_path, monkeypatch):
     monkeypatch.setenv("MLOPS_CONF_DIR", str(_conf_dir(tmp_path, "dev", arrival={"rule": "mtime"})))
     payload = _first_event(NewFilesTrigger(env="dev"))

@@ -203,7 +203,9 @@ class FilesConsumedSensor(BaseSensorOperator):
         if not self.deferrable:
             return super().execute(context)
         self.defer(
-            trigger=FilesConsumedTrigger(paths=self._paths(), poll_interval=float(self.poke_interval)),
+            trigger=FilesConsumedTrigger(
+                paths=self._paths(), poll_interval=float(self.poke_interval), env=context["params"].get("env")
+            ),
             method_name="execute_complete",
             timeout=timedelta(seconds=self.timeout) if self.timeout else None,
         )

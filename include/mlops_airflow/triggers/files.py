@@ -132,28 +132,50 @@ class NewFilesTrigger(BaseTrigger):
 class FilesConsumedTrigger(BaseTrigger):
     """Fires once none of ``paths`` exists any more (the ingest moved them to the archive).
 
+    With ``env``, the drop zone is read from that environment's settings each time the trigger
+    starts: announced files that are no longer in the configured drop zone (the stack restarted
+    with another ``MLOPS_DROP_ZONE``) are no longer waited for, so the watch moves on to the new
+    folder instead of holding its only active run until the timeout.
+
     :param paths: absolute file paths announced earlier.
     :param poll_interval: seconds between checks.
+    :param env: settings environment whose ``dataset.drop_zone`` is current; ``None``: wait for all.
     """
 
-    def __init__(self, paths: list[str], poll_interval: float = 5.0) -> None:
+    def __init__(self, paths: list[str], poll_interval: float = 5.0, env: str | None = None) -> None:
         super().__init__()  # BaseTrigger.__init__ is unannotated
         self.paths = list(paths)
         self.poll_interval = poll_interval
+        self.env = env
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
             f"{type(self).__module__}.{type(self).__qualname__}",
-            {"paths": self.paths, "poll_interval": self.poll_interval},
+            {"paths": self.paths, "poll_interval": self.poll_interval, "env": self.env},
         )
+
+    def still_watched(self) -> list[str]:
+        """The announced paths inside the drop zone the settings name now."""
+        if self.env is None:
+            return list(self.paths)
+        from pathlib import Path
+
+        from mlops_core.settings import load_settings
+
+        zone = Path(load_settings(self.env).dataset.drop_zone).resolve()
+        kept = [p for p in self.paths if Path(p).parent.resolve() == zone]
+        for path in sorted(set(self.paths) - set(kept)):
+            self.log.warning("%s is no longer in the configured drop zone %s: not waiting for it", path, zone)
+        return kept
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         import os
 
+        paths = await asyncio.to_thread(self.still_watched)
         while True:
-            left = await asyncio.to_thread(lambda: [p for p in self.paths if os.path.exists(p)])
+            left = await asyncio.to_thread(lambda: [p for p in paths if os.path.exists(p)])
             if not left:
-                yield _event({"status": "success", "files": self.paths})
+                yield _event({"status": "success", "files": paths})
                 return
-            self.log.info("%d of %d announced file(s) not consumed yet", len(left), len(self.paths))
+            self.log.info("%d of %d announced file(s) not consumed yet", len(left), len(paths))
             await asyncio.sleep(self.poll_interval)
