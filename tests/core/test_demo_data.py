@@ -286,7 +286,7 @@ def test_files_are_written_atomically(tmp_path: Path, monkeypatch: pytest.Monkey
         renames.append((src, dst, src.stat().st_size, dst.exists()))
         real_replace(src, dst)
 
-    monkeypatch.setattr(demo_data.os, "replace", spy)
+    monkeypatch.setattr(os, "replace", spy)
     (path,) = write_day_files(tmp_path, [0], rows=30)
     ((src, dst, size, existed),) = renames
     assert src.name.startswith(".") and src.parent == dst.parent == tmp_path
@@ -296,7 +296,7 @@ def test_files_are_written_atomically(tmp_path: Path, monkeypatch: pytest.Monkey
     def broken(src, dst):
         raise OSError("disk full")
 
-    monkeypatch.setattr(demo_data.os, "replace", broken)
+    monkeypatch.setattr(os, "replace", broken)
     with pytest.raises(OSError, match="disk full"):
         write_day_files(tmp_path, [5], rows=30)
     assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]  # no temp file, no half file

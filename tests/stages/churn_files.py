@@ -76,3 +76,11 @@ def json_safe(report: dict[str, Any]) -> dict[str, Any]:
     text = json.dumps(report, ensure_ascii=False, allow_nan=False)
     text.encode("utf-8")
     return json.loads(text)
+
+
+def comparable_files(files: list[dict]) -> str:
+    """A report's ``files`` as JSON without what depends on where and when this attempt archived."""
+    import json
+
+    trimmed = [{k: v for k, v in f.items() if k not in ("archived_as", "archived_bytes")} for f in files]
+    return json.dumps(trimmed, sort_keys=True)

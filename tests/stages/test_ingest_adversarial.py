@@ -56,6 +56,7 @@ from mlops_core.settings import load_settings, with_overrides
 from mlops_core.stages.ingest import ingest_files
 from mlops_core.storage import LocalObjectStore
 from tests.conftest import isolate_mlops_env
+from tests.stages.churn_files import comparable_files
 
 EXAMPLES = int(os.environ.get("MLOPS_ADVERSARIAL_EXAMPLES", "100"))
 AT = "2026-03-01T00:00:00+00:00"
@@ -487,11 +488,7 @@ def test_hostile_batches_keep_every_invariant(base_settings, corpus_stats, batch
         assert after == first, "a re-run of the same run changed the store"
 
         # Same report, but for where and how much the first attempt archived (a re-run moves nothing).
-        def without_archive(files: list[dict]) -> str:
-            trimmed = [{k: v for k, v in f.items() if k not in ("archived_as", "archived_bytes")} for f in files]
-            return json.dumps(trimmed, sort_keys=True)
-
-        assert without_archive(again["files"]) == without_archive(report["files"])
+        assert comparable_files(again["files"]) == comparable_files(report["files"])
 
         assert CANARY_TOKEN not in _store_text(root / "store"), "content from outside the drop zone was read"
         assert canary.read_text().endswith(f"{CANARY_TOKEN}\n")
