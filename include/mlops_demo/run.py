@@ -244,30 +244,33 @@ class LifecycleDemo:
         run_id = self.client.trigger("promote", conf={"from_env": from_env})
         log(f"Promoting the {from_env} champion (run {run_id})")
         if approve:
-            self._wait_for(
-                lambda: self._task_state("promote", run_id, "approve_promotion") == "awaiting_input",
-                "the approval request",
-            )
-            # Answer like a person would, not within milliseconds: Airflow 3.3.2 can lose a response
-            # that arrives before the scheduler has processed the task's own pause (then the task
-            # is retried and asks again, which the loop below answers too).
-            time.sleep(5)
-            log("Approval requested in the UI (Required actions); approving through the REST API")
-            self.client.respond_approval("promote", run_id, "approve_promotion", True)
-            deadline = time.monotonic() + self.o.phase_timeout
-            while self.client.run("promote", run_id)["state"] not in ("success", "failed"):
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"promote run {run_id} did not finish")
-                if self._task_state(
-                    "promote", run_id, "approve_promotion"
-                ) == "awaiting_input" and self.client.pending_approvals("promote", run_id):
-                    time.sleep(5)
-                    log("The approval task asked again (retry); approving again")
-                    self.client.respond_approval("promote", run_id, "approve_promotion", True)
-                time.sleep(2)
-        state = self.client.wait_for_run("promote", run_id, timeout=self.o.phase_timeout)
+            state = self.answer_approval("promote", run_id, "approve_promotion", approve=True)
+        else:
+            state = self.client.wait_for_run("promote", run_id, timeout=self.o.phase_timeout)
         self._wait_for(lambda: self._succeeded("deploy") > deploys, f"deployment after promoting {from_env}")
         self.result.phases["promote"][f"from_{from_env}"] = state
+
+    def answer_approval(self, dag_id: str, run_id: str, task_id: str, *, approve: bool) -> str:
+        """Answer a run's approval request like a person would; return the run's final state.
+
+        A person answers seconds after the request appears, not within milliseconds: Airflow 3.3.2
+        can lose a response that arrives before the scheduler has processed the task's own pause
+        (the task is then retried and asks again, which this answers too).
+        """
+        self._wait_for(lambda: self._task_state(dag_id, run_id, task_id) == "awaiting_input", "the approval request")
+        answer = "approving" if approve else "rejecting"
+        deadline = time.monotonic() + self.o.phase_timeout
+        while self.client.run(dag_id, run_id)["state"] not in ("success", "failed"):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{dag_id} run {run_id} did not finish after the approval")
+            if self._task_state(dag_id, run_id, task_id) == "awaiting_input" and self.client.pending_approvals(
+                dag_id, run_id
+            ):
+                time.sleep(5)
+                log(f"Approval requested in the UI (Required actions); {answer} through the REST API")
+                self.client.respond_approval(dag_id, run_id, task_id, approve)
+            time.sleep(2)
+        return self.client.wait_for_run(dag_id, run_id, timeout=self.o.phase_timeout, raise_on_failure=False)
 
     # ------------------------------------------------------------------ waiting
     def _phase(self, name: str):

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from collections import Counter
 
 import pytest
@@ -204,7 +203,7 @@ def test_a_posted_asset_event_cannot_move_or_serve_another_prod_model(client, de
     assert serving_backend(settings).current()["model_version"] == live_before
 
 
-def test_a_promotion_to_prod_waits_for_the_approval_and_a_rejection_changes_nothing(client):
+def test_a_promotion_to_prod_waits_for_the_approval_and_a_rejection_changes_nothing(demo, client):
     before = _prod_champion()
     run_id = client.trigger("promote", conf={"from_env": "staging"})
     client.wait_until(
@@ -215,8 +214,6 @@ def test_a_promotion_to_prod_waits_for_the_approval_and_a_rejection_changes_noth
     detail = client.hitl_detail("promote", run_id, "approve_promotion")
     assert "held-out" in (detail.get("body") or "")  # the approver sees the scores
     assert _prod_champion() == before  # parked: nothing moved while waiting
-    time.sleep(5)  # answer like a person (see mlops_demo.run: Airflow 3.3.2 resume race)
-    client.respond_approval("promote", run_id, "approve_promotion", False)
-    assert _wait_state(client, "promote", run_id) == "success"
+    assert demo.answer_approval("promote", run_id, "approve_promotion", approve=False) == "success"
     assert client.task_instance("promote", run_id, "copy_champion")["state"] == "skipped"
     assert _prod_champion() == before
