@@ -622,11 +622,12 @@ class LocalModelServer:
         }
 
 
-def _group_alive(pgid: int) -> bool:
-    """Whether any live process is still in process group ``pgid`` (Linux procfs; else assume not)."""
+def process_group_members(pgid: int) -> list[int]:
+    """The live processes of process group ``pgid`` (Linux procfs; elsewhere none are found)."""
     proc = Path("/proc")
     if not proc.exists():
-        return False
+        return []
+    members = []
     for entry in proc.iterdir():
         if not entry.name.isdigit():
             continue
@@ -636,5 +637,10 @@ def _group_alive(pgid: int) -> bool:
             continue
         # fields: state ppid pgrp ...
         if len(fields) > 2 and fields[2] == str(pgid) and fields[0] not in ("Z", "X"):
-            return True
-    return False
+            members.append(int(entry.name))
+    return members
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether any live process is still in process group ``pgid``."""
+    return bool(process_group_members(pgid))

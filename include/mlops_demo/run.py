@@ -257,7 +257,12 @@ class LifecycleDemo:
         can lose a response that arrives before the scheduler has processed the task's own pause
         (the task is then retried and asks again, which this answers too).
         """
-        self._wait_for(lambda: self._task_state(dag_id, run_id, task_id) == "awaiting_input", "the approval request")
+        self.client.wait_until(
+            lambda: self._task_state(dag_id, run_id, task_id) == "awaiting_input",
+            timeout=self.o.phase_timeout,
+            interval=2,
+            message=f"the approval request of {dag_id}/{run_id}",
+        )
         answer = "approving" if approve else "rejecting"
         deadline = time.monotonic() + self.o.phase_timeout
         while self.client.run(dag_id, run_id)["state"] not in ("success", "failed"):

@@ -17,7 +17,7 @@ from conftest import TOY_FEATURES, toy_frame, toy_pipeline
 from mlops_core.backends import LocalSubprocessCompute
 from mlops_core.ports import free_port
 from mlops_core.registry import ModelRegistry
-from mlops_core.serving import LocalModelServer
+from mlops_core.serving import LocalModelServer, process_group_members
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/<pid>/environ")
 
@@ -34,21 +34,6 @@ def airflow_secrets(monkeypatch):
     for name, value in SECRETS.items():
         monkeypatch.setenv(name, value)
     return SECRETS
-
-
-def process_group(leader: int) -> list[int]:
-    """The live processes of the process group ``leader`` leads (the child and everything it started)."""
-    members = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if fields[2] == str(leader) and fields[0] not in ("Z", "X"):
-            members.append(int(entry.name))
-    return members
 
 
 def environ(pid: int) -> dict[str, str] | None:
@@ -81,7 +66,7 @@ def test_training_job_sees_no_airflow_secrets(airflow_secrets, tmp_path, churn):
     while job.is_alive():
         proc = compute._procs.get("job-secrets")
         if proc is not None:
-            for pid in process_group(proc.pid):
+            for pid in process_group_members(proc.pid):
                 env = environ(pid)
                 if env is not None:
                     seen[pid] = env
@@ -112,7 +97,7 @@ def test_model_server_sees_no_airflow_secrets(airflow_secrets, tmp_path):
     server = LocalModelServer(tmp_path / "serving", "127.0.0.1", free_port(), registry.tracking_uri)
     try:
         deployment = server.deploy(registry.model_uri("dev.secrets", version), version)
-        group = {pid: environ(pid) for pid in process_group(deployment.pid)}
+        group = {pid: environ(pid) for pid in process_group_members(deployment.pid)}
         seen = {pid: env for pid, env in group.items() if env is not None}
         assert len(seen) >= 2, seen.keys()  # the MLflow CLI and the uvicorn server it started
         assert_no_secrets(seen)
