@@ -2,11 +2,12 @@
 ### Deploy: serve the champion, smoke-test, verify, roll back on failure
 
 Triggered by **champion_model** events (from evaluate_register in dev, from promote in the
-later environments; the event says which environment). Deploys the environment's `@champion`
-to its serving target (`backends.serving`; locally an MLflow scoring server on
-`serving.host:serving.port`), sends held-out rows to `/invocations`, verifies that what is live
-is what was asked for, and on any failure puts the previous champion back and fails the run.
-Emits **deployment**.
+later environments; the event says which environment; what is deployed is always that
+environment's `@champion`, whatever else an event says). Checks the model's files against the
+digest recorded when it was logged, then deploys it to its serving target (`backends.serving`;
+locally an MLflow scoring server on `serving.host:serving.port`), sends held-out rows to
+`/invocations`, verifies that what is live is what was asked for, and on any failure puts the
+previous champion back and fails the run. Emits **deployment**; the run's note says what is live where.
 """
 
 from __future__ import annotations
