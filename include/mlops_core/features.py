@@ -39,7 +39,7 @@ import io
 import logging
 import re
 import time
-import warnings
+from datetime import UTC, date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -51,13 +51,14 @@ from mlops_core.contract import (
     DatasetContract,
 )
 from mlops_core.errors import PermanentError
-from mlops_core.storage import LocalObjectStore
 
 if TYPE_CHECKING:
     import pandas as pd
     import pyarrow as pa
     from feast import Entity, FeatureStore, FeatureView, FileSource
     from feast.repo_config import RepoConfig
+
+    from mlops_core.feature_offline import OfflineLayout
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +78,8 @@ FEAST_TYPES = {
 
 ENTITY_KEY_SERIALIZATION_VERSION = 3  # Feast's current scheme (0.38+); lower versions are deprecated
 OFFLINE_FILE = re.compile(r"^version=(?P<version_id>[A-Za-z0-9][A-Za-z0-9._-]*)\.parquet$")
+# Feast loads the offline store by this dotted name (see mlops_core.feature_offline).
+OFFLINE_STORE_TYPE = "mlops_core.feature_offline.PartitionedParquetOfflineStore"
 ONLINE_BATCH_ROWS = 5_000  # rows per online write / entities per online read (SQLite bound variables)
 _REQUEST_COLUMN = "_request"  # internal id of one distinct (entity, event time) request
 
@@ -135,7 +138,7 @@ class FeatureRepository:
                 provider="local",
                 registry=str(self.repo_dir / "registry.db"),
                 online_store={"type": "sqlite", "path": str(self.repo_dir / "online.db")},
-                offline_store={"type": "file"},
+                offline_store={"type": OFFLINE_STORE_TYPE},
                 entity_key_serialization_version=ENTITY_KEY_SERIALIZATION_VERSION,
                 repo_path=self.repo_dir,
             )
@@ -177,7 +180,9 @@ class FeatureRepository:
             name=f"{contract.name}_offline",
             path=str(self.offline_dir),
             timestamp_field=FEAST_TIMESTAMP,
-            description=f"accepted rows of dataset {contract.name!r}, one Parquet file per version",
+            description=(
+                f"accepted rows of dataset {contract.name!r}: event_date=YYYY-MM-DD/version=<id>.parquet"
+            ),
         )
         schema = [Field(name=FEAST_JOIN_KEY, dtype=feast.types.String)]
         for name in self.feature_columns:
@@ -201,6 +206,7 @@ class FeatureRepository:
         self.offline_dir.mkdir(parents=True, exist_ok=True)
         entity, _source, view = self.feast_objects()
         self.store.apply([entity, view])
+        self._migrate_flat_files()
         self._applied = True
         log.info(
             "Feast project %s: applied feature view %s (%d features)",
@@ -214,50 +220,55 @@ class FeatureRepository:
             self.apply()
 
     # ----------------------------------------------------------------- offline
-    def offline_path(self, version_id: str) -> Path:
+    def offline_layout(self) -> OfflineLayout:
+        """The event-date-partitioned offline folder (imports pandas, pyarrow and Feast)."""
+        from mlops_core.feature_offline import OfflineLayout
+
+        return OfflineLayout(self.offline_dir, ENTITY_COLUMN, EVENT_TIME_COLUMN)
+
+    def offline_path(self, version_id: str, day: date) -> Path:
+        """The file holding the rows of ``version_id`` whose UTC event date is ``day``."""
         _check_version_id(version_id)
-        return self.offline_dir / f"version={version_id}.parquet"
+        return self.offline_dir / f"event_date={day.isoformat()}" / f"version={version_id}.parquet"
 
     def offline_versions(self) -> list[str]:
-        """Ids of the dataset versions present in the offline store, sorted."""
+        """Ids of the dataset versions present in the offline store, sorted (lists every partition)."""
         if not self.offline_dir.is_dir():
             return []
-        found = (OFFLINE_FILE.match(p.name) for p in self.offline_dir.iterdir() if p.is_file())
-        return sorted(m.group("version_id") for m in found if m)
+        layout = self.offline_layout()
+        return sorted({f.version_id for f in layout.files(layout.days())})
 
     def materialize_version(self, version_id: str, rows: pd.DataFrame) -> dict[str, Any]:
         """Write one dataset version to the offline store and its newest rows to the online store.
 
         Incremental by construction, so the cost follows the size of ``rows``, not the history:
 
-        * offline: only this version's rows are written, to ``version=<id>.parquet`` (temp file,
-          then rename). Re-running the same version rewrites the same file, so nothing is
-          duplicated and no other version is read or touched.
-        * online: the newest row per entity *of these rows* is pushed with
-          ``FeatureStore.write_to_online_store``. ``materialize(start, end)`` is not used: the
-          file offline store would read every version's file (the whole folder) and filter by
-          event time, which costs the history, and an event-time window can also overlap other
-          versions. Before writing, the online event time of these entities is read (one lookup
-          per entity of this version) and rows older than what is online are skipped, so a late
-          version never overwrites a newer value.
+        * offline: only this version's rows are written, split by UTC event date into
+          ``event_date=<day>/version=<id>.parquet`` (each file atomically: temp name, then
+          rename). Re-running the same version rewrites the same files (and removes its files of
+          dates it no longer has), so nothing is duplicated and no other version is read. Then
+          the compacted snapshot at the newest snapshot-grid date is brought up to date: a
+          no-op unless this version completed a grid week or changed an older partition.
+        * online: the newest row per entity *of these rows* is upserted into Feast's SQLite online
+          table in one transaction, rows serialized with Feast's own helpers, and each upsert
+          guarded by event time in SQL (``ON CONFLICT ... DO UPDATE ... WHERE excluded.event_ts >=
+          event_ts``), so a late version never overwrites a newer value and nothing is read first.
+          ``materialize(start, end)`` is not used: an event-time window can overlap other versions.
 
         Returns:
             ``{version_id, offline_rows, online_entities, online_stale_skipped, event_time_min,
             event_time_max, seconds}`` (times as ISO-8601 strings, ``None`` for an empty version).
         """
-        import pyarrow.parquet as pq
-
         started = time.perf_counter()
         self._ensure_applied()
-        path = self.offline_path(version_id)
+        _check_version_id(version_id)
         frame = self._offline_frame(rows, f"dataset version {version_id}")
         table = _to_arrow(frame, self._arrow_schema())
-        buf = io.BytesIO()
-        pq.write_table(table, buf)
-        # Atomic (temp name without a .parquet suffix, then rename): Feast's reader never sees half a file.
-        LocalObjectStore(self.offline_dir).put_bytes(path.name, buf.getvalue())
+        layout = self.offline_layout()
+        days = layout.write_version(version_id, table)
+        layout.refresh_snapshots()
 
-        written, stale = self._push_online(frame)
+        written, stale = self._push_online(table)
         result = {
             "version_id": version_id,
             "offline_rows": len(frame),
@@ -268,15 +279,34 @@ class FeatureRepository:
             "seconds": round(time.perf_counter() - started, 3),
         }
         log.info(
-            "Materialized version %s of %s: %d offline rows -> %s, %d entities online (%d older than online, skipped)",
+            "Materialized version %s of %s: %d offline rows in %d event-date partition(s) of %s, "
+            "%d entities online (%d older than online, skipped)",
             version_id,
             self.contract.name,
             result["offline_rows"],
-            path,
+            len(days),
+            self.offline_dir,
             written,
             stale,
         )
         return result
+
+    def _migrate_flat_files(self) -> None:
+        """Move files of the old layout (``<offline_dir>/version=<id>.parquet``) into date partitions."""
+        import pyarrow.parquet as pq
+
+        if not self.offline_dir.is_dir():
+            return
+        layout = None
+        for path in sorted(self.offline_dir.iterdir()):
+            match = OFFLINE_FILE.match(path.name)
+            if match and path.is_file():
+                layout = layout or self.offline_layout()
+                layout.write_version(match.group("version_id"), pq.read_table(path).cast(self._arrow_schema()))
+                path.unlink()
+                log.info("Moved offline file %s into event-date partitions", path.name)
+        if layout is not None:
+            layout.refresh_snapshots()
 
     def _offline_frame(self, rows: pd.DataFrame, what: str) -> pd.DataFrame:
         """The offline columns of ``rows`` with the contract's dtypes; checks keys are present."""
@@ -322,16 +352,6 @@ class FeatureRepository:
         fields.append(pa.field(SOURCE_COLUMN, pa.string()))
         return pa.schema(fields)
 
-    def _offline_entities(self) -> set[str]:
-        """Every entity id in the offline store (reads only the ``_entity`` column)."""
-        import pyarrow.parquet as pq
-
-        entities: set[str] = set()
-        for version_id in self.offline_versions():
-            column = pq.read_table(self.offline_path(version_id), columns=[ENTITY_COLUMN]).column(0)
-            entities.update(v for v in column.unique().to_pylist() if v is not None)
-        return entities
-
     # ----------------------------------------------------------------- training
     def training_set(self, entity_df: pd.DataFrame) -> pd.DataFrame:
         """Point-in-time-correct training rows: each row gets the features of its entity's latest
@@ -360,7 +380,7 @@ class FeatureRepository:
                 f"{what}: missing column(s) {missing}; pass the accepted rows' {required} "
                 f"and the target {contract.target!r}"
             )
-        if not self.offline_versions():
+        if not self.offline_layout().has_data():
             raise FeatureRepositoryError(
                 f"no dataset version is materialized in {self.offline_dir} yet; run the features stage "
                 "(FeatureRepository.materialize_version) before building a training set"
@@ -368,27 +388,19 @@ class FeatureRepository:
         keep = required + ([contract.target] if contract.target in entity_df.columns else [])
         rows = _key_dtypes(entity_df[keep].reset_index(drop=True).copy(), what)
 
-        requests = rows[[ENTITY_COLUMN, EVENT_TIME_COLUMN]].drop_duplicates(ignore_index=True)
-        requests[_REQUEST_COLUMN] = np.arange(len(requests), dtype="int64")
-        known = requests[ENTITY_COLUMN].isin(self._offline_entities())
-        if known.any():
-            asked = requests.loc[known].reset_index(drop=True)
-            # Feast prints which column it took as the event timestamp, and dask warns about its own
-            # internals (FutureWarning); keep both out of task logs.
-            with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
-                warnings.filterwarnings("ignore", category=FutureWarning, module=r"dask\.")
-                job = self.store.get_historical_features(entity_df=asked, features=self.feature_refs)
-                joined = job.to_df()[[_REQUEST_COLUMN, *self.feature_columns]]
-            if joined[_REQUEST_COLUMN].duplicated().any():
-                raise RuntimeError("Feast returned more than one feature row per request; refusing to duplicate rows")
-        else:
-            empty = {name: pd.Series(dtype=object) for name in self.feature_columns}
-            joined = pd.DataFrame({_REQUEST_COLUMN: pd.Series(dtype="int64"), **empty})
-
-        out = rows.merge(requests, on=[ENTITY_COLUMN, EVENT_TIME_COLUMN], how="left", validate="many_to_one")
-        out = out.merge(joined, on=_REQUEST_COLUMN, how="left", validate="many_to_one").drop(columns=[_REQUEST_COLUMN])
-        if len(out) != len(rows):  # cannot happen with many_to_one merges; never hand out lost or extra rows
-            raise RuntimeError(f"training set has {len(out)} rows for {len(rows)} input rows")
+        asked = rows[[ENTITY_COLUMN, EVENT_TIME_COLUMN]].copy()
+        asked[_REQUEST_COLUMN] = np.arange(len(asked), dtype="int64")
+        # Feast prints which column it took as the event timestamp; keep it out of task logs.
+        with contextlib.redirect_stdout(io.StringIO()):
+            job = self.store.get_historical_features(entity_df=asked, features=self.feature_refs)
+            joined = job.to_df()
+        joined = joined.sort_values(_REQUEST_COLUMN, kind="mergesort").reset_index(drop=True)
+        if not np.array_equal(joined[_REQUEST_COLUMN].to_numpy(), asked[_REQUEST_COLUMN].to_numpy()):
+            # never hand out lost, extra or misaligned rows
+            raise RuntimeError(f"Feast returned {len(joined)} feature rows for {len(asked)} requests, not one each")
+        out = rows
+        for name in self.feature_columns:
+            out[name] = joined[name].array
         typed = [c for c in (contract.target,) if c in out.columns] + self.feature_columns
         out = _contract_dtypes(out, contract, typed)
         out = out[keep + self.feature_columns]
@@ -434,23 +446,60 @@ class FeatureRepository:
             out[name] = pd.Series(columns[name], dtype=object)
         return _contract_dtypes(out, self.contract, self.feature_columns)
 
-    def _push_online(self, frame: pd.DataFrame) -> tuple[int, int]:
-        """Write the newest row per entity of ``frame`` online, unless online already has a newer one."""
-        if frame.empty:
+    def _push_online(self, table: pa.Table) -> tuple[int, int]:
+        """Upsert the newest row per entity of ``table`` online, unless online already has a newer one.
+
+        Rows are converted and serialized by Feast (``_convert_arrow_to_proto``,
+        ``serialize_entity_key``) and written in the layout of Feast's SQLite online store (one
+        row per entity and feature), so ``get_online_features`` reads them back. One transaction;
+        each row's update is guarded by its event time, compared at the store's precision
+        (microseconds, the stored text of a naive UTC datetime, as Feast writes it).
+        """
+        import sqlite3
+
+        import pyarrow as pa
+        from feast.infra.key_encoding_utils import serialize_entity_key
+        from feast.infra.online_stores.helpers import compute_table_id, extract_text_and_num
+        from feast.utils import _convert_arrow_to_proto
+        from feast.value_type import ValueType
+
+        from mlops_core.feature_offline import latest_per_entity
+
+        if table.num_rows == 0:
             return 0, 0
-        latest = (
-            frame.sort_values([EVENT_TIME_COLUMN, ROW_KEY_COLUMN], kind="mergesort")
-            .drop_duplicates(ENTITY_COLUMN, keep="last")
-            .reset_index(drop=True)
+        latest = latest_per_entity(table, ENTITY_COLUMN, EVENT_TIME_COLUMN)
+        latest = latest.select([ENTITY_COLUMN, EVENT_TIME_COLUMN, *self.feature_columns])
+        latest = latest.set_column(1, EVENT_TIME_COLUMN, latest.column(1).cast(pa.timestamp("us", tz="UTC")))
+        _entity, _source, view = self.feast_objects()
+        config = self.repo_config()
+        table_name = compute_table_id(self.project, view, config.registry.enable_online_feature_view_versioning)
+        records = []
+        for batch in latest.to_batches(max_chunksize=ONLINE_BATCH_ROWS):
+            for entity_key, values, event_time, _created in _convert_arrow_to_proto(
+                batch, view, {FEAST_JOIN_KEY: ValueType.STRING}
+            ):
+                key = serialize_entity_key(entity_key, entity_key_serialization_version=ENTITY_KEY_SERIALIZATION_VERSION)
+                stamp = event_time.astimezone(UTC).replace(tzinfo=None) if event_time.tzinfo else event_time
+                for feature, value in values.items():
+                    text, _num = extract_text_and_num(value, False)
+                    records.append((key, feature, value.SerializeToString(), text, stamp, None))
+        quoted = '"' + table_name.replace('"', '""') + '"'
+        upsert = (
+            f"INSERT INTO {quoted} (entity_key, feature_name, value, value_text, event_ts, created_ts) "
+            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(entity_key, feature_name) DO UPDATE SET "
+            "value = excluded.value, value_text = excluded.value_text, event_ts = excluded.event_ts, "
+            f"created_ts = excluded.created_ts WHERE excluded.event_ts >= {quoted}.event_ts"
         )
-        online_time = self._read_online(latest[ENTITY_COLUMN].tolist())[EVENT_TIME_COLUMN]
-        # The SQLite store keeps microseconds: compare at that precision.
-        newer_online = (online_time > latest[EVENT_TIME_COLUMN].dt.floor("us")).fillna(False).to_numpy(dtype=bool)
-        latest = latest.loc[~newer_online, [ENTITY_COLUMN, EVENT_TIME_COLUMN, *self.feature_columns]]
-        for start in range(0, len(latest), ONLINE_BATCH_ROWS):
-            chunk = latest.iloc[start : start + ONLINE_BATCH_ROWS].reset_index(drop=True)
-            self.store.write_to_online_store(self.feature_view_name, df=chunk)
-        return len(latest), int(newer_online.sum())
+        conn = sqlite3.connect(self.repo_dir / "online.db", timeout=60)
+        try:
+            with conn:
+                before = conn.total_changes
+                conn.executemany(upsert, records)
+                changed = conn.total_changes - before
+        finally:
+            conn.close()
+        written = changed // max(1, len(self.feature_columns))
+        return written, latest.num_rows - written
 
 
 # --------------------------------------------------------------------- helpers
@@ -506,6 +555,8 @@ def _contract_dtypes(frame: pd.DataFrame, contract: DatasetContract, columns: li
         kind = contract.column(name).type
         series = frame[name]
         dtype: Any = PANDAS_DTYPES[kind]
+        if str(series.dtype) == str(dtype):
+            continue
         if kind == "timestamp":
             frame[name] = pd.to_datetime(series, utc=True).astype(dtype)
         elif kind == "int" and series.dtype == object:  # Python ints from Feast: no detour via float

@@ -121,11 +121,21 @@ def test_materialize_writes_one_file_per_version_and_reruns_do_not_duplicate(chu
 
     assert repo.offline_versions() == ["v1", "v2"]
     offline = tmp_path / "offline"
-    assert sorted(p.name for p in offline.iterdir()) == ["version=v1.parquet", "version=v2.parquet"]  # no temp files
+    # One file per (event date, version), no temp files; the compacted snapshots live apart in _latest/.
+    files = sorted(str(p.relative_to(offline)) for p in offline.rglob("*") if p.is_file() and p.parts[-2] != "_latest")
+    assert files == [
+        "event_date=2024-01-01/version=v1.parquet",
+        "event_date=2024-01-02/version=v1.parquet",
+        "event_date=2024-01-03/version=v1.parquet",
+        "event_date=2024-01-04/version=v2.parquet",
+        "event_date=2024-01-05/version=v2.parquet",
+        "event_date=2024-01-06/version=v2.parquet",
+    ]
     stored = pd.read_parquet(offline)
     assert len(stored) == len(V1_ROWS) + len(V2_ROWS)
     assert not stored["_row_key"].duplicated().any()
-    assert sorted(pd.read_parquet(offline / "version=v1.parquet")["_row_key"]) == sorted(versions["v1"]["_row_key"])
+    v1_files = [offline / f for f in files if f.endswith("version=v1.parquet")]
+    assert sorted(pd.concat(map(pd.read_parquet, v1_files))["_row_key"]) == sorted(versions["v1"]["_row_key"])
 
     assert first["version_id"] == "v1" and first["offline_rows"] == 4 and first["online_entities"] == 3
     assert first["event_time_min"] == "2024-01-01T00:00:00+00:00"

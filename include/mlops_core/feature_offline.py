@@ -1,0 +1,463 @@
+"""Feast offline store over an event-date-partitioned Parquet layout (see :mod:`mlops_core.features`).
+
+Layout below the feature view's ``FileSource`` path (``<offline_dir>``)::
+
+    event_date=YYYY-MM-DD/version=<version_id>.parquet   # rows of one dataset version with that UTC event date
+    _latest/before=YYYY-MM-DD.parquet                    # compacted: latest row per entity, event date < D
+
+A point-in-time join for requests in ``[t_min, t_max]`` reads the partitions of
+``[date(t_min), date(t_max)]`` in full and, for anything older, one compacted snapshot: only
+the latest row per entity before ``date(t_min)`` can ever answer a request at or after
+``t_min``, and whether it is within the feature view's TTL is checked per request. Snapshots
+sit on a grid of :data:`SNAPSHOT_DAYS` days, so a join reads at most ``SNAPSHOT_DAYS - 1``
+partitions between the snapshot and the window. Each snapshot records a fingerprint of the
+partition files it summarises (name, size, modification time of every file before its date);
+one that no longer matches (a late or re-materialized version) is never used and is rebuilt
+from the newest still-valid snapshot. Nothing here is a second source of truth: deleting
+``_latest`` only costs one rebuild. When the TTL is shorter than the grid, only the partitions
+inside ``[t_min - ttl, t_max]`` are read and no snapshot is needed.
+
+Feast loads this module by name (``offline_store.type`` of the repo config); it imports Feast,
+pandas and pyarrow at module level, so only :mod:`mlops_core.features` methods import it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from feast.data_source import DataSource
+from feast.feature_view import FeatureView
+from feast.infra.offline_stores.file_source import FileSource
+from feast.infra.offline_stores.offline_store import OfflineStore, RetrievalJob
+from feast.infra.offline_stores.offline_utils import infer_event_timestamp_from_entity_df
+from feast.infra.registry.base_registry import BaseRegistry
+from feast.on_demand_feature_view import OnDemandFeatureView
+from feast.repo_config import FeastConfigBaseModel, RepoConfig
+
+from mlops_core.contract import ROW_KEY_COLUMN
+from mlops_core.storage import LocalObjectStore
+
+PARTITION_DIR = re.compile(r"^event_date=(?P<day>\d{4}-\d{2}-\d{2})$")
+VERSION_FILE = re.compile(r"^version=(?P<version_id>[A-Za-z0-9][A-Za-z0-9._-]*)\.parquet$")
+SNAPSHOT_DIR = "_latest"
+SNAPSHOT_FILE = re.compile(r"^before=(?P<day>\d{4}-\d{2}-\d{2})\.parquet$")
+SNAPSHOT_DAYS = 7  # grid of the compacted snapshots (days since 0001-01-01, a Monday: weekly, on Mondays)
+FINGERPRINT_KEY = b"mlops.fingerprint"
+_NS_PER_DAY = 86_400 * 10**9
+
+
+def utc_day(ts: Any) -> date:
+    """UTC calendar date of a timestamp (naive = UTC)."""
+    stamp = pd.Timestamp(ts)
+    stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+    return date(stamp.year, stamp.month, stamp.day)
+
+
+def grid_floor(day: date) -> date:
+    """The snapshot grid date at or before ``day``."""
+    ordinal = day.toordinal()
+    return date.fromordinal(ordinal - (ordinal - 1) % SNAPSHOT_DAYS)
+
+
+@dataclass(frozen=True)
+class PartitionFile:
+    day: date
+    version_id: str
+    path: Path
+    size: int
+    mtime_ns: int
+
+
+class OfflineLayout:
+    """The date-partitioned offline folder: write a version, list partitions, read for a join."""
+
+    def __init__(self, root: Path, entity_column: str, time_column: str) -> None:
+        self.root = Path(root)
+        self.entity_column = entity_column
+        self.time_column = time_column
+        self._objects = LocalObjectStore(self.root)
+
+    # ------------------------------------------------------------------ listing
+    def days(self) -> list[date]:
+        """Dates that have a partition folder, sorted (one directory listing)."""
+        if not self.root.is_dir():
+            return []
+        found = []
+        with os.scandir(self.root) as entries:
+            for entry in entries:
+                match = PARTITION_DIR.match(entry.name)
+                if match and entry.is_dir():
+                    found.append(date.fromisoformat(match.group("day")))
+        return sorted(found)
+
+    def files(self, days: Iterable[date]) -> list[PartitionFile]:
+        """Version files of the given dates, sorted by date then version (metadata only, no data read)."""
+        out = []
+        for day in sorted(set(days)):
+            folder = self.partition_dir(day)
+            try:
+                entries = list(os.scandir(folder))
+            except FileNotFoundError:
+                continue
+            for entry in entries:
+                match = VERSION_FILE.match(entry.name)
+                if match and entry.is_file():
+                    st = entry.stat()
+                    out.append(PartitionFile(day, match.group("version_id"), Path(entry.path), st.st_size, st.st_mtime_ns))
+        return sorted(out, key=lambda f: (f.day, f.version_id))
+
+    def partition_dir(self, day: date) -> Path:
+        return self.root / f"event_date={day.isoformat()}"
+
+    def has_data(self) -> bool:
+        return any(self.files([day]) for day in self.days())
+
+    # ------------------------------------------------------------------ writing
+    def write_version(self, version_id: str, table: pa.Table) -> list[date]:
+        """Write one version's rows split by UTC event date; drop its files of other dates.
+
+        Each file is written atomically (temp name, then rename). Re-running a version rewrites the
+        same files, so rows are never duplicated. Returns the dates written.
+        """
+        name = f"version={version_id}.parquet"
+        written: list[date] = []
+        if table.num_rows:
+            times = table.column(self.time_column).cast(pa.int64()).to_numpy()
+            day_numbers = np.floor_divide(times, _NS_PER_DAY)
+            order = np.argsort(day_numbers, kind="stable")
+            sorted_days = day_numbers[order]
+            bounds = np.flatnonzero(np.diff(sorted_days)) + 1
+            epoch = date(1970, 1, 1).toordinal()
+            for chunk in np.split(order, bounds):
+                day = date.fromordinal(epoch + int(day_numbers[chunk[0]]))
+                part = table.take(pa.array(np.sort(chunk)))
+                buf = io.BytesIO()
+                pq.write_table(part, buf)
+                self._objects.put_bytes(f"{self.partition_dir(day).name}/{name}", buf.getvalue())
+                written.append(day)
+        keep = set(written)
+        for old in self.files(self.days()):
+            if old.version_id == version_id and old.day not in keep:
+                old.path.unlink(missing_ok=True)
+        return written
+
+    # ------------------------------------------------------------------ snapshots
+    def snapshot_path(self, boundary: date) -> Path:
+        return self.root / SNAPSHOT_DIR / f"before={boundary.isoformat()}.parquet"
+
+    @staticmethod
+    def fingerprint(files: Sequence[PartitionFile]) -> str:
+        text = "\n".join(f"{f.day.isoformat()}/{f.version_id}\t{f.size}\t{f.mtime_ns}" for f in files)
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    def latest_before(self, boundary: date, listing: Sequence[PartitionFile] | None = None) -> pa.Table | None:
+        """Latest row per entity among the rows with event date before ``boundary`` (a grid date).
+
+        Uses the newest snapshot at or before ``boundary`` whose fingerprint matches the partition
+        files it summarises and rolls forward from there, writing the snapshots it builds. Returns
+        None when no partition is older than ``boundary``.
+        """
+        if grid_floor(boundary) != boundary:
+            raise ValueError(f"{boundary} is not a snapshot grid date")
+        files = list(self.files(self.days())) if listing is None else list(listing)
+        if not files or files[0].day >= boundary:
+            return None
+        first = grid_floor(files[0].day)
+        base: pa.Table | None = None
+        start = first
+        probe = boundary
+        while probe > first:  # newest valid snapshot at or before boundary
+            table = self._read_snapshot(probe, [f for f in files if f.day < probe])
+            if table is not None:
+                base, start = table, probe
+                break
+            probe -= timedelta(days=SNAPSHOT_DAYS)
+        while start < boundary:
+            end = start + timedelta(days=SNAPSHOT_DAYS)
+            parts = [pq.read_table(f.path) for f in files if start <= f.day < end]
+            if base is not None:
+                parts.insert(0, base)
+            if parts:
+                base = latest_per_entity(_concat(parts), self.entity_column, self.time_column)
+                self._write_snapshot(end, base, [f for f in files if f.day < end])
+            start = end
+        return base
+
+    def _read_snapshot(self, boundary: date, covered: Sequence[PartitionFile]) -> pa.Table | None:
+        path = self.snapshot_path(boundary)
+        try:
+            meta = pq.read_schema(path).metadata or {}
+        except (FileNotFoundError, pa.ArrowInvalid, OSError):
+            return None
+        if meta.get(FINGERPRINT_KEY) != self.fingerprint(covered).encode():
+            return None
+        return pq.read_table(path).replace_schema_metadata(None)
+
+    def _write_snapshot(self, boundary: date, table: pa.Table, covered: Sequence[PartitionFile]) -> None:
+        stamped = table.replace_schema_metadata({FINGERPRINT_KEY: self.fingerprint(covered).encode()})
+        buf = io.BytesIO()
+        pq.write_table(stamped, buf)
+        self._objects.put_bytes(f"{SNAPSHOT_DIR}/{self.snapshot_path(boundary).name}", buf.getvalue())
+
+    def refresh_snapshots(self) -> None:
+        """Bring the snapshot at the grid date before the newest partition up to date (cheap when valid)."""
+        days = self.days()
+        if days:
+            self.latest_before(grid_floor(days[-1]))
+
+    # ------------------------------------------------------------------ reading for a join
+    def rows_for(
+        self, t_min: pd.Timestamp, t_max: pd.Timestamp, ttl: timedelta | None, columns: list[str]
+    ) -> pa.Table | None:
+        """Every offline row a request in ``[t_min, t_max]`` can be answered with (a superset), or None.
+
+        Partitions of ``[date(t_min), date(t_max)]`` in full; older rows from the compacted
+        snapshot plus at most ``SNAPSHOT_DAYS - 1`` partitions, or, when the TTL reaches back less
+        than to the snapshot grid, only the partitions of ``[date(t_min - ttl), date(t_min))``.
+        """
+        first, last = utc_day(t_min), utc_day(t_max)
+        days = self.days()
+        lo_day = _ttl_start_day(t_min, ttl)
+        parts: list[pa.Table] = []
+        if lo_day is not None and lo_day >= grid_floor(first):
+            read_from = lo_day
+        else:
+            read_from = grid_floor(first)
+            snapshot = self.latest_before(read_from, self.files([d for d in days if d < read_from]))
+            if snapshot is not None:
+                parts.append(snapshot.select(columns))
+        for f in self.files([d for d in days if read_from <= d <= last]):
+            parts.append(pq.read_table(f.path, columns=columns))
+        return _concat(parts) if parts else None
+
+
+def _ttl_start_day(t_min: pd.Timestamp, ttl: timedelta | None) -> date | None:
+    """UTC date of ``t_min - ttl``; None when there is no TTL or it reaches before year 1."""
+    if ttl is None or ttl <= timedelta(0):
+        return None
+    try:
+        return utc_day(t_min.to_pydatetime() - ttl)
+    except OverflowError:
+        return None
+
+
+def latest_per_entity(table: pa.Table, entity_column: str, time_column: str) -> pa.Table:
+    """One row per entity: the latest by event time, ties broken by the larger row key."""
+    if table.num_rows == 0:
+        return table
+    ordered = table.sort_by([(entity_column, "ascending"), (time_column, "ascending"), (ROW_KEY_COLUMN, "ascending")])
+    entities = ordered.column(entity_column)
+    n = ordered.num_rows
+    last = pc.not_equal(entities.slice(0, n - 1), entities.slice(1))
+    mask = pa.concat_arrays([last.combine_chunks() if isinstance(last, pa.ChunkedArray) else last, pa.array([True])])
+    return ordered.filter(mask)
+
+
+def _concat(parts: list[pa.Table]) -> pa.Table:
+    return pa.concat_tables(parts, promote_options="default").combine_chunks()
+
+
+# --------------------------------------------------------------------- point-in-time join
+_NULLABLE = {pa.int64(): pd.Int64Dtype(), pa.bool_(): pd.BooleanDtype(), pa.string(): pd.StringDtype()}
+
+
+def point_in_time_join(
+    keys: pd.Series,
+    times: pd.Series,
+    rows: pa.Table | None,
+    *,
+    entity_column: str,
+    time_column: str,
+    features: list[str],
+    ttl: timedelta | None,
+) -> pd.DataFrame:
+    """Features of each request (``keys[i]`` at ``times[i]``): the entity's latest row at or before
+    the time and not older than ``ttl``; nulls when there is none. One output row per request, in
+    request order (index 0..n-1). Ties (same entity and event time) go to the larger row key.
+    """
+    n = len(keys)
+    request_ns = pd.DatetimeIndex(pd.to_datetime(times, utc=True)).asi8
+    codes, uniques = pd.factorize(pd.Series(keys, dtype="string").to_numpy(dtype=object))
+    left = pd.DataFrame({"_k": codes.astype("int64"), "_t": request_ns, "_i": np.arange(n, dtype="int64")})
+    if rows is None or rows.num_rows == 0:
+        empty = pd.DataFrame(index=pd.RangeIndex(n))
+        for name in features:
+            field_type = rows.schema.field(name).type if rows is not None else None
+            empty[name] = pd.Series(pd.NA, index=empty.index, dtype=_NULLABLE.get(field_type, object))
+        return empty
+    row_keys = pd.Index(uniques).get_indexer(rows.column(entity_column).to_numpy(zero_copy_only=False))
+    row_ns = rows.column(time_column).cast(pa.int64()).to_numpy()
+    wanted = (row_keys >= 0) & (row_ns <= request_ns.max())
+    picked = rows.filter(pa.array(wanted))
+    right = picked.select(features).to_pandas(types_mapper=_NULLABLE.get)
+    right["_k"] = row_keys[wanted].astype("int64")
+    right["_t"] = row_ns[wanted]
+    right["_rk"] = picked.column(ROW_KEY_COLUMN).to_numpy(zero_copy_only=False)
+    right = right.sort_values(["_t", "_rk"], kind="mergesort").drop(columns="_rk")
+    tolerance = None
+    if ttl is not None and ttl > timedelta(0):
+        tolerance = min(int(ttl.total_seconds() * 10**9), np.iinfo("int64").max)
+    merged = pd.merge_asof(
+        left.sort_values("_t", kind="mergesort"),
+        right,
+        on="_t",
+        by="_k",
+        direction="backward",
+        allow_exact_matches=True,
+        tolerance=tolerance,
+    )
+    merged = merged.sort_values("_i", kind="mergesort").reset_index(drop=True)
+    return merged[features]
+
+
+# --------------------------------------------------------------------- the Feast offline store
+class PartitionedParquetOfflineStoreConfig(FeastConfigBaseModel):
+    """Offline store config: ``{"type": "mlops_core.feature_offline.PartitionedParquetOfflineStore"}``."""
+
+    type: Literal["mlops_core.feature_offline.PartitionedParquetOfflineStore"] = (
+        "mlops_core.feature_offline.PartitionedParquetOfflineStore"
+    )
+
+
+class PartitionedParquetRetrievalJob(RetrievalJob):
+    """A lazy retrieval: the join runs when the result is asked for (``to_df``/``to_arrow``)."""
+
+    def __init__(self, evaluate: Callable[[], pd.DataFrame], full_feature_names: bool) -> None:
+        self._evaluate = evaluate
+        self._full_feature_names = full_feature_names
+
+    @property
+    def full_feature_names(self) -> bool:
+        return self._full_feature_names
+
+    @property
+    def on_demand_feature_views(self) -> list[OnDemandFeatureView]:
+        return []
+
+    def _to_df_internal(self, timeout: int | None = None) -> pd.DataFrame:
+        return self._evaluate()
+
+    def _to_arrow_internal(self, timeout: int | None = None) -> pa.Table:
+        return pa.Table.from_pandas(self._evaluate(), preserve_index=False)
+
+    def persist(self, storage: Any, allow_overwrite: bool | None = False, timeout: int | None = None) -> None:
+        raise NotImplementedError("saved datasets are not supported by the partitioned Parquet offline store")
+
+    @property
+    def metadata(self) -> None:
+        return None
+
+
+def _layout(source: DataSource, join_key: str) -> OfflineLayout:
+    if not isinstance(source, FileSource):
+        raise TypeError(f"the partitioned Parquet offline store reads FileSources, not {type(source).__name__}")
+    path = source.path
+    if path.startswith("file://"):
+        path = path[len("file://") :]
+    return OfflineLayout(Path(path), join_key, source.timestamp_field)
+
+
+class PartitionedParquetOfflineStore(OfflineStore):
+    """Point-in-time joins that read only the partitions (and one snapshot) a request can touch."""
+
+    @staticmethod
+    def get_historical_features(
+        config: RepoConfig,
+        feature_views: list[FeatureView],
+        feature_refs: list[str],
+        entity_df: pd.DataFrame | str | None,
+        registry: BaseRegistry,
+        project: str,
+        full_feature_names: bool = False,
+        **kwargs: Any,
+    ) -> RetrievalJob:
+        if not isinstance(entity_df, pd.DataFrame):
+            raise NotImplementedError("the partitioned Parquet offline store needs an entity DataFrame")
+        frame = entity_df
+        time_column = infer_event_timestamp_from_entity_df(dict(zip(frame.columns, frame.dtypes, strict=True)))
+        plans = []
+        for view in feature_views:
+            prefix = f"{view.projection.name_to_use()}:"
+            names = [ref[len(prefix) :] for ref in feature_refs if ref.startswith(prefix)]
+            join_keys = [column.name for column in view.entity_columns]
+            if len(join_keys) != 1:
+                raise NotImplementedError(f"feature view {view.name}: exactly one join key is supported, got {join_keys}")
+            plans.append((view, names, join_keys[0]))
+
+        def evaluate() -> pd.DataFrame:
+            out = frame.reset_index(drop=True).copy()
+            if out.empty:
+                for view, names, _ in plans:
+                    for name in names:
+                        out[f"{view.projection.name_to_use()}__{name}" if full_feature_names else name] = pd.Series(dtype=object)
+                return out
+            times = pd.to_datetime(out[time_column], utc=True)
+            t_min, t_max = times.min(), times.max()
+            for view, names, join_key in plans:
+                layout = _layout(view.batch_source, join_key)
+                ttl = view.ttl if view.ttl else None
+                columns = list(dict.fromkeys([join_key, layout.time_column, ROW_KEY_COLUMN, *names]))
+                rows = layout.rows_for(t_min, t_max, ttl, columns)
+                joined = point_in_time_join(
+                    out[join_key],
+                    times,
+                    rows,
+                    entity_column=join_key,
+                    time_column=layout.time_column,
+                    features=names,
+                    ttl=ttl,
+                )
+                for name in names:
+                    out[f"{view.projection.name_to_use()}__{name}" if full_feature_names else name] = joined[name].array
+            return out
+
+        return PartitionedParquetRetrievalJob(evaluate, full_feature_names)
+
+    @staticmethod
+    def pull_latest_from_table_or_query(
+        config: RepoConfig,
+        data_source: DataSource,
+        join_key_columns: list[str],
+        feature_name_columns: list[str],
+        timestamp_field: str,
+        created_timestamp_column: str | None,
+        start_date: datetime,
+        end_date: datetime,
+    ) -> RetrievalJob:
+        """Latest row per entity with event time in ``[start_date, end_date]`` (``feast materialize``)."""
+        if len(join_key_columns) != 1:
+            raise NotImplementedError(f"exactly one join key is supported, got {join_key_columns}")
+        layout = _layout(data_source, join_key_columns[0])
+        start, end = pd.Timestamp(start_date), pd.Timestamp(end_date)
+        start = start.tz_localize(UTC) if start.tzinfo is None else start
+        end = end.tz_localize(UTC) if end.tzinfo is None else end
+        columns = list(dict.fromkeys([*join_key_columns, timestamp_field, ROW_KEY_COLUMN, *feature_name_columns]))
+
+        def evaluate() -> pd.DataFrame:
+            wanted = [d for d in layout.days() if utc_day(start) <= d <= utc_day(end)]
+            parts = [pq.read_table(f.path, columns=columns) for f in layout.files(wanted)]
+            if not parts:
+                return pd.DataFrame({c: pd.Series(dtype=object) for c in columns})
+            table = _concat(parts)
+            stamps = table.column(timestamp_field)
+            inside = pc.and_(
+                pc.greater_equal(stamps, pa.scalar(start.value, pa.timestamp("ns", tz="UTC"))),
+                pc.less_equal(stamps, pa.scalar(end.value, pa.timestamp("ns", tz="UTC"))),
+            )
+            latest = latest_per_entity(table.filter(inside), join_key_columns[0], timestamp_field)
+            return latest.to_pandas(types_mapper=_NULLABLE.get)
+
+        return PartitionedParquetRetrievalJob(evaluate, full_feature_names=False)
