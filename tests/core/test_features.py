@@ -333,3 +333,156 @@ def test_importing_the_module_does_not_import_feast_or_pandas():
         "assert not heavy, heavy"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# ----------------------------------------------------------------------------- partitioned layout
+def day_rows(customer_days: list[tuple[str, int, int]], month: str = "2024-03") -> list[dict[str, str]]:
+    """(customer, day of month, tenure) -> churn rows at noon of that day."""
+    return [
+        churn_row(c, f"{month}-{d:02d}T12:00:00Z", tenure_months=str(t), plan="basic") for c, d, t in customer_days
+    ]
+
+
+def repo_with_ttl(contract: DatasetContract, root: Path, ttl_days: int) -> FeatureRepository:
+    return FeatureRepository(
+        contract, repo_dir=root / "feast", offline_dir=str(root / "offline"), project="test_features", ttl_days=ttl_days
+    )
+
+
+def test_old_rows_before_the_window_are_found_through_the_snapshot_and_ttl_holds(churn_contract, tmp_path):
+    """Rows weeks before the requests come from the compacted snapshot; the TTL is checked per request."""
+    repo = repo_with_ttl(churn_contract, tmp_path / "long", 3650)
+    short = repo_with_ttl(churn_contract, tmp_path / "short", 10)
+    old = day_rows([("old", 1, 1), ("both", 2, 2), ("late", 3, 3)])
+    new = day_rows([("both", 27, 27), ("late", 29, 29), ("filler", 28, 28)])
+    for r in (repo, short):
+        r.materialize_version("old", accepted(churn_contract, old, "old.csv"))
+        r.materialize_version("new", accepted(churn_contract, new, "new.csv"))
+    assert list((tmp_path / "long" / "offline" / "_latest").glob("before=*.parquet"))  # snapshots kept up to date
+
+    entity_df = request(
+        [
+            ("old", "2024-03-28T00:00:00Z", "old-only-row-weeks-ago"),
+            ("both", "2024-03-28T00:00:00Z", "both-newer-row-wins"),
+            ("both", "2024-03-27T11:59:59Z", "both-just-before-the-new-row"),
+            ("late", "2024-03-28T00:00:00Z", "late-row-after-request-unused"),
+            ("nobody", "2024-03-28T00:00:00Z", "no-offline-row"),
+            ("old", "2024-03-28T00:00:00Z", "old-duplicate-request"),
+        ]
+    )
+    out = repo.training_set(entity_df).set_index("_row_key")
+    assert len(out) == len(entity_df)
+    assert out.loc["old-only-row-weeks-ago", "tenure_months"] == 1
+    assert out.loc["old-duplicate-request", "tenure_months"] == 1
+    assert out.loc["both-newer-row-wins", "tenure_months"] == 27
+    assert out.loc["both-just-before-the-new-row", "tenure_months"] == 2
+    assert out.loc["late-row-after-request-unused", "tenure_months"] == 3  # the day-29 row is after the request
+    assert out.loc["no-offline-row", repo.feature_columns].isna().all()
+
+    limited = short.training_set(entity_df).set_index("_row_key")
+    assert pd.isna(limited.loc["old-only-row-weeks-ago", "tenure_months"])  # 27 days old > 10-day TTL
+    assert pd.isna(limited.loc["late-row-after-request-unused", "tenure_months"])
+    assert limited.loc["both-newer-row-wins", "tenure_months"] == 27  # within the TTL
+
+
+def test_training_set_reads_only_the_window_partitions_and_one_snapshot(churn_contract, tmp_path):
+    """Partitions older than the snapshot grid date before the window are never opened."""
+    repo = make_repo(churn_contract, tmp_path)
+    for day in range(1, 31):
+        rows = day_rows([(f"c{day % 4}", day, day), (f"d{day}", day, 100 + day)])
+        repo.materialize_version(f"v{day:02d}", accepted(churn_contract, rows, f"{day}.csv"))
+    offline = tmp_path / "offline"
+    early = sorted(offline.glob("event_date=2024-03-0[1-9]/version=*.parquet"))
+    for path in early:  # the snapshot already summarises these; make any read of them fail loudly
+        path.write_bytes(b"not parquet")
+    for path in early:  # the listing (name, size, time) must still match what the snapshot covered
+        path.unlink()
+    fresh = make_repo(churn_contract, tmp_path)
+    entity_df = request([("d3", "2024-03-29T00:00:00Z", "d3"), ("c1", "2024-03-29T00:00:00Z", "c1")])
+    out = fresh.training_set(entity_df).set_index("_row_key")
+    # d3's only row (2024-03-03) was deleted after the snapshot was built: the file set changed, so the
+    # snapshot is rebuilt from what is there, and d3 has no row any more.
+    assert pd.isna(out.loc["d3", "tenure_months"])
+    assert out.loc["c1", "tenure_months"] == 25  # c1 = days 1, 5, ..., 25 (day % 4 == 1)
+
+
+def test_snapshot_is_not_used_when_an_older_partition_changes(churn_contract, tmp_path):
+    repo = make_repo(churn_contract, tmp_path)
+    repo.materialize_version("a", accepted(churn_contract, day_rows([("x", 1, 1)]), "a.csv"))
+    repo.materialize_version("b", accepted(churn_contract, day_rows([("y", 25, 25)]), "b.csv"))
+    entity_df = request([("x", "2024-03-28T00:00:00Z", "x")])
+    assert repo.training_set(entity_df).loc[0, "tenure_months"] == 1
+    # A late version adds a newer row of x from day 10: the snapshot covering day 10 must not hide it.
+    repo.materialize_version("late", accepted(churn_contract, day_rows([("x", 10, 10)]), "late.csv"))
+    assert make_repo(churn_contract, tmp_path).training_set(entity_df).loc[0, "tenure_months"] == 10
+
+
+def test_rematerializing_a_version_moves_its_rows_between_dates_without_duplicates(churn_contract, tmp_path):
+    repo = make_repo(churn_contract, tmp_path)
+    repo.materialize_version("v", accepted(churn_contract, day_rows([("x", 1, 1), ("y", 2, 2)]), "v.csv"))
+    repo.materialize_version("v", accepted(churn_contract, day_rows([("x", 3, 3)]), "v.csv"))
+    offline = tmp_path / "offline"
+    assert sorted(str(p.relative_to(offline)) for p in offline.glob("event_date=*/*")) == [
+        "event_date=2024-03-03/version=v.parquet"
+    ]
+    out = repo.training_set(request([("x", "2024-03-20T00:00:00Z", "x"), ("y", "2024-03-20T00:00:00Z", "y")]))
+    assert out.set_index("_row_key").loc["x", "tenure_months"] == 3
+    assert pd.isna(out.set_index("_row_key").loc["y", "tenure_months"])
+
+
+def test_old_flat_layout_is_moved_into_partitions(churn_contract, versions, tmp_path):
+    repo = make_repo(churn_contract, tmp_path)
+    repo.materialize_version("v1", versions["v1"])
+    offline = tmp_path / "offline"
+    flat = pd.concat(map(pd.read_parquet, sorted(offline.glob("event_date=*/version=v1.parquet"))))
+    for path in offline.glob("event_date=*"):
+        for f in path.iterdir():
+            f.unlink()
+        path.rmdir()
+    flat.to_parquet(offline / "version=v1.parquet", index=False)  # what the earlier layout wrote
+
+    moved = make_repo(churn_contract, tmp_path)
+    moved.apply()
+    assert not (offline / "version=v1.parquet").exists()
+    assert moved.offline_versions() == ["v1"]
+    out = moved.training_set(versions["v1"])
+    own = versions["v1"].set_index("_row_key")["tenure_months"]
+    assert out.set_index("_row_key")["tenure_months"].to_dict() == own.to_dict()  # each row at its own time
+
+
+@pytest.mark.parametrize("ttl_days", [3650, 9, 3])
+def test_training_set_matches_a_brute_force_point_in_time_join(churn_contract, tmp_path, ttl_days):
+    """Random rows over 60 days in 6 versions (out of order), random requests: same answer as a naive join."""
+    import numpy as np
+
+    rng = np.random.default_rng(ttl_days)
+    repo = repo_with_ttl(churn_contract, tmp_path, ttl_days)
+    start = pd.Timestamp("2024-01-01T00:00:00Z")
+    all_rows = []
+    for version in rng.permutation(6):
+        raw = []
+        for i in range(40):
+            at = start + pd.Timedelta(seconds=int(rng.integers(0, 60 * 86400)))
+            raw.append(
+                churn_row(f"e{rng.integers(0, 12)}", at.strftime("%Y-%m-%dT%H:%M:%SZ"), tenure_months=str(40 * version + i))
+            )
+        rows = accepted(churn_contract, raw, f"r{version}.csv")
+        repo.materialize_version(f"r{version}", rows)
+        all_rows.append(rows)
+    stored = pd.concat(all_rows, ignore_index=True)
+    asks = [
+        (f"e{rng.integers(0, 14)}", (start + pd.Timedelta(seconds=int(rng.integers(20 * 86400, 62 * 86400)))).isoformat(), f"q{i}")
+        for i in range(150)
+    ]
+    asks += [(r["_entity"], r["_event_time"].isoformat(), f"own{i}") for i, r in stored.head(20).iterrows()]
+    out = repo.training_set(request(asks)).set_index("_row_key")
+
+    ttl = pd.Timedelta(days=ttl_days)
+    for entity, at, key in asks:
+        t = pd.Timestamp(at)
+        seen = stored[(stored["_entity"] == entity) & (stored["_event_time"] <= t) & (stored["_event_time"] >= t - ttl)]
+        if seen.empty:
+            assert pd.isna(out.loc[key, "tenure_months"]), key
+        else:
+            best = seen.sort_values(["_event_time", "_row_key"]).iloc[-1]
+            assert out.loc[key, "tenure_months"] == best["tenure_months"], key

@@ -1,0 +1,99 @@
+"""Training set for a fixed 30-day window, as the history before it grows (feature store, Feast).
+
+For each history size H (days stored *before* the window; the window's own 30 days come on top),
+the demo data (``mlops_core.demo_data``, 1,000 rows a day, one dataset version a day) is
+materialized into a fresh feature repository with the project's default TTL (3,650 days, so the
+TTL never prunes and the compacted snapshot does the work). Then the training set of the window's
+rows (30,000 requests) is built with ``FeatureRepository.training_set`` (Feast
+``get_historical_features`` on the partitioned offline store), median of N runs after one
+warm-up call (process start-up: Feast registry, imports). The floor, measured side by side on the
+same files: a pyarrow read of the window's partition files + pandas ``merge_asof`` (no look-back
+before the window, so it is a lower bound, not an equivalent).
+
+    .venv/bin/python bench/bench_training_set.py [--quick] [--runs 3] [--json PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+from _features_common import (
+    accepted_day,
+    make_repo,
+    median_seconds,
+    peak_rss_mb,
+    print_table,
+    row,
+    write_json,
+)
+
+BENCH = "training_set"
+
+
+def floor_join(offline: Path, window_days: list, requests, features: list[str]):
+    """pyarrow read of the window's partition files + merge_asof (the floor)."""
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    files = [p for day in window_days for p in sorted((offline / f"event_date={day.isoformat()}").glob("version=*.parquet"))]
+    table = pa.concat_tables([pq.read_table(p, columns=["_entity", "_event_time", *features]) for p in files])
+    right = table.to_pandas().rename(columns={"_event_time": "_feature_time"}).sort_values("_feature_time")
+    left = requests.sort_values("_event_time")
+    return pd.merge_asof(left, right, left_on="_event_time", right_on="_feature_time", by="_entity", direction="backward")
+
+
+def measure(history: int, window: int, rows_per_day: int, runs: int, cache: dict) -> dict:
+    import pandas as pd
+
+    total = history + window
+    with tempfile.TemporaryDirectory(prefix="bench-ts-") as tmp:
+        root = Path(tmp)
+        repo = make_repo(root)
+        for day in range(total):
+            if day not in cache:
+                cache[day] = accepted_day(day, rows_per_day)
+            repo.materialize_version(f"d{day:04d}", cache[day])
+        window_rows = pd.concat([cache[d] for d in range(history, total)], ignore_index=True)
+        entity_df = window_rows[["_entity", "_event_time", "_row_key", "churned"]]
+        window_days = sorted({t.date() for t in window_rows["_event_time"]})
+        fresh = make_repo(root)
+        fresh.training_set(entity_df)  # warm-up: registry, imports
+        seconds, out = median_seconds(lambda: fresh.training_set(entity_df), runs)
+        requests = window_rows[["_entity", "_event_time"]]
+        floor_join(root / "offline", window_days, requests, fresh.feature_columns)  # warm-up
+        floor, _ = median_seconds(
+            lambda: floor_join(root / "offline", window_days, requests, fresh.feature_columns), runs
+        )
+        assert len(out) == len(entity_df)
+        return {"history": history, "seconds": seconds, "floor": floor, "rows": len(out), "files": total}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="smaller sizes (histories 10/40, 7-day window, 300 rows a day)")
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--json", dest="json_path")
+    args = ap.parse_args(argv)
+    histories, window, rows_per_day = ([10, 40], 7, 300) if args.quick else ([10, 40, 120], 30, 1000)
+    cache: dict = {}
+    results = [measure(h, window, rows_per_day, args.runs, cache) for h in histories]
+    rows = []
+    for r in results:
+        case = f"{r['history']}d history + {window}d window ({r['rows']} rows)"
+        rows.append(row(BENCH, case, r["seconds"], "s", r["floor"], "<= 3x floor", r["seconds"] <= 3 * r["floor"]))
+    growth = results[-1]["seconds"] / results[0]["seconds"]
+    rows.append(
+        row(BENCH, f"ratio {histories[-1]}d / {histories[0]}d history", growth, "x", None, "<= 1.3", growth <= 1.3)
+    )
+    rows.append(row(BENCH, "peak RSS of the whole run", peak_rss_mb(), "MB", None, "-", None))
+    print_table(f"Training set, fixed {window}-day window, growing history (median of {args.runs})", rows)
+    write_json(args.json_path, rows)
+    return 0 if all(r["ok"] is not False for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
