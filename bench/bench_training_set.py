@@ -39,11 +39,15 @@ def floor_join(offline: Path, window_days: list, requests, features: list[str]):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    files = [p for day in window_days for p in sorted((offline / f"event_date={day.isoformat()}").glob("version=*.parquet"))]
+    files = [
+        p for day in window_days for p in sorted((offline / f"event_date={day.isoformat()}").glob("version=*.parquet"))
+    ]
     table = pa.concat_tables([pq.read_table(p, columns=["_entity", "_event_time", *features]) for p in files])
     right = table.to_pandas().rename(columns={"_event_time": "_feature_time"}).sort_values("_feature_time")
     left = requests.sort_values("_event_time")
-    return pd.merge_asof(left, right, left_on="_event_time", right_on="_feature_time", by="_entity", direction="backward")
+    return pd.merge_asof(
+        left, right, left_on="_event_time", right_on="_feature_time", by="_entity", direction="backward"
+    )
 
 
 def measure(history: int, window: int, rows_per_day: int, runs: int, cache: dict) -> dict:
@@ -74,7 +78,9 @@ def measure(history: int, window: int, rows_per_day: int, runs: int, cache: dict
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="smaller sizes (histories 10/40, 7-day window, 300 rows a day)")
+    ap.add_argument(
+        "--quick", action="store_true", help="smaller sizes (histories 10/40, 7-day window, 300 rows a day)"
+    )
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--json", dest="json_path")
     args = ap.parse_args(argv)

@@ -116,7 +116,9 @@ class OfflineLayout:
                 match = VERSION_FILE.match(entry.name)
                 if match and entry.is_file():
                     st = entry.stat()
-                    out.append(PartitionFile(day, match.group("version_id"), Path(entry.path), st.st_size, st.st_mtime_ns))
+                    out.append(
+                        PartitionFile(day, match.group("version_id"), Path(entry.path), st.st_size, st.st_mtime_ns)
+                    )
         return sorted(out, key=lambda f: (f.day, f.version_id))
 
     def partition_dir(self, day: date) -> Path:
@@ -266,6 +268,13 @@ def latest_per_entity(table: pa.Table, entity_column: str, time_column: str) -> 
     return ordered.filter(mask)
 
 
+def _utc(values: pd.Series) -> pd.Series:
+    """``values`` as UTC timestamps (no conversion when they already are)."""
+    if str(values.dtype) == "datetime64[ns, UTC]":
+        return values
+    return pd.to_datetime(values, utc=True)
+
+
 def _concat(parts: list[pa.Table]) -> pa.Table:
     return pa.concat_tables(parts, promote_options="default").combine_chunks()
 
@@ -289,7 +298,7 @@ def point_in_time_join(
     request order (index 0..n-1). Ties (same entity and event time) go to the larger row key.
     """
     n = len(keys)
-    request_ns = pd.DatetimeIndex(pd.to_datetime(times, utc=True)).asi8
+    request_ns = _utc(times).to_numpy(dtype="datetime64[ns]").astype("int64")
     codes, uniques = pd.factorize(pd.Series(keys, dtype="string").to_numpy(dtype=object))
     left = pd.DataFrame({"_k": codes.astype("int64"), "_t": request_ns, "_i": np.arange(n, dtype="int64")})
     if rows is None or rows.num_rows == 0:
@@ -301,17 +310,19 @@ def point_in_time_join(
     row_keys = pd.Index(uniques).get_indexer(rows.column(entity_column).to_numpy(zero_copy_only=False))
     row_ns = rows.column(time_column).cast(pa.int64()).to_numpy()
     wanted = (row_keys >= 0) & (row_ns <= request_ns.max())
-    picked = rows.filter(pa.array(wanted))
+    picked = rows.filter(pa.array(wanted)).append_column("_k", pa.array(row_keys[wanted].astype("int64")))
+    # Sorted by (time, row key) in Arrow: among rows of one entity at the same time, merge_asof takes
+    # the last one, i.e. the larger row key (the same choice as the online store).
+    picked = picked.sort_by([(time_column, "ascending"), (ROW_KEY_COLUMN, "ascending")])
     right = picked.select(features).to_pandas(types_mapper=_NULLABLE.get)
-    right["_k"] = row_keys[wanted].astype("int64")
-    right["_t"] = row_ns[wanted]
-    right["_rk"] = picked.column(ROW_KEY_COLUMN).to_numpy(zero_copy_only=False)
-    right = right.sort_values(["_t", "_rk"], kind="mergesort").drop(columns="_rk")
+    right["_k"] = picked.column("_k").to_numpy()
+    right["_t"] = picked.column(time_column).cast(pa.int64()).to_numpy()
     tolerance = None
     if ttl is not None and ttl > timedelta(0):
         tolerance = min(int(ttl.total_seconds() * 10**9), np.iinfo("int64").max)
+    order = np.argsort(request_ns, kind="stable")
     merged = pd.merge_asof(
-        left.sort_values("_t", kind="mergesort"),
+        left.take(order),
         right,
         on="_t",
         by="_k",
@@ -319,8 +330,9 @@ def point_in_time_join(
         allow_exact_matches=True,
         tolerance=tolerance,
     )
-    merged = merged.sort_values("_i", kind="mergesort").reset_index(drop=True)
-    return merged[features]
+    back = np.empty(n, dtype="int64")
+    back[order] = np.arange(n, dtype="int64")
+    return merged[features].take(back).reset_index(drop=True)
 
 
 # --------------------------------------------------------------------- the Feast offline store
@@ -350,6 +362,12 @@ class PartitionedParquetRetrievalJob(RetrievalJob):
     def _to_df_internal(self, timeout: int | None = None) -> pd.DataFrame:
         return self._evaluate()
 
+    def to_df(self, validation_reference: Any = None, timeout: int | None = None) -> pd.DataFrame:
+        """The joined frame as built (nullable dtypes kept), without Feast's detour through Arrow."""
+        if validation_reference is not None:
+            return super().to_df(validation_reference=validation_reference, timeout=timeout)
+        return self._evaluate()
+
     def _to_arrow_internal(self, timeout: int | None = None) -> pa.Table:
         return pa.Table.from_pandas(self._evaluate(), preserve_index=False)
 
@@ -359,6 +377,11 @@ class PartitionedParquetRetrievalJob(RetrievalJob):
     @property
     def metadata(self) -> None:
         return None
+
+
+def _view_name(view: FeatureView) -> str:
+    name: str = view.projection.name_to_use()  # type: ignore[no-untyped-call]
+    return name
 
 
 def _layout(source: DataSource, join_key: str) -> OfflineLayout:
@@ -390,11 +413,13 @@ class PartitionedParquetOfflineStore(OfflineStore):
         time_column = infer_event_timestamp_from_entity_df(dict(zip(frame.columns, frame.dtypes, strict=True)))
         plans = []
         for view in feature_views:
-            prefix = f"{view.projection.name_to_use()}:"
+            prefix = f"{_view_name(view)}:"
             names = [ref[len(prefix) :] for ref in feature_refs if ref.startswith(prefix)]
             join_keys = [column.name for column in view.entity_columns]
             if len(join_keys) != 1:
-                raise NotImplementedError(f"feature view {view.name}: exactly one join key is supported, got {join_keys}")
+                raise NotImplementedError(
+                    f"feature view {view.name}: exactly one join key is supported, got {join_keys}"
+                )
             plans.append((view, names, join_keys[0]))
 
         def evaluate() -> pd.DataFrame:
@@ -402,11 +427,13 @@ class PartitionedParquetOfflineStore(OfflineStore):
             if out.empty:
                 for view, names, _ in plans:
                     for name in names:
-                        out[f"{view.projection.name_to_use()}__{name}" if full_feature_names else name] = pd.Series(dtype=object)
+                        out[f"{_view_name(view)}__{name}" if full_feature_names else name] = pd.Series(dtype=object)
                 return out
-            times = pd.to_datetime(out[time_column], utc=True)
+            times = _utc(out[time_column])
             t_min, t_max = times.min(), times.max()
             for view, names, join_key in plans:
+                if view.batch_source is None:
+                    raise ValueError(f"feature view {view.name} has no batch source")
                 layout = _layout(view.batch_source, join_key)
                 ttl = view.ttl if view.ttl else None
                 columns = list(dict.fromkeys([join_key, layout.time_column, ROW_KEY_COLUMN, *names]))
@@ -421,7 +448,7 @@ class PartitionedParquetOfflineStore(OfflineStore):
                     ttl=ttl,
                 )
                 for name in names:
-                    out[f"{view.projection.name_to_use()}__{name}" if full_feature_names else name] = joined[name].array
+                    out[f"{_view_name(view)}__{name}" if full_feature_names else name] = joined[name].array
             return out
 
         return PartitionedParquetRetrievalJob(evaluate, full_feature_names)
@@ -458,6 +485,7 @@ class PartitionedParquetOfflineStore(OfflineStore):
                 pc.less_equal(stamps, pa.scalar(end.value, pa.timestamp("ns", tz="UTC"))),
             )
             latest = latest_per_entity(table.filter(inside), join_key_columns[0], timestamp_field)
-            return latest.to_pandas(types_mapper=_NULLABLE.get)
+            frame: pd.DataFrame = latest.to_pandas(types_mapper=_NULLABLE.get)
+            return frame
 
         return PartitionedParquetRetrievalJob(evaluate, full_feature_names=False)

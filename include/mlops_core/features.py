@@ -140,6 +140,9 @@ class FeatureRepository:
                 online_store={"type": "sqlite", "path": str(self.repo_dir / "online.db")},
                 offline_store={"type": OFFLINE_STORE_TYPE},
                 entity_key_serialization_version=ENTITY_KEY_SERIALIZATION_VERSION,
+                # training_set hands Feast UTC timestamps already; Feast's coercion would only
+                # re-parse them value by value (about 90 ms per 30,000 rows).
+                coerce_tz_aware=False,
                 repo_path=self.repo_dir,
             )
         except ValueError as exc:  # pydantic's ValidationError is a ValueError
@@ -180,9 +183,7 @@ class FeatureRepository:
             name=f"{contract.name}_offline",
             path=str(self.offline_dir),
             timestamp_field=FEAST_TIMESTAMP,
-            description=(
-                f"accepted rows of dataset {contract.name!r}: event_date=YYYY-MM-DD/version=<id>.parquet"
-            ),
+            description=(f"accepted rows of dataset {contract.name!r}: event_date=YYYY-MM-DD/version=<id>.parquet"),
         )
         schema = [Field(name=FEAST_JOIN_KEY, dtype=feast.types.String)]
         for name in self.feature_columns:
@@ -368,7 +369,8 @@ class FeatureRepository:
             then ``_row_key``. Features are null when the entity has no row at or before the time.
         """
         import numpy as np
-        import pandas as pd
+        import pyarrow as pa
+        import pyarrow.compute as pc
 
         self._ensure_applied()
         contract = self.contract
@@ -404,7 +406,12 @@ class FeatureRepository:
         typed = [c for c in (contract.target,) if c in out.columns] + self.feature_columns
         out = _contract_dtypes(out, contract, typed)
         out = out[keep + self.feature_columns]
-        return out.sort_values([EVENT_TIME_COLUMN, ROW_KEY_COLUMN], kind="mergesort").reset_index(drop=True)
+        # Sorted by (_event_time, _row_key); the sort runs in Arrow (string keys sort much faster there).
+        keys = pa.table(
+            {"t": out[EVENT_TIME_COLUMN].array.asi8, "k": pa.array(out[ROW_KEY_COLUMN].to_numpy(dtype=object))}
+        )
+        order = pc.sort_indices(keys, sort_keys=[("t", "ascending"), ("k", "ascending")]).to_numpy()
+        return out.take(order).reset_index(drop=True)
 
     # ----------------------------------------------------------------- online
     def online_features(self, entity_ids: list[str]) -> pd.DataFrame:
@@ -478,17 +485,22 @@ class FeatureRepository:
             for entity_key, values, event_time, _created in _convert_arrow_to_proto(
                 batch, view, {FEAST_JOIN_KEY: ValueType.STRING}
             ):
-                key = serialize_entity_key(entity_key, entity_key_serialization_version=ENTITY_KEY_SERIALIZATION_VERSION)
+                key = serialize_entity_key(
+                    entity_key, entity_key_serialization_version=ENTITY_KEY_SERIALIZATION_VERSION
+                )
                 stamp = event_time.astimezone(UTC).replace(tzinfo=None) if event_time.tzinfo else event_time
                 for feature, value in values.items():
                     text, _num = extract_text_and_num(value, False)
                     records.append((key, feature, value.SerializeToString(), text, stamp, None))
         quoted = '"' + table_name.replace('"', '""') + '"'
-        upsert = (
-            f"INSERT INTO {quoted} (entity_key, feature_name, value, value_text, event_ts, created_ts) "
-            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(entity_key, feature_name) DO UPDATE SET "
-            "value = excluded.value, value_text = excluded.value_text, event_ts = excluded.event_ts, "
-            f"created_ts = excluded.created_ts WHERE excluded.event_ts >= {quoted}.event_ts"
+        # The table name is Feast's own (project and view names, both validated), quoted as an identifier.
+        upsert = "".join(
+            [
+                f"INSERT INTO {quoted} (entity_key, feature_name, value, value_text, event_ts, created_ts) ",
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(entity_key, feature_name) DO UPDATE SET ",
+                "value = excluded.value, value_text = excluded.value_text, event_ts = excluded.event_ts, ",
+                f"created_ts = excluded.created_ts WHERE excluded.event_ts >= {quoted}.event_ts",
+            ]
         )
         conn = sqlite3.connect(self.repo_dir / "online.db", timeout=60)
         try:
@@ -533,7 +545,8 @@ def _key_dtypes(frame: pd.DataFrame, what: str) -> pd.DataFrame:
         if name in frame.columns:
             frame[name] = frame[name].astype("string")
     try:
-        frame[EVENT_TIME_COLUMN] = pd.to_datetime(frame[EVENT_TIME_COLUMN], utc=True).astype("datetime64[ns, UTC]")
+        if str(frame[EVENT_TIME_COLUMN].dtype) != "datetime64[ns, UTC]":
+            frame[EVENT_TIME_COLUMN] = pd.to_datetime(frame[EVENT_TIME_COLUMN], utc=True).astype("datetime64[ns, UTC]")
     except (TypeError, ValueError) as exc:
         raise FeatureRepositoryError(f"{what}: {EVENT_TIME_COLUMN} is not a timestamp column: {exc}") from exc
     for name in (ENTITY_COLUMN, EVENT_TIME_COLUMN):

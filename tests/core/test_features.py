@@ -338,9 +338,7 @@ def test_importing_the_module_does_not_import_feast_or_pandas():
 # ----------------------------------------------------------------------------- partitioned layout
 def day_rows(customer_days: list[tuple[str, int, int]], month: str = "2024-03") -> list[dict[str, str]]:
     """(customer, day of month, tenure) -> churn rows at noon of that day."""
-    return [
-        churn_row(c, f"{month}-{d:02d}T12:00:00Z", tenure_months=str(t), plan="basic") for c, d, t in customer_days
-    ]
+    return [churn_row(c, f"{month}-{d:02d}T12:00:00Z", tenure_months=str(t), plan="basic") for c, d, t in customer_days]
 
 
 def repo_with_ttl(contract: DatasetContract, root: Path, ttl_days: int) -> FeatureRepository:
@@ -464,14 +462,20 @@ def test_training_set_matches_a_brute_force_point_in_time_join(churn_contract, t
         for i in range(40):
             at = start + pd.Timedelta(seconds=int(rng.integers(0, 60 * 86400)))
             raw.append(
-                churn_row(f"e{rng.integers(0, 12)}", at.strftime("%Y-%m-%dT%H:%M:%SZ"), tenure_months=str(40 * version + i))
+                churn_row(
+                    f"e{rng.integers(0, 12)}", at.strftime("%Y-%m-%dT%H:%M:%SZ"), tenure_months=str(40 * version + i)
+                )
             )
         rows = accepted(churn_contract, raw, f"r{version}.csv")
         repo.materialize_version(f"r{version}", rows)
         all_rows.append(rows)
     stored = pd.concat(all_rows, ignore_index=True)
     asks = [
-        (f"e{rng.integers(0, 14)}", (start + pd.Timedelta(seconds=int(rng.integers(20 * 86400, 62 * 86400)))).isoformat(), f"q{i}")
+        (
+            f"e{rng.integers(0, 14)}",
+            (start + pd.Timedelta(seconds=int(rng.integers(20 * 86400, 62 * 86400)))).isoformat(),
+            f"q{i}",
+        )
         for i in range(150)
     ]
     asks += [(r["_entity"], r["_event_time"].isoformat(), f"own{i}") for i, r in stored.head(20).iterrows()]
