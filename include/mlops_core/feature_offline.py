@@ -145,7 +145,7 @@ class OfflineLayout:
             epoch = date(1970, 1, 1).toordinal()
             for chunk in np.split(order, bounds):
                 day = date.fromordinal(epoch + int(day_numbers[chunk[0]]))
-                part = table.take(pa.array(np.sort(chunk)))
+                part = table if len(chunk) == table.num_rows else table.take(pa.array(np.sort(chunk)))
                 buf = io.BytesIO()
                 pq.write_table(part, buf)
                 self._objects.put_bytes(f"{self.partition_dir(day).name}/{name}", buf.getvalue())
@@ -258,14 +258,23 @@ def _ttl_start_day(t_min: pd.Timestamp, ttl: timedelta | None) -> date | None:
 
 def latest_per_entity(table: pa.Table, entity_column: str, time_column: str) -> pa.Table:
     """One row per entity: the latest by event time, ties broken by the larger row key."""
-    if table.num_rows == 0:
+    n = table.num_rows
+    if n == 0:
         return table
-    ordered = table.sort_by([(entity_column, "ascending"), (time_column, "ascending"), (ROW_KEY_COLUMN, "ascending")])
-    entities = ordered.column(entity_column)
-    n = ordered.num_rows
-    last = pc.not_equal(entities.slice(0, n - 1), entities.slice(1))
-    mask = pa.concat_arrays([last.combine_chunks() if isinstance(last, pa.ChunkedArray) else last, pa.array([True])])
-    return ordered.filter(mask)
+    codes = pc.dictionary_encode(table.column(entity_column)).combine_chunks().indices.to_numpy()
+    times = table.column(time_column).cast(pa.int64()).to_numpy()
+    order = np.lexsort((times, codes))  # by entity, then time (numbers only: fast)
+    sorted_codes, sorted_times = codes[order], times[order]
+    same = (sorted_codes[1:] == sorted_codes[:-1]) & (sorted_times[1:] == sorted_times[:-1])
+    if same.any():  # an entity has several rows at one time: the row key decides (full sort, rare)
+        ordered = table.sort_by(
+            [(entity_column, "ascending"), (time_column, "ascending"), (ROW_KEY_COLUMN, "ascending")]
+        )
+        entities = ordered.column(entity_column).combine_chunks()
+        last = pc.not_equal(entities.slice(0, n - 1), entities.slice(1))
+        return ordered.filter(pa.concat_arrays([last, pa.array([True])]))
+    last_of_entity = np.append(sorted_codes[1:] != sorted_codes[:-1], True)
+    return table.take(pa.array(order[last_of_entity]))
 
 
 def _utc(values: pd.Series) -> pd.Series:

@@ -80,7 +80,7 @@ ENTITY_KEY_SERIALIZATION_VERSION = 3  # Feast's current scheme (0.38+); lower ve
 OFFLINE_FILE = re.compile(r"^version=(?P<version_id>[A-Za-z0-9][A-Za-z0-9._-]*)\.parquet$")
 # Feast loads the offline store by this dotted name (see mlops_core.feature_offline).
 OFFLINE_STORE_TYPE = "mlops_core.feature_offline.PartitionedParquetOfflineStore"
-ONLINE_BATCH_ROWS = 5_000  # rows per online write / entities per online read (SQLite bound variables)
+ONLINE_BATCH_ROWS = 5_000  # entities per online read (get_online_features)
 _REQUEST_COLUMN = "_request"  # internal id of one distinct (entity, event time) request
 
 
@@ -456,42 +456,61 @@ class FeatureRepository:
     def _push_online(self, table: pa.Table) -> tuple[int, int]:
         """Upsert the newest row per entity of ``table`` online, unless online already has a newer one.
 
-        Rows are converted and serialized by Feast (``_convert_arrow_to_proto``,
-        ``serialize_entity_key``) and written in the layout of Feast's SQLite online store (one
-        row per entity and feature), so ``get_online_features`` reads them back. One transaction;
-        each row's update is guarded by its event time, compared at the store's precision
-        (microseconds, the stored text of a naive UTC datetime, as Feast writes it).
+        Written in the layout of Feast's SQLite online store (one row per entity and feature) with
+        Feast's own helpers: ``serialize_entity_key`` for keys, ``python_values_to_proto_values``
+        for values (called once per distinct value of a column, on the same values Feast's
+        ``write_to_online_store`` would pass), ``extract_text_and_num`` for ``value_text`` and
+        Feast's SQLite datetime adapter for ``event_ts`` (whole seconds). So
+        ``get_online_features`` reads the rows back. One transaction; each row's update is
+        guarded by its event time in SQL, so nothing has to be read first.
         """
         import sqlite3
 
+        import pandas as pd
         import pyarrow as pa
         from feast.infra.key_encoding_utils import serialize_entity_key
         from feast.infra.online_stores.helpers import compute_table_id, extract_text_and_num
-        from feast.utils import _convert_arrow_to_proto
-        from feast.value_type import ValueType
+        from feast.infra.online_stores.sqlite import adapt_datetime_epoch
+        from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
+        from feast.protos.feast.types.Value_pb2 import Value as ValueProto
+        from feast.type_map import python_values_to_proto_values
+        from feast.utils import to_naive_utc
 
         from mlops_core.feature_offline import latest_per_entity
 
         if table.num_rows == 0:
             return 0, 0
         latest = latest_per_entity(table, ENTITY_COLUMN, EVENT_TIME_COLUMN)
-        latest = latest.select([ENTITY_COLUMN, EVENT_TIME_COLUMN, *self.feature_columns])
-        latest = latest.set_column(1, EVENT_TIME_COLUMN, latest.column(1).cast(pa.timestamp("us", tz="UTC")))
         _entity, _source, view = self.feast_objects()
         config = self.repo_config()
         table_name = compute_table_id(self.project, view, config.registry.enable_online_feature_view_versioning)
-        records = []
-        for batch in latest.to_batches(max_chunksize=ONLINE_BATCH_ROWS):
-            for entity_key, values, event_time, _created in _convert_arrow_to_proto(
-                batch, view, {FEAST_JOIN_KEY: ValueType.STRING}
-            ):
-                key = serialize_entity_key(
-                    entity_key, entity_key_serialization_version=ENTITY_KEY_SERIALIZATION_VERSION
-                )
-                stamp = event_time.astimezone(UTC).replace(tzinfo=None) if event_time.tzinfo else event_time
-                for feature, value in values.items():
-                    text, _num = extract_text_and_num(value, False)
-                    records.append((key, feature, value.SerializeToString(), text, stamp, None))
+
+        keys = [
+            serialize_entity_key(
+                EntityKeyProto(join_keys=[FEAST_JOIN_KEY], entity_values=[ValueProto(string_val=e)]),
+                entity_key_serialization_version=ENTITY_KEY_SERIALIZATION_VERSION,
+            )
+            for e in latest.column(ENTITY_COLUMN).to_pylist()
+        ]
+        times = latest.column(EVENT_TIME_COLUMN).cast(pa.timestamp("us", tz="UTC")).to_pylist()
+        stamps = [adapt_datetime_epoch(to_naive_utc(t)) for t in times]
+        columns = []
+        for field in view.features:
+            values = latest.column(field.name).to_numpy(zero_copy_only=False)
+            codes, uniques = pd.factorize(values, use_na_sentinel=True)
+            distinct = list(uniques)
+            nulls = codes < 0
+            if nulls.any():  # nulls are converted too (one of them), and take the last slot
+                distinct.append(values[int(nulls.argmax())])
+                codes = codes.copy()
+                codes[nulls] = len(distinct) - 1
+            protos = python_values_to_proto_values(distinct, field.dtype.to_value_type())
+            encoded = [(p.SerializeToString(), extract_text_and_num(p, False)[0]) for p in protos]
+            columns.append((field.name, [encoded[c] for c in codes.tolist()]))
+        # In primary-key order (entity key, feature name): SQLite's B-tree inserts stay local (2x faster).
+        columns.sort(key=lambda c: c[0])
+        order = sorted(range(len(keys)), key=keys.__getitem__)
+        records = [(keys[i], name, *cells[i], stamps[i], None) for i in order for name, cells in columns]
         quoted = '"' + table_name.replace('"', '""') + '"'
         # The table name is Feast's own (project and view names, both validated), quoted as an identifier.
         upsert = "".join(
@@ -504,6 +523,7 @@ class FeatureRepository:
         )
         conn = sqlite3.connect(self.repo_dir / "online.db", timeout=60)
         try:
+            conn.execute("PRAGMA cache_size = -65536")  # this connection only: 64 MiB of page cache
             with conn:
                 before = conn.total_changes
                 conn.executemany(upsert, records)
