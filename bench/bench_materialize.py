@@ -15,13 +15,15 @@ Floor, side by side: ``DataFrame.to_parquet`` of the same accepted rows.
 from __future__ import annotations
 
 import argparse
+import gc
 import shutil
+import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from _features_common import accepted_day, make_repo, median_seconds, print_table, row, write_json
+from _features_common import accepted_day, make_repo, print_table, row, write_json
 
 BENCH = "materialize"
 
@@ -35,8 +37,14 @@ def measure(history: int, version_rows: int, rows_per_day: int, runs: int, cache
                 cache[day] = accepted_day(day, rows_per_day)
             repo.materialize_version(f"d{day:04d}", cache[day])
         big = accepted_day(history, version_rows)
-        cold, warm = [], []
-        for i in range(runs):
+        out = Path(tmp) / "floor.parquet"
+        big.to_parquet(out, index=False)  # warm-up
+        gc.collect()  # the set-up's garbage is not collected inside a timed run
+        cold, warm, floors = [], [], []
+        for i in range(runs):  # floor, cold and warm interleaved: the same machine load for all three
+            start = time.perf_counter()
+            big.to_parquet(out, index=False)
+            floors.append(time.perf_counter() - start)
             copy = Path(tmp) / f"run{i}"
             shutil.copytree(base, copy)
             target = make_repo(copy)
@@ -49,9 +57,7 @@ def measure(history: int, version_rows: int, rows_per_day: int, runs: int, cache
             warm.append(time.perf_counter() - start)
             assert first["offline_rows"] == again["offline_rows"] == len(big)
             assert again["online_stale_skipped"] == 0
-        out = Path(tmp) / "floor.parquet"
-        big.to_parquet(out, index=False)  # warm-up
-        floor, _ = median_seconds(lambda: big.to_parquet(out, index=False), runs)
+        floor = statistics.median(floors)
         cold.sort()
         warm.sort()
         return {

@@ -146,9 +146,9 @@ class OfflineLayout:
             for chunk in np.split(order, bounds):
                 day = date.fromordinal(epoch + int(day_numbers[chunk[0]]))
                 part = table if len(chunk) == table.num_rows else table.take(pa.array(np.sort(chunk)))
-                buf = io.BytesIO()
-                pq.write_table(part, buf)
-                self._objects.put_bytes(f"{self.partition_dir(day).name}/{name}", buf.getvalue())
+                sink = pa.BufferOutputStream()  # native buffer: the encoding runs without the GIL
+                pq.write_table(part, sink)
+                self._objects.put_bytes(f"{self.partition_dir(day).name}/{name}", sink.getvalue().to_pybytes())
                 written.append(day)
         keep = set(written)
         for old in self.files(self.days()):

@@ -39,6 +39,7 @@ import io
 import logging
 import re
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -266,10 +267,20 @@ class FeatureRepository:
         frame = self._offline_frame(rows, f"dataset version {version_id}")
         table = _to_arrow(frame, self._arrow_schema())
         layout = self.offline_layout()
-        days = layout.write_version(version_id, table)
-        layout.refresh_snapshots()
 
-        written, stale = self._push_online(table)
+        def write_offline() -> list[date]:
+            days = layout.write_version(version_id, table)
+            layout.refresh_snapshots()
+            return days
+
+        # The offline write (Parquet encoding, fsync: mostly without the GIL) overlaps the online
+        # upsert; both are idempotent, and an error in either fails the call after both finished.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="offline-write") as pool:
+            offline = pool.submit(write_offline)
+            try:
+                written, stale = self._push_online(table)
+            finally:
+                days = offline.result()
         result = {
             "version_id": version_id,
             "offline_rows": len(frame),
