@@ -331,9 +331,9 @@ class FeatureRepository:
                 f"{what}: missing column(s) {missing}; materialize the accepted rows of a dataset version "
                 f"(contract columns plus {ROW_KEY_COLUMN}, {ENTITY_COLUMN}, {EVENT_TIME_COLUMN})"
             )
-        frame = rows[required].reset_index(drop=True).copy()
+        frame = rows[required].reset_index(drop=True)  # a new frame: selecting columns copies them
         frame[SOURCE_COLUMN] = (
-            rows[SOURCE_COLUMN].reset_index(drop=True).astype("string")
+            rows[SOURCE_COLUMN].reset_index(drop=True).astype("string", copy=False)
             if SOURCE_COLUMN in rows.columns
             else pd.Series(pd.NA, index=frame.index, dtype="string")
         )
@@ -573,7 +573,7 @@ def _key_dtypes(frame: pd.DataFrame, what: str) -> pd.DataFrame:
     import pandas as pd
 
     for name in (ENTITY_COLUMN, ROW_KEY_COLUMN):
-        if name in frame.columns:
+        if name in frame.columns and str(frame[name].dtype) != "string":
             frame[name] = frame[name].astype("string")
     try:
         if str(frame[EVENT_TIME_COLUMN].dtype) != "datetime64[ns, UTC]":
