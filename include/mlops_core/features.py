@@ -2,34 +2,45 @@
 
 Local layout, configured entirely from Python (no ``feature_store.yaml`` is checked in)::
 
-    <repo_dir>/registry.db                      # Feast registry (file)
-    <repo_dir>/online.db                        # online store (SQLite): latest row per entity
-    <offline_dir>/version=<version_id>.parquet  # offline store: one file per dataset version
+    <repo_dir>/registry.db                                   # Feast registry (file)
+    <repo_dir>/online.db                                     # online store (SQLite): latest row per entity
+    <offline_dir>/event_date=YYYY-MM-DD/version=<id>.parquet # offline: a version's rows of one UTC event date
+    <offline_dir>/_latest/before=YYYY-MM-DD.parquet          # compacted: latest row per entity before a date
 
-Feast sees one Entity (join key ``_entity``), one FileSource over ``<offline_dir>`` (Feast's file
-offline store reads every ``*.parquet`` file below a folder, so a version is added or replaced
-by writing one file) and one FeatureView ``<contract>_features`` with the contract's feature
-columns typed from the contract.
+Feast sees one Entity (join key ``_entity``), one FileSource over ``<offline_dir>`` and one
+FeatureView ``<contract>_features`` with the contract's feature columns typed from the contract.
+The offline store is :class:`mlops_core.feature_offline.PartitionedParquetOfflineStore`, a Feast
+offline-store plugin (``offline_store.type`` is its dotted name), so training sets still go
+through ``FeatureStore.get_historical_features``; registry, feature view and online store are
+Feast's own.
+
+Why this layout (issue 6: cost follows the new data, not the history). Feast's file offline
+store (dask) reads every file below the source folder and joins the requests with every offline
+row ever written: a training set for a fixed 30-day window took 1.3 s with 10 days of history and
+63.5 s with 120. Partitioning by event date lets a join read only the dates of its requests, and
+the compacted snapshot answers everything older: only the latest row per entity before the
+window can answer a request inside it (whether it is within the TTL is checked per request), so
+the default TTL of 3,650 days costs one file of at most one row per entity instead of the whole
+history. Snapshots sit on a weekly grid, are kept up to date by :meth:`materialize_version` (a
+no-op unless a version starts a new week or changes an older date) and carry a fingerprint of the
+partition files they summarise, so a late or re-materialized version invalidates them instead of
+being hidden (the next read or materialization rolls forward from the newest valid one). A
+version's rows may span several dates; re-materializing it rewrites its files and removes its
+files of other dates, so rows are never duplicated. Feast's DuckDB (ibis) offline store was
+measured on the same files too: it needs two more packages and still reads the whole history
+(0.34 s at 10 days, 0.76 s at 120 days before the window, against about 0.19 s flat here).
 
 Feast accepts the contract's reserved names as they are: ``_entity`` is the join key and
 ``_event_time`` the source's timestamp field, so user columns can never collide with them and
 no renaming happens anywhere (the names live in :data:`FEAST_JOIN_KEY` / :data:`FEAST_TIMESTAMP`).
 
-Quirks of Feast 0.67's file (dask) offline store that this module works around, so callers never
-meet them:
-
-* ``get_historical_features`` keeps one output row per (entity, timestamp): duplicate requests
-  are collapsed. Requests are therefore deduplicated here and the result joined back to every
-  input row.
-* An entity-df row whose entity has rows only *after* its timestamp disappears from the output,
-  and, once the folder holds more than one file, an entity with no offline row at all makes the
-  dask sort fail ("Divisions calculation failed", nulls in the timestamp column). Only entities
-  present offline are sent to Feast; the others get null features, and every input row is kept.
-* Temporary files must not end in ``.parquet`` inside the offline folder (dask reads hidden and
-  ``_``-prefixed ``*.parquet`` files too, recursively), so atomic writes use a ``.tmp`` name.
-* ``write_to_online_store`` converts only the first Arrow record batch of a frame, and the SQLite
-  online store overwrites whatever is stored regardless of event time. Online writes are sent in
-  bounded chunks, and rows older than what is already online are skipped.
+Online writes: ``write_to_online_store`` converts only the first Arrow record batch of a frame,
+the SQLite online store overwrites whatever is stored regardless of event time, and reading the
+online event times first (to skip stale rows) cost as much as the write. The newest row per
+entity of a version is therefore upserted straight into Feast's SQLite table, serialized with
+Feast's own helpers, in one transaction whose ``ON CONFLICT ... DO UPDATE ... WHERE`` keeps a
+newer online value (event times at the store's precision: whole seconds). ``get_online_features``
+reads it back as usual.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Incremental: only the versions named in the triggering asset events are read and written, so
 the cost follows the new data, not the history. Re-materializing a version rewrites the same
-offline file and the same online rows (no duplicates).
+offline files (one per event date of its rows) and the same online rows (no duplicates).
 """
 
 from __future__ import annotations
