@@ -23,6 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # also when imported by bench/run_all.py
+
 from _features_common import (
     accepted_day,
     make_repo,

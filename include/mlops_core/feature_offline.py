@@ -474,27 +474,71 @@ class PartitionedParquetOfflineStore(OfflineStore):
         end_date: datetime,
     ) -> RetrievalJob:
         """Latest row per entity with event time in ``[start_date, end_date]`` (``feast materialize``)."""
-        if len(join_key_columns) != 1:
-            raise NotImplementedError(f"exactly one join key is supported, got {join_key_columns}")
-        layout = _layout(data_source, join_key_columns[0])
-        start, end = pd.Timestamp(start_date), pd.Timestamp(end_date)
-        start = start.tz_localize(UTC) if start.tzinfo is None else start
-        end = end.tz_localize(UTC) if end.tzinfo is None else end
-        columns = list(dict.fromkeys([*join_key_columns, timestamp_field, ROW_KEY_COLUMN, *feature_name_columns]))
+        join_key = _single_join_key(join_key_columns)
 
         def evaluate() -> pd.DataFrame:
-            wanted = [d for d in layout.days() if utc_day(start) <= d <= utc_day(end)]
-            parts = [pq.read_table(f.path, columns=columns) for f in layout.files(wanted)]
-            if not parts:
-                return pd.DataFrame({c: pd.Series(dtype=object) for c in columns})
-            table = _concat(parts)
-            stamps = table.column(timestamp_field)
-            inside = pc.and_(
-                pc.greater_equal(stamps, pa.scalar(start.value, pa.timestamp("ns", tz="UTC"))),
-                pc.less_equal(stamps, pa.scalar(end.value, pa.timestamp("ns", tz="UTC"))),
+            table = _rows_between(data_source, join_key, feature_name_columns, start_date, end_date)
+            frame: pd.DataFrame = latest_per_entity(table, join_key, timestamp_field).to_pandas(
+                types_mapper=_NULLABLE.get
             )
-            latest = latest_per_entity(table.filter(inside), join_key_columns[0], timestamp_field)
-            frame: pd.DataFrame = latest.to_pandas(types_mapper=_NULLABLE.get)
             return frame
 
         return PartitionedParquetRetrievalJob(evaluate, full_feature_names=False)
+
+    @staticmethod
+    def pull_all_from_table_or_query(
+        config: RepoConfig,
+        data_source: DataSource,
+        join_key_columns: list[str],
+        feature_name_columns: list[str],
+        timestamp_field: str,
+        created_timestamp_column: str | None = None,
+        start_date: datetime | None = None,
+        end_date: datetime | None = None,
+    ) -> RetrievalJob:
+        """Every row with event time in ``[start_date, end_date]`` (either bound optional)."""
+        join_key = _single_join_key(join_key_columns)
+
+        def evaluate() -> pd.DataFrame:
+            table = _rows_between(data_source, join_key, feature_name_columns, start_date, end_date)
+            frame: pd.DataFrame = table.to_pandas(types_mapper=_NULLABLE.get)
+            return frame
+
+        return PartitionedParquetRetrievalJob(evaluate, full_feature_names=False)
+
+
+def _single_join_key(join_key_columns: list[str]) -> str:
+    if len(join_key_columns) != 1:
+        raise NotImplementedError(f"exactly one join key is supported, got {join_key_columns}")
+    return join_key_columns[0]
+
+
+def _rows_between(
+    source: DataSource, join_key: str, features: list[str], start: datetime | None, end: datetime | None
+) -> pa.Table:
+    """The offline rows with event time in ``[start, end]``, reading only the partitions of those dates."""
+    layout = _layout(source, join_key)
+    columns = list(dict.fromkeys([join_key, layout.time_column, ROW_KEY_COLUMN, *features]))
+    lo = None if start is None else _utc_scalar(start)
+    hi = None if end is None else _utc_scalar(end)
+    days = [d for d in layout.days() if (lo is None or d >= utc_day(lo)) and (hi is None or d <= utc_day(hi))]
+    parts = [pq.read_table(f.path, columns=columns) for f in layout.files(days)]
+    if not parts:
+        schema = pa.schema(
+            [(c, pa.timestamp("ns", tz="UTC") if c == layout.time_column else pa.string()) for c in columns]
+        )
+        return schema.empty_table()
+    table = _concat(parts)
+    stamps = table.column(layout.time_column)
+    kind = pa.timestamp("ns", tz="UTC")
+    inside = pa.array(np.ones(table.num_rows, dtype=bool))
+    if lo is not None:
+        inside = pc.and_(inside, pc.greater_equal(stamps, pa.scalar(lo.value, kind)))
+    if hi is not None:
+        inside = pc.and_(inside, pc.less_equal(stamps, pa.scalar(hi.value, kind)))
+    return table.filter(inside)
+
+
+def _utc_scalar(value: datetime) -> pd.Timestamp:
+    stamp = pd.Timestamp(value)
+    return stamp.tz_localize(UTC) if stamp.tzinfo is None else stamp.tz_convert(UTC)

@@ -385,23 +385,57 @@ def test_old_rows_before_the_window_are_found_through_the_snapshot_and_ttl_holds
 
 def test_training_set_reads_only_the_window_partitions_and_one_snapshot(churn_contract, tmp_path):
     """Partitions older than the snapshot grid date before the window are never opened."""
+    import os
+
     repo = make_repo(churn_contract, tmp_path)
     for day in range(1, 31):
         rows = day_rows([(f"c{day % 4}", day, day), (f"d{day}", day, 100 + day)])
         repo.materialize_version(f"v{day:02d}", accepted(churn_contract, rows, f"{day}.csv"))
     offline = tmp_path / "offline"
     early = sorted(offline.glob("event_date=2024-03-0[1-9]/version=*.parquet"))
-    for path in early:  # the snapshot already summarises these; make any read of them fail loudly
-        path.write_bytes(b"not parquet")
-    for path in early:  # the listing (name, size, time) must still match what the snapshot covered
-        path.unlink()
+    assert len(early) == 9
+    for path in early:  # unreadable now, but with the same name, size and time: any read of them fails
+        stat = path.stat()
+        path.write_bytes(b"x" * stat.st_size)
+        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     fresh = make_repo(churn_contract, tmp_path)
-    entity_df = request([("d3", "2024-03-29T00:00:00Z", "d3"), ("c1", "2024-03-29T00:00:00Z", "c1")])
+    entity_df = request(
+        [
+            ("d3", "2024-03-29T00:00:00Z", "d3"),
+            ("c1", "2024-03-29T00:00:00Z", "c1"),
+            ("c2", "2024-03-29T00:00:00Z", "c2"),
+        ]
+    )
     out = fresh.training_set(entity_df).set_index("_row_key")
-    # d3's only row (2024-03-03) was deleted after the snapshot was built: the file set changed, so the
-    # snapshot is rebuilt from what is there, and d3 has no row any more.
-    assert pd.isna(out.loc["d3", "tenure_months"])
+    assert out.loc["d3", "tenure_months"] == 103  # day 3's row, from the snapshot
     assert out.loc["c1", "tenure_months"] == 25  # c1 = days 1, 5, ..., 25 (day % 4 == 1)
+    assert out.loc["c2", "tenure_months"] == 26
+
+    for path in early:  # the file set changed: the snapshot is not trusted any more and is rebuilt
+        path.unlink()
+    out = make_repo(churn_contract, tmp_path).training_set(entity_df).set_index("_row_key")
+    assert pd.isna(out.loc["d3", "tenure_months"])
+    assert out.loc["c1", "tenure_months"] == 25
+
+
+def test_feast_materialize_reads_the_partitioned_layout(churn_contract, versions, tmp_path):
+    """Feast's own ``materialize`` (pull_latest of the offline-store plugin) also works on the layout."""
+    from datetime import datetime
+
+    repo = make_repo(churn_contract, tmp_path)
+    for vid, rows in versions.items():
+        repo.materialize_version(vid, rows)
+    other = FeatureRepository(
+        churn_contract, repo_dir=tmp_path / "other", offline_dir=str(tmp_path / "offline"), project="test_features"
+    )
+    other.apply()
+    other.store.materialize(
+        start_date=datetime(2024, 1, 1), end_date=datetime(2024, 1, 4), feature_views=["churn_features"]
+    )
+    online = other.online_features(["c1", "c2", "c4"]).set_index("_entity")
+    assert online.loc["c1", "tenure_months"] == 3  # latest up to Jan 4: day 3 (day 5 is later)
+    assert online.loc["c2", "tenure_months"] == 24  # Jan 4 00:00 is inside [start, end]
+    assert pd.isna(online.loc["c4", "tenure_months"])  # only on Jan 6
 
 
 def test_snapshot_is_not_used_when_an_older_partition_changes(churn_contract, tmp_path):
