@@ -524,3 +524,17 @@ def test_training_set_matches_a_brute_force_point_in_time_join(churn_contract, t
         else:
             best = seen.sort_values(["_event_time", "_row_key"]).iloc[-1]
             assert out.loc[key, "tenure_months"] == best["tenure_months"], key
+
+
+def test_rows_of_one_entity_at_the_same_time_resolve_the_same_way_whatever_the_order(churn_contract, tmp_path):
+    """Two versions with a row of x at the same instant: the larger row key wins, in either order."""
+    first = accepted(churn_contract, day_rows([("x", 5, 1)]), "first.csv")
+    second = accepted(churn_contract, day_rows([("x", 5, 2)]), "second.csv")
+    winner = 1 if first["_row_key"].iloc[0] > second["_row_key"].iloc[0] else 2
+    entity_df = request([("x", "2024-03-20T00:00:00Z", "later"), ("x", "2024-03-05T12:00:00Z", "exact")])
+    for order, name in (((first, second), "ab"), ((second, first), "ba")):
+        repo = make_repo(churn_contract, tmp_path / name)
+        for i, rows in enumerate(order):
+            repo.materialize_version(f"v{i}", rows)
+        out = repo.training_set(entity_df).set_index("_row_key")
+        assert out["tenure_months"].tolist() == [winner, winner], name
