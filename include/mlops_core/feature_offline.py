@@ -47,7 +47,6 @@ from feast.infra.registry.base_registry import BaseRegistry
 from feast.on_demand_feature_view import OnDemandFeatureView
 from feast.repo_config import FeastConfigBaseModel, RepoConfig
 
-from mlops_core.contract import ROW_KEY_COLUMN
 from mlops_core.storage import LocalObjectStore
 
 PARTITION_DIR = re.compile(r"^event_date=(?P<day>\d{4}-\d{2}-\d{2})$")
@@ -257,22 +256,18 @@ def _ttl_start_day(t_min: pd.Timestamp, ttl: timedelta | None) -> date | None:
 
 
 def latest_per_entity(table: pa.Table, entity_column: str, time_column: str) -> pa.Table:
-    """One row per entity: the latest by event time, ties broken by the larger row key."""
+    """One row per entity: the latest by event time; of rows at the same time, the one read last.
+
+    (A row key is a hash of entity and event time, so such rows are re-deliveries of one row; the
+    ingest drops them as duplicates. Files are read in (event date, version id) order.)
+    """
     n = table.num_rows
     if n == 0:
         return table
     codes = pc.dictionary_encode(table.column(entity_column)).combine_chunks().indices.to_numpy()
     times = table.column(time_column).cast(pa.int64()).to_numpy()
-    order = np.lexsort((times, codes))  # by entity, then time (numbers only: fast)
-    sorted_codes, sorted_times = codes[order], times[order]
-    same = (sorted_codes[1:] == sorted_codes[:-1]) & (sorted_times[1:] == sorted_times[:-1])
-    if same.any():  # an entity has several rows at one time: the row key decides (full sort, rare)
-        ordered = table.sort_by(
-            [(entity_column, "ascending"), (time_column, "ascending"), (ROW_KEY_COLUMN, "ascending")]
-        )
-        entities = ordered.column(entity_column).combine_chunks()
-        last = pc.not_equal(entities.slice(0, n - 1), entities.slice(1))
-        return ordered.filter(pa.concat_arrays([last, pa.array([True])]))
+    order = np.lexsort((times, codes))  # stable: by entity, then time, then position
+    sorted_codes = codes[order]
     last_of_entity = np.append(sorted_codes[1:] != sorted_codes[:-1], True)
     return table.take(pa.array(order[last_of_entity]))
 
@@ -304,7 +299,7 @@ def point_in_time_join(
 ) -> pd.DataFrame:
     """Features of each request (``keys[i]`` at ``times[i]``): the entity's latest row at or before
     the time and not older than ``ttl``; nulls when there is none. One output row per request, in
-    request order (index 0..n-1). Ties (same entity and event time) go to the larger row key.
+    request order (index 0..n-1). Of rows at the same time, the one read last (as :func:`latest_per_entity`).
     """
     n = len(keys)
     request_ns = _utc(times).to_numpy(dtype="datetime64[ns]").astype("int64")
@@ -320,9 +315,8 @@ def point_in_time_join(
     row_ns = rows.column(time_column).cast(pa.int64()).to_numpy()
     wanted = (row_keys >= 0) & (row_ns <= request_ns.max())
     picked = rows.filter(pa.array(wanted)).append_column("_k", pa.array(row_keys[wanted].astype("int64")))
-    # Sorted by (time, row key) in Arrow: among rows of one entity at the same time, merge_asof takes
-    # the last one, i.e. the larger row key (the same choice as the online store).
-    picked = picked.sort_by([(time_column, "ascending"), (ROW_KEY_COLUMN, "ascending")])
+    # Stable sort by time: of rows of one entity at the same time, merge_asof takes the last one.
+    picked = picked.sort_by([(time_column, "ascending")])
     right = picked.select(features).to_pandas(types_mapper=_NULLABLE.get)
     right["_k"] = picked.column("_k").to_numpy()
     right["_t"] = picked.column(time_column).cast(pa.int64()).to_numpy()
@@ -445,7 +439,7 @@ class PartitionedParquetOfflineStore(OfflineStore):
                     raise ValueError(f"feature view {view.name} has no batch source")
                 layout = _layout(view.batch_source, join_key)
                 ttl = view.ttl if view.ttl else None
-                columns = list(dict.fromkeys([join_key, layout.time_column, ROW_KEY_COLUMN, *names]))
+                columns = list(dict.fromkeys([join_key, layout.time_column, *names]))
                 rows = layout.rows_for(t_min, t_max, ttl, columns)
                 joined = point_in_time_join(
                     out[join_key],
@@ -518,7 +512,7 @@ def _rows_between(
 ) -> pa.Table:
     """The offline rows with event time in ``[start, end]``, reading only the partitions of those dates."""
     layout = _layout(source, join_key)
-    columns = list(dict.fromkeys([join_key, layout.time_column, ROW_KEY_COLUMN, *features]))
+    columns = list(dict.fromkeys([join_key, layout.time_column, *features]))
     lo = None if start is None else _utc_scalar(start)
     hi = None if end is None else _utc_scalar(end)
     days = [d for d in layout.days() if (lo is None or d >= utc_day(lo)) and (hi is None or d <= utc_day(hi))]
