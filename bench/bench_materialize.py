@@ -30,45 +30,42 @@ from _features_common import accepted_day, make_repo, print_table, row, write_js
 BENCH = "materialize"
 
 
-def measure(history: int, version_rows: int, rows_per_day: int, runs: int, cache: dict) -> dict:
-    with tempfile.TemporaryDirectory(prefix="bench-mat-") as tmp:
-        base = Path(tmp) / "base"
-        repo = make_repo(base)
+class Case:
+    """One history size: a filled base repository, copied afresh for every cold run."""
+
+    def __init__(self, root: Path, history: int, version_rows: int, rows_per_day: int, cache: dict) -> None:
+        self.root = root
+        self.history = history
+        repo = make_repo(root / "base")
         for day in range(history):
             if day not in cache:
                 cache[day] = accepted_day(day, rows_per_day)
             repo.materialize_version(f"d{day:04d}", cache[day])
-        big = accepted_day(history, version_rows)
-        out = Path(tmp) / "floor.parquet"
-        big.to_parquet(out, index=False)  # warm-up
-        gc.collect()  # the set-up's garbage is not collected inside a timed run
-        cold, warm, floors = [], [], []
-        for i in range(runs):  # floor, cold and warm interleaved: the same machine load for all three
-            start = time.perf_counter()
-            big.to_parquet(out, index=False)
-            floors.append(time.perf_counter() - start)
-            copy = Path(tmp) / f"run{i}"
-            shutil.copytree(base, copy)
-            target = make_repo(copy)
-            target.apply()
-            start = time.perf_counter()
-            first = target.materialize_version("big", big)
-            cold.append(time.perf_counter() - start)
-            start = time.perf_counter()
-            again = target.materialize_version("big", big)
-            warm.append(time.perf_counter() - start)
-            assert first["offline_rows"] == again["offline_rows"] == len(big)
-            assert again["online_stale_skipped"] == 0
-        floor = statistics.median(floors)
-        cold.sort()
-        warm.sort()
-        return {
-            "history": history,
-            "cold": cold[len(cold) // 2],
-            "warm": warm[len(warm) // 2],
-            "floor": floor,
-            "entities": first["online_entities"],
-        }
+        self.big = accepted_day(history, version_rows)
+        self.cold: list[float] = []
+        self.warm: list[float] = []
+        self.floors: list[float] = []
+        self.entities = 0
+
+    def run(self) -> None:
+        out = self.root / "floor.parquet"
+        start = time.perf_counter()
+        self.big.to_parquet(out, index=False)
+        self.floors.append(time.perf_counter() - start)
+        copy = self.root / f"run{len(self.cold)}"
+        shutil.copytree(self.root / "base", copy)
+        target = make_repo(copy)
+        target.apply()  # as the features stage does once per task
+        start = time.perf_counter()
+        first = target.materialize_version("big", self.big)
+        self.cold.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        again = target.materialize_version("big", self.big)
+        self.warm.append(time.perf_counter() - start)
+        assert first["offline_rows"] == again["offline_rows"] == len(self.big)
+        assert again["online_stale_skipped"] == 0
+        self.entities = first["online_entities"]
+        shutil.rmtree(copy)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -86,13 +83,32 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     histories, version_rows, rows_per_day = ([5, 20], 100_000, 300) if args.quick else ([10, 120], 100_000, 1000)
     cache: dict = {}
-    results = [measure(h, version_rows, rows_per_day, args.runs, cache) for h in histories]
+    with tempfile.TemporaryDirectory(prefix="bench-mat-") as tmp:
+        cases = [Case(Path(tmp) / f"h{h}", h, version_rows, rows_per_day, cache) for h in histories]
+        for case in cases:  # warm-up (imports, first Feast calls), not counted
+            case.run()
+            case.cold.clear()
+            case.warm.clear()
+            case.floors.clear()
+        gc.collect()  # the set-up's garbage is not collected inside a timed run
+        for _ in range(args.runs):  # every case and its floor once per round: the same machine load for all
+            for case in cases:
+                case.run()
+    results = [
+        {
+            "history": c.history,
+            "cold": statistics.median(c.cold),
+            "warm": statistics.median(c.warm),
+            "floor": statistics.median(c.floors),
+        }
+        for c in cases
+    ]
     rows = []
     for r in results:
         for kind in ("cold", "warm"):
-            case = f"{version_rows} rows, {kind}, after {r['history']} versions"
+            case_name = f"{version_rows} rows, {kind}, after {r['history']} versions"
             value = r[kind]
-            rows.append(row(BENCH, case, value, "s", r["floor"], "<= 3x floor", value <= 3 * r["floor"]))
+            rows.append(row(BENCH, case_name, value, "s", r["floor"], "<= 3x floor", value <= 3 * r["floor"]))
     for kind in ("cold", "warm"):
         growth = results[-1][kind] / results[0][kind]
         case = f"ratio {kind}: after {histories[-1]} / after {histories[0]} versions"

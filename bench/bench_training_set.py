@@ -54,37 +54,36 @@ def floor_join(offline: Path, window_days: list, requests, features: list[str]):
     )
 
 
-def measure(history: int, window: int, rows_per_day: int, runs: int, cache: dict) -> dict:
-    import pandas as pd
+class Case:
+    """One history size: a filled repository and the window's requests."""
 
-    total = history + window
-    with tempfile.TemporaryDirectory(prefix="bench-ts-") as tmp:
-        root = Path(tmp)
+    def __init__(self, root: Path, history: int, window: int, rows_per_day: int, cache: dict) -> None:
+        import pandas as pd
+
+        self.history = history
+        total = history + window
         repo = make_repo(root)
         for day in range(total):
             if day not in cache:
                 cache[day] = accepted_day(day, rows_per_day)
             repo.materialize_version(f"d{day:04d}", cache[day])
         window_rows = pd.concat([cache[d] for d in range(history, total)], ignore_index=True)
-        entity_df = window_rows[["_entity", "_event_time", "_row_key", "churned"]]
-        window_days = sorted({t.date() for t in window_rows["_event_time"]})
-        fresh = make_repo(root)
-        requests = window_rows[["_entity", "_event_time"]]
-        features = fresh.feature_columns
-        fresh.training_set(entity_df)  # warm-up: registry, imports
-        floor_join(root / "offline", window_days, requests, features)
-        gc.collect()  # the set-up's garbage is not collected inside a timed run
-        times, floors = [], []
-        for _ in range(runs):  # interleaved with the floor: the same machine load for both
-            start = time.perf_counter()
-            out = fresh.training_set(entity_df)
-            times.append(time.perf_counter() - start)
-            start = time.perf_counter()
-            floor_join(root / "offline", window_days, requests, features)
-            floors.append(time.perf_counter() - start)
-        seconds, floor = statistics.median(times), statistics.median(floors)
-        assert len(out) == len(entity_df)
-        return {"history": history, "seconds": seconds, "floor": floor, "rows": len(out), "files": total}
+        self.entity_df = window_rows[["_entity", "_event_time", "_row_key", "churned"]]
+        self.requests = window_rows[["_entity", "_event_time"]]
+        self.window_days = sorted({t.date() for t in window_rows["_event_time"]})
+        self.offline = root / "offline"
+        self.repo = make_repo(root)  # a new object, as in a new task
+        self.times: list[float] = []
+        self.floors: list[float] = []
+
+    def run(self) -> int:
+        start = time.perf_counter()
+        out = self.repo.training_set(self.entity_df)
+        self.times.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        floor_join(self.offline, self.window_days, self.requests, self.repo.feature_columns)
+        self.floors.append(time.perf_counter() - start)
+        return len(out)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -97,7 +96,25 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     histories, window, rows_per_day = ([10, 40], 10, 500) if args.quick else ([10, 40, 120], 30, 1000)
     cache: dict = {}
-    results = [measure(h, window, rows_per_day, args.runs, cache) for h in histories]
+    with tempfile.TemporaryDirectory(prefix="bench-ts-") as tmp:
+        cases = [Case(Path(tmp) / f"h{h}", h, window, rows_per_day, cache) for h in histories]
+        for case in cases:  # warm-up: registry, imports
+            case.run()
+            case.times.clear()
+            case.floors.clear()
+        gc.collect()  # the set-up's garbage is not collected inside a timed run
+        for _ in range(args.runs):  # every case and its floor once per round: the same machine load for all
+            for case in cases:
+                assert case.run() == len(case.entity_df)
+    results = [
+        {
+            "history": c.history,
+            "seconds": statistics.median(c.times),
+            "floor": statistics.median(c.floors),
+            "rows": len(c.entity_df),
+        }
+        for c in cases
+    ]
     rows = []
     for r in results:
         case = f"{r['history']}d history + {window}d window ({r['rows']} rows)"
