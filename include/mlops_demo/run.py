@@ -52,6 +52,7 @@ class DemoOptions:
     stop_when_done: bool = True  # False: the caller inspects the running stack, then calls stop()
     phase_timeout: float = 600.0
     port: int | None = None
+    stop_after: str | None = None  # "initial": end after the first deployment (bench/bench_lifecycle.py)
 
 
 @dataclass
@@ -122,7 +123,11 @@ class LifecycleDemo:
                 )
             with self._phase("initial"):
                 self._wait_for(lambda: self._succeeded("deploy") >= 1, "first deployment")
-                self._wait_idle()
+                if self.o.stop_after != "initial":
+                    self._wait_idle()
+            if self.o.stop_after == "initial":
+                self.result.summary = self._summary(time.monotonic() - t0)
+                return self.result
             with self._phase("no-drift"):
                 trains = self._count("train")
                 self._drop_days([3])
