@@ -85,6 +85,13 @@ def _run_stage(stage: str, state_file: Path) -> None:
     state_file.write_text(json.dumps(state, default=str))
 
 
+def _children_cpu() -> float:
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def in_process_chain(home: Path, rows: int, seed: int) -> dict[str, float]:
     """Seconds per stage, each stage in a fresh process (spawn to exit)."""
     from mlops_core.demo_data import write_bad_files, write_day_files
@@ -111,6 +118,7 @@ def in_process_chain(home: Path, rows: int, seed: int) -> dict[str, float]:
     state = home / "state.json"
     seconds: dict[str, float] = {}
     try:
+        cpu0 = _children_cpu()
         for stage in STAGES:
             t0 = time.monotonic()
             proc = subprocess.run(
@@ -123,6 +131,7 @@ def in_process_chain(home: Path, rows: int, seed: int) -> dict[str, float]:
             seconds[stage] = time.monotonic() - t0
             if proc.returncode != 0:
                 raise RuntimeError(f"stage {stage} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+        seconds["_cpu"] = _children_cpu() - cpu0
     finally:
         LocalModelServer.stop_all(mlops_home / "serving")
     return seconds
@@ -148,7 +157,8 @@ def _union_seconds(intervals: list[tuple[datetime, datetime]]) -> float:
 def airflow_timeline(client: Any) -> dict[str, dict[str, Any]]:
     """Per stage of the first lifecycle pass: wall, task time, task start overhead, gap before."""
     watch = client.runs("watch_drop_zone")[0]
-    announce = next(t for t in client.task_instances("watch_drop_zone", watch["dag_run_id"]) if t["task_id"] == "announce")
+    tis = client.task_instances("watch_drop_zone", watch["dag_run_id"])
+    announce = next(t for t in tis if t["task_id"] == "announce")
     previous_end = _time(announce["end_date"])
     out: dict[str, dict[str, Any]] = {
         "watch": {
@@ -182,6 +192,7 @@ def airflow_timeline(client: Any) -> dict[str, dict[str, Any]]:
 
 
 def _cpu_seconds(pids: set[int]) -> float:
+    """CPU of these processes and of their children that ended (task processes of a worker)."""
     import psutil
 
     total = 0.0
@@ -190,7 +201,24 @@ def _cpu_seconds(pids: set[int]) -> float:
             t = psutil.Process(pid).cpu_times()
         except psutil.Error:
             continue
-        total += t.user + t.system
+        total += t.user + t.system + t.children_user + t.children_system
+    return total
+
+
+def _task_cpu_seconds(pids: set[int]) -> float:
+    """CPU of the finished task processes: the ended children of the LocalExecutor workers."""
+    import psutil
+
+    total = 0.0
+    for pid in pids:
+        try:
+            proc = psutil.Process(pid)
+            if "LocalExecutor" not in " ".join(proc.cmdline()):
+                continue
+            t = proc.cpu_times()
+        except psutil.Error:
+            continue
+        total += t.children_user + t.children_system
     return total
 
 
@@ -208,8 +236,10 @@ def airflow_chain(home: Path, rows: int, seed: int, idle_seconds: float) -> dict
         timeline = airflow_timeline(demo.client)
         timeline["_chain"]["phase"] = result.phases["initial"]["seconds"]
         timeline["_chain"]["startup"] = result.phases["airflow"]["seconds"]
-        # idle: nothing queued (the watch waits in the triggerer); what does the stack burn?
         pids = demo.stack.all_pids()
+        timeline["_chain"]["task_cpu"] = _task_cpu_seconds(pids)
+        timeline["_chain"]["stack_cpu"] = _cpu_seconds(pids) - timeline["_chain"]["task_cpu"]
+        # idle: nothing queued (the watch waits in the triggerer); what does the stack burn?
         before, t0 = _cpu_seconds(pids), time.monotonic()
         time.sleep(idle_seconds)
         timeline["_chain"]["idle_cpu"] = (_cpu_seconds(pids) - before) / (time.monotonic() - t0)
@@ -240,9 +270,8 @@ def summarize(inproc: list[dict[str, float]], flows: list[dict[str, Any]]) -> tu
         overhead = med([f[stage]["overhead"] for f in flows])
         gap = med([f[stage]["gap"] for f in flows])
         ip = med([r[stage] for r in inproc]) if stage in STAGES else None
-        lines.append(
-            f"{stage:<18} {flows[0][stage]['task_count']:>5} {_fmt(wall)} {_fmt(tasks)} {_fmt(overhead)} {_fmt(gap)} {_fmt(ip)}"
-        )
+        count = flows[0][stage]["task_count"]
+        lines.append(f"{stage:<18} {count:>5} {_fmt(wall)} {_fmt(tasks)} {_fmt(overhead)} {_fmt(gap)} {_fmt(ip)}")
         if stage in STAGES:
             for key, value in (("wall", wall), ("tasks", tasks), ("overhead", overhead), ("gap", gap), ("inproc", ip)):
                 totals[key] += value or 0.0
@@ -253,13 +282,22 @@ def summarize(inproc: list[dict[str, float]], flows: list[dict[str, Any]]) -> tu
     )
     phase = med([f["_chain"]["phase"] for f in flows]) or 0.0
     idle_cpu = med([f["_chain"]["idle_cpu"] for f in flows]) or 0.0
+    task_cpu = med([f["_chain"]["task_cpu"] for f in flows]) or 0.0
+    stack_cpu = med([f["_chain"]["stack_cpu"] for f in flows]) or 0.0
+    inproc_cpu = med([r["_cpu"] for r in inproc]) or 0.0
     startup = med([f["_chain"]["startup"] for f in flows]) or 0.0
     ratio = chain / totals["inproc"] if totals["inproc"] else float("nan")
     lines += [
         "",
-        f"airflow chain, announce -> deployed: {chain:.1f} s; in-process chain: {totals['inproc']:.1f} s; "
-        f"ratio {ratio:.2f}x (goal <= {GOAL_RATIO}x)",
+        (
+            f"airflow chain, announce -> deployed: {chain:.1f} s; in-process chain: {totals['inproc']:.1f} s; "
+            f"ratio {ratio:.2f}x (goal <= {GOAL_RATIO}x)"
+        ),
         f"demo 'initial' phase (as make demo prints it, incl. the watch): {phase:.1f} s; stack start {startup:.1f} s",
+        (
+            f"CPU: Airflow task processes {task_cpu:.1f} s (stack start to deployed, watch included) against "
+            f"{inproc_cpu:.1f} s in-process; Airflow components {stack_cpu:.1f} s (start included)"
+        ),
         f"stack CPU while idle: {idle_cpu * 100:.1f}% of one core",
     ]
     rows = [
@@ -269,6 +307,8 @@ def summarize(inproc: list[dict[str, float]], flows: list[dict[str, Any]]) -> tu
         _row("airflow task start overhead", totals["overhead"], "s", None, None, None),
         _row("airflow idle gaps between runs", totals["gap"], "s", None, None, None),
         _row("demo initial phase", phase, "s", None, None, None),
+        _row("airflow task CPU", task_cpu, "s", inproc_cpu, task_cpu / inproc_cpu if inproc_cpu else None, None),
+        _row("airflow components CPU (start to deployed)", stack_cpu, "s", None, None, None),
         _row("stack CPU while idle", idle_cpu * 100, "% core", None, None, None),
     ]
     rows[1]["ok"] = ratio <= GOAL_RATIO
@@ -310,7 +350,7 @@ def main(argv: list[str] | None = None) -> int:
     for i in range(args.runs):
         with tempfile.TemporaryDirectory(prefix="bench-lifecycle-") as tmp:
             inproc.append(in_process_chain(Path(tmp) / "inproc", rows, args.seed))
-            print(f"run {i + 1}: in-process {sum(inproc[-1].values()):.1f} s", flush=True)
+            print(f"run {i + 1}: in-process {sum(inproc[-1][s] for s in STAGES):.1f} s", flush=True)
             flows.append(airflow_chain(Path(tmp) / "airflow", rows, args.seed, idle))
             print(f"run {i + 1}: airflow chain {flows[-1]['_chain']['from_announce']:.1f} s", flush=True)
             shutil.rmtree(tmp, ignore_errors=True)
