@@ -139,8 +139,8 @@ def airflow_settings(settings: StackSettings, fernet_key: str, start_secrets: St
         # parse is parsed again at once whatever the interval ([dag_processor]
         # file_parsing_sort_mode = modified_time, the default: DagFileProcessorManager.
         # prepare_file_queue), so the interval only paces re-parsing *unchanged* files: Airflow's
-        # default 30 s. At 10 s the parse processes took ~15% of one core, idle or not, the CPU
-        # the tasks need on a 2-core machine (bench/bench_lifecycle.py).
+        # default 30 s. At 10 s the dag-processor took ~13% of one core, idle or not (5% at 30 s):
+        # CPU the tasks need on a 2-core machine (bench/bench_lifecycle.py).
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
         "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "30",
         "AIRFLOW__CORE__MIN_SERIALIZED_DAG_UPDATE_INTERVAL": "5",
