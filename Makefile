@@ -15,7 +15,7 @@ help:
 	@echo "make lint   - ruff (lint + format check) and mypy; make format rewrites the files"
 	@echo "make up     - Airflow UI on http://localhost:$(PORT) with these DAGs (credentials printed)"
 	@echo "make lock   - regenerate requirements.lock from requirements.txt"
-	@echo "make bench  - DAG parse-time benchmark (table)"
+	@echo "make bench  - every benchmark, one table of results against their goals (QUICK=1: smaller sizes)"
 	@echo "make clean  - remove .venv and every local state folder"
 
 venv:
@@ -47,7 +47,7 @@ lock:
 	scripts/lock.sh
 
 bench: venv
-	$(PY) bench/parse_times.py
+	$(PY) bench/run_all.py $(if $(filter 1 yes true,$(QUICK)),--quick)
 
 clean:
 	rm -rf .venv .venv-lock .mlops .airflow .demo mlruns mlartifacts mlflow.db .pytest_cache .hypothesis \

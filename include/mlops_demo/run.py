@@ -40,6 +40,12 @@ if TYPE_CHECKING:
 REPO = Path(__file__).resolve().parents[2]
 LIFECYCLE_DAGS = ["watch_drop_zone", "ingest", "features", "monitor", "train", "evaluate_register", "deploy", "promote"]
 ALL_DAGS = [*LIFECYCLE_DAGS, "ingest_sql"]
+# How often the demo asks the REST API how the lifecycle is doing: one request for every DAG's
+# runs per look (each request costs the api-server CPU the tasks need on a small machine).
+POLL_SECONDS = 1.0
+# No run queued or running for this long = the lifecycle settled. A downstream run is queued
+# within a scheduler loop (~1 s) of its upstream's asset event (bench/bench_lifecycle.py).
+IDLE_SECONDS = 8.0
 
 
 @dataclass
@@ -52,6 +58,7 @@ class DemoOptions:
     stop_when_done: bool = True  # False: the caller inspects the running stack, then calls stop()
     phase_timeout: float = 600.0
     port: int | None = None
+    stop_after: str | None = None  # "initial": end after the first deployment (bench/bench_lifecycle.py)
 
 
 @dataclass
@@ -122,7 +129,11 @@ class LifecycleDemo:
                 )
             with self._phase("initial"):
                 self._wait_for(lambda: self._succeeded("deploy") >= 1, "first deployment")
-                self._wait_idle()
+                if self.o.stop_after != "initial":
+                    self._wait_idle()
+            if self.o.stop_after == "initial":
+                self.result.summary = self._summary(time.monotonic() - t0)
+                return self.result
             with self._phase("no-drift"):
                 trains = self._count("train")
                 self._drop_days([3])
@@ -304,43 +315,45 @@ class LifecycleDemo:
             if predicate():
                 time.sleep(settle)
                 return
-            time.sleep(2)
+            time.sleep(POLL_SECONDS)
         raise TimeoutError(f"timed out after {self.o.phase_timeout:.0f}s waiting for {what}")
 
-    def _wait_idle(self, stable: float = 12.0) -> None:
-        """No run queued or running (besides ingest waiting for files) for ``stable`` seconds."""
+    def _wait_idle(self, stable: float = IDLE_SECONDS) -> None:
+        """No run queued or running (besides the watch waiting for files) for ``stable`` seconds."""
         quiet_since = None
         deadline = time.monotonic() + self.o.phase_timeout
         while time.monotonic() < deadline:
             self._raise_on_failed_runs()
-            busy = [d for d in LIFECYCLE_DAGS if self._busy(d)]
-            if busy:
+            if self._busy():
                 quiet_since = None
             elif quiet_since is None:
                 quiet_since = time.monotonic()
             elif time.monotonic() - quiet_since >= stable:
                 return
-            time.sleep(2)
+            time.sleep(POLL_SECONDS)
         raise TimeoutError("the lifecycle did not settle")
 
-    def _busy(self, dag_id: str) -> bool:
-        for r in self.client.runs(dag_id, state=["queued", "running"]):
+    def _busy(self) -> list[str]:
+        """The lifecycle DAGs with a queued or running run (one request for all of them)."""
+        busy = []
+        for r in self.client.runs_of(LIFECYCLE_DAGS, states=["queued", "running"]):
+            dag_id = r["dag_id"]
             if dag_id == "watch_drop_zone":  # its run waiting for the next files is idle
                 states = {ti["task_id"]: ti["state"] for ti in self.client.task_instances(dag_id, r["dag_run_id"])}
                 if states.get("announce") in (None, "none", "scheduled") and not self._ready_files():
                     continue
-            return True
-        return False
+            busy.append(dag_id)
+        return busy
 
     def _raise_on_failed_runs(self) -> None:
-        for dag_id in LIFECYCLE_DAGS:
-            for r in self.client.runs(dag_id, state=["failed"]):
-                tis = self.client.task_instances(dag_id, r["dag_run_id"])
-                failed = [t["task_id"] for t in tis if t["state"] in ("failed", "upstream_failed")]
-                detail = ""
-                if failed:
-                    detail = self.client.task_log(dag_id, r["dag_run_id"], failed[0])[-3000:]
-                raise RuntimeError(f"DAG run {dag_id}/{r['dag_run_id']} failed (tasks {failed}):\n{detail}")
+        for r in self.client.runs_of(LIFECYCLE_DAGS, states=["failed"])[:1]:
+            dag_id = r["dag_id"]
+            tis = self.client.task_instances(dag_id, r["dag_run_id"])
+            failed = [t["task_id"] for t in tis if t["state"] in ("failed", "upstream_failed")]
+            detail = ""
+            if failed:
+                detail = self.client.task_log(dag_id, r["dag_run_id"], failed[0])[-3000:]
+            raise RuntimeError(f"DAG run {dag_id}/{r['dag_run_id']} failed (tasks {failed}):\n{detail}")
 
     def _ready_files(self) -> list[Path]:
         return [p for p in self.drop_zone.iterdir() if p.is_file() and not p.name.startswith(".")]

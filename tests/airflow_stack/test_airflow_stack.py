@@ -126,6 +126,21 @@ def test_failed_run_raises_with_task_id_and_log_tail(client):
     assert client.wait_for_run("stack_fail", run_id, raise_on_failure=False) == "failed"
 
 
+def test_runs_of_several_dags_in_one_request(client, tmp_path):
+    ok_run = client.trigger("stack_write_file", conf={"path": str(tmp_path / "runs_of.txt")})
+    failed_run = client.trigger("stack_fail")
+    assert client.wait_for_run("stack_write_file", ok_run, timeout=120, interval=0.25) == "success"
+    assert client.wait_for_run("stack_fail", failed_run, timeout=120, raise_on_failure=False) == "failed"
+
+    both = {(r["dag_id"], r["dag_run_id"]): r["state"] for r in client.runs_of(["stack_write_file", "stack_fail"])}
+    assert both[("stack_write_file", ok_run)] == "success"
+    assert both[("stack_fail", failed_run)] == "failed"
+    assert {dag_id for dag_id, _ in both} == {"stack_write_file", "stack_fail"}  # no other DAG's runs
+    failed = {(r["dag_id"], r["dag_run_id"]) for r in client.runs_of(["stack_write_file", "stack_fail"], ["failed"])}
+    assert ("stack_fail", failed_run) in failed
+    assert ("stack_write_file", ok_run) not in failed
+
+
 def test_asset_event_schedules_consumer_with_metadata(client):
     version = f"v-{uuid.uuid4().hex[:8]}"
     before = {r["dag_run_id"] for r in client.runs("stack_consumer")}

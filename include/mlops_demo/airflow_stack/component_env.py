@@ -133,11 +133,16 @@ def airflow_settings(settings: StackSettings, fernet_key: str, start_secrets: St
         "AIRFLOW__LOGGING__FILE_TASK_HANDLER_NEW_FILE_PERMISSIONS": "0o600",
         "AIRFLOW__LOGGING__FILE_TASK_HANDLER_NEW_FOLDER_PERMISSIONS": "0o700",
         "MLFLOW_CONFIGURE_LOGGING": "false",
-        # quick pickup of new/changed DAG files: list the folder every 5 s, re-parse a file at
-        # most every 10 s, and let a changed DAG replace its serialized version after 5 s
-        # instead of 30 s (airflow/dag_processing/collection.py, airflow/models/dagbag.py)
+        # quick pickup of new/changed DAG files: list the folder every 5 s, and let a changed DAG
+        # replace its serialized version after 5 s instead of 30 s (airflow/dag_processing/
+        # collection.py, airflow/models/dagbag.py). A file whose mtime changed since its last
+        # parse is parsed again at once whatever the interval ([dag_processor]
+        # file_parsing_sort_mode = modified_time, the default: DagFileProcessorManager.
+        # prepare_file_queue), so the interval only paces re-parsing *unchanged* files: Airflow's
+        # default 30 s. At 10 s the dag-processor took ~13% of one core, idle or not (5% at 30 s):
+        # CPU the tasks need on a 2-core machine (bench/bench_lifecycle.py).
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
-        "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "10",
+        "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "30",
         "AIRFLOW__CORE__MIN_SERIALIZED_DAG_UPDATE_INTERVAL": "5",
         # the scheduler loop already runs back-to-back when busy and sleeps <= 1 s when idle
         "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "1",

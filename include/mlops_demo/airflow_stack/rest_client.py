@@ -140,13 +140,15 @@ class AirflowClient:
         params: Mapping[str, Any] | Sequence[tuple[str, Any]] | None = None,
         json_body: Any = None,
         ok: Sequence[int] = (200,),
+        read_only: bool = False,
     ) -> Any:
         """Call ``/api/v2<path>`` and return the decoded JSON (or text)."""
         url = f"{self.base_url}/api/v2{path}"
-        # GET and PATCH (pause, clear, approve) are safe to repeat. On SQLite a write can wait out
-        # the busy timeout behind another component's transaction and fail with a 500 or a read
-        # timeout: repeating it then is the cure.
-        idempotent = method.upper() in ("GET", "PATCH")
+        # GET and PATCH (pause, clear, approve) are safe to repeat, and so are the POSTs that only
+        # read (``read_only``, e.g. ``.../dagRuns/list``). On SQLite a write can wait out the busy
+        # timeout behind another component's transaction and fail with a 500 or a read timeout:
+        # repeating it then is the cure.
+        idempotent = read_only or method.upper() in ("GET", "PATCH")
         attempts = 4 if idempotent else 1
         for attempt in range(attempts):
             try:
@@ -180,9 +182,10 @@ class AirflowClient:
         params: Mapping[str, Any] | Sequence[tuple[str, Any]] | None = None,
         json_body: Any = None,
         ok: Sequence[int] = (200,),
+        read_only: bool = False,
     ) -> dict[str, Any]:
         """:meth:`request` for endpoints that answer a JSON object; anything else raises AirflowApiError."""
-        data = self.request(method, path, params=params, json_body=json_body, ok=ok)
+        data = self.request(method, path, params=params, json_body=json_body, ok=ok, read_only=read_only)
         if not isinstance(data, dict):
             raise AirflowApiError(method.upper(), f"{self.base_url}/api/v2{path}", 200, f"not a JSON object: {data!r}")
         return data
@@ -294,6 +297,25 @@ class AirflowClient:
         ``filters`` become query parameters, e.g. ``state=["success"]``, ``run_type=["asset_triggered"]``.
         """
         return self._paged(f"/dags/{dag_id}/dagRuns", "dag_runs", {"order_by": "id", **filters})
+
+    def runs_of(self, dag_ids: Iterable[str], states: Iterable[str] | None = None) -> list[dict[str, Any]]:
+        """The runs of several DAGs in one request per page (``POST /dags/~/dagRuns/list``), oldest first.
+
+        A poller that watches a whole lifecycle asks once instead of once per DAG: every request
+        costs the api-server the same CPU the tasks it is watching need.
+        """
+        body: dict[str, Any] = {"dag_ids": list(dag_ids), "order_by": "id", "page_limit": 100}
+        if states is not None:
+            body["states"] = list(states)
+        items: list[dict[str, Any]] = []
+        while True:
+            page = self.request_object(
+                "POST", "/dags/~/dagRuns/list", json_body={**body, "page_offset": len(items)}, read_only=True
+            )
+            batch = page.get("dag_runs") or []
+            items.extend(batch)
+            if not batch or len(items) >= int(page.get("total_entries", 0)):
+                return items
 
     def wait_for_run(
         self,
