@@ -3,8 +3,10 @@
 Layout (keys relative to the store root)::
 
     datasets/<dataset>/versions/<version_id>/event_date=YYYY-MM-DD/part-0000.parquet
-    datasets/<dataset>/versions/<version_id>/row_keys.parquet     # key index: _row_key only
+    datasets/<dataset>/versions/<version_id>/row_keys.parquet     # the version's row keys, sorted
     datasets/<dataset>/versions/<version_id>/manifest.json        # written LAST = commit point
+    datasets/<dataset>/key_index/index.json                       # row key -> version index
+    datasets/<dataset>/key_index/bucket-<x>.parquet               #   (mlops_core.key_index)
     datasets/<dataset>/sources/<sha256>.json                      # which version consumed a file
     datasets/<dataset>/state/<name>.json                          # watermarks of incremental reads
     quarantine/<dataset>/<run_id>/<identity>/reason.json                 # why, always
@@ -45,6 +47,7 @@ from mlops_core.contract import (
     DatasetContract,
 )
 from mlops_core.errors import PermanentError
+from mlops_core.key_index import RowKeyIndex
 from mlops_core.storage import ObjectNotFound, ObjectStore
 from mlops_core.validation import REASON_COLUMN
 
@@ -96,8 +99,9 @@ def content_sha256(data: bytes) -> str:
 def version_id_for(contract_fingerprint: str, row_keys: Iterable[str]) -> str:
     """Content address of a version: contract fingerprint + sorted row keys."""
     digest = hashlib.sha256(contract_fingerprint.encode("utf-8"))
-    for key in sorted(row_keys):
-        digest.update(b"\n" + key.encode("utf-8"))
+    ordered = sorted(row_keys)
+    if ordered:
+        digest.update(("\n" + "\n".join(ordered)).encode("utf-8"))
     return digest.hexdigest()[:VERSION_ID_LENGTH]
 
 
@@ -236,6 +240,15 @@ class DatasetStore:
         self.store.put_bytes(key, buffer.getvalue())
 
     # ------------------------------------------------------------------ versions: write
+    def _key_index(self) -> RowKeyIndex:
+        return RowKeyIndex(self.store, self.prefix, self._manifest_key)
+
+    def _version_row_keys(self, version_id: str) -> pd.Series:
+        keys: pd.Series = self._read_parquet(f"{self._version_prefix(version_id)}/{ROW_KEYS_NAME}", [ROW_KEY_COLUMN])[
+            ROW_KEY_COLUMN
+        ]
+        return keys
+
     def committed_keys(self) -> pd.DataFrame:
         """``_row_key`` and ``version_id`` of every committed row; reads the key indexes only."""
         parts = []
@@ -293,15 +306,17 @@ class DatasetStore:
             return CommitResult(self.get_manifest(same_id), created=False, duplicates=_empty_like(frame))
 
         repeated = keys.duplicated(keep="first")
-        committed = self.committed_keys()
-        version_of = keys.map(dict(zip(committed[ROW_KEY_COLUMN].astype(str), committed["version_id"], strict=True)))
-        # Versions written by an earlier attempt of this very commit (same run, same sources).
+        index = self._key_index()
+        meta = index.ensure(self.list_versions, self._version_row_keys)
+        version_of = index.lookup(keys)
+        # Versions written by an earlier attempt of this very commit (same run, same sources):
+        # only versions holding some of these keys can matter, so only their manifests are read.
         claimed = set(earlier_attempts)
-        attempts = {
-            m["version_id"]
-            for m in self.list_versions()
-            if _same_commit(m, run_id, sources) or (m["version_id"] in claimed and m.get("run_id") == run_id)
-        }
+        attempts = set()
+        for hit in sorted(set(version_of.dropna())):
+            m = self.get_manifest(hit)
+            if _same_commit(m, run_id, sources) or (hit in claimed and m.get("run_id") == run_id):
+                attempts.add(hit)
         mine = version_of.isin(attempts) & ~repeated
         old = version_of.notna() & ~mine & ~repeated
         new = version_of.isna() & ~repeated
@@ -330,7 +345,7 @@ class DatasetStore:
         if self.store.exists(self._manifest_key(version_id)):
             return CommitResult(self.get_manifest(version_id), created=False, duplicates=duplicates)
 
-        manifest = self._write_version(version_id, rows, contract, sources, run_id, created_at)
+        manifest = self._write_version(version_id, rows, contract, sources, run_id, created_at, index, meta)
         log.info(
             "committed %s version %s: %d rows in %d partitions, %d duplicates left out",
             self.dataset,
@@ -349,11 +364,13 @@ class DatasetStore:
         sources: list[dict[str, Any]],
         run_id: str,
         created_at: str,
+        index: RowKeyIndex,
+        meta: dict[str, Any],
     ) -> dict[str, Any]:
         prefix = self._version_prefix(version_id)
         for stale in self._list(f"{prefix}/"):  # leftovers of an attempt that never committed
             self.store.delete(stale)
-        parent = self.latest_version()
+        parent = index.latest(meta)
         partitions: dict[str, dict[str, Any]] = {}
         dates = rows[EVENT_TIME_COLUMN].dt.strftime("%Y-%m-%d")
         for day in sorted(dates.unique()):
@@ -377,10 +394,13 @@ class DatasetStore:
             "sources": json.loads(json.dumps([dict(s) for s in sources], sort_keys=True, default=str)),
             "event_time_min": rows[EVENT_TIME_COLUMN].min().isoformat(),
             "event_time_max": rows[EVENT_TIME_COLUMN].max().isoformat(),
-            "parent": None if parent is None else parent["version_id"],
+            "parent": parent,
             "run_id": run_id,
         }
+        index.add(sorted_keys, version_id)  # before the manifest: lookups ignore uncommitted versions
+        index.begin(meta, manifest)
         self.store.put_bytes(self._manifest_key(version_id), _json_bytes(manifest))  # the commit point
+        index.finish(meta, manifest)
         return manifest
 
     # ------------------------------------------------------------------ sources
