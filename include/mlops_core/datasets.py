@@ -37,6 +37,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from mlops_core.contract import (
@@ -49,7 +50,7 @@ from mlops_core.contract import (
 from mlops_core.errors import PermanentError
 from mlops_core.key_index import RowKeyIndex
 from mlops_core.storage import ObjectNotFound, ObjectStore
-from mlops_core.validation import REASON_COLUMN
+from mlops_core.validation import REASON_COLUMN, ROW_KEY_LENGTH
 
 log = logging.getLogger(__name__)
 
@@ -300,7 +301,8 @@ class DatasetStore:
         fingerprint = contract.fingerprint
 
         # Same rows as an existing version (a retry, or the same rows delivered again): no-op.
-        same_id = version_id_for(fingerprint, keys.unique())
+        unique_sorted = _sorted_text(pd.Series(keys.unique(), dtype=object))
+        same_id = version_id_for(fingerprint, unique_sorted)
         if self.store.exists(self._manifest_key(same_id)) and not keys.duplicated().any():
             log.info("commit %s: rows already committed as version %s", self.dataset, same_id)
             return CommitResult(self.get_manifest(same_id), created=False, duplicates=_empty_like(frame))
@@ -340,12 +342,13 @@ class DatasetStore:
             )
             return CommitResult(manifest, created=False, duplicates=duplicates)
 
-        rows = frame.loc[new].sort_values([EVENT_TIME_COLUMN, ROW_KEY_COLUMN], kind="mergesort").reset_index(drop=True)
-        version_id = version_id_for(fingerprint, rows[ROW_KEY_COLUMN].astype(str))
+        rows = _sorted_rows(frame.loc[new])
+        row_keys = unique_sorted if bool(new.all()) else _sorted_text(rows[ROW_KEY_COLUMN])
+        version_id = version_id_for(fingerprint, row_keys)
         if self.store.exists(self._manifest_key(version_id)):
             return CommitResult(self.get_manifest(version_id), created=False, duplicates=duplicates)
 
-        manifest = self._write_version(version_id, rows, contract, sources, run_id, created_at, index, meta)
+        manifest = self._write_version(version_id, rows, row_keys, contract, sources, run_id, created_at, index, meta)
         log.info(
             "committed %s version %s: %d rows in %d partitions, %d duplicates left out",
             self.dataset,
@@ -360,6 +363,7 @@ class DatasetStore:
         self,
         version_id: str,
         rows: pd.DataFrame,
+        sorted_keys: list[str],
         contract: DatasetContract,
         sources: list[dict[str, Any]],
         run_id: str,
@@ -372,13 +376,16 @@ class DatasetStore:
             self.store.delete(stale)
         parent = index.latest(meta)
         partitions: dict[str, dict[str, Any]] = {}
-        dates = rows[EVENT_TIME_COLUMN].dt.strftime("%Y-%m-%d")
-        for day in sorted(dates.unique()):
-            part = rows.loc[dates == day].reset_index(drop=True)
+        # rows are sorted by event time: each day is one contiguous slice
+        days = rows[EVENT_TIME_COLUMN].dt.tz_convert("UTC").dt.tz_localize(None).to_numpy("datetime64[ns]")
+        days = days.astype("datetime64[D]")
+        starts = np.flatnonzero(np.r_[True, days[1:] != days[:-1]]) if len(days) else np.array([], dtype=int)
+        for start, stop in zip(starts.tolist(), [*starts[1:].tolist(), len(days)], strict=True):
+            day = str(days[start])
+            part = rows.iloc[start:stop].reset_index(drop=True)
             key = f"{prefix}/event_date={day}/part-0000.parquet"
             self._write_parquet(key, part)
             partitions[day] = {"rows": len(part), "key": key}
-        sorted_keys = sorted(rows[ROW_KEY_COLUMN].astype(str))
         self._write_parquet(
             f"{prefix}/{ROW_KEYS_NAME}", pd.DataFrame({ROW_KEY_COLUMN: pd.Series(sorted_keys, dtype="string")})
         )
@@ -540,6 +547,37 @@ def _concat(parts: list[pd.DataFrame]) -> pd.DataFrame:
     if not parts:
         return pd.DataFrame()
     return pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0].reset_index(drop=True)
+
+
+def _sorted_text(values: pd.Series) -> list[str]:
+    """``sorted(values.astype(str))``, sorted by Arrow (code point order, as Python sorts str)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    texts = values.astype(str).tolist()
+    if texts and all(len(t) == ROW_KEY_LENGTH for t in texts) and all(t.isascii() for t in texts):
+        fixed: list[str] = np.sort(np.array(texts, dtype=f"U{ROW_KEY_LENGTH}")).tolist()  # row keys: fast
+        return fixed
+    array = pa.array(texts, pa.string())
+    ordered: list[str] = array.take(pc.array_sort_indices(array)).to_pylist()
+    return ordered
+
+
+def _sorted_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    """Rows by ``_event_time`` then ``_row_key`` (a stable sort, as ``sort_values(kind="mergesort")``)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    times = frame[EVENT_TIME_COLUMN].dt.tz_convert("UTC").dt.tz_localize(None).to_numpy("datetime64[ns]")
+    order_table = pa.table(
+        {
+            "t": pa.array(times.view(np.int64)),
+            "k": pa.array(frame[ROW_KEY_COLUMN].astype(str).tolist(), pa.string()),
+            "i": pa.array(np.arange(len(frame))),
+        }
+    )
+    order = pc.sort_indices(order_table, sort_keys=[("t", "ascending"), ("k", "ascending"), ("i", "ascending")])
+    return frame.iloc[order.to_numpy()].reset_index(drop=True)
 
 
 def _empty_like(frame: pd.DataFrame) -> pd.DataFrame:

@@ -95,10 +95,8 @@ class RowKeyIndex:
         for manifest in versions:
             keys = row_keys_of(manifest["version_id"]).astype(str)
             parts.append(pd.DataFrame({ROW_KEY_COLUMN: keys, VERSION_COLUMN: manifest["version_id"]}))
-        if parts:
-            entries = pd.concat(parts, ignore_index=True)
-            for bucket, group in entries.groupby(entries[ROW_KEY_COLUMN].str[:BUCKET_CHARS].str.lower(), sort=True):
-                self._write_bucket(str(bucket), group)
+        for part in parts:
+            self.add(part[ROW_KEY_COLUMN].tolist(), str(part[VERSION_COLUMN].iloc[0]) if len(part) else "")
         latest = versions[-1] if versions else None
         meta = {
             "format": INDEX_FORMAT,
@@ -138,69 +136,71 @@ class RowKeyIndex:
             self._committed[version_id] = self.store.exists(self._manifest_key(version_id))
         return self._committed[version_id]
 
-    def _bucket(self, bucket: str) -> pd.DataFrame:
-        if bucket not in self._buckets:
-            key = self.bucket_key(bucket)
-            if self.store.exists(key):
-                import pyarrow as pa
-                import pyarrow.parquet as pq
-
-                frame: pd.DataFrame = pq.read_table(pa.BufferReader(self.store.get_bytes(key))).to_pandas()
-            else:
-                frame = pd.DataFrame({ROW_KEY_COLUMN: pd.Series(dtype=object), VERSION_COLUMN: pd.Series(dtype=object)})
-            self._buckets[bucket] = frame
-        return self._buckets[bucket]
-
-    def lookup(self, keys: pd.Series) -> pd.Series:
-        """The committed version holding each key (aligned with ``keys``), NaN where none does."""
-        keys = keys.astype(str)
-        buckets = keys.str[:BUCKET_CHARS].str.lower()
-        found = pd.Series([None] * len(keys), index=keys.index, dtype=object)
-        for bucket in sorted(set(buckets)):
-            entries = self._bucket(bucket)
-            if entries.empty:
-                continue
-            mapping = pd.Series(entries[VERSION_COLUMN].to_numpy(dtype=object), index=entries[ROW_KEY_COLUMN].to_numpy(dtype=object))
-            mine = buckets == bucket
-            found[mine] = keys[mine].map(mapping)
-        hits = found.notna()
-        if hits.any():
-            live = {v: self.is_committed(v) for v in set(found[hits])}
-            dead = hits & ~found.map(lambda v: live.get(v, False))
-            found[dead] = None
-        return found
-
-    def add(self, keys: Iterable[str], version_id: str) -> None:
-        """Point ``keys`` at ``version_id``: rewrites only the buckets the keys fall in."""
-        new = pd.DataFrame({ROW_KEY_COLUMN: pd.Series(list(keys), dtype=object)})
-        if new.empty:
-            return
-        new[VERSION_COLUMN] = version_id
-        for bucket, group in new.groupby(new[ROW_KEY_COLUMN].str[:BUCKET_CHARS].str.lower(), sort=True):
-            existing = self._bucket(str(bucket))
-            kept = existing.loc[~existing[ROW_KEY_COLUMN].isin(group[ROW_KEY_COLUMN])]
-            self._write_bucket(str(bucket), pd.concat([kept, group], ignore_index=True))
-
-    def _write_bucket(self, bucket: str, entries: pd.DataFrame) -> None:
+    def _bucket(self, bucket: str) -> Any:
+        """The bucket's entries as an Arrow table (``_row_key`` sorted, ``version_id``)."""
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        ordered = entries.sort_values(ROW_KEY_COLUMN, kind="mergesort").reset_index(drop=True)
-        table = pa.table(
-            {
-                ROW_KEY_COLUMN: pa.array(ordered[ROW_KEY_COLUMN].astype(str).tolist(), pa.string()),
-                VERSION_COLUMN: pa.array(ordered[VERSION_COLUMN].astype(str).tolist(), pa.string()).dictionary_encode(),
-            }
-        )
+        if bucket not in self._buckets:
+            key = self.bucket_key(bucket)
+            if self.store.exists(key):
+                table = pq.read_table(pa.BufferReader(self.store.get_bytes(key)))
+                table = table.cast(pa.schema([(ROW_KEY_COLUMN, pa.string()), (VERSION_COLUMN, pa.string())]))
+            else:
+                table = pa.table({ROW_KEY_COLUMN: pa.array([], pa.string()), VERSION_COLUMN: pa.array([], pa.string())})
+            self._buckets[bucket] = table
+        return self._buckets[bucket]
+
+    def lookup(self, keys: pd.Series) -> pd.Series:
+        """The committed version holding each key (aligned with ``keys``), None where none does."""
+        import numpy as np
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        array = pa.array(keys.astype(str).tolist(), pa.string())
+        buckets = pc.utf8_lower(pc.utf8_slice_codeunits(array, 0, BUCKET_CHARS))
+        found = np.full(len(array), None, dtype=object)
+        for bucket in sorted(pc.unique(buckets).to_pylist()):
+            entries = self._bucket(bucket)
+            if entries.num_rows == 0:
+                continue
+            mine = pc.equal(buckets, bucket)
+            positions = pc.index_in(pc.filter(array, mine), value_set=entries.column(ROW_KEY_COLUMN))
+            found[np.flatnonzero(mine.to_numpy(zero_copy_only=False))] = (
+                entries.column(VERSION_COLUMN).take(positions).to_numpy(zero_copy_only=False)
+            )
+        result = pd.Series(found, index=keys.index, dtype=object)
+        hits = result.notna()
+        if hits.any():
+            live = {v: self.is_committed(v) for v in set(result[hits])}
+            result[hits & ~result.map(lambda v: live.get(v, False))] = None
+        return result
+
+    def add(self, keys: Iterable[str], version_id: str) -> None:
+        """Point ``keys`` at ``version_id``: rewrites only the buckets the keys fall in."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        array = pa.array(list(keys), pa.string())
+        if len(array) == 0:
+            return
+        buckets = pc.utf8_lower(pc.utf8_slice_codeunits(array, 0, BUCKET_CHARS))
+        for bucket in sorted(pc.unique(buckets).to_pylist()):
+            new = pc.filter(array, pc.equal(buckets, bucket))
+            existing = self._bucket(bucket)
+            kept = existing.filter(pc.invert(pc.is_in(existing.column(ROW_KEY_COLUMN), value_set=new)))
+            added = pa.table({ROW_KEY_COLUMN: new, VERSION_COLUMN: pa.array([version_id] * len(new), pa.string())})
+            self._write_bucket(bucket, pa.concat_tables([kept, added]))
+
+    def _write_bucket(self, bucket: str, entries: Any) -> None:
+        import pyarrow.compute as pc
+        import pyarrow.parquet as pq
+
+        ordered = entries.take(pc.sort_indices(entries, sort_keys=[(ROW_KEY_COLUMN, "ascending")])).combine_chunks()
         buffer = io.BytesIO()
-        pq.write_table(table, buffer, compression="zstd")
+        pq.write_table(ordered, buffer, compression="zstd", use_dictionary=[VERSION_COLUMN])
         self.store.put_bytes(self.bucket_key(bucket), buffer.getvalue())
-        self._buckets[bucket] = pd.DataFrame(
-            {
-                ROW_KEY_COLUMN: ordered[ROW_KEY_COLUMN].astype(str).to_numpy(dtype=object),
-                VERSION_COLUMN: ordered[VERSION_COLUMN].astype(str).to_numpy(dtype=object),
-            }
-        )
+        self._buckets[bucket] = ordered
 
 
 def _version_ref(manifest: Mapping[str, Any]) -> dict[str, str]:
