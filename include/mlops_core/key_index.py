@@ -72,7 +72,11 @@ class RowKeyIndex:
         if not self.store.exists(self.meta_key):
             return None
         value = json.loads(self.store.get_bytes(self.meta_key))
-        if not isinstance(value, dict) or value.get("format") != INDEX_FORMAT or value.get("bucket_chars") != BUCKET_CHARS:
+        if (
+            not isinstance(value, dict)
+            or value.get("format") != INDEX_FORMAT
+            or value.get("bucket_chars") != BUCKET_CHARS
+        ):
             return None  # another layout: rebuilt
         return value
 
@@ -82,7 +86,9 @@ class RowKeyIndex:
             return  # unchanged: a re-run writes nothing
         self.store.put_bytes(self.meta_key, data)
 
-    def ensure(self, manifests: Callable[[], list[dict[str, Any]]], row_keys_of: Callable[[str], pd.Series]) -> dict[str, Any]:
+    def ensure(
+        self, manifests: Callable[[], list[dict[str, Any]]], row_keys_of: Callable[[str], pd.Series]
+    ) -> dict[str, Any]:
         """The index's meta, building the index from the committed versions when it is missing."""
         meta = self.meta()
         if meta is not None:

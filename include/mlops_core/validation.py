@@ -49,9 +49,9 @@ import unicodedata
 import uuid
 import zlib
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, overload
 
 import numpy as np
 import pandas as pd
@@ -76,6 +76,7 @@ ROW_KEY_LENGTH = 32
 
 SUPPORTED_SUFFIXES = (".csv.gz", ".csv", ".parquet")  # longest first: file_format() takes the first match
 MAX_DECODED_BYTES = MAX_FILE_BYTES  # limit of a file's decoded content (gzip output, Parquet values)
+DEFAULT_BATCH_BYTES = 16 * 1024**2  # text validated at a time by validate_file (dataset.ingest_batch_mb)
 
 PANDAS_DTYPES = {
     "int": "Int64",
@@ -127,8 +128,24 @@ def file_format(name: str) -> str | None:
     return next((suffix for suffix in SUPPORTED_SUFFIXES if lowered.endswith(suffix)), None)
 
 
-def read_source(data: bytes, name: str, *, max_decoded_bytes: int = MAX_DECODED_BYTES) -> pd.DataFrame:
+@overload
+def read_source(
+    data: bytes, name: str, *, max_decoded_bytes: int = MAX_DECODED_BYTES, batch_bytes: None = None
+) -> pd.DataFrame: ...
+@overload
+def read_source(
+    data: bytes, name: str, *, max_decoded_bytes: int = MAX_DECODED_BYTES, batch_bytes: int
+) -> Iterator[pd.DataFrame]: ...
+def read_source(
+    data: bytes, name: str, *, max_decoded_bytes: int = MAX_DECODED_BYTES, batch_bytes: int | None = None
+) -> pd.DataFrame | Iterator[pd.DataFrame]:
     """Parse a delivered file into a DataFrame of text (empty string = null).
+
+    With ``batch_bytes``, an iterator of DataFrames of consecutive rows instead: a plain CSV
+    (see :func:`_read_plain_csv`) is read in blocks of about ``batch_bytes`` of text; other files
+    come as one frame. A plain CSV whose damage shows only in a later block raises
+    :class:`NotPlainCsv` from the iterator: :func:`validate_file` then reads the whole file the
+    reference way, so the answer is the same as without batches.
 
     The format is chosen by the suffix of ``name`` in any case (``.csv``, ``.csv.gz`` (gzip),
     ``.parquet``). Parquet values are turned into text so that :func:`validate` types every
@@ -159,12 +176,19 @@ def read_source(data: bytes, name: str, *, max_decoded_bytes: int = MAX_DECODED_
         )
     if suffix == ".parquet":
         frame = _read_parquet(data, name, max_decoded_bytes)
-    else:
-        if suffix == ".csv.gz":
-            data = _gunzip(data, name, max_decoded_bytes)
-        frame = _read_csv(data, name)
+        return frame if batch_bytes is None else iter([frame])
+    if suffix == ".csv.gz":
+        data = _gunzip(data, name, max_decoded_bytes)
+    frames = _read_csv(data, name, batch_bytes)
+    if batch_bytes is not None:
+        return frames
+    frame = next(frames)
     log.info("read %s: %d rows, %d columns", name, len(frame), len(frame.columns))
     return frame
+
+
+class NotPlainCsv(Exception):
+    """A CSV read in blocks turned out not to be plain (see :func:`_read_plain_csv`) after its first block."""
 
 
 def _gunzip(data: bytes, name: str, max_bytes: int) -> bytes:
@@ -195,10 +219,15 @@ def _gunzip(data: bytes, name: str, max_bytes: int) -> bytes:
     return bytes(out)
 
 
-def _read_csv(data: bytes, name: str) -> pd.DataFrame:
+def _read_csv(data: bytes, name: str, batch_bytes: int | None = None) -> Iterator[pd.DataFrame]:
+    """The CSV's rows: in blocks of ``batch_bytes`` when plain and asked for, otherwise in one frame."""
+    if batch_bytes is not None and _is_plain_csv(data):
+        return _plain_csv_blocks(data, name, batch_bytes)
     fast = _read_plain_csv(data, name)
-    if fast is not None:
-        return fast
+    return iter([fast if fast is not None else _read_csv_reference(data, name)])
+
+
+def _read_csv_reference(data: bytes, name: str) -> pd.DataFrame:
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -274,44 +303,91 @@ def _read_plain_csv(data: bytes, name: str) -> pd.DataFrame | None:
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
-    if any(blocker in data for blocker in _PLAIN_CSV_BLOCKERS) or data.startswith((b"\xef\xbb\xbf", b"\n")):
+    if not _is_plain_csv(data):
         return None
-    end = data.find(b"\n")
-    if end < 0:
-        return None  # header only: the reference reader says why
+    header = _plain_header(data)
+    options = _plain_csv_options(len(header), 1 << 24)
     try:
-        header = data[:end].decode("utf-8").split(",")
-    except UnicodeDecodeError:
-        return None
-    if "".join(header).isspace() or not data[end + 1 :].strip(b"\n"):
-        return None
-    names = [f"f{i}" for i in range(len(header))]
-    try:
-        table = pacsv.read_csv(
-            pa.BufferReader(data),
-            read_options=pacsv.ReadOptions(column_names=names, skip_rows=1, use_threads=True, block_size=1 << 24),
-            parse_options=pacsv.ParseOptions(delimiter=",", quote_char=False, newlines_in_values=False),
-            convert_options=pacsv.ConvertOptions(
-                column_types=dict.fromkeys(names, pa.string()),
-                strings_can_be_null=False,
-                quoted_strings_can_be_null=False,
-                check_utf8=True,
-            ),
-        )
+        table = pacsv.read_csv(pa.BufferReader(data), *options)
     except (pa.ArrowException, ValueError):
         return None  # a ragged line, bytes that are not UTF-8, ...: the reference reader decides
     if table.num_rows == 0:
         return None
+    frame = _plain_frame(table, header, name)
+    return frame
+
+
+def _is_plain_csv(data: bytes) -> bool:
+    """No quote, carriage return or NUL; no BOM or blank first line; a header that is text and not blank."""
+    if any(blocker in data for blocker in _PLAIN_CSV_BLOCKERS) or data.startswith((b"\xef\xbb\xbf", b"\n")):
+        return False
+    end = data.find(b"\n")
+    if end < 0 or data.count(b"\n", end + 1) == len(data) - end - 1:
+        return False  # no data line: the reference reader says why
+    try:
+        header = data[:end].decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return not (header.isspace() or header.replace(",", "") == "")
+
+
+def _plain_header(data: bytes) -> list[str]:
+    return data[: data.find(b"\n")].decode("utf-8").split(",")
+
+
+def _plain_csv_options(width: int, block_size: int) -> tuple[Any, Any, Any]:
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    names = [f"f{i}" for i in range(width)]
+    return (
+        pacsv.ReadOptions(column_names=names, skip_rows=1, use_threads=True, block_size=block_size),
+        pacsv.ParseOptions(delimiter=",", quote_char=False, newlines_in_values=False),
+        pacsv.ConvertOptions(
+            column_types=dict.fromkeys(names, pa.string()),
+            strings_can_be_null=False,
+            quoted_strings_can_be_null=False,
+            check_utf8=True,
+        ),
+    )
+
+
+def _plain_frame(table: Any, header: list[str], name: str) -> pd.DataFrame | None:
+    """Arrow text columns as a DataFrame; None when a value is longer than the csv module allows."""
     limit = csv.field_size_limit()
     columns: dict[int, Any] = {}
     for position in range(table.num_columns):
-        column = table.column(position).combine_chunks()
+        column = table.column(position)
+        column = column.combine_chunks() if hasattr(column, "combine_chunks") else column
         if len(column) and _max_byte_length(column) > limit:
             return None
         columns[position] = pd.arrays.ArrowExtensionArray(column)
     frame = pd.DataFrame(columns, index=range(table.num_rows))
     frame.columns = pd.Index(normalise_header(header, name), dtype=object)  # may raise bad_header, as the reference
     return frame
+
+
+def _plain_csv_blocks(data: bytes, name: str, batch_bytes: int) -> Iterator[pd.DataFrame]:
+    """A plain CSV in blocks of about ``batch_bytes``; :class:`NotPlainCsv` when a block is not plain."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    header = _plain_header(data)
+    rows = 0
+    try:
+        reader = pacsv.open_csv(pa.BufferReader(data), *_plain_csv_options(len(header), batch_bytes))
+        for batch in reader:
+            if batch.num_rows == 0:
+                continue
+            frame = _plain_frame(batch, header, name)
+            if frame is None:
+                raise NotPlainCsv(name)
+            rows += len(frame)
+            yield frame
+    except (pa.ArrowException, ValueError) as exc:
+        raise NotPlainCsv(name) from exc
+    if rows == 0:
+        raise NotPlainCsv(name)
 
 
 def _max_byte_length(column: Any) -> int:
@@ -563,9 +639,7 @@ def _parse(texts: pd.Series | Any, column_type: str) -> tuple[pd.Series, np.ndar
 
 _FAST_INT = r"^-?[0-9]{1,18}$"
 _FAST_FLOAT = r"^-?[0-9]{1,15}(\.[0-9]{1,15})?$"  # <= 15 significant digits: pandas and Arrow agree exactly
-_FAST_TIMESTAMP = (
-    r"^(19|20)[0-9]{2}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])[T ]([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](Z|\+00:00)?$"
-)
+_FAST_TIMESTAMP = r"^(19|20)[0-9]{2}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])[T ]([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](Z|\+00:00)?$"
 
 
 def _parse_arrow(arr: Any, column_type: str, index: pd.Index) -> tuple[pd.Series, np.ndarray, np.ndarray]:
@@ -751,6 +825,7 @@ class _ColumnProblems:
 
 def _check_column(texts: pd.Series, spec: ColumnSpec, is_key: bool) -> tuple[pd.Series, _ColumnProblems]:
     import pyarrow as pa
+    import pyarrow.compute as pc
 
     problems = _ColumnProblems.empty(spec.name, len(texts))
     arrow = _arrow_text(texts)
@@ -771,7 +846,9 @@ def _check_column(texts: pd.Series, spec: ColumnSpec, is_key: bool) -> tuple[pd.
     texts_of = _LazyTexts(shown)
     problems.flag(bad_type, "wrong_type", texts_of, lambda t: f"{_show(t)} {_TYPE_PROBLEMS[spec.type]}")
     if is_key:
-        problems.flag(~present, "null", texts_of, lambda t: "null in key column (entity key and event time are required)")
+        problems.flag(
+            ~present, "null", texts_of, lambda t: "null in key column (entity key and event time are required)"
+        )
     elif not spec.nullable:
         problems.flag(~present, "null", texts_of, lambda t: "null in non-nullable column")
     low, high = spec.min, spec.max
@@ -783,7 +860,11 @@ def _check_column(texts: pd.Series, spec: ColumnSpec, is_key: bool) -> tuple[pd.
         problems.flag(above, "above_max", texts_of, lambda t: f"{_clip(t)} above max {_show_bound(high)}")
     allowed = _allowed_values(spec)
     if allowed is not None:
-        outside = present & ~bad_type & ~values.isin(allowed).fillna(False).to_numpy(dtype=bool)
+        if spec.type in ("string", "category"):  # compared as Arrow text: the same answer, faster
+            inside = pc.is_in(shown, value_set=pa.array(allowed.astype(object).tolist(), pa.string()))
+            outside = present & ~bad_type & ~inside.to_numpy(zero_copy_only=False).astype(bool)
+        else:
+            outside = present & ~bad_type & ~values.isin(allowed).fillna(False).to_numpy(dtype=bool)
         listed = list(spec.allowed or ())
         problems.flag(outside, "not_allowed", texts_of, lambda t: f"{_show(t)} not in allowed {listed}")
     return values, problems
@@ -883,7 +964,10 @@ def _key_payloads(entities: list[str | None], times: list[str | None]) -> list[b
     plain = ent.null_count == 0 and tim.null_count == 0
     if plain:
         escapes = r"[\x00-\x1f\\\\\"]"
-        plain = not (pc.any(pc.match_substring_regex(ent, escapes)).as_py() or pc.any(pc.match_substring_regex(tim, escapes)).as_py())
+        plain = not (
+            pc.any(pc.match_substring_regex(ent, escapes)).as_py()
+            or pc.any(pc.match_substring_regex(tim, escapes)).as_py()
+        )
     if not plain:
         return [_key_payload(e, t).encode("utf-8") for e, t in zip(entities, times, strict=True)]
     joined = pc.binary_join_element_wise('["key","', ent, '","', tim, '"]', "")
@@ -915,7 +999,15 @@ def row_keys(typed: pd.DataFrame, contract: DatasetContract) -> list[str]:
 
 
 # --------------------------------------------------------------------------- validation
-def validate(df: pd.DataFrame, contract: DatasetContract, source: str, ingested_at: pd.Timestamp) -> ValidationResult:
+def validate(
+    df: pd.DataFrame,
+    contract: DatasetContract,
+    source: str,
+    ingested_at: pd.Timestamp,
+    *,
+    row_offset: int = 0,
+    seen_keys: dict[str, int] | None = None,
+) -> ValidationResult:
     """Check every row of ``df`` against ``contract``; split it into typed accepted and rejected rows.
 
     Args:
@@ -925,6 +1017,10 @@ def validate(df: pd.DataFrame, contract: DatasetContract, source: str, ingested_
         source: where the rows came from (file key or SQL table + watermark); kept in ``_source``.
         ingested_at: ingestion time, used as ``_event_time`` when the contract has no event time
             (naive values are taken as UTC).
+        row_offset: data rows of the same file before ``df`` (when a file is validated in
+            batches, :func:`validate_file`): ``_row_number`` and messages count from there.
+        seen_keys: row key -> data row number of the accepted rows of the earlier batches of the
+            same file; a repeat of one is rejected as ``duplicate_row``. Updated in place.
 
     Raises:
         FileRejected: ``missing_columns``, ``unknown_columns`` (with ``unknown_columns: reject``) or
@@ -968,14 +1064,22 @@ def validate(df: pd.DataFrame, contract: DatasetContract, source: str, ingested_
     # A repeat of an earlier row of the same file is rejected; the first one is kept.
     key_series = pd.Series(keys, dtype=object)
     repeat = key_series.duplicated(keep="first").to_numpy(dtype=bool)
+    earlier = seen_keys if seen_keys is not None else {}
+    if earlier:
+        repeat |= np.fromiter((k in earlier for k in keys), dtype=bool, count=len(keys))  # in an earlier batch
     keep = ~repeat
     duplicates = _ColumnProblems.empty(DUPLICATE_ROW, n)
+    first_of: dict[str, int] = {}
+    if repeat.any() or seen_keys is not None:
+        first_of = dict(zip(key_series[keep].tolist(), (good_rows[keep] + 1 + row_offset).tolist(), strict=True))
     if repeat.any():
-        first_of = dict(zip(key_series[keep].tolist(), good_rows[keep].tolist(), strict=True))
         for position, key in zip(good_rows[repeat].tolist(), key_series[repeat].tolist(), strict=True):
+            first = earlier.get(key, first_of.get(key))
             duplicates.codes[position] = DUPLICATE_ROW
-            duplicates.messages[position] = f"{DUPLICATE_ROW}: same row key as data row {first_of[key] + 1}"
+            duplicates.messages[position] = f"{DUPLICATE_ROW}: same row key as data row {first}"
             duplicates.open[position] = False
+    if seen_keys is not None:
+        seen_keys.update(first_of)
     column_problems.append(duplicates)
     bad |= ~duplicates.open
 
@@ -996,7 +1100,7 @@ def validate(df: pd.DataFrame, contract: DatasetContract, source: str, ingested_
     messages = zip(*(p.messages[bad_rows] for p in column_problems), strict=True)
     rejected[REASON_COLUMN] = pd.Series(["; ".join(m for m in row if m is not None) for row in messages], dtype=object)
     rejected[SOURCE_COLUMN] = pd.Series([source] * len(bad_rows), dtype=object)
-    rejected[ROW_NUMBER_COLUMN] = pd.Series(bad_rows + 1, dtype="int64")
+    rejected[ROW_NUMBER_COLUMN] = pd.Series(bad_rows + 1 + row_offset, dtype="int64")
 
     counts: Counter[str] = Counter()
     for problems in column_problems:
@@ -1011,6 +1115,52 @@ def validate(df: pd.DataFrame, contract: DatasetContract, source: str, ingested_
         dict(counts),
     )
     return result
+
+
+def validate_file(
+    data: bytes,
+    name: str,
+    contract: DatasetContract,
+    ingested_at: pd.Timestamp,
+    *,
+    max_decoded_bytes: int = MAX_DECODED_BYTES,
+    batch_bytes: int = DEFAULT_BATCH_BYTES,
+) -> ValidationResult:
+    """:func:`read_source` then :func:`validate`, block by block where the file allows it; the same result.
+
+    A plain CSV (or gzip-compressed CSV) is parsed and validated in blocks of about
+    ``batch_bytes`` of text, so the parsing temporaries do not grow with the file; repeats of a
+    row of an earlier block are found through the row keys seen so far. When any block shows a
+    file-level problem (damage, a missing column, ...), the whole file is read and validated again
+    the reference way, so the reason (and which one wins when there are several) is exactly what
+    whole-file validation gives; nothing of a rejected file is kept.
+
+    Raises:
+        FileRejected: as :func:`read_source` and :func:`validate`.
+    """
+    parts: list[ValidationResult] = []
+    seen: dict[str, int] = {}
+    offset = 0
+    try:
+        for frame in read_source(data, name, max_decoded_bytes=max_decoded_bytes, batch_bytes=batch_bytes):
+            parts.append(validate(frame, contract, name, ingested_at, row_offset=offset, seen_keys=seen))
+            offset += len(frame)
+    except (NotPlainCsv, FileRejected):
+        parts.clear()
+        seen.clear()
+        frame = read_source(data, name, max_decoded_bytes=max_decoded_bytes)
+        return validate(frame, contract, name, ingested_at)
+    if len(parts) == 1:
+        return parts[0]
+    counts: Counter[str] = Counter()
+    for part in parts:
+        counts.update(part.reason_counts)
+    return ValidationResult(
+        accepted=pd.concat([p.accepted for p in parts], ignore_index=True),
+        rejected=pd.concat([p.rejected for p in parts], ignore_index=True),
+        source=name,
+        reason_counts=dict(counts),
+    )
 
 
 def _as_text(df: pd.DataFrame) -> pd.DataFrame:
