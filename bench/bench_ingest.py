@@ -44,19 +44,18 @@ def write_big_csv(path: Path, rows: int, rows_per_day: int = 1_000_000) -> Path:
 
     if path.exists():
         return path
-    with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
-        with path.open("wb") as out:
-            day, left = 0, rows
-            while left > 0:
-                n = min(left, rows_per_day)
-                day_file = write_day_files(Path(tmp), [day], rows=n)[0]
-                with day_file.open("rb") as src:
-                    header = src.readline()
-                    if day == 0:
-                        out.write(header)
-                    shutil.copyfileobj(src, out, 1 << 20)
-                day_file.unlink()
-                day, left = day + 1, left - n
+    with tempfile.TemporaryDirectory(dir=path.parent) as tmp, path.open("wb") as out:
+        day, left = 0, rows
+        while left > 0:
+            n = min(left, rows_per_day)
+            day_file = write_day_files(Path(tmp), [day], rows=n)[0]
+            with day_file.open("rb") as src:
+                header = src.readline()
+                if day == 0:
+                    out.write(header)
+                shutil.copyfileobj(src, out, 1 << 20)
+            day_file.unlink()
+            day, left = day + 1, left - n
     return path
 
 
@@ -106,10 +105,10 @@ def _settings(home: Path) -> Any:
 
 
 def child_ingest(csv_path: str, home: str) -> dict[str, Any]:
-    import pyarrow.csv  # noqa: F401 - imported before the baseline, as in child_floor
+    import pyarrow.csv
     import pyarrow.parquet  # noqa: F401
 
-    import mlops_core.datasets  # noqa: F401
+    import mlops_core.datasets
     import mlops_core.validation  # noqa: F401
     from mlops_core.stages.ingest import ingest_files
 
@@ -210,8 +209,16 @@ def measure(quick: bool, work: Path) -> list[dict[str, Any]]:
     ours_s = statistics.median(r["seconds"] for r in ours)
     floor_mem = statistics.median(r["peak_delta"] for r in floors) / mb
     ours_mem = statistics.median(r["peak_delta"] for r in ours) / mb
-    rows.append(_row(f"ingest {label} valid rows ({small.stat().st_size / mb:.0f} MB CSV): seconds", ours_s, "s",
-                     floor_s, "<= 5x floor", ours_s <= 5 * floor_s))
+    rows.append(
+        _row(
+            f"ingest {label} valid rows ({small.stat().st_size / mb:.0f} MB CSV): seconds",
+            ours_s,
+            "s",
+            floor_s,
+            "<= 5x floor",
+            ours_s <= 5 * floor_s,
+        )
+    )
     rows.append(_row(f"ingest {label} valid rows: rows/s", small_n / ours_s, "rows/s", small_n / floor_s, "-", None))
     rows.append(_row(f"ingest {label} valid rows: peak memory delta", ours_mem, "MB", floor_mem, "-", None))
 
@@ -220,10 +227,26 @@ def measure(quick: bool, work: Path) -> list[dict[str, Any]]:
     shutil.rmtree(home, ignore_errors=True)
     big_mem = big_run["peak_delta"] / mb
     batch_mb = big_run["batch_bytes"] / mb
-    rows.append(_row(f"ingest {big_label} rows ({big.stat().st_size / mb:.0f} MB): peak memory delta vs {label}",
-                     big_mem, "MB", ours_mem, "<= 1.2x", big_mem <= 1.2 * ours_mem))
-    rows.append(_row(f"ingest {big_label} rows: peak memory delta vs one batch ({batch_mb:.0f} MB of text)",
-                     big_mem, "MB", batch_mb, "<= 3x", big_mem <= 3 * batch_mb))
+    rows.append(
+        _row(
+            f"ingest {big_label} rows ({big.stat().st_size / mb:.0f} MB): peak memory delta vs {label}",
+            big_mem,
+            "MB",
+            ours_mem,
+            "<= 1.2x",
+            big_mem <= 1.2 * ours_mem,
+        )
+    )
+    rows.append(
+        _row(
+            f"ingest {big_label} rows: peak memory delta vs one batch ({batch_mb:.0f} MB of text)",
+            big_mem,
+            "MB",
+            batch_mb,
+            "<= 3x",
+            big_mem <= 3 * batch_mb,
+        )
+    )
     rows.append(_row(f"ingest {big_label} rows: seconds", big_run["seconds"], "s", None, "-", None))
 
     history = run_child("history", str(work / "home-history"), ",".join(map(str, points)), "1000")["timings"]
@@ -231,9 +254,16 @@ def measure(quick: bool, work: Path) -> list[dict[str, Any]]:
     first = medians[points[0]]
     for point in points:
         last = point == points[-1]
-        rows.append(_row(f"ingest one 1,000-row day with {point} versions stored", medians[point], "s",
-                         first, f"{points[-1]}/{points[0]} <= 1.3" if last else "-",
-                         (medians[point] <= 1.3 * first) if last else None))
+        rows.append(
+            _row(
+                f"ingest one 1,000-row day with {point} versions stored",
+                medians[point],
+                "s",
+                first,
+                f"{points[-1]}/{points[0]} <= 1.3" if last else "-",
+                (medians[point] <= 1.3 * first) if last else None,
+            )
+        )
     return rows
 
 
@@ -247,8 +277,10 @@ def print_table(rows: list[dict[str, Any]]) -> None:
 
     for r in rows:
         ok = {True: "ok", False: "MISSED", None: "-"}[r["ok"]]
-        print(f"| {r['case']:<78} | {num(r['value']):>12} | {r['unit']:<6} | {num(r['floor']):>12} | "
-              f"{num(r['ratio']):>6} | {r['goal']:<18} | {ok} |")
+        print(
+            f"| {r['case']:<78} | {num(r['value']):>12} | {r['unit']:<6} | {num(r['floor']):>12} | "
+            f"{num(r['ratio']):>6} | {r['goal']:<18} | {ok} |"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:

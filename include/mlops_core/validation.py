@@ -638,8 +638,13 @@ def _parse(texts: pd.Series | Any, column_type: str) -> tuple[pd.Series, np.ndar
 
 
 _FAST_INT = r"^-?[0-9]{1,18}$"
-_FAST_FLOAT = r"^-?[0-9]{1,15}(\.[0-9]{1,15})?$"  # <= 15 significant digits: pandas and Arrow agree exactly
-_FAST_TIMESTAMP = r"^(19|20)[0-9]{2}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])[T ]([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](Z|\+00:00)?$"
+# At most 15 characters (so at most 15 digits): pandas' parser and Arrow's agree exactly there.
+_FAST_FLOAT = r"^-?[0-9]+(\.[0-9]+)?$"
+_FAST_FLOAT_CHARS = 15
+_FAST_TIMESTAMP = (
+    r"^(19|20)[0-9]{2}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])"
+    r"[T ]([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](Z|\+00:00)?$"
+)
 
 
 def _parse_arrow(arr: Any, column_type: str, index: pd.Index) -> tuple[pd.Series, np.ndarray, np.ndarray]:
@@ -659,7 +664,10 @@ def _parse_arrow(arr: Any, column_type: str, index: pd.Index) -> tuple[pd.Series
     pattern = {"int": _FAST_INT, "float": _FAST_FLOAT, "timestamp": _FAST_TIMESTAMP}.get(column_type)
     if pattern is None:  # pragma: no cover - the contract only allows COLUMN_TYPES
         raise ValueError(f"unknown column type {column_type!r}")
-    fast = pc.match_substring_regex(arr, pattern).to_numpy(zero_copy_only=False).astype(bool)
+    matches = pc.match_substring_regex(arr, pattern)
+    if column_type == "float":
+        matches = pc.and_(matches, pc.less_equal(pc.utf8_length(arr), _FAST_FLOAT_CHARS))
+    fast = matches.to_numpy(zero_copy_only=False).astype(bool)
     chosen = pc.filter(arr, pa.array(fast))
     if column_type == "int":
         numbers = np.zeros(n, dtype=np.int64)

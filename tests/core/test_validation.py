@@ -13,7 +13,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from conftest import CHURN_HEADER, INGESTED_AT, churn_row, to_csv
-
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -612,13 +611,17 @@ class TestCompressionAndCase:
 _VALUE_TEXTS = st.one_of(
     st.text(max_size=8),
     st.from_regex(r"\A[ \t]?[+-]?[0-9]{1,22}(\.[0-9]{0,18})?([eE][+-]?[0-9]{1,3})?[ \t\x1c]?\Z"),
-    st.from_regex(r"\A(19|20|18|23)[0-9]{2}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?(Z|\+00:00|\+02:00)?\Z"),
+    st.from_regex(
+        r"\A(19|20|18|23)[0-9]{2}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?(Z|\+00:00|\+02:00)?\Z"
+    ),
     st.sampled_from(["true", "FALSE", "Yes", "no", "1", "0", " 1 ", "\u00a07", "٣", "nan", "inf", "-0", "9" * 19]),
 )
 
 
 @settings(max_examples=200, deadline=None)
-@given(texts=st.lists(_VALUE_TEXTS, min_size=1, max_size=30), column_type=st.sampled_from(sorted(validation.PANDAS_DTYPES)))
+@given(
+    texts=st.lists(_VALUE_TEXTS, min_size=1, max_size=30), column_type=st.sampled_from(sorted(validation.PANDAS_DTYPES))
+)
 def test_vectorized_parsing_gives_the_reference_answer(texts, column_type):
     strip = column_type not in ("string", "category")
     shown = [t.strip() for t in texts] if strip else texts
@@ -626,13 +629,13 @@ def test_vectorized_parsing_gives_the_reference_answer(texts, column_type):
     arrow = validation._strip(pa.array(texts, pa.string())) if strip else pa.array(texts, pa.string())
     assert arrow.to_pylist() == shown
     fast = validation._parse(arrow, column_type)
-    pd.testing.assert_series_equal(fast[0], reference[0], check_index_type=False)
+    pd.testing.assert_series_equal(fast[0], reference[0], check_index_type=False, check_exact=True)
     assert fast[1].tolist() == reference[1].tolist() and fast[2].tolist() == reference[2].tolist()
 
 
 def _same_result(a: ValidationResult, b: ValidationResult) -> None:
-    pd.testing.assert_frame_equal(a.accepted, b.accepted)
-    pd.testing.assert_frame_equal(a.rejected, b.rejected)
+    pd.testing.assert_frame_equal(a.accepted, b.accepted, check_exact=True)
+    pd.testing.assert_frame_equal(a.rejected, b.rejected, check_exact=True)
     assert a.reason_counts == b.reason_counts and a.summary() == b.summary()
 
 
