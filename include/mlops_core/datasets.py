@@ -577,7 +577,8 @@ def _sorted_rows(frame: pd.DataFrame) -> pd.DataFrame:
         }
     )
     order = pc.sort_indices(order_table, sort_keys=[("t", "ascending"), ("k", "ascending"), ("i", "ascending")])
-    return frame.iloc[order.to_numpy()].reset_index(drop=True)
+    ordered: pd.DataFrame = frame.iloc[order.to_numpy()].reset_index(drop=True)
+    return ordered
 
 
 def _empty_like(frame: pd.DataFrame) -> pd.DataFrame:

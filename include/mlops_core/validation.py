@@ -937,7 +937,9 @@ def canonical_values(values: pd.Series, column_type: str) -> list[str | None]:
             return [t + "+00:00" for t in np.datetime_as_string(utc.astype("datetime64[s]"), unit="s").tolist()]
         return [None if t == "NaT" else _iso_utc(t) for t in np.datetime_as_string(utc, unit="ns")]
     if column_type in ("string", "category"):
-        texts: list[str | None] = values.astype(object).where(values.notna(), None).tolist()
+        cells = values.to_numpy(dtype=object)
+        cells[values.isna().to_numpy(dtype=bool)] = None
+        texts: list[str | None] = cells.tolist()
         return texts
     items = values.astype(object).tolist()
     if column_type == "int":
