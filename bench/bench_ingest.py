@@ -189,14 +189,15 @@ def _row(case: str, value: float, unit: str, floor: float | None, goal: str, ok:
     }
 
 
-def measure(quick: bool, work: Path) -> list[dict[str, Any]]:
+def measure(quick: bool, work: Path, big_rows: int | None = None) -> list[dict[str, Any]]:
     small_n, big_n = (100_000, 1_000_000) if quick else (1_000_000, 10_000_000)
+    big_n = big_rows or big_n
     points = [5, 10, 30] if quick else [10, 40, 120]
     mb = 1024 * 1024
     small = write_big_csv(work / f"rows-{small_n}.csv", small_n)
     big = write_big_csv(work / f"rows-{big_n}.csv", big_n)
     label = f"{small_n // 1000}k" if small_n < 1_000_000 else f"{small_n // 1_000_000}M"
-    big_label = f"{big_n // 1_000_000}M"
+    big_label = f"{big_n / 1_000_000:g}M"
     rows: list[dict[str, Any]] = []
 
     floors, ours = [], []
@@ -288,6 +289,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="sizes scaled down: 100k / 1M rows, 5 / 10 / 30 versions")
     ap.add_argument("--json", type=Path, help="also write the rows as JSON here")
     ap.add_argument("--work", type=Path, help="folder for the generated files (kept; default: a temporary one)")
+    ap.add_argument("--big-rows", type=int, help="rows of the big file (default 10M, --quick 1M)")
     ap.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
@@ -302,10 +304,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.work:
         args.work.mkdir(parents=True, exist_ok=True)
-        rows = measure(args.quick, args.work)
+        rows = measure(args.quick, args.work, args.big_rows)
     else:
         with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
-            rows = measure(args.quick, Path(tmp))
+            rows = measure(args.quick, Path(tmp), args.big_rows)
     print_table(rows)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))

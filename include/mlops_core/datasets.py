@@ -296,7 +296,8 @@ class DatasetStore:
             )
         if accepted[EVENT_TIME_COLUMN].isna().any() or accepted[ROW_KEY_COLUMN].isna().any():
             raise ValueError("commit_version: _event_time and _row_key may not be null; validate the rows first")
-        frame = accepted.reset_index(drop=True)
+        plain_index = isinstance(accepted.index, pd.RangeIndex) and accepted.index.equals(pd.RangeIndex(len(accepted)))
+        frame = accepted if plain_index else accepted.reset_index(drop=True)  # no copy of big inputs
         keys = frame[ROW_KEY_COLUMN].astype(str)
         fingerprint = contract.fingerprint
 
@@ -342,7 +343,7 @@ class DatasetStore:
             )
             return CommitResult(manifest, created=False, duplicates=duplicates)
 
-        rows = _sorted_rows(frame.loc[new])
+        rows = _sorted_rows(frame if bool(new.all()) else frame.loc[new])
         row_keys = unique_sorted if bool(new.all()) else _sorted_text(rows[ROW_KEY_COLUMN])
         version_id = version_id_for(fingerprint, row_keys)
         if self.store.exists(self._manifest_key(version_id)):
@@ -382,7 +383,7 @@ class DatasetStore:
         starts = np.flatnonzero(np.r_[True, days[1:] != days[:-1]]) if len(days) else np.array([], dtype=int)
         for start, stop in zip(starts.tolist(), [*starts[1:].tolist(), len(days)], strict=True):
             day = str(days[start])
-            part = rows.iloc[start:stop].reset_index(drop=True)
+            part = rows if (start, stop) == (0, len(rows)) else rows.iloc[start:stop].reset_index(drop=True)
             key = f"{prefix}/event_date={day}/part-0000.parquet"
             self._write_parquet(key, part)
             partitions[day] = {"rows": len(part), "key": key}
