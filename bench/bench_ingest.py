@@ -250,6 +250,7 @@ def measure(quick: bool, work: Path, big_rows: int | None = None) -> list[dict[s
     )
     rows.append(_row(f"ingest {big_label} rows: seconds", big_run["seconds"], "s", None, "-", None))
 
+    shutil.rmtree(work / "home-history", ignore_errors=True)  # a fresh store (a kept --work folder)
     history = run_child("history", str(work / "home-history"), ",".join(map(str, points)), "1000")["timings"]
     medians = {int(k): statistics.median(v) for k, v in history.items()}
     first = medians[points[0]]

@@ -204,7 +204,8 @@ class RowKeyIndex:
 
         ordered = entries.take(pc.sort_indices(entries, sort_keys=[(ROW_KEY_COLUMN, "ascending")])).combine_chunks()
         buffer = io.BytesIO()
-        pq.write_table(ordered, buffer, compression="zstd", use_dictionary=[VERSION_COLUMN])
+        # Uncompressed: hex keys barely compress, and compressing costs more than the bytes saved.
+        pq.write_table(ordered, buffer, compression="none", use_dictionary=[VERSION_COLUMN], write_statistics=False)
         self.store.put_bytes(self.bucket_key(bucket), buffer.getvalue())
         self._buckets[bucket] = ordered
 
