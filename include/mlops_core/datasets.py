@@ -3,8 +3,10 @@
 Layout (keys relative to the store root)::
 
     datasets/<dataset>/versions/<version_id>/event_date=YYYY-MM-DD/part-0000.parquet
-    datasets/<dataset>/versions/<version_id>/row_keys.parquet     # key index: _row_key only
+    datasets/<dataset>/versions/<version_id>/row_keys.parquet     # the version's row keys, sorted
     datasets/<dataset>/versions/<version_id>/manifest.json        # written LAST = commit point
+    datasets/<dataset>/key_index/index.json                       # row key -> version index
+    datasets/<dataset>/key_index/bucket-<x>.parquet               #   (mlops_core.key_index)
     datasets/<dataset>/sources/<sha256>.json                      # which version consumed a file
     datasets/<dataset>/state/<name>.json                          # watermarks of incremental reads
     quarantine/<dataset>/<run_id>/<identity>/reason.json                 # why, always
@@ -35,6 +37,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from mlops_core.contract import (
@@ -45,8 +48,9 @@ from mlops_core.contract import (
     DatasetContract,
 )
 from mlops_core.errors import PermanentError
+from mlops_core.key_index import RowKeyIndex
 from mlops_core.storage import ObjectNotFound, ObjectStore
-from mlops_core.validation import REASON_COLUMN
+from mlops_core.validation import REASON_COLUMN, ROW_KEY_LENGTH
 
 log = logging.getLogger(__name__)
 
@@ -96,8 +100,9 @@ def content_sha256(data: bytes) -> str:
 def version_id_for(contract_fingerprint: str, row_keys: Iterable[str]) -> str:
     """Content address of a version: contract fingerprint + sorted row keys."""
     digest = hashlib.sha256(contract_fingerprint.encode("utf-8"))
-    for key in sorted(row_keys):
-        digest.update(b"\n" + key.encode("utf-8"))
+    ordered = sorted(row_keys)
+    if ordered:
+        digest.update(("\n" + "\n".join(ordered)).encode("utf-8"))
     return digest.hexdigest()[:VERSION_ID_LENGTH]
 
 
@@ -236,6 +241,15 @@ class DatasetStore:
         self.store.put_bytes(key, buffer.getvalue())
 
     # ------------------------------------------------------------------ versions: write
+    def _key_index(self) -> RowKeyIndex:
+        return RowKeyIndex(self.store, self.prefix, self._manifest_key)
+
+    def _version_row_keys(self, version_id: str) -> pd.Series:
+        keys: pd.Series = self._read_parquet(f"{self._version_prefix(version_id)}/{ROW_KEYS_NAME}", [ROW_KEY_COLUMN])[
+            ROW_KEY_COLUMN
+        ]
+        return keys
+
     def committed_keys(self) -> pd.DataFrame:
         """``_row_key`` and ``version_id`` of every committed row; reads the key indexes only."""
         parts = []
@@ -282,26 +296,30 @@ class DatasetStore:
             )
         if accepted[EVENT_TIME_COLUMN].isna().any() or accepted[ROW_KEY_COLUMN].isna().any():
             raise ValueError("commit_version: _event_time and _row_key may not be null; validate the rows first")
-        frame = accepted.reset_index(drop=True)
+        plain_index = isinstance(accepted.index, pd.RangeIndex) and accepted.index.equals(pd.RangeIndex(len(accepted)))
+        frame = accepted if plain_index else accepted.reset_index(drop=True)  # no copy of big inputs
         keys = frame[ROW_KEY_COLUMN].astype(str)
         fingerprint = contract.fingerprint
 
         # Same rows as an existing version (a retry, or the same rows delivered again): no-op.
-        same_id = version_id_for(fingerprint, keys.unique())
+        unique_sorted = _sorted_text(pd.Series(keys.unique(), dtype=object))
+        same_id = version_id_for(fingerprint, unique_sorted)
         if self.store.exists(self._manifest_key(same_id)) and not keys.duplicated().any():
             log.info("commit %s: rows already committed as version %s", self.dataset, same_id)
             return CommitResult(self.get_manifest(same_id), created=False, duplicates=_empty_like(frame))
 
         repeated = keys.duplicated(keep="first")
-        committed = self.committed_keys()
-        version_of = keys.map(dict(zip(committed[ROW_KEY_COLUMN].astype(str), committed["version_id"], strict=True)))
-        # Versions written by an earlier attempt of this very commit (same run, same sources).
+        index = self._key_index()
+        meta = index.ensure(self.list_versions, self._version_row_keys)
+        version_of = index.lookup(keys)
+        # Versions written by an earlier attempt of this very commit (same run, same sources):
+        # only versions holding some of these keys can matter, so only their manifests are read.
         claimed = set(earlier_attempts)
-        attempts = {
-            m["version_id"]
-            for m in self.list_versions()
-            if _same_commit(m, run_id, sources) or (m["version_id"] in claimed and m.get("run_id") == run_id)
-        }
+        attempts = set()
+        for hit in sorted(set(version_of.dropna())):
+            m = self.get_manifest(hit)
+            if _same_commit(m, run_id, sources) or (hit in claimed and m.get("run_id") == run_id):
+                attempts.add(hit)
         mine = version_of.isin(attempts) & ~repeated
         old = version_of.notna() & ~mine & ~repeated
         new = version_of.isna() & ~repeated
@@ -325,12 +343,13 @@ class DatasetStore:
             )
             return CommitResult(manifest, created=False, duplicates=duplicates)
 
-        rows = frame.loc[new].sort_values([EVENT_TIME_COLUMN, ROW_KEY_COLUMN], kind="mergesort").reset_index(drop=True)
-        version_id = version_id_for(fingerprint, rows[ROW_KEY_COLUMN].astype(str))
+        rows = _sorted_rows(frame if bool(new.all()) else frame.loc[new])
+        row_keys = unique_sorted if bool(new.all()) else _sorted_text(rows[ROW_KEY_COLUMN])
+        version_id = version_id_for(fingerprint, row_keys)
         if self.store.exists(self._manifest_key(version_id)):
             return CommitResult(self.get_manifest(version_id), created=False, duplicates=duplicates)
 
-        manifest = self._write_version(version_id, rows, contract, sources, run_id, created_at)
+        manifest = self._write_version(version_id, rows, row_keys, contract, sources, run_id, created_at, index, meta)
         log.info(
             "committed %s version %s: %d rows in %d partitions, %d duplicates left out",
             self.dataset,
@@ -345,23 +364,29 @@ class DatasetStore:
         self,
         version_id: str,
         rows: pd.DataFrame,
+        sorted_keys: list[str],
         contract: DatasetContract,
         sources: list[dict[str, Any]],
         run_id: str,
         created_at: str,
+        index: RowKeyIndex,
+        meta: dict[str, Any],
     ) -> dict[str, Any]:
         prefix = self._version_prefix(version_id)
         for stale in self._list(f"{prefix}/"):  # leftovers of an attempt that never committed
             self.store.delete(stale)
-        parent = self.latest_version()
+        parent = index.latest(meta)
         partitions: dict[str, dict[str, Any]] = {}
-        dates = rows[EVENT_TIME_COLUMN].dt.strftime("%Y-%m-%d")
-        for day in sorted(dates.unique()):
-            part = rows.loc[dates == day].reset_index(drop=True)
+        # rows are sorted by event time: each day is one contiguous slice
+        days = rows[EVENT_TIME_COLUMN].dt.tz_convert("UTC").dt.tz_localize(None).to_numpy("datetime64[ns]")
+        days = days.astype("datetime64[D]")
+        starts = np.flatnonzero(np.r_[True, days[1:] != days[:-1]]) if len(days) else np.array([], dtype=int)
+        for start, stop in zip(starts.tolist(), [*starts[1:].tolist(), len(days)], strict=True):
+            day = str(days[start])
+            part = rows if (start, stop) == (0, len(rows)) else rows.iloc[start:stop].reset_index(drop=True)
             key = f"{prefix}/event_date={day}/part-0000.parquet"
             self._write_parquet(key, part)
             partitions[day] = {"rows": len(part), "key": key}
-        sorted_keys = sorted(rows[ROW_KEY_COLUMN].astype(str))
         self._write_parquet(
             f"{prefix}/{ROW_KEYS_NAME}", pd.DataFrame({ROW_KEY_COLUMN: pd.Series(sorted_keys, dtype="string")})
         )
@@ -377,10 +402,13 @@ class DatasetStore:
             "sources": json.loads(json.dumps([dict(s) for s in sources], sort_keys=True, default=str)),
             "event_time_min": rows[EVENT_TIME_COLUMN].min().isoformat(),
             "event_time_max": rows[EVENT_TIME_COLUMN].max().isoformat(),
-            "parent": None if parent is None else parent["version_id"],
+            "parent": parent,
             "run_id": run_id,
         }
+        index.add(sorted_keys, version_id)  # before the manifest: lookups ignore uncommitted versions
+        index.begin(meta, manifest)
         self.store.put_bytes(self._manifest_key(version_id), _json_bytes(manifest))  # the commit point
+        index.finish(meta, manifest)
         return manifest
 
     # ------------------------------------------------------------------ sources
@@ -520,6 +548,38 @@ def _concat(parts: list[pd.DataFrame]) -> pd.DataFrame:
     if not parts:
         return pd.DataFrame()
     return pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0].reset_index(drop=True)
+
+
+def _sorted_text(values: pd.Series) -> list[str]:
+    """``sorted(values.astype(str))``, sorted by Arrow (code point order, as Python sorts str)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    texts = values.astype(str).tolist()
+    if texts and all(len(t) == ROW_KEY_LENGTH for t in texts) and all(t.isascii() for t in texts):
+        fixed: list[str] = np.sort(np.array(texts, dtype=f"U{ROW_KEY_LENGTH}")).tolist()  # row keys: fast
+        return fixed
+    array = pa.array(texts, pa.string())
+    ordered: list[str] = array.take(pc.array_sort_indices(array)).to_pylist()
+    return ordered
+
+
+def _sorted_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    """Rows by ``_event_time`` then ``_row_key`` (a stable sort, as ``sort_values(kind="mergesort")``)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    times = frame[EVENT_TIME_COLUMN].dt.tz_convert("UTC").dt.tz_localize(None).to_numpy("datetime64[ns]")
+    order_table = pa.table(
+        {
+            "t": pa.array(times.view(np.int64)),
+            "k": pa.array(frame[ROW_KEY_COLUMN].astype(str).tolist(), pa.string()),
+            "i": pa.array(np.arange(len(frame))),
+        }
+    )
+    order = pc.sort_indices(order_table, sort_keys=[("t", "ascending"), ("k", "ascending"), ("i", "ascending")])
+    ordered: pd.DataFrame = frame.iloc[order.to_numpy()].reset_index(drop=True)
+    return ordered
 
 
 def _empty_like(frame: pd.DataFrame) -> pd.DataFrame:

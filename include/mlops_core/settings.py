@@ -286,6 +286,7 @@ class DatasetSettings(_Section):
         default=("*.csv", "*.csv.gz", "*.parquet"), min_length=1
     )
     max_file_mb: int = Field(default=256, ge=1)
+    ingest_batch_mb: int = Field(default=16, ge=1)  # CSV text parsed and validated at a time
     arrival: ArrivalSettings = Field(default_factory=ArrivalSettings)
     sql_source: SqlSourceSettings | None = None
 

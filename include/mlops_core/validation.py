@@ -49,9 +49,9 @@ import unicodedata
 import uuid
 import zlib
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, overload
 
 import numpy as np
 import pandas as pd
@@ -76,6 +76,7 @@ ROW_KEY_LENGTH = 32
 
 SUPPORTED_SUFFIXES = (".csv.gz", ".csv", ".parquet")  # longest first: file_format() takes the first match
 MAX_DECODED_BYTES = MAX_FILE_BYTES  # limit of a file's decoded content (gzip output, Parquet values)
+DEFAULT_BATCH_BYTES = 16 * 1024**2  # text validated at a time by validate_file (dataset.ingest_batch_mb)
 
 PANDAS_DTYPES = {
     "int": "Int64",
@@ -127,8 +128,24 @@ def file_format(name: str) -> str | None:
     return next((suffix for suffix in SUPPORTED_SUFFIXES if lowered.endswith(suffix)), None)
 
 
-def read_source(data: bytes, name: str, *, max_decoded_bytes: int = MAX_DECODED_BYTES) -> pd.DataFrame:
+@overload
+def read_source(
+    data: bytes, name: str, *, max_decoded_bytes: int = MAX_DECODED_BYTES, batch_bytes: None = None
+) -> pd.DataFrame: ...
+@overload
+def read_source(
+    data: bytes, name: str, *, max_decoded_bytes: int = MAX_DECODED_BYTES, batch_bytes: int
+) -> Iterator[pd.DataFrame]: ...
+def read_source(
+    data: bytes, name: str, *, max_decoded_bytes: int = MAX_DECODED_BYTES, batch_bytes: int | None = None
+) -> pd.DataFrame | Iterator[pd.DataFrame]:
     """Parse a delivered file into a DataFrame of text (empty string = null).
+
+    With ``batch_bytes``, an iterator of DataFrames of consecutive rows instead: a plain CSV
+    (see :func:`_read_plain_csv`) is read in blocks of about ``batch_bytes`` of text; other files
+    come as one frame. A plain CSV whose damage shows only in a later block raises
+    :class:`NotPlainCsv` from the iterator: :func:`validate_file` then reads the whole file the
+    reference way, so the answer is the same as without batches.
 
     The format is chosen by the suffix of ``name`` in any case (``.csv``, ``.csv.gz`` (gzip),
     ``.parquet``). Parquet values are turned into text so that :func:`validate` types every
@@ -159,12 +176,19 @@ def read_source(data: bytes, name: str, *, max_decoded_bytes: int = MAX_DECODED_
         )
     if suffix == ".parquet":
         frame = _read_parquet(data, name, max_decoded_bytes)
-    else:
-        if suffix == ".csv.gz":
-            data = _gunzip(data, name, max_decoded_bytes)
-        frame = _read_csv(data, name)
+        return frame if batch_bytes is None else iter([frame])
+    if suffix == ".csv.gz":
+        data = _gunzip(data, name, max_decoded_bytes)
+    frames = _read_csv(data, name, batch_bytes)
+    if batch_bytes is not None:
+        return frames
+    frame = next(frames)
     log.info("read %s: %d rows, %d columns", name, len(frame), len(frame.columns))
     return frame
+
+
+class NotPlainCsv(Exception):
+    """A CSV read in blocks turned out not to be plain (see :func:`_read_plain_csv`) after its first block."""
 
 
 def _gunzip(data: bytes, name: str, max_bytes: int) -> bytes:
@@ -195,7 +219,15 @@ def _gunzip(data: bytes, name: str, max_bytes: int) -> bytes:
     return bytes(out)
 
 
-def _read_csv(data: bytes, name: str) -> pd.DataFrame:
+def _read_csv(data: bytes, name: str, batch_bytes: int | None = None) -> Iterator[pd.DataFrame]:
+    """The CSV's rows: in blocks of ``batch_bytes`` when plain and asked for, otherwise in one frame."""
+    if batch_bytes is not None and _is_plain_csv(data):
+        return _plain_csv_blocks(data, name, batch_bytes)
+    fast = _read_plain_csv(data, name)
+    return iter([fast if fast is not None else _read_csv_reference(data, name)])
+
+
+def _read_csv_reference(data: bytes, name: str) -> pd.DataFrame:
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -252,6 +284,117 @@ def _read_csv(data: bytes, name: str) -> pd.DataFrame:
             "fix the file and deliver it again",
         )
     return pd.DataFrame.from_records(rows, columns=header).astype(object)
+
+
+# Bytes after which Python's csv reader and Arrow's could disagree; a file holding none of them
+# (and starting with neither a byte-order mark nor a blank line) is split the same way by both.
+_PLAIN_CSV_BLOCKERS = (b'"', b"\r", b"\x00")
+
+
+def _read_plain_csv(data: bytes, name: str) -> pd.DataFrame | None:
+    """Arrow's CSV reader on a file that ``csv.reader`` reads the same way; None when unsure.
+
+    Only a file without quotes, carriage returns and NUL bytes, whose first line is a header that
+    is not blank, with a data row and the same number of fields on every line, valid UTF-8 and
+    no value longer than the csv module's field limit qualifies: Python's ``csv.reader`` splits
+    such a file exactly on commas and line feeds, as Arrow does. Anything else (every damaged
+    file) is left to the reference reader, which gives today's answers and messages.
+    """
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    if not _is_plain_csv(data):
+        return None
+    header = _plain_header(data)
+    options = _plain_csv_options(len(header), 1 << 24)
+    try:
+        table = pacsv.read_csv(pa.BufferReader(data), *options)
+    except (pa.ArrowException, ValueError):
+        return None  # a ragged line, bytes that are not UTF-8, ...: the reference reader decides
+    if table.num_rows == 0:
+        return None
+    frame = _plain_frame(table, header, name)
+    return frame
+
+
+def _is_plain_csv(data: bytes) -> bool:
+    """No quote, carriage return or NUL; no BOM or blank first line; a header that is text and not blank."""
+    if any(blocker in data for blocker in _PLAIN_CSV_BLOCKERS) or data.startswith((b"\xef\xbb\xbf", b"\n")):
+        return False
+    end = data.find(b"\n")
+    if end < 0 or data.count(b"\n", end + 1) == len(data) - end - 1:
+        return False  # no data line: the reference reader says why
+    try:
+        header = data[:end].decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return not (header.isspace() or header.replace(",", "") == "")
+
+
+def _plain_header(data: bytes) -> list[str]:
+    return data[: data.find(b"\n")].decode("utf-8").split(",")
+
+
+def _plain_csv_options(width: int, block_size: int) -> tuple[Any, Any, Any]:
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    names = [f"f{i}" for i in range(width)]
+    return (
+        pacsv.ReadOptions(column_names=names, skip_rows=1, use_threads=True, block_size=block_size),
+        pacsv.ParseOptions(delimiter=",", quote_char=False, newlines_in_values=False),
+        pacsv.ConvertOptions(
+            column_types=dict.fromkeys(names, pa.string()),
+            strings_can_be_null=False,
+            quoted_strings_can_be_null=False,
+            check_utf8=True,
+        ),
+    )
+
+
+def _plain_frame(table: Any, header: list[str], name: str) -> pd.DataFrame | None:
+    """Arrow text columns as a DataFrame; None when a value is longer than the csv module allows."""
+    limit = csv.field_size_limit()
+    columns: dict[int, Any] = {}
+    for position in range(table.num_columns):
+        column = table.column(position)
+        column = column.combine_chunks() if hasattr(column, "combine_chunks") else column
+        if len(column) and _max_byte_length(column) > limit:
+            return None
+        columns[position] = pd.arrays.ArrowExtensionArray(column)
+    frame = pd.DataFrame(columns, index=range(table.num_rows))
+    frame.columns = pd.Index(normalise_header(header, name), dtype=object)  # may raise bad_header, as the reference
+    return frame
+
+
+def _plain_csv_blocks(data: bytes, name: str, batch_bytes: int) -> Iterator[pd.DataFrame]:
+    """A plain CSV in blocks of about ``batch_bytes``; :class:`NotPlainCsv` when a block is not plain."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    header = _plain_header(data)
+    rows = 0
+    try:
+        reader = pacsv.open_csv(pa.BufferReader(data), *_plain_csv_options(len(header), batch_bytes))
+        for batch in reader:
+            if batch.num_rows == 0:
+                continue
+            frame = _plain_frame(batch, header, name)
+            if frame is None:
+                raise NotPlainCsv(name)
+            rows += len(frame)
+            yield frame
+    except (pa.ArrowException, ValueError) as exc:
+        raise NotPlainCsv(name) from exc
+    if rows == 0:
+        raise NotPlainCsv(name)
+
+
+def _max_byte_length(column: Any) -> int:
+    import pyarrow.compute as pc
+
+    longest = pc.max(pc.binary_length(column)).as_py()
+    return int(longest or 0)
 
 
 def _read_parquet(data: bytes, name: str, max_decoded_bytes: int) -> pd.DataFrame:
@@ -477,8 +620,95 @@ _TYPE_PROBLEMS = {
 }
 
 
-def _parse(texts: pd.Series, column_type: str) -> tuple[pd.Series, np.ndarray, np.ndarray]:
-    """Parse one column of text, column-wise.
+def _parse(texts: pd.Series | Any, column_type: str) -> tuple[pd.Series, np.ndarray, np.ndarray]:
+    """Parse one column of text (a Series of str or an Arrow string array), vectorized.
+
+    Values in the shapes that are common and unambiguous (``-123``, ``12.5`` with at most 15
+    digits, ``true``, ``2024-01-01T00:00:00Z``) are parsed by Arrow; every other value goes
+    through :func:`_parse_reference`, value by value, so the answer is the reference's
+    (``tests/core/test_validation.py`` compares both on generated text).
+    """
+    import pyarrow as pa
+
+    arr = texts if isinstance(texts, (pa.Array, pa.ChunkedArray)) else pa.array(texts.tolist(), pa.string())
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    index = texts.index if isinstance(texts, pd.Series) else pd.RangeIndex(len(arr))
+    return _parse_arrow(arr, column_type, index)
+
+
+_FAST_INT = r"^-?[0-9]{1,18}$"
+# At most 15 characters (so at most 15 digits): pandas' parser and Arrow's agree exactly there.
+_FAST_FLOAT = r"^-?[0-9]+(\.[0-9]+)?$"
+_FAST_FLOAT_CHARS = 15
+_FAST_TIMESTAMP = (
+    r"^(19|20)[0-9]{2}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])"
+    r"[T ]([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](Z|\+00:00)?$"
+)
+
+
+def _parse_arrow(arr: Any, column_type: str, index: pd.Index) -> tuple[pd.Series, np.ndarray, np.ndarray]:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    n = len(arr)
+    present = pc.not_equal(arr, "").to_numpy(zero_copy_only=False).astype(bool, copy=False)
+    if column_type in ("string", "category"):
+        values = pd.Series(arr.to_numpy(zero_copy_only=False), index=index, dtype="string").mask(~present)
+        return values, present, np.zeros(n, dtype=bool)
+    if column_type == "bool":
+        lowered = pc.ascii_lower(arr)  # no text outside ASCII lowers to one of the spellings
+        truth = pc.is_in(lowered, pa.array(sorted(_TRUE))).to_numpy(zero_copy_only=False).astype(bool)
+        ok = truth | pc.is_in(lowered, pa.array(sorted(_FALSE))).to_numpy(zero_copy_only=False).astype(bool)
+        return pd.Series(pd.arrays.BooleanArray(truth, ~ok), index=index), present, present & ~ok
+    pattern = {"int": _FAST_INT, "float": _FAST_FLOAT, "timestamp": _FAST_TIMESTAMP}.get(column_type)
+    if pattern is None:  # pragma: no cover - the contract only allows COLUMN_TYPES
+        raise ValueError(f"unknown column type {column_type!r}")
+    matches = pc.match_substring_regex(arr, pattern)
+    if column_type == "float":
+        matches = pc.and_(matches, pc.less_equal(pc.utf8_length(arr), _FAST_FLOAT_CHARS))
+    fast = matches.to_numpy(zero_copy_only=False).astype(bool)
+    chosen = pc.filter(arr, pa.array(fast))
+    if column_type == "int":
+        numbers = np.zeros(n, dtype=np.int64)
+        numbers[fast] = pc.cast(chosen, pa.int64()).to_numpy()
+        ok = fast.copy()
+    elif column_type == "float":
+        floats = np.full(n, np.nan)
+        floats[fast] = pc.cast(chosen, pa.float64()).to_numpy()
+        ok = fast.copy()
+    else:
+        stamps = np.full(n, np.datetime64("NaT"), dtype="datetime64[ns]")
+        plain = pc.replace_substring(pc.utf8_slice_codeunits(chosen, 0, 19), " ", "T")
+        parsed = pc.strptime(plain, format="%Y-%m-%dT%H:%M:%S", unit="ns", error_is_null=True)
+        valid = pc.is_valid(parsed).to_numpy(zero_copy_only=False).astype(bool)
+        rows = np.flatnonzero(fast)
+        fast[rows[~valid]] = False  # not a calendar date (2023-02-30): the reference decides
+        stamps[rows[valid]] = pc.drop_null(parsed).to_numpy(zero_copy_only=False).astype("datetime64[ns]")
+        ok = fast.copy()
+    slow = np.flatnonzero(present & ~fast)
+    if len(slow):
+        texts = pd.Series(pc.take(arr, pa.array(slow)).to_pylist(), dtype=object)
+        slow_values, _, slow_bad = _parse_reference(texts, column_type)
+        slow_ok = ~slow_bad
+        ok[slow] = slow_ok
+        if column_type == "int":
+            numbers[slow[slow_ok]] = slow_values[slow_ok].to_numpy(dtype=np.int64)
+        elif column_type == "float":
+            floats[slow[slow_ok]] = slow_values[slow_ok].to_numpy(dtype=float)
+        else:
+            stamps[slow[slow_ok]] = slow_values[slow_ok].dt.tz_localize(None).to_numpy(dtype="datetime64[ns]")
+    if column_type == "int":
+        return pd.Series(pd.arrays.IntegerArray(numbers, ~ok), index=index), present, present & ~ok
+    if column_type == "float":
+        ok &= np.isfinite(floats)
+        return pd.Series(np.where(ok, floats, np.nan), index=index, dtype="float64"), present, present & ~ok
+    utc = pd.Series(stamps, index=index).dt.tz_localize("UTC").where(ok)
+    return utc, present, present & ~ok
+
+
+def _parse_reference(texts: pd.Series, column_type: str) -> tuple[pd.Series, np.ndarray, np.ndarray]:
+    """Parse one column of text value by value (the reference :func:`_parse` falls back to).
 
     ``texts`` holds strings only, already stripped of outer whitespace except for
     string/category columns (where whitespace is part of the value). Returns the values in the
@@ -593,7 +823,7 @@ class _ColumnProblems:
     def empty(cls, name: str, n: int) -> _ColumnProblems:
         return cls(name, np.full(n, None, dtype=object), np.full(n, None, dtype=object), np.ones(n, dtype=bool))
 
-    def flag(self, mask: np.ndarray, kind: str, texts: np.ndarray, describe: Callable[[str], str]) -> None:
+    def flag(self, mask: np.ndarray, kind: str, texts: Any, describe: Callable[[str], str]) -> None:
         rows = np.flatnonzero(mask & self.open)
         if len(rows):
             self.codes[rows] = f"{self.name}:{kind}"
@@ -602,36 +832,91 @@ class _ColumnProblems:
 
 
 def _check_column(texts: pd.Series, spec: ColumnSpec, is_key: bool) -> tuple[pd.Series, _ColumnProblems]:
-    cells = texts.to_numpy(dtype=object)
-    invalid = np.fromiter((isinstance(t, InvalidValue) for t in cells), dtype=bool, count=len(cells))
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     problems = _ColumnProblems.empty(spec.name, len(texts))
-    if invalid.any():  # values without a text form: rejected whatever the column's type
-        for problem in ("wrong_type", "not_utf8"):
-            kind = np.fromiter(
-                (isinstance(t, InvalidValue) and t.problem == problem for t in cells), dtype=bool, count=len(cells)
-            )
-            problems.flag(kind, problem, cells, _INVALID_PROBLEMS[problem].format)
-        cells = np.where(invalid, "", cells)
-    shown = cells if spec.type in ("string", "category") else np.array([t.strip() for t in cells], dtype=object)
-    values, present, bad_type = _parse(pd.Series(shown, index=texts.index, dtype=object), spec.type)
-    problems.flag(bad_type, "wrong_type", shown, lambda t: f"{_show(t)} {_TYPE_PROBLEMS[spec.type]}")
+    arrow = _arrow_text(texts)
+    if arrow is None:  # object cells: text, or InvalidValue where a value has no text form
+        cells = texts.to_numpy(dtype=object)
+        invalid = np.fromiter((isinstance(t, InvalidValue) for t in cells), dtype=bool, count=len(cells))
+        if invalid.any():  # values without a text form: rejected whatever the column's type
+            for problem in ("wrong_type", "not_utf8"):
+                kind = np.fromiter(
+                    (isinstance(t, InvalidValue) and t.problem == problem for t in cells), dtype=bool, count=len(cells)
+                )
+                problems.flag(kind, problem, cells, _INVALID_PROBLEMS[problem].format)
+            cells = np.where(invalid, "", cells)
+        arrow = pa.array(cells.tolist(), pa.string())
+    shown = arrow if spec.type in ("string", "category") else _strip(arrow)
+    values, present, bad_type = _parse(shown, spec.type)
+    values.index = texts.index
+    texts_of = _LazyTexts(shown)
+    problems.flag(bad_type, "wrong_type", texts_of, lambda t: f"{_show(t)} {_TYPE_PROBLEMS[spec.type]}")
     if is_key:
-        problems.flag(~present, "null", shown, lambda t: "null in key column (entity key and event time are required)")
+        problems.flag(
+            ~present, "null", texts_of, lambda t: "null in key column (entity key and event time are required)"
+        )
     elif not spec.nullable:
-        problems.flag(~present, "null", shown, lambda t: "null in non-nullable column")
+        problems.flag(~present, "null", texts_of, lambda t: "null in non-nullable column")
     low, high = spec.min, spec.max
     if spec.is_numeric and low is not None:
         below = (values < low).fillna(False).to_numpy(dtype=bool)
-        problems.flag(below, "below_min", shown, lambda t: f"{_clip(t)} below min {_show_bound(low)}")
+        problems.flag(below, "below_min", texts_of, lambda t: f"{_clip(t)} below min {_show_bound(low)}")
     if spec.is_numeric and high is not None:
         above = (values > high).fillna(False).to_numpy(dtype=bool)
-        problems.flag(above, "above_max", shown, lambda t: f"{_clip(t)} above max {_show_bound(high)}")
+        problems.flag(above, "above_max", texts_of, lambda t: f"{_clip(t)} above max {_show_bound(high)}")
     allowed = _allowed_values(spec)
     if allowed is not None:
-        outside = present & ~bad_type & ~values.isin(allowed).fillna(False).to_numpy(dtype=bool)
+        if spec.type in ("string", "category"):  # compared as Arrow text: the same answer, faster
+            inside = pc.is_in(shown, value_set=pa.array(allowed.astype(object).tolist(), pa.string()))
+            outside = present & ~bad_type & ~inside.to_numpy(zero_copy_only=False).astype(bool)
+        else:
+            outside = present & ~bad_type & ~values.isin(allowed).fillna(False).to_numpy(dtype=bool)
         listed = list(spec.allowed or ())
-        problems.flag(outside, "not_allowed", shown, lambda t: f"{_show(t)} not in allowed {listed}")
+        problems.flag(outside, "not_allowed", texts_of, lambda t: f"{_show(t)} not in allowed {listed}")
     return values, problems
+
+
+class _LazyTexts:
+    """Values of an Arrow string array, taken as Python strings only for the rows asked for."""
+
+    def __init__(self, arrow: Any) -> None:
+        self.arrow = arrow
+
+    def __getitem__(self, rows: np.ndarray) -> list[str]:
+        import pyarrow as pa
+
+        taken: list[str] = self.arrow.take(pa.array(rows, pa.int64())).to_pylist()
+        return taken
+
+
+def _arrow_text(texts: pd.Series) -> Any:
+    """The Arrow string array behind a column :func:`_read_csv` made, or None for other columns."""
+    import pyarrow as pa
+
+    dtype = texts.dtype
+    if isinstance(dtype, pd.ArrowDtype) and pa.types.is_string(dtype.pyarrow_dtype):
+        array = texts.array._pa_array  # the column as read; no copy
+        combined = array.combine_chunks() if isinstance(array, pa.ChunkedArray) else array
+        return None if combined.null_count else combined
+    return None
+
+
+def _strip(arrow: Any) -> Any:
+    """``str.strip()`` of every value, vectorized where the value is ASCII without separators 0x1C-0x1F."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    special = pc.or_(pc.invert(pc.string_is_ascii(arrow)), pc.match_substring_regex(arrow, "[\x1c-\x1f]"))
+    trimmed = pc.ascii_trim_whitespace(arrow)
+    if not pc.any(special).as_py():
+        return trimmed
+    rows = np.flatnonzero(special.to_numpy(zero_copy_only=False))
+    stripped = [t.strip() for t in arrow.take(pa.array(rows, pa.int64())).to_pylist()]
+    values = trimmed.to_numpy(zero_copy_only=False).astype(object)
+    values[rows] = stripped
+    return pa.array(values.tolist(), pa.string())
 
 
 # --------------------------------------------------------------------------- row keys
@@ -646,7 +931,16 @@ def canonical_values(values: pd.Series, column_type: str) -> list[str | None]:
     """A typed column as the text that goes into row keys (see the module docstring); None for null."""
     if column_type == "timestamp":
         utc = pd.to_datetime(values, utc=True).dt.tz_localize(None).to_numpy(dtype="datetime64[ns]")
+        ticks = utc.view(np.int64)
+        whole = ~np.isnat(utc) & (ticks % 1_000_000_000 == 0)
+        if whole.all():  # the usual case, vectorized: no fraction to trim
+            return [t + "+00:00" for t in np.datetime_as_string(utc.astype("datetime64[s]"), unit="s").tolist()]
         return [None if t == "NaT" else _iso_utc(t) for t in np.datetime_as_string(utc, unit="ns")]
+    if column_type in ("string", "category"):
+        cells = values.to_numpy(dtype=object)
+        cells[values.isna().to_numpy(dtype=bool)] = None
+        texts: list[str | None] = cells.tolist()
+        return texts
     items = values.astype(object).tolist()
     if column_type == "int":
         return [None if v is pd.NA or v is None else str(int(v)) for v in items]
@@ -671,6 +965,31 @@ def _digest(payload: str) -> str:
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:ROW_KEY_LENGTH]
 
 
+def _key_payloads(entities: list[str | None], times: list[str | None]) -> list[bytes]:
+    """:func:`_key_payload` of every row as UTF-8, built by Arrow where no value needs a JSON escape."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    ent, tim = pa.array(entities, pa.string()), pa.array(times, pa.string())
+    plain = ent.null_count == 0 and tim.null_count == 0
+    if plain:
+        escapes = r"[\x00-\x1f\\\\\"]"
+        plain = not (
+            pc.any(pc.match_substring_regex(ent, escapes)).as_py()
+            or pc.any(pc.match_substring_regex(tim, escapes)).as_py()
+        )
+    if not plain:
+        return [_key_payload(e, t).encode("utf-8") for e, t in zip(entities, times, strict=True)]
+    joined = pc.binary_join_element_wise('["key","', ent, '","', tim, '"]', "")
+    payloads: list[bytes] = pc.cast(joined, pa.binary()).to_pylist()
+    return payloads
+
+
+def _digests(payloads: list[bytes]) -> list[str]:
+    sha256 = hashlib.sha256
+    return [sha256(p).hexdigest()[:ROW_KEY_LENGTH] for p in payloads]
+
+
 def _key_payload(entity: str | None, time: str | None) -> str:
     return f'["key",{_json_text(entity)},{_json_text(time)}]'
 
@@ -680,7 +999,7 @@ def row_keys(typed: pd.DataFrame, contract: DatasetContract) -> list[str]:
     if contract.entity_key and contract.event_time:
         entities = canonical_values(typed[contract.entity_key], contract.column(contract.entity_key).type)
         times = canonical_values(typed[contract.event_time], "timestamp")
-        return [_digest(_key_payload(e, t)) for e, t in zip(entities, times, strict=True)]
+        return _digests(_key_payloads(entities, times))
     names = sorted(contract.column_names)
     cells = [
         [f"[{_encode(name)},{_json_text(v)}]" for v in canonical_values(typed[name], contract.column(name).type)]
@@ -690,7 +1009,15 @@ def row_keys(typed: pd.DataFrame, contract: DatasetContract) -> list[str]:
 
 
 # --------------------------------------------------------------------------- validation
-def validate(df: pd.DataFrame, contract: DatasetContract, source: str, ingested_at: pd.Timestamp) -> ValidationResult:
+def validate(
+    df: pd.DataFrame,
+    contract: DatasetContract,
+    source: str,
+    ingested_at: pd.Timestamp,
+    *,
+    row_offset: int = 0,
+    seen_keys: dict[str, int] | None = None,
+) -> ValidationResult:
     """Check every row of ``df`` against ``contract``; split it into typed accepted and rejected rows.
 
     Args:
@@ -700,6 +1027,10 @@ def validate(df: pd.DataFrame, contract: DatasetContract, source: str, ingested_
         source: where the rows came from (file key or SQL table + watermark); kept in ``_source``.
         ingested_at: ingestion time, used as ``_event_time`` when the contract has no event time
             (naive values are taken as UTC).
+        row_offset: data rows of the same file before ``df`` (when a file is validated in
+            batches, :func:`validate_file`): ``_row_number`` and messages count from there.
+        seen_keys: row key -> data row number of the accepted rows of the earlier batches of the
+            same file; a repeat of one is rejected as ``duplicate_row``. Updated in place.
 
     Raises:
         FileRejected: ``missing_columns``, ``unknown_columns`` (with ``unknown_columns: reject``) or
@@ -741,16 +1072,24 @@ def validate(df: pd.DataFrame, contract: DatasetContract, source: str, ingested_
     keys = row_keys(typed_frame, contract)
 
     # A repeat of an earlier row of the same file is rejected; the first one is kept.
-    first_seen: dict[str, int] = {}
-    keep = np.ones(len(good_rows), dtype=bool)
+    key_series = pd.Series(keys, dtype=object)
+    repeat = key_series.duplicated(keep="first").to_numpy(dtype=bool)
+    earlier = seen_keys if seen_keys is not None else {}
+    if earlier:
+        repeat |= np.fromiter((k in earlier for k in keys), dtype=bool, count=len(keys))  # in an earlier batch
+    keep = ~repeat
     duplicates = _ColumnProblems.empty(DUPLICATE_ROW, n)
-    for j, (position, key) in enumerate(zip(good_rows.tolist(), keys, strict=True)):
-        first = first_seen.setdefault(key, position)
-        if first != position:
-            keep[j] = False
+    first_of: dict[str, int] = {}
+    if repeat.any() or seen_keys is not None:
+        first_of = dict(zip(key_series[keep].tolist(), (good_rows[keep] + 1 + row_offset).tolist(), strict=True))
+    if repeat.any():
+        for position, key in zip(good_rows[repeat].tolist(), key_series[repeat].tolist(), strict=True):
+            first = earlier.get(key, first_of.get(key))
             duplicates.codes[position] = DUPLICATE_ROW
-            duplicates.messages[position] = f"{DUPLICATE_ROW}: same row key as data row {first + 1}"
+            duplicates.messages[position] = f"{DUPLICATE_ROW}: same row key as data row {first}"
             duplicates.open[position] = False
+    if seen_keys is not None:
+        seen_keys.update(first_of)
     column_problems.append(duplicates)
     bad |= ~duplicates.open
 
@@ -767,11 +1106,11 @@ def validate(df: pd.DataFrame, contract: DatasetContract, source: str, ingested_
     accepted[SOURCE_COLUMN] = pd.Series([source] * len(accepted), dtype="string")
 
     bad_rows = np.flatnonzero(bad)
-    rejected = frame.iloc[bad_rows].reset_index(drop=True)
+    rejected = frame.iloc[bad_rows].reset_index(drop=True).astype(object)
     messages = zip(*(p.messages[bad_rows] for p in column_problems), strict=True)
     rejected[REASON_COLUMN] = pd.Series(["; ".join(m for m in row if m is not None) for row in messages], dtype=object)
     rejected[SOURCE_COLUMN] = pd.Series([source] * len(bad_rows), dtype=object)
-    rejected[ROW_NUMBER_COLUMN] = pd.Series(bad_rows + 1, dtype="int64")
+    rejected[ROW_NUMBER_COLUMN] = pd.Series(bad_rows + 1 + row_offset, dtype="int64")
 
     counts: Counter[str] = Counter()
     for problems in column_problems:
@@ -788,16 +1127,65 @@ def validate(df: pd.DataFrame, contract: DatasetContract, source: str, ingested_
     return result
 
 
+def validate_file(
+    data: bytes,
+    name: str,
+    contract: DatasetContract,
+    ingested_at: pd.Timestamp,
+    *,
+    max_decoded_bytes: int = MAX_DECODED_BYTES,
+    batch_bytes: int = DEFAULT_BATCH_BYTES,
+) -> ValidationResult:
+    """:func:`read_source` then :func:`validate`, block by block where the file allows it; the same result.
+
+    A plain CSV (or gzip-compressed CSV) is parsed and validated in blocks of about
+    ``batch_bytes`` of text, so the parsing temporaries do not grow with the file; repeats of a
+    row of an earlier block are found through the row keys seen so far. When any block shows a
+    file-level problem (damage, a missing column, ...), the whole file is read and validated again
+    the reference way, so the reason (and which one wins when there are several) is exactly what
+    whole-file validation gives; nothing of a rejected file is kept.
+
+    Raises:
+        FileRejected: as :func:`read_source` and :func:`validate`.
+    """
+    parts: list[ValidationResult] = []
+    seen: dict[str, int] = {}
+    offset = 0
+    try:
+        for frame in read_source(data, name, max_decoded_bytes=max_decoded_bytes, batch_bytes=batch_bytes):
+            parts.append(validate(frame, contract, name, ingested_at, row_offset=offset, seen_keys=seen))
+            offset += len(frame)
+    except (NotPlainCsv, FileRejected):
+        parts.clear()
+        seen.clear()
+        frame = read_source(data, name, max_decoded_bytes=max_decoded_bytes)
+        return validate(frame, contract, name, ingested_at)
+    if len(parts) == 1:
+        return parts[0]
+    counts: Counter[str] = Counter()
+    for part in parts:
+        counts.update(part.reason_counts)
+    return ValidationResult(
+        accepted=pd.concat([p.accepted for p in parts], ignore_index=True),
+        rejected=pd.concat([p.rejected for p in parts], ignore_index=True),
+        source=name,
+        reason_counts=dict(counts),
+    )
+
+
 def _as_text(df: pd.DataFrame) -> pd.DataFrame:
     """Every value as text (see :func:`_cell_text`), columns by position; null becomes ``""``."""
     columns: dict[int, pd.Series] = {}
     for position in range(df.shape[1]):
         column = df.iloc[:, position]
-        if column.dtype == object and pd.api.types.infer_dtype(column, skipna=False) == "string":
+        if _arrow_text(column) is not None:
+            columns[position] = column.reset_index(drop=True)  # Arrow text, as read_source returns it for CSV
+        elif column.dtype == object and pd.api.types.infer_dtype(column, skipna=False) == "string":
             columns[position] = column.reset_index(drop=True)  # already text, as read_source returns it
         else:
             columns[position] = pd.Series([_cell_text(v) for v in column], dtype=object)
-    return pd.DataFrame(columns, index=range(len(df)), columns=range(df.shape[1]), dtype=object)
+    frame = pd.DataFrame(columns, index=range(len(df)), columns=range(df.shape[1]))
+    return frame
 
 
 def _is_null(value: Any) -> bool:

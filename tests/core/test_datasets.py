@@ -429,3 +429,72 @@ def test_distinct_sources_never_share_a_quarantine_key(sources):
     keys = [f"{f}/{name}" for f in folders for name in ("raw", "rejected.parquet", "reason.json")]
     assert len(set(keys)) == 3 * len(sources)
     assert all(len(f) == 64 and set(f) <= set("0123456789abcdef") for f in folders)
+
+
+# --------------------------------------------------------------------------- row-key index
+class TestRowKeyIndex:
+    def test_a_commit_reads_no_other_version(self, tmp_path, churn):
+        """Before: every commit read the manifest and row_keys.parquet of every earlier version."""
+        store = RecordingStore(tmp_path / "s")
+        ds = DatasetStore(store, "churn")
+        for day in range(1, 6):
+            commit(ds, churn, accepted(churn, ("a", f"2024-01-0{day}T06:00:00Z")), run_id=f"run{day}")
+        store.reads.clear()
+        result = commit(ds, churn, accepted(churn, ("a", JAN1), ("b", JAN1)), run_id="run7")
+        reads = list(store.reads)
+        assert result.created and result.manifest["row_count"] == 1 and len(result.duplicates) == 1
+        holder = result.duplicates[REASON_COLUMN].item().rsplit(" ", 1)[-1]
+        others = {m["version_id"] for m in ds.list_versions()} - {result.version_id, holder}
+        read_versions = {k.split("/")[3] for k in reads if "/versions/" in k}
+        assert len(others) == 4 and not read_versions & others, f"a commit read other versions: {sorted(reads)}"
+        assert not any(k.endswith("row_keys.parquet") for k in reads)
+
+    def test_duplicates_against_history_are_found_through_the_index(self, store, churn):
+        ds = DatasetStore(store, "churn")
+        first = commit(ds, churn, accepted(churn, ("a", JAN1), ("b", JAN2)), run_id="run1")
+        again = commit(ds, churn, accepted(churn, ("a", JAN1), ("c", JAN3)), run_id="run2")
+        assert again.created and again.manifest["row_count"] == 1
+        assert again.duplicates[REASON_COLUMN].tolist() == [f"duplicate_row: already in version {first.version_id}"]
+        assert again.manifest["parent"] == first.version_id
+
+    def test_a_store_written_before_the_index_is_indexed_on_first_commit(self, store, churn):
+        ds = DatasetStore(store, "churn")
+        first = commit(ds, churn, accepted(churn, ("a", JAN1), ("b", JAN2)), run_id="run1")
+        for key in store.list_keys("datasets/churn/key_index/"):  # the layout the old code left
+            store.delete(key)
+        again = commit(ds, churn, accepted(churn, ("a", JAN1), ("c", JAN3)), run_id="run2", created_at="2024-03-02")
+        assert again.manifest["row_count"] == 1 and len(again.duplicates) == 1
+        assert again.manifest["parent"] == first.version_id
+        assert store.exists("datasets/churn/key_index/index.json")
+        third = commit(ds, churn, accepted(churn, ("b", JAN2), ("c", JAN3)), run_id="run3", created_at="2024-03-03")
+        assert third.manifest is None and len(third.duplicates) == 2
+
+    def test_a_crash_after_the_manifest_is_repaired_by_the_next_commit(self, tmp_path, churn):
+        class FailingMetaStore(LocalObjectStore):
+            fail = False
+
+            def put_bytes(self, key: str, data: bytes) -> None:
+                if self.fail and key.endswith("key_index/index.json") and b'"pending": null' in data:
+                    raise OSError("simulated crash after the commit point")
+                super().put_bytes(key, data)
+
+        crashing = FailingMetaStore(tmp_path / "s")
+        ds = DatasetStore(crashing, "churn")
+        commit(ds, churn, accepted(churn, ("a", JAN1)), run_id="run1")
+        crashing.fail = True
+        with pytest.raises(OSError, match="after the commit point"):
+            commit(ds, churn, accepted(churn, ("b", JAN2)), run_id="run2", created_at="2024-03-02")
+        crashing.fail = False
+        second = ds.latest_version()
+        assert second is not None and second["run_id"] == "run2"  # committed: the manifest was written
+        third = commit(ds, churn, accepted(churn, ("c", JAN3)), run_id="run3", created_at="2024-03-03")
+        assert third.manifest["parent"] == second["version_id"]
+
+    def test_rerun_writes_nothing(self, tmp_path, churn):
+        ds = DatasetStore(LocalObjectStore(tmp_path / "s"), "churn")
+        frame = accepted(churn, ("a", JAN1), ("b", JAN2))
+        commit(ds, churn, frame)
+        before = {p: p.read_bytes() for p in (tmp_path / "s").rglob("*") if p.is_file()}
+        assert not commit(ds, churn, frame).created
+        after = {p: p.read_bytes() for p in (tmp_path / "s").rglob("*") if p.is_file()}
+        assert after == before

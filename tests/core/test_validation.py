@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import gzip
 import hashlib
 import io
@@ -12,7 +13,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from conftest import CHURN_HEADER, INGESTED_AT, churn_row, to_csv
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from mlops_core import validation
 from mlops_core.contract import ENTITY_COLUMN, EVENT_TIME_COLUMN, ROW_KEY_COLUMN, SOURCE_COLUMN, DatasetContract
 from mlops_core.validation import (
     REASON_COLUMN,
@@ -601,3 +605,126 @@ class TestCompressionAndCase:
         with pytest.raises(FileRejected) as exc:
             read_source(data, "wide.csv")
         assert exc.value.reason == "too_large" and "CSV reader's limit" in str(exc.value)
+
+
+# --------------------------------------------------------------------------- vectorized = reference
+_VALUE_TEXTS = st.one_of(
+    st.text(max_size=8),
+    st.from_regex(r"\A[ \t]?[+-]?[0-9]{1,22}(\.[0-9]{0,18})?([eE][+-]?[0-9]{1,3})?[ \t\x1c]?\Z"),
+    st.from_regex(
+        r"\A(19|20|18|23)[0-9]{2}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?(Z|\+00:00|\+02:00)?\Z"
+    ),
+    st.sampled_from(["true", "FALSE", "Yes", "no", "1", "0", " 1 ", "\u00a07", "٣", "nan", "inf", "-0", "9" * 19]),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    texts=st.lists(_VALUE_TEXTS, min_size=1, max_size=30), column_type=st.sampled_from(sorted(validation.PANDAS_DTYPES))
+)
+def test_vectorized_parsing_gives_the_reference_answer(texts, column_type):
+    strip = column_type not in ("string", "category")
+    shown = [t.strip() for t in texts] if strip else texts
+    reference = validation._parse_reference(pd.Series(shown, dtype=object), column_type)
+    arrow = validation._strip(pa.array(texts, pa.string())) if strip else pa.array(texts, pa.string())
+    assert arrow.to_pylist() == shown
+    fast = validation._parse(arrow, column_type)
+    pd.testing.assert_series_equal(fast[0], reference[0], check_index_type=False, check_exact=True)
+    assert fast[1].tolist() == reference[1].tolist() and fast[2].tolist() == reference[2].tolist()
+
+
+def _same_result(a: ValidationResult, b: ValidationResult) -> None:
+    pd.testing.assert_frame_equal(a.accepted, b.accepted, check_exact=True)
+    pd.testing.assert_frame_equal(a.rejected, b.rejected, check_exact=True)
+    assert a.reason_counts == b.reason_counts and a.summary() == b.summary()
+
+
+def _whole_file(data: bytes, name: str, contract: DatasetContract) -> ValidationResult | FileRejected:
+    try:
+        return validate(read_source(data, name), contract, name, INGESTED_AT)
+    except FileRejected as exc:
+        return exc
+
+
+def _in_blocks(data: bytes, name: str, contract: DatasetContract, batch_bytes: int) -> ValidationResult | FileRejected:
+    try:
+        return validation.validate_file(data, name, contract, INGESTED_AT, batch_bytes=batch_bytes)
+    except FileRejected as exc:
+        return exc
+
+
+def _assert_same(data: bytes, contract: DatasetContract, batch_bytes: int, name: str = "f.csv") -> None:
+    whole, blocks = _whole_file(data, name, contract), _in_blocks(data, name, contract, batch_bytes)
+    if isinstance(whole, FileRejected):
+        assert isinstance(blocks, FileRejected), f"whole file: {whole.reason}; in blocks: accepted"
+        assert (blocks.reason, str(blocks)) == (whole.reason, str(whole))
+    else:
+        assert isinstance(blocks, ValidationResult), f"in blocks: {blocks}"
+        _same_result(blocks, whole)
+
+
+_ROWS = [
+    churn_row("a"),
+    churn_row("b", "2024-01-02T00:00:00Z"),
+    churn_row("a"),  # a repeat of the first
+    churn_row("c", tenure_months="x"),
+    churn_row("d", plan="gold", churned="2"),
+    churn_row("", "2024-01-03 00:00:00"),
+    churn_row("e", last_payment_delay_days="3.25", autopay="YES"),
+    churn_row("f", event_time="2024-02-30T00:00:00Z"),
+]
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    picks=st.lists(st.integers(0, len(_ROWS) - 1), min_size=1, max_size=40),
+    batch_bytes=st.integers(40, 2000),
+    damage=st.sampled_from(["", "ragged", "not_utf8", "quote", "blank", "long"]),
+    at=st.floats(0, 1),
+)
+def test_validation_in_blocks_gives_the_whole_file_answer(churn, picks, batch_bytes, damage, at):
+    rows = [dict(_ROWS[i], customer_id=_ROWS[i]["customer_id"] or "") for i in picks]
+    lines = to_csv(rows).split(b"\n")
+    position = 1 + int(at * (len(lines) - 2))  # a data line, early or late
+    if damage == "ragged":
+        lines[position] += b",extra"
+    elif damage == "not_utf8":
+        lines[position] = lines[position].replace(b"basic", b"bas\xffic")
+    elif damage == "quote":
+        lines[position] = lines[position].replace(b"north", b'"north"')
+    elif damage == "blank":
+        lines.insert(position, b"")
+    elif damage == "long":
+        lines[position] = lines[position].replace(b"north", b"n" * (csv.field_size_limit() + 1))
+    _assert_same(b"\n".join(lines), churn, batch_bytes)
+
+
+def test_a_repeat_of_a_row_of_an_earlier_block_is_rejected_with_its_row_number(churn):
+    data = to_csv([churn_row(f"c{i}") for i in range(50)] + [churn_row("c3")])
+    result = validation.validate_file(data, "f.csv", churn, INGESTED_AT, batch_bytes=200)
+    assert result.rejected[ROW_NUMBER_COLUMN].tolist() == [51]
+    assert reason_of(result, 51) == "duplicate_row: same row key as data row 4"
+    _assert_same(data, churn, 200)
+
+
+def test_a_break_after_the_first_block_rejects_the_whole_file_as_before(churn):
+    data = to_csv([churn_row(f"c{i}") for i in range(50)]) + b"c99,2024-01-01T00:00:00Z,1\n"
+    with pytest.raises(FileRejected) as caught:
+        validation.validate_file(data, "f.csv", churn, INGESTED_AT, batch_bytes=200)
+    assert caught.value.reason == "truncated" and "first: data row 51 has 3" in str(caught.value)
+
+
+def test_gzip_csv_in_blocks(churn):
+    data = to_csv([churn_row(f"c{i}", tenure_months=str(i)) for i in range(300)])
+    result = validation.validate_file(gzip.compress(data), "f.csv.gz", churn, INGESTED_AT, batch_bytes=500)
+    assert len(result.accepted) == 241 and result.rejected[ROW_NUMBER_COLUMN].tolist() == list(range(242, 301))
+    assert set(result.reason_counts) == {"tenure_months:above_max"}
+
+
+def test_plain_csv_reader_reads_what_the_reference_reads():
+    data = b"a, b ,c\n1,,x y\n\n2, 3 ,\xc3\xa9\n4,5,6"
+    fast = read_source(data, "f.csv")
+    reference = validation._read_csv_reference(data, "f.csv")
+    assert validation._read_plain_csv(data, "f.csv") is not None
+    assert fast.columns.tolist() == reference.columns.tolist() == ["a", "b", "c"]
+    assert fast.astype(object).to_dict("records") == reference.to_dict("records")

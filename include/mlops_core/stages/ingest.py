@@ -161,7 +161,18 @@ def ingest_files(
         first_of: dict[str, str] = {}  # checksum -> first file of this batch with it
         earlier_attempts: set[str] = set()  # versions an earlier attempt of this run committed
         for name in names:
-            outcome = _examine(zone, name, store, contract, ts, run_id, first_of, earlier_attempts, max_file_bytes)
+            outcome = _examine(
+                zone,
+                name,
+                store,
+                contract,
+                ts,
+                run_id,
+                first_of,
+                earlier_attempts,
+                max_file_bytes,
+                settings.dataset.ingest_batch_mb,
+            )
             if outcome is not None:
                 outcomes.append(outcome)
         for outcome in outcomes:  # a writer still at it: leave the file for the next run
@@ -210,10 +221,11 @@ def _examine(
     first_of: dict[str, str],
     earlier_attempts: set[str],
     max_file_bytes: int,
+    batch_mb: int,
 ) -> _Outcome | None:
     """Read and validate one entry; never raises for anything the entry holds. None: it is gone."""
     from mlops_core.datasets import QUARANTINED
-    from mlops_core.validation import read_source, validate
+    from mlops_core.validation import validate_file
 
     delivered = zone.read(name, max_bytes=max_file_bytes)
     if delivered is None:
@@ -246,8 +258,9 @@ def _examine(
         seen_in = f"this batch ({record.get('key')})" if record.get("run_id") == run_id else str(record["consumed_by"])
         return _Outcome(name, shown, "duplicate_file", snapshot=snapshot, seen_in=seen_in)
     try:
-        frame = read_source(data, shown, max_decoded_bytes=max_file_bytes)
-        result = validate(frame, contract, source=shown, ingested_at=ts)
+        result = validate_file(
+            data, shown, contract, ts, max_decoded_bytes=max_file_bytes, batch_bytes=batch_mb * 1024 * 1024
+        )
     except FileRejected as exc:
         log.warning("%s rejected: %s", shown, exc)
         return _Outcome(name, shown, "rejected", snapshot=snapshot, rejected=exc, data=data)
