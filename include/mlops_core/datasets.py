@@ -6,7 +6,8 @@ Layout (keys relative to the store root)::
     datasets/<dataset>/versions/<version_id>/row_keys.parquet     # the version's row keys, sorted
     datasets/<dataset>/versions/<version_id>/manifest.json        # written LAST = commit point
     datasets/<dataset>/key_index/index.json                       # row key -> version index
-    datasets/<dataset>/key_index/bucket-<x>.parquet               #   (mlops_core.key_index)
+    datasets/<dataset>/key_index/date=YYYY-MM-DD.parquet          #   (mlops_core.key_index; bucket-<x>
+                                                                  #   when keys are whole rows)
     datasets/<dataset>/sources/<sha256>.json                      # which version consumed a file
     datasets/<dataset>/state/<name>.json                          # watermarks of incremental reads
     quarantine/<dataset>/<run_id>/<identity>/reason.json                 # why, always
@@ -48,7 +49,7 @@ from mlops_core.contract import (
     DatasetContract,
 )
 from mlops_core.errors import PermanentError
-from mlops_core.key_index import RowKeyIndex
+from mlops_core.key_index import RowKeyIndex, scheme_for
 from mlops_core.storage import ObjectNotFound, ObjectStore
 from mlops_core.validation import REASON_COLUMN, ROW_KEY_LENGTH
 
@@ -241,8 +242,12 @@ class DatasetStore:
         self.store.put_bytes(key, buffer.getvalue())
 
     # ------------------------------------------------------------------ versions: write
-    def _key_index(self) -> RowKeyIndex:
-        return RowKeyIndex(self.store, self.prefix, self._manifest_key)
+    def _key_index(self, contract: DatasetContract) -> RowKeyIndex:
+        return RowKeyIndex(self.store, self.prefix, self._manifest_key, scheme_for(contract))
+
+    def _partition_row_keys(self, key: str) -> pd.Series:
+        keys: pd.Series = self._read_parquet(key, [ROW_KEY_COLUMN])[ROW_KEY_COLUMN]
+        return keys
 
     def _version_row_keys(self, version_id: str) -> pd.Series:
         keys: pd.Series = self._read_parquet(f"{self._version_prefix(version_id)}/{ROW_KEYS_NAME}", [ROW_KEY_COLUMN])[
@@ -309,9 +314,9 @@ class DatasetStore:
             return CommitResult(self.get_manifest(same_id), created=False, duplicates=_empty_like(frame))
 
         repeated = keys.duplicated(keep="first")
-        index = self._key_index()
-        meta = index.ensure(self.list_versions, self._version_row_keys)
-        version_of = index.lookup(keys)
+        index = self._key_index(contract)
+        meta = index.ensure(self.list_versions, self._version_row_keys, self._partition_row_keys)
+        version_of = index.lookup(keys, index.labels_for(keys, frame[EVENT_TIME_COLUMN]))
         # Versions written by an earlier attempt of this very commit (same run, same sources):
         # only versions holding some of these keys can matter, so only their manifests are read.
         claimed = set(earlier_attempts)
@@ -405,7 +410,9 @@ class DatasetStore:
             "parent": parent,
             "run_id": run_id,
         }
-        index.add(sorted_keys, version_id)  # before the manifest: lookups ignore uncommitted versions
+        row_keys = rows[ROW_KEY_COLUMN].astype(str)
+        # before the manifest: lookups ignore uncommitted versions
+        index.add(row_keys, version_id, index.labels_for(row_keys, rows[EVENT_TIME_COLUMN]))
         index.begin(meta, manifest)
         self.store.put_bytes(self._manifest_key(version_id), _json_bytes(manifest))  # the commit point
         index.finish(meta, manifest)
