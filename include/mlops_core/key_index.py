@@ -38,8 +38,8 @@ from __future__ import annotations
 import io
 import json
 import logging
-from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -72,7 +72,7 @@ def event_dates(times: pd.Series) -> pd.Categorical:
     days = utc.astype("datetime64[D]").view(np.int64)
     uniques, codes = np.unique(days, return_inverse=True)
     names = np.datetime_as_string(uniques.astype("datetime64[D]"), unit="D").tolist()
-    return pd.Categorical.from_codes(codes.reshape(-1), categories=names)
+    return pd.Categorical.from_codes(cast("Sequence[int]", codes.reshape(-1)), categories=names)
 
 
 class RowKeyIndex:
@@ -184,8 +184,7 @@ class RowKeyIndex:
         labels: list[np.ndarray] = []
         for manifest in versions:
             version_id = str(manifest["version_id"])
-            if self.scheme == SCHEME_EVENT_DATE:
-                assert partition_keys_of is not None
+            if partition_keys_of is not None and self.scheme == SCHEME_EVENT_DATE:
                 for day, partition in sorted(manifest["partitions"].items()):
                     part = partition_keys_of(str(partition["key"])).astype(str)
                     keys.append(part)
@@ -305,9 +304,8 @@ class RowKeyIndex:
             new = pa.table({ROW_KEY_COLUMN: array.take(taken), VERSION_COLUMN: owners.take(taken)})
             if len(pc.unique(new.column(ROW_KEY_COLUMN))) != new.num_rows:  # keep the last entry of a key
                 frame = new.to_pandas().drop_duplicates(ROW_KEY_COLUMN, keep="last")
-                new = pa.table(
-                    {column: pa.array(frame[column].tolist(), pa.string()) for column in (ROW_KEY_COLUMN, VERSION_COLUMN)}
-                )
+                columns = (ROW_KEY_COLUMN, VERSION_COLUMN)
+                new = pa.table({c: pa.array(frame[c].tolist(), pa.string()) for c in columns})
             existing = self._bucket(bucket)
             kept = existing.filter(
                 pc.invert(pc.is_in(existing.column(ROW_KEY_COLUMN), value_set=new.column(ROW_KEY_COLUMN)))
