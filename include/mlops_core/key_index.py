@@ -70,9 +70,9 @@ def event_dates(times: pd.Series) -> pd.Categorical:
     """The UTC date (``YYYY-MM-DD``) of each ``_event_time`` (naive values are UTC)."""
     utc = pd.to_datetime(times, utc=True).dt.tz_localize(None).to_numpy("datetime64[ns]")
     days = utc.astype("datetime64[D]").view(np.int64)
-    uniques, codes = np.unique(days, return_inverse=True)
-    names = np.datetime_as_string(uniques.astype("datetime64[D]"), unit="D").tolist()
-    return pd.Categorical.from_codes(cast("Sequence[int]", codes.reshape(-1)), categories=names)
+    codes, uniques = pd.factorize(days, sort=True)  # hashing: linear in the rows
+    names = np.datetime_as_string(np.asarray(uniques).astype("datetime64[D]"), unit="D").tolist()
+    return pd.Categorical.from_codes(cast("Sequence[int]", codes), categories=names)
 
 
 class RowKeyIndex:
@@ -130,6 +130,8 @@ class RowKeyIndex:
             raise ValueError(f"RowKeyIndex: {len(codes)} bucket labels for {len(keys)} keys")
         if (codes < 0).any():
             raise ValueError("RowKeyIndex: a bucket label is missing")
+        if len(uniques) < 2**15:
+            codes = codes.astype(np.int16)  # a stable sort of small integers is a linear radix sort
         order = np.argsort(codes, kind="stable")
         bounds = np.searchsorted(codes[order], np.arange(len(uniques) + 1))
         return [(str(u), order[bounds[i] : bounds[i + 1]]) for i, u in enumerate(uniques)]
@@ -290,18 +292,19 @@ class RowKeyIndex:
         series = keys.astype(str) if isinstance(keys, pd.Series) else pd.Series(list(keys), dtype=object)
         if len(series) == 0:
             return
-        self._put(series.reset_index(drop=True), np.full(len(series), version_id, dtype=object), labels)
+        self._put(series.reset_index(drop=True), version_id, labels)
 
-    def _put(self, keys: pd.Series, versions: np.ndarray, labels: Labels | None) -> None:
-        """Point each key at its version (later entries of one key win), bucket by bucket."""
+    def _put(self, keys: pd.Series, versions: np.ndarray | str, labels: Labels | None) -> None:
+        """Point each key at its version (one for all, or one each: later entries of a key win), by bucket."""
         import pyarrow as pa
         import pyarrow.compute as pc
 
         array = pa.array(keys.tolist(), pa.string())
-        owners = pa.array(versions.tolist(), pa.string())
+        owners = None if isinstance(versions, str) else pa.array(versions.tolist(), pa.string())
         for bucket, positions in self._groups(keys, labels):
             taken = pa.array(positions)
-            new = pa.table({ROW_KEY_COLUMN: array.take(taken), VERSION_COLUMN: owners.take(taken)})
+            owner = pa.array([versions] * len(positions), pa.string()) if owners is None else owners.take(taken)
+            new = pa.table({ROW_KEY_COLUMN: array.take(taken), VERSION_COLUMN: owner})
             if len(pc.unique(new.column(ROW_KEY_COLUMN))) != new.num_rows:  # keep the last entry of a key
                 frame = new.to_pandas().drop_duplicates(ROW_KEY_COLUMN, keep="last")
                 columns = (ROW_KEY_COLUMN, VERSION_COLUMN)

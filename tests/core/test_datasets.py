@@ -508,7 +508,7 @@ class TestRowKeyIndex:
             rows = [(c, f"2024-01-0{day}T06:00:00Z") for c in customers]
             commit(ds, churn, accepted(churn, *rows), run_id=f"run{day}")
         index_objects = sorted(k.rsplit("/", 1)[-1] for k in store.list_keys("datasets/churn/key_index/"))
-        assert index_objects == ["date=2024-01-0{}.parquet".format(d) for d in range(1, 6)] + ["index.json"]
+        assert index_objects == [f"date=2024-01-0{d}.parquet" for d in range(1, 6)] + ["index.json"]
         before = {k: store.get_bytes(k) for k in store.list_keys("datasets/churn/key_index/")}
         store.reads.clear()
         late = [(f"n{i:03d}", "2024-01-03T09:00:00Z") for i in range(60)] + [(customers[0], "2024-01-03T06:00:00Z")]
