@@ -410,7 +410,7 @@ class DatasetStore:
             "parent": parent,
             "run_id": run_id,
         }
-        row_keys = rows[ROW_KEY_COLUMN].astype(str)
+        row_keys = rows[ROW_KEY_COLUMN]
         # before the manifest: lookups ignore uncommitted versions
         index.add(row_keys, version_id, index.labels_for(row_keys, rows[EVENT_TIME_COLUMN]))
         index.begin(meta, manifest)

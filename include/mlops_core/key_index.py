@@ -57,6 +57,7 @@ VERSION_COLUMN = "version_id"
 SCHEME_HASH = "hash"
 SCHEME_EVENT_DATE = "event_date"
 SCHEMES = (SCHEME_HASH, SCHEME_EVENT_DATE)
+_NS_PER_DAY = 86_400 * 1_000_000_000
 
 Labels = Any  # bucket labels aligned with keys: a sequence, Series or Categorical of str
 
@@ -68,8 +69,8 @@ def scheme_for(contract: DatasetContract) -> str:
 
 def event_dates(times: pd.Series) -> pd.Categorical:
     """The UTC date (``YYYY-MM-DD``) of each ``_event_time`` (naive values are UTC)."""
-    utc = pd.to_datetime(times, utc=True).dt.tz_localize(None).to_numpy("datetime64[ns]")
-    days = utc.astype("datetime64[D]").view(np.int64)
+    stamps = pd.DatetimeIndex(times if pd.api.types.is_datetime64_any_dtype(times) else pd.to_datetime(times, utc=True))
+    days = stamps.as_unit("ns").to_numpy("datetime64[ns]").view(np.int64) // _NS_PER_DAY  # UTC (naive: as UTC)
     codes, uniques = pd.factorize(days, sort=True)  # hashing: linear in the rows
     names = np.datetime_as_string(np.asarray(uniques).astype("datetime64[D]"), unit="D").tolist()
     return pd.Categorical.from_codes(cast("Sequence[int]", codes), categories=names)
@@ -289,7 +290,7 @@ class RowKeyIndex:
         """Point ``keys`` at ``version_id``: rewrites only the buckets the keys fall in (``labels`` as in lookup)."""
         if labels is None and self.scheme == SCHEME_EVENT_DATE:
             raise ValueError("RowKeyIndex.add: the event_date scheme needs the bucket labels")
-        series = keys.astype(str) if isinstance(keys, pd.Series) else pd.Series(list(keys), dtype=object)
+        series = keys if isinstance(keys, pd.Series) else pd.Series(list(keys), dtype=object)
         if len(series) == 0:
             return
         self._put(series.reset_index(drop=True), version_id, labels)

@@ -580,3 +580,10 @@ class TestRowKeyIndex:
         assert meta["format"] == 2 and meta["scheme"] == "event_date"
         names = sorted(k.rsplit("/", 1)[-1] for k in store.list_keys(f"{folder}/"))
         assert names == ["date=2024-01-01.parquet", "date=2024-01-02.parquet", "date=2024-01-03.parquet", "index.json"]
+
+    def test_the_bucket_of_a_row_is_the_utc_date_of_its_partition(self, store, churn):
+        ds = DatasetStore(store, "churn")
+        result = commit(ds, churn, accepted(churn, ("a", "2024-01-01T23:30:00-02:00"), ("b", "1969-12-31T23:59:59Z")))
+        assert sorted(result.manifest["partitions"]) == ["1969-12-31", "2024-01-02"]
+        names = sorted(k.rsplit("/", 1)[-1] for k in store.list_keys("datasets/churn/key_index/"))
+        assert names == ["date=1969-12-31.parquet", "date=2024-01-02.parquet", "index.json"]
