@@ -36,7 +36,7 @@ import logging
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -49,7 +49,7 @@ from mlops_core.contract import (
     DatasetContract,
 )
 from mlops_core.errors import PermanentError
-from mlops_core.key_index import RowKeyIndex, scheme_for
+from mlops_core.key_index import SCHEME_EVENT_DATE, RowKeyIndex, scheme_for
 from mlops_core.storage import ObjectNotFound, ObjectStore
 from mlops_core.validation import REASON_COLUMN, ROW_KEY_LENGTH
 
@@ -386,8 +386,10 @@ class DatasetStore:
         days = rows[EVENT_TIME_COLUMN].dt.tz_convert("UTC").dt.tz_localize(None).to_numpy("datetime64[ns]")
         days = days.astype("datetime64[D]")
         starts = np.flatnonzero(np.r_[True, days[1:] != days[:-1]]) if len(days) else np.array([], dtype=int)
+        slices: list[tuple[str, int, int]] = []
         for start, stop in zip(starts.tolist(), [*starts[1:].tolist(), len(days)], strict=True):
             day = str(days[start])
+            slices.append((day, start, stop))
             part = rows if (start, stop) == (0, len(rows)) else rows.iloc[start:stop].reset_index(drop=True)
             key = f"{prefix}/event_date={day}/part-0000.parquet"
             self._write_parquet(key, part)
@@ -410,9 +412,18 @@ class DatasetStore:
             "parent": parent,
             "run_id": run_id,
         }
-        row_keys = rows[ROW_KEY_COLUMN]
-        # before the manifest: lookups ignore uncommitted versions
-        index.add(row_keys, version_id, index.labels_for(row_keys, rows[EVENT_TIME_COLUMN]))
+        # The index entries, before the manifest (lookups ignore uncommitted versions). Keys go in
+        # sorted within each bucket (sorted input keeps the bucket rewrite cheap).
+        index_keys: list[str] = sorted_keys
+        labels: Any = None  # hash buckets: from the keys
+        if index.scheme == SCHEME_EVENT_DATE:  # bucket = event date: each day slice's keys
+            if len(slices) > 1:
+                index_keys = [k for _, a, b in slices for k in _sorted_text(rows[ROW_KEY_COLUMN].iloc[a:b])]
+            codes = np.repeat(np.arange(len(slices)), [b - a for _, a, b in slices])
+            labels = pd.Categorical.from_codes(
+                cast("Sequence[int]", codes), categories=pd.Index([d for d, _, _ in slices])
+            )
+        index.add(index_keys, version_id, labels)
         index.begin(meta, manifest)
         self.store.put_bytes(self._manifest_key(version_id), _json_bytes(manifest))  # the commit point
         index.finish(meta, manifest)

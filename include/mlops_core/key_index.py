@@ -277,7 +277,8 @@ class RowKeyIndex:
             entries = self._bucket(bucket)
             if entries.num_rows == 0:
                 continue
-            where = pc.index_in(array.take(pa.array(positions)), value_set=entries.column(ROW_KEY_COLUMN))
+            mine = array if len(positions) == len(array) else array.take(pa.array(positions))  # one bucket: all
+            where = pc.index_in(mine, value_set=entries.column(ROW_KEY_COLUMN))
             found[positions] = entries.column(VERSION_COLUMN).take(where).to_numpy(zero_copy_only=False)
         result = pd.Series(found, index=keys.index, dtype=object)
         hits = result.notna()
@@ -300,12 +301,16 @@ class RowKeyIndex:
         import pyarrow as pa
         import pyarrow.compute as pc
 
-        array = pa.array(keys.tolist(), pa.string())
+        array = pa.array(keys, pa.string())  # from the Series: no Python list of the keys
         owners = None if isinstance(versions, str) else pa.array(versions.tolist(), pa.string())
         for bucket, positions in self._groups(keys, labels):
-            taken = pa.array(positions)
-            owner = pa.array([versions] * len(positions), pa.string()) if owners is None else owners.take(taken)
-            new = pa.table({ROW_KEY_COLUMN: array.take(taken), VERSION_COLUMN: owner})
+            whole = len(positions) == len(array)  # one bucket holds all the keys: no copy
+            taken = None if whole else pa.array(positions)
+            if owners is None:
+                owner = pa.array([versions] * len(positions), pa.string())
+            else:
+                owner = owners if taken is None else owners.take(taken)
+            new = pa.table({ROW_KEY_COLUMN: array if taken is None else array.take(taken), VERSION_COLUMN: owner})
             if len(pc.unique(new.column(ROW_KEY_COLUMN))) != new.num_rows:  # keep the last entry of a key
                 frame = new.to_pandas().drop_duplicates(ROW_KEY_COLUMN, keep="last")
                 columns = (ROW_KEY_COLUMN, VERSION_COLUMN)
