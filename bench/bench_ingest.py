@@ -189,10 +189,12 @@ def _row(case: str, value: float, unit: str, floor: float | None, goal: str, ok:
     }
 
 
-def measure(quick: bool, work: Path, big_rows: int | None = None) -> list[dict[str, Any]]:
+def measure(quick: bool, work: Path, big_rows: int | None = None, only: str | None = None) -> list[dict[str, Any]]:
     small_n, big_n = (100_000, 1_000_000) if quick else (1_000_000, 10_000_000)
     big_n = big_rows or big_n
     points = [5, 10, 30] if quick else [10, 40, 120]
+    if only == "history":
+        return measure_history(work, points)
     mb = 1024 * 1024
     small = write_big_csv(work / f"rows-{small_n}.csv", small_n)
     big = write_big_csv(work / f"rows-{big_n}.csv", big_n)
@@ -249,7 +251,11 @@ def measure(quick: bool, work: Path, big_rows: int | None = None) -> list[dict[s
         )
     )
     rows.append(_row(f"ingest {big_label} rows: seconds", big_run["seconds"], "s", None, "-", None))
+    return rows + measure_history(work, points)
 
+
+def measure_history(work: Path, points: list[int]) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
     shutil.rmtree(work / "home-history", ignore_errors=True)  # a fresh store (a kept --work folder)
     history = run_child("history", str(work / "home-history"), ",".join(map(str, points)), "1000")["timings"]
     medians = {int(k): statistics.median(v) for k, v in history.items()}
@@ -291,6 +297,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path, help="also write the rows as JSON here")
     ap.add_argument("--work", type=Path, help="folder for the generated files (kept; default: a temporary one)")
     ap.add_argument("--big-rows", type=int, help="rows of the big file (default 10M, --quick 1M)")
+    ap.add_argument("--only", choices=["history"], help="run only this case (history: cost by versions stored)")
     ap.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
@@ -305,10 +312,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.work:
         args.work.mkdir(parents=True, exist_ok=True)
-        rows = measure(args.quick, args.work, args.big_rows)
+        rows = measure(args.quick, args.work, args.big_rows, args.only)
     else:
         with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
-            rows = measure(args.quick, Path(tmp), args.big_rows)
+            rows = measure(args.quick, Path(tmp), args.big_rows, args.only)
     print_table(rows)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))

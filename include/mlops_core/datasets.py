@@ -6,7 +6,8 @@ Layout (keys relative to the store root)::
     datasets/<dataset>/versions/<version_id>/row_keys.parquet     # the version's row keys, sorted
     datasets/<dataset>/versions/<version_id>/manifest.json        # written LAST = commit point
     datasets/<dataset>/key_index/index.json                       # row key -> version index
-    datasets/<dataset>/key_index/bucket-<x>.parquet               #   (mlops_core.key_index)
+    datasets/<dataset>/key_index/date=YYYY-MM-DD.parquet          #   (mlops_core.key_index; bucket-<x>
+                                                                  #   when keys are whole rows)
     datasets/<dataset>/sources/<sha256>.json                      # which version consumed a file
     datasets/<dataset>/state/<name>.json                          # watermarks of incremental reads
     quarantine/<dataset>/<run_id>/<identity>/reason.json                 # why, always
@@ -35,7 +36,7 @@ import logging
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -48,7 +49,7 @@ from mlops_core.contract import (
     DatasetContract,
 )
 from mlops_core.errors import PermanentError
-from mlops_core.key_index import RowKeyIndex
+from mlops_core.key_index import SCHEME_EVENT_DATE, RowKeyIndex, scheme_for
 from mlops_core.storage import ObjectNotFound, ObjectStore
 from mlops_core.validation import REASON_COLUMN, ROW_KEY_LENGTH
 
@@ -241,8 +242,12 @@ class DatasetStore:
         self.store.put_bytes(key, buffer.getvalue())
 
     # ------------------------------------------------------------------ versions: write
-    def _key_index(self) -> RowKeyIndex:
-        return RowKeyIndex(self.store, self.prefix, self._manifest_key)
+    def _key_index(self, contract: DatasetContract) -> RowKeyIndex:
+        return RowKeyIndex(self.store, self.prefix, self._manifest_key, scheme_for(contract))
+
+    def _partition_row_keys(self, key: str) -> pd.Series:
+        keys: pd.Series = self._read_parquet(key, [ROW_KEY_COLUMN])[ROW_KEY_COLUMN]
+        return keys
 
     def _version_row_keys(self, version_id: str) -> pd.Series:
         keys: pd.Series = self._read_parquet(f"{self._version_prefix(version_id)}/{ROW_KEYS_NAME}", [ROW_KEY_COLUMN])[
@@ -309,9 +314,9 @@ class DatasetStore:
             return CommitResult(self.get_manifest(same_id), created=False, duplicates=_empty_like(frame))
 
         repeated = keys.duplicated(keep="first")
-        index = self._key_index()
-        meta = index.ensure(self.list_versions, self._version_row_keys)
-        version_of = index.lookup(keys)
+        index = self._key_index(contract)
+        meta = index.ensure(self.list_versions, self._version_row_keys, self._partition_row_keys)
+        version_of = index.lookup(keys, index.labels_for(keys, frame[EVENT_TIME_COLUMN]))
         # Versions written by an earlier attempt of this very commit (same run, same sources):
         # only versions holding some of these keys can matter, so only their manifests are read.
         claimed = set(earlier_attempts)
@@ -381,8 +386,10 @@ class DatasetStore:
         days = rows[EVENT_TIME_COLUMN].dt.tz_convert("UTC").dt.tz_localize(None).to_numpy("datetime64[ns]")
         days = days.astype("datetime64[D]")
         starts = np.flatnonzero(np.r_[True, days[1:] != days[:-1]]) if len(days) else np.array([], dtype=int)
+        slices: list[tuple[str, int, int]] = []
         for start, stop in zip(starts.tolist(), [*starts[1:].tolist(), len(days)], strict=True):
             day = str(days[start])
+            slices.append((day, start, stop))
             part = rows if (start, stop) == (0, len(rows)) else rows.iloc[start:stop].reset_index(drop=True)
             key = f"{prefix}/event_date={day}/part-0000.parquet"
             self._write_parquet(key, part)
@@ -405,7 +412,18 @@ class DatasetStore:
             "parent": parent,
             "run_id": run_id,
         }
-        index.add(sorted_keys, version_id)  # before the manifest: lookups ignore uncommitted versions
+        # The index entries, before the manifest (lookups ignore uncommitted versions). Keys go in
+        # sorted within each bucket (sorted input keeps the bucket rewrite cheap).
+        index_keys: list[str] = sorted_keys
+        labels: Any = None  # hash buckets: from the keys
+        if index.scheme == SCHEME_EVENT_DATE:  # bucket = event date: each day slice's keys
+            if len(slices) > 1:
+                index_keys = [k for _, a, b in slices for k in _sorted_text(rows[ROW_KEY_COLUMN].iloc[a:b])]
+            codes = np.repeat(np.arange(len(slices)), [b - a for _, a, b in slices])
+            labels = pd.Categorical.from_codes(
+                cast("Sequence[int]", codes), categories=pd.Index([d for d, _, _ in slices])
+            )
+        index.add(index_keys, version_id, labels)
         index.begin(meta, manifest)
         self.store.put_bytes(self._manifest_key(version_id), _json_bytes(manifest))  # the commit point
         index.finish(meta, manifest)

@@ -2,12 +2,21 @@
 
 Layout (plain objects, keys relative to the dataset folder, so it moves to S3/Blob unchanged)::
 
-    datasets/<dataset>/key_index/index.json           # format, bucket width, newest version
-    datasets/<dataset>/key_index/bucket-<x>.parquet   # _row_key (sorted) -> version_id
+    datasets/<dataset>/key_index/index.json                # format, bucket scheme, newest version
+    datasets/<dataset>/key_index/date=YYYY-MM-DD.parquet   # scheme "event_date": _row_key (sorted) -> version_id
+    datasets/<dataset>/key_index/bucket-<x>.parquet        # scheme "hash": the same, by key prefix
 
-Row keys are hex digests, so their first :data:`BUCKET_CHARS` hex character(s) spread them
-evenly over ``16 ** BUCKET_CHARS`` buckets. A commit reads and rewrites only the buckets its keys
-fall in; it never lists or reads the versions. Every write replaces a whole object.
+A commit reads and rewrites only the buckets its keys fall in; it never lists or reads the
+versions. Every write replaces a whole object. The bucket of a key depends on the contract
+(:func:`scheme_for`):
+
+* ``event_date`` (the contract has ``entity_key`` and ``event_time``): the row key is a digest of
+  the entity and the event time (:func:`mlops_core.validation.row_keys`), so every row with one key
+  has one ``_event_time`` and one UTC event date, and that date is the bucket. A day's commit
+  touches only the date buckets of its rows, however long the history is.
+* ``hash`` (otherwise: whole-row keys, whose ``_event_time`` is the ingestion time and differs
+  between re-deliveries): the first :data:`BUCKET_CHARS` hex character(s) of the key spread the
+  keys evenly over ``16 ** BUCKET_CHARS`` buckets.
 
 Crash safety: a commit writes its version's data files, then the buckets (:meth:`RowKeyIndex.add`),
 then the version's manifest (the commit point), then ``index.json``. So an entry may name a version
@@ -17,9 +26,11 @@ keys overwrites it. ``index.json`` names the newest version (the next version's 
 version being committed (``pending``), so a crash between the manifest and ``index.json`` is
 repaired by the next commit.
 
-Migration: a dataset without ``index.json`` (written by code before this index, or a crash during
-a rebuild) is indexed from the ``row_keys.parquet`` of its committed versions the first time a
-commit needs the index (:meth:`RowKeyIndex.ensure`).
+Migration: a dataset without a current ``index.json`` (written by code before this index or
+before this format, indexed under another scheme, or a crash during a rebuild) is indexed from its
+committed versions the first time a commit needs the index (:meth:`RowKeyIndex.ensure`): from
+their ``row_keys.parquet`` (``hash``) or the ``_row_key`` column of their ``event_date=``
+partitions (``event_date``: the partition's date is the keys' bucket).
 """
 
 from __future__ import annotations
@@ -27,29 +38,59 @@ from __future__ import annotations
 import io
 import json
 import logging
-from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, cast
 
+import numpy as np
 import pandas as pd
 
-from mlops_core.contract import ROW_KEY_COLUMN
+from mlops_core.contract import ROW_KEY_COLUMN, DatasetContract
 from mlops_core.storage import ObjectStore
 
 log = logging.getLogger(__name__)
 
 INDEX_FOLDER = "key_index"
 INDEX_META_NAME = "index.json"
-INDEX_FORMAT = 1
-BUCKET_CHARS = 1  # hex characters of the row key that name its bucket: 16 buckets
+INDEX_FORMAT = 2  # 2: the bucket scheme is recorded (format 1 had hash buckets only)
+BUCKET_CHARS = 1  # hash scheme: hex characters of the row key that name its bucket: 16 buckets
 VERSION_COLUMN = "version_id"
+SCHEME_HASH = "hash"
+SCHEME_EVENT_DATE = "event_date"
+SCHEMES = (SCHEME_HASH, SCHEME_EVENT_DATE)
+_NS_PER_DAY = 86_400 * 1_000_000_000
+
+Labels = Any  # bucket labels aligned with keys: a sequence, Series or Categorical of str
+
+
+def scheme_for(contract: DatasetContract) -> str:
+    """``event_date`` when the row key determines the event time (entity + event time keys), else ``hash``."""
+    return SCHEME_EVENT_DATE if contract.entity_key and contract.event_time else SCHEME_HASH
+
+
+def event_dates(times: pd.Series) -> pd.Categorical:
+    """The UTC date (``YYYY-MM-DD``) of each ``_event_time`` (naive values are UTC)."""
+    stamps = pd.DatetimeIndex(times if pd.api.types.is_datetime64_any_dtype(times) else pd.to_datetime(times, utc=True))
+    days = stamps.as_unit("ns").to_numpy("datetime64[ns]").view(np.int64) // _NS_PER_DAY  # UTC (naive: as UTC)
+    codes, uniques = pd.factorize(days, sort=True)  # hashing: linear in the rows
+    names = np.datetime_as_string(np.asarray(uniques).astype("datetime64[D]"), unit="D").tolist()
+    return pd.Categorical.from_codes(cast("Sequence[int]", codes), categories=names)
 
 
 class RowKeyIndex:
-    """Row key -> committed version of one dataset, in hash buckets (see the module docstring)."""
+    """Row key -> committed version of one dataset, in buckets (see the module docstring)."""
 
-    def __init__(self, store: ObjectStore, dataset_prefix: str, manifest_key: Callable[[str], str]) -> None:
+    def __init__(
+        self,
+        store: ObjectStore,
+        dataset_prefix: str,
+        manifest_key: Callable[[str], str],
+        scheme: str = SCHEME_HASH,
+    ) -> None:
+        if scheme not in SCHEMES:
+            raise ValueError(f"RowKeyIndex: unknown bucket scheme {scheme!r}; one of {SCHEMES}")
         self.store = store
         self.folder = f"{dataset_prefix}/{INDEX_FOLDER}"
+        self.scheme = scheme
         self._manifest_key = manifest_key
         self._buckets: dict[str, pd.DataFrame] = {}  # read in this commit, reused by add()
         self._committed: dict[str, bool] = {}
@@ -60,22 +101,53 @@ class RowKeyIndex:
         return f"{self.folder}/{INDEX_META_NAME}"
 
     def bucket_key(self, bucket: str) -> str:
+        if self.scheme == SCHEME_EVENT_DATE:
+            return f"{self.folder}/date={bucket}.parquet"
         return f"{self.folder}/bucket-{bucket}.parquet"
 
     @staticmethod
     def bucket_of(row_key: str) -> str:
+        """The hash-scheme bucket of a row key."""
         return row_key[:BUCKET_CHARS].lower()
+
+    def labels_for(self, keys: pd.Series, event_times: pd.Series | None = None) -> Labels:
+        """The bucket of each key (aligned with ``keys``): its event date or its hash prefix."""
+        if self.scheme == SCHEME_EVENT_DATE:
+            if event_times is None or len(event_times) != len(keys):
+                raise ValueError("RowKeyIndex: the event_date scheme needs the _event_time of every key")
+            return event_dates(event_times)
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        array = pa.array(keys.astype(str).tolist(), pa.string())
+        return pc.utf8_lower(pc.utf8_slice_codeunits(array, 0, BUCKET_CHARS)).to_pandas()
+
+    def _groups(self, keys: Any, labels: Labels | None) -> list[tuple[str, np.ndarray]]:
+        """``(bucket, positions of its keys)`` for each bucket the keys fall in, buckets sorted."""
+        if labels is None:
+            labels = self.labels_for(pd.Series(keys, dtype=object))
+        codes, uniques = pd.factorize(labels, sort=True)
+        if len(codes) != len(keys):
+            raise ValueError(f"RowKeyIndex: {len(codes)} bucket labels for {len(keys)} keys")
+        if (codes < 0).any():
+            raise ValueError("RowKeyIndex: a bucket label is missing")
+        if len(uniques) < 2**15:
+            codes = codes.astype(np.int16)  # a stable sort of small integers is a linear radix sort
+        order = np.argsort(codes, kind="stable")
+        bounds = np.searchsorted(codes[order], np.arange(len(uniques) + 1))
+        return [(str(u), order[bounds[i] : bounds[i + 1]]) for i, u in enumerate(uniques)]
 
     # ------------------------------------------------------------------ meta
     def meta(self) -> dict[str, Any] | None:
-        """``index.json``, or None when the dataset has no index yet."""
+        """``index.json``, or None when the dataset has no index (of this format and scheme) yet."""
         if not self.store.exists(self.meta_key):
             return None
         value = json.loads(self.store.get_bytes(self.meta_key))
         if (
             not isinstance(value, dict)
             or value.get("format") != INDEX_FORMAT
-            or value.get("bucket_chars") != BUCKET_CHARS
+            or value.get("scheme") != self.scheme
+            or (self.scheme == SCHEME_HASH and value.get("bucket_chars") != BUCKET_CHARS)
         ):
             return None  # another layout: rebuilt
         return value
@@ -87,29 +159,60 @@ class RowKeyIndex:
         self.store.put_bytes(self.meta_key, data)
 
     def ensure(
-        self, manifests: Callable[[], list[dict[str, Any]]], row_keys_of: Callable[[str], pd.Series]
+        self,
+        manifests: Callable[[], list[dict[str, Any]]],
+        row_keys_of: Callable[[str], pd.Series],
+        partition_keys_of: Callable[[str], pd.Series] | None = None,
     ) -> dict[str, Any]:
-        """The index's meta, building the index from the committed versions when it is missing."""
+        """The index's meta, building the index from the committed versions when it is missing.
+
+        ``row_keys_of(version_id)`` gives a version's row keys (the ``hash`` scheme);
+        ``partition_keys_of(object_key)`` the ``_row_key`` column of one ``event_date=`` partition
+        named in a manifest (the ``event_date`` scheme: the partition's date is its keys' bucket).
+        """
         meta = self.meta()
         if meta is not None:
             return self._settle_pending(meta)
+        if self.scheme == SCHEME_EVENT_DATE and partition_keys_of is None:
+            raise ValueError("RowKeyIndex.ensure: the event_date scheme needs partition_keys_of")
         versions = manifests()
-        log.info("building the row-key index of %s from %d committed version(s)", self.folder, len(versions))
+        log.info(
+            "building the %s row-key index of %s from %d committed version(s)", self.scheme, self.folder, len(versions)
+        )
         for stale in [k for k in self.store.list_keys(f"{self.folder}/") if k.startswith(f"{self.folder}/")]:
             self.store.delete(stale)
-        parts = []
+        self._buckets.clear()
+        keys: list[pd.Series] = []
+        owners: list[np.ndarray] = []
+        labels: list[np.ndarray] = []
         for manifest in versions:
-            keys = row_keys_of(manifest["version_id"]).astype(str)
-            parts.append(pd.DataFrame({ROW_KEY_COLUMN: keys, VERSION_COLUMN: manifest["version_id"]}))
-        for part in parts:
-            self.add(part[ROW_KEY_COLUMN].tolist(), str(part[VERSION_COLUMN].iloc[0]) if len(part) else "")
+            version_id = str(manifest["version_id"])
+            if partition_keys_of is not None and self.scheme == SCHEME_EVENT_DATE:
+                for day, partition in sorted(manifest["partitions"].items()):
+                    part = partition_keys_of(str(partition["key"])).astype(str)
+                    keys.append(part)
+                    labels.append(np.full(len(part), str(day), dtype=object))
+                    owners.append(np.full(len(part), version_id, dtype=object))
+            else:
+                part = row_keys_of(version_id).astype(str)
+                keys.append(part)
+                owners.append(np.full(len(part), version_id, dtype=object))
+        if keys:
+            every = pd.concat(keys, ignore_index=True)
+            self._put(
+                every,
+                np.concatenate(owners) if owners else np.array([], dtype=object),
+                pd.Series(np.concatenate(labels), dtype=object) if labels else None,
+            )
         latest = versions[-1] if versions else None
         meta = {
             "format": INDEX_FORMAT,
-            "bucket_chars": BUCKET_CHARS,
+            "scheme": self.scheme,
             "latest": None if latest is None else _version_ref(latest),
             "pending": None,
         }
+        if self.scheme == SCHEME_HASH:
+            meta["bucket_chars"] = BUCKET_CHARS
         if versions:  # an empty dataset gets its index.json with its first version
             self._write_meta(meta)
         return meta
@@ -157,24 +260,26 @@ class RowKeyIndex:
             self._buckets[bucket] = table
         return self._buckets[bucket]
 
-    def lookup(self, keys: pd.Series) -> pd.Series:
-        """The committed version holding each key (aligned with ``keys``), None where none does."""
-        import numpy as np
+    def lookup(self, keys: pd.Series, labels: Labels | None = None) -> pd.Series:
+        """The committed version holding each key (aligned with ``keys``), None where none does.
+
+        ``labels``: the bucket of each key (:meth:`labels_for`); needed by the ``event_date``
+        scheme, computed from the keys by the ``hash`` scheme when omitted. Reads only those buckets.
+        """
         import pyarrow as pa
         import pyarrow.compute as pc
 
+        if labels is None and self.scheme == SCHEME_EVENT_DATE:
+            raise ValueError("RowKeyIndex.lookup: the event_date scheme needs the bucket labels")
         array = pa.array(keys.astype(str).tolist(), pa.string())
-        buckets = pc.utf8_lower(pc.utf8_slice_codeunits(array, 0, BUCKET_CHARS))
         found = np.full(len(array), None, dtype=object)
-        for bucket in sorted(pc.unique(buckets).to_pylist()):
+        for bucket, positions in self._groups(keys, labels):
             entries = self._bucket(bucket)
             if entries.num_rows == 0:
                 continue
-            mine = pc.equal(buckets, bucket)
-            positions = pc.index_in(pc.filter(array, mine), value_set=entries.column(ROW_KEY_COLUMN))
-            found[np.flatnonzero(mine.to_numpy(zero_copy_only=False))] = (
-                entries.column(VERSION_COLUMN).take(positions).to_numpy(zero_copy_only=False)
-            )
+            mine = array if len(positions) == len(array) else array.take(pa.array(positions))  # one bucket: all
+            where = pc.index_in(mine, value_set=entries.column(ROW_KEY_COLUMN))
+            found[positions] = entries.column(VERSION_COLUMN).take(where).to_numpy(zero_copy_only=False)
         result = pd.Series(found, index=keys.index, dtype=object)
         hits = result.notna()
         if hits.any():
@@ -182,21 +287,39 @@ class RowKeyIndex:
             result[hits & ~result.map(lambda v: live.get(v, False))] = None
         return result
 
-    def add(self, keys: Iterable[str], version_id: str) -> None:
-        """Point ``keys`` at ``version_id``: rewrites only the buckets the keys fall in."""
+    def add(self, keys: Iterable[str], version_id: str, labels: Labels | None = None) -> None:
+        """Point ``keys`` at ``version_id``: rewrites only the buckets the keys fall in (``labels`` as in lookup)."""
+        if labels is None and self.scheme == SCHEME_EVENT_DATE:
+            raise ValueError("RowKeyIndex.add: the event_date scheme needs the bucket labels")
+        series = keys if isinstance(keys, pd.Series) else pd.Series(list(keys), dtype=object)
+        if len(series) == 0:
+            return
+        self._put(series.reset_index(drop=True), version_id, labels)
+
+    def _put(self, keys: pd.Series, versions: np.ndarray | str, labels: Labels | None) -> None:
+        """Point each key at its version (one for all, or one each: later entries of a key win), by bucket."""
         import pyarrow as pa
         import pyarrow.compute as pc
 
-        array = pa.array(list(keys), pa.string())
-        if len(array) == 0:
-            return
-        buckets = pc.utf8_lower(pc.utf8_slice_codeunits(array, 0, BUCKET_CHARS))
-        for bucket in sorted(pc.unique(buckets).to_pylist()):
-            new = pc.filter(array, pc.equal(buckets, bucket))
+        array = pa.array(keys, pa.string())  # from the Series: no Python list of the keys
+        owners = None if isinstance(versions, str) else pa.array(versions.tolist(), pa.string())
+        for bucket, positions in self._groups(keys, labels):
+            whole = len(positions) == len(array)  # one bucket holds all the keys: no copy
+            taken = None if whole else pa.array(positions)
+            if owners is None:
+                owner = pa.array([versions] * len(positions), pa.string())
+            else:
+                owner = owners if taken is None else owners.take(taken)
+            new = pa.table({ROW_KEY_COLUMN: array if taken is None else array.take(taken), VERSION_COLUMN: owner})
+            if len(pc.unique(new.column(ROW_KEY_COLUMN))) != new.num_rows:  # keep the last entry of a key
+                frame = new.to_pandas().drop_duplicates(ROW_KEY_COLUMN, keep="last")
+                columns = (ROW_KEY_COLUMN, VERSION_COLUMN)
+                new = pa.table({c: pa.array(frame[c].tolist(), pa.string()) for c in columns})
             existing = self._bucket(bucket)
-            kept = existing.filter(pc.invert(pc.is_in(existing.column(ROW_KEY_COLUMN), value_set=new)))
-            added = pa.table({ROW_KEY_COLUMN: new, VERSION_COLUMN: pa.array([version_id] * len(new), pa.string())})
-            self._write_bucket(bucket, pa.concat_tables([kept, added]))
+            kept = existing.filter(
+                pc.invert(pc.is_in(existing.column(ROW_KEY_COLUMN), value_set=new.column(ROW_KEY_COLUMN)))
+            )
+            self._write_bucket(bucket, pa.concat_tables([kept, new]))
 
     def _write_bucket(self, bucket: str, entries: Any) -> None:
         import pyarrow.compute as pc

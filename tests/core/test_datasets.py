@@ -498,3 +498,92 @@ class TestRowKeyIndex:
         assert not commit(ds, churn, frame).created
         after = {p: p.read_bytes() for p in (tmp_path / "s").rglob("*") if p.is_file()}
         assert after == before
+
+    def test_a_commit_of_one_day_reads_only_that_days_index_objects(self, tmp_path, churn):
+        """Before: keys were bucketed by hash, so one day's commit read (and rewrote) every bucket."""
+        store = RecordingStore(tmp_path / "s")
+        ds = DatasetStore(store, "churn")
+        customers = [f"c{i:03d}" for i in range(60)]  # enough keys to fall in every hash bucket
+        for day in range(1, 6):
+            rows = [(c, f"2024-01-0{day}T06:00:00Z") for c in customers]
+            commit(ds, churn, accepted(churn, *rows), run_id=f"run{day}")
+        index_objects = sorted(k.rsplit("/", 1)[-1] for k in store.list_keys("datasets/churn/key_index/"))
+        assert index_objects == [f"date=2024-01-0{d}.parquet" for d in range(1, 6)] + ["index.json"]
+        before = {k: store.get_bytes(k) for k in store.list_keys("datasets/churn/key_index/")}
+        store.reads.clear()
+        late = [(f"n{i:03d}", "2024-01-03T09:00:00Z") for i in range(60)] + [(customers[0], "2024-01-03T06:00:00Z")]
+        result = commit(ds, churn, accepted(churn, *late), run_id="run9", created_at="2024-03-09")
+        assert result.created and result.manifest["row_count"] == 60 and len(result.duplicates) == 1
+        index_reads = {k.rsplit("/", 1)[-1] for k in store.reads if "/key_index/" in k}
+        assert index_reads == {"index.json", "date=2024-01-03.parquet"}, sorted(store.reads)
+        after = {k: store.get_bytes(k) for k in store.list_keys("datasets/churn/key_index/")}
+        changed = {k.rsplit("/", 1)[-1] for k in after if before.get(k) != after[k]}
+        assert changed == {"index.json", "date=2024-01-03.parquet"}
+
+    def test_a_duplicate_delivered_again_days_later_is_found(self, store, churn):
+        ds = DatasetStore(store, "churn")
+        first = commit(ds, churn, accepted(churn, ("a", JAN1), ("b", JAN1)), run_id="run1")
+        for day in range(2, 8):
+            commit(ds, churn, accepted(churn, ("a", f"2024-01-0{day}T06:00:00Z")), run_id=f"run{day}")
+        data = to_csv([churn_row("b", JAN1), churn_row("z", "2024-01-08T06:00:00Z")])
+        later = validate(read_source(data, "late.csv"), churn, "late.csv", pd.Timestamp("2024-03-20T00:00:00Z"))
+        again = commit(ds, churn, later.accepted, run_id="run8", created_at="2024-03-20")
+        assert again.created and again.manifest["row_count"] == 1
+        assert again.duplicates[ROW_KEY_COLUMN].tolist() == later.accepted[ROW_KEY_COLUMN].iloc[:1].tolist()
+        assert again.duplicates[REASON_COLUMN].tolist() == [f"duplicate_row: already in version {first.version_id}"]
+
+    def test_a_contract_without_entity_key_and_event_time_keeps_hash_buckets(self, store, keyless):
+        """Whole-row keys: ``_event_time`` is the ingestion time, which differs between deliveries."""
+        ds = DatasetStore(store, "keyless")
+
+        def delivered(ingested_at: str, *rows: dict[str, str]) -> pd.DataFrame:
+            result = validate(read_source(to_csv(list(rows)), "k.csv"), keyless, "k.csv", pd.Timestamp(ingested_at))
+            assert result.rejected.empty
+            return result.accepted
+
+        row_a, row_b = {"x": "1.5", "flag": "true", "y": "1"}, {"x": "2.5", "flag": "", "y": "2"}
+        first = commit(ds, keyless, delivered("2024-02-01T00:00:00Z", row_a), run_id="run1")
+        again = commit(ds, keyless, delivered("2024-02-09T00:00:00Z", row_a, row_b), run_id="run2")
+        assert again.created and again.manifest["row_count"] == 1
+        assert again.duplicates[REASON_COLUMN].tolist() == [f"duplicate_row: already in version {first.version_id}"]
+        meta = json.loads(store.get_bytes("datasets/keyless/key_index/index.json"))
+        assert meta["scheme"] == "hash" and meta["bucket_chars"] == 1
+        names = [k.rsplit("/", 1)[-1] for k in store.list_keys("datasets/keyless/key_index/")]
+        assert names and all(n == "index.json" or n.startswith("bucket-") for n in names)
+
+    def test_an_index_of_the_old_format_is_rebuilt_by_event_date(self, store, churn):
+        from mlops_core.key_index import RowKeyIndex
+
+        ds = DatasetStore(store, "churn")
+        first = commit(ds, churn, accepted(churn, ("a", JAN1), ("b", JAN2)), run_id="run1")
+        second = commit(ds, churn, accepted(churn, ("c", JAN2)), run_id="run2", created_at="2024-03-02")
+        folder = "datasets/churn/key_index"
+        for key in store.list_keys(f"{folder}/"):
+            store.delete(key)
+        # What the format-1 code left: hash buckets and an index.json without a scheme.
+        old = RowKeyIndex(store, "datasets/churn", lambda v: f"datasets/churn/versions/{v}/manifest.json", "hash")
+        meta = old.ensure(ds.list_versions, lambda v: ds.committed_keys().query("version_id == @v")[ROW_KEY_COLUMN])
+        store.put_bytes(
+            f"{folder}/index.json",
+            json.dumps({"format": 1, "bucket_chars": 1, "latest": meta["latest"], "pending": None}).encode(),
+        )
+        assert any("/bucket-" in k for k in store.list_keys(f"{folder}/"))
+
+        third = commit(
+            ds, churn, accepted(churn, ("a", JAN1), ("c", JAN2), ("d", JAN3)), run_id="run3", created_at="2024-03-03"
+        )
+        assert third.created and third.manifest["row_count"] == 1
+        assert third.manifest["parent"] == second.version_id
+        holders = sorted(r.rsplit(" ", 1)[-1] for r in third.duplicates[REASON_COLUMN])
+        assert holders == sorted([first.version_id, second.version_id])
+        meta = json.loads(store.get_bytes(f"{folder}/index.json"))
+        assert meta["format"] == 2 and meta["scheme"] == "event_date"
+        names = sorted(k.rsplit("/", 1)[-1] for k in store.list_keys(f"{folder}/"))
+        assert names == ["date=2024-01-01.parquet", "date=2024-01-02.parquet", "date=2024-01-03.parquet", "index.json"]
+
+    def test_the_bucket_of_a_row_is_the_utc_date_of_its_partition(self, store, churn):
+        ds = DatasetStore(store, "churn")
+        result = commit(ds, churn, accepted(churn, ("a", "2024-01-01T23:30:00-02:00"), ("b", "1969-12-31T23:59:59Z")))
+        assert sorted(result.manifest["partitions"]) == ["1969-12-31", "2024-01-02"]
+        names = sorted(k.rsplit("/", 1)[-1] for k in store.list_keys("datasets/churn/key_index/"))
+        assert names == ["date=1969-12-31.parquet", "date=2024-01-02.parquet", "index.json"]
