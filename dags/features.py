@@ -4,8 +4,8 @@
 Triggered by **dataset_version** events. Writes each new version's rows to the Feast offline
 store (Parquet partitioned by event date, one file per version and day, plus weekly
 latest-per-entity snapshots) and the latest value per entity to the online store (a guarded
-upsert: never over a newer value); the work is proportional to the new rows only. Emits **feature_snapshot** with the versions
-and row counts.
+upsert: never over a newer value); the work is proportional to the new rows only. Emits
+**feature_snapshot** with the versions and row counts.
 """
 
 from __future__ import annotations
