@@ -141,6 +141,29 @@ def test_runs_of_several_dags_in_one_request(client, tmp_path):
     assert ("stack_write_file", ok_run) not in failed
 
 
+def test_trigger_whose_answer_is_lost_creates_one_run(client, tmp_path, monkeypatch):
+    """The POST reaches the real server and creates the run, but its answer is lost (as when SQLite
+    makes a write wait out the busy timeout): the repeat finds the run (409) and returns its id,
+    and there is exactly one run."""
+    real_send = client._send
+    lost = []
+
+    def send_then_lose_the_answer(method, url, params, json_body):
+        resp = real_send(method, url, params, json_body)
+        if method == "POST" and url.endswith("/dagRuns") and not lost:
+            lost.append(resp.status_code)
+            raise requests.Timeout("answer lost (injected by the test)")
+        return resp
+
+    monkeypatch.setattr(client, "_send", send_then_lose_the_answer)
+    before = {r["dag_run_id"] for r in client.runs("stack_write_file")}
+    run_id = client.trigger("stack_write_file", conf={"path": str(tmp_path / "lost.txt")})
+    assert lost == [200]  # the first attempt did create the run
+    new_runs = [r["dag_run_id"] for r in client.runs("stack_write_file") if r["dag_run_id"] not in before]
+    assert new_runs == [run_id]
+    assert client.wait_for_run("stack_write_file", run_id, timeout=120, interval=0.25) == "success"
+
+
 def test_asset_event_schedules_consumer_with_metadata(client):
     version = f"v-{uuid.uuid4().hex[:8]}"
     before = {r["dag_run_id"] for r in client.runs("stack_consumer")}

@@ -14,12 +14,15 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import requests
+
+log = logging.getLogger(__name__)
 
 _FINAL_RUN_STATES = frozenset({"success", "failed"})
 _T = TypeVar("_T")
@@ -276,17 +279,39 @@ class AirflowClient:
         run_id: str | None = None,
         note: str | None = None,
     ) -> str:
-        """Trigger a manual run and return its run id (``logical_date`` may be None in Airflow 3)."""
+        """Trigger a manual run and return its run id (``logical_date`` may be None in Airflow 3).
+
+        The run id is chosen here (Airflow's own shape, ``manual__<now>``, unless given), so the
+        POST can be repeated safely: on SQLite a write can wait out the busy timeout behind another
+        component's transaction and fail with a 500, or its answer can be lost. A repeat that finds
+        the run already there (409) means an earlier attempt created it.
+        """
         if isinstance(logical_date, datetime):
             if logical_date.tzinfo is None:
                 logical_date = logical_date.replace(tzinfo=UTC)
             logical_date = logical_date.isoformat()
-        body: dict[str, Any] = {"logical_date": logical_date, "conf": dict(conf or {})}
-        if run_id:
-            body["dag_run_id"] = run_id
+        run_id = run_id or f"manual__{datetime.now(UTC).isoformat()}"
+        body: dict[str, Any] = {"logical_date": logical_date, "conf": dict(conf or {}), "dag_run_id": run_id}
         if note:
             body["note"] = note
-        return str(self.request_object("POST", f"/dags/{dag_id}/dagRuns", json_body=body)["dag_run_id"])
+        path = f"/dags/{dag_id}/dagRuns"
+        attempts = 4
+        for attempt in range(attempts):
+            try:
+                return str(self.request_object("POST", path, json_body=body)["dag_run_id"])
+            except AirflowApiError as exc:
+                if exc.status_code == 409 and attempt > 0:
+                    log.info("trigger %s: run %s was created by an earlier attempt", dag_id, run_id)
+                    return run_id
+                if exc.status_code < 500 or attempt + 1 >= attempts:
+                    raise
+                log.warning("trigger %s: HTTP %s, trying again (%d/%d)", dag_id, exc.status_code, attempt + 2, attempts)
+            except (requests.ConnectionError, requests.Timeout) as exc:
+                if attempt + 1 >= attempts:
+                    raise
+                log.warning("trigger %s: %s, trying again (%d/%d)", dag_id, type(exc).__name__, attempt + 2, attempts)
+            time.sleep(0.5 * (attempt + 1))
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def run(self, dag_id: str, run_id: str) -> dict[str, Any]:
         return self.request_object("GET", f"/dags/{dag_id}/dagRuns/{run_id}")
