@@ -144,14 +144,21 @@ class AirflowClient:
         json_body: Any = None,
         ok: Sequence[int] = (200,),
         read_only: bool = False,
+        done_on_repeat: Sequence[int] = (),
     ) -> Any:
-        """Call ``/api/v2<path>`` and return the decoded JSON (or text)."""
+        """Call ``/api/v2<path>`` and return the decoded JSON (or text).
+
+        ``done_on_repeat``: a write made repeatable by the caller (e.g. a trigger with its own run
+        id); on a repeat, these statuses (e.g. 409) mean an earlier attempt did it, and None is
+        returned.
+        """
         url = f"{self.base_url}/api/v2{path}"
         # GET and PATCH (pause, clear, approve) are safe to repeat, and so are the POSTs that only
-        # read (``read_only``, e.g. ``.../dagRuns/list``). On SQLite a write can wait out the busy
-        # timeout behind another component's transaction and fail with a 500 or a read timeout:
+        # read (``read_only``, e.g. ``.../dagRuns/list``) and the writes a repeat cannot double
+        # (``done_on_repeat``). On SQLite a write can wait out the busy timeout behind another
+        # component's transaction and fail with a 500 or a read timeout, or its answer can be lost:
         # repeating it then is the cure.
-        idempotent = read_only or method.upper() in ("GET", "PATCH")
+        idempotent = read_only or bool(done_on_repeat) or method.upper() in ("GET", "PATCH")
         attempts = 4 if idempotent else 1
         for attempt in range(attempts):
             try:
@@ -167,6 +174,9 @@ class AirflowClient:
             if resp.status_code >= 500 and attempt + 1 < attempts:
                 time.sleep(0.5 * (attempt + 1))
                 continue
+            if attempt > 0 and resp.status_code in done_on_repeat:
+                log.info("%s %s: HTTP %s on a repeat: an earlier attempt did it", method, path, resp.status_code)
+                return None
             if resp.status_code not in ok:
                 raise AirflowApiError(method.upper(), resp.url, resp.status_code, resp.text)
             if not resp.content:
@@ -294,24 +304,8 @@ class AirflowClient:
         body: dict[str, Any] = {"logical_date": logical_date, "conf": dict(conf or {}), "dag_run_id": run_id}
         if note:
             body["note"] = note
-        path = f"/dags/{dag_id}/dagRuns"
-        attempts = 4
-        for attempt in range(attempts):
-            try:
-                return str(self.request_object("POST", path, json_body=body)["dag_run_id"])
-            except AirflowApiError as exc:
-                if exc.status_code == 409 and attempt > 0:
-                    log.info("trigger %s: run %s was created by an earlier attempt", dag_id, run_id)
-                    return run_id
-                if exc.status_code < 500 or attempt + 1 >= attempts:
-                    raise
-                log.warning("trigger %s: HTTP %s, trying again (%d/%d)", dag_id, exc.status_code, attempt + 2, attempts)
-            except (requests.ConnectionError, requests.Timeout) as exc:
-                if attempt + 1 >= attempts:
-                    raise
-                log.warning("trigger %s: %s, trying again (%d/%d)", dag_id, type(exc).__name__, attempt + 2, attempts)
-            time.sleep(0.5 * (attempt + 1))
-        raise AssertionError("unreachable")  # pragma: no cover
+        answer = self.request("POST", f"/dags/{dag_id}/dagRuns", json_body=body, done_on_repeat=(409,))
+        return run_id if answer is None else str(answer["dag_run_id"])
 
     def run(self, dag_id: str, run_id: str) -> dict[str, Any]:
         return self.request_object("GET", f"/dags/{dag_id}/dagRuns/{run_id}")
