@@ -8,8 +8,11 @@ names starting with ``.`` never sees it), is flushed to disk, and is renamed ove
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 TEMP_PREFIX = ".tmp-"
 
@@ -24,13 +27,26 @@ def write_atomic(path: str | Path, data: bytes | str, *, mode: int | None = None
             under its final name with wider permissions. Default: what ``mkstemp`` gives (0600).
         fsync: flush to disk before the rename (turn off only for throw-away files).
     """
+    payload = data.encode("utf-8") if isinstance(data, str) else data
+    return _replace_with(path, lambda fh: fh.write(payload), mode=mode, fsync=fsync)
+
+
+def copy_atomic(source: str | os.PathLike[str], path: str | Path, *, mode: int | None = None, fsync: bool = True) -> Path:
+    """Replace ``path`` with a copy of the file ``source`` atomically (as :func:`write_atomic`); returns the path.
+
+    The copy is streamed (``shutil.copyfileobj``), so a file of any size takes little memory.
+    """
+    with open(source, "rb") as src:
+        return _replace_with(path, lambda fh: shutil.copyfileobj(src, fh, 1 << 20), mode=mode, fsync=fsync)
+
+
+def _replace_with(path: str | Path, fill: Callable[[BinaryIO], object], *, mode: int | None, fsync: bool) -> Path:
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    payload = data.encode("utf-8") if isinstance(data, str) else data
     fd, tmp = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{target.name}.", dir=target.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
-            fh.write(payload)
+            fill(fh)
             fh.flush()
             if mode is not None:
                 os.fchmod(fh.fileno(), mode)

@@ -7,13 +7,15 @@ anyone who may post an asset event over the REST API. So:
   zone are taken (the folders are compared after resolving links; ``..``, ``.``, a NUL byte, a
   relative path, a hidden name (an upload still in progress) are refused). One untrusted path
   refuses the whole call with :class:`UntrustedPath` before anything is opened, moved or copied.
-* **Entries** (:meth:`DropZone.read`): the entry is looked at with ``lstat`` relative to a
+* **Entries** (:meth:`DropZone.read`, :meth:`DropZone.copy`): the entry is looked at with ``lstat`` relative to a
   descriptor of the drop zone folder (no path is resolved twice), and only a regular file is
   opened, with ``O_NOFOLLOW | O_NONBLOCK`` (a link swapped in meanwhile fails instead of being
   followed; a FIFO cannot block), and read from that one descriptor after ``fstat`` confirms it
   is still a regular file. Links, folders, FIFOs, sockets and devices are rejected as
   ``not_regular_file`` without reading what they point to; files above ``max_bytes`` as
-  ``too_large`` without reading them.
+  ``too_large`` without reading them. :meth:`DropZone.copy` puts the bytes into a private local
+  file instead of memory (ingest does, so that memory does not grow with the file), hashing them
+  on the way, so every later pass over the copy reads exactly the bytes the checksum describes.
 * **Changes** (:meth:`DropZone.change_since`, :func:`archived_extra`): what was read is
   remembered (device, inode, size, mtime, SHA-256) so that a file still being written can be
   told apart from the bytes that were parsed.
@@ -136,6 +138,7 @@ class DeliveredFile:
     snapshot: FileSnapshot | None
     rejected: FileRejected | None = None
     evidence: str = ""  # what identifies an entry that was not read (its kind, link target, size)
+    copy: Path | None = None  # DropZone.copy: the local file holding the bytes read (data is then None)
 
 
 def _describe_mode(mode: int) -> str:
@@ -148,6 +151,50 @@ def _describe_mode(mode: int) -> str:
         (stat.S_ISBLK, "a block device"),
     )
     return next((text for test, text in kinds if test(mode)), f"not a regular file (mode {oct(mode)})")
+
+
+class _Sink:
+    """Where :meth:`DropZone._take` puts the bytes: memory, or a new local file; hashes them on the way."""
+
+    def __init__(self, target: Path | None) -> None:
+        self.target = target
+        self.digest = hashlib.sha256()
+        self.size = 0
+        self.writing = False
+        self._chunks: list[bytes] = []
+        self._fd = (
+            None
+            if target is None
+            else os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        )
+
+    def add(self, chunk: bytes) -> None:
+        self.digest.update(chunk)
+        self.size += len(chunk)
+        if self._fd is None:
+            self._chunks.append(chunk)
+            return
+        self.writing = True
+        view = memoryview(chunk)
+        while view:
+            view = view[os.write(self._fd, view) :]
+        self.writing = False
+
+    def close(self) -> bytes | None:
+        """The bytes (in memory), or None when they went to the file (now closed)."""
+        if self._fd is None:
+            return b"".join(self._chunks)
+        os.close(self._fd)
+        self._fd = None
+        return None
+
+    def discard(self) -> None:
+        self._chunks = []
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        if self.target is not None:
+            self.target.unlink(missing_ok=True)
 
 
 class DropZone:
@@ -231,12 +278,28 @@ class DropZone:
 
     # ------------------------------------------------------------------ reading
     def read(self, name: str, *, max_bytes: int = MAX_FILE_BYTES) -> DeliveredFile | None:
-        """Read entry ``name`` safely; None when it is gone (e.g. archived by an earlier try).
+        """Read entry ``name`` safely into memory; None when it is gone (e.g. archived by an earlier try).
 
         Never follows a link, never opens anything but a regular file, never reads more than
         ``max_bytes + 1`` bytes. Problems with the entry come back as ``rejected``
         (``not_regular_file``, ``too_large``, ``unreadable``), never as an exception.
         """
+        return self._take(name, max_bytes, None)
+
+    def copy(self, name: str, target: str | os.PathLike[str], *, max_bytes: int = MAX_FILE_BYTES) -> DeliveredFile | None:
+        """:meth:`read`, but the bytes go to the new local file ``target`` instead of memory.
+
+        The entry is read once, from the descriptor that was checked, in chunks of
+        :data:`READ_CHUNK` bytes, hashed on the way; ``target`` (created exclusively, mode 0600)
+        then holds exactly the bytes the snapshot's SHA-256 describes, so a later reader of the copy
+        (any number of passes, random access) sees what was hashed even if the entry changes in
+        the drop zone meanwhile. The result's ``copy`` names it and ``data`` is None. Nothing is
+        left in ``target`` when the entry is rejected. An error writing ``target`` (a full disk)
+        is raised: it is no fault of the file.
+        """
+        return self._take(name, max_bytes, Path(target))
+
+    def _take(self, name: str, max_bytes: int, target: Path | None) -> DeliveredFile | None:
         shown = escape_name(name)
         if self._fd is None:
             return None
@@ -266,34 +329,45 @@ class DropZone:
                     return None
             return self._unreadable(name, shown, exc)
         try:
-            opened = os.fstat(fd)
-            if not stat.S_ISREG(opened.st_mode):
-                return self._not_regular(name, shown, opened)
-            if opened.st_size > max_bytes:
-                return self._too_large(name, shown, opened, max_bytes)
-            chunks: list[bytes] = []
-            total = 0
-            while total <= max_bytes:
-                chunk = os.read(fd, min(READ_CHUNK, max_bytes + 1 - total))
-                if not chunk:
-                    break
-                chunks.append(chunk)
-                total += len(chunk)
-        except OSError as exc:
-            return self._unreadable(name, shown, exc)
-        finally:
+            sink = _Sink(target)
+        except BaseException:
             os.close(fd)
-        if total > max_bytes:  # it grew past the limit while being read
+            raise
+        try:
+            try:
+                opened = os.fstat(fd)
+                if not stat.S_ISREG(opened.st_mode):
+                    sink.discard()
+                    return self._not_regular(name, shown, opened)
+                if opened.st_size > max_bytes:
+                    sink.discard()
+                    return self._too_large(name, shown, opened, max_bytes)
+                while sink.size <= max_bytes:
+                    chunk = os.read(fd, min(READ_CHUNK, max_bytes + 1 - sink.size))
+                    if not chunk:
+                        break
+                    sink.add(chunk)  # an error writing the copy is raised, not blamed on the file
+            except OSError as exc:
+                if sink.writing:
+                    raise
+                sink.discard()
+                return self._unreadable(name, shown, exc)
+            finally:
+                os.close(fd)
+        except BaseException:
+            sink.discard()
+            raise
+        if sink.size > max_bytes:  # it grew past the limit while being read
+            sink.discard()
             return self._too_large(name, shown, opened, max_bytes)
-        data = b"".join(chunks)
         snapshot = FileSnapshot(
             device=opened.st_dev,
             inode=opened.st_ino,
-            size=len(data),
+            size=sink.size,
             mtime_ns=opened.st_mtime_ns,
-            sha256=hashlib.sha256(data).hexdigest(),
+            sha256=sink.digest.hexdigest(),
         )
-        return DeliveredFile(name=name, shown=shown, data=data, snapshot=snapshot)
+        return DeliveredFile(name=name, shown=shown, data=sink.close(), snapshot=snapshot, copy=target)
 
     def _not_regular(self, name: str, shown: str, st: os.stat_result) -> DeliveredFile:
         evidence = _describe_mode(st.st_mode)

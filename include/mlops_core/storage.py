@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from typing import Protocol, runtime_checkable
 
-from mlops_core.atomic_files import TEMP_PREFIX, write_atomic
+from mlops_core.atomic_files import TEMP_PREFIX, copy_atomic, write_atomic
 
 
 class ObjectNotFound(FileNotFoundError):
@@ -25,6 +25,11 @@ class ObjectStore(Protocol):
     """What every storage backend provides."""
 
     def put_bytes(self, key: str, data: bytes) -> None: ...
+    def put_file(self, key: str, path: str | os.PathLike[str]) -> None:
+        """Store the content of the local file ``path`` under ``key``, streamed (S3/Blob: a multipart upload),
+        atomically like ``put_bytes``: readers see the old object or the whole new one."""
+        ...
+
     def get_bytes(self, key: str) -> bytes: ...
     def exists(self, key: str) -> bool: ...
     def list_keys(self, prefix: str = "") -> list[str]: ...
@@ -50,6 +55,9 @@ class LocalObjectStore:
 
     def put_bytes(self, key: str, data: bytes) -> None:
         write_atomic(self.path(key), data)
+
+    def put_file(self, key: str, path: str | os.PathLike[str]) -> None:
+        copy_atomic(path, self.path(key))
 
     def get_bytes(self, key: str) -> bytes:
         try:

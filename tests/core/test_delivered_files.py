@@ -186,3 +186,23 @@ def test_archived_extra_gives_the_appended_tail_or_the_whole_other_file(zone):
     path.write_bytes(b"b\n9\n")  # rewritten in place
     extra = archived_extra(path, got.snapshot, max_bytes=100)
     assert extra is not None and extra.whole_file and extra.data == b"b\n9\n"
+
+
+def test_copy_puts_the_bytes_read_in_a_private_file_with_their_checksum(tmp_path, zone):
+    import hashlib
+
+    (zone / "a.csv").write_bytes(b"a\n1\n" * 1000)
+    (zone / "big.csv").write_bytes(b"x" * 1000)
+    (zone / "link.csv").symlink_to(zone / "a.csv")
+    with DropZone(zone) as dz:
+        got = dz.copy("a.csv", tmp_path / "copy-a")
+        big = dz.copy("big.csv", tmp_path / "copy-big", max_bytes=999)
+        link = dz.copy("link.csv", tmp_path / "copy-link")
+        gone = dz.copy("nope.csv", tmp_path / "copy-nope")
+    assert got is not None and got.data is None and got.copy == tmp_path / "copy-a"
+    assert got.copy.read_bytes() == b"a\n1\n" * 1000 and oct(got.copy.stat().st_mode & 0o777) == "0o600"
+    assert got.snapshot is not None and got.snapshot.sha256 == hashlib.sha256(got.copy.read_bytes()).hexdigest()
+    assert big is not None and big.rejected is not None and big.rejected.reason == "too_large"
+    assert link is not None and link.rejected is not None and link.rejected.reason == "not_regular_file"
+    assert gone is None
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("copy-")) == ["copy-a"]

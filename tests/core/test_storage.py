@@ -39,3 +39,17 @@ def test_writes_leave_no_temp_files(tmp_path):
     store.put_bytes("a/b.bin", b"2")  # overwrite is atomic
     assert store.get_bytes("a/b.bin") == b"2"
     assert [p.name for p in (tmp_path / "a").iterdir()] == ["b.bin"]
+
+
+def test_put_file_streams_a_local_file_atomically(tmp_path):
+    store = LocalObjectStore(tmp_path / "store")
+    local = tmp_path / "local.bin"
+    local.write_bytes(b"x" * (3 << 20))
+    store.put_file("a/big.bin", local)
+    assert store.get_bytes("a/big.bin") == local.read_bytes()
+    local.write_bytes(b"new")
+    store.put_file("a/big.bin", local)  # overwrite is atomic
+    assert store.get_bytes("a/big.bin") == b"new"
+    assert [p.name for p in (tmp_path / "store" / "a").iterdir()] == ["big.bin"]
+    with pytest.raises(ValueError, match="inside the store"):
+        store.put_file("../x", local)
