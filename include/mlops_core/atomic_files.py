@@ -31,7 +31,9 @@ def write_atomic(path: str | Path, data: bytes | str, *, mode: int | None = None
     return _replace_with(path, lambda fh: fh.write(payload), mode=mode, fsync=fsync)
 
 
-def copy_atomic(source: str | os.PathLike[str], path: str | Path, *, mode: int | None = None, fsync: bool = True) -> Path:
+def copy_atomic(
+    source: str | os.PathLike[str], path: str | Path, *, mode: int | None = None, fsync: bool = True
+) -> Path:
     """Replace ``path`` with a copy of the file ``source`` atomically (as :func:`write_atomic`); returns the path.
 
     The copy is streamed (``shutil.copyfileobj``), so a file of any size takes little memory.

@@ -286,7 +286,9 @@ class DropZone:
         """
         return self._take(name, max_bytes, None)
 
-    def copy(self, name: str, target: str | os.PathLike[str], *, max_bytes: int = MAX_FILE_BYTES) -> DeliveredFile | None:
+    def copy(
+        self, name: str, target: str | os.PathLike[str], *, max_bytes: int = MAX_FILE_BYTES
+    ) -> DeliveredFile | None:
         """:meth:`read`, but the bytes go to the new local file ``target`` instead of memory.
 
         The entry is read once, from the descriptor that was checked, in chunks of

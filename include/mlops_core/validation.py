@@ -35,14 +35,18 @@ as given, nulls as JSON ``null``. Two spellings of the same value (``042`` / ``4
 
 from __future__ import annotations
 
+import codecs
+import contextlib
 import csv
 import datetime
 import decimal
+import enum
 import gzip
 import hashlib
 import io
 import json
 import logging
+import os
 import re
 import reprlib
 import unicodedata
@@ -51,7 +55,8 @@ import zlib
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final, overload
+from pathlib import Path
+from typing import Any, BinaryIO, Final, overload
 
 import numpy as np
 import pandas as pd
@@ -128,24 +133,53 @@ def file_format(name: str) -> str | None:
     return next((suffix for suffix in SUPPORTED_SUFFIXES if lowered.endswith(suffix)), None)
 
 
+Source = bytes | os.PathLike[str]  # a file's bytes, or a local file holding them (read as a stream)
+Opener = Callable[[], BinaryIO]  # opens a fresh binary stream of a file's (decoded) content
+
+
+class Restart(enum.Enum):
+    """Yielded by a batch reader that starts over: forget every batch it gave so far."""
+
+    RESTART = "restart"
+
+
+RESTART: Final = Restart.RESTART
+
+
+class NotPlainCsv(Exception):
+    """A CSV read in blocks turned out not to be plain (see :func:`_read_plain_csv`) after its first block."""
+
+
+class NeedsWholeFile(Exception):
+    """Reading in blocks met something only whole-file reading answers exactly (damage, a file-level problem).
+
+    :func:`validate_batches` then reads the file whole (:func:`read_source` without ``batch_bytes``),
+    which gives today's reason and message.
+    """
+
+
 @overload
 def read_source(
-    data: bytes, name: str, *, max_decoded_bytes: int = MAX_DECODED_BYTES, batch_bytes: None = None
+    data: Source, name: str, *, max_decoded_bytes: int = MAX_DECODED_BYTES, batch_bytes: None = None
 ) -> pd.DataFrame: ...
 @overload
 def read_source(
-    data: bytes, name: str, *, max_decoded_bytes: int = MAX_DECODED_BYTES, batch_bytes: int
-) -> Iterator[pd.DataFrame]: ...
+    data: Source, name: str, *, max_decoded_bytes: int = MAX_DECODED_BYTES, batch_bytes: int
+) -> Iterator[pd.DataFrame | Restart]: ...
 def read_source(
-    data: bytes, name: str, *, max_decoded_bytes: int = MAX_DECODED_BYTES, batch_bytes: int | None = None
-) -> pd.DataFrame | Iterator[pd.DataFrame]:
+    data: Source, name: str, *, max_decoded_bytes: int = MAX_DECODED_BYTES, batch_bytes: int | None = None
+) -> pd.DataFrame | Iterator[pd.DataFrame | Restart]:
     """Parse a delivered file into a DataFrame of text (empty string = null).
 
-    With ``batch_bytes``, an iterator of DataFrames of consecutive rows instead: a plain CSV
-    (see :func:`_read_plain_csv`) is read in blocks of about ``batch_bytes`` of text; other files
-    come as one frame. A plain CSV whose damage shows only in a later block raises
-    :class:`NotPlainCsv` from the iterator: :func:`validate_file` then reads the whole file the
-    reference way, so the answer is the same as without batches.
+    With ``batch_bytes``, an iterator of DataFrames of consecutive rows instead, read as a stream
+    so that memory does not grow with the file: a plain CSV (see :func:`_read_plain_csv`) by
+    Arrow's streaming reader in blocks of about ``batch_bytes`` of text, any other CSV by Python's
+    ``csv`` reader in batches of records (the reference reader, line by line), gzip through a
+    streaming decompressor, Parquet by row batches of about ``batch_bytes``. A CSV that is not
+    plain after all (a quote in a later block) makes the iterator yield :data:`RESTART` and start
+    over with the ``csv`` reader. Damage, or any file-level problem, raises :class:`NeedsWholeFile`
+    or :class:`FileRejected` from the iterator: :func:`validate_batches` then reads the whole file
+    the reference way, so the answer is the same as without batches.
 
     The format is chosen by the suffix of ``name`` in any case (``.csv``, ``.csv.gz`` (gzip),
     ``.parquet``). Parquet values are turned into text so that :func:`validate` types every
@@ -154,7 +188,7 @@ def read_source(
     Header names are normalised the same way for every format (:func:`normalise_header`).
 
     Args:
-        data: the file's bytes.
+        data: the file's bytes, or the path of a local file holding them.
         name: the file's (escaped) name; used for the format and in messages.
         max_decoded_bytes: limit of the decoded content (gzip output, Parquet data in memory).
 
@@ -168,6 +202,10 @@ def read_source(
             "unsupported_format",
             f"{name}: unsupported file type; deliver {', '.join(SUPPORTED_SUFFIXES)} files (any case)",
         )
+    if batch_bytes is not None:
+        return _read_batches(data, name, suffix, max_decoded_bytes, batch_bytes)
+    if not isinstance(data, bytes):
+        data = Path(data).read_bytes()
     if not data or data.isspace():
         raise FileRejected("empty", f"{name}: the file is empty; deliver a file with a header and data rows")
     if len(data) > max_decoded_bytes:
@@ -175,38 +213,71 @@ def read_source(
             "too_large", f"{name}: {len(data)} bytes, above the limit of {max_decoded_bytes}; split the file"
         )
     if suffix == ".parquet":
-        frame = _read_parquet(data, name, max_decoded_bytes)
-        return frame if batch_bytes is None else iter([frame])
+        return _read_parquet(data, name, max_decoded_bytes)
     if suffix == ".csv.gz":
         data = _gunzip(data, name, max_decoded_bytes)
-    frames = _read_csv(data, name, batch_bytes)
-    if batch_bytes is not None:
-        return frames
-    frame = next(frames)
+    frame = next(_read_csv(data, name))
+    assert isinstance(frame, pd.DataFrame)  # noqa: S101 - whole-file reading yields one frame
     log.info("read %s: %d rows, %d columns", name, len(frame), len(frame.columns))
     return frame
 
 
-class NotPlainCsv(Exception):
-    """A CSV read in blocks turned out not to be plain (see :func:`_read_plain_csv`) after its first block."""
+def _read_batches(
+    data: Source, name: str, suffix: str, max_decoded_bytes: int, batch_bytes: int
+) -> Iterator[pd.DataFrame | Restart]:
+    size = len(data) if isinstance(data, bytes) else os.stat(data).st_size
+    if size == 0:
+        raise FileRejected("empty", f"{name}: the file is empty; deliver a file with a header and data rows")
+    if size > max_decoded_bytes:
+        raise NeedsWholeFile(name)  # whole-file reading says which of empty or too_large
+    if suffix == ".parquet":
+        return _read_parquet(data, name, max_decoded_bytes, batch_bytes)
+    opener = _opener(data)
+    if suffix == ".csv.gz":
+        raw = opener
+
+        def opener() -> BinaryIO:
+            return _gunzip(raw(), name, max_decoded_bytes)
+
+    return _read_csv(opener, name, batch_bytes)
 
 
-def _gunzip(data: bytes, name: str, max_bytes: int) -> bytes:
-    """Decompress gzip (every member), refusing more than ``max_bytes`` of output (a gzip bomb)."""
+def _opener(data: Source) -> Opener:
+    if isinstance(data, bytes):
+        return lambda: io.BytesIO(data)
+    path = os.fspath(data)
+    return lambda: open(path, "rb")
+
+
+@overload
+def _gunzip(data: bytes, name: str, max_bytes: int) -> bytes: ...
+@overload
+def _gunzip(data: BinaryIO, name: str, max_bytes: int) -> BinaryIO: ...
+def _gunzip(data: bytes | BinaryIO, name: str, max_bytes: int) -> bytes | BinaryIO:
+    """Decompress gzip (every member), refusing more than ``max_bytes`` of output (a gzip bomb).
+
+    ``data``: the compressed bytes (the decompressed bytes are returned), or a binary stream of
+    them (a stream of the decompressed bytes is returned, decompressed as it is read; it raises
+    the same :class:`FileRejected` as it goes).
+    """
+    if not isinstance(data, bytes):
+        return io.BufferedReader(_GunzipStream(data, name, max_bytes), buffer_size=1 << 20)
     out = bytearray()
+    with _gzip_errors(name), gzip.GzipFile(fileobj=io.BytesIO(data), mode="rb") as stream:
+        while True:
+            chunk = stream.read(min(1 << 20, max_bytes + 1 - len(out)))
+            if not chunk:
+                break
+            out += chunk
+            if len(out) > max_bytes:
+                raise _gzip_too_large(name, max_bytes)
+    return bytes(out)
+
+
+@contextlib.contextmanager
+def _gzip_errors(name: str) -> Iterator[None]:
     try:
-        with gzip.GzipFile(fileobj=io.BytesIO(data), mode="rb") as stream:
-            while True:
-                chunk = stream.read(min(1 << 20, max_bytes + 1 - len(out)))
-                if not chunk:
-                    break
-                out += chunk
-                if len(out) > max_bytes:
-                    raise FileRejected(
-                        "too_large",
-                        f"{name}: decompresses to more than {max_bytes} bytes (the limit); split the data into "
-                        "smaller files",
-                    )
+        yield
     except EOFError as exc:
         raise FileRejected(
             "truncated",
@@ -216,15 +287,76 @@ def _gunzip(data: bytes, name: str, max_bytes: int) -> bytes:
         raise FileRejected(
             "unparseable", f"{name}: not a valid gzip file ({exc}); compress it with gzip and deliver it again"
         ) from exc
-    return bytes(out)
 
 
-def _read_csv(data: bytes, name: str, batch_bytes: int | None = None) -> Iterator[pd.DataFrame]:
-    """The CSV's rows: in blocks of ``batch_bytes`` when plain and asked for, otherwise in one frame."""
-    if batch_bytes is not None and _is_plain_csv(data):
-        return _plain_csv_blocks(data, name, batch_bytes)
-    fast = _read_plain_csv(data, name)
-    return iter([fast if fast is not None else _read_csv_reference(data, name)])
+def _gzip_too_large(name: str, max_bytes: int) -> FileRejected:
+    return FileRejected(
+        "too_large",
+        f"{name}: decompresses to more than {max_bytes} bytes (the limit); split the data into smaller files",
+    )
+
+
+class _GunzipStream(io.RawIOBase):
+    """The decompressed bytes of a gzip stream, read on demand (see :func:`_gunzip`)."""
+
+    def __init__(self, raw: BinaryIO, name: str, max_bytes: int) -> None:
+        super().__init__()
+        self._raw = raw
+        self._gzip = gzip.GzipFile(fileobj=raw, mode="rb")
+        self._name = name
+        self._max = max_bytes
+        self._size = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        with _gzip_errors(self._name):
+            chunk = self._gzip.read(min(len(view), self._max + 1 - self._size))
+        self._size += len(chunk)
+        if self._size > self._max:
+            raise _gzip_too_large(self._name, self._max)
+        view[: len(chunk)] = chunk
+        return len(chunk)
+
+    def close(self) -> None:
+        if not self.closed:
+            self._gzip.close()
+            self._raw.close()
+        super().close()
+
+
+@overload
+def _read_csv(data: bytes, name: str, batch_bytes: None = None) -> Iterator[pd.DataFrame]: ...
+@overload
+def _read_csv(data: Opener, name: str, batch_bytes: int) -> Iterator[pd.DataFrame | Restart]: ...
+def _read_csv(
+    data: bytes | Opener, name: str, batch_bytes: int | None = None
+) -> Iterator[pd.DataFrame] | Iterator[pd.DataFrame | Restart]:
+    """The CSV's rows: ``data`` (bytes) in one frame, or ``data()`` (a stream) in batches of about ``batch_bytes``.
+
+    In batches: Arrow's streaming reader while the file is plain; when it turns out not to be,
+    :data:`RESTART` and Python's ``csv`` reader from the start (:func:`_reference_csv_blocks`).
+    """
+    if isinstance(data, bytes):
+        fast = _read_plain_csv(data, name)
+        return iter([fast if fast is not None else _read_csv_reference(data, name)])
+    if batch_bytes is None:
+        raise ValueError("_read_csv: a stream is read in batches; give batch_bytes")
+    return _csv_batches(data, name, batch_bytes)
+
+
+def _csv_batches(opener: Opener, name: str, batch_bytes: int) -> Iterator[pd.DataFrame | Restart]:
+    try:
+        with opener() as stream:
+            yield from _plain_csv_blocks(stream, name, batch_bytes)
+        return
+    except NotPlainCsv:
+        pass
+    yield RESTART
+    with opener() as stream:
+        yield from _reference_csv_blocks(stream, name, batch_bytes)
 
 
 def _read_csv_reference(data: bytes, name: str) -> pd.DataFrame:
@@ -367,16 +499,29 @@ def _plain_frame(table: Any, header: list[str], name: str) -> pd.DataFrame | Non
     return frame
 
 
-def _plain_csv_blocks(data: bytes, name: str, batch_bytes: int) -> Iterator[pd.DataFrame]:
-    """A plain CSV in blocks of about ``batch_bytes``; :class:`NotPlainCsv` when a block is not plain."""
+_HEADER_LIMIT = 1 << 20  # a plain CSV's header line is shorter than this
+
+
+def _plain_csv_blocks(stream: BinaryIO, name: str, batch_bytes: int) -> Iterator[pd.DataFrame]:
+    """A plain CSV read from ``stream`` in blocks of about ``batch_bytes``; :class:`NotPlainCsv` when it is not plain.
+
+    Every byte Arrow reads is checked on the way (:class:`_PlainWatch`); a quote, carriage return
+    or NUL anywhere makes the file not plain, also after blocks were yielded (the caller starts over).
+    """
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
-    header = _plain_header(data)
+    first = stream.readline(_HEADER_LIMIT)
+    if not first.endswith(b"\n") or not _is_plain_csv(first + b"-"):  # "-": stands for a data line
+        raise NotPlainCsv(name)
+    header = _plain_header(first)
+    watched = _PlainWatch(first, stream)
     rows = 0
     try:
-        reader = pacsv.open_csv(pa.BufferReader(data), *_plain_csv_options(len(header), batch_bytes))
+        reader = pacsv.open_csv(watched, *_plain_csv_options(len(header), batch_bytes))
         for batch in reader:
+            if watched.blocked:
+                raise NotPlainCsv(name)
             if batch.num_rows == 0:
                 continue
             frame = _plain_frame(batch, header, name)
@@ -384,10 +529,107 @@ def _plain_csv_blocks(data: bytes, name: str, batch_bytes: int) -> Iterator[pd.D
                 raise NotPlainCsv(name)
             rows += len(frame)
             yield frame
+    except FileRejected:
+        raise  # from the stream (gzip): no reader decides otherwise
     except (pa.ArrowException, ValueError) as exc:
         raise NotPlainCsv(name) from exc
-    if rows == 0:
+    if watched.blocked or rows == 0:
         raise NotPlainCsv(name)
+
+
+class _PlainWatch(io.RawIOBase):
+    """``prefix`` then the rest of ``stream``, noting whether any byte that makes a CSV not plain went by."""
+
+    def __init__(self, prefix: bytes, stream: BinaryIO) -> None:
+        super().__init__()
+        self._prefix = prefix
+        self._stream = stream
+        self.blocked = any(blocker in prefix for blocker in _PLAIN_CSV_BLOCKERS)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        if self._prefix:
+            chunk, self._prefix = self._prefix[: len(view)], self._prefix[len(view) :]
+        else:
+            chunk = self._stream.read(len(view))
+            if not self.blocked and any(blocker in chunk for blocker in _PLAIN_CSV_BLOCKERS):
+                self.blocked = True
+        view[: len(chunk)] = chunk
+        return len(chunk)
+
+
+_LINE = re.compile(r"[^\r\n]*(?:\r\n|\n|\r)")
+_DECODE_CHUNK = 1 << 20
+_LONGEST_LINE = 1 << 22  # characters of one CSV line held before handing the file to whole-file reading
+
+
+def _reference_csv_blocks(stream: BinaryIO, name: str, batch_bytes: int) -> Iterator[pd.DataFrame]:
+    """Python's ``csv`` reader over the decoded text of ``stream``, in frames of about ``batch_bytes`` // 4 of text.
+
+    Reads what :func:`_read_csv_reference` reads, the same way (UTF-8 with an optional byte-order
+    mark, lines split as ``io.StringIO(newline="")`` splits them, ``csv.reader(strict=True)``,
+    blank records skipped), but never holds more than a batch of records. Anything the reference
+    reader rejects the file for (bytes that are not UTF-8, a CSV error, a row with another number of
+    fields than the header, no data rows, only whitespace, a bad header) raises
+    :class:`NeedsWholeFile` (or :class:`FileRejected`): the whole-file reader says why.
+    """
+    budget = max(1, batch_bytes // 4)  # Python strings take several times the text they hold
+    state = {"text": False}
+    header: list[str] | None = None
+    rows: list[list[str]] = []
+    held = 0
+    yielded = False
+    try:
+        for record in csv.reader(_text_lines(stream, max(batch_bytes, _LONGEST_LINE), state), strict=True):
+            if not record:
+                continue  # a blank line is not a row
+            if header is None:
+                header = normalise_header(record, name)
+                continue
+            if len(record) != len(header):
+                raise NeedsWholeFile(name)  # ragged or cut off: whole-file reading counts them
+            rows.append(record)
+            held += sum(map(len, record)) + len(record)
+            if held >= budget:
+                yield pd.DataFrame.from_records(rows, columns=header).astype(object)
+                rows, held, yielded = [], 0, True
+    except (csv.Error, UnicodeDecodeError) as exc:
+        raise NeedsWholeFile(name) from exc
+    if header is None or not state["text"] or not (rows or yielded):
+        raise NeedsWholeFile(name)  # empty, only whitespace, or a header without rows
+    if rows:
+        yield pd.DataFrame.from_records(rows, columns=header).astype(object)
+
+
+def _text_lines(stream: BinaryIO, limit: int, state: dict[str, bool]) -> Iterator[str]:
+    """The lines of ``stream`` as UTF-8 text (without a leading byte-order mark), split as ``StringIO(newline="")`` does.
+
+    Sets ``state["text"]`` once a character that is not whitespace went by. A line longer than
+    ``limit`` characters raises :class:`NeedsWholeFile`.
+    """
+    decoder = codecs.getincrementaldecoder("utf-8-sig")("strict")
+    pending = ""
+    final = False
+    while not final:
+        chunk = stream.read(_DECODE_CHUNK)
+        final = not chunk
+        pending += decoder.decode(chunk, final)
+        if not state["text"] and pending and not pending.isspace():
+            state["text"] = True
+        position = 0
+        for match in _LINE.finditer(pending):
+            if not final and match.end() == len(pending) and pending.endswith("\r"):
+                break  # may be the first half of "\r\n"
+            yield match.group()
+            position = match.end()
+        pending = pending[position:]
+        if len(pending) > limit:
+            raise NeedsWholeFile("a line longer than a batch")
+    if pending:
+        yield pending  # the last line, without a line end
 
 
 def _max_byte_length(column: Any) -> int:
@@ -397,13 +639,29 @@ def _max_byte_length(column: Any) -> int:
     return int(longest or 0)
 
 
-def _read_parquet(data: bytes, name: str, max_decoded_bytes: int) -> pd.DataFrame:
+_PARQUET_READ_BUFFER = 1 << 20  # Parquet column chunks are read through a buffer of this size, not whole
+
+
+@overload
+def _read_parquet(data: bytes, name: str, max_decoded_bytes: int, batch_bytes: None = None) -> pd.DataFrame: ...
+@overload
+def _read_parquet(data: Source, name: str, max_decoded_bytes: int, batch_bytes: int) -> Iterator[pd.DataFrame]: ...
+def _read_parquet(
+    data: Source, name: str, max_decoded_bytes: int, batch_bytes: int | None = None
+) -> pd.DataFrame | Iterator[pd.DataFrame]:
+    """A Parquet file as text: one frame (``data`` bytes), or frames of about ``batch_bytes`` of data.
+
+    In batches the file's own checks (readable footer, header, declared size, rows) come first,
+    as whole; a row batch that cannot be read, holds invalid data, or takes the expanded values
+    past ``max_decoded_bytes`` raises :class:`NeedsWholeFile` (whole-file reading says why).
+    """
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     unreadable = (pa.ArrowException, OSError, ValueError, IndexError, KeyError, TypeError)
+    source = pa.BufferReader(data) if isinstance(data, bytes) else os.fspath(data)
     try:
-        metadata = pq.ParquetFile(pa.BufferReader(data)).metadata
+        metadata = pq.ParquetFile(source).metadata
         schema = metadata.schema.to_arrow_schema()
     except unreadable as exc:
         raise FileRejected(
@@ -422,6 +680,10 @@ def _read_parquet(data: bytes, name: str, max_decoded_bytes: int) -> pd.DataFram
     # Text columns stay dictionary-encoded while being read, so a small file whose dictionary
     # repeats one long value millions of times is measured before it is expanded.
     text_columns = [f.name for f in schema if _is_bytes_type(f.type)]
+    if batch_bytes is not None:
+        rows = max(1, batch_bytes // 4 * metadata.num_rows // max(1, declared))  # as text in Python: several times
+        return _parquet_batches(source, name, header, text_columns, rows, max_decoded_bytes, unreadable)
+    assert isinstance(data, bytes)  # noqa: S101 - whole-file reading is given the bytes (read_source)
     try:
         table = pq.ParquetFile(pa.BufferReader(data), read_dictionary=text_columns).read()
     except unreadable as exc:
@@ -449,6 +711,44 @@ def _read_parquet(data: bytes, name: str, max_decoded_bytes: int) -> pd.DataFram
         )
     if table.num_rows == 0:
         raise FileRejected("empty", f"{name}: the Parquet file has no rows; deliver a file with data")
+    return _parquet_frame(table, header)
+
+
+def _parquet_batches(
+    source: Any,
+    name: str,
+    header: list[str],
+    text_columns: list[str],
+    rows: int,
+    max_decoded_bytes: int,
+    unreadable: tuple[type[BaseException], ...],
+) -> Iterator[pd.DataFrame]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    expanded = 0
+    try:
+        reader = pq.ParquetFile(
+            source, read_dictionary=text_columns, buffer_size=_PARQUET_READ_BUFFER, pre_buffer=False
+        )
+        batches = reader.iter_batches(batch_size=rows, use_threads=False)
+        while True:
+            try:
+                batch = next(batches)
+            except StopIteration:
+                break
+            table = pa.Table.from_batches([batch])
+            table.validate(full=True)
+            expanded += sum(_expanded_bytes(table.column(i)) for i in range(table.num_columns))
+            if expanded > max_decoded_bytes:
+                raise NeedsWholeFile(name)
+            if table.num_rows:
+                yield _parquet_frame(table, header)
+    except unreadable as exc:
+        raise NeedsWholeFile(name) from exc
+
+
+def _parquet_frame(table: Any, header: list[str]) -> pd.DataFrame:
     columns = {position: _arrow_to_text(table.column(position)) for position in range(table.num_columns)}
     frame = pd.DataFrame(columns, index=range(table.num_rows), dtype=object)
     frame.columns = pd.Index(header, dtype=object)
@@ -1127,8 +1427,61 @@ def validate(
     return result
 
 
+def validate_batches(
+    data: Source,
+    name: str,
+    contract: DatasetContract,
+    ingested_at: pd.Timestamp,
+    *,
+    max_decoded_bytes: int = MAX_DECODED_BYTES,
+    batch_bytes: int = DEFAULT_BATCH_BYTES,
+    seen_keys: dict[str, int] | None = None,
+) -> Iterator[ValidationResult | Restart]:
+    """:func:`read_source` then :func:`validate`, batch by batch, as a stream: memory does not grow with the file.
+
+    Yields one :class:`ValidationResult` per batch of about ``batch_bytes`` of text (see
+    :func:`read_source`), in file order, with ``_row_number`` counting through the file. It may
+    yield :data:`RESTART`: forget every result yielded so far, the file is read again from its
+    start. When any batch shows a file-level problem (damage, a missing column, ...), the file is
+    read and validated whole the reference way, so the reason (and which one wins when there are
+    several) is exactly what whole-file validation gives: :class:`FileRejected` is raised, after
+    :data:`RESTART` when results were yielded; nothing of a rejected file may be kept.
+
+    ``seen_keys`` is passed to :func:`validate` (a repeat of a row key of an earlier batch is
+    then rejected as ``duplicate_row``; give a dict that keeps every key for whole-file answers,
+    as :func:`validate_file` does). It is cleared whenever the file is read again.
+
+    Raises:
+        FileRejected: as :func:`read_source` and :func:`validate`.
+    """
+    offset = 0
+    yielded = False
+    try:
+        for frame in read_source(data, name, max_decoded_bytes=max_decoded_bytes, batch_bytes=batch_bytes):
+            if frame is RESTART:
+                if yielded:
+                    yield RESTART
+                offset, yielded = 0, False
+                if seen_keys is not None:
+                    seen_keys.clear()
+                continue
+            part = validate(frame, contract, name, ingested_at, row_offset=offset, seen_keys=seen_keys)
+            offset += len(frame)
+            yielded = True
+            yield part
+        return
+    except (NeedsWholeFile, FileRejected):
+        pass
+    if yielded:
+        yield RESTART
+    if seen_keys is not None:
+        seen_keys.clear()
+    frame = read_source(data, name, max_decoded_bytes=max_decoded_bytes)
+    yield validate(frame, contract, name, ingested_at, seen_keys=seen_keys)
+
+
 def validate_file(
-    data: bytes,
+    data: Source,
     name: str,
     contract: DatasetContract,
     ingested_at: pd.Timestamp,
@@ -1136,30 +1489,23 @@ def validate_file(
     max_decoded_bytes: int = MAX_DECODED_BYTES,
     batch_bytes: int = DEFAULT_BATCH_BYTES,
 ) -> ValidationResult:
-    """:func:`read_source` then :func:`validate`, block by block where the file allows it; the same result.
+    """:func:`validate_batches` gathered into one result: the same as whole-file validation.
 
-    A plain CSV (or gzip-compressed CSV) is parsed and validated in blocks of about
-    ``batch_bytes`` of text, so the parsing temporaries do not grow with the file; repeats of a
-    row of an earlier block are found through the row keys seen so far. When any block shows a
-    file-level problem (damage, a missing column, ...), the whole file is read and validated again
-    the reference way, so the reason (and which one wins when there are several) is exactly what
-    whole-file validation gives; nothing of a rejected file is kept.
+    Repeats of a row of an earlier batch are found through the row keys seen so far (kept in
+    memory: for files whose rows should not be, consume :func:`validate_batches` instead).
 
     Raises:
         FileRejected: as :func:`read_source` and :func:`validate`.
     """
     parts: list[ValidationResult] = []
     seen: dict[str, int] = {}
-    offset = 0
-    try:
-        for frame in read_source(data, name, max_decoded_bytes=max_decoded_bytes, batch_bytes=batch_bytes):
-            parts.append(validate(frame, contract, name, ingested_at, row_offset=offset, seen_keys=seen))
-            offset += len(frame)
-    except (NotPlainCsv, FileRejected):
-        parts.clear()
-        seen.clear()
-        frame = read_source(data, name, max_decoded_bytes=max_decoded_bytes)
-        return validate(frame, contract, name, ingested_at)
+    for part in validate_batches(
+        data, name, contract, ingested_at, max_decoded_bytes=max_decoded_bytes, batch_bytes=batch_bytes, seen_keys=seen
+    ):
+        if part is RESTART:
+            parts.clear()
+        else:
+            parts.append(part)
     if len(parts) == 1:
         return parts[0]
     counts: Counter[str] = Counter()
