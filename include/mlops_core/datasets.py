@@ -29,14 +29,17 @@ Commits assume one writer per dataset at a time (the ingest DAG runs with ``max_
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
 import logging
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, cast
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -49,9 +52,10 @@ from mlops_core.contract import (
     DatasetContract,
 )
 from mlops_core.errors import PermanentError
-from mlops_core.key_index import SCHEME_EVENT_DATE, RowKeyIndex, scheme_for
+from mlops_core.key_index import BUCKET_CHARS, SCHEME_EVENT_DATE, RowKeyIndex, scheme_for
+from mlops_core.spill import ExternalSorter, ScratchDir
 from mlops_core.storage import ObjectNotFound, ObjectStore
-from mlops_core.validation import REASON_COLUMN, ROW_KEY_LENGTH
+from mlops_core.validation import REASON_COLUMN, ROW_NUMBER_COLUMN
 
 log = logging.getLogger(__name__)
 
@@ -81,16 +85,37 @@ class CommitResult:
     ``manifest`` is the new version's manifest, or the existing one when these rows were already
     committed (then ``created`` is False), or None when nothing new was left to commit.
     ``duplicates`` are input rows already present in an earlier version (or repeated within the
-    input), with ``_reason``, for the caller to quarantine.
+    input), with ``_reason``, for the caller to quarantine: ``duplicate_count`` of them, in input
+    order; ``duplicate_rows`` holds them as a local Parquet file when the input was a
+    :class:`StagedRows` (read them through ``duplicates`` only when they fit in memory);
+    ``duplicates_sha256`` is the SHA-256 of their row keys, sorted, one per line, and
+    ``duplicates_by_source`` counts them per ``_source``.
     """
 
     manifest: dict[str, Any] | None
     created: bool
-    duplicates: pd.DataFrame = field(default_factory=pd.DataFrame)
+    duplicate_count: int = 0
+    duplicate_rows: RowsFile | None = None
+    duplicates_sha256: str | None = None
+    duplicates_by_source: dict[str, int] = field(default_factory=dict)
+    duplicates_frame: pd.DataFrame | None = field(default=None, repr=False, compare=False)
 
     @property
     def version_id(self) -> str | None:
         return None if self.manifest is None else self.manifest["version_id"]
+
+    @property
+    def duplicates(self) -> pd.DataFrame:
+        """The duplicate rows with ``_reason`` (read from ``duplicate_rows`` when they are there)."""
+        if self.duplicates_frame is not None:
+            return self.duplicates_frame
+        if self.duplicate_rows is not None:
+            return self.duplicate_rows.read()
+        return pd.DataFrame()
+
+    def in_memory(self) -> CommitResult:
+        """The same result with the duplicate rows read into ``duplicates`` (before the scratch folder goes)."""
+        return dataclasses.replace(self, duplicate_rows=None, duplicates_frame=self.duplicates)
 
 
 def content_sha256(data: bytes) -> str:
@@ -270,7 +295,7 @@ class DatasetStore:
 
     def commit_version(
         self,
-        accepted: pd.DataFrame,
+        accepted: pd.DataFrame | StagedRows,
         contract: DatasetContract,
         sources: list[dict[str, Any]],
         run_id: str,
@@ -285,8 +310,17 @@ class DatasetStore:
         ``earlier_attempts`` that this ``run_id`` committed) are neither rewritten nor reported,
         so a retried task ends exactly like the first attempt did.
 
+        Memory does not grow with the rows: they are merged from local sorted runs (a
+        :class:`StagedRows`; a DataFrame is staged first) one bounded chunk at a time, each
+        event date's partition is written to a local Parquet file and uploaded whole
+        (``ObjectStore.put_file``), and the content address is hashed from the keys as they come
+        out of an external sort. What is held at once: about ``memory_bytes`` of rows, and the
+        row-key index bucket (one event date of history) being looked up or rewritten.
+
         Args:
-            accepted: validated rows (``ValidationResult.accepted`` of one or more sources).
+            accepted: validated rows: ``ValidationResult.accepted`` of one or more sources, or
+                the :class:`StagedRows` they were added to (then duplicates stay in its scratch
+                folder as ``duplicate_rows``, valid until that folder is removed).
             contract: the contract they were validated against (its fingerprint is in the id).
             sources: one ``{key, sha256, rows_accepted, rows_rejected}`` per source file.
             run_id: the pipeline run (Airflow run id) committing the version.
@@ -294,82 +328,82 @@ class DatasetStore:
             earlier_attempts: versions the caller knows an earlier attempt of this run committed
                 (e.g. from the source ledger, when that attempt already moved some files away).
         """
-        missing = [c for c in (*contract.column_names, *REQUIRED_COLUMNS) if c not in accepted.columns]
-        if missing:
-            raise ValueError(
-                f"commit_version: columns {missing} missing; pass ValidationResult.accepted from mlops_core.validation"
-            )
-        if accepted[EVENT_TIME_COLUMN].isna().any() or accepted[ROW_KEY_COLUMN].isna().any():
-            raise ValueError("commit_version: _event_time and _row_key may not be null; validate the rows first")
-        plain_index = isinstance(accepted.index, pd.RangeIndex) and accepted.index.equals(pd.RangeIndex(len(accepted)))
-        frame = accepted if plain_index else accepted.reset_index(drop=True)  # no copy of big inputs
-        keys = frame[ROW_KEY_COLUMN].astype(str)
-        fingerprint = contract.fingerprint
+        if isinstance(accepted, StagedRows):
+            return self._commit_staged(accepted, contract, sources, run_id, created_at, earlier_attempts)
+        check_accepted(accepted, contract)
+        with ScratchDir() as scratch:
+            staged = StagedRows(scratch)
+            staged.add(staged.new_source(), accepted)
+            result = self._commit_staged(staged, contract, sources, run_id, created_at, earlier_attempts)
+            return result.in_memory()
 
-        # Same rows as an existing version (a retry, or the same rows delivered again): no-op.
-        unique_sorted = _sorted_text(pd.Series(keys.unique(), dtype=object))
-        same_id = version_id_for(fingerprint, unique_sorted)
-        if self.store.exists(self._manifest_key(same_id)) and not keys.duplicated().any():
-            log.info("commit %s: rows already committed as version %s", self.dataset, same_id)
-            return CommitResult(self.get_manifest(same_id), created=False, duplicates=_empty_like(frame))
-
-        repeated = keys.duplicated(keep="first")
+    def _commit_staged(
+        self,
+        staged: StagedRows,
+        contract: DatasetContract,
+        sources: list[dict[str, Any]],
+        run_id: str,
+        created_at: str,
+        earlier_attempts: Iterable[str],
+    ) -> CommitResult:
+        if staged.rows == 0:
+            return CommitResult(None, created=False)
+        if staged.schema is not None:
+            missing = [c for c in contract.column_names if c not in staged.schema.names]
+            if missing:
+                raise ValueError(f"commit_version: columns {missing} missing; stage ValidationResult.accepted")
         index = self._key_index(contract)
         meta = index.ensure(self.list_versions, self._version_row_keys, self._partition_row_keys)
-        version_of = index.lookup(keys, index.labels_for(keys, frame[EVENT_TIME_COLUMN]))
-        # Versions written by an earlier attempt of this very commit (same run, same sources):
-        # only versions holding some of these keys can matter, so only their manifests are read.
-        claimed = set(earlier_attempts)
-        attempts = set()
-        for hit in sorted(set(version_of.dropna())):
-            m = self.get_manifest(hit)
-            if _same_commit(m, run_id, sources) or (hit in claimed and m.get("run_id") == run_id):
-                attempts.add(hit)
-        mine = version_of.isin(attempts) & ~repeated
-        old = version_of.notna() & ~mine & ~repeated
-        new = version_of.isna() & ~repeated
+        sorting = _CommitPass(self, staged, contract, sources, run_id, set(earlier_attempts))
+        sorting.run()
+        fingerprint = contract.fingerprint
 
-        reasons = pd.Series([None] * len(frame), dtype=object)
-        reasons[repeated] = "duplicate_row: repeated within this commit"
-        reasons[old] = "duplicate_row: already in version " + version_of[old].astype(str)
-        duplicates = frame.loc[repeated | old].copy()
-        duplicates[REASON_COLUMN] = reasons[repeated | old]
-        duplicates = duplicates.reset_index(drop=True)
+        # Same rows as an existing version (the same rows delivered again): a no-op, nothing reported.
+        if not sorting.repeats and not sorting.new_rows and len(sorting.hit_versions) == 1:
+            (same,) = sorting.hit_versions
+            manifest = self._manifest_cached(same, sorting.manifests)
+            if manifest.get("row_count") == sorting.unique_keys and manifest.get("contract_fingerprint") == fingerprint:
+                log.info("commit %s: rows already committed as version %s", self.dataset, same)
+                return CommitResult(manifest, created=False)
 
-        if not new.any():
-            own_versions = sorted(set(version_of[mine]))
-            manifest = self.get_manifest(own_versions[-1]) if own_versions else None
+        keys = sorting.hash_keys(fingerprint)
+        duplicates = sorting.duplicates()
+        if not sorting.new_rows:
+            own = sorted(sorting.mine_versions)
+            manifest = self.get_manifest(own[-1]) if own else None
             log.info(
                 "commit %s: nothing new (%d duplicate rows, %d already committed by run %s)",
                 self.dataset,
-                len(duplicates),
-                int(mine.sum()),
+                duplicates.count,
+                sorting.mine_rows,
                 run_id,
             )
-            return CommitResult(manifest, created=False, duplicates=duplicates)
-
-        rows = _sorted_rows(frame if bool(new.all()) else frame.loc[new])
-        row_keys = unique_sorted if bool(new.all()) else _sorted_text(rows[ROW_KEY_COLUMN])
-        version_id = version_id_for(fingerprint, row_keys)
+            return CommitResult(manifest, created=False, **duplicates.fields())
+        version_id = keys.version_id
         if self.store.exists(self._manifest_key(version_id)):
-            return CommitResult(self.get_manifest(version_id), created=False, duplicates=duplicates)
+            return CommitResult(self.get_manifest(version_id), created=False, **duplicates.fields())
 
-        manifest = self._write_version(version_id, rows, row_keys, contract, sources, run_id, created_at, index, meta)
+        manifest = self._write_version(version_id, sorting, keys, contract, sources, run_id, created_at, index, meta)
         log.info(
             "committed %s version %s: %d rows in %d partitions, %d duplicates left out",
             self.dataset,
             version_id,
-            len(rows),
+            manifest["row_count"],
             len(manifest["partitions"]),
-            len(duplicates),
+            duplicates.count,
         )
-        return CommitResult(manifest, created=True, duplicates=duplicates)
+        return CommitResult(manifest, created=True, **duplicates.fields())
+
+    def _manifest_cached(self, version_id: str, cache: dict[str, dict[str, Any]]) -> dict[str, Any]:
+        if version_id not in cache:
+            cache[version_id] = self.get_manifest(version_id)
+        return cache[version_id]
 
     def _write_version(
         self,
         version_id: str,
-        rows: pd.DataFrame,
-        sorted_keys: list[str],
+        sorting: _CommitPass,
+        keys: _SortedKeys,
         contract: DatasetContract,
         sources: list[dict[str, Any]],
         run_id: str,
@@ -382,48 +416,31 @@ class DatasetStore:
             self.store.delete(stale)
         parent = index.latest(meta)
         partitions: dict[str, dict[str, Any]] = {}
-        # rows are sorted by event time: each day is one contiguous slice
-        days = rows[EVENT_TIME_COLUMN].dt.tz_convert("UTC").dt.tz_localize(None).to_numpy("datetime64[ns]")
-        days = days.astype("datetime64[D]")
-        starts = np.flatnonzero(np.r_[True, days[1:] != days[:-1]]) if len(days) else np.array([], dtype=int)
-        slices: list[tuple[str, int, int]] = []
-        for start, stop in zip(starts.tolist(), [*starts[1:].tolist(), len(days)], strict=True):
-            day = str(days[start])
-            slices.append((day, start, stop))
-            part = rows if (start, stop) == (0, len(rows)) else rows.iloc[start:stop].reset_index(drop=True)
+        for day, part in sorting.partitions.items():  # event dates in order
             key = f"{prefix}/event_date={day}/part-0000.parquet"
-            self._write_parquet(key, part)
-            partitions[day] = {"rows": len(part), "key": key}
-        self._write_parquet(
-            f"{prefix}/{ROW_KEYS_NAME}", pd.DataFrame({ROW_KEY_COLUMN: pd.Series(sorted_keys, dtype="string")})
-        )
+            self.store.put_file(key, part.path)
+            partitions[day] = {"rows": part.rows, "key": key}
+        self.store.put_file(f"{prefix}/{ROW_KEYS_NAME}", keys.row_keys_path)
         manifest = {
             "version_id": version_id,
             "dataset": self.dataset,
             "contract_fingerprint": contract.fingerprint,
             "created_at": created_at,
-            "row_count": len(rows),
+            "row_count": sorting.new_rows,
             "partitions": partitions,
-            "schema": {c: str(t) for c, t in rows.dtypes.items()},
-            "checksum": hashlib.sha256("\n".join(sorted_keys).encode("utf-8")).hexdigest(),
+            "schema": dict(sorting.staged.dtypes),
+            "checksum": keys.checksum,
             "sources": json.loads(json.dumps([dict(s) for s in sources], sort_keys=True, default=str)),
-            "event_time_min": rows[EVENT_TIME_COLUMN].min().isoformat(),
-            "event_time_max": rows[EVENT_TIME_COLUMN].max().isoformat(),
+            "event_time_min": _iso_from_ns(sorting.time_min),
+            "event_time_max": _iso_from_ns(sorting.time_max),
             "parent": parent,
             "run_id": run_id,
         }
-        # The index entries, before the manifest (lookups ignore uncommitted versions). Keys go in
-        # sorted within each bucket (sorted input keeps the bucket rewrite cheap).
-        index_keys: list[str] = sorted_keys
-        labels: Any = None  # hash buckets: from the keys
-        if index.scheme == SCHEME_EVENT_DATE:  # bucket = event date: each day slice's keys
-            if len(slices) > 1:
-                index_keys = [k for _, a, b in slices for k in _sorted_text(rows[ROW_KEY_COLUMN].iloc[a:b])]
-            codes = np.repeat(np.arange(len(slices)), [b - a for _, a, b in slices])
-            labels = pd.Categorical.from_codes(
-                cast("Sequence[int]", codes), categories=pd.Index([d for d, _, _ in slices])
-            )
-        index.add(index_keys, version_id, labels)
+        # The index entries, before the manifest (lookups ignore uncommitted versions); one bucket
+        # at a time, each by a fresh index object, so that only one bucket is held.
+        for bucket, new_keys in sorting.new_keys_by_bucket():
+            labels = pd.Categorical.from_codes(np.zeros(len(new_keys), dtype=np.int8), categories=[bucket])
+            self._key_index(contract).add(new_keys, version_id, labels)
         index.begin(meta, manifest)
         self.store.put_bytes(self._manifest_key(version_id), _json_bytes(manifest))  # the commit point
         index.finish(meta, manifest)
@@ -568,44 +585,6 @@ def _concat(parts: list[pd.DataFrame]) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0].reset_index(drop=True)
 
 
-def _sorted_text(values: pd.Series) -> list[str]:
-    """``sorted(values.astype(str))``, sorted by Arrow (code point order, as Python sorts str)."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    texts = values.astype(str).tolist()
-    if texts and all(len(t) == ROW_KEY_LENGTH for t in texts) and all(t.isascii() for t in texts):
-        fixed: list[str] = np.sort(np.array(texts, dtype=f"U{ROW_KEY_LENGTH}")).tolist()  # row keys: fast
-        return fixed
-    array = pa.array(texts, pa.string())
-    ordered: list[str] = array.take(pc.array_sort_indices(array)).to_pylist()
-    return ordered
-
-
-def _sorted_rows(frame: pd.DataFrame) -> pd.DataFrame:
-    """Rows by ``_event_time`` then ``_row_key`` (a stable sort, as ``sort_values(kind="mergesort")``)."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    times = frame[EVENT_TIME_COLUMN].dt.tz_convert("UTC").dt.tz_localize(None).to_numpy("datetime64[ns]")
-    order_table = pa.table(
-        {
-            "t": pa.array(times.view(np.int64)),
-            "k": pa.array(frame[ROW_KEY_COLUMN].astype(str).tolist(), pa.string()),
-            "i": pa.array(np.arange(len(frame))),
-        }
-    )
-    order = pc.sort_indices(order_table, sort_keys=[("t", "ascending"), ("k", "ascending"), ("i", "ascending")])
-    ordered: pd.DataFrame = frame.iloc[order.to_numpy()].reset_index(drop=True)
-    return ordered
-
-
-def _empty_like(frame: pd.DataFrame) -> pd.DataFrame:
-    out = frame.iloc[0:0].copy()
-    out[REASON_COLUMN] = pd.Series(dtype=object)
-    return out
-
-
 def _quarantinable(rejected: pd.DataFrame) -> pd.DataFrame:
     """Rejected rows in a Parquet-safe shape: mixed-type object columns become text."""
     out = rejected.reset_index(drop=True).copy()
@@ -613,3 +592,559 @@ def _quarantinable(rejected: pd.DataFrame) -> pd.DataFrame:
         if out[column].dtype == object:
             out[column] = out[column].map(lambda v: None if v is None or (isinstance(v, float) and v != v) else str(v))
     return out
+
+
+# --------------------------------------------------------------------------- staged rows
+TIME_COLUMN = "_t"  # _event_time as int64 ns (UTC): the first sort key of staged rows
+INPUT_COLUMN = "_input"  # which source (in input order) a staged row came from
+ORDER_KEYS = (TIME_COLUMN, ROW_KEY_COLUMN, INPUT_COLUMN, ROW_NUMBER_COLUMN)
+_HELPER_COLUMNS = (TIME_COLUMN, INPUT_COLUMN, ROW_NUMBER_COLUMN)
+DEFAULT_MEMORY_BYTES = 16 * 1024**2
+_NS_PER_DAY = 86_400 * 1_000_000_000
+
+
+@dataclass(frozen=True)
+class RowsFile:
+    """Rows already written to a local Parquet file (scratch), ready to be stored as they are."""
+
+    path: Path
+    rows: int
+
+    def __len__(self) -> int:
+        return self.rows
+
+    def read(self) -> pd.DataFrame:
+        import pyarrow.parquet as pq
+
+        frame: pd.DataFrame = pq.read_table(self.path).to_pandas()
+        return frame
+
+
+class StagedRows:
+    """The accepted rows of one commit, staged on local disk (sorted runs in a :class:`ScratchDir`).
+
+    Rows are added per source (a delivered file, a SQL read) with their data row numbers; sources
+    are numbered in input order, so "the first of repeated rows" means the first by (source, row
+    number), as in the concatenated input. The rows are kept sorted by ``(_event_time, _row_key,
+    source, row number)`` (:data:`ORDER_KEYS`): rows with one row key always have one event time
+    (the key is a digest of the entity and the event time, or of the whole row, which holds the
+    event time or shares the ingestion time), so repeats of a key end up next to each other and
+    each event date is one stretch. Memory: about ``memory_bytes`` (see :class:`ExternalSorter`).
+    """
+
+    def __init__(self, scratch: ScratchDir, memory_bytes: int = DEFAULT_MEMORY_BYTES) -> None:
+        self.scratch = scratch
+        self.memory_bytes = max(1, memory_bytes)
+        self._sorter = ExternalSorter(scratch, ORDER_KEYS, self.memory_bytes, name="accepted")
+        self.schema: Any = None  # Arrow schema of the rows (pandas metadata included), without helper columns
+        self.dtypes: dict[str, str] = {}  # pandas dtype of each column, as the manifest records it
+        self._sources = 0
+        self._added: Counter[int] = Counter()  # source -> number of add() calls
+        self._next_row: Counter[int] = Counter()
+        self._discarded: set[int] = set()
+
+    @property
+    def rows(self) -> int:
+        return int(self._sorter.rows)
+
+    def new_source(self) -> int:
+        """Number the next source (input order)."""
+        self._sources += 1
+        return self._sources - 1
+
+    def add(self, source: int, accepted: pd.DataFrame, row_numbers: Sequence[int] | np.ndarray | None = None) -> None:
+        """Stage validated rows of ``source`` (``ValidationResult.accepted``) with their data row numbers.
+
+        ``row_numbers`` (1-based, increasing through the source) default to the next numbers after
+        the rows added for this source so far.
+        """
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        if source in self._discarded:
+            raise ValueError(f"StagedRows: source {source} was discarded")
+        check_accepted(accepted)
+        n = len(accepted)
+        if n == 0:
+            return
+        if row_numbers is None:
+            numbers = np.arange(self._next_row[source] + 1, self._next_row[source] + n + 1, dtype=np.int64)
+        else:
+            numbers = np.asarray(row_numbers, dtype=np.int64)
+            if len(numbers) != n:
+                raise ValueError(f"StagedRows.add: {len(numbers)} row numbers for {n} rows")
+        self._next_row[source] = int(numbers[-1])
+        frame = accepted.reset_index(drop=True)
+        table = pa.Table.from_pandas(frame, preserve_index=False)
+        if self.schema is None:
+            self.schema = table.schema
+            self.dtypes = {str(c): str(t) for c, t in frame.dtypes.items()}
+        elif not table.schema.equals(self.schema, check_metadata=False):
+            table = table.cast(self.schema)
+        times = pc.cast(pc.cast(table.column(EVENT_TIME_COLUMN), pa.timestamp("ns", tz="UTC")), pa.int64())
+        table = (
+            table.append_column(TIME_COLUMN, times)
+            .append_column(INPUT_COLUMN, pa.array(np.full(n, source, dtype=np.int32)))
+            .append_column(ROW_NUMBER_COLUMN, pa.array(numbers))
+        )
+        self._added[source] += 1
+        self._sorter.add(table, tag=source)
+
+    def discard(self, source: int) -> None:
+        """Forget every row of ``source`` (a file deferred or re-read after it was staged)."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        self._discarded.add(source)
+        self._sorter.filter_buffer(lambda t: pc.invert(pc.equal(t.column(INPUT_COLUMN), pa.scalar(source, pa.int32()))))
+
+    def replace(self, source: int) -> int:
+        """Discard ``source`` and number a new source that takes its place in the input order."""
+        self.discard(source)
+        return self.new_source()
+
+    def repeated_keys(self, source: int) -> set[str]:
+        """Row keys staged more than once for ``source`` (only possible when it was added in several parts)."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        if self._added[source] < 2 or source in self._discarded:
+            return set()
+        mine = pa.scalar(source, pa.int32())
+        repeated: set[str] = set()
+        last: tuple[int, str] | None = None
+        for table in self._sorter.sorted(
+            columns=list(ORDER_KEYS), tag=source, keep=lambda t: pc.equal(t.column(INPUT_COLUMN), mine)
+        ):
+            times, keys = table.column(TIME_COLUMN), table.column(ROW_KEY_COLUMN)
+            same = _same_as_previous(times, keys, last)
+            if pc.any(same).as_py():
+                repeated.update(pc.filter(keys, same).to_pylist())
+            last = (times[-1].as_py(), keys[-1].as_py())
+        return repeated
+
+    def ordered(self) -> Iterator[Any]:
+        """Every staged row that was not discarded, as Arrow tables in :data:`ORDER_KEYS` order."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        dropped = pa.array(sorted(self._discarded), pa.int32())
+        keep = (lambda t: pc.invert(pc.is_in(t.column(INPUT_COLUMN), value_set=dropped))) if len(dropped) else None
+        yield from self._sorter.sorted(keep=keep)
+
+    @property
+    def live_rows(self) -> int:
+        """Rows of sources not discarded (reads the staged rows when some source was)."""
+        if not self._discarded:
+            return self.rows
+        return sum(t.num_rows for t in self.ordered())
+
+
+def check_accepted(accepted: pd.DataFrame, contract: DatasetContract | None = None) -> None:
+    """Raise ValueError unless ``accepted`` looks like ``ValidationResult.accepted`` (of ``contract``)."""
+    needed = (*(contract.column_names if contract is not None else ()), *REQUIRED_COLUMNS)
+    missing = [c for c in needed if c not in accepted.columns]
+    if missing:
+        raise ValueError(
+            f"commit_version: columns {missing} missing; pass ValidationResult.accepted from mlops_core.validation"
+        )
+    if accepted[EVENT_TIME_COLUMN].isna().any() or accepted[ROW_KEY_COLUMN].isna().any():
+        raise ValueError("commit_version: _event_time and _row_key may not be null; validate the rows first")
+
+
+def _same_as_previous(times: Any, keys: Any, last: tuple[int, str] | None) -> Any:
+    """True where a row has the (time, key) of the row before it (``last``: the row before the first)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    n = len(keys)
+    if last is None:
+        before_t = pa.concat_arrays([pa.array([None], pa.int64()), _array(times).slice(0, n - 1)])
+        before_k = pa.concat_arrays([pa.array([None], pa.string()), _array(keys).slice(0, n - 1)])
+    else:
+        before_t = pa.concat_arrays([pa.array([last[0]], pa.int64()), _array(times).slice(0, n - 1)])
+        before_k = pa.concat_arrays([pa.array([last[1]], pa.string()), _array(keys).slice(0, n - 1)])
+    same = pc.and_(pc.equal(_array(times), before_t), pc.equal(_array(keys), before_k))
+    return pc.fill_null(same, False)
+
+
+def _array(column: Any) -> Any:
+    return column.combine_chunks() if hasattr(column, "combine_chunks") else column
+
+
+class QuarantineRows:
+    """Rejected rows of one source, written batch by batch to a local Parquet file in their stored form.
+
+    Each batch goes through the same conversion as :meth:`DatasetStore.quarantine` applies to a
+    frame (mixed-type object columns become text); :meth:`close` gives the :class:`RowsFile`
+    to pass as ``rejected``.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.rows = 0
+        self._writer: Any = None
+        self._schema: Any = None
+
+    def add(self, rejected: pd.DataFrame) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        if not len(rejected):
+            return
+        frame = _quarantinable(rejected)
+        if self._schema is None:
+            inferred = pa.Schema.from_pandas(frame, preserve_index=False)
+            fields = [
+                pa.field(f.name, pa.string()) if frame[f.name].dtype == object else f for f in inferred
+            ]  # object columns are text (or null) in every batch
+            self._schema = pa.schema(fields, metadata=inferred.metadata)
+            self._writer = pq.ParquetWriter(self.path, self._schema)
+        self._writer.write_table(pa.Table.from_pandas(frame, schema=self._schema, preserve_index=False))
+        self.rows += len(frame)
+
+    def reset(self) -> None:
+        """Forget the rows written so far (the source is read again)."""
+        if self._writer is not None:
+            self._writer.close()
+        self._writer = self._schema = None
+        self.rows = 0
+        self.path.unlink(missing_ok=True)
+
+    def close(self) -> RowsFile | None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        return RowsFile(self.path, self.rows) if self.rows else None
+
+
+KIND_COLUMN = "_kind"  # in the sorted keys of a commit: NEW_KEY or DUPLICATE_KEY
+NEW_KEY, DUPLICATE_KEY = 0, 1
+REPEATED_REASON = "duplicate_row: repeated within this commit"
+ALREADY_REASON = "duplicate_row: already in version "
+
+
+@dataclass
+class _Partition:
+    path: Path
+    rows: int = 0
+
+
+class _CommitPass:
+    """One pass over the staged rows in order: each row is new, a duplicate, or committed by this very run.
+
+    Writes only to the scratch folder: each event date's partition (a local Parquet file), the
+    new keys of each index bucket, and two external sorts (row keys; duplicate rows in input
+    order). The store is only read (index buckets, manifests of versions that hold some keys).
+    """
+
+    def __init__(
+        self,
+        ds: DatasetStore,
+        staged: StagedRows,
+        contract: DatasetContract,
+        sources: list[dict[str, Any]],
+        run_id: str,
+        claimed: set[str],
+    ) -> None:
+        self.ds = ds
+        self.staged = staged
+        self.contract = contract
+        self.sources = sources
+        self.run_id = run_id
+        self.claimed = claimed
+        self.scheme = scheme_for(contract)
+        self.budget = staged.memory_bytes
+        scratch = staged.scratch
+        self.keys = ExternalSorter(scratch, [ROW_KEY_COLUMN, KIND_COLUMN], self.budget, name="keys")
+        self.dups = ExternalSorter(scratch, [INPUT_COLUMN, ROW_NUMBER_COLUMN], self.budget, name="duplicates")
+        self.partitions: dict[str, _Partition] = {}
+        self.manifests: dict[str, dict[str, Any]] = {}
+        self.attempts: set[str] = set()
+        self.hit_versions: set[str] = set()
+        self.mine_versions: set[str] = set()
+        self.repeats = self.new_rows = self.unique_keys = self.mine_rows = self.dup_count = 0
+        self.time_min: int | None = None
+        self.time_max: int | None = None
+        self.by_source: Counter[str] = Counter()
+        self.duplicates_sha256: str | None = None
+        self._last: tuple[int, str] | None = None
+        self._index: RowKeyIndex | None = None
+        self._index_day: str | None = None
+        self._writer: Any = None
+        self._pending: list[Any] = []
+        self._pending_bytes = 0
+        self._bucket_files: dict[str, _KeyFile] = {}
+        self._open_day: str | None = None
+
+    # ------------------------------------------------------------------ the pass
+    def run(self) -> None:
+        try:
+            for table in self.staged.ordered():
+                for day, segment in _by_day(table):
+                    self._segment(day, segment)
+        finally:
+            self._close_partition()
+            for keys in self._bucket_files.values():
+                keys.close()
+
+    def _segment(self, day: str, segment: Any) -> None:
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        if day != self._open_day:
+            self._close_partition()
+            if self.scheme == SCHEME_EVENT_DATE and self._open_day in self._bucket_files:
+                self._bucket_files[self._open_day].close()  # dates come in order: that bucket is complete
+            self._open_day = day
+        n = segment.num_rows
+        keys, times = _array(segment.column(ROW_KEY_COLUMN)), _array(segment.column(TIME_COLUMN))
+        same = _same_as_previous(times, keys, self._last).to_numpy(zero_copy_only=False)
+        self._last = (times[n - 1].as_py(), keys[n - 1].as_py())
+        first = np.flatnonzero(~same)
+        self.repeats += n - len(first)
+        self.unique_keys += len(first)
+        found = np.full(n, None, dtype=object)
+        if len(first):
+            looked_up = keys if len(first) == n else keys.take(pa.array(first))
+            found[first] = self._lookup(day, looked_up)
+        hit = pd.notna(found)
+        versions = set(found[hit].tolist())
+        self.hit_versions |= versions
+        for version in versions - self.attempts - set(self.manifests):
+            manifest = self.ds._manifest_cached(version, self.manifests)
+            if _same_commit(manifest, self.run_id, self.sources) or (
+                version in self.claimed and manifest.get("run_id") == self.run_id
+            ):
+                self.attempts.add(version)
+        mine = hit & pd.Series(found).isin(self.attempts).to_numpy(dtype=bool)
+        if mine.any():
+            self.mine_rows += int(mine.sum())
+            self.mine_versions |= set(found[mine].tolist())
+        new = ~same & ~hit
+        old = hit & ~mine
+        if new.any():
+            self._new(day, segment.filter(pa.array(new)))
+        duplicate = same | old
+        if duplicate.any():
+            reasons = [
+                ALREADY_REASON + str(version) if is_old else REPEATED_REASON
+                for version, is_old in zip(found[duplicate].tolist(), old[duplicate].tolist(), strict=True)
+            ]
+            rows = segment.filter(pa.array(duplicate)).append_column(REASON_COLUMN, pa.array(reasons, pa.string()))
+            self.dup_count += rows.num_rows
+            for entry in pc.value_counts(rows.column(SOURCE_COLUMN)).to_pylist():
+                self.by_source[str(entry["values"])] += int(entry["counts"])
+            self.dups.add(rows.drop_columns([TIME_COLUMN]))
+            self.keys.add(_kinds(rows.column(ROW_KEY_COLUMN), DUPLICATE_KEY))
+
+    def _lookup(self, day: str, keys: Any) -> np.ndarray:
+        """The committed version of each key (None: none), from a fresh index object per event date."""
+        if self._index is None or (self.scheme == SCHEME_EVENT_DATE and day != self._index_day):
+            self._index, self._index_day = self.ds._key_index(self.contract), day  # the last date's bucket is let go
+        series = pd.Series(pd.arrays.ArrowExtensionArray(keys))
+        labels = _one_label(day, len(keys)) if self.scheme == SCHEME_EVENT_DATE else None
+        found: np.ndarray = self._index.lookup(series, labels).to_numpy(dtype=object)
+        return found
+
+    def _new(self, day: str, rows: Any) -> None:
+        import pyarrow.compute as pc
+
+        self.new_rows += rows.num_rows
+        times = rows.column(TIME_COLUMN)
+        low, high = pc.min_max(times).values()
+        self.time_min = low.as_py() if self.time_min is None else min(self.time_min, low.as_py())
+        self.time_max = high.as_py() if self.time_max is None else max(self.time_max, high.as_py())
+        keys = _array(rows.column(ROW_KEY_COLUMN))
+        self.keys.add(_kinds(keys, NEW_KEY))
+        if self.scheme == SCHEME_EVENT_DATE:
+            self._bucket_file(day).add(keys)
+        else:
+            labels = pc.utf8_lower(pc.utf8_slice_codeunits(keys, 0, BUCKET_CHARS))  # RowKeyIndex.bucket_of
+            for label in sorted(pc.unique(labels).to_pylist()):
+                self._bucket_file(label).add(keys.filter(pc.equal(labels, label)))
+        self._partition(day, rows.select(self.staged.schema.names))
+
+    # ------------------------------------------------------------------ partitions
+    def _partition(self, day: str, rows: Any) -> None:
+        import pyarrow.parquet as pq
+
+        if self._writer is None:
+            if day in self.partitions:
+                raise RuntimeError(f"commit: event date {day} came back after later dates; staged rows out of order")
+            path = self.staged.scratch.new_path(f"part-{day}.parquet")
+            self.partitions[day] = _Partition(path)
+            self._writer = pq.ParquetWriter(path, self.staged.schema)
+        self.partitions[day].rows += rows.num_rows
+        self._pending.append(rows)
+        self._pending_bytes += rows.nbytes
+        if self._pending_bytes >= self.budget // 2:
+            self._flush_partition()
+
+    def _flush_partition(self) -> None:
+        import pyarrow as pa
+
+        if self._pending:
+            self._writer.write_table(pa.concat_tables(self._pending))
+        self._pending, self._pending_bytes = [], 0
+
+    def _close_partition(self) -> None:
+        if self._writer is not None:
+            self._flush_partition()
+            self._writer.close()
+            self._writer = None
+
+    def _bucket_file(self, bucket: str) -> _KeyFile:
+        if bucket not in self._bucket_files:
+            self._bucket_files[bucket] = _KeyFile(self.staged.scratch.new_path(f"index-{bucket}.arrow"))
+        return self._bucket_files[bucket]
+
+    def new_keys_by_bucket(self) -> Iterator[tuple[str, pd.Series]]:
+        """The new keys of each index bucket, bucket by bucket (sorted)."""
+        for bucket in sorted(self._bucket_files):
+            keys = self._bucket_files[bucket].read()
+            if len(keys):
+                yield bucket, pd.Series(pd.arrays.ArrowExtensionArray(keys))
+
+    # ------------------------------------------------------------------ after the pass
+    def hash_keys(self, fingerprint: str) -> _SortedKeys:
+        """Content address, checksum and ``row_keys.parquet`` of the new keys; checksum of the duplicates' keys."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+        import pyarrow.parquet as pq
+
+        version = hashlib.sha256(fingerprint.encode("utf-8"))
+        checksum = hashlib.sha256()
+        duplicates = hashlib.sha256()
+        path = self.staged.scratch.new_path(ROW_KEYS_NAME)
+        schema = pa.Schema.from_pandas(
+            pd.DataFrame({ROW_KEY_COLUMN: pd.Series([], dtype="string")}), preserve_index=False
+        )
+        started = {NEW_KEY: False, DUPLICATE_KEY: False}
+        pending: list[Any] = []
+        held = 0
+        with pq.ParquetWriter(path, schema) as writer:
+            for table in self.keys.sorted():
+                kinds = table.column(KIND_COLUMN)
+                for kind, hashers in ((NEW_KEY, (version, checksum)), (DUPLICATE_KEY, (duplicates,))):
+                    keys = pc.filter(table.column(ROW_KEY_COLUMN), pc.equal(kinds, kind))
+                    if not len(keys):
+                        continue
+                    text = "\n".join(keys.to_pylist()).encode("utf-8")
+                    for hasher in hashers:
+                        if hasher is version or started[kind]:
+                            hasher.update(b"\n")
+                        hasher.update(text)
+                    started[kind] = True
+                    if kind == NEW_KEY:
+                        pending.append(pa.table({ROW_KEY_COLUMN: keys}, schema=schema))
+                        held += pending[-1].nbytes
+                        if held >= self.budget // 2:
+                            writer.write_table(pa.concat_tables(pending))
+                            pending, held = [], 0
+            if pending:
+                writer.write_table(pa.concat_tables(pending))
+        self.duplicates_sha256 = duplicates.hexdigest() if started[DUPLICATE_KEY] else None
+        return _SortedKeys(version.hexdigest()[:VERSION_ID_LENGTH], checksum.hexdigest(), path)
+
+    def duplicates(self) -> _Duplicates:
+        """The duplicate rows in input order, written to a local Parquet file with ``_reason``."""
+        import pyarrow.parquet as pq
+
+        if not self.dup_count:
+            return _Duplicates(0, None, None, {})
+        path = self.staged.scratch.new_path(QUARANTINE_ROWS_NAME)
+        writer: Any = None
+        try:
+            for table in self.dups.sorted():
+                rows = table.drop_columns([INPUT_COLUMN, ROW_NUMBER_COLUMN])
+                if writer is None:
+                    writer = pq.ParquetWriter(path, rows.schema)
+                writer.write_table(rows)
+        finally:
+            if writer is not None:
+                writer.close()
+        return _Duplicates(self.dup_count, RowsFile(path, self.dup_count), self.duplicates_sha256, dict(self.by_source))
+
+
+@dataclass(frozen=True)
+class _SortedKeys:
+    version_id: str
+    checksum: str
+    row_keys_path: Path
+
+
+@dataclass(frozen=True)
+class _Duplicates:
+    count: int
+    rows: RowsFile | None
+    sha256: str | None
+    by_source: dict[str, int]
+
+    def fields(self) -> dict[str, Any]:
+        return {
+            "duplicate_count": self.count,
+            "duplicate_rows": self.rows,
+            "duplicates_sha256": self.sha256,
+            "duplicates_by_source": self.by_source,
+        }
+
+
+class _KeyFile:
+    """Row keys appended to a local Arrow stream file, read back whole (one index bucket's new keys)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._sink: Any = None
+        self._writer: Any = None
+        self.closed = False
+
+    def add(self, keys: Any) -> None:
+        import pyarrow as pa
+
+        if self.closed:
+            raise RuntimeError(f"commit: keys added to the closed bucket file {self.path.name}")
+        if self._writer is None:
+            self._sink = pa.OSFile(str(self.path), "wb")
+            self._writer = pa.ipc.new_stream(self._sink, pa.schema([(ROW_KEY_COLUMN, pa.string())]))
+        self._writer.write_table(pa.table({ROW_KEY_COLUMN: keys}))
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._sink.close()
+            self._writer = self._sink = None
+        self.closed = True
+
+    def read(self) -> Any:
+        import pyarrow as pa
+
+        self.close()
+        if not self.path.exists():
+            return pa.array([], pa.string())
+        with pa.OSFile(str(self.path)) as source:
+            return pa.ipc.open_stream(source).read_all().column(ROW_KEY_COLUMN).combine_chunks()
+
+
+def _by_day(table: Any) -> Iterator[tuple[str, Any]]:
+    """``(YYYY-MM-DD, rows)`` for each UTC event date of a table sorted by time (one stretch per date)."""
+    days = np.floor_divide(table.column(TIME_COLUMN).to_numpy(), _NS_PER_DAY)
+    starts = np.flatnonzero(np.r_[True, days[1:] != days[:-1]])
+    stops = [*starts[1:].tolist(), len(days)]
+    for start, stop in zip(starts.tolist(), stops, strict=True):
+        day = str(np.datetime64(int(days[start]), "D"))
+        yield day, table if (start, stop) == (0, len(days)) else table.slice(start, stop - start)
+
+
+def _kinds(keys: Any, kind: int) -> Any:
+    import pyarrow as pa
+
+    return pa.table({ROW_KEY_COLUMN: _array(keys), KIND_COLUMN: pa.array(np.full(len(keys), kind, dtype=np.int8))})
+
+
+def _one_label(label: str, n: int) -> pd.Categorical:
+    return pd.Categorical.from_codes(np.zeros(n, dtype=np.int8), categories=[label])
+
+
+def _iso_from_ns(ns: int | None) -> str | None:
+    return None if ns is None else pd.Timestamp(ns, unit="ns", tz="UTC").isoformat()

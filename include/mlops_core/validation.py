@@ -605,7 +605,7 @@ def _reference_csv_blocks(stream: BinaryIO, name: str, batch_bytes: int) -> Iter
 
 
 def _text_lines(stream: BinaryIO, limit: int, state: dict[str, bool]) -> Iterator[str]:
-    """The lines of ``stream`` as UTF-8 text (without a leading byte-order mark), split as ``StringIO(newline="")`` does.
+    """The lines of ``stream`` as UTF-8 text (no leading byte-order mark), split as ``StringIO(newline="")`` does.
 
     Sets ``state["text"]`` once a character that is not whitespace went by. A line longer than
     ``limit`` characters raises :class:`NeedsWholeFile`.
