@@ -39,7 +39,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -370,7 +370,7 @@ class DatasetStore:
         duplicates = sorting.duplicates()
         if not sorting.new_rows:
             own = sorted(sorting.mine_versions)
-            manifest = self.get_manifest(own[-1]) if own else None
+            existing = self.get_manifest(own[-1]) if own else None
             log.info(
                 "commit %s: nothing new (%d duplicate rows, %d already committed by run %s)",
                 self.dataset,
@@ -378,7 +378,7 @@ class DatasetStore:
                 sorting.mine_rows,
                 run_id,
             )
-            return CommitResult(manifest, created=False, **duplicates.fields())
+            return CommitResult(existing, created=False, **duplicates.fields())
         version_id = keys.version_id
         if self.store.exists(self._manifest_key(version_id)):
             return CommitResult(self.get_manifest(version_id), created=False, **duplicates.fields())
@@ -439,8 +439,7 @@ class DatasetStore:
         # The index entries, before the manifest (lookups ignore uncommitted versions); one bucket
         # at a time, each by a fresh index object, so that only one bucket is held.
         for bucket, new_keys in sorting.new_keys_by_bucket():
-            labels = pd.Categorical.from_codes(np.zeros(len(new_keys), dtype=np.int8), categories=[bucket])
-            self._key_index(contract).add(new_keys, version_id, labels)
+            self._key_index(contract).add(new_keys, version_id, _one_label(bucket, len(new_keys)))
         index.begin(meta, manifest)
         self.store.put_bytes(self._manifest_key(version_id), _json_bytes(manifest))  # the commit point
         index.finish(meta, manifest)
@@ -480,9 +479,9 @@ class DatasetStore:
         self,
         run_id: str,
         source: str,
-        rejected: pd.DataFrame | None,
+        rejected: pd.DataFrame | RowsFile | None,
         reason_summary: str,
-        raw: bytes | None = None,
+        raw: bytes | Path | None = None,
         *,
         kind: str = "file",
         content_sha256: str | None = None,
@@ -497,6 +496,9 @@ class DatasetStore:
         them with identical content.
 
         Args:
+            rejected: the rejected rows: a frame, or a :class:`RowsFile` already in their stored form
+                (:class:`QuarantineRows`, ``CommitResult.duplicate_rows``), uploaded as it is.
+            raw: the delivered bytes, or a local file holding them (uploaded streamed).
             source: the escaped source name (file name, SQL read) shown in the record.
             kind: ``file`` for a delivered file; other kinds for records the pipeline makes.
             content_sha256: checksum of the source's content (or of what identifies it).
@@ -519,11 +521,18 @@ class DatasetStore:
         if rejected is not None and len(rejected):
             record["rows_rejected"] = len(rejected)
             record["rejected_key"] = f"{folder}/{QUARANTINE_ROWS_NAME}"
-            self._write_parquet(record["rejected_key"], _quarantinable(rejected))
+            if isinstance(rejected, RowsFile):
+                self.store.put_file(record["rejected_key"], rejected.path)
+            else:
+                self._write_parquet(record["rejected_key"], _quarantinable(rejected))
         if raw is not None:
             record["raw_key"] = f"{folder}/{QUARANTINE_RAW_NAME}"
-            record["raw_sha256"] = hashlib.sha256(raw).hexdigest()
-            self.store.put_bytes(record["raw_key"], raw)
+            if isinstance(raw, bytes):
+                record["raw_sha256"] = hashlib.sha256(raw).hexdigest()
+                self.store.put_bytes(record["raw_key"], raw)
+            else:
+                record["raw_sha256"] = _file_sha256(raw)
+                self.store.put_file(record["raw_key"], raw)
         reason_key = f"{folder}/{QUARANTINE_RECORD_NAME}"
         self.store.put_bytes(reason_key, _json_bytes(record))
         log.info("quarantined %s of %s (run %s): %s -> %s", source, self.dataset, run_id, reason_summary, reason_key)
@@ -558,6 +567,14 @@ class DatasetStore:
 def _same_commit(manifest: Mapping[str, Any], run_id: str, sources: list[dict[str, Any]]) -> bool:
     normalized = json.loads(json.dumps([dict(s) for s in sources], sort_keys=True, default=str))
     return manifest.get("run_id") == run_id and manifest.get("sources") == normalized
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _json_bytes(payload: Mapping[str, Any]) -> bytes:
@@ -640,12 +657,14 @@ class StagedRows:
         self.dtypes: dict[str, str] = {}  # pandas dtype of each column, as the manifest records it
         self._sources = 0
         self._added: Counter[int] = Counter()  # source -> number of add() calls
+        self._rows: Counter[int] = Counter()  # source -> rows added
         self._next_row: Counter[int] = Counter()
         self._discarded: set[int] = set()
 
     @property
     def rows(self) -> int:
-        return int(self._sorter.rows)
+        """Rows staged for the sources that were not discarded."""
+        return sum(n for source, n in self._rows.items() if source not in self._discarded)
 
     def new_source(self) -> int:
         """Number the next source (input order)."""
@@ -688,6 +707,7 @@ class StagedRows:
             .append_column(ROW_NUMBER_COLUMN, pa.array(numbers))
         )
         self._added[source] += 1
+        self._rows[source] += n
         self._sorter.add(table, tag=source)
 
     def discard(self, source: int) -> None:
@@ -731,13 +751,6 @@ class StagedRows:
         dropped = pa.array(sorted(self._discarded), pa.int32())
         keep = (lambda t: pc.invert(pc.is_in(t.column(INPUT_COLUMN), value_set=dropped))) if len(dropped) else None
         yield from self._sorter.sorted(keep=keep)
-
-    @property
-    def live_rows(self) -> int:
-        """Rows of sources not discarded (reads the staged rows when some source was)."""
-        if not self._discarded:
-            return self.rows
-        return sum(t.num_rows for t in self.ordered())
 
 
 def check_accepted(accepted: pd.DataFrame, contract: DatasetContract | None = None) -> None:
@@ -1143,7 +1156,8 @@ def _kinds(keys: Any, kind: int) -> Any:
 
 
 def _one_label(label: str, n: int) -> pd.Categorical:
-    return pd.Categorical.from_codes(np.zeros(n, dtype=np.int8), categories=[label])
+    """Bucket labels for :class:`RowKeyIndex`: ``label`` for each of ``n`` keys."""
+    return pd.Categorical.from_codes(cast("Sequence[int]", np.zeros(n, dtype=np.int8)), categories=pd.Index([label]))
 
 
 def _iso_from_ns(ns: int | None) -> str | None:

@@ -286,7 +286,8 @@ class DatasetSettings(_Section):
         default=("*.csv", "*.csv.gz", "*.parquet"), min_length=1
     )
     max_file_mb: int = Field(default=256, ge=1)
-    ingest_batch_mb: int = Field(default=16, ge=1)  # CSV text parsed and validated at a time
+    ingest_batch_mb: int = Field(default=16, ge=1)  # text parsed and validated at a time; rows merged at a time
+    ingest_scratch_dir: HomePath | None = None  # local scratch of ingest (file copies, spilled rows); None: TMPDIR
     arrival: ArrivalSettings = Field(default_factory=ArrivalSettings)
     sql_source: SqlSourceSettings | None = None
 

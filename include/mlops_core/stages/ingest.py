@@ -24,6 +24,15 @@ same run: (1) everything is read and validated, nothing written; (2) the version
 is the commit point); (3) the quarantine records; (4) the source ledger; (5) the moves to the
 archive. A file that the ledger says this very run consumed is processed again by a retry, so
 the retry ends exactly like the first attempt.
+
+Memory does not grow with the files: each file is copied from its checked descriptor into a
+local scratch folder (hashed on the way; every later pass reads that copy, so what is parsed is
+what was hashed), read and validated in batches of ``dataset.ingest_batch_mb``, its accepted rows
+staged in sorted runs and its rejected rows in a local Parquet file; the commit merges the runs
+(:meth:`~mlops_core.datasets.DatasetStore.commit_version`). The scratch folder
+(``dataset.ingest_scratch_dir``, default the system's temporary folder) is local, not a store
+write; it is removed when the run ends, also on error, and one left by a killed worker is
+removed by the next run.
 """
 
 from __future__ import annotations
@@ -31,6 +40,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,14 +56,14 @@ from mlops_core.delivered_files import (
     archived_extra,
     escape_name,
 )
+from mlops_core.spill import ScratchDir
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from mlops_core.contract import DatasetContract
-    from mlops_core.datasets import DatasetStore
+    from mlops_core.datasets import DatasetStore, RowsFile, StagedRows
     from mlops_core.settings import Settings
-    from mlops_core.validation import ValidationResult
 
 __all__ = ["MAX_FILE_BYTES", "UNLEDGERED_REASONS", "UntrustedPath", "ingest_files", "ingest_sql"]
 
@@ -71,9 +81,9 @@ class _Quarantine:
     """A quarantine record to write once the version is committed; ``key`` is set when written."""
 
     source: str
-    rejected: pd.DataFrame | None
+    rejected: pd.DataFrame | RowsFile | None
     reason: str
-    raw: bytes | None
+    raw: bytes | Path | None  # bytes, or a local file holding them
     kind: str
     content_sha256: str | None
     details: dict[str, Any] = field(default_factory=dict)
@@ -101,9 +111,9 @@ class _Outcome:
     shown: str  # escaped
     status: str  # accepted | rejected | duplicate_file | deferred
     snapshot: FileSnapshot | None = None
-    result: ValidationResult | None = None
+    validated: _Validated | None = None
     rejected: FileRejected | None = None
-    data: bytes | None = None
+    raw: Path | None = None  # the local copy of a file quarantined whole
     evidence: str = ""
     seen_in: str | None = None
     archive: bool = True
@@ -114,6 +124,17 @@ class _Outcome:
     @property
     def sha256(self) -> str | None:
         return None if self.snapshot is None else self.snapshot.sha256
+
+
+@dataclass
+class _Validated:
+    """What validating one file gave: its staged source, its counts, its rejected rows (a local file)."""
+
+    source: int  # in StagedRows
+    rows_accepted: int
+    rows_rejected: int
+    reasons: dict[str, int]
+    rejected: RowsFile | None
 
 
 def ingest_files(
@@ -141,7 +162,7 @@ def ingest_files(
     """
     import pandas as pd
 
-    from mlops_core.datasets import DatasetStore, safe_key_part
+    from mlops_core.datasets import DatasetStore, StagedRows, safe_key_part
     from mlops_core.dropzone import archive_dir_for
     from mlops_core.validation import check_contract
 
@@ -154,43 +175,34 @@ def ingest_files(
     store = DatasetStore(object_store(settings), contract.name)
     archive_dir = archive_dir_for(settings.dataset.drop_zone, safe_key_part(run_id))
     ts = _utc(pd.Timestamp(ingested_at))
+    batch_bytes = settings.dataset.ingest_batch_mb * 1024 * 1024
 
-    # (1) Read and validate everything; nothing is written yet.
-    outcomes: list[_Outcome] = []
-    with zone:
-        first_of: dict[str, str] = {}  # checksum -> first file of this batch with it
-        earlier_attempts: set[str] = set()  # versions an earlier attempt of this run committed
-        for name in names:
-            outcome = _examine(
-                zone,
-                name,
-                store,
-                contract,
-                ts,
-                run_id,
-                first_of,
-                earlier_attempts,
-                max_file_bytes,
-                settings.dataset.ingest_batch_mb,
-            )
-            if outcome is not None:
-                outcomes.append(outcome)
-        for outcome in outcomes:  # a writer still at it: leave the file for the next run
-            if outcome.sha256 is not None:
-                _check_unchanged(zone, outcome)
+    with ScratchDir(settings.dataset.ingest_scratch_dir) as scratch:  # local copies and spilled rows
+        staged = StagedRows(scratch, memory_bytes=batch_bytes)
+        reading = _Reading(zone, store, contract, ts, run_id, max_file_bytes, batch_bytes, scratch, staged)
 
-    # (2)-(4) Commit, quarantine, ledger.
-    sources: list[dict[str, Any]] = []
-    frames: list[pd.DataFrame] = []
-    pending: list[_Quarantine] = []
-    rejected_rows = 0
-    for outcome in outcomes:
-        _plan(outcome, sources, frames, pending)
-        if outcome.result is not None:
-            rejected_rows += len(outcome.result.rejected)
-    report, duplicates_by_source = _commit(
-        store, contract, frames, sources, run_id, ts, rejected_rows, pending, earlier_attempts
-    )
+        # (1) Read and validate everything; nothing is written to the store yet.
+        outcomes: list[_Outcome] = []
+        with zone:
+            for name in names:
+                outcome = reading.examine(name)
+                if outcome is not None:
+                    outcomes.append(outcome)
+            for outcome in outcomes:  # a writer still at it: leave the file for the next run
+                if outcome.sha256 is not None:
+                    _check_unchanged(zone, outcome, staged)
+
+        # (2)-(4) Commit, quarantine, ledger.
+        sources: list[dict[str, Any]] = []
+        pending: list[_Quarantine] = []
+        rejected_rows = 0
+        for outcome in outcomes:
+            _plan(outcome, sources, pending)
+            if outcome.validated is not None:
+                rejected_rows += outcome.validated.rows_rejected
+        report, duplicates_by_source = _commit(
+            store, contract, staged, sources, run_id, ts, rejected_rows, pending, reading.earlier_attempts
+        )
 
     # (5) Archive only after the version, the quarantine and the ledger are durable.
     for outcome in outcomes:
@@ -211,74 +223,174 @@ def ingest_files(
     return report
 
 
-def _examine(
-    zone: DropZone,
-    name: str,
-    store: DatasetStore,
-    contract: DatasetContract,
-    ts: pd.Timestamp,
-    run_id: str,
-    first_of: dict[str, str],
-    earlier_attempts: set[str],
-    max_file_bytes: int,
-    batch_mb: int,
-) -> _Outcome | None:
-    """Read and validate one entry; never raises for anything the entry holds. None: it is gone."""
-    from mlops_core.datasets import QUARANTINED
-    from mlops_core.validation import validate_file
+class _Reading:
+    """Step (1) of a run: read and validate each entry, staging accepted rows; nothing goes to the store."""
 
-    delivered = zone.read(name, max_bytes=max_file_bytes)
-    if delivered is None:
-        log.info("%s is gone (already archived by an earlier try?); skipping", name)
-        return None
-    shown = delivered.shown
-    if delivered.rejected is not None:
-        log.warning("%s rejected: %s", shown, delivered.rejected)
-        return _Outcome(
-            name,
-            shown,
-            "rejected",
-            snapshot=delivered.snapshot,
-            rejected=delivered.rejected,
-            evidence=delivered.evidence,
-        )
-    data = delivered.data
-    snapshot = delivered.snapshot
-    assert data is not None and snapshot is not None and snapshot.sha256 is not None  # noqa: S101 - read() contract
-    sha = snapshot.sha256
-    if sha in first_of:
-        return _Outcome(name, shown, "duplicate_file", snapshot=snapshot, seen_in=f"this batch ({first_of[sha]})")
-    first_of[sha] = shown
-    record = store.source_record(sha)
-    if record is not None and record.get("run_id") == run_id and record.get("consumed_by") != QUARANTINED:
-        earlier_attempts.add(str(record["consumed_by"]))
-    if record is not None and not (record.get("run_id") == run_id and record.get("key") == shown):
-        # Consumed by an earlier run, or by this run under another name (a retry whose first
-        # attempt archived that file): the same words as the first attempt used.
-        seen_in = f"this batch ({record.get('key')})" if record.get("run_id") == run_id else str(record["consumed_by"])
-        return _Outcome(name, shown, "duplicate_file", snapshot=snapshot, seen_in=seen_in)
-    try:
-        result = validate_file(
-            data, shown, contract, ts, max_decoded_bytes=max_file_bytes, batch_bytes=batch_mb * 1024 * 1024
-        )
-    except FileRejected as exc:
-        log.warning("%s rejected: %s", shown, exc)
-        return _Outcome(name, shown, "rejected", snapshot=snapshot, rejected=exc, data=data)
-    except Exception as exc:  # whatever one file holds, it must not stop the batch
-        detail = str(exc)
-        detail = detail if len(detail) <= _MAX_DETAIL else detail[: _MAX_DETAIL - 3] + "..."
-        log.exception("%s could not be read or validated; quarantining it", shown)
-        rejected = FileRejected(
-            "unreadable",
-            f"{shown}: could not be read or validated ({type(exc).__name__}: {detail}); the file is quarantined "
-            "and the rest of the batch goes on. Report this message: it is a limit or a defect of the ingest code",
-        )
-        return _Outcome(name, shown, "rejected", snapshot=snapshot, rejected=rejected, data=data)
-    log.info("%s: %d row(s) accepted, %d rejected", shown, len(result.accepted), len(result.rejected))
-    return _Outcome(name, shown, "accepted", snapshot=snapshot, result=result)
+    def __init__(
+        self,
+        zone: DropZone,
+        store: DatasetStore,
+        contract: DatasetContract,
+        ts: pd.Timestamp,
+        run_id: str,
+        max_file_bytes: int,
+        batch_bytes: int,
+        scratch: ScratchDir,
+        staged: StagedRows,
+    ) -> None:
+        self.zone = zone
+        self.store = store
+        self.contract = contract
+        self.ts = ts
+        self.run_id = run_id
+        self.max_file_bytes = max_file_bytes
+        self.batch_bytes = batch_bytes
+        self.scratch = scratch
+        self.staged = staged
+        self.first_of: dict[str, str] = {}  # checksum -> first file of this batch with it
+        self.earlier_attempts: set[str] = set()  # versions an earlier attempt of this run committed
+
+    def examine(self, name: str) -> _Outcome | None:
+        """Read and validate one entry; never raises for anything the entry holds. None: it is gone."""
+        from mlops_core.datasets import QUARANTINED
+
+        copy = self.scratch.new_path("delivered")
+        delivered = self.zone.copy(name, copy, max_bytes=self.max_file_bytes)
+        if delivered is None:
+            log.info("%s is gone (already archived by an earlier try?); skipping", name)
+            return None
+        shown = delivered.shown
+        if delivered.rejected is not None:
+            log.warning("%s rejected: %s", shown, delivered.rejected)
+            return _Outcome(
+                name,
+                shown,
+                "rejected",
+                snapshot=delivered.snapshot,
+                rejected=delivered.rejected,
+                evidence=delivered.evidence,
+            )
+        snapshot = delivered.snapshot
+        assert snapshot is not None and snapshot.sha256 is not None  # noqa: S101 - copy() contract
+        sha = snapshot.sha256
+        if sha in self.first_of:
+            copy.unlink()
+            seen_in = f"this batch ({self.first_of[sha]})"
+            return _Outcome(name, shown, "duplicate_file", snapshot=snapshot, seen_in=seen_in)
+        self.first_of[sha] = shown
+        record = self.store.source_record(sha)
+        if record is not None and record.get("run_id") == self.run_id and record.get("consumed_by") != QUARANTINED:
+            self.earlier_attempts.add(str(record["consumed_by"]))
+        if record is not None and not (record.get("run_id") == self.run_id and record.get("key") == shown):
+            # Consumed by an earlier run, or by this run under another name (a retry whose first
+            # attempt archived that file): the same words as the first attempt used.
+            copy.unlink()
+            seen_in = (
+                f"this batch ({record.get('key')})"
+                if record.get("run_id") == self.run_id
+                else str(record["consumed_by"])
+            )
+            return _Outcome(name, shown, "duplicate_file", snapshot=snapshot, seen_in=seen_in)
+        try:
+            validated = self._validate(copy, shown)
+        except FileRejected as exc:
+            log.warning("%s rejected: %s", shown, exc)
+            return _Outcome(name, shown, "rejected", snapshot=snapshot, rejected=exc, raw=copy)
+        except Exception as exc:  # whatever one file holds, it must not stop the batch
+            detail = str(exc)
+            detail = detail if len(detail) <= _MAX_DETAIL else detail[: _MAX_DETAIL - 3] + "..."
+            log.exception("%s could not be read or validated; quarantining it", shown)
+            rejected = FileRejected(
+                "unreadable",
+                f"{shown}: could not be read or validated ({type(exc).__name__}: {detail}); the file is quarantined "
+                "and the rest of the batch goes on. Report this message: it is a limit or a defect of the ingest code",
+            )
+            return _Outcome(name, shown, "rejected", snapshot=snapshot, rejected=rejected, raw=copy)
+        copy.unlink()
+        log.info("%s: %d row(s) accepted, %d rejected", shown, validated.rows_accepted, validated.rows_rejected)
+        return _Outcome(name, shown, "accepted", snapshot=snapshot, validated=validated)
+
+    def _validate(self, path: Path, shown: str) -> _Validated:
+        """Validate the local copy batch by batch into the staged rows and a rejected-rows file.
+
+        A repeat of a row of an earlier batch of the same file must be rejected as validate
+        rejects a repeat within a batch (``duplicate_row`` pointing at the first row). Keeping
+        every key of the file in memory to spot them would grow with the file, so the staged
+        rows are checked instead; when some key was accepted in two batches, the file is read
+        again remembering exactly those keys across batches (rare: a file that repeats its rows).
+        """
+        from mlops_core.datasets import QuarantineRows
+        from mlops_core.validation import RESTART, validate_batches
+
+        remember: _RememberOnly | None = None
+        for _ in range(2):
+            source = self.staged.new_source()
+            rejected = QuarantineRows(self.scratch.new_path("rejected.parquet"))
+            accepted = rejected_n = offset = 0
+            reasons: Counter[str] = Counter()
+            try:
+                for part in validate_batches(
+                    path,
+                    shown,
+                    self.contract,
+                    self.ts,
+                    max_decoded_bytes=self.max_file_bytes,
+                    batch_bytes=self.batch_bytes,
+                    seen_keys=remember,
+                ):
+                    if part is RESTART:  # the file is read again from its start: forget this attempt
+                        source = self.staged.replace(source)
+                        rejected.reset()
+                        accepted = rejected_n = offset = 0
+                        reasons.clear()
+                        continue
+                    self.staged.add(source, part.accepted, _accepted_row_numbers(part, offset))
+                    rejected.add(part.rejected)
+                    offset += len(part.accepted) + len(part.rejected)
+                    accepted += len(part.accepted)
+                    rejected_n += len(part.rejected)
+                    reasons.update(part.reason_counts)
+            except BaseException:
+                self.staged.discard(source)
+                rejected.reset()
+                raise
+            repeated = self.staged.repeated_keys(source)
+            if not repeated:
+                return _Validated(source, accepted, rejected_n, dict(sorted(reasons.items())), rejected.close())
+            log.info("%s: %d row key(s) accepted in two batches; reading it again", shown, len(repeated))
+            self.staged.discard(source)
+            rejected.reset()
+            remember = _RememberOnly(repeated)
+        raise RuntimeError(f"{shown}: rows repeated across batches were still accepted after a second reading")
 
 
-def _check_unchanged(zone: DropZone, outcome: _Outcome) -> None:
+class _RememberOnly(dict[str, int]):
+    """``seen_keys`` for validate that remembers only the given keys (the ones repeated across batches)."""
+
+    def __init__(self, keys: set[str]) -> None:
+        super().__init__()
+        self.keys_to_remember = frozenset(keys)
+
+    def update(self, other: Any = (), /, **kwargs: int) -> None:  # validate passes a dict
+        super().update({k: v for k, v in dict(other, **kwargs).items() if k in self.keys_to_remember})
+
+
+def _accepted_row_numbers(part: Any, offset: int) -> Any:
+    """Data row numbers of a batch's accepted rows: the batch's rows that were not rejected, in order."""
+    import numpy as np
+
+    from mlops_core.validation import ROW_NUMBER_COLUMN
+
+    total = len(part.accepted) + len(part.rejected)
+    numbers = np.arange(offset + 1, offset + total + 1, dtype=np.int64)
+    if len(part.rejected):
+        numbers = np.setdiff1d(numbers, part.rejected[ROW_NUMBER_COLUMN].to_numpy(dtype=np.int64), assume_unique=True)
+    if len(numbers) != len(part.accepted):
+        raise RuntimeError(f"{part.source}: rejected row numbers do not fit the batch's rows")
+    return numbers
+
+
+def _check_unchanged(zone: DropZone, outcome: _Outcome, staged: StagedRows) -> None:
     """Defer a file that changed since it was read; note one that was replaced or removed."""
     assert outcome.snapshot is not None  # noqa: S101 - only called for files that were read
     change = zone.change_since(outcome.name, outcome.snapshot)
@@ -291,7 +403,9 @@ def _check_unchanged(zone: DropZone, outcome: _Outcome) -> None:
         )
         log.warning("%s", message)
         outcome.status = "deferred"
-        outcome.result = None
+        if outcome.validated is not None:
+            staged.discard(outcome.validated.source)
+        outcome.validated = None
         outcome.rejected = None
         outcome.report = {"file": outcome.shown, "status": "deferred", "reason": message}
         return
@@ -306,8 +420,8 @@ def _check_unchanged(zone: DropZone, outcome: _Outcome) -> None:
     log.warning("%s: %s", outcome.shown, outcome.note)
 
 
-def _plan(outcome: _Outcome, sources: list[dict[str, Any]], frames: list[Any], pending: list[_Quarantine]) -> None:
-    """The source entry, accepted rows, quarantine record and report entry of one outcome."""
+def _plan(outcome: _Outcome, sources: list[dict[str, Any]], pending: list[_Quarantine]) -> None:
+    """The source entry, quarantine record and report entry of one outcome."""
     shown, sha = outcome.shown, outcome.sha256
     if outcome.status == "deferred":
         return
@@ -324,7 +438,7 @@ def _plan(outcome: _Outcome, sources: list[dict[str, Any]], frames: list[Any], p
         assert exc is not None  # noqa: S101 - set with the status
         identity = sha or hashlib.sha256(outcome.evidence.encode("utf-8", "surrogatepass")).hexdigest()
         details = {"reason_code": exc.reason, **({"evidence": outcome.evidence} if outcome.evidence else {})}
-        outcome.quarantine = _Quarantine(shown, None, f"{exc.reason}: {exc}", outcome.data, "file", identity, details)
+        outcome.quarantine = _Quarantine(shown, None, f"{exc.reason}: {exc}", outcome.raw, "file", identity, details)
         pending.append(outcome.quarantine)
         sources.append(
             {
@@ -338,17 +452,16 @@ def _plan(outcome: _Outcome, sources: list[dict[str, Any]], frames: list[Any], p
         )
         outcome.report = {"file": shown, "status": "rejected", "reason_code": exc.reason, "reason": str(exc)}
         return
-    result = outcome.result
-    assert result is not None  # noqa: S101 - set with the status
-    n_ok, n_bad = len(result.accepted), len(result.rejected)
-    reasons = result.summary()["reasons"] if n_bad else {}
+    validated = outcome.validated
+    assert validated is not None  # noqa: S101 - set with the status
+    n_ok, n_bad = validated.rows_accepted, validated.rows_rejected
+    reasons = validated.reasons if n_bad else {}
     if n_bad:
         outcome.quarantine = _Quarantine(
-            shown, result.rejected, f"{n_bad} row(s) rejected: {reasons}", None, "file", sha, {"reason_code": "rows"}
+            shown, validated.rejected, f"{n_bad} row(s) rejected: {reasons}", None, "file", sha, {"reason_code": "rows"}
         )
         pending.append(outcome.quarantine)
         log.warning("%s: %d row(s) to quarantine: %s", shown, n_bad, reasons)
-    frames.append(result.accepted)
     sources.append({"key": shown, "sha256": sha, "status": "accepted", "rows_accepted": n_ok, "rows_rejected": n_bad})
     outcome.report = {
         "file": shown,
@@ -425,7 +538,7 @@ def ingest_sql(
     """
     import pandas as pd
 
-    from mlops_core.datasets import DatasetStore
+    from mlops_core.datasets import DatasetStore, StagedRows
     from mlops_core.validation import validate
 
     src = settings.dataset.sql_source
@@ -491,7 +604,11 @@ def ingest_sql(
             "rows_rejected": len(result.rejected),
         }
     ]
-    report, _ = _commit(store, contract, [result.accepted], sources, run_id, ts, len(result.rejected), pending)
+    batch_bytes = settings.dataset.ingest_batch_mb * 1024 * 1024
+    with ScratchDir(settings.dataset.ingest_scratch_dir) as scratch:
+        staged = StagedRows(scratch, memory_bytes=batch_bytes)
+        staged.add(staged.new_source(), result.accepted)
+        report, _ = _commit(store, contract, staged, sources, run_id, ts, len(result.rejected), pending)
     store.set_watermark(state_name, new_watermark)
     report["watermark"] = new_watermark
     return report
@@ -500,7 +617,7 @@ def ingest_sql(
 def _commit(
     store: DatasetStore,
     contract: DatasetContract,
-    frames: list[pd.DataFrame],
+    staged: StagedRows,
     sources: list[dict[str, Any]],
     run_id: str,
     ts: pd.Timestamp,
@@ -512,18 +629,13 @@ def _commit(
 
     Returns the report and the number of rows per source left out as duplicates.
     """
-    import pandas as pd
-
-    from mlops_core.contract import ROW_KEY_COLUMN, SOURCE_COLUMN
-
     base = {
         "dataset": contract.name,
         "run_id": run_id,
         "rejected_rows": rejected_rows,
         "sources": [s["key"] for s in sources],
     }
-    frames = [f for f in frames if len(f)]
-    if not frames:
+    if not staged.rows:
         for record in pending:
             record.write(store, run_id)
         store.record_sources(_new_sources(sources), None, run_id)
@@ -536,11 +648,10 @@ def _commit(
             "reason": "no accepted rows",
         }
         return report, {}
-    accepted = pd.concat(frames, ignore_index=True)
     # commit_version leaves out (and returns, with the reason) rows already in a version and rows
     # repeated across the files of this batch; they are quarantined, never silently dropped.
     result = store.commit_version(
-        accepted,
+        staged,
         contract,
         sources=sources,
         run_id=run_id,
@@ -549,22 +660,20 @@ def _commit(
     )
     for record in pending:
         record.write(store, run_id)
-    dupes = len(result.duplicates)
+    dupes = result.duplicate_count
     by_source: dict[str, int] = {}
     if dupes:
-        keys = "\n".join(sorted(result.duplicates[ROW_KEY_COLUMN].astype(str)))
         store.quarantine(
             run_id,
             "duplicate-rows",
-            result.duplicates,
+            result.duplicate_rows if result.duplicate_rows is not None else result.duplicates,
             f"{dupes} duplicate row(s) left out",
             None,
             kind="batch_duplicates",
-            content_sha256=hashlib.sha256(keys.encode("utf-8")).hexdigest(),
+            content_sha256=result.duplicates_sha256,  # of their row keys, sorted, one per line
             details={"reason_code": "duplicate_row"},
         )
-        counts = result.duplicates[SOURCE_COLUMN].astype(str).value_counts()
-        by_source = {str(k): int(v) for k, v in counts.items()}
+        by_source = dict(result.duplicates_by_source)
     manifest = result.manifest
     version_id = manifest["version_id"] if manifest else None
     store.record_sources(_new_sources(sources), version_id, run_id)
