@@ -55,7 +55,7 @@ from mlops_core.errors import PermanentError
 from mlops_core.key_index import BUCKET_CHARS, SCHEME_EVENT_DATE, RowKeyIndex, scheme_for
 from mlops_core.spill import ExternalSorter, ScratchDir
 from mlops_core.storage import ObjectNotFound, ObjectStore
-from mlops_core.validation import REASON_COLUMN, ROW_NUMBER_COLUMN
+from mlops_core.validation import REASON_COLUMN, ROW_KEY_LENGTH, ROW_NUMBER_COLUMN
 
 log = logging.getLogger(__name__)
 
@@ -613,11 +613,62 @@ def _quarantinable(rejected: pd.DataFrame) -> pd.DataFrame:
 
 # --------------------------------------------------------------------------- staged rows
 TIME_COLUMN = "_t"  # _event_time as int64 ns (UTC): the first sort key of staged rows
+KEY_HIGH, KEY_LOW = "_k1", "_k2"  # the row key's 32 hex digits as two uint64 numbers, ordered as the text
 INPUT_COLUMN = "_input"  # which source (in input order) a staged row came from
-ORDER_KEYS = (TIME_COLUMN, ROW_KEY_COLUMN, INPUT_COLUMN, ROW_NUMBER_COLUMN)
-_HELPER_COLUMNS = (TIME_COLUMN, INPUT_COLUMN, ROW_NUMBER_COLUMN)
+ORDER_KEYS = (TIME_COLUMN, KEY_HIGH, KEY_LOW, INPUT_COLUMN, ROW_NUMBER_COLUMN)
 DEFAULT_MEMORY_BYTES = 16 * 1024**2
 _NS_PER_DAY = 86_400 * 1_000_000_000
+_HEX_DIGITS = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
+_HEX_VALUE = np.full(256, 255, dtype=np.uint8)
+_HEX_VALUE[_HEX_DIGITS] = np.arange(16, dtype=np.uint8)
+
+
+def key_numbers(keys: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Row keys (32 lowercase hex digits, :func:`mlops_core.validation.row_keys`) as two uint64 arrays.
+
+    ``(high, low)`` compare as the text does, so rows sort by number instead of by string.
+    Raises ValueError for a key of another shape.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    array = _array(keys)
+    if not pa.types.is_string(array.type):
+        array = pc.cast(array, pa.string())
+    n = len(array)
+    if n == 0:
+        return np.zeros(0, dtype=np.uint64), np.zeros(0, dtype=np.uint64)
+    if array.null_count:
+        raise ValueError("commit_version: _row_key may not be null; validate the rows first")
+    offsets = np.frombuffer(array.buffers()[1], dtype=np.int32, count=n + 1, offset=4 * array.offset)
+    if (np.diff(offsets) != ROW_KEY_LENGTH).any():
+        raise ValueError(f"commit_version: every _row_key must be {ROW_KEY_LENGTH} hex digits; validate the rows first")
+    data = np.frombuffer(array.buffers()[2], dtype=np.uint8, count=ROW_KEY_LENGTH * n, offset=int(offsets[0]))
+    digits = _HEX_VALUE[data.reshape(n, ROW_KEY_LENGTH)]
+    if (digits == 255).any():
+        raise ValueError("commit_version: every _row_key must be lowercase hex digits; validate the rows first")
+    packed = np.ascontiguousarray((digits[:, 0::2] << 4) | digits[:, 1::2]).view(">u8")  # (n, 2) big-endian
+    return packed[:, 0].astype(np.uint64), packed[:, 1].astype(np.uint64)
+
+
+def key_texts(high: np.ndarray, low: np.ndarray) -> np.ndarray:
+    """The inverse of :func:`key_numbers`: an ``(n, 32)`` array of the keys' ASCII hex digits."""
+    n = len(high)
+    packed = np.empty((n, 2), dtype=">u8")
+    packed[:, 0], packed[:, 1] = high, low
+    raw = packed.view(np.uint8).reshape(n, 16)
+    text = np.empty((n, ROW_KEY_LENGTH), dtype=np.uint8)
+    text[:, 0::2], text[:, 1::2] = _HEX_DIGITS[raw >> 4], _HEX_DIGITS[raw & 15]
+    return text
+
+
+def _key_strings(text: np.ndarray) -> Any:
+    """An Arrow string array of the keys in an ``(n, 32)`` digit array."""
+    import pyarrow as pa
+
+    n = len(text)
+    offsets = np.arange(0, ROW_KEY_LENGTH * n + 1, ROW_KEY_LENGTH, dtype=np.int32)
+    return pa.Array.from_buffers(pa.string(), n, [None, pa.py_buffer(offsets), pa.py_buffer(text.tobytes())])
 
 
 @dataclass(frozen=True)
@@ -643,10 +694,11 @@ class StagedRows:
     Rows are added per source (a delivered file, a SQL read) with their data row numbers; sources
     are numbered in input order, so "the first of repeated rows" means the first by (source, row
     number), as in the concatenated input. The rows are kept sorted by ``(_event_time, _row_key,
-    source, row number)`` (:data:`ORDER_KEYS`): rows with one row key always have one event time
-    (the key is a digest of the entity and the event time, or of the whole row, which holds the
-    event time or shares the ingestion time), so repeats of a key end up next to each other and
-    each event date is one stretch. Memory: about ``memory_bytes`` (see :class:`ExternalSorter`).
+    source, row number)`` (:data:`ORDER_KEYS`; the key as two numbers, :func:`key_numbers`): rows
+    with one row key always have one event time (the key is a digest of the entity and the event
+    time, or of the whole row, which holds the event time or shares the ingestion time), so
+    repeats of a key end up next to each other and each event date is one stretch. Memory: about
+    ``memory_bytes`` (see :class:`ExternalSorter`).
     """
 
     def __init__(self, scratch: ScratchDir, memory_bytes: int = DEFAULT_MEMORY_BYTES) -> None:
@@ -701,8 +753,11 @@ class StagedRows:
         elif not table.schema.equals(self.schema, check_metadata=False):
             table = table.cast(self.schema)
         times = pc.cast(pc.cast(table.column(EVENT_TIME_COLUMN), pa.timestamp("ns", tz="UTC")), pa.int64())
+        high, low = key_numbers(table.column(ROW_KEY_COLUMN))
         table = (
             table.append_column(TIME_COLUMN, times)
+            .append_column(KEY_HIGH, pa.array(high))
+            .append_column(KEY_LOW, pa.array(low))
             .append_column(INPUT_COLUMN, pa.array(np.full(n, source, dtype=np.int32)))
             .append_column(ROW_NUMBER_COLUMN, pa.array(numbers))
         )
@@ -732,15 +787,13 @@ class StagedRows:
             return set()
         mine = pa.scalar(source, pa.int32())
         repeated: set[str] = set()
-        last: tuple[int, str] | None = None
+        last: tuple[int, ...] | None = None
         for table in self._sorter.sorted(
-            columns=list(ORDER_KEYS), tag=source, keep=lambda t: pc.equal(t.column(INPUT_COLUMN), mine)
+            columns=[*ORDER_KEYS, ROW_KEY_COLUMN], tag=source, keep=lambda t: pc.equal(t.column(INPUT_COLUMN), mine)
         ):
-            times, keys = table.column(TIME_COLUMN), table.column(ROW_KEY_COLUMN)
-            same = _same_as_previous(times, keys, last)
-            if pc.any(same).as_py():
-                repeated.update(pc.filter(keys, same).to_pylist())
-            last = (times[-1].as_py(), keys[-1].as_py())
+            same, last = _same_as_previous(table, last)
+            if same.any():
+                repeated.update(table.column(ROW_KEY_COLUMN).filter(pa.array(same)).to_pylist())
         return repeated
 
     def ordered(self) -> Iterator[Any]:
@@ -765,20 +818,17 @@ def check_accepted(accepted: pd.DataFrame, contract: DatasetContract | None = No
         raise ValueError("commit_version: _event_time and _row_key may not be null; validate the rows first")
 
 
-def _same_as_previous(times: Any, keys: Any, last: tuple[int, str] | None) -> Any:
-    """True where a row has the (time, key) of the row before it (``last``: the row before the first)."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    n = len(keys)
-    if last is None:
-        before_t = pa.concat_arrays([pa.array([None], pa.int64()), _array(times).slice(0, n - 1)])
-        before_k = pa.concat_arrays([pa.array([None], pa.string()), _array(keys).slice(0, n - 1)])
-    else:
-        before_t = pa.concat_arrays([pa.array([last[0]], pa.int64()), _array(times).slice(0, n - 1)])
-        before_k = pa.concat_arrays([pa.array([last[1]], pa.string()), _array(keys).slice(0, n - 1)])
-    same = pc.and_(pc.equal(_array(times), before_t), pc.equal(_array(keys), before_k))
-    return pc.fill_null(same, False)
+def _same_as_previous(table: Any, last: tuple[int, ...] | None) -> tuple[np.ndarray, tuple[int, ...]]:
+    """Where a row has the (time, key) of the row before it (``last``: the row before the first's), and the new last."""
+    columns = [table.column(c).to_numpy() for c in (TIME_COLUMN, KEY_HIGH, KEY_LOW)]
+    n = len(columns[0])
+    same = np.ones(n, dtype=bool)
+    for values in columns:
+        same[1:] &= values[1:] == values[:-1]
+    same[0] = last is not None and all(
+        int(values[0]) == previous for values, previous in zip(columns, last, strict=True)
+    )
+    return same, tuple(int(values[n - 1]) for values in columns)
 
 
 def _array(column: Any) -> Any:
@@ -869,7 +919,7 @@ class _CommitPass:
         self.scheme = scheme_for(contract)
         self.budget = staged.memory_bytes
         scratch = staged.scratch
-        self.keys = ExternalSorter(scratch, [ROW_KEY_COLUMN, KIND_COLUMN], self.budget, name="keys")
+        self.keys = ExternalSorter(scratch, [KEY_HIGH, KEY_LOW, KIND_COLUMN], self.budget, name="keys")
         self.dups = ExternalSorter(scratch, [INPUT_COLUMN, ROW_NUMBER_COLUMN], self.budget, name="duplicates")
         self.partitions: dict[str, _Partition] = {}
         self.manifests: dict[str, dict[str, Any]] = {}
@@ -881,7 +931,8 @@ class _CommitPass:
         self.time_max: int | None = None
         self.by_source: Counter[str] = Counter()
         self.duplicates_sha256: str | None = None
-        self._last: tuple[int, str] | None = None
+        self._last: tuple[int, ...] | None = None
+        self._buckets_present: dict[str, bool] = {}
         self._index: RowKeyIndex | None = None
         self._index_day: str | None = None
         self._writer: Any = None
@@ -911,9 +962,8 @@ class _CommitPass:
                 self._bucket_files[self._open_day].close()  # dates come in order: that bucket is complete
             self._open_day = day
         n = segment.num_rows
-        keys, times = _array(segment.column(ROW_KEY_COLUMN)), _array(segment.column(TIME_COLUMN))
-        same = _same_as_previous(times, keys, self._last).to_numpy(zero_copy_only=False)
-        self._last = (times[n - 1].as_py(), keys[n - 1].as_py())
+        keys = _array(segment.column(ROW_KEY_COLUMN))
+        same, self._last = _same_as_previous(segment, self._last)
         first = np.flatnonzero(~same)
         self.repeats += n - len(first)
         self.unique_keys += len(first)
@@ -948,17 +998,30 @@ class _CommitPass:
             self.dup_count += rows.num_rows
             for entry in pc.value_counts(rows.column(SOURCE_COLUMN)).to_pylist():
                 self.by_source[str(entry["values"])] += int(entry["counts"])
-            self.dups.add(rows.drop_columns([TIME_COLUMN]))
-            self.keys.add(_kinds(rows.column(ROW_KEY_COLUMN), DUPLICATE_KEY))
+            self.dups.add(rows.drop_columns([TIME_COLUMN, KEY_HIGH, KEY_LOW]))
+            self.keys.add(_kinds(rows, DUPLICATE_KEY))
 
     def _lookup(self, day: str, keys: Any) -> np.ndarray:
         """The committed version of each key (None: none), from a fresh index object per event date."""
+        if not self._index_has_entries(day):
+            return np.full(len(keys), None, dtype=object)
         if self._index is None or (self.scheme == SCHEME_EVENT_DATE and day != self._index_day):
             self._index, self._index_day = self.ds._key_index(self.contract), day  # the last date's bucket is let go
         series = pd.Series(pd.arrays.ArrowExtensionArray(keys))
         labels = _one_label(day, len(keys)) if self.scheme == SCHEME_EVENT_DATE else None
         found: np.ndarray = self._index.lookup(series, labels).to_numpy(dtype=object)
         return found
+
+    def _index_has_entries(self, day: str) -> bool:
+        """False when no bucket these keys can fall in exists yet (a new event date, a new dataset)."""
+        from mlops_core.key_index import RowKeyIndex as _Index
+
+        buckets = [day] if self.scheme == SCHEME_EVENT_DATE else [f"{i:x}" for i in range(16**BUCKET_CHARS)]
+        index = _Index(self.ds.store, self.ds.prefix, self.ds._manifest_key, self.scheme)
+        for bucket in buckets:
+            if bucket not in self._buckets_present:
+                self._buckets_present[bucket] = self.ds.store.exists(index.bucket_key(bucket))
+        return any(self._buckets_present[b] for b in buckets)
 
     def _new(self, day: str, rows: Any) -> None:
         import pyarrow.compute as pc
@@ -969,7 +1032,7 @@ class _CommitPass:
         self.time_min = low.as_py() if self.time_min is None else min(self.time_min, low.as_py())
         self.time_max = high.as_py() if self.time_max is None else max(self.time_max, high.as_py())
         keys = _array(rows.column(ROW_KEY_COLUMN))
-        self.keys.add(_kinds(keys, NEW_KEY))
+        self.keys.add(_kinds(rows, NEW_KEY))
         if self.scheme == SCHEME_EVENT_DATE:
             self._bucket_file(day).add(keys)
         else:
@@ -1021,7 +1084,11 @@ class _CommitPass:
 
     # ------------------------------------------------------------------ after the pass
     def hash_keys(self, fingerprint: str) -> _SortedKeys:
-        """Content address, checksum and ``row_keys.parquet`` of the new keys; checksum of the duplicates' keys."""
+        """Content address, checksum and ``row_keys.parquet`` of the new keys; checksum of the duplicates' keys.
+
+        The keys come out of an external sort; each hash is fed ``"\\n" + key`` per key in order
+        (:func:`version_id_for`; the checksums leave out the first ``"\\n"``).
+        """
         import pyarrow as pa
         import pyarrow.compute as pc
         import pyarrow.parquet as pq
@@ -1039,22 +1106,24 @@ class _CommitPass:
         with pq.ParquetWriter(path, schema) as writer:
             for table in self.keys.sorted():
                 kinds = table.column(KIND_COLUMN)
-                for kind, hashers in ((NEW_KEY, (version, checksum)), (DUPLICATE_KEY, (duplicates,))):
-                    keys = pc.filter(table.column(ROW_KEY_COLUMN), pc.equal(kinds, kind))
-                    if not len(keys):
+                for kind in (NEW_KEY, DUPLICATE_KEY):
+                    mine = pc.equal(kinds, kind)
+                    high = table.column(KEY_HIGH).filter(mine).to_numpy()
+                    if not len(high):
                         continue
-                    text = "\n".join(keys.to_pylist()).encode("utf-8")
-                    for hasher in hashers:
-                        if hasher is version or started[kind]:
-                            hasher.update(b"\n")
-                        hasher.update(text)
-                    started[kind] = True
+                    text = key_texts(high, table.column(KEY_LOW).filter(mine).to_numpy())
+                    lines = np.hstack([np.full((len(text), 1), ord("\n"), dtype=np.uint8), text]).tobytes()
                     if kind == NEW_KEY:
-                        pending.append(pa.table({ROW_KEY_COLUMN: keys}, schema=schema))
+                        version.update(lines)
+                        checksum.update(lines if started[kind] else lines[1:])
+                        pending.append(pa.table({ROW_KEY_COLUMN: _key_strings(text)}, schema=schema))
                         held += pending[-1].nbytes
                         if held >= self.budget // 2:
                             writer.write_table(pa.concat_tables(pending))
                             pending, held = [], 0
+                    else:
+                        duplicates.update(lines if started[kind] else lines[1:])
+                    started[kind] = True
             if pending:
                 writer.write_table(pa.concat_tables(pending))
         self.duplicates_sha256 = duplicates.hexdigest() if started[DUPLICATE_KEY] else None
@@ -1149,10 +1218,12 @@ def _by_day(table: Any) -> Iterator[tuple[str, Any]]:
         yield day, table if (start, stop) == (0, len(days)) else table.slice(start, stop - start)
 
 
-def _kinds(keys: Any, kind: int) -> Any:
+def _kinds(rows: Any, kind: int) -> Any:
+    """The numeric keys of ``rows`` with their kind, for the commit's sort of keys."""
     import pyarrow as pa
 
-    return pa.table({ROW_KEY_COLUMN: _array(keys), KIND_COLUMN: pa.array(np.full(len(keys), kind, dtype=np.int8))})
+    kinds = pa.array(np.full(rows.num_rows, kind, dtype=np.int8))
+    return pa.table({KEY_HIGH: rows.column(KEY_HIGH), KEY_LOW: rows.column(KEY_LOW), KIND_COLUMN: kinds})
 
 
 def _one_label(label: str, n: int) -> pd.Categorical:

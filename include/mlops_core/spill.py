@@ -218,10 +218,14 @@ def _count_up_to(table: Any, keys: Sequence[str], bound: tuple[Any, ...]) -> int
         return int(table.num_rows)
     if _first_key(table, keys) > bound:
         return 0
-    mask = pc.less_equal(table.column(keys[-1]), bound[-1])
+    import pyarrow as pa
+
+    last = table.column(keys[-1])
+    mask = pc.less_equal(last, pa.scalar(bound[-1], last.type))
     for key, value in zip(reversed(keys[:-1]), reversed(bound[:-1]), strict=True):
         column = table.column(key)
-        mask = pc.or_(pc.less(column, value), pc.and_(pc.equal(column, value), mask))
+        scalar = pa.scalar(value, column.type)  # typed: a uint64 above 2**63 is no int64
+        mask = pc.or_(pc.less(column, scalar), pc.and_(pc.equal(column, scalar), mask))
     return int(pc.sum(mask).as_py() or 0)
 
 
@@ -325,7 +329,10 @@ class ExternalSorter:
                 merged = merge([run.tables(columns) for run in group], self.keys)
                 rounds.append(write_run(path, merged, schema, self.chunk_rows(row_bytes)))
                 selected.append(rounds[-1])
-            sources: list[Iterable[Any]] = [run.tables(columns) for run in selected]
+            share = self.memory_bytes // max(1, len(selected) + bool(self._buffer))  # of the memory, per source
+            sources: list[Iterable[Any]] = [
+                _coalesced(run.tables(columns), max(1, share // max(1, run.row_bytes))) for run in selected
+            ]
             if self._buffer:
                 buffered = sort_table(pa.concat_tables(self._buffer), self.keys)
                 if columns is not None:
@@ -346,6 +353,22 @@ class ExternalSorter:
         self.runs, self._run_tags = [], []
         self._buffer, self._buffer_tags, self._buffered = [], set(), 0
         self.rows = 0
+
+
+def _coalesced(tables: Iterable[Any], rows: int) -> Iterator[Any]:
+    """Consecutive tables joined until each holds at least ``rows`` rows (fewer, larger merge rounds)."""
+    import pyarrow as pa
+
+    held: list[Any] = []
+    count = 0
+    for table in tables:
+        held.append(table)
+        count += table.num_rows
+        if count >= rows:
+            yield held[0] if len(held) == 1 else pa.concat_tables(held)
+            held, count = [], 0
+    if held:
+        yield held[0] if len(held) == 1 else pa.concat_tables(held)
 
 
 def _slices(table: Any, rows: int) -> Iterator[Any]:
