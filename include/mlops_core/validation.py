@@ -490,7 +490,6 @@ def _plain_frame(table: Any, header: list[str], name: str) -> pd.DataFrame | Non
     columns: dict[int, Any] = {}
     for position in range(table.num_columns):
         column = table.column(position)
-        column = column.combine_chunks() if hasattr(column, "combine_chunks") else column
         if len(column) and _max_byte_length(column) > limit:
             return None
         columns[position] = pd.arrays.ArrowExtensionArray(column)
@@ -500,13 +499,16 @@ def _plain_frame(table: Any, header: list[str], name: str) -> pd.DataFrame | Non
 
 
 _HEADER_LIMIT = 1 << 20  # a plain CSV's header line is shorter than this
+_PARSE_BLOCK = 1 << 20  # Arrow parses a block in pieces of this size, in parallel
 
 
 def _plain_csv_blocks(stream: BinaryIO, name: str, batch_bytes: int) -> Iterator[pd.DataFrame]:
     """A plain CSV read from ``stream`` in blocks of about ``batch_bytes``; :class:`NotPlainCsv` when it is not plain.
 
-    Every byte Arrow reads is checked on the way (:class:`_PlainWatch`); a quote, carriage return
-    or NUL anywhere makes the file not plain, also after blocks were yielded (the caller starts over).
+    Arrow's streaming reader parses pieces of :data:`_PARSE_BLOCK` bytes (a few read ahead, in
+    parallel); they are gathered into frames of about ``batch_bytes`` of text. Every byte Arrow
+    reads is checked on the way (:class:`_PlainWatch`): a quote, carriage return or NUL anywhere
+    makes the file not plain, also after frames were yielded (the caller starts over).
     """
     import pyarrow as pa
     import pyarrow.csv as pacsv
@@ -518,13 +520,11 @@ def _plain_csv_blocks(stream: BinaryIO, name: str, batch_bytes: int) -> Iterator
     watched = _PlainWatch(first, stream)
     rows = 0
     try:
-        reader = pacsv.open_csv(watched, *_plain_csv_options(len(header), batch_bytes))
-        for batch in reader:
+        reader = pacsv.open_csv(watched, *_plain_csv_options(len(header), min(batch_bytes, _PARSE_BLOCK)))
+        for table in _gathered(reader, batch_bytes):
             if watched.blocked:
                 raise NotPlainCsv(name)
-            if batch.num_rows == 0:
-                continue
-            frame = _plain_frame(batch, header, name)
+            frame = _plain_frame(table, header, name)
             if frame is None:
                 raise NotPlainCsv(name)
             rows += len(frame)
@@ -535,6 +535,23 @@ def _plain_csv_blocks(stream: BinaryIO, name: str, batch_bytes: int) -> Iterator
         raise NotPlainCsv(name) from exc
     if watched.blocked or rows == 0:
         raise NotPlainCsv(name)
+
+
+def _gathered(reader: Any, batch_bytes: int) -> Iterator[Any]:
+    """Record batches of a streaming reader joined into tables of about ``batch_bytes``."""
+    import pyarrow as pa
+
+    held: list[Any] = []
+    size = 0
+    for batch in reader:
+        if batch.num_rows:
+            held.append(batch)
+            size += batch.nbytes
+        if size >= batch_bytes:
+            yield pa.Table.from_batches(held)
+            held, size = [], 0
+    if held:
+        yield pa.Table.from_batches(held)
 
 
 class _PlainWatch(io.RawIOBase):
