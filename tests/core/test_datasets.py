@@ -587,3 +587,72 @@ class TestRowKeyIndex:
         assert sorted(result.manifest["partitions"]) == ["1969-12-31", "2024-01-02"]
         names = sorted(k.rsplit("/", 1)[-1] for k in store.list_keys("datasets/churn/key_index/"))
         assert names == ["date=1969-12-31.parquet", "date=2024-01-02.parquet", "index.json"]
+
+
+# --------------------------------------------------------------------------- staged commits
+def test_row_keys_as_numbers_sort_and_round_trip_like_the_text():
+    import random
+
+    import pyarrow as pa
+
+    from mlops_core.datasets import key_numbers, key_texts
+
+    rng = random.Random(7)
+    keys = [f"{rng.getrandbits(128):032x}" for _ in range(500)] + ["0" * 32, "f" * 32, "8" + "0" * 31]
+    high, low = key_numbers(pa.array(keys))
+    assert [bytes(row).decode() for row in key_texts(high, low)] == keys
+    by_number = [keys[i] for i in sorted(range(len(keys)), key=lambda i: (int(high[i]), int(low[i])))]
+    assert by_number == sorted(keys)
+    for bad in (["A" * 32], ["g" * 32], ["0" * 31]):
+        with pytest.raises(ValueError, match="_row_key"):
+            key_numbers(pa.array(bad))
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    batches=st.lists(st.lists(st.integers(0, POOL_SIZE - 1), max_size=POOL_SIZE + 4), min_size=1, max_size=4),
+    memory=st.integers(200, 5000),
+)
+def test_a_commit_staged_in_small_runs_equals_the_commit_of_one_frame(pool, churn, batches, memory):
+    """Tiny memory: every add is a run, merges go in rounds; the version, rows and duplicates are the same."""
+    from mlops_core.datasets import StagedRows
+    from mlops_core.spill import ScratchDir
+
+    with tempfile.TemporaryDirectory() as one, tempfile.TemporaryDirectory() as two, ScratchDir(two) as scratch:
+        frames = [pool.iloc[b] for b in batches]
+        whole = commit(DatasetStore(LocalObjectStore(one), "churn"), churn, pd.concat(frames, ignore_index=True))
+        staged = StagedRows(scratch, memory_bytes=memory)
+        for frame in frames:
+            source = staged.new_source()
+            for start in range(0, len(frame), 3):  # several parts per source
+                staged.add(source, frame.iloc[start : start + 3])
+        ds = DatasetStore(LocalObjectStore(two + "/store"), "churn")
+        result = ds.commit_version(staged, churn, sources_for(pd.concat(frames)), "run1", CREATED)
+        assert (result.version_id, result.created) == (whole.version_id, whole.created)
+        assert result.manifest == whole.manifest
+        pd.testing.assert_frame_equal(result.duplicates, whole.duplicates)
+        assert result.duplicate_count == len(whole.duplicates)
+        if whole.version_id:
+            pd.testing.assert_frame_equal(ds.read_version(result.version_id), commit_rows(whole, one))
+
+
+def commit_rows(result, root: str) -> pd.DataFrame:
+    return DatasetStore(LocalObjectStore(root), "churn").read_version(result.version_id)
+
+
+def test_a_discarded_source_is_not_committed(tmp_path, churn):
+    from mlops_core.datasets import StagedRows
+    from mlops_core.spill import ScratchDir
+
+    with ScratchDir(tmp_path / "scratch") as scratch:
+        staged = StagedRows(scratch, memory_bytes=500)
+        kept, dropped = staged.new_source(), staged.new_source()
+        staged.add(kept, accepted(churn, ("a", JAN1), ("b", JAN2)))
+        staged.add(dropped, accepted(churn, ("c", JAN1)))
+        staged.add(dropped, accepted(churn, ("a", JAN1)))
+        staged.discard(dropped)
+        assert staged.rows == 2
+        ds = DatasetStore(LocalObjectStore(tmp_path / "store"), "churn")
+        result = ds.commit_version(staged, churn, [], "run1", CREATED)
+        assert sorted(ds.read_version(result.version_id)["customer_id"]) == ["a", "b"]
+        assert result.duplicate_count == 0

@@ -28,7 +28,8 @@ def _table(rows: list[tuple[int, str, int]]) -> pa.Table:
 def _rows(tables) -> list[tuple[int, str, int]]:
     out: list[tuple[int, str, int]] = []
     for table in tables:
-        out.extend(zip(table.column("t").to_pylist(), table.column("k").to_pylist(), table.column("n").to_pylist()))
+        columns = (table.column(c).to_pylist() for c in ("t", "k", "n"))
+        out.extend(zip(*columns, strict=True))
     return out
 
 
@@ -76,12 +77,20 @@ def test_merge_of_streams_with_uneven_tables():
     ]
 
 
-def test_scratch_is_removed_on_error_and_abandoned_ones_by_the_next(tmp_path, monkeypatch):
-    with pytest.raises(RuntimeError), ScratchDir(tmp_path) as scratch:
-        kept = scratch.path
-        (kept / "x").write_bytes(b"1")
+def _fail_inside(scratch: ScratchDir) -> None:
+    with scratch:
+        (scratch.path / "x").write_bytes(b"1")
+        kept.append(scratch.path)
         raise RuntimeError("boom")
-    assert not kept.exists()
+
+
+kept: list = []
+
+
+def test_scratch_is_removed_on_error_and_abandoned_ones_by_the_next(tmp_path):
+    with pytest.raises(RuntimeError, match="boom"):
+        _fail_inside(ScratchDir(tmp_path))
+    assert kept and not kept[-1].exists()
 
     dead = tmp_path / f"{spill.SCRATCH_PREFIX}dead"
     dead.mkdir()
