@@ -1473,8 +1473,10 @@ def validate_batches(
     """
     offset = 0
     yielded = False
+    refused: FileRejected | None = None
+    frames = read_source(data, name, max_decoded_bytes=max_decoded_bytes, batch_bytes=batch_bytes)
     try:
-        for frame in read_source(data, name, max_decoded_bytes=max_decoded_bytes, batch_bytes=batch_bytes):
+        for frame in frames:
             if frame is RESTART:
                 if yielded:
                     yield RESTART
@@ -1482,13 +1484,27 @@ def validate_batches(
                 if seen_keys is not None:
                     seen_keys.clear()
                 continue
-            part = validate(frame, contract, name, ingested_at, row_offset=offset, seen_keys=seen_keys)
+            try:
+                part = validate(frame, contract, name, ingested_at, row_offset=offset, seen_keys=seen_keys)
+            except FileRejected as exc:
+                refused = exc  # a header the contract refuses: missing, unknown or clashing columns
+                break
             offset += len(frame)
             yielded = True
             yield part
-        return
+        if refused is None:
+            return
+        # Whole-file reading would report damage further on first: read on, keeping nothing. A
+        # file that reads to its end gets exactly this answer, without being read whole.
+        del frame
+        for _ in frames:
+            pass
     except (NeedsWholeFile, FileRejected):
-        pass
+        refused = None
+    if refused is not None:
+        if yielded:
+            yield RESTART
+        raise refused
     if yielded:
         yield RESTART
     if seen_keys is not None:

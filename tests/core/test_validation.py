@@ -682,10 +682,15 @@ _ROWS = [
     batch_bytes=st.integers(40, 2000),
     damage=st.sampled_from(["", "ragged", "not_utf8", "quote", "blank", "long"]),
     at=st.floats(0, 1),
+    header=st.sampled_from(["", "", "missing", "extra"]),
 )
-def test_validation_in_blocks_gives_the_whole_file_answer(churn, picks, batch_bytes, damage, at):
+def test_validation_in_blocks_gives_the_whole_file_answer(churn, picks, batch_bytes, damage, at, header):
     rows = [dict(_ROWS[i], customer_id=_ROWS[i]["customer_id"] or "") for i in picks]
     lines = to_csv(rows).split(b"\n")
+    if header == "missing":  # the last column is gone: missing_columns, unless damage further on wins
+        lines = [line.rsplit(b",", 1)[0] if line else line for line in lines]
+    elif header == "extra":  # unknown_columns (the contract rejects them), unless damage further on wins
+        lines = [line + (b",extra" if i == 0 else b",x") if line else line for i, line in enumerate(lines)]
     position = 1 + int(at * (len(lines) - 2))  # a data line, early or late
     if damage == "ragged":
         lines[position] += b",extra"
@@ -828,3 +833,18 @@ def test_parquet_in_row_batches_gives_the_whole_file_answer(tmp_path, churn):
     rejected = pd.concat([p.rejected for p in parts], ignore_index=True)
     assert rejected[ROW_NUMBER_COLUMN].tolist() == whole.rejected[ROW_NUMBER_COLUMN].tolist()
     assert rejected[REASON_COLUMN].tolist() == whole.rejected[REASON_COLUMN].tolist()
+
+
+def test_a_header_the_contract_refuses_is_answered_without_reading_the_file_whole(churn, monkeypatch):
+    data = to_csv([dict(churn_row(f"c{i}"), extra="x") for i in range(300)])
+    whole = _whole_file(data, "f.csv", churn)
+    assert isinstance(whole, FileRejected) and whole.reason == "unknown_columns"
+
+    def whole_file_reading(*args, **kwargs):
+        raise AssertionError("the file was read whole")
+
+    monkeypatch.setattr(validation, "_read_plain_csv", whole_file_reading)
+    monkeypatch.setattr(validation, "_read_csv_reference", whole_file_reading)
+    with pytest.raises(FileRejected) as caught:
+        validation.validate_file(data, "f.csv", churn, INGESTED_AT, batch_bytes=500)
+    assert (caught.value.reason, str(caught.value)) == (whole.reason, str(whole))
