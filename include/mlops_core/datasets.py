@@ -53,7 +53,7 @@ from mlops_core.contract import (
 )
 from mlops_core.errors import PermanentError
 from mlops_core.key_index import BUCKET_CHARS, SCHEME_EVENT_DATE, RowKeyIndex, scheme_for
-from mlops_core.spill import ExternalSorter, ScratchDir
+from mlops_core.spill import ExternalSorter, ScratchDir, release_memory
 from mlops_core.storage import ObjectNotFound, ObjectStore
 from mlops_core.validation import REASON_COLUMN, ROW_KEY_LENGTH, ROW_NUMBER_COLUMN
 
@@ -356,6 +356,7 @@ class DatasetStore:
         meta = index.ensure(self.list_versions, self._version_row_keys, self._partition_row_keys)
         sorting = _CommitPass(self, staged, contract, sources, run_id, set(earlier_attempts))
         sorting.run()
+        release_memory()
         fingerprint = contract.fingerprint
 
         # Same rows as an existing version (the same rows delivered again): a no-op, nothing reported.
@@ -368,6 +369,9 @@ class DatasetStore:
 
         keys = sorting.hash_keys(fingerprint)
         duplicates = sorting.duplicates()
+        sorting.keys.delete()  # sorted out: only the files they became are needed from here on
+        sorting.dups.delete()
+        release_memory()
         if not sorting.new_rows:
             own = sorted(sorting.mine_versions)
             existing = self.get_manifest(own[-1]) if own else None
@@ -440,6 +444,8 @@ class DatasetStore:
         # at a time, each by a fresh index object, so that only one bucket is held.
         for bucket, new_keys in sorting.new_keys_by_bucket():
             self._key_index(contract).add(new_keys, version_id, _one_label(bucket, len(new_keys)))
+            del new_keys
+            release_memory()
         index.begin(meta, manifest)
         self.store.put_bytes(self._manifest_key(version_id), _json_bytes(manifest))  # the commit point
         index.finish(meta, manifest)

@@ -56,7 +56,7 @@ from mlops_core.delivered_files import (
     archived_extra,
     escape_name,
 )
-from mlops_core.spill import ScratchDir
+from mlops_core.spill import ScratchDir, release_memory
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -350,6 +350,8 @@ class _Reading:
                     accepted += len(part.accepted)
                     rejected_n += len(part.rejected)
                     reasons.update(part.reason_counts)
+                    del part
+                    release_memory()  # the batch is staged: its memory goes back before the next one
             except BaseException:
                 self.staged.discard(source)
                 rejected.reset()
