@@ -4,8 +4,10 @@ Each concern sits behind a small interface:
 
 - object storage: :class:`mlops_core.storage.ObjectStore`
 - training compute: :class:`ComputeBackend` (runs the training entrypoint on an ``/opt/ml`` root)
-- registry mirror: MLflow is always the registry; a mirror copies versions to a cloud registry
-- serving: :class:`mlops_core.serving.LocalModelServer`-shaped objects (deploy, smoke test, verify)
+- registry mirror: :class:`mlops_core.registry_mirror.RegistryMirror` (MLflow is always the
+  registry; a mirror copies versions to a cloud registry and follows the promotion gate)
+- serving: :class:`mlops_core.serving_target.Serving` (deploy, what is live, verify, smoke test,
+  roll back)
 
 Only ``local`` is built so far. ``aws`` and ``azure`` slot in here without touching ``dags/``.
 """
@@ -31,7 +33,9 @@ if TYPE_CHECKING:
     from mlops_core.contract import DatasetContract
     from mlops_core.features import FeatureRepository
     from mlops_core.registry import ModelRegistry
+    from mlops_core.registry_mirror import RegistryMirror
     from mlops_core.serving import LocalModelServer
+    from mlops_core.serving_target import Serving
     from mlops_core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -148,24 +152,38 @@ def compute_backend(settings: Settings) -> ComputeBackend:
 
 # ----------------------------------------------------------------------------- registry
 def model_registry(settings: Settings) -> ModelRegistry:
+    """The MLflow registry of the environment: the system of record, whatever the mirror."""
     from mlops_core.registry import ModelRegistry
 
-    if settings.backends.registry_mirror not in ("none", None):
-        raise _not_built("registry_mirror", settings.backends.registry_mirror)
     return ModelRegistry(settings.registry.tracking_uri, settings.registry.artifact_root, settings.registry.experiment)
 
 
+def registry_mirror(settings: Settings) -> RegistryMirror:
+    from mlops_core.registry_mirror import NoMirror
+
+    if settings.backends.registry_mirror in ("none", None):
+        return NoMirror()
+    raise _not_built("registry_mirror", settings.backends.registry_mirror)
+
+
 # ----------------------------------------------------------------------------- serving
-def serving_backend(settings: Settings) -> LocalModelServer:
+def local_model_server(settings: Settings) -> LocalModelServer:
+    """The environment's local scoring server itself (local tooling: ``make up``, the demo, tests)."""
     from mlops_core.serving import LocalModelServer
 
+    return LocalModelServer(
+        state_dir=settings.home / "serving" / settings.env,
+        host=settings.serving.host,
+        port=int(settings.serving.port),
+        tracking_uri=settings.registry.tracking_uri,
+    )
+
+
+def serving_backend(settings: Settings) -> Serving:
+    from mlops_core.serving_target import LocalServing
+
     if settings.backends.serving == "local":
-        return LocalModelServer(
-            state_dir=settings.home / "serving" / settings.env,
-            host=settings.serving.host,
-            port=int(settings.serving.port),
-            tracking_uri=settings.registry.tracking_uri,
-        )
+        return LocalServing(local_model_server(settings), settings.env)
     raise _not_built("serving", settings.backends.serving)
 
 
