@@ -81,6 +81,7 @@ DEFAULT_CONF_DIR = REPO_ROOT / "include" / "conf"
 BACKENDS = ("local", "aws", "azure")
 REGISTRY_MIRRORS = ("none", "sagemaker", "azure_ml")
 ARRIVAL_RULES = ("stable", "marker", "rename")
+S3_ROOT = re.compile(r"s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9](/[^\s]*)?")
 
 # Metric name -> True when larger is better. Used by the promotion gate.
 METRIC_DIRECTIONS = {
@@ -292,9 +293,20 @@ class DatasetSettings(_Section):
 
 
 class StorageSettings(_Section):
-    """Root of the object store (``storage:``); ``Settings.storage_root`` is its resolved form."""
+    """Root of the object store (``storage:``); ``Settings.storage_root`` is its resolved form.
+
+    ``local``: a folder (relative to ``MLOPS_HOME``); ``aws``: ``s3://<bucket>/<prefix>``.
+    """
 
     root: NonEmptyStr = "store"
+
+
+class AwsSettings(_Section):
+    """How the aws backends reach AWS (``aws:``); credentials live in the Airflow connection, never here."""
+
+    conn_id: NonEmptyStr = "aws_default"
+    multipart_threshold_mb: int = Field(default=64, ge=5)
+    multipart_chunk_mb: int = Field(default=16, ge=5)
 
 
 class FeatureSettings(_Section):
@@ -455,6 +467,7 @@ class Settings(_Section):
     backends: BackendSettings = Field(default_factory=BackendSettings)
     dataset: DatasetSettings
     storage: StorageSettings = Field(default_factory=StorageSettings)
+    aws: AwsSettings = Field(default_factory=AwsSettings)
     features: FeatureSettings
     training: TrainingSettings
     evaluation: EvaluationSettings
@@ -465,6 +478,14 @@ class Settings(_Section):
 
     _loaded: _LoadContext = PrivateAttr()
     _storage_root: str = PrivateAttr()
+
+    @field_validator("storage")
+    @classmethod
+    def _root_fits_the_backend(cls, value: StorageSettings, info: ValidationInfo) -> StorageSettings:
+        backends = info.data.get("backends")
+        if backends is not None and backends.storage == "aws" and not S3_ROOT.fullmatch(value.root):
+            raise _invalid(f"must be s3://<bucket>/<prefix> when backends.storage is aws (got {value.root!r})", "root")
+        return value
 
     def model_post_init(self, context: Any, /) -> None:
         """Keep what the loader knew (environment, home, contract, layers); resolve the store root."""

@@ -1,0 +1,42 @@
+"""The aws backends built on the Amazon provider's hooks: credentials and endpoints from an Airflow connection.
+
+``mlops_core`` never imports Airflow: its AWS classes take a boto3 client. This module makes that
+client from the provider's hook for the connection named in settings (``aws.conn_id``), so the
+connection -- environment (``AIRFLOW_CONN_AWS_DEFAULT``), secrets backend or metadata database --
+decides credentials, role, region and endpoint (``extra.endpoint_url`` points at moto or a VPC
+endpoint). No secret passes through settings, logs or this module.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from mlops_core.s3_storage import S3ObjectStore
+    from mlops_core.settings import Settings
+
+MIB = 1024 * 1024
+
+
+def split_s3_root(root: str) -> tuple[str, str]:
+    """``s3://bucket/prefix`` -> ``("bucket", "prefix")``."""
+    if not root.startswith("s3://"):
+        raise ValueError(f"not an s3:// location: {root!r}")
+    bucket, _, prefix = root[len("s3://") :].partition("/")
+    return bucket, prefix.strip("/")
+
+
+def s3_object_store(settings: Settings) -> S3ObjectStore:
+    """The environment's object store on S3 (``storage.root: s3://bucket/prefix``), through ``S3Hook``."""
+    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+    from mlops_core.s3_storage import S3ObjectStore
+
+    bucket, prefix = split_s3_root(settings.storage_root)
+    return S3ObjectStore(
+        S3Hook(aws_conn_id=settings.aws.conn_id).get_conn(),
+        bucket,
+        prefix,
+        multipart_threshold=settings.aws.multipart_threshold_mb * MIB,
+        multipart_chunksize=settings.aws.multipart_chunk_mb * MIB,
+    )

@@ -1,0 +1,48 @@
+"""The aws object store built through the Amazon provider's S3Hook, its connection pointing at moto."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.moto_server import unique_name
+
+
+@pytest.fixture
+def aws_settings(mlops_home, moto_server, monkeypatch):
+    from mlops_core.settings import load_settings
+
+    bucket = unique_name("mlops")
+    moto_server.client("s3").create_bucket(Bucket=bucket)
+    monkeypatch.setenv("AIRFLOW_CONN_MLOPS_AWS_TEST", moto_server.connection_uri())
+    return load_settings(
+        "dev",
+        {
+            "backends": {"storage": "aws"},
+            "storage": {"root": f"s3://{bucket}/mlops/dev"},
+            "aws": {"conn_id": "mlops_aws_test", "multipart_threshold_mb": 5, "multipart_chunk_mb": 5},
+        },
+    )
+
+
+def test_the_store_reaches_s3_through_the_connection(aws_settings, moto_server):
+    from mlops_airflow.hooks.aws import s3_object_store
+
+    store = s3_object_store(aws_settings)
+    bucket = aws_settings.storage_root.split("/")[2]
+    assert store.uri("datasets/churn/manifest.json") == f"s3://{bucket}/mlops/dev/datasets/churn/manifest.json"
+    assert store.multipart_threshold == 5 * 1024 * 1024
+    store.put_bytes("datasets/churn/manifest.json", b"{}")
+    keys = [o["Key"] for o in moto_server.client("s3").list_objects_v2(Bucket=bucket)["Contents"]]
+    assert keys == ["mlops/dev/datasets/churn/manifest.json"]
+    assert store.get_bytes("datasets/churn/manifest.json") == b"{}"
+
+
+def test_settings_refuse_an_aws_store_without_an_s3_root(mlops_home):
+    from mlops_core.settings import SettingsError, load_settings
+
+    with pytest.raises(
+        SettingsError, match=r"storage\.root: must be s3://<bucket>/<prefix> when backends\.storage is aws"
+    ):
+        load_settings("dev", {"backends": {"storage": "aws"}})
+    with pytest.raises(SettingsError, match=r"aws\.multipart_chunk_mb: must be >= 5"):
+        load_settings("dev", {"aws": {"multipart_chunk_mb": 1}})

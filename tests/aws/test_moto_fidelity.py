@@ -1,0 +1,44 @@
+"""What moto does differently from AWS, and the extensions in tests/moto_server.py that close the gap.
+
+Each test states AWS's behaviour and checks the moto server of the session has it. If a moto
+upgrade moves the internals an extension patches, these fail first.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+
+import pytest
+from botocore.exceptions import ClientError
+
+from tests.moto_server import unique_name
+
+
+def test_a_wrong_sha256_checksum_is_refused_with_bad_digest(moto_server):
+    """AWS recomputes x-amz-checksum-sha256 and answers 400 BadDigest; moto 5.2.5 alone stores it as given."""
+    s3 = moto_server.client("s3")
+    bucket = unique_name("fidelity")
+    s3.create_bucket(Bucket=bucket)
+    wrong = base64.b64encode(hashlib.sha256(b"other bytes").digest()).decode()
+    with pytest.raises(ClientError) as caught:
+        s3.put_object(Bucket=bucket, Key="k", Body=b"these bytes", ChecksumSHA256=wrong)
+    assert caught.value.response["Error"]["Code"] == "BadDigest"
+    assert caught.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+    assert s3.list_objects_v2(Bucket=bucket).get("KeyCount") == 0
+    right = base64.b64encode(hashlib.sha256(b"these bytes").digest()).decode()
+    s3.put_object(Bucket=bucket, Key="k", Body=b"these bytes", ChecksumSHA256=right)
+    s3.put_object(Bucket=bucket, Key="k2", Body=b"these bytes", ChecksumAlgorithm="SHA256")  # computed by botocore
+    assert s3.get_object(Bucket=bucket, Key="k")["Body"].read() == b"these bytes"
+
+
+def test_an_unfinished_multipart_upload_is_invisible(moto_server):
+    """As on AWS (moto agrees): parts uploaded but not completed are no object."""
+    s3 = moto_server.client("s3")
+    bucket = unique_name("fidelity")
+    s3.create_bucket(Bucket=bucket)
+    upload = s3.create_multipart_upload(Bucket=bucket, Key="half")
+    s3.upload_part(Bucket=bucket, Key="half", UploadId=upload["UploadId"], PartNumber=1, Body=b"x" * 1024)
+    assert s3.list_objects_v2(Bucket=bucket).get("KeyCount") == 0
+    with pytest.raises(ClientError):
+        s3.head_object(Bucket=bucket, Key="half")
