@@ -11,6 +11,10 @@ has and moto lacks, this module extends moto's server to behave like the service
 - **S3 checksums** (``x-amz-checksum-*``): moto stores whatever value the client sends and never
   checks it; S3 recomputes the checksum of the received bytes and answers ``400 BadDigest`` when
   they differ. :func:`_verify_s3_checksums` makes moto do the same for PutObject and UploadPart.
+- **UpdateModelPackage** changes only what the request sends (``CustomerMetadataProperties`` are
+  merged in, ``CustomerMetadataPropertiesToRemove`` removes); moto 5.2.5 sets every field,
+  so an approval would wipe the package's metadata and description.
+  :func:`_update_model_package_keeps_unsent_fields` makes it behave like SageMaker.
 
 Each extension has a test in ``tests/aws/test_moto_fidelity.py`` that fails loudly if moto's
 internals it relies on move (moto is pinned exactly in ``requirements.txt`` for that reason).
@@ -64,11 +68,49 @@ def _verify_s3_checksums() -> None:
     S3Response._get_checksum = _get_checksum  # type: ignore[method-assign]
 
 
+def _update_model_package_keeps_unsent_fields() -> None:
+    from moto.sagemaker.models import SageMakerModelBackend
+
+    original = SageMakerModelBackend.update_model_package
+
+    def update_model_package(
+        self: Any,
+        model_package_arn: str,
+        model_approval_status: str | None,
+        approval_description: str | None,
+        customer_metadata_properties: dict[str, str] | None,
+        customer_metadata_properties_to_remove: list[str],
+        additional_inference_specifications_to_add: list[Any] | None,
+    ) -> str:
+        package = self.model_packages.get(self.model_package_name_mapping.get(model_package_arn, model_package_arn))
+        if package is not None:
+            if model_approval_status is None:
+                model_approval_status = package.model_approval_status
+            if approval_description is None:
+                approval_description = package.approval_description
+            customer_metadata_properties = {
+                **(package.customer_metadata_properties or {}),
+                **(customer_metadata_properties or {}),
+            }
+        return original(  # type: ignore[no-any-return]
+            self,
+            model_package_arn,
+            model_approval_status,
+            approval_description,
+            customer_metadata_properties,
+            customer_metadata_properties_to_remove,
+            additional_inference_specifications_to_add,
+        )
+
+    SageMakerModelBackend.update_model_package = update_model_package  # type: ignore[method-assign]
+
+
 def make_moto_faithful() -> None:
     """Apply every extension above once per process (they survive ``/moto-api/reset``)."""
     global _patched
     if not _patched:
         _verify_s3_checksums()
+        _update_model_package_keeps_unsent_fields()
         _patched = True
 
 

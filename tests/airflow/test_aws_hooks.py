@@ -37,6 +37,18 @@ def test_the_store_reaches_s3_through_the_connection(aws_settings, moto_server):
     assert store.get_bytes("datasets/churn/manifest.json") == b"{}"
 
 
+def test_the_registry_mirror_reaches_sagemaker_through_the_connection(aws_settings, moto_server):
+    from mlops_airflow.hooks.aws import sagemaker_registry_mirror
+    from mlops_core.registry_mirror import MirroredVersion
+
+    mirror = sagemaker_registry_mirror(aws_settings)
+    model = f"dev.{unique_name('hooked')}"
+    arn = mirror.mirror(MirroredVersion(model, "1", f"models:/{model}/1", "cd" * 32))
+    assert arn is not None and arn.startswith("arn:aws:sagemaker:us-east-1:")
+    packages = moto_server.client("sagemaker").list_model_packages(ModelPackageGroupName=model.replace(".", "-"))
+    assert [p["ModelPackageArn"] for p in packages["ModelPackageSummaryList"]] == [arn]
+
+
 def test_settings_refuse_an_aws_store_without_an_s3_root(mlops_home):
     from mlops_core.settings import SettingsError, load_settings
 

@@ -42,3 +42,23 @@ def test_an_unfinished_multipart_upload_is_invisible(moto_server):
     assert s3.list_objects_v2(Bucket=bucket).get("KeyCount") == 0
     with pytest.raises(ClientError):
         s3.head_object(Bucket=bucket, Key="half")
+
+
+def test_update_model_package_changes_only_what_is_sent(moto_server):
+    """SageMaker's UpdateModelPackage leaves unsent fields alone; moto 5.2.5 alone resets them."""
+    sm = moto_server.client("sagemaker")
+    group = unique_name("fidelity")
+    sm.create_model_package_group(ModelPackageGroupName=group)
+    arn = sm.create_model_package(
+        ModelPackageGroupName=group,
+        ModelPackageDescription="d",
+        ModelApprovalStatus="PendingManualApproval",
+        CustomerMetadataProperties={"a": "1", "b": "2"},
+    )["ModelPackageArn"]
+    sm.update_model_package(ModelPackageArn=arn, ModelApprovalStatus="Approved", ApprovalDescription="ok")
+    sm.update_model_package(ModelPackageArn=arn, CustomerMetadataProperties={"c": "3"})
+    sm.update_model_package(ModelPackageArn=arn, CustomerMetadataPropertiesToRemove=["a"])
+    described = sm.describe_model_package(ModelPackageName=arn)
+    assert described["ModelApprovalStatus"] == "Approved"
+    assert described["ApprovalDescription"] == "ok"
+    assert described["CustomerMetadataProperties"] == {"b": "2", "c": "3"}

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from mlops_core.s3_storage import S3ObjectStore
+    from mlops_core.sagemaker_registry import SageMakerRegistryMirror
     from mlops_core.settings import Settings
 
 MIB = 1024 * 1024
@@ -39,4 +40,15 @@ def s3_object_store(settings: Settings) -> S3ObjectStore:
         prefix,
         multipart_threshold=settings.aws.multipart_threshold_mb * MIB,
         multipart_chunksize=settings.aws.multipart_chunk_mb * MIB,
+    )
+
+
+def sagemaker_registry_mirror(settings: Settings) -> SageMakerRegistryMirror:
+    """The SageMaker Model Registry mirror (``backends.registry_mirror: sagemaker``), through ``SageMakerHook``."""
+    from airflow.providers.amazon.aws.hooks.sagemaker import SageMakerHook
+
+    from mlops_core.sagemaker_registry import SageMakerRegistryMirror
+
+    return SageMakerRegistryMirror(
+        SageMakerHook(aws_conn_id=settings.aws.conn_id).get_conn(), s3_object_store(settings)
     )
