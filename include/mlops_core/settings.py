@@ -81,6 +81,7 @@ DEFAULT_CONF_DIR = REPO_ROOT / "include" / "conf"
 BACKENDS = ("local", "aws", "azure")
 REGISTRY_MIRRORS = ("none", "sagemaker", "azure_ml")
 ARRIVAL_RULES = ("stable", "marker", "rename")
+GLUE_NAME = (re.compile(r"[a-z][a-z0-9_]{0,127}"), "lowercase letters, digits and _, starting with a letter")
 S3_ROOT = re.compile(r"s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9](/[^\s]*)?")
 
 # Metric name -> True when larger is better. Used by the promotion gate.
@@ -305,6 +306,7 @@ class AwsSettings(_Section):
     """How the aws backends reach AWS (``aws:``); credentials live in the Airflow connection, never here."""
 
     conn_id: NonEmptyStr = "aws_default"
+    glue_database_prefix: Annotated[str, _pattern(GLUE_NAME)] | None = None  # default: mlops_<env>
     multipart_threshold_mb: int = Field(default=64, ge=5)
     multipart_chunk_mb: int = Field(default=16, ge=5)
 

@@ -49,6 +49,19 @@ def test_the_registry_mirror_reaches_sagemaker_through_the_connection(aws_settin
     assert [p["ModelPackageArn"] for p in packages["ModelPackageSummaryList"]] == [arn]
 
 
+def test_the_glue_catalog_reaches_glue_through_the_connection(aws_settings, moto_server):
+    from mlops_airflow.hooks.aws import glue_catalog
+
+    catalog = glue_catalog(aws_settings)
+    assert catalog.database("churn") == "mlops_dev_churn"
+    versions = aws_settings.storage_root + "/datasets/churn/versions/"
+    catalog.register_version(
+        {"dataset": "churn", "version_id": "v1", "schema": {"x": "int64"}, "partitions": {"2026-01-01": {}}}, versions
+    )
+    glue = moto_server.client("glue")
+    assert glue.get_partition(DatabaseName="mlops_dev_churn", TableName="churn", PartitionValues=["v1", "2026-01-01"])
+
+
 def test_settings_refuse_an_aws_store_without_an_s3_root(mlops_home):
     from mlops_core.settings import SettingsError, load_settings
 
@@ -58,3 +71,5 @@ def test_settings_refuse_an_aws_store_without_an_s3_root(mlops_home):
         load_settings("dev", {"backends": {"storage": "aws"}})
     with pytest.raises(SettingsError, match=r"aws\.multipart_chunk_mb: must be >= 5"):
         load_settings("dev", {"aws": {"multipart_chunk_mb": 1}})
+    with pytest.raises(SettingsError, match=r"aws\.glue_database_prefix: must match"):
+        load_settings("dev", {"aws": {"glue_database_prefix": "Bad-Name"}})

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from mlops_core.glue_catalog import GlueCatalog
     from mlops_core.s3_storage import S3ObjectStore
     from mlops_core.sagemaker_registry import SageMakerRegistryMirror
     from mlops_core.settings import Settings
@@ -52,3 +53,13 @@ def sagemaker_registry_mirror(settings: Settings) -> SageMakerRegistryMirror:
     return SageMakerRegistryMirror(
         SageMakerHook(aws_conn_id=settings.aws.conn_id).get_conn(), s3_object_store(settings)
     )
+
+
+def glue_catalog(settings: Settings) -> GlueCatalog:
+    """The Glue Data Catalog of the datasets (databases ``<aws.glue_database_prefix>_<dataset>``), on GlueCatalogHook."""
+    from airflow.providers.amazon.aws.hooks.glue_catalog import GlueCatalogHook
+
+    from mlops_core.glue_catalog import GlueCatalog
+
+    prefix = settings.aws.glue_database_prefix or f"mlops_{settings.env}"
+    return GlueCatalog(GlueCatalogHook(aws_conn_id=settings.aws.conn_id).get_conn(), prefix)
