@@ -56,7 +56,7 @@ def sagemaker_registry_mirror(settings: Settings) -> SageMakerRegistryMirror:
 
 
 def glue_catalog(settings: Settings) -> GlueCatalog:
-    """The Glue Data Catalog of the datasets (databases ``<aws.glue_database_prefix>_<dataset>``), on GlueCatalogHook."""
+    """The Glue Data Catalog: databases ``<aws.glue_database_prefix>_<dataset>``, on ``GlueCatalogHook``."""
     from airflow.providers.amazon.aws.hooks.glue_catalog import GlueCatalogHook
 
     from mlops_core.glue_catalog import GlueCatalog
