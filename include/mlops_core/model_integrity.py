@@ -304,16 +304,30 @@ def fetch_verified_model(
     try:
         source = _download_uri(model_uri, tracking_uri)
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=str(target)))
-        found = artifact_digest(local)
-        if found != expected:
-            raise ModelIntegrityError(
-                f"{what}: the model files at {source} do not match the digest recorded when the model was logged "
-                f"(expected sha256 {expected}, found {found}); they were changed in the artifact store. {_RETRAIN_HINT}"
-            )
-        _pin_loader(local, check_model_folder(local, what))
+        verify_model_files(local, expected, what, source=source)
     except BaseException:
         shutil.rmtree(target, ignore_errors=True)
         raise
+    return local
+
+
+def verify_model_files(folder: str | Path, expected_sha256: str | None, label: str, *, source: str = "") -> Path:
+    """Verify a local copy of a model's files in place: digest, :func:`check_model_folder`, then pin the loader.
+
+    The step :func:`fetch_verified_model` runs after its download, for a copy that arrived another
+    way (the SageMaker serving container gets its model untarred under ``/opt/ml/model``). The folder
+    is changed (``MLmodel``'s loader), so pass a copy, never the only one.
+    """
+    expected = _check_sha256(expected_sha256, label)
+    local = Path(folder)
+    found = artifact_digest(local)
+    if found != expected:
+        where = f" at {source}" if source else ""
+        raise ModelIntegrityError(
+            f"{label}: the model files{where} do not match the digest recorded when the model was logged "
+            f"(expected sha256 {expected}, found {found}); they were changed in the artifact store. {_RETRAIN_HINT}"
+        )
+    _pin_loader(local, check_model_folder(local, label))
     return local
 
 
