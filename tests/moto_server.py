@@ -15,6 +15,19 @@ has and moto lacks, this module extends moto's server to behave like the service
   merged in, ``CustomerMetadataPropertiesToRemove`` removes); moto 5.2.5 sets every field,
   so an approval would wipe the package's metadata and description.
   :func:`_update_model_package_keeps_unsent_fields` makes it behave like SageMaker.
+- **Training jobs** (:func:`_sagemaker_training_jobs_like_sagemaker`): SageMaker refuses a
+  ``CreateTrainingJob`` whose name was ever used (``ResourceInUse``), a new job is ``InProgress``
+  until it ends, and ``StopTrainingJob`` stops it. moto 5.2.5 overwrites the old job, marks every
+  job ``Completed`` the moment it is created, and does not implement ``StopTrainingJob`` (HTTP 500).
+  Here a job stays ``InProgress`` until the test (or :class:`SageMakerContainer`, which plays the
+  training container) ends it through :meth:`MotoServer.finish_training_job`.
+- **Endpoints** (:func:`_sagemaker_endpoints_like_sagemaker`): creating a model, endpoint config or
+  endpoint whose name exists is a ``ValidationException`` in SageMaker (moto overwrites), and
+  ``UpdateEndpoint`` switches the endpoint to the new config (moto: HTTP 500). The same goes for
+  ``CreateModelPackageGroup``, whose "already exists" answer the provider's hook relies on.
+
+Every JSON-protocol call the server answers is counted in :data:`CALLS` (``(service, action)``),
+so tests can assert "exactly one CreateTrainingJob per run" at the server.
 
 Each extension has a test in ``tests/aws/test_moto_fidelity.py`` that fails loudly if moto's
 internals it relies on move (moto is pinned exactly in ``requirements.txt`` for that reason).
@@ -25,7 +38,9 @@ from __future__ import annotations
 import base64
 import logging
 import re
+import threading
 import uuid
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +50,9 @@ REGION = "us-east-1"
 _CHECKSUM_HEADER = re.compile(r"^x-amz-checksum-(crc32|crc32c|crc64nvme|sha1|sha256)$", re.IGNORECASE)
 _TRAILER = re.compile(rb"x-amz-checksum-(crc32|crc32c|crc64nvme|sha1|sha256):([A-Za-z0-9+/=]+)", re.IGNORECASE)
 _patched = False
+CALLS: Counter[tuple[str, str]] = Counter()
+_CALLS_LOCK = threading.Lock()
+ACCOUNT = "123456789012"  # moto's default account
 
 
 def _verify_s3_checksums() -> None:
@@ -105,12 +123,111 @@ def _update_model_package_keeps_unsent_fields() -> None:
     SageMakerModelBackend.update_model_package = update_model_package  # type: ignore[method-assign]
 
 
+def _count_calls() -> None:
+    from moto.core.responses import BaseResponse
+
+    original = BaseResponse.call_action
+
+    def call_action(self: Any) -> Any:
+        with _CALLS_LOCK:
+            CALLS[(str(self.service_name), self._get_action())] += 1
+        return original(self)
+
+    BaseResponse.call_action = call_action  # type: ignore[method-assign]
+
+
+def _sagemaker_training_jobs_like_sagemaker() -> None:
+    from moto.core.responses import EmptyResult
+    from moto.sagemaker.exceptions import ResourceInUseException, ValidationError
+    from moto.sagemaker.models import SageMakerModelBackend
+    from moto.sagemaker.responses import SageMakerResponse
+
+    original = SageMakerModelBackend.create_training_job
+
+    def create_training_job(self: Any, **kwargs: Any) -> Any:
+        training_job_name = kwargs["training_job_name"]
+        if training_job_name in self.training_jobs:
+            raise ResourceInUseException(
+                message=f"Training job names must be unique within an AWS account and region, and a training job "
+                f"with this name already exists ({self.training_jobs[training_job_name].arn})"
+            )
+        job = original(self, **kwargs)
+        job.training_job_status, job.secondary_status = "InProgress", "Starting"
+        job.training_end_time = None
+        job.final_metric_data_list = []
+        job.secondary_status_transitions = [{"Status": "Starting", "StartTime": job.creation_time}]
+        return job
+
+    def stop_training_job(self: Any) -> Any:
+        name = self._get_param("TrainingJobName")
+        job = self.sagemaker_backend.training_jobs.get(name)
+        if job is None:
+            raise ValidationError(message=f"Could not find training job '{name}'.")
+        if job.training_job_status == "InProgress":
+            job.training_job_status, job.secondary_status = "Stopping", "Stopping"
+        return EmptyResult()
+
+    SageMakerModelBackend.create_training_job = create_training_job  # type: ignore[method-assign]
+    SageMakerResponse.stop_training_job = stop_training_job  # type: ignore[attr-defined]
+
+
+def _sagemaker_endpoints_like_sagemaker() -> None:
+    from moto.core.responses import ActionResult
+    from moto.sagemaker.exceptions import ValidationError
+    from moto.sagemaker.models import SageMakerModelBackend
+    from moto.sagemaker.responses import SageMakerResponse
+
+    def refuse_existing(method: str, name_arg: str, collection: str, message: str) -> None:
+        original = getattr(SageMakerModelBackend, method)
+
+        def create(self: Any, **kwargs: Any) -> Any:
+            name = kwargs[name_arg]
+            if name in getattr(self, collection):
+                raise ValidationError(message=message.format(name=name))
+            return original(self, **kwargs)
+
+        setattr(SageMakerModelBackend, method, create)
+
+    refuse_existing("create_model", "model_name", "_models", 'Cannot create already existing model "{name}".')
+    refuse_existing(
+        "create_endpoint_config",
+        "endpoint_config_name",
+        "endpoint_configs",
+        'Cannot create already existing endpoint configuration "{name}".',
+    )
+    refuse_existing(
+        "create_endpoint", "endpoint_name", "endpoints", 'Cannot create already existing endpoint "{name}".'
+    )
+    refuse_existing(
+        "create_model_package_group",
+        "model_package_group_name",
+        "model_package_groups",
+        "Model Package Group already exists: {name}",
+    )
+
+    def update_endpoint(self: Any) -> Any:
+        backend = self.sagemaker_backend
+        endpoint = backend.endpoints.get(self._get_param("EndpointName"))
+        if endpoint is None:
+            raise ValidationError(message=f"Could not find endpoint '{self._get_param('EndpointName')}'.")
+        config = backend.describe_endpoint_config(self._get_param("EndpointConfigName"))
+        endpoint.endpoint_config_name = config["EndpointConfigName"]
+        endpoint.production_variants = endpoint._process_production_variants(config["ProductionVariants"])
+        endpoint.endpoint_status = "InService"
+        return ActionResult({"EndpointArn": endpoint.arn})
+
+    SageMakerResponse.update_endpoint = update_endpoint  # type: ignore[attr-defined]
+
+
 def make_moto_faithful() -> None:
     """Apply every extension above once per process (they survive ``/moto-api/reset``)."""
     global _patched
     if not _patched:
         _verify_s3_checksums()
         _update_model_package_keeps_unsent_fields()
+        _count_calls()
+        _sagemaker_training_jobs_like_sagemaker()
+        _sagemaker_endpoints_like_sagemaker()
         _patched = True
 
 
@@ -157,6 +274,30 @@ class MotoServer:
 
     def reset(self) -> None:
         requests.post(f"{self.url}/moto-api/reset", timeout=10).raise_for_status()
+
+    def calls(self, service: str, action: str) -> int:
+        """How many ``action`` requests of ``service`` the server answered so far (``sagemaker``, ...)."""
+        with _CALLS_LOCK:
+            return CALLS[(service, action)]
+
+    def training_job(self, name: str) -> Any:
+        """moto's own record of a training job (the server runs in this process)."""
+        from moto.sagemaker.models import sagemaker_backends
+
+        return sagemaker_backends[ACCOUNT][self.region].training_jobs[name]
+
+    def finish_training_job(self, name: str, status: str = "Completed", failure_reason: str | None = None) -> None:
+        """End an ``InProgress`` (or ``Stopping``) job as SageMaker would: ``Completed``, ``Failed``
+        with its reason, or ``Stopped``."""
+        from moto.core.utils import utcnow
+
+        if status not in ("Completed", "Failed", "Stopped"):
+            raise ValueError(f"a training job ends Completed, Failed or Stopped, not {status!r}")
+        job = self.training_job(name)
+        job.training_job_status = job.secondary_status = status
+        job.training_end_time = job.last_modified_time = utcnow()
+        if failure_reason is not None:
+            job.failure_reason = failure_reason  # shown as FailureReason by DescribeTrainingJob
 
 
 def start_moto_server() -> tuple[MotoServer, Any]:
