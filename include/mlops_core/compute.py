@@ -49,7 +49,6 @@ TERMINAL_STATUSES: frozenset[str] = frozenset({"Completed", "Failed", "Stopped"}
 # SageMaker's rules, so a name the local backend accepts is one SageMaker accepts too.
 JOB_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
 CHANNEL_NAME = re.compile(r"^[A-Za-z0-9.\-_]{1,64}$")
-MAX_HYPERPARAMETER_CHARS = 2500
 
 # What a Python entrypoint's command starts with; the local backend runs it with its own interpreter.
 PYTHON = "python"
@@ -79,7 +78,8 @@ class JobSpec:
         one object, ``.../train/`` everything under that folder).
     :param output_uri: prefix the job writes under: ``<output_uri>/<name>/model/`` and
         ``<output_uri>/<name>/output/data/``.
-    :param hyperparameters: string values (as SageMaker passes them).
+    :param hyperparameters: string values (as SageMaker passes them; a backend with a length limit
+        refuses longer values when the job is submitted).
     :param max_runtime_seconds: the job is stopped after this (status ``Stopped``).
     :param image: container image (cloud backends); ``None`` where the backend needs none.
     :param instance_type: machine type (cloud backends).
@@ -109,9 +109,9 @@ class JobSpec:
             f"channel name {c!r} must match {CHANNEL_NAME.pattern}" for c in self.inputs if not CHANNEL_NAME.match(c)
         ]
         problems += [
-            f"hyperparameter {k!r} must be a string of at most {MAX_HYPERPARAMETER_CHARS} characters"
+            f"hyperparameter {k!r} must be a string (got {type(v).__name__})"
             for k, v in self.hyperparameters.items()
-            if not isinstance(v, str) or len(v) > MAX_HYPERPARAMETER_CHARS
+            if not isinstance(k, str) or not isinstance(v, str)
         ]
         if self.max_runtime_seconds < 1:
             problems.append(f"max_runtime_seconds must be >= 1, got {self.max_runtime_seconds}")
@@ -136,8 +136,9 @@ class JobSpec:
 class JobDescription:
     """What a compute service says about one job (SageMaker's ``DescribeTrainingJob``, reduced).
 
-    ``model_uri`` is a prefix holding the model's files, ``metrics_uri`` the ``metrics.json``
-    object; both are set once the job is ``Completed``. ``seconds`` is the time it has run.
+    ``model_uri`` is a prefix ending in ``/`` holding the model's files (``model.skops``,
+    ``model_meta.json``), ``metrics_uri`` the ``metrics.json`` object; both are set once the job
+    is ``Completed``. ``seconds`` is the time it has run.
     """
 
     name: str
@@ -220,7 +221,7 @@ def download_prefix(store: ObjectStore, uri: str, destination: Path) -> list[Pat
 
 def upload_folder(store: ObjectStore, folder: Path, uri: str) -> list[str]:
     """Put every file under ``folder`` below ``uri`` (a prefix), keeping relative paths; returns the keys."""
-    prefix = object_key(store, uri)
+    prefix = object_key(store, uri).rstrip("/")
     keys = []
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
         key = f"{prefix}/{path.relative_to(folder).as_posix()}" if prefix else path.relative_to(folder).as_posix()
@@ -230,9 +231,10 @@ def upload_folder(store: ObjectStore, folder: Path, uri: str) -> list[str]:
 
 
 def job_output_uris(spec: JobSpec) -> tuple[str, str]:
-    """``(model_uri, metrics_uri)`` of a completed job: where every backend puts them."""
+    """``(model_uri, metrics_uri)`` of a completed job: the model's folder (a prefix ending in ``/``)
+    and the ``metrics.json`` object, under ``<output_uri>/<name>/``."""
     base = f"{spec.output_uri.rstrip('/')}/{spec.name}"
-    return f"{base}/model", f"{base}/output/data/metrics.json"
+    return f"{base}/model/", f"{base}/output/data/metrics.json"
 
 
 # ----------------------------------------------------------------------------- local
@@ -444,7 +446,7 @@ class LocalJobCompute:
     # ------------------------------------------------------------------ cleanup
     def stop_all(self) -> list[str]:
         """Stop every job still running under ``state_dir`` (``make up``/``make demo`` cleanup); their names."""
-        stopped = []
+        stopped: list[str] = []
         if not self.state_dir.is_dir():
             return stopped
         for folder in sorted(p for p in self.state_dir.iterdir() if p.is_dir() and JOB_NAME.match(p.name)):
