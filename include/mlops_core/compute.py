@@ -385,26 +385,11 @@ class LocalJobCompute:
         status = str(record.get("status"))
         if status not in TERMINAL_STATUSES:
             pid = self._supervisor_pid(folder, record)
-            if not self._supervisor_alive(folder, pid):
-                record = read_record(folder / STATUS_FILE) or record  # it may have finished just now
+            if self._supervisor_alive(folder, pid):
+                status = "Stopping" if (folder / STOP_FILE).exists() else status
+            elif pid is not None or time.time() - float(record.get("submitted_at") or 0) >= STARTUP_GRACE_SECONDS:
+                record = self._settle(folder, pid)
                 status = str(record.get("status"))
-                if status not in TERMINAL_STATUSES:
-                    waited = time.time() - float(record.get("submitted_at") or 0)
-                    if pid is None and waited < STARTUP_GRACE_SECONDS:
-                        status = "InProgress"
-                    elif (folder / STOP_FILE).exists():
-                        record = {**record, "failure_reason": "stopped on request"}
-                        status = "Stopped"
-                    else:
-                        reason = (
-                            f"the job's supervisor (pid {pid}) ended without recording an outcome"
-                            if pid
-                            else f"the job never started within {STARTUP_GRACE_SECONDS:.0f}s of its submission"
-                        )
-                        record = {**record, "failure_reason": f"{reason}; its log: {folder / LOG_FILE}"}
-                        status = "Failed"
-            elif (folder / STOP_FILE).exists():
-                status = "Stopping"
         started = float(record.get("started_at") or record.get("submitted_at") or time.time())
         ended = record.get("ended_at")
         return JobDescription(
@@ -417,6 +402,32 @@ class LocalJobCompute:
             secondary_status=record.get("secondary_status"),
         )
 
+    def _settle(self, folder: Path, pid: int | None) -> dict[str, Any]:
+        """Record the outcome of a job whose supervisor is gone without having recorded one.
+
+        The first observer writes it: ``Stopped`` when a stop was asked for (a SIGTERM that came
+        before the supervisor's handler, say), else ``Failed``; an entrypoint the supervisor left
+        behind is stopped, so a job that is reported ended has nothing running.
+        """
+        record = read_record(folder / STATUS_FILE) or {}
+        if record.get("status") in TERMINAL_STATUSES:  # it finished between our two reads
+            return record
+        child = record.get("entrypoint_pid")
+        if child and runs_with(int(child), [str(folder / ML_ROOT)]):
+            terminate_group(int(child))
+        if (folder / STOP_FILE).exists():
+            status, reason = "Stopped", "stopped on request"
+        elif pid is None:
+            status, reason = "Failed", f"the job never started within {STARTUP_GRACE_SECONDS:.0f}s of its submission"
+        else:
+            status = "Failed"
+            reason = (
+                f"the job's supervisor (pid {pid}) ended without recording an outcome; its log: {folder / LOG_FILE}"
+            )
+        record.update(status=status, secondary_status=status, failure_reason=reason, ended_at=time.time())
+        write_record(folder / STATUS_FILE, record)
+        return record
+
     # ------------------------------------------------------------------ stop
     def stop(self, name: str) -> None:
         folder, record = self._record(name)
@@ -424,14 +435,11 @@ class LocalJobCompute:
             return
         write_atomic(folder / STOP_FILE, f"{time.time()}\n")
         pid = self._supervisor_pid(folder, record)
-        if self._supervisor_alive(folder, pid) and pid is not None:
+        if pid is not None and self._supervisor_alive(folder, pid):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)  # the supervisor stops the entrypoint and records Stopped
-            return
-        # No supervisor (killed outright): stop an entrypoint it may have left behind.
-        child = record.get("entrypoint_pid")
-        if child and runs_with(int(child), [str(folder / ML_ROOT)]):
-            terminate_group(int(child))
+        else:
+            self.describe(name)  # no supervisor: record the outcome (and stop what it left behind)
 
     # ------------------------------------------------------------------ logs
     def log_lines(self, name: str, skip: int = 0) -> list[str]:

@@ -214,7 +214,7 @@ def test_submit_describe_and_stop_work_from_any_process(tmp_path, store):
     assert compute.describe("job-far").status == "Stopped"
 
 
-def test_a_job_whose_supervisor_was_killed_is_failed_and_its_entrypoint_stoppable(tmp_path, store):
+def test_a_job_whose_supervisor_was_killed_is_failed_with_nothing_left_running(tmp_path, store):
     compute = LocalJobCompute(tmp_path / "jobs", store, python=fake_python(tmp_path, SLEEPER))
     compute.submit(spec(store, "job-orphan"))
     wait_for(lambda: compute.describe("job-orphan").secondary_status == "Training", message="the job training")
@@ -226,9 +226,19 @@ def test_a_job_whose_supervisor_was_killed_is_failed_and_its_entrypoint_stoppabl
     job = compute.describe("job-orphan")
     assert job.status == "Failed"
     assert "supervisor" in job.failure_reason and "without recording an outcome" in job.failure_reason
-    assert pid_alive(child)  # left behind: stop() still reaches it
-    compute.stop("job-orphan")
+    # A job reported ended has nothing running (or a next attempt would train beside it).
     wait_for(lambda: not group_alive(child), message="the orphaned entrypoint stopped")
+    assert record(compute, "job-orphan")["status"] == "Failed"  # recorded once, by the first observer
+    assert compute.describe("job-orphan") == job
+
+
+def test_a_stop_before_the_supervisor_listens_still_ends_stopped(tmp_path, store):
+    compute = LocalJobCompute(tmp_path / "jobs", store, python=fake_python(tmp_path, SLEEPER))
+    compute.submit(spec(store, "job-early"))
+    compute.stop("job-early")  # at once: the supervisor may not have installed its handler yet
+    job = wait_until_terminal(compute, "job-early", timeout=30)
+    assert job.status == "Stopped" and job.failure_reason == "stopped on request"
+    assert "ended_at" in record(compute, "job-early")
 
 
 def test_stop_all_stops_running_jobs_only(tmp_path, store):
