@@ -452,14 +452,21 @@ class LocalJobCompute:
         return complete.splitlines()[skip:]
 
     # ------------------------------------------------------------------ cleanup
-    def stop_all(self) -> list[str]:
-        """Stop every job still running under ``state_dir`` (``make up``/``make demo`` cleanup); their names."""
-        stopped: list[str] = []
-        if not self.state_dir.is_dir():
-            return stopped
-        for folder in sorted(p for p in self.state_dir.iterdir() if p.is_dir() and JOB_NAME.match(p.name)):
+    @classmethod
+    def stop_all(cls, state_dir: str | Path, wait_seconds: float = 30.0) -> list[str]:
+        """Stop every job still running under ``state_dir`` and wait for them (``make up``'s Ctrl-C,
+        ``make demo``'s cleanup); the names of the jobs that were running."""
+        root = Path(state_dir)
+        if not root.is_dir():
+            return []
+        compute = cls(root, LocalObjectStore(root))  # describe and stop never touch the store
+        running = []
+        for folder in sorted(p for p in root.iterdir() if p.is_dir() and JOB_NAME.match(p.name)):
             with contextlib.suppress(JobNotFound):
-                if not self.describe(folder.name).terminal:
-                    self.stop(folder.name)
-                    stopped.append(folder.name)
-        return stopped
+                if not compute.describe(folder.name).terminal:
+                    compute.stop(folder.name)
+                    running.append(folder.name)
+        deadline = time.monotonic() + wait_seconds
+        while running and time.monotonic() < deadline and not all(compute.describe(n).terminal for n in running):
+            time.sleep(0.2)
+        return running

@@ -247,9 +247,11 @@ def test_stop_all_stops_running_jobs_only(tmp_path, store):
     (tmp_path / "quick").mkdir()
     done = LocalJobCompute(tmp_path / "jobs", store, python=fake_python(tmp_path / "quick", "pass\n"))
     done.submit(spec(store, "job-done"))
-    wait_until_terminal(compute, "job-done")
-    assert compute.stop_all() == ["job-running"]
-    assert wait_until_terminal(compute, "job-running", timeout=30).status == "Stopped"
+    ended = wait_until_terminal(compute, "job-done")
+    assert ended.status == "Failed" and "exited 0 but left no model" in ended.failure_reason
+    assert LocalJobCompute.stop_all(tmp_path / "jobs") == ["job-running"]
+    assert compute.describe("job-running").status == "Stopped"  # stop_all waited for it
+    assert compute.describe("job-done") == ended  # an ended job is left as it was
 
 
 def test_object_keys_follow_s3_prefix_semantics(tmp_path, store):
