@@ -11,7 +11,8 @@ SageMaker does around a training container, on this machine:
 4. uploads ``ml/model/`` and ``ml/output/data/metrics.json`` under ``<output_uri>/<name>/``
    through the object store;
 5. records the outcome in ``status.json`` (atomically), with the entrypoint's own failure reason
-   (``ml/output/failure``) when it failed.
+   (``ml/output/failure``) when it failed; a completed job's ``ml/`` is removed (its outputs are
+   in the object store, its inputs came from there), a failed one's is kept for a look.
 
 Nothing here imports pandas or scikit-learn: the entrypoint does, in its own process.
 """
@@ -131,6 +132,8 @@ class Supervisor:
             metrics_uri=metrics_uri,
             ended_at=time.time(),
         )
+        # Everything the job made is in the object store now; a failed job's folder stays for a look.
+        shutil.rmtree(self.ml_root, ignore_errors=True)
         log.info("training job %s completed in %.1fs", self.spec.name, time.time() - started)
         return 0
 
