@@ -265,8 +265,9 @@ class LocalJobCompute:
     """Training jobs as detached local processes, described and stopped from any process.
 
     Each job has a folder ``<state_dir>/<name>/``: ``spec.json`` (what was submitted),
-    ``status.json`` (the status record: written atomically, by :meth:`submit` once, then only by
-    the job's supervisor), ``launch.json`` (the supervisor's pid), ``job.log`` (the job's output),
+    ``status.json`` (the status record, always replaced atomically: by :meth:`submit` once, then by
+    the job's supervisor, or by the first :meth:`describe` that finds the supervisor gone without an
+    outcome), ``launch.json`` (the supervisor's pid), ``job.log`` (the job's output),
     ``stop-requested`` (written by :meth:`stop`) and ``ml/`` (the job's ``/opt/ml``). The folder
     appears in one ``rename``, so a name is claimed exactly once and never reused: that is how a
     second submission of a name is refused.
@@ -302,11 +303,8 @@ class LocalJobCompute:
             raise ValueError(
                 f"the local compute backend runs Python entrypoints ('python', ...), got {list(spec.entrypoint)}"
             )
-        for channel, uri in spec.inputs.items():
+        for uri in [*spec.inputs.values(), spec.output_uri]:
             object_key(self.store, uri)  # refuse URIs outside the store before anything starts
-            if not channel:
-                raise ValueError("empty channel name")
-        object_key(self.store, spec.output_uri)
         self.state_dir.mkdir(parents=True, exist_ok=True)
         folder = self.job_dir(spec.name)
         in_use = JobNameInUse(
