@@ -328,6 +328,7 @@ class TrainingSettings(_Section):
     holdout_days: int = Field(default=1, ge=1)
     timeout_minutes: int = Field(default=30, ge=1)
     min_rows: int = Field(default=200, ge=1)
+    poll_seconds: FiniteFloat = Field(default=5.0, gt=0)  # how often a waiting task asks the job's status
 
     @field_validator("algorithm")
     @classmethod

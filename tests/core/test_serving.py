@@ -23,6 +23,7 @@ from conftest import TOY_FEATURES, toy_frame, toy_pipeline
 
 from mlops_core.model_integrity import MODEL_SHA256_TAG, ModelIntegrityError
 from mlops_core.ports import free_port, port_is_free
+from mlops_core.processes import group_alive, pid_alive
 from mlops_core.registry import ModelRegistry
 from mlops_core.serving import (
     DEPLOYMENT_FILE,
@@ -30,9 +31,7 @@ from mlops_core.serving import (
     LocalModelServer,
     PortInUseError,
     SmokeTestFailed,
-    _group_alive,
     dataframe_split_payload,
-    pid_alive,
 )
 from mlops_core.serving_target import LocalServing, Serving, SmokeResult
 from tests.model_tampering import artifact_folder, swap_skops, tamper_to_pickle
@@ -271,7 +270,7 @@ def test_stop_leaves_no_process(server):
     stopped = server.stop()
     assert stopped is not None and stopped.pid == pid
     assert not pid_alive(pid)
-    assert not _group_alive(pid)  # the uvicorn child went with the CLI process
+    assert not group_alive(pid)  # the uvicorn child went with the CLI process
     assert port_is_free("127.0.0.1", server.port)
     assert server.current() is None and server.verify("1") is False
     assert server.history()[-1]["event"] == "stopped"

@@ -40,6 +40,7 @@ def lifecycle(tmp_path_factory):
     mp = pytest.MonkeyPatch()
     home = isolate_mlops_env(mp, tmp_path_factory.mktemp("stages") / "mlops")
 
+    from mlops_core.backends import backends_for
     from mlops_core.demo_data import DriftSpec, write_bad_files, write_day_files
     from mlops_core.dropzone import scan_drop_zone
     from mlops_core.serving import LocalModelServer
@@ -47,6 +48,7 @@ def lifecycle(tmp_path_factory):
     from mlops_core.stages import deploy, evaluate, features, ingest, monitor, promote, train
 
     s = load_settings("dev")
+    backends = backends_for(s)  # built once, as a task does
     drop = s.dataset.drop_zone
     drop.mkdir(parents=True)
     mirror = RecordingMirror()
@@ -61,9 +63,9 @@ def lifecycle(tmp_path_factory):
         verdict = monitor.check_for_retraining(s, [rep["version_id"]], run_key=f"monitor-{tag}")
         result = {"ingest": rep, "verdict": verdict}
         if verdict["retrain"]:
-            ts = train.build_training_set(s, f"ts-{tag}")
-            job = train.run_training_job(s, ts, f"job-{tag}")
-            cand = train.log_candidate(s, ts, job, f"train-{tag}")
+            ts = train.build_training_set(s, f"ts-{tag}", backends)
+            job = train.run_training_job(s, ts, f"job-{tag}", backends)
+            cand = train.log_candidate(s, ts, job, f"train-{tag}", backends)
             ev = evaluate.evaluate_candidate(s, cand, mirror=mirror)
             result.update(training_set=ts, job=job, candidate=cand, evaluation=ev)
             if ev["promote"]:
@@ -81,7 +83,7 @@ def lifecycle(tmp_path_factory):
         # end-to-end test covers covariate drift.)
         write_day_files(drop, [4, 5], rows=600, drift=DriftSpec(kind="concept", start_day=4))
         out["drift"] = cycle("drift", "2026-01-07T00:00:00+00:00")
-        out["rerun_job"] = train.run_training_job(s, out["initial"]["training_set"], "job-initial")
+        out["rerun_job"] = train.run_training_job(s, out["initial"]["training_set"], "job-initial", backends)
         plan = promote.plan_promotion("dev")
         out["promoted"] = promote.copy_champion(plan, mirror=mirror)
         out["staging_deploy"] = deploy.deploy_champion(load_settings("staging"), out["promoted"]["version"])

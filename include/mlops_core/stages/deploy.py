@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from mlops_core.backends import model_registry, serving_backend
+from mlops_core.backends import model_registry, object_store, serving_backend
 from mlops_core.model_integrity import ModelIntegrityError
 from mlops_core.serving import DeploymentFailed
 from mlops_core.stages.train import read_training_frame
@@ -40,7 +40,7 @@ def _smoke_rows(settings: Settings, info: ModelVersionInfo) -> pd.DataFrame:
             f"{info.name} version {info.version} has no 'mlops.training_set' tag, so there are no held-out rows "
             "to smoke-test it with; register models through evaluate_register"
         )
-    holdout = read_training_frame(settings, {"key": info.tags["mlops.training_set"]}, "holdout")
+    holdout = read_training_frame(object_store(settings), {"key": info.tags["mlops.training_set"]}, "holdout")
     return prepare_features(holdout.head(settings.serving.smoke_rows), contract)
 
 

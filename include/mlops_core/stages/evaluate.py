@@ -14,7 +14,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from mlops_core.approvals import approval_for
-from mlops_core.backends import model_registry, registry_mirror
+from mlops_core.backends import model_registry, object_store, registry_mirror
 from mlops_core.errors import PermanentError
 from mlops_core.registry_mirror import MirroredVersion
 from mlops_core.stages.train import read_training_frame
@@ -51,7 +51,7 @@ def evaluate_candidate(
             f"{settings.env} only by promotion (the promote DAG, from the environment before it), with the approval "
             f"{settings.env} requires"
         )
-    holdout = read_training_frame(settings, {"key": candidate["training_set"]}, "holdout")
+    holdout = read_training_frame(object_store(settings), {"key": candidate["training_set"]}, "holdout")
     if holdout.empty:
         raise ValueError(f"training set {candidate['training_set']} has no held-out rows to evaluate on")
 
