@@ -13,7 +13,8 @@ SageMaker does with a ``File``-mode job, on this machine:
 4. ends the job ``Completed``, or ``Failed`` with ``AlgorithmError: <the output/failure file>``
    (SageMaker's own prefix), or ``Stopped`` when ``StopTrainingJob`` asked for it meanwhile.
 
-``start()`` runs it in the background: each new ``InProgress`` job is taken once, so a test that
+``start()`` runs it in the background: each ``InProgress`` job created after the start is taken once
+(jobs other tests of the session left behind are not its business), so a test that
 submits through the real code path sees the job run, end and leave its outputs where SageMaker
 would. What it does not reproduce: instance provisioning, image pulls, spot interruptions,
 distributed training (``InstanceCount`` > 1 runs one process), SageMaker's own logs in CloudWatch.
@@ -51,9 +52,13 @@ class SageMakerTrainingContainer:
         self._taken: set[str] = set()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._since: Any = None
 
     # ----------------------------------------------------------------- background
     def start(self) -> SageMakerTrainingContainer:
+        from moto.core.utils import utcnow
+
+        self._since = utcnow()
         self._thread = threading.Thread(target=self._loop, name="sagemaker-container", daemon=True)
         self._thread.start()
         return self
@@ -71,7 +76,8 @@ class SageMakerTrainingContainer:
         while not self._stop.is_set():
             jobs = sagemaker_backends[ACCOUNT][self.moto.region].training_jobs
             for name, job in list(jobs.items()):
-                if name not in self._taken and job.training_job_status == "InProgress":
+                new = job.creation_time >= self._since
+                if new and name not in self._taken and job.training_job_status == "InProgress":
                     self._taken.add(name)
                     try:
                         self.run(name)

@@ -36,7 +36,7 @@ import urllib.parse
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any, Literal, Protocol, cast
+from typing import Any, Literal, Protocol, cast, runtime_checkable
 
 from mlops_core.atomic_files import write_atomic
 from mlops_core.child_env import child_environment
@@ -137,8 +137,10 @@ class JobDescription:
     """What a compute service says about one job (SageMaker's ``DescribeTrainingJob``, reduced).
 
     ``model_uri`` is a prefix ending in ``/`` holding the model's files (``model.skops``,
-    ``model_meta.json``), ``metrics_uri`` the ``metrics.json`` object; both are set once the job
-    is ``Completed``. ``seconds`` is the time it has run.
+    ``model_meta.json``) or a ``.tar.gz`` archive of them (SageMaker's ``model.tar.gz``);
+    ``metrics_uri`` the ``metrics.json`` object or an archive holding it (SageMaker's
+    ``output.tar.gz``); both are set once the job is ``Completed``
+    (:func:`download_outputs`, :func:`read_metrics` read either form). ``seconds`` is the time it has run.
     """
 
     name: str
@@ -154,6 +156,7 @@ class JobDescription:
         return self.status in TERMINAL_STATUSES
 
 
+@runtime_checkable
 class Compute(Protocol):
     """A training-job service. Implementations: :class:`LocalJobCompute`; SageMaker and Azure ML next."""
 
@@ -228,6 +231,65 @@ def upload_folder(store: ObjectStore, folder: Path, uri: str) -> list[str]:
         store.put_bytes(key, path.read_bytes())
         keys.append(key)
     return keys
+
+
+# SageMaker hands a job's outputs back as archives: /opt/ml/model as model.tar.gz, /opt/ml/output/data
+# as output.tar.gz (where metrics.json is). A model_uri / metrics_uri ending in this is such an archive.
+ARCHIVE_SUFFIX = ".tar.gz"
+METRICS_MEMBER = "metrics.json"
+MAX_ARCHIVE_BYTES = 2 * 1024**3  # what an archive may unpack to: a model is MBs, never GBs
+
+
+def extract_archive(store: ObjectStore, uri: str, destination: Path) -> list[Path]:
+    """Unpack the ``.tar.gz`` object ``uri`` into ``destination``: regular files and folders only.
+
+    A job's archive is as untrusted as any artifact: members that are links, devices or absolute,
+    that climb out with ``..``, or that unpack beyond :data:`MAX_ARCHIVE_BYTES` are refused
+    (``ValueError``) before anything is written.
+    """
+    import io
+    import tarfile
+
+    data = store.get_foreign_bytes(object_key(store, uri))  # written by the compute service, not by us
+    destination.mkdir(parents=True, exist_ok=True)
+    written = []
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
+        members = tar.getmembers()
+        total = 0
+        for member in members:
+            path = PurePosixPath(member.name)
+            if path.is_absolute() or ".." in path.parts or not (member.isfile() or member.isdir()):
+                raise ValueError(f"{uri}: refusing archive member {member.name!r} (only plain files inside it)")
+            total += member.size
+        if total > MAX_ARCHIVE_BYTES:
+            raise ValueError(f"{uri}: unpacks to {total} bytes, over the limit of {MAX_ARCHIVE_BYTES}")
+        tar.extractall(destination, members=members, filter="data")
+        written = [destination / m.name for m in members if m.isfile()]
+    return written
+
+
+def download_outputs(store: ObjectStore, uri: str, destination: Path) -> list[Path]:
+    """A job's output files into ``destination``: a ``.tar.gz`` archive unpacked, or a prefix copied."""
+    if uri.endswith(ARCHIVE_SUFFIX):
+        return extract_archive(store, uri, destination)
+    return download_prefix(store, uri, destination)
+
+
+def read_metrics(store: ObjectStore, metrics_uri: str) -> dict[str, Any]:
+    """A job's metrics: the ``metrics.json`` object, or the member of that name in an output archive."""
+    if metrics_uri.endswith(ARCHIVE_SUFFIX):
+        with tempfile.TemporaryDirectory(prefix="mlops-job-output-") as tmp:
+            extract_archive(store, metrics_uri, Path(tmp))
+            metrics_file = Path(tmp) / METRICS_MEMBER
+            if not metrics_file.is_file():
+                raise ValueError(f"{metrics_uri} holds no {METRICS_MEMBER}")
+            raw = metrics_file.read_bytes()
+    else:
+        raw = store.get_bytes(object_key(store, metrics_uri))
+    metrics = json.loads(raw)
+    if not isinstance(metrics, dict):
+        raise ValueError(f"{metrics_uri}: metrics are not a JSON object")
+    return metrics
 
 
 def job_output_uris(spec: JobSpec) -> tuple[str, str]:

@@ -82,6 +82,8 @@ BACKENDS = ("local", "aws", "azure")
 REGISTRY_MIRRORS = ("none", "sagemaker", "azure_ml")
 ARRIVAL_RULES = ("stable", "marker", "rename")
 GLUE_NAME = (re.compile(r"[a-z][a-z0-9_]{0,127}"), "lowercase letters, digits and _, starting with a letter")
+ROLE_ARN = (re.compile(r"arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}"), "an IAM role ARN")
+INSTANCE_TYPE = (re.compile(r"ml\.[a-z0-9]+\.[a-z0-9]+"), "a SageMaker instance type such as ml.m5.large")
 S3_ROOT = re.compile(r"s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9](/[^\s]*)?")
 
 # Metric name -> True when larger is better. Used by the promotion gate.
@@ -309,6 +311,14 @@ class AwsSettings(_Section):
     glue_database_prefix: Annotated[str, _pattern(GLUE_NAME)] | None = None  # default: mlops_<env>
     multipart_threshold_mb: int = Field(default=64, ge=5)
     multipart_chunk_mb: int = Field(default=16, ge=5)
+    # SageMaker training (backends.compute: aws)
+    sagemaker_role_arn: Annotated[str, _pattern(ROLE_ARN)] | None = None
+    training_image: NonEmptyStr | None = None
+    training_instance_type: Annotated[str, _pattern(INSTANCE_TYPE)] = "ml.m5.large"
+    training_instance_count: int = Field(default=1, ge=1)
+    training_volume_gb: int = Field(default=30, ge=1)
+    training_spot: bool = False
+    training_max_wait_minutes: int | None = Field(default=None, ge=1)
 
 
 class FeatureSettings(_Section):
@@ -481,6 +491,18 @@ class Settings(_Section):
 
     _loaded: _LoadContext = PrivateAttr()
     _storage_root: str = PrivateAttr()
+
+    @field_validator("aws")
+    @classmethod
+    def _sagemaker_training_is_configured(cls, value: AwsSettings, info: ValidationInfo) -> AwsSettings:
+        backends = info.data.get("backends")
+        if backends is not None and backends.compute == "aws":
+            for key in ("sagemaker_role_arn", "training_image"):
+                if getattr(value, key) is None:
+                    raise _invalid("is required when backends.compute is aws (SageMaker training)", key)
+            if backends.storage != "aws":
+                raise _invalid("backends.compute aws needs backends.storage aws: SageMaker reads and writes S3")
+        return value
 
     @field_validator("storage")
     @classmethod

@@ -26,6 +26,9 @@ class ObjectStore(Protocol):
 
     def put_bytes(self, key: str, data: bytes) -> str | None: ...  # the object's version id, if versioned
     def get_bytes(self, key: str) -> bytes: ...
+    # An object another service wrote under the store (a training job's output archives): the store's
+    # own digest check cannot apply; the backend verifies what that service recorded, where it can.
+    def get_foreign_bytes(self, key: str) -> bytes: ...
     def exists(self, key: str) -> bool: ...
     def list_keys(self, prefix: str = "") -> list[str]: ...
     def delete(self, key: str) -> None: ...
@@ -56,6 +59,9 @@ class LocalObjectStore:
             return self.path(key).read_bytes()
         except FileNotFoundError as exc:
             raise ObjectNotFound(f"no object {key!r} in {self.uri()}") from exc
+
+    def get_foreign_bytes(self, key: str) -> bytes:
+        return self.get_bytes(key)
 
     def exists(self, key: str) -> bool:
         return self.path(key).is_file()

@@ -73,3 +73,21 @@ def test_settings_refuse_an_aws_store_without_an_s3_root(mlops_home):
         load_settings("dev", {"aws": {"multipart_chunk_mb": 1}})
     with pytest.raises(SettingsError, match=r"aws\.glue_database_prefix: must match"):
         load_settings("dev", {"aws": {"glue_database_prefix": "Bad-Name"}})
+
+
+def test_sagemaker_training_needs_its_role_image_and_s3(mlops_home):
+    from mlops_core.settings import SettingsError, load_settings
+
+    s3 = {"backends": {"storage": "aws", "compute": "aws"}, "storage": {"root": "s3://b/p"}}
+    with pytest.raises(SettingsError, match=r"aws\.sagemaker_role_arn: is required when backends\.compute is aws"):
+        load_settings("dev", s3)
+    with pytest.raises(SettingsError, match=r"aws\.sagemaker_role_arn: must match"):
+        load_settings("dev", {**s3, "aws": {"sagemaker_role_arn": "not-an-arn", "training_image": "i"}})
+    with pytest.raises(SettingsError, match=r"needs backends\.storage aws"):
+        load_settings(
+            "dev",
+            {
+                "backends": {"compute": "aws"},
+                "aws": {"sagemaker_role_arn": "arn:aws:iam::123456789012:role/r", "training_image": "i"},
+            },
+        )

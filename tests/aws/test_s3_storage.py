@@ -72,9 +72,10 @@ def test_every_object_carries_its_sha256_and_reads_are_verified(s3, bucket):
     s3.put_object(Bucket=bucket, Key="p/part.parquet", Body=b"changed rows", Metadata=head["Metadata"])
     with pytest.raises(ObjectCorrupted, match="expected sha256"):
         store.get_bytes("part.parquet")
-    s3.put_object(Bucket=bucket, Key="p/foreign.bin", Body=b"no digest")
+    s3.put_object(Bucket=bucket, Key="p/foreign.bin", Body=b"no digest", ChecksumAlgorithm="SHA256")
     with pytest.raises(ObjectCorrupted, match="no recorded sha256"):
         store.get_bytes("foreign.bin")
+    assert store.get_foreign_bytes("foreign.bin") == b"no digest"  # another service's output: S3's checksum only
 
 
 def test_large_objects_go_up_in_parts_and_keep_one_digest(s3, bucket, tmp_path):

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from mlops_core.glue_catalog import GlueCatalog
     from mlops_core.s3_storage import S3ObjectStore
+    from mlops_core.sagemaker_compute import SageMakerCompute
     from mlops_core.sagemaker_registry import SageMakerRegistryMirror
     from mlops_core.settings import Settings
 
@@ -63,3 +64,30 @@ def glue_catalog(settings: Settings) -> GlueCatalog:
 
     prefix = settings.aws.glue_database_prefix or f"mlops_{settings.env}"
     return GlueCatalog(GlueCatalogHook(aws_conn_id=settings.aws.conn_id).get_conn(), prefix)
+
+
+def sagemaker_compute(settings: Settings, store: S3ObjectStore | None = None) -> SageMakerCompute:
+    """SageMaker training jobs (``backends.compute: aws``), through ``SageMakerHook`` and ``AwsLogsHook``."""
+    from airflow.providers.amazon.aws.hooks.logs import AwsLogsHook
+    from airflow.providers.amazon.aws.hooks.sagemaker import SageMakerHook
+
+    from mlops_core.sagemaker_compute import SageMakerCompute, SageMakerTrainingSettings
+
+    aws = settings.aws
+    if aws.sagemaker_role_arn is None or aws.training_image is None:  # the settings check this already
+        raise ValueError("aws.sagemaker_role_arn and aws.training_image are required for SageMaker training")
+    training = SageMakerTrainingSettings(
+        role_arn=aws.sagemaker_role_arn,
+        image=aws.training_image,
+        instance_type=aws.training_instance_type,
+        instance_count=aws.training_instance_count,
+        volume_size_gb=aws.training_volume_gb,
+        spot=aws.training_spot,
+        max_wait_seconds=aws.training_max_wait_minutes * 60 if aws.training_max_wait_minutes else None,
+    )
+    return SageMakerCompute(
+        SageMakerHook(aws_conn_id=aws.conn_id).get_conn(),
+        store or s3_object_store(settings),
+        training,
+        logs_client=AwsLogsHook(aws_conn_id=aws.conn_id).get_conn(),
+    )

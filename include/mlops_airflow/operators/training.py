@@ -94,7 +94,7 @@ class TrainingJobOperator(BaseOperator):
         return with_algorithm(settings_for(context, self.env, backends=backends), self.algorithm)
 
     def _backends(self, settings: Settings) -> Backends:
-        from mlops_core.backends import backends_for
+        from mlops_airflow.backends import backends_for
 
         return backends_for(settings)
 

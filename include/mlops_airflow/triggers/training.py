@@ -62,13 +62,13 @@ class TrainingJobTrigger(BaseTrigger):
     def compute(self) -> Compute:
         """The environment's compute service, built once (blocking: reads the settings)."""
         if self._compute is None:
-            from mlops_core.backends import compute_backend
+            from mlops_airflow.backends import compute_for
             from mlops_core.settings import load_settings, with_overrides
 
             settings = load_settings(self.env)
             if self.compute_backend:
                 settings = with_overrides(settings, backends={"compute": self.compute_backend})
-            self._compute = compute_backend(settings)
+            self._compute = compute_for(settings)
         return self._compute
 
     async def run(self) -> AsyncIterator[TriggerEvent]:

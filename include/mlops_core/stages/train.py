@@ -24,7 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mlops_core.compute import JobNameInUse, JobNotFound, JobSpec, download_prefix, object_key
+from mlops_core.compute import JobNameInUse, JobNotFound, JobSpec, download_outputs, read_metrics
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -233,8 +233,7 @@ def job_result(store: ObjectStore, job: JobDescription, reattached: bool) -> dic
 
 
 def read_job_metrics(store: ObjectStore, metrics_uri: str) -> dict[str, Any]:
-    metrics: dict[str, Any] = json.loads(store.get_bytes(object_key(store, metrics_uri)))
-    return metrics
+    return read_metrics(store, metrics_uri)
 
 
 def run_training_job(
@@ -299,7 +298,7 @@ def log_candidate(
     }
     with tempfile.TemporaryDirectory(prefix="mlops-model-") as tmp:
         model_dir = Path(tmp) / "model"
-        if not download_prefix(objects, job["model_uri"], model_dir):
+        if not download_outputs(objects, job["model_uri"], model_dir):
             raise TrainingJobFailed(f"training job {job['job_name']}: no model objects under {job['model_uri']}")
         model, _meta = load_model(model_dir)
         run_id = backends.registry.log_training_run(
