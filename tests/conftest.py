@@ -48,10 +48,12 @@ def isolate_mlops_env(monkeypatch, home: Path) -> Path:
 @pytest.fixture(scope="session")
 def moto_server():
     """One real moto server on loopback for the whole session (see ``tests/moto_server.py``)."""
+    from tests import sagemaker_hosting
     from tests.moto_server import start_moto_server
 
     server, handle = start_moto_server()
     try:
         yield server
     finally:
+        sagemaker_hosting.stop_all()
         handle.stop()

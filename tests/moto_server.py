@@ -26,6 +26,9 @@ has and moto lacks, this module extends moto's server to behave like the service
   ``UpdateEndpoint`` switches the endpoint to the new config (moto: HTTP 500). The same goes for
   ``CreateModelPackageGroup``, whose "already exists" answer the provider's hook relies on.
 
+- **InvokeEndpoint** answers canned bytes in moto; :mod:`tests.sagemaker_hosting` forwards it to
+  our serving container run locally with the endpoint's model, as SageMaker would.
+
 Every JSON-protocol call the server answers is counted in :data:`CALLS` (``(service, action)``),
 so tests can assert "exactly one CreateTrainingJob per run" at the server.
 
@@ -228,6 +231,9 @@ def make_moto_faithful() -> None:
         _count_calls()
         _sagemaker_training_jobs_like_sagemaker()
         _sagemaker_endpoints_like_sagemaker()
+        from tests import sagemaker_hosting
+
+        sagemaker_hosting.install()  # InvokeEndpoint answered by our serving container (see there)
         _patched = True
 
 
