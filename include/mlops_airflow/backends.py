@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from mlops_core.backends import Backends
     from mlops_core.compute import Compute
     from mlops_core.registry_mirror import RegistryMirror
+    from mlops_core.serving_target import Serving
     from mlops_core.settings import Settings
     from mlops_core.storage import ObjectStore
 
@@ -46,6 +47,19 @@ def compute_for(settings: Settings, store: ObjectStore | None = None) -> Compute
     return core.compute_backend(settings, store)
 
 
+def _serving(settings: Settings, store: ObjectStore) -> Serving:
+    from mlops_core import backends as core
+
+    if settings.backends.serving == "aws":
+        from mlops_airflow.hooks.aws import sagemaker_serving
+        from mlops_core.s3_storage import S3ObjectStore
+
+        if not isinstance(store, S3ObjectStore):
+            raise core.BackendNotAvailable("backends.serving = 'aws' (SageMaker) needs backends.storage 'aws' too")
+        return sagemaker_serving(settings, store)
+    return core.serving_backend(settings)
+
+
 def _mirror(settings: Settings) -> RegistryMirror:
     from mlops_core import backends as core
 
@@ -65,7 +79,7 @@ def backends_for(settings: Settings) -> Backends:
         store=store,
         compute=compute_for(settings, store),
         make_registry=partial(core.model_registry, settings),
-        make_serving=partial(core.serving_backend, settings),
+        make_serving=partial(_serving, settings, store),
         make_feature_repository=partial(core.feature_repository, settings),
         make_mirror=partial(_mirror, settings),
     )

@@ -84,6 +84,7 @@ ARRIVAL_RULES = ("stable", "marker", "rename")
 GLUE_NAME = (re.compile(r"[a-z][a-z0-9_]{0,127}"), "lowercase letters, digits and _, starting with a letter")
 ROLE_ARN = (re.compile(r"arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}"), "an IAM role ARN")
 INSTANCE_TYPE = (re.compile(r"ml\.[a-z0-9]+\.[a-z0-9]+"), "a SageMaker instance type such as ml.m5.large")
+SAGEMAKER_NAME = (re.compile(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}"), "letters, digits and -, at most 63")
 S3_ROOT = re.compile(r"s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9](/[^\s]*)?")
 
 # Metric name -> True when larger is better. Used by the promotion gate.
@@ -319,6 +320,13 @@ class AwsSettings(_Section):
     training_volume_gb: int = Field(default=30, ge=1)
     training_spot: bool = False
     training_max_wait_minutes: int | None = Field(default=None, ge=1)
+    # SageMaker real-time endpoint (backends.serving: aws)
+    inference_image: NonEmptyStr | None = None
+    endpoint_name: Annotated[str, _pattern(SAGEMAKER_NAME)] | None = None  # default: <env>-<model name>
+    serving_instance_type: Annotated[str, _pattern(INSTANCE_TYPE)] = "ml.m5.large"
+    serving_instance_count: int = Field(default=1, ge=1)
+    deployment_config: dict[str, Any] = Field(default_factory=dict)  # UpdateEndpoint's DeploymentConfig, as given
+    endpoint_wait_minutes: int = Field(default=30, ge=1)
 
 
 class FeatureSettings(_Section):
@@ -502,6 +510,17 @@ class Settings(_Section):
                     raise _invalid("is required when backends.compute is aws (SageMaker training)", key)
             if backends.storage != "aws":
                 raise _invalid("backends.compute aws needs backends.storage aws: SageMaker reads and writes S3")
+        if backends is not None and backends.compute == "local" and backends.storage != "local":
+            raise _invalid(
+                f"backends.compute local runs jobs on this machine against a local store, not backends.storage "
+                f"{backends.storage}: set backends.compute to {backends.storage} too"
+            )
+        if backends is not None and backends.serving == "aws":
+            for key in ("sagemaker_role_arn", "inference_image"):
+                if getattr(value, key) is None:
+                    raise _invalid("is required when backends.serving is aws (SageMaker endpoint)", key)
+            if backends.storage != "aws":
+                raise _invalid("backends.serving aws needs backends.storage aws: the endpoint's model is on S3")
         return value
 
     @field_validator("storage")

@@ -17,9 +17,15 @@ def aws_settings(mlops_home, moto_server, monkeypatch):
     return load_settings(
         "dev",
         {
-            "backends": {"storage": "aws"},
+            "backends": {"storage": "aws", "compute": "aws"},
             "storage": {"root": f"s3://{bucket}/mlops/dev"},
-            "aws": {"conn_id": "mlops_aws_test", "multipart_threshold_mb": 5, "multipart_chunk_mb": 5},
+            "aws": {
+                "conn_id": "mlops_aws_test",
+                "multipart_threshold_mb": 5,
+                "multipart_chunk_mb": 5,
+                "sagemaker_role_arn": "arn:aws:iam::123456789012:role/mlops",
+                "training_image": "img:1",
+            },
         },
     )
 
@@ -91,3 +97,38 @@ def test_sagemaker_training_needs_its_role_image_and_s3(mlops_home):
                 "aws": {"sagemaker_role_arn": "arn:aws:iam::123456789012:role/r", "training_image": "i"},
             },
         )
+
+
+def test_the_endpoint_target_is_built_on_the_connection(aws_settings, moto_server):
+    from botocore.exceptions import ClientError
+
+    from mlops_airflow.backends import backends_for
+    from mlops_core.sagemaker_serving import SageMakerServing
+    from mlops_core.settings import with_overrides
+
+    settings = with_overrides(
+        aws_settings,
+        backends={"serving": "aws", "registry_mirror": "sagemaker"},
+        aws={"sagemaker_role_arn": "arn:aws:iam::123456789012:role/r", "inference_image": "img:2"},
+    )
+    bundle = backends_for(settings)
+    serving = bundle.serving
+    assert isinstance(serving, SageMakerServing)
+    assert serving.name == "dev-churn" and serving.endpoint.image == "img:2" and serving.live() is None
+    with pytest.raises(ClientError, match="not found"):  # the runtime client reaches moto, which knows no such endpoint
+        serving.runtime.invoke_endpoint(EndpointName="dev-churn", ContentType="application/json", Body=b"{}")
+    assert type(bundle.mirror).__name__ == "SageMakerRegistryMirror"
+
+
+def test_a_sagemaker_endpoint_needs_its_image_role_and_s3(mlops_home):
+    from mlops_core.settings import SettingsError, load_settings
+
+    s3 = {"backends": {"storage": "aws", "compute": "aws", "serving": "aws"}, "storage": {"root": "s3://b/p"}}
+    training = {"training_image": "img:1"}
+    with pytest.raises(SettingsError, match=r"aws\.sagemaker_role_arn: is required when backends\.compute is aws"):
+        load_settings("dev", {**s3, "aws": training})
+    role = {"sagemaker_role_arn": "arn:aws:iam::123456789012:role/r", **training}
+    with pytest.raises(SettingsError, match=r"aws\.inference_image: is required when backends\.serving is aws"):
+        load_settings("dev", {**s3, "aws": role})
+    with pytest.raises(SettingsError, match=r"aws\.endpoint_name: must match"):
+        load_settings("dev", {"aws": {"endpoint_name": "no_underscores"}})

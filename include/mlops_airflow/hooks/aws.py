@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from mlops_core.s3_storage import S3ObjectStore
     from mlops_core.sagemaker_compute import SageMakerCompute
     from mlops_core.sagemaker_registry import SageMakerRegistryMirror
+    from mlops_core.sagemaker_serving import SageMakerServing
     from mlops_core.settings import Settings
 
 MIB = 1024 * 1024
@@ -90,4 +91,32 @@ def sagemaker_compute(settings: Settings, store: S3ObjectStore | None = None) ->
         store or s3_object_store(settings),
         training,
         logs_client=AwsLogsHook(aws_conn_id=aws.conn_id).get_conn(),
+    )
+
+
+def sagemaker_serving(settings: Settings, store: S3ObjectStore | None = None) -> SageMakerServing:
+    """The environment's SageMaker endpoint (``backends.serving: aws``), through ``SageMakerHook``."""
+    from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
+    from airflow.providers.amazon.aws.hooks.sagemaker import SageMakerHook
+
+    from mlops_core.sagemaker_serving import SageMakerEndpointSettings, SageMakerServing, sagemaker_name
+
+    aws = settings.aws
+    if aws.sagemaker_role_arn is None or aws.inference_image is None:  # the settings check this already
+        raise ValueError("aws.sagemaker_role_arn and aws.inference_image are required for a SageMaker endpoint")
+    endpoint = SageMakerEndpointSettings(
+        endpoint_name=aws.endpoint_name or sagemaker_name(settings.env, settings.training.model_name),
+        role_arn=aws.sagemaker_role_arn,
+        image=aws.inference_image,
+        instance_type=aws.serving_instance_type,
+        instance_count=aws.serving_instance_count,
+        deployment_config=dict(aws.deployment_config),
+        wait_seconds=aws.endpoint_wait_minutes * 60,
+    )
+    return SageMakerServing(
+        SageMakerHook(aws_conn_id=aws.conn_id).get_conn(),
+        AwsBaseHook(aws_conn_id=aws.conn_id, client_type="sagemaker-runtime").get_conn(),
+        store or s3_object_store(settings),
+        endpoint,
+        settings.registry.tracking_uri,
     )
