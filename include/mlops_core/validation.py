@@ -656,7 +656,13 @@ _DISTINCT_SAMPLE = 4096
 _DISTINCT_SHARE = 0.5
 
 
-def _parse_arrow(arr: Any, column_type: str, index: pd.Index) -> tuple[pd.Series, np.ndarray, np.ndarray]:
+class _SlowValues(Exception):
+    """A value needs the reference parser where the caller asked for the vectorized answer only."""
+
+
+def _parse_arrow(
+    arr: Any, column_type: str, index: pd.Index, *, by_distinct: bool = True, vectorized_only: bool = False
+) -> tuple[pd.Series, np.ndarray, np.ndarray]:
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -673,8 +679,11 @@ def _parse_arrow(arr: Any, column_type: str, index: pd.Index) -> tuple[pd.Series
         truth = pc.is_in(lowered, pa.array(sorted(_TRUE))).to_numpy(zero_copy_only=False).astype(bool)
         ok = truth | pc.is_in(lowered, pa.array(sorted(_FALSE))).to_numpy(zero_copy_only=False).astype(bool)
         return pd.Series(pd.arrays.BooleanArray(truth, ~ok), index=index), present, present & ~ok
-    if column_type == "timestamp" and raw is not None and _repeats_often(arr):
-        return _parse_distinct(arr, index)
+    if column_type == "timestamp" and by_distinct and raw is not None and _repeats_often(arr):
+        try:
+            return _parse_distinct(arr, index)
+        except _SlowValues:
+            pass  # some values need the reference: the column as a whole, in row order, as ever
     pattern = {"int": _FAST_INT, "float": _FAST_FLOAT, "timestamp": _FAST_TIMESTAMP}.get(column_type)
     if pattern is None:  # pragma: no cover - the contract only allows COLUMN_TYPES
         raise ValueError(f"unknown column type {column_type!r}")
@@ -703,12 +712,19 @@ def _parse_arrow(arr: Any, column_type: str, index: pd.Index) -> tuple[pd.Series
             stamps = np.full(n, np.datetime64("NaT"), dtype="datetime64[ns]")
             plain = pc.replace_substring(pc.utf8_slice_codeunits(chosen, 0, 19), " ", "T")
             parsed = pc.strptime(plain, format="%Y-%m-%dT%H:%M:%S", unit="ns", error_is_null=True)
-            valid = pc.is_valid(parsed).to_numpy(zero_copy_only=False).astype(bool)
+            # strptime rolls a day past the month's end over (2023-02-30 -> 2023-03-02) instead of
+            # failing: a parsed day of month other than the written one is not a calendar date.
+            values = parsed.to_numpy(zero_copy_only=False).astype("datetime64[ns]")
+            days = (values.astype("datetime64[D]") - values.astype("datetime64[M]")).astype(np.int64) + 1
+            written = pc.cast(pc.utf8_slice_codeunits(plain, 8, 10), pa.int64()).to_numpy(zero_copy_only=False)
+            valid = ~np.isnat(values) & (days == written)
             rows = np.flatnonzero(fast)
             fast[rows[~valid]] = False  # not a calendar date (2023-02-30): the reference decides
-            stamps[rows[valid]] = pc.drop_null(parsed).to_numpy(zero_copy_only=False).astype("datetime64[ns]")
+            stamps[rows[valid]] = values[valid]
     ok = fast.copy()
     slow = np.flatnonzero(present & ~fast)
+    if len(slow) and vectorized_only:
+        raise _SlowValues(column_type)
     if len(slow):
         texts = pd.Series(pc.take(arr, pa.array(slow)).to_pylist(), dtype=object)
         slow_values, _, slow_bad = _parse_reference(texts, column_type)
@@ -759,13 +775,21 @@ def _repeats_often(arr: Any) -> bool:
 
 
 def _parse_distinct(arr: Any, index: pd.Index) -> tuple[pd.Series, np.ndarray, np.ndarray]:
-    """Timestamps parsed once per distinct text (the same rules: :func:`_parse_arrow` on the distinct values)."""
+    """Timestamps parsed once per distinct text (the same rules: :func:`_parse_arrow` on the distinct values).
+
+    Raises:
+        _SlowValues: a value needs the reference parser, whose answer for one value can depend on
+            the values before it (pandas reads a naive time after one with an offset in that
+            offset): the caller then parses the column in row order, as without this shortcut.
+    """
     import pyarrow.compute as pc
 
     encoded = pc.dictionary_encode(arr)
     codes = encoded.indices.to_numpy(zero_copy_only=False)
     distinct = encoded.dictionary
-    values, present, bad = _parse_arrow(distinct, "timestamp", pd.RangeIndex(len(distinct)))
+    values, present, bad = _parse_arrow(
+        distinct, "timestamp", pd.RangeIndex(len(distinct)), by_distinct=False, vectorized_only=True
+    )
     ok = (present & ~bad)[codes]
     stamps = values.dt.tz_localize(None).to_numpy(dtype="datetime64[ns]")[codes]
     return _utc_values(stamps, ok, index), present[codes], bad[codes]
