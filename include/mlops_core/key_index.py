@@ -320,7 +320,7 @@ class RowKeyIndex:
             whole = len(positions) == len(array)  # one bucket holds all the keys: no copy
             taken = None if whole else pa.array(positions)
             if owners is None:
-                owner = _repeated(versions, len(positions))
+                owner = _repeated(str(versions), len(positions))
             else:
                 owner = owners if taken is None else owners.take(taken)
             new = pa.table({ROW_KEY_COLUMN: array if taken is None else array.take(taken), VERSION_COLUMN: owner})

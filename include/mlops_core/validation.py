@@ -1228,16 +1228,16 @@ def _fixed_width_payloads(n: int, ent: tuple[np.ndarray, np.ndarray], tim: tuple
         if width == 0 or len(data) != n * width or not (np.diff(offsets) == width).all():
             return None
         widths.append(width)
-    pieces = [b'["key","', ent[1].reshape(n, widths[0]), b'","', tim[1].reshape(n, widths[1]), b'"]']
-    total = sum(len(p) if isinstance(p, bytes) else p.shape[1] for p in pieces)
+    prefix, middle, suffix = (np.frombuffer(b, dtype=np.uint8) for b in (b'["key","', b'","', b'"]'))
+    blocks = [prefix, ent[1].reshape(n, widths[0]), middle, tim[1].reshape(n, widths[1]), suffix]
+    total = sum(block.shape[-1] for block in blocks)
     if n * total >= 2**31:  # binary offsets are 32-bit
         return None
     out = np.empty((n, total), dtype=np.uint8)
     column = 0
-    for piece in pieces:
-        step = len(piece) if isinstance(piece, bytes) else piece.shape[1]
-        out[:, column : column + step] = np.frombuffer(piece, dtype=np.uint8) if isinstance(piece, bytes) else piece
-        column += step
+    for block in blocks:  # a constant piece is broadcast over the rows
+        out[:, column : column + block.shape[-1]] = block
+        column += block.shape[-1]
     offsets = np.arange(0, n * total + 1, total, dtype=np.int32)
     return pa.Array.from_buffers(pa.binary(), n, [None, pa.py_buffer(offsets), pa.py_buffer(out)])
 
@@ -1299,7 +1299,9 @@ def _canonical_arrow(values: pd.Series, column_type: str, text: Any = None) -> A
     if column_type in ("string", "category"):
         if text is not None and len(text) == len(values) and not text.null_count:
             return text
-        return pa.array(values.astype(object).where(values.notna(), None).tolist(), pa.string())
+        cells = values.to_numpy(dtype=object)
+        cells[values.isna().to_numpy(dtype=bool)] = None
+        return pa.array(cells, pa.string())
     if column_type == "timestamp":
         utc = _naive_utc(values)
         codes, distinct = pd.factorize(utc.view(np.int64))  # NaT is one more value: its text is None
