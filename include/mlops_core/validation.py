@@ -1387,31 +1387,14 @@ def validate(
 
     # A repeat of an earlier row of the same file is rejected; the first one is kept.
     numbers = good_rows + 1 + row_offset
-    repeat = np.zeros(len(keys), dtype=bool)
-    if seen_keys and not _disjoint(seen_keys, keys):  # a repeat of a row of an earlier batch
-        repeat = np.fromiter((k in seen_keys for k in keys), dtype=bool, count=len(keys))
-    if seen_keys is None:
-        distinct = len(set(keys)) == len(keys)
-    elif repeat.any():
-        fresh = [k for k, r in zip(keys, repeat.tolist(), strict=True) if not r]
-        distinct = _record(seen_keys, fresh, numbers[~repeat]) == len(fresh)
-    else:
-        distinct = _record(seen_keys, keys, numbers) == len(keys)
-    if not distinct:  # a repeat within this batch
-        repeat |= pd.Series(keys, dtype=object).duplicated(keep="first").to_numpy(dtype=bool)
+    repeat, first = _find_repeats(keys, numbers, seen_keys)
     keep = ~repeat
     duplicates = _ColumnProblems.empty(DUPLICATE_ROW, n)
     if repeat.any():
         accepted_keys = [k for k, kept in zip(keys, keep.tolist(), strict=True) if kept]
-        first_of = dict(zip(accepted_keys, numbers[keep].tolist(), strict=True))
-        if isinstance(seen_keys, dict):
-            seen_keys.update(first_of)  # a repeat within this batch was recorded over its first row
-        for position, key in zip(
-            good_rows[repeat].tolist(), [k for k, r in zip(keys, repeat.tolist(), strict=True) if r], strict=True
-        ):
-            first = (seen_keys or first_of).get(key, first_of.get(key))
+        for position, first_row in zip(good_rows[repeat].tolist(), first[repeat].tolist(), strict=True):
             duplicates.codes[position] = DUPLICATE_ROW
-            duplicates.messages[position] = f"{DUPLICATE_ROW}: same row key as data row {first}"
+            duplicates.messages[position] = f"{DUPLICATE_ROW}: same row key as data row {first_row}"
             duplicates.open[position] = False
         accepted = typed_frame.loc[keep].reset_index(drop=True)
     else:
@@ -1474,45 +1457,75 @@ class SeenRowKeys:
     def __contains__(self, key: object) -> bool:
         return key in self._keys
 
-    def isdisjoint(self, keys: Sequence[str]) -> bool:
-        return self._keys.isdisjoint(keys)
-
     def clear(self) -> None:
         self._keys.clear()
         self._batches.clear()
         self._first = None
 
-    def record(self, keys: list[str], numbers: np.ndarray) -> None:
-        """Add the keys of a batch's accepted rows (in row order) and their data row numbers."""
+    def record(self, keys: list[str], numbers: np.ndarray) -> int:
+        """Add a batch's row keys (in row order) and data row numbers; how many keys were new."""
+        before = len(self._keys)
         self._keys.update(keys)
         self._batches.append((keys, numbers))
         if self._first is not None:
             for key, number in zip(keys, numbers.tolist(), strict=True):
                 self._first.setdefault(key, number)
+        return len(self._keys) - before
 
     def get(self, key: str, default: int | None = None) -> int | None:
         """The data row number of the first recorded row with this key."""
         if key not in self._keys:
             return default
+        return self._first_rows().get(key, default)
+
+    def first_rows(self, keys: list[str]) -> np.ndarray:
+        """The data row number of the first recorded row of each key (each must be recorded)."""
+        first = self._first_rows()
+        return np.fromiter((first[k] for k in keys), dtype=np.int64, count=len(keys))
+
+    def _first_rows(self) -> dict[str, int]:
         if self._first is None:
             self._first = {}
             for keys, numbers in reversed(self._batches):  # the earliest row of a key is written last
                 self._first.update(zip(reversed(keys), reversed(numbers.tolist()), strict=True))
-        return self._first.get(key, default)
+        return self._first
 
 
-def _disjoint(seen: dict[str, int] | SeenRowKeys, keys: list[str]) -> bool:
-    return seen.isdisjoint(keys) if isinstance(seen, SeenRowKeys) else seen.keys().isdisjoint(keys)
+def _find_repeats(
+    keys: list[str], numbers: np.ndarray, seen: dict[str, int] | SeenRowKeys | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Which rows repeat the key of an earlier row of the file, and the data row number of each
+    key's first row (where a row repeats); records this batch's keys in ``seen``.
 
-
-def _record(seen: dict[str, int] | SeenRowKeys, keys: list[str], numbers: np.ndarray) -> int:
-    """Record a batch's keys and data row numbers; how many keys were new (fewer: a key repeats)."""
-    before = len(seen)
+    ``numbers``: the data row number of each key's row. Without repeats (the usual case) this is
+    one pass over the keys: a set update (:class:`SeenRowKeys`), a dict update, or a set.
+    """
+    n = len(keys)
+    no_repeat = np.zeros(n, dtype=bool)
     if isinstance(seen, SeenRowKeys):
-        seen.record(keys, numbers)
-    else:
-        seen.update(zip(keys, numbers.tolist(), strict=True))
-    return len(seen) - before
+        if seen.record(keys, numbers) == n:
+            return no_repeat, numbers
+        first = seen.first_rows(keys)
+        return first != numbers, first
+    if seen is None:
+        if len(set(keys)) == n:
+            return no_repeat, numbers
+        earliest = dict(zip(reversed(keys), reversed(numbers.tolist()), strict=True))
+        first = np.fromiter((earliest[k] for k in keys), dtype=np.int64, count=n)
+        return first != numbers, first
+    earlier = no_repeat
+    if seen and not seen.keys().isdisjoint(keys):  # a repeat of a row of an earlier batch
+        earlier = np.fromiter((k in seen for k in keys), dtype=bool, count=n)
+    fresh = [k for k, e in zip(keys, earlier.tolist(), strict=True) if not e] if earlier.any() else keys
+    fresh_numbers = numbers[~earlier] if earlier.any() else numbers
+    before = len(seen)
+    seen.update(zip(fresh, fresh_numbers.tolist(), strict=True))
+    if len(seen) - before == n:
+        return no_repeat, numbers
+    earliest = dict(zip(reversed(fresh), reversed(fresh_numbers.tolist()), strict=True))
+    seen.update(earliest)  # a repeat within this batch was recorded over its first row
+    first = np.fromiter((seen[k] for k in keys), dtype=np.int64, count=n)
+    return first != numbers, first
 
 
 def _arrow_array(values: np.ndarray) -> Any:

@@ -205,11 +205,12 @@ def test_seen_row_keys_answer_as_the_dict_and_as_the_whole_file(churn, picks, cu
 
 def test_seen_row_keys_name_the_first_row_of_a_key():
     seen = SeenRowKeys()
-    seen.record(["a", "b"], np.array([1, 2]))
+    assert seen.record(["a", "b"], np.array([1, 2])) == 2
     assert "a" in seen and "z" not in seen and len(seen) == 2 and seen.get("z") is None
     assert seen.get("b") == 2  # builds the key -> row dict
-    seen.record(["c", "a"], np.array([3, 4]))  # "a" again: the first row stays
+    assert seen.record(["c", "a", "c"], np.array([3, 4, 5])) == 1  # "a" again: its first row stays
     assert (seen.get("a"), seen.get("c")) == (1, 3)
+    assert seen.first_rows(["c", "a", "b"]).tolist() == [3, 1, 2]
     seen.clear()
     assert len(seen) == 0 and seen.get("a") is None
 
