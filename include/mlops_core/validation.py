@@ -1280,11 +1280,32 @@ def row_keys(typed: pd.DataFrame, contract: DatasetContract, *, texts: dict[str,
             return _digests(_key_payloads(ent.to_pylist(), tim.to_pylist()))
         return _digests(payloads)
     names = sorted(contract.column_names)
-    cells = [
-        [f"[{_encode(name)},{_json_text(v)}]" for v in canonical_values(typed[name], contract.column(name).type)]
-        for name in names
-    ]
-    return [_digest('["row",[' + ",".join(row) + "]]") for row in zip(*cells, strict=True)] if cells else []
+    if not names:
+        return []
+    texts = {name: _canonical_arrow(typed[name], contract.column(name).type) for name in names}
+    row_payloads = _arrow_row_payloads(texts)
+    if row_payloads is not None:
+        return _digests(row_payloads)
+    cells = [[f"[{_encode(name)},{_json_text(v)}]" for v in texts[name].to_pylist()] for name in names]
+    return [_digest('["row",[' + ",".join(row) + "]]") for row in zip(*cells, strict=True)]
+
+
+def _arrow_row_payloads(texts: dict[str, Any]) -> Any:
+    """``["row",[[column, value], ...]]`` of every row (columns in the given order, null as JSON
+    ``null``) as an Arrow binary array; None when a value needs a JSON escape (then row by row)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    parts: list[Any] = ['["row",[']
+    for position, (name, text) in enumerate(texts.items()):
+        raw = _text_bytes(text.drop_null())
+        if raw is None or _needs_json_escape(raw[1]):
+            return None
+        head = ("," if position else "") + f"[{_encode(name)},"
+        quoted = pc.binary_join_element_wise(head + '"', text, '"]', "")  # null where the value is null
+        parts.append(pc.fill_null(quoted, head + "null]"))
+    parts.append("]]")
+    return pc.cast(pc.binary_join_element_wise(*parts, ""), pa.binary())
 
 
 def _canonical_arrow(values: pd.Series, column_type: str, text: Any = None) -> Any:
@@ -1312,6 +1333,10 @@ def _canonical_arrow(values: pd.Series, column_type: str, text: Any = None) -> A
     if column_type == "bool":
         flags = pa.array(values.array, pa.bool_())
         return pc.if_else(flags, "true", "false")
+    if column_type == "float":  # repr once per distinct value, -0.0 as 0.0
+        codes, distinct = pd.factorize(values.to_numpy(dtype=np.float64, na_value=np.nan))  # NaN: code -1
+        texts = [*map(repr, np.where(distinct == 0, 0.0, distinct).tolist()), None]
+        return pa.array(texts, pa.string()).take(pa.array(np.where(codes < 0, len(texts) - 1, codes)))
     return pa.array(canonical_values(values, column_type), pa.string())
 
 
@@ -1613,4 +1638,6 @@ def _event_times(accepted: pd.DataFrame, contract: DatasetContract, ingested_at:
         return times
     stamp = pd.Timestamp(ingested_at)
     stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
-    return pd.Series([stamp] * len(accepted), dtype=PANDAS_DTYPES["timestamp"], index=accepted.index)
+    naive = np.full(len(accepted), stamp.tz_localize(None).as_unit("ns").to_datetime64(), dtype="datetime64[ns]")
+    times: pd.Series = pd.Series(naive, index=accepted.index).dt.tz_localize("UTC")
+    return times

@@ -139,6 +139,66 @@ def test_row_keys_follow_the_documented_formula(churn, rows, chunk):
         assert row_keys(typed, churn, texts={"customer_id": text}) == expected
 
 
+def _documented_row_key(row: dict[str, object]) -> str:
+    cells = [[name, row[name]] for name in sorted(row)]
+    payload = json.dumps(["row", cells], ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:32]
+
+
+def _float_text(value: float | None) -> str | None:
+    return None if value is None else repr(0.0 if value == 0 else value)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    rows=st.lists(
+        st.tuples(
+            st.none() | st.floats(allow_nan=False, allow_infinity=False),
+            st.none() | st.booleans(),
+            st.integers(0, 2**63 - 1),
+        ),
+        min_size=1,
+        max_size=25,
+    ),
+    chunk=st.integers(1, 5),
+)
+def test_whole_row_keys_follow_the_documented_formula(keyless, rows, chunk):
+    typed = pd.DataFrame(
+        {
+            "x": pd.Series([x for x, _, _ in rows], dtype="float64"),
+            "flag": pd.Series([f for _, f, _ in rows], dtype="boolean"),
+            "y": pd.Series([y for _, _, y in rows], dtype="Int64"),
+        }
+    )
+    expected = [
+        _documented_row_key(
+            {"x": _float_text(x), "flag": None if f is None else ("true" if f else "false"), "y": str(y)}
+        )
+        for x, f, y in rows
+    ]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(validation, "_DIGEST_CHUNK", chunk)
+        assert row_keys(typed, keyless) == expected
+
+
+def test_whole_row_keys_of_text_that_needs_json_escapes(keyless):
+    contract = DatasetContract.from_dict(
+        {
+            "name": "texts",
+            "task": "regression",
+            "target": "y",
+            "columns": [{"name": 'a"b', "type": "string", "nullable": True}, {"name": "y", "type": "int"}],
+        }
+    )
+    texts = ['q"uote', "back\\slash", "tab\there", "é", None]
+    typed = pd.DataFrame({'a"b': pd.Series(texts, dtype="string"), "y": pd.Series(range(5), dtype="Int64")})
+    expected = [_documented_row_key({'a"b': t, "y": str(i)}) for i, t in enumerate(texts)]
+    assert row_keys(typed, contract) == expected
+    plain = typed.iloc[[3, 4]].reset_index(drop=True)  # no escapes: the Arrow path
+    assert validation._arrow_row_payloads({'a"b': pa.array(["é", None]), "y": pa.array(["3", "4"])}) is not None
+    assert row_keys(plain, contract) == expected[3:]
+
+
 def test_fixed_width_payloads_are_the_joined_ones():
     ent = pa.array(["C0001", "C0002"], pa.string())
     tim = pa.array(["2024-01-01T00:00:00+00:00", "2024-01-02T00:00:00+00:00"], pa.string())
