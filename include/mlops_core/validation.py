@@ -1639,5 +1639,5 @@ def _event_times(accepted: pd.DataFrame, contract: DatasetContract, ingested_at:
     stamp = pd.Timestamp(ingested_at)
     stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
     naive = np.full(len(accepted), stamp.tz_localize(None).as_unit("ns").to_datetime64(), dtype="datetime64[ns]")
-    times: pd.Series = pd.Series(naive, index=accepted.index).dt.tz_localize("UTC")
-    return times
+    stamped: pd.Series = pd.Series(naive, index=accepted.index).dt.tz_localize("UTC")
+    return stamped
