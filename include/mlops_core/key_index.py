@@ -272,7 +272,7 @@ class RowKeyIndex:
             raise ValueError("RowKeyIndex.lookup: the event_date scheme needs the bucket labels")
         array = _key_array(keys)
         found = np.full(len(array), None, dtype=object)
-        for bucket, positions in self._groups(keys, labels):
+        for bucket, positions in self._groups(array, labels):
             entries = self._bucket(bucket)
             if entries.num_rows == 0:
                 continue
@@ -316,7 +316,7 @@ class RowKeyIndex:
 
         array = keys if isinstance(keys, pa.Array) else pa.array(keys, pa.string())  # no Python list of the keys
         owners = None if isinstance(versions, str) else pa.array(versions.tolist(), pa.string())
-        for bucket, positions in self._groups(keys, labels):
+        for bucket, positions in self._groups(array, labels):
             whole = len(positions) == len(array)  # one bucket holds all the keys: no copy
             taken = None if whole else pa.array(positions)
             if owners is None:
