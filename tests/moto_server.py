@@ -30,7 +30,11 @@ has and moto lacks, this module extends moto's server to behave like the service
   our serving container run locally with the endpoint's model, as SageMaker would.
 
 Every JSON-protocol call the server answers is counted in :data:`CALLS` (``(service, action)``),
-so tests can assert "exactly one CreateTrainingJob per run" at the server.
+so tests can assert "exactly one CreateTrainingJob per run" at the server. Every call made with
+the project code's credentials (:data:`CODE_KEY`: the Airflow connection and
+:meth:`MotoServer.code_client`) is also recorded as an IAM action in :data:`CODE_ACTIONS`, which
+``tests/aws/test_zz_iam_policy.py`` holds against the shipped IAM policy; the tests' own setup
+and assertions use other credentials (:meth:`MotoServer.client`) and are not recorded.
 
 Each extension has a test in ``tests/aws/test_moto_fidelity.py`` that fails loudly if moto's
 internals it relies on move (moto is pinned exactly in ``requirements.txt`` for that reason).
@@ -54,6 +58,12 @@ _CHECKSUM_HEADER = re.compile(r"^x-amz-checksum-(crc32|crc32c|crc64nvme|sha1|sha
 _TRAILER = re.compile(rb"x-amz-checksum-(crc32|crc32c|crc64nvme|sha1|sha256):([A-Za-z0-9+/=]+)", re.IGNORECASE)
 _patched = False
 CALLS: Counter[tuple[str, str]] = Counter()
+CODE_KEY = "AKIAMLOPSPROJECTCODE"  # the identity of the project's own code in the tests
+TEST_KEY = "AKIATESTSETUPANDASSERT"  # the tests' setup and assertions
+CODE_ACTIONS: Counter[str] = Counter()  # IAM actions (``s3:PutObject``) called with CODE_KEY
+_CREDENTIAL = re.compile(r"Credential=([^/]+)/")
+_S3_IAM = {"HeadBucket": "ListBucket"}  # moto's S3 action names that are not IAM's
+_IAM_PREFIX = {"sagemaker-runtime": "sagemaker", "runtime.sagemaker": "sagemaker"}
 _CALLS_LOCK = threading.Lock()
 ACCOUNT = "123456789012"  # moto's default account
 
@@ -126,17 +136,36 @@ def _update_model_package_keeps_unsent_fields() -> None:
     SageMakerModelBackend.update_model_package = update_model_package  # type: ignore[method-assign]
 
 
+def _caller(headers: Any) -> str | None:
+    match = _CREDENTIAL.search(str(headers.get("Authorization", "")))
+    return match.group(1) if match else None
+
+
 def _count_calls() -> None:
     from moto.core.responses import BaseResponse
+    from moto.s3.responses import S3Response
 
     original = BaseResponse.call_action
 
     def call_action(self: Any) -> Any:
+        service, action = str(self.service_name), self._get_action()
         with _CALLS_LOCK:
-            CALLS[(str(self.service_name), self._get_action())] += 1
+            CALLS[(service, action)] += 1
+            if _caller(self.headers) == CODE_KEY:
+                CODE_ACTIONS[f"{_IAM_PREFIX.get(service, service)}:{action}"] += 1
         return original(self)
 
+    original_s3 = S3Response._set_action
+
+    def set_action(self: Any, action_resource_type: str, method: str, querystring: dict[str, Any]) -> None:
+        original_s3(self, action_resource_type, method, querystring)
+        if _caller(self.headers) == CODE_KEY:
+            with _CALLS_LOCK:
+                action = str(self.data["Action"])
+                CODE_ACTIONS[f"s3:{_S3_IAM.get(action, action)}"] += 1
+
     BaseResponse.call_action = call_action  # type: ignore[method-assign]
+    S3Response._set_action = set_action  # type: ignore[method-assign]
 
 
 def _sagemaker_training_jobs_like_sagemaker() -> None:
@@ -249,16 +278,21 @@ class MotoServer:
     url: str
     region: str = REGION
 
-    def client(self, service: str) -> Any:
+    def client(self, service: str, key: str = TEST_KEY) -> Any:
+        """A boto3 client for the tests' own setup and assertions (not recorded as the code's calls)."""
         import boto3
 
         return boto3.client(
             service,
             endpoint_url=self.url,
             region_name=self.region,
-            aws_access_key_id="testing",  # moto accepts any key; nothing secret
+            aws_access_key_id=key,  # moto accepts any key; nothing secret
             aws_secret_access_key="testing",
         )
+
+    def code_client(self, service: str) -> Any:
+        """A boto3 client with the project code's identity: hand it to the classes under test."""
+        return self.client(service, CODE_KEY)
 
     def connection_uri(self) -> str:
         """An Airflow connection (JSON form, for ``AIRFLOW_CONN_<ID>``) whose hooks reach this server."""
@@ -267,7 +301,7 @@ class MotoServer:
         return json.dumps(
             {
                 "conn_type": "aws",
-                "login": "testing",
+                "login": CODE_KEY,
                 "password": "testing",
                 "extra": {
                     "region_name": self.region,

@@ -153,13 +153,21 @@ def test_failed_job_raises_with_its_reason(mlops_home):
         run_task(op, _context("manual__2"))
 
 
-def test_unbuilt_backend_override_fails_clearly(mlops_home):
+def test_a_compute_override_the_environment_cannot_run_fails_clearly(mlops_home):
+    """aws needs the environment's SageMaker settings (failing at once, no retry); azure is not built yet."""
+    from airflow.sdk.exceptions import AirflowFailException
+
     from mlops_core.backends import BackendNotAvailable
     from mlops_core.settings import load_settings
 
     ts = _training_set(load_settings("dev"), "aws")
     op = TrainingJobOperator(task_id="train_model", training_set=ts, compute_backend="aws")
-    with pytest.raises(BackendNotAvailable, match=r"backends\.compute = 'aws'"):
+    with pytest.raises(
+        AirflowFailException, match=r"aws\.sagemaker_role_arn: is required when backends\.compute is aws"
+    ):
+        run_task(op, _context("manual__3"))
+    op = TrainingJobOperator(task_id="train_model", training_set=ts, compute_backend="azure")
+    with pytest.raises(BackendNotAvailable, match=r"backends\.compute = 'azure'"):
         run_task(op, _context("manual__3"))
 
 

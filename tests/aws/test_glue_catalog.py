@@ -33,14 +33,14 @@ def manifest(dataset: str, version_id: str, days: list[str], schema: dict[str, s
 
 @pytest.fixture
 def catalog(moto_server):
-    return GlueCatalog(moto_server.client("glue"), f"mlops_{unique_name('dev').replace('-', '_')}")
+    return GlueCatalog(moto_server.code_client("glue"), f"mlops_{unique_name('dev').replace('-', '_')}")
 
 
-def test_a_version_becomes_a_table_partitioned_by_version_and_day(catalog):
+def test_a_version_becomes_a_table_partitioned_by_version_and_day(catalog, moto_server):
     versions = "s3://bucket/mlops/dev/datasets/churn/versions/"
     added = catalog.register_version(manifest("churn", "v1", ["2026-01-01", "2026-01-02"]), versions)
     assert added == [["v1", "2026-01-01"], ["v1", "2026-01-02"]]
-    glue, database = catalog.client, catalog.database("churn")
+    glue, database = moto_server.client("glue"), catalog.database("churn")
     table = glue.get_table(DatabaseName=database, Name="churn")["Table"]
     assert [k["Name"] for k in table["PartitionKeys"]] == ["version_id", "event_date"]
     columns = {c["Name"]: c["Type"] for c in table["StorageDescriptor"]["Columns"]}
@@ -60,7 +60,7 @@ def test_a_version_becomes_a_table_partitioned_by_version_and_day(catalog):
     assert locations == [f"{versions}v1/event_date=2026-01-01/", f"{versions}v1/event_date=2026-01-02/"]
 
 
-def test_registering_again_adds_nothing_and_a_new_version_adds_its_days(catalog):
+def test_registering_again_adds_nothing_and_a_new_version_adds_its_days(catalog, moto_server):
     versions = "s3://bucket/p/datasets/churn/versions"
     catalog.register_version(manifest("churn", "v1", ["2026-01-01"]), versions)
     assert catalog.register_version(manifest("churn", "v1", ["2026-01-01"]), versions) == []
@@ -68,7 +68,9 @@ def test_registering_again_adds_nothing_and_a_new_version_adds_its_days(catalog)
         ["v2", "2026-01-01"],
         ["v2", "2026-01-03"],
     ]
-    parts = catalog.client.get_partitions(DatabaseName=catalog.database("churn"), TableName="churn")["Partitions"]
+    parts = moto_server.client("glue").get_partitions(DatabaseName=catalog.database("churn"), TableName="churn")[
+        "Partitions"
+    ]
     assert sorted(tuple(p["Values"]) for p in parts) == [
         ("v1", "2026-01-01"),
         ("v2", "2026-01-01"),
@@ -76,12 +78,12 @@ def test_registering_again_adds_nothing_and_a_new_version_adds_its_days(catalog)
     ]
 
 
-def test_a_changed_schema_updates_the_table_and_keeps_the_old_definition(catalog):
+def test_a_changed_schema_updates_the_table_and_keeps_the_old_definition(catalog, moto_server):
     versions = "s3://bucket/p/datasets/churn/versions/"
     catalog.register_version(manifest("churn", "v1", ["2026-01-01"]), versions)
     wider = {**SCHEMA, "support_calls": "Int64"}
     catalog.register_version(manifest("churn", "v2", ["2026-01-02"], wider), versions)
-    glue, database = catalog.client, catalog.database("churn")
+    glue, database = moto_server.client("glue"), catalog.database("churn")
     columns = [
         c["Name"] for c in glue.get_table(DatabaseName=database, Name="churn")["Table"]["StorageDescriptor"]["Columns"]
     ]
@@ -89,11 +91,11 @@ def test_a_changed_schema_updates_the_table_and_keeps_the_old_definition(catalog
     assert len(glue.get_table_versions(DatabaseName=database, TableName="churn")["TableVersions"]) == 2
 
 
-def test_many_days_go_in_batches_of_a_hundred(catalog):
+def test_many_days_go_in_batches_of_a_hundred(catalog, moto_server):
     days = [f"2025-{m:02d}-{d:02d}" for m in range(1, 8) for d in range(1, 29)]  # 196 days
     added = catalog.register_version(manifest("big", "v1", days), "s3://bucket/p/datasets/big/versions/")
     assert len(added) == 196
-    paginator = catalog.client.get_paginator("get_partitions")
+    paginator = moto_server.client("glue").get_paginator("get_partitions")
     parts = [
         p
         for page in paginator.paginate(DatabaseName=catalog.database("big"), TableName="big")

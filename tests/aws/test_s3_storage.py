@@ -17,14 +17,20 @@ def s3(moto_server):
 
 
 @pytest.fixture
+def code_s3(moto_server):
+    """The store's client: the project code's identity (its calls are held against the IAM policy)."""
+    return moto_server.code_client("s3")
+
+
+@pytest.fixture
 def bucket(s3):
     name = unique_name("store")
     s3.create_bucket(Bucket=name)
     return name
 
 
-def test_round_trip_and_listing_match_the_local_store(s3, bucket):
-    store = S3ObjectStore(s3, bucket, "mlops/dev")
+def test_round_trip_and_listing_match_the_local_store(s3, code_s3, bucket):
+    store = S3ObjectStore(code_s3, bucket, "mlops/dev")
     assert isinstance(store, ObjectStore)
     for key in ("q/run1/a.json", "q/run10/b.json", "q/run2/c.json", "other.txt"):
         store.put_bytes(key, key.encode())
@@ -42,8 +48,8 @@ def test_round_trip_and_listing_match_the_local_store(s3, bucket):
     assert store.put_bytes("a", b"1") is None  # no versioning on this bucket: no version id
 
 
-def test_keys_and_uris_outside_the_prefix_are_refused(s3, bucket):
-    store = S3ObjectStore(s3, bucket, "mlops/dev")
+def test_keys_and_uris_outside_the_prefix_are_refused(s3, code_s3, bucket):
+    store = S3ObjectStore(code_s3, bucket, "mlops/dev")
     with pytest.raises(ObjectNotFound, match="no object 'nope'"):
         store.get_bytes("nope")
     for bad in ("../x", "/etc/passwd", "a/../../x", ""):
@@ -62,8 +68,8 @@ def test_keys_and_uris_outside_the_prefix_are_refused(s3, bucket):
             store.key_of(uri)
 
 
-def test_every_object_carries_its_sha256_and_reads_are_verified(s3, bucket):
-    store = S3ObjectStore(s3, bucket, "p")
+def test_every_object_carries_its_sha256_and_reads_are_verified(s3, code_s3, bucket):
+    store = S3ObjectStore(code_s3, bucket, "p")
     store.put_bytes("part.parquet", b"accepted rows")
     head = s3.head_object(Bucket=bucket, Key="p/part.parquet", ChecksumMode="ENABLED")
     assert head["Metadata"]["sha256"] == hashlib.sha256(b"accepted rows").hexdigest()
@@ -78,8 +84,8 @@ def test_every_object_carries_its_sha256_and_reads_are_verified(s3, bucket):
     assert store.get_foreign_bytes("foreign.bin") == b"no digest"  # another service's output: S3's checksum only
 
 
-def test_large_objects_go_up_in_parts_and_keep_one_digest(s3, bucket, tmp_path):
-    store = S3ObjectStore(s3, bucket, "big", multipart_threshold=5 * MIB, multipart_chunksize=5 * MIB)
+def test_large_objects_go_up_in_parts_and_keep_one_digest(s3, code_s3, bucket, tmp_path):
+    store = S3ObjectStore(code_s3, bucket, "big", multipart_threshold=5 * MIB, multipart_chunksize=5 * MIB)
     data = bytes(range(256)) * (12 * MIB // 256)  # 12 MiB -> 3 parts
     path = tmp_path / "big.bin"
     path.write_bytes(data)
@@ -92,9 +98,9 @@ def test_large_objects_go_up_in_parts_and_keep_one_digest(s3, bucket, tmp_path):
     assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
 
 
-def test_versioned_bucket_returns_the_version_written(s3, bucket):
+def test_versioned_bucket_returns_the_version_written(s3, code_s3, bucket):
     s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
-    store = S3ObjectStore(s3, bucket, "v", multipart_threshold=5 * MIB, multipart_chunksize=5 * MIB)
+    store = S3ObjectStore(code_s3, bucket, "v", multipart_threshold=5 * MIB, multipart_chunksize=5 * MIB)
     first = store.put_bytes("manifest.json", b"1")
     second = store.put_bytes("manifest.json", b"2")
     big = store.put_bytes("big.bin", b"x" * (6 * MIB))
@@ -104,10 +110,10 @@ def test_versioned_bucket_returns_the_version_written(s3, bucket):
     assert old == b"1"
 
 
-def test_the_store_refuses_bad_configuration(s3):
+def test_the_store_refuses_bad_configuration(s3, code_s3):
     with pytest.raises(ValueError, match="bucket name"):
-        S3ObjectStore(s3, "a/b")
+        S3ObjectStore(code_s3, "a/b")
     with pytest.raises(ValueError, match="5 MiB"):
-        S3ObjectStore(s3, "b", multipart_chunksize=MIB)
+        S3ObjectStore(code_s3, "b", multipart_chunksize=MIB)
     with pytest.raises(ValueError, match="inside the store"):
-        S3ObjectStore(s3, "b", "../x")
+        S3ObjectStore(code_s3, "b", "../x")

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import tarfile
+import time
 
 import pytest
 
@@ -31,10 +33,9 @@ TRAINING = SageMakerTrainingSettings(role_arn="arn:aws:iam::123456789012:role/ml
 
 @pytest.fixture
 def store(moto_server):
-    s3 = moto_server.client("s3")
     bucket = unique_name("compute")
-    s3.create_bucket(Bucket=bucket)
-    store = S3ObjectStore(s3, bucket, "mlops/dev")
+    moto_server.client("s3").create_bucket(Bucket=bucket)
+    store = S3ObjectStore(moto_server.code_client("s3"), bucket, "mlops/dev")
     train, test = _split(make_churn_frame(300))
     store.put_bytes("training_sets/ts1/train.parquet", train.to_parquet(index=False))
     store.put_bytes("training_sets/ts1/holdout.parquet", test.to_parquet(index=False))
@@ -43,7 +44,7 @@ def store(moto_server):
 
 @pytest.fixture
 def compute(moto_server, store):
-    return SageMakerCompute(moto_server.client("sagemaker"), store, TRAINING)
+    return SageMakerCompute(moto_server.code_client("sagemaker"), store, TRAINING)
 
 
 def spec(store: S3ObjectStore, name: str | None = None, **changes) -> JobSpec:
@@ -129,12 +130,12 @@ def test_instances_spot_and_image_come_from_the_settings(moto_server, store):
         spot=True,
         max_wait_seconds=7200,
     )
-    request = SageMakerCompute(moto_server.client("sagemaker"), store, spot).request(spec(store))
+    request = SageMakerCompute(moto_server.code_client("sagemaker"), store, spot).request(spec(store))
     assert request["AlgorithmSpecification"]["TrainingImage"] == spot.image
     assert request["ResourceConfig"] == {"InstanceType": "ml.c5.xlarge", "InstanceCount": 1, "VolumeSizeInGB": 50}
     assert request["EnableManagedSpotTraining"] is True
     assert request["StoppingCondition"] == {"MaxRuntimeInSeconds": 600, "MaxWaitTimeInSeconds": 7200}
-    assert SageMakerCompute(moto_server.client("sagemaker"), store, spot).log_lines("any") == []
+    assert SageMakerCompute(moto_server.code_client("sagemaker"), store, spot).log_lines("any") == []
 
 
 def _tar(members: dict[str, bytes], links: dict[str, str] | None = None) -> bytes:
@@ -164,3 +165,27 @@ def test_a_hostile_output_archive_is_refused_before_anything_is_written(store, t
     with pytest.raises(ValueError, match="refusing archive member"):
         extract_archive(store, store.uri("jobs/evil/output/model.tar.gz"), tmp_path / "out")
     assert not any((tmp_path / "out").rglob("*"))
+
+
+def test_the_jobs_log_lines_come_from_cloudwatch(moto_server, store):
+    """SageMaker writes a job's output to CloudWatch, one stream per instance; log_lines reads them in order."""
+    name = unique_name("train")
+    logs = moto_server.client("logs")  # plays SageMaker writing the job's log
+    group = "/aws/sagemaker/TrainingJobs"
+    with contextlib.suppress(logs.exceptions.ResourceAlreadyExistsException):
+        logs.create_log_group(logGroupName=group)
+    now_ms = int(time.time() * 1000)  # CloudWatch refuses events older than 14 days
+    for instance, lines in (
+        ("algo-1-1700000000", ["fitting", "METRIC test_roc_auc=0.9"]),
+        ("algo-2-1700000000", ["x"]),
+    ):
+        stream = f"{name}/{instance}"
+        logs.create_log_stream(logGroupName=group, logStreamName=stream)
+        events = [{"timestamp": now_ms + i, "message": m} for i, m in enumerate(lines)]
+        logs.put_log_events(logGroupName=group, logStreamName=stream, logEvents=events)
+    compute = SageMakerCompute(
+        moto_server.code_client("sagemaker"), store, TRAINING, logs_client=moto_server.code_client("logs")
+    )
+    assert compute.log_lines(name) == ["fitting", "METRIC test_roc_auc=0.9", "x"]
+    assert compute.log_lines(name, skip=2) == ["x"]
+    assert compute.log_lines(unique_name("no-logs-yet")) == []

@@ -17,7 +17,9 @@ def mirror(moto_server):
     s3 = moto_server.client("s3")
     bucket = unique_name("mirror")
     s3.create_bucket(Bucket=bucket)
-    return SageMakerRegistryMirror(moto_server.client("sagemaker"), S3ObjectStore(s3, bucket, "mlops/dev"))
+    return SageMakerRegistryMirror(
+        moto_server.code_client("sagemaker"), S3ObjectStore(moto_server.code_client("s3"), bucket, "mlops/dev")
+    )
 
 
 def version(model: str, n: str, **lineage: str) -> MirroredVersion:
@@ -37,14 +39,16 @@ def version(model: str, n: str, **lineage: str) -> MirroredVersion:
     )
 
 
-def test_a_version_is_mirrored_once_with_its_lineage(mirror):
+def test_a_version_is_mirrored_once_with_its_lineage(mirror, moto_server):
     assert isinstance(mirror, RegistryMirror)
     model = f"dev.{unique_name('churn')}"
     arn = mirror.mirror(version(model, "1"))
     assert arn and mirror.mirror(version(model, "1")) == arn  # a retry finds the same package
-    packages = mirror.client.list_model_packages(ModelPackageGroupName=group_name(model))["ModelPackageSummaryList"]
+    packages = moto_server.client("sagemaker").list_model_packages(ModelPackageGroupName=group_name(model))[
+        "ModelPackageSummaryList"
+    ]
     assert [p["ModelPackageArn"] for p in packages] == [arn]
-    described = mirror.client.describe_model_package(ModelPackageName=arn)
+    described = moto_server.client("sagemaker").describe_model_package(ModelPackageName=arn)
     assert described["ModelApprovalStatus"] == "PendingManualApproval"
     assert described["ModelPackageDescription"] == f"MLflow {model} version 1"
     meta = described["CustomerMetadataProperties"]
@@ -57,18 +61,21 @@ def test_a_version_is_mirrored_once_with_its_lineage(mirror):
     assert mirror.mirror(version(model, "2")) != arn  # the next version is its own package
 
 
-def test_the_gate_decides_the_approval_status(mirror):
+def test_the_gate_decides_the_approval_status(mirror, moto_server):
     model = f"staging.{unique_name('churn')}"
     approved, rejected = mirror.mirror(version(model, "1")), mirror.mirror(version(model, "2"))
     mirror.approve(model, "1", approved_by="alice")
     mirror.reject(model, "2", reason="roc_auc 0.55 < threshold 0.6")
-    one = mirror.client.describe_model_package(ModelPackageName=approved)
-    two = mirror.client.describe_model_package(ModelPackageName=rejected)
+    one = moto_server.client("sagemaker").describe_model_package(ModelPackageName=approved)
+    two = moto_server.client("sagemaker").describe_model_package(ModelPackageName=rejected)
     assert one["ModelApprovalStatus"] == "Approved" and "alice" in one["ApprovalDescription"]
     assert two["ModelApprovalStatus"] == "Rejected" and two["ApprovalDescription"] == "roc_auc 0.55 < threshold 0.6"
     assert one["CustomerMetadataProperties"]["mlflow_version"] == "1"  # the approval kept the lineage
     mirror.approve(model, "1", approved_by="alice")  # again: same outcome
-    assert mirror.client.describe_model_package(ModelPackageName=approved)["ModelApprovalStatus"] == "Approved"
+    assert (
+        moto_server.client("sagemaker").describe_model_package(ModelPackageName=approved)["ModelApprovalStatus"]
+        == "Approved"
+    )
 
 
 def test_approving_a_version_never_mirrored_says_so(mirror):

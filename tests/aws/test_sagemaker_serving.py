@@ -59,9 +59,9 @@ def target(moto_server, registry):
         poll_seconds=0.1,
     )
     serving = SageMakerServing(
-        moto_server.client("sagemaker"),
-        moto_server.client("sagemaker-runtime"),
-        S3ObjectStore(s3, bucket, "mlops/dev"),
+        moto_server.code_client("sagemaker"),
+        moto_server.code_client("sagemaker-runtime"),
+        S3ObjectStore(moto_server.code_client("s3"), bucket, "mlops/dev"),
         endpoint,
         registry.tracking_uri,
     )
