@@ -43,7 +43,16 @@ class BackendNotAvailable(RuntimeError):
     """The configured backend is not built (yet) or not usable on this machine."""
 
 
+# Concerns whose cloud implementation exists but is built on the provider's hooks, in Airflow.
+_BUILT_BY_AIRFLOW = {("storage", "aws"), ("compute", "aws"), ("registry_mirror", "sagemaker"), ("serving", "aws")}
+
+
 def _not_built(concern: str, name: str) -> BackendNotAvailable:
+    if (concern, name) in _BUILT_BY_AIRFLOW:
+        return BackendNotAvailable(
+            f"backends.{concern} = {name!r} is built on the Amazon provider's hooks, in an Airflow task: use "
+            f"mlops_airflow.backends.backends_for(settings) (mlops_core never imports Airflow)"
+        )
     return BackendNotAvailable(
         f"backends.{concern} = {name!r} is not available in this version; use 'local' "
         f"(set it in include/conf/<env>.yaml)"

@@ -20,9 +20,21 @@ def test_local_backends_are_chosen_from_settings(mlops_home):
 
 
 def test_unbuilt_backend_fails_clearly(mlops_home):
-    settings = with_overrides(load_settings("dev"), backends={"compute": "aws"})
-    with pytest.raises(BackendNotAvailable, match=r"backends\.compute = 'aws'"):
-        compute_backend(settings)
+    settings = with_overrides(load_settings("dev"), backends={"compute": "azure", "storage": "azure"})
+    with pytest.raises(BackendNotAvailable, match=r"backends\.compute = 'azure' is not available in this version"):
+        compute_backend(settings, LocalObjectStore(mlops_home / "store"))
+
+
+def test_aws_backends_say_where_they_are_built(mlops_home):
+    aws = with_overrides(
+        load_settings("dev"),
+        backends={"storage": "aws", "compute": "aws"},
+        storage={"root": "s3://bucket/mlops/dev"},
+        aws={"sagemaker_role_arn": "arn:aws:iam::123456789012:role/r", "training_image": "img:1"},
+    )
+    for build in (object_store, lambda s: compute_backend(s, LocalObjectStore(mlops_home / "store"))):
+        with pytest.raises(BackendNotAvailable, match=r"mlops_airflow\.backends\.backends_for"):
+            build(aws)
 
 
 def test_the_bundle_shares_one_store_and_builds_the_registry_once(mlops_home):
