@@ -69,11 +69,13 @@ def _run_stage(stage: str, state_file: Path) -> None:
         if not verdict["retrain"]:
             raise SystemExit(f"monitor did not request the first training: {verdict}")
     elif stage == "train":
+        from mlops_core.backends import backends_for
         from mlops_core.stages.train import build_training_set, log_candidate, run_training_job
 
-        training_set = build_training_set(settings, "ts-bench")
-        job = run_training_job(settings, training_set, "train-bench")
-        state["candidate"] = log_candidate(settings, training_set, job, "train-bench")
+        backends = backends_for(settings)
+        training_set = build_training_set(settings, "ts-bench", backends)
+        job = run_training_job(settings, training_set, "train-bench", backends)
+        state["candidate"] = log_candidate(settings, training_set, job, "train-bench", backends)
     elif stage == "evaluate_register":
         from mlops_core.stages.evaluate import evaluate_candidate, promote_to_champion
 

@@ -33,6 +33,7 @@ from mlops_airflow.dag_defaults import DEFAULT_ARGS, ENVIRONMENTS, START_DATE, e
 def deploy():
     @task(outlets=[DEPLOYMENT], execution_timeout=timedelta(minutes=15))
     def deploy_champion(**context) -> dict:
+        from mlops_airflow.backends import backends_for
         from mlops_airflow.run_notes import record_note
         from mlops_airflow.runtime import fail_fast, settings_for, triggering_extras
         from mlops_core.outcomes import deploy_outcome
@@ -43,7 +44,10 @@ def deploy():
         # only names the environment: what is deployed is always that environment's @champion.
         targets = {e["env"]: e for e in events if e.get("env") in ENVIRONMENTS} or {context["params"]["env"]: {}}
         with fail_fast():
-            reports = [run(settings_for(context, env), e.get("version")) for env, e in targets.items()]
+            reports = []
+            for env, event in targets.items():
+                settings = settings_for(context, env)
+                reports.append(run(settings, event.get("version"), serving=backends_for(settings).serving))
         record_note(context, deploy_outcome(reports))
         context["outlet_events"][DEPLOYMENT].extra = {"deployments": reports}
         return {"deployments": reports}

@@ -54,6 +54,7 @@ def evaluate_register():
     def evaluate(**context) -> dict:
         import os
 
+        from mlops_airflow.backends import backends_for
         from mlops_airflow.run_notes import record_note
         from mlops_airflow.runtime import fail_fast, settings_for, triggering_extras
         from mlops_core.errors import PermanentError
@@ -70,7 +71,12 @@ def evaluate_register():
                 candidate = candidates[-1]  # several queued events: the newest candidate wins
             else:
                 raise PermanentError("no triggering model_candidate event: trigger with the 'MLflow run id' param")
-            evaluation = evaluate_candidate(settings, candidate, min_improvement=params.get("min_improvement"))
+            evaluation = evaluate_candidate(
+                settings,
+                candidate,
+                min_improvement=params.get("min_improvement"),
+                mirror=backends_for(settings).mirror,
+            )
         evaluation["approval_text"] = evaluation_approval_text(evaluation, os.environ.get("MLFLOW_UI_URL"))
         record_note(context, evaluation_outcome(evaluation))
         context["outlet_events"][EVALUATION].extra = {k: v for k, v in evaluation.items() if k != "approval_text"}
@@ -98,6 +104,7 @@ def evaluate_register():
 
     @task(outlets=[CHAMPION], trigger_rule="none_failed_min_one_success")
     def promote(**context) -> dict:
+        from mlops_airflow.backends import backends_for
         from mlops_airflow.run_notes import record_note
         from mlops_airflow.runtime import fail_fast, settings_for
         from mlops_core.stages.evaluate import promote_to_champion
@@ -107,7 +114,10 @@ def evaluate_register():
         evaluation = context["ti"].xcom_pull(task_ids="evaluate")
         approval = context["ti"].xcom_pull(task_ids="approve_champion")
         with fail_fast():
-            champion = promote_to_champion(settings_for(context), evaluation, approval=approval)
+            settings = settings_for(context)
+            champion = promote_to_champion(
+                settings, evaluation, approval=approval, mirror=backends_for(settings).mirror
+            )
         by = f" (approved by {champion['approved_by']})" if champion.get("approved_by") else ""
         record_note(context, f"{champion['model_name']} v{champion['version']} is @champion{by}")
         context["outlet_events"][CHAMPION].extra = champion

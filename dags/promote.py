@@ -77,8 +77,10 @@ def promote():
 
     @task(outlets=[CHAMPION], trigger_rule="none_failed_min_one_success")
     def copy_champion(**context) -> dict:
+        from mlops_airflow.backends import backends_for
         from mlops_airflow.run_notes import record_note
         from mlops_airflow.runtime import fail_fast
+        from mlops_core.settings import load_settings
         from mlops_core.stages.promote import copy_champion as run
 
         # Read, not passed as an argument (plan would become a direct upstream whose success runs
@@ -86,7 +88,8 @@ def promote():
         plan = context["ti"].xcom_pull(task_ids="plan")
         approval = context["ti"].xcom_pull(task_ids="approve_promotion")
         with fail_fast():
-            champion = run(plan, approval=approval)
+            target = backends_for(load_settings(plan["to_env"]))  # the target environment's mirror
+            champion = run(plan, approval=approval, mirror=target.mirror)
         by = f", approved by {champion['approved_by']}" if champion.get("approved_by") else ""
         record_note(
             context,

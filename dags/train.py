@@ -3,10 +3,11 @@
 
 Triggered by **retrain_requested** (from monitor) or manually. Builds the training set from the
 feature store (the last `training.window_days` days, features joined as of each label's event
-time, the last `training.holdout_days` days held out), runs the training entrypoint on the
-environment's compute backend (`backends.compute`, same `/opt/ml` contract locally, on SageMaker
-and on Azure ML), and logs params, metrics, the model (skops) and the dataset lineage to MLflow.
-Emits **model_candidate**. Names derive from the run, so retries re-attach instead of duplicating.
+time, the last `training.holdout_days` days held out), runs the training entrypoint as a job
+on the environment's compute service (`backends.compute`, same `/opt/ml` contract locally, on
+SageMaker and on Azure ML; the task defers while the job runs), and logs params, metrics, the model
+(skops, read back from object storage) and the dataset lineage to MLflow. Emits **model_candidate**.
+Names derive from the run, so retries re-attach instead of duplicating.
 """
 
 from __future__ import annotations
@@ -68,6 +69,7 @@ def train():
     @task(execution_timeout=timedelta(minutes=30))
     def training_set(**context) -> dict:
         from mlops_airflow.runtime import fail_fast, run_key
+        from mlops_core.backends import backends_for
         from mlops_core.stages.train import build_training_set
 
         with fail_fast():
@@ -79,7 +81,7 @@ def train():
                 "ttl_days": settings.features.ttl_days,
                 "contract": settings.load_contract().fingerprint,
             }
-            return build_training_set(settings, run_key(context, "ts", spec=spec))
+            return build_training_set(settings, run_key(context, "ts", spec=spec), backends_for(settings))
 
     ts = training_set()
     job = TrainingJobOperator(
@@ -93,11 +95,13 @@ def train():
     def log_to_mlflow(training_set: dict, job: dict, **context) -> dict:
         from mlops_airflow.run_notes import record_note
         from mlops_airflow.runtime import fail_fast
+        from mlops_core.backends import backends_for
         from mlops_core.stages.train import log_candidate
 
         with fail_fast():
+            settings = _settings(context)
             # The MLflow run is keyed by the job: a retry finds the run it already logged.
-            candidate = log_candidate(_settings(context), training_set, job, job["job_name"])
+            candidate = log_candidate(settings, training_set, job, job["job_name"], backends_for(settings))
         metrics = ", ".join(f"{k}={v:.3f}" for k, v in sorted(candidate["metrics"].items()) if isinstance(v, float))
         record_note(context, f"trained {job['job_name']} -> MLflow run {candidate['mlflow_run_id']} ({metrics})")
         context["outlet_events"][MODEL_CANDIDATE].extra = candidate

@@ -43,3 +43,17 @@ def isolate_mlops_env(monkeypatch, home: Path) -> Path:
     for env in ("DEV", "STAGING", "PROD"):
         monkeypatch.setenv(f"MLOPS_SERVING_PORT_{env}", str(free_port()))
     return home
+
+
+@pytest.fixture(scope="session")
+def moto_server():
+    """One real moto server on loopback for the whole session (see ``tests/moto_server.py``)."""
+    from tests import sagemaker_hosting
+    from tests.moto_server import start_moto_server
+
+    server, handle = start_moto_server()
+    try:
+        yield server
+    finally:
+        sagemaker_hosting.stop_all()
+        handle.stop()

@@ -3,35 +3,37 @@
 Each concern sits behind a small interface:
 
 - object storage: :class:`mlops_core.storage.ObjectStore`
-- training compute: :class:`ComputeBackend` (runs the training entrypoint on an ``/opt/ml`` root)
-- registry mirror: MLflow is always the registry; a mirror copies versions to a cloud registry
-- serving: :class:`mlops_core.serving.LocalModelServer`-shaped objects (deploy, smoke test, verify)
+- training compute: :class:`mlops_core.compute.Compute`, a job service (submit / describe / stop)
+- registry mirror: :class:`mlops_core.registry_mirror.RegistryMirror` (MLflow is always the
+  registry; a mirror copies versions to a cloud registry and follows the promotion gate)
+- serving: :class:`mlops_core.serving_target.Serving` (deploy, what is live, verify, smoke test,
+  roll back)
 
-Only ``local`` is built so far. ``aws`` and ``azure`` slot in here without touching ``dags/``.
+A task builds its backends once (:func:`backends_for`, a :class:`Backends` bundle) and hands them
+to the pure stage functions, which never construct a backend themselves. Only ``local`` is built
+so far; ``aws`` and ``azure`` slot in here (built by the Airflow layer on the providers' hooks)
+without touching ``dags/`` or the stages.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
-import signal
-import subprocess
-import sys
-import threading
-import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property, partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
-from mlops_core.child_env import child_environment
+from mlops_core.compute import Compute, LocalJobCompute
 from mlops_core.storage import LocalObjectStore, ObjectStore
 
 if TYPE_CHECKING:
     from mlops_core.contract import DatasetContract
     from mlops_core.features import FeatureRepository
     from mlops_core.registry import ModelRegistry
+    from mlops_core.registry_mirror import RegistryMirror
     from mlops_core.serving import LocalModelServer
+    from mlops_core.serving_target import Serving
     from mlops_core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -41,7 +43,16 @@ class BackendNotAvailable(RuntimeError):
     """The configured backend is not built (yet) or not usable on this machine."""
 
 
+# Concerns whose cloud implementation exists but is built on the provider's hooks, in Airflow.
+_BUILT_BY_AIRFLOW = {("storage", "aws"), ("compute", "aws"), ("registry_mirror", "sagemaker"), ("serving", "aws")}
+
+
 def _not_built(concern: str, name: str) -> BackendNotAvailable:
+    if (concern, name) in _BUILT_BY_AIRFLOW:
+        return BackendNotAvailable(
+            f"backends.{concern} = {name!r} is built on the Amazon provider's hooks, in an Airflow task: use "
+            f"mlops_airflow.backends.backends_for(settings) (mlops_core never imports Airflow)"
+        )
     return BackendNotAvailable(
         f"backends.{concern} = {name!r} is not available in this version; use 'local' "
         f"(set it in include/conf/<env>.yaml)"
@@ -56,116 +67,53 @@ def object_store(settings: Settings) -> ObjectStore:
 
 
 # ----------------------------------------------------------------------------- compute
-@dataclass(frozen=True)
-class TrainingJobResult:
-    job_name: str
-    status: str  # Completed | Failed | Stopped
-    ml_root: str
-    seconds: float
-    failure_reason: str | None = None
-
-
-class ComputeBackend(Protocol):
-    def run(self, job_name: str, ml_root: Path, timeout_seconds: float) -> TrainingJobResult: ...
-    def stop(self, job_name: str) -> None: ...
-
-
-class LocalSubprocessCompute:
-    """Runs ``python -m mlops_core.training.entrypoint --ml-root <root>`` in a subprocess.
-
-    The child gets its own process group so that :meth:`stop` (called from an operator's
-    ``on_kill``) stops it and everything it started. Output streams into our log. Its environment
-    is the allow-list of :func:`mlops_core.child_env.child_environment` (none of Airflow's
-    secrets): the entrypoint needs only its arguments, ``PATH``/``HOME``-style basics and
-    ``PYTHONPATH`` when the code is not installed.
-    """
-
-    def __init__(self, python: str | None = None) -> None:
-        self.python = python or sys.executable
-        self._procs: dict[str, subprocess.Popen[str]] = {}
-
-    def run(self, job_name: str, ml_root: Path, timeout_seconds: float) -> TrainingJobResult:
-        cmd = [self.python, "-m", "mlops_core.training.entrypoint", "--ml-root", str(ml_root)]
-        log.info("Starting local training job %s: %s", job_name, " ".join(cmd))
-        start = time.monotonic()
-        proc = subprocess.Popen(
-            cmd,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,
-            env=child_environment(extra={"PYTHONUNBUFFERED": "1"}),
-        )
-        self._procs[job_name] = proc
-        # A watchdog stops the job at the deadline even if it prints nothing.
-        timed_out = threading.Event()
-
-        def on_deadline() -> None:
-            timed_out.set()
-            self.stop(job_name)
-
-        watchdog = threading.Timer(timeout_seconds, on_deadline)
-        watchdog.daemon = True
-        watchdog.start()
-        try:
-            if proc.stdout is None:  # pragma: no cover - stdout=PIPE always sets it
-                raise RuntimeError(f"training job {job_name}: no output pipe")
-            for line in proc.stdout:
-                log.info("[%s] %s", job_name, line.rstrip())
-            code = proc.wait()
-        finally:
-            watchdog.cancel()
-            self._procs.pop(job_name, None)
-        seconds = time.monotonic() - start
-        if timed_out.is_set():
-            return TrainingJobResult(
-                job_name, "Stopped", str(ml_root), seconds, f"timed out after {timeout_seconds:.0f}s"
-            )
-        if code == 0:
-            return TrainingJobResult(job_name, "Completed", str(ml_root), seconds)
-        failure = Path(ml_root) / "output" / "failure"
-        reason = failure.read_text(encoding="utf-8").strip() if failure.is_file() else f"exit code {code}"
-        return TrainingJobResult(job_name, "Failed", str(ml_root), seconds, reason)
-
-    def stop(self, job_name: str) -> None:
-        proc = self._procs.get(job_name)
-        if proc is None or proc.poll() is not None:
-            return
-        log.warning("Stopping local training job %s (pid %s)", job_name, proc.pid)
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=10)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-
-
-def compute_backend(settings: Settings) -> ComputeBackend:
+def compute_backend(settings: Settings, store: ObjectStore | None = None) -> Compute:
+    """The training-job service of ``backends.compute`` (jobs read and write through ``store``)."""
     if settings.backends.compute == "local":
-        return LocalSubprocessCompute()
+        store = store if store is not None else object_store(settings)
+        if not isinstance(store, LocalObjectStore):
+            raise BackendNotAvailable(
+                f"backends.compute = 'local' runs jobs on this machine against a local object store; "
+                f"backends.storage is {settings.backends.storage!r} (set both to 'local' in include/conf/<env>.yaml)"
+            )
+        return LocalJobCompute(settings.home / "jobs", store)
     raise _not_built("compute", settings.backends.compute)
 
 
 # ----------------------------------------------------------------------------- registry
 def model_registry(settings: Settings) -> ModelRegistry:
+    """The MLflow registry of the environment: the system of record, whatever the mirror."""
     from mlops_core.registry import ModelRegistry
 
-    if settings.backends.registry_mirror not in ("none", None):
-        raise _not_built("registry_mirror", settings.backends.registry_mirror)
     return ModelRegistry(settings.registry.tracking_uri, settings.registry.artifact_root, settings.registry.experiment)
 
 
+def registry_mirror(settings: Settings) -> RegistryMirror:
+    from mlops_core.registry_mirror import NoMirror
+
+    if settings.backends.registry_mirror in ("none", None):
+        return NoMirror()
+    raise _not_built("registry_mirror", settings.backends.registry_mirror)
+
+
 # ----------------------------------------------------------------------------- serving
-def serving_backend(settings: Settings) -> LocalModelServer:
+def local_model_server(settings: Settings) -> LocalModelServer:
+    """The environment's local scoring server itself (local tooling: ``make up``, the demo, tests)."""
     from mlops_core.serving import LocalModelServer
 
+    return LocalModelServer(
+        state_dir=settings.home / "serving" / settings.env,
+        host=settings.serving.host,
+        port=int(settings.serving.port),
+        tracking_uri=settings.registry.tracking_uri,
+    )
+
+
+def serving_backend(settings: Settings) -> Serving:
+    from mlops_core.serving_target import LocalServing
+
     if settings.backends.serving == "local":
-        return LocalModelServer(
-            state_dir=settings.home / "serving" / settings.env,
-            host=settings.serving.host,
-            port=int(settings.serving.port),
-            tracking_uri=settings.registry.tracking_uri,
-        )
+        return LocalServing(local_model_server(settings), settings.env)
     raise _not_built("serving", settings.backends.serving)
 
 
@@ -183,4 +131,51 @@ def feature_repository(settings: Settings, contract: DatasetContract | None = No
         offline_dir=str(Path(settings.storage_root) / "features" / contract.name),
         project=settings.features.project,
         ttl_days=settings.features.ttl_days,
+    )
+
+
+# ----------------------------------------------------------------------------- the bundle
+@dataclass(frozen=True)
+class Backends:
+    """The backends of one environment, built once per task and handed to the stages.
+
+    ``store`` and ``compute`` are built with the bundle (cheap objects, no connection opened);
+    the registry and the serving target are built on first use (MLflow is a heavy import) and then
+    kept; :meth:`feature_repository` builds a Feast repository for a contract. A cloud bundle
+    passes its own objects and factories (the Airflow layer builds them on the providers' hooks).
+    """
+
+    store: ObjectStore
+    compute: Compute
+    make_registry: Callable[[], ModelRegistry]
+    make_serving: Callable[[], Serving]
+    make_feature_repository: Callable[[DatasetContract], FeatureRepository]
+    make_mirror: Callable[[], RegistryMirror]
+
+    @cached_property
+    def registry(self) -> ModelRegistry:
+        return self.make_registry()
+
+    @cached_property
+    def serving(self) -> Serving:
+        return self.make_serving()
+
+    @cached_property
+    def mirror(self) -> RegistryMirror:
+        return self.make_mirror()
+
+    def feature_repository(self, contract: DatasetContract) -> FeatureRepository:
+        return self.make_feature_repository(contract)
+
+
+def backends_for(settings: Settings, *, store: ObjectStore | None = None, compute: Compute | None = None) -> Backends:
+    """The environment's backends from ``settings`` (``store`` / ``compute`` given: used as they are)."""
+    store = store if store is not None else object_store(settings)
+    return Backends(
+        store=store,
+        compute=compute if compute is not None else compute_backend(settings, store),
+        make_registry=partial(model_registry, settings),
+        make_serving=partial(serving_backend, settings),
+        make_feature_repository=partial(feature_repository, settings),
+        make_mirror=partial(registry_mirror, settings),
     )

@@ -116,17 +116,16 @@ class RowKeyIndex:
             if event_times is None or len(event_times) != len(keys):
                 raise ValueError("RowKeyIndex: the event_date scheme needs the _event_time of every key")
             return event_dates(event_times)
-        import pyarrow as pa
-        import pyarrow.compute as pc
 
-        array = pa.array(keys.astype(str).tolist(), pa.string())
-        return pc.utf8_lower(pc.utf8_slice_codeunits(array, 0, BUCKET_CHARS)).to_pandas()
+        return _hash_labels(_key_array(keys))
 
     def _groups(self, keys: Any, labels: Labels | None) -> list[tuple[str, np.ndarray]]:
         """``(bucket, positions of its keys)`` for each bucket the keys fall in, buckets sorted."""
         if labels is None:
-            labels = self.labels_for(pd.Series(keys, dtype=object))
+            labels = _hash_labels(_key_array(keys))
         codes, uniques = pd.factorize(labels, sort=True)
+        if len(uniques) == 1 and len(codes) == len(keys) and (codes == 0).all():  # one bucket: no sort
+            return [(str(uniques[0]), np.arange(len(codes)))]
         if len(codes) != len(keys):
             raise ValueError(f"RowKeyIndex: {len(codes)} bucket labels for {len(keys)} keys")
         if (codes < 0).any():
@@ -271,66 +270,237 @@ class RowKeyIndex:
 
         if labels is None and self.scheme == SCHEME_EVENT_DATE:
             raise ValueError("RowKeyIndex.lookup: the event_date scheme needs the bucket labels")
-        array = pa.array(keys.astype(str).tolist(), pa.string())
+        array = _key_array(keys)
         found = np.full(len(array), None, dtype=object)
-        for bucket, positions in self._groups(keys, labels):
+        for bucket, positions in self._groups(array, labels):
             entries = self._bucket(bucket)
             if entries.num_rows == 0:
                 continue
             mine = array if len(positions) == len(array) else array.take(pa.array(positions))  # one bucket: all
-            where = pc.index_in(mine, value_set=entries.column(ROW_KEY_COLUMN))
-            found[positions] = entries.column(VERSION_COLUMN).take(where).to_numpy(zero_copy_only=False)
+            where = _positions_in_sorted(mine, entries.column(ROW_KEY_COLUMN))
+            if where is None:
+                where = pc.index_in(mine, value_set=entries.column(ROW_KEY_COLUMN)).to_numpy(zero_copy_only=False)
+                where = np.where(pd.isna(where), -1, where).astype(np.int64)
+            hit = where >= 0
+            if hit.any():
+                owners = pc.dictionary_encode(entries.column(VERSION_COLUMN).take(pa.array(where[hit])))
+                if isinstance(owners, pa.ChunkedArray):
+                    owners = owners.combine_chunks()
+                names = owners.dictionary.to_numpy(zero_copy_only=False)
+                found[positions[hit]] = names[owners.indices.to_numpy(zero_copy_only=False)]
         result = pd.Series(found, index=keys.index, dtype=object)
         hits = result.notna()
         if hits.any():
-            live = {v: self.is_committed(v) for v in set(result[hits])}
-            result[hits & ~result.map(lambda v: live.get(v, False))] = None
+            dead = [v for v in pd.unique(result[hits]) if not self.is_committed(str(v))]
+            if dead:
+                result[result.isin(dead)] = None
         return result
 
     def add(self, keys: Iterable[str], version_id: str, labels: Labels | None = None) -> None:
         """Point ``keys`` at ``version_id``: rewrites only the buckets the keys fall in (``labels`` as in lookup)."""
         if labels is None and self.scheme == SCHEME_EVENT_DATE:
             raise ValueError("RowKeyIndex.add: the event_date scheme needs the bucket labels")
-        series = keys if isinstance(keys, pd.Series) else pd.Series(list(keys), dtype=object)
-        if len(series) == 0:
-            return
-        self._put(series.reset_index(drop=True), version_id, labels)
-
-    def _put(self, keys: pd.Series, versions: np.ndarray | str, labels: Labels | None) -> None:
-        """Point each key at its version (one for all, or one each: later entries of a key win), by bucket."""
         import pyarrow as pa
-        import pyarrow.compute as pc
 
-        array = pa.array(keys, pa.string())  # from the Series: no Python list of the keys
+        array = pa.array(keys if isinstance(keys, (pd.Series, list)) else list(keys), pa.string())
+        if len(array) == 0:
+            return
+        self._put(array, version_id, labels)
+
+    def _put(self, keys: Any, versions: np.ndarray | str, labels: Labels | None) -> None:
+        """Point each key at its version (one for all, or one each: later entries of a key win), by bucket.
+
+        ``keys``: a Series of str or an Arrow string array.
+        """
+        import pyarrow as pa
+
+        array = keys if isinstance(keys, pa.Array) else pa.array(keys, pa.string())  # no Python list of the keys
         owners = None if isinstance(versions, str) else pa.array(versions.tolist(), pa.string())
-        for bucket, positions in self._groups(keys, labels):
+        for bucket, positions in self._groups(array, labels):
             whole = len(positions) == len(array)  # one bucket holds all the keys: no copy
             taken = None if whole else pa.array(positions)
             if owners is None:
-                owner = pa.array([versions] * len(positions), pa.string())
+                owner = _repeated(str(versions), len(positions))
             else:
                 owner = owners if taken is None else owners.take(taken)
             new = pa.table({ROW_KEY_COLUMN: array if taken is None else array.take(taken), VERSION_COLUMN: owner})
-            if len(pc.unique(new.column(ROW_KEY_COLUMN))) != new.num_rows:  # keep the last entry of a key
-                frame = new.to_pandas().drop_duplicates(ROW_KEY_COLUMN, keep="last")
-                columns = (ROW_KEY_COLUMN, VERSION_COLUMN)
-                new = pa.table({c: pa.array(frame[c].tolist(), pa.string()) for c in columns})
             existing = self._bucket(bucket)
-            kept = existing.filter(
-                pc.invert(pc.is_in(existing.column(ROW_KEY_COLUMN), value_set=new.column(ROW_KEY_COLUMN)))
-            )
-            self._write_bucket(bucket, pa.concat_tables([kept, new]))
+            merged = _merge_sorted(existing, new)
+            if merged is not None:
+                self._write_bucket(bucket, merged, ordered=True)
+            else:
+                self._write_bucket(bucket, _merge_any(existing, new))
 
-    def _write_bucket(self, bucket: str, entries: Any) -> None:
+    def _write_bucket(self, bucket: str, entries: Any, *, ordered: bool = False) -> None:
+        """Write a bucket's entries, sorted by key first unless ``ordered`` says they are."""
         import pyarrow.compute as pc
         import pyarrow.parquet as pq
 
-        ordered = entries.take(pc.sort_indices(entries, sort_keys=[(ROW_KEY_COLUMN, "ascending")])).combine_chunks()
+        if ordered:
+            ordered_entries = entries.combine_chunks()
+        else:
+            ordered_entries = entries.take(
+                pc.sort_indices(entries, sort_keys=[(ROW_KEY_COLUMN, "ascending")])
+            ).combine_chunks()
         buffer = io.BytesIO()
         # Uncompressed: hex keys barely compress, and compressing costs more than the bytes saved.
-        pq.write_table(ordered, buffer, compression="none", use_dictionary=[VERSION_COLUMN], write_statistics=False)
+        pq.write_table(
+            ordered_entries, buffer, compression="none", use_dictionary=[VERSION_COLUMN], write_statistics=False
+        )
         self.store.put_bytes(self.bucket_key(bucket), buffer.getvalue())
-        self._buckets[bucket] = ordered
+        self._buckets[bucket] = ordered_entries
+
+
+def _hash_labels(array: Any) -> pd.Series:
+    """The hash-scheme bucket of each key (its first :data:`BUCKET_CHARS` characters, lower case)."""
+    import pyarrow.compute as pc
+
+    labels: pd.Series = pc.dictionary_encode(pc.utf8_lower(pc.utf8_slice_codeunits(array, 0, BUCKET_CHARS))).to_pandas()
+    return labels
+
+
+def _key_array(keys: Any) -> Any:
+    """Row keys (a Series, list or Arrow array of str) as one Arrow string array, as ``keys.astype(str)``."""
+    import pyarrow as pa
+
+    if isinstance(keys, pa.ChunkedArray):
+        return keys.combine_chunks()
+    if isinstance(keys, pa.Array):
+        return keys
+    series = keys if isinstance(keys, pd.Series) else pd.Series(list(keys), dtype=object)
+    values = series.to_numpy(dtype=object)
+    if pd.api.types.infer_dtype(values, skipna=False) != "string":
+        values = series.astype(str).to_numpy(dtype=object)
+    return pa.array(values, pa.string())
+
+
+def _repeated(text: str, n: int) -> Any:
+    """An Arrow string array of ``n`` times ``text``."""
+    import pyarrow as pa
+
+    return pa.array([text], pa.string()).take(pa.array(np.zeros(n, dtype=np.int32)))
+
+
+def _fixed_width(array: Any) -> np.ndarray | None:
+    """The values of an Arrow string array as numpy fixed-width bytes (``S<w>``, no copy), or None.
+
+    Only when every value has the same length ``w`` > 0 and holds ASCII without NUL (row keys are
+    32 hex digits): then numpy orders and compares them as Python and Arrow order the text.
+    """
+    import pyarrow as pa
+
+    if isinstance(array, pa.ChunkedArray):
+        array = array.combine_chunks()
+    if array.null_count or not pa.types.is_string(array.type) or len(array) == 0:
+        return None
+    buffers = array.buffers()
+    offsets = np.frombuffer(buffers[1], dtype=np.int32, count=len(array) + 1, offset=array.offset * 4)
+    width = int(offsets[1] - offsets[0])
+    if width <= 0 or int(offsets[-1] - offsets[0]) != width * len(array):
+        return None
+    if not (np.diff(offsets) == width).all():
+        return None
+    data = np.frombuffer(buffers[2], dtype=np.uint8)[int(offsets[0]) : int(offsets[-1])]
+    if data.min() == 0 or data.max() >= 0x80:  # NUL or beyond ASCII
+        return None
+    return data.view(f"S{width}")
+
+
+def _is_sorted(values: np.ndarray, strictly: bool = False) -> bool:
+    if len(values) < 2:
+        return True
+    return bool((values[1:] > values[:-1]).all() if strictly else (values[1:] >= values[:-1]).all())
+
+
+def _prefixes(keys: np.ndarray) -> np.ndarray:
+    """The first 8 bytes of each fixed-width key as an unsigned integer: ordered as the keys' starts."""
+    width = keys.dtype.itemsize
+    head = np.ascontiguousarray(keys.view(np.uint8).reshape(len(keys), width)[:, :8])
+    prefixes: np.ndarray = head.view(">u8").ravel().astype(np.uint64)
+    return prefixes
+
+
+def _search(sorted_keys: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    """``np.searchsorted(sorted_keys, keys)`` (left) on fixed-width keys, by integer prefixes where they decide.
+
+    Comparing 32-byte strings is slow in numpy, and so is a binary search per key in random order
+    (a cache miss per step): the keys' 8-byte prefixes are searched in sorted order; they decide
+    where no sorted key shares a key's prefix, one comparison decides where one does, and the
+    strings only where several do.
+    """
+    if keys.dtype.itemsize < 8 or len(sorted_keys) == 0 or len(keys) == 0:
+        return np.searchsorted(sorted_keys, keys)
+    theirs, mine = _prefixes(sorted_keys), _prefixes(keys)
+    order = None if _is_sorted(mine) else np.argsort(mine, kind="stable")
+    queries = mine if order is None else mine[order]
+    left = np.searchsorted(theirs, queries, side="left")
+    right = np.searchsorted(theirs, queries, side="right")
+    if order is not None:
+        left[order], right[order] = left.copy(), right.copy()
+    one = np.flatnonzero(right - left == 1)
+    left[one] += keys[one] > sorted_keys[left[one]]
+    several = np.flatnonzero(right - left > 1)
+    if len(several):
+        left[several] = np.searchsorted(sorted_keys, keys[several])
+    return left
+
+
+def _positions_in_sorted(keys: Any, sorted_keys: Any) -> np.ndarray | None:
+    """Where each key is in the bucket's sorted, distinct keys (-1: absent), by binary search; None
+    when the keys are not of one fixed width (the caller hashes instead)."""
+    mine, theirs = _fixed_width(keys), _fixed_width(sorted_keys)
+    if mine is None or theirs is None or mine.dtype != theirs.dtype or not _is_sorted(theirs, strictly=True):
+        return None
+    where = np.minimum(_search(theirs, mine), len(theirs) - 1)
+    return np.where(theirs[where] == mine, where, -1).astype(np.int64)
+
+
+def _merge_sorted(existing: Any, new: Any) -> Any:
+    """``existing`` entries (sorted, distinct keys) with ``new`` ones put in (the last entry of a key
+    wins), sorted by key, by numpy on fixed-width keys; None when the keys are not of one width."""
+    import pyarrow as pa
+
+    new_keys = _fixed_width(new.column(ROW_KEY_COLUMN))
+    if new_keys is None:
+        return None
+    if not _is_sorted(new_keys, strictly=True):
+        order = np.argsort(new_keys, kind="stable")  # equal keys keep their order: the last one wins
+        ordered = new_keys[order]
+        last = np.r_[ordered[1:] != ordered[:-1], True]
+        new = new.take(pa.array(order[last]))
+        new_keys = ordered[last]
+    if existing.num_rows == 0:
+        return new
+    old_keys = _fixed_width(existing.column(ROW_KEY_COLUMN))
+    if old_keys is None or old_keys.dtype != new_keys.dtype or not _is_sorted(old_keys, strictly=True):
+        return None
+    where = np.minimum(_search(new_keys, old_keys), len(new_keys) - 1)
+    kept = new_keys[where] != old_keys  # an old entry of a key that comes again is replaced
+    if not kept.all():
+        existing = existing.filter(pa.array(kept))
+        old_keys = old_keys[kept]
+    total = len(old_keys) + len(new_keys)
+    at = _search(old_keys, new_keys) + np.arange(len(new_keys))  # places of the new entries
+    order = np.empty(total, dtype=np.int64)
+    from_new = np.zeros(total, dtype=bool)
+    from_new[at] = True
+    order[from_new] = len(old_keys) + np.arange(len(new_keys))
+    order[~from_new] = np.arange(len(old_keys))
+    both = pa.concat_tables([existing.cast(new.schema), new])
+    return both.take(pa.array(order))
+
+
+def _merge_any(existing: Any, new: Any) -> Any:
+    """``existing`` entries with ``new`` ones put in (the last entry of a key wins), any keys; unsorted."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if len(pc.unique(new.column(ROW_KEY_COLUMN))) != new.num_rows:  # keep the last entry of a key
+        frame = new.to_pandas().drop_duplicates(ROW_KEY_COLUMN, keep="last")
+        columns = (ROW_KEY_COLUMN, VERSION_COLUMN)
+        new = pa.table({c: pa.array(frame[c].tolist(), pa.string()) for c in columns})
+    kept = existing.filter(pc.invert(pc.is_in(existing.column(ROW_KEY_COLUMN), value_set=new.column(ROW_KEY_COLUMN))))
+    return pa.concat_tables([kept, new])
 
 
 def _version_ref(manifest: Mapping[str, Any]) -> dict[str, str]:

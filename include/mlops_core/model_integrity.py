@@ -257,6 +257,11 @@ def registered_model_sha256(model_uri: str, tracking_uri: str | None) -> str:
     return _check_sha256(dict(mv.tags or {}).get(MODEL_SHA256_TAG), f"{name} version {mv.version}")
 
 
+def download_uri(model_uri: str, tracking_uri: str | None) -> str:
+    """Where the files of ``model_uri`` live (the registry's own answer for ``models:/`` URIs)."""
+    return _download_uri(model_uri, tracking_uri)
+
+
 def _download_uri(model_uri: str, tracking_uri: str | None) -> str:
     """Where the files of ``model_uri`` live (the registry's own answer for ``models:/`` URIs)."""
     if not model_uri.startswith("models:/"):
@@ -304,17 +309,42 @@ def fetch_verified_model(
     try:
         source = _download_uri(model_uri, tracking_uri)
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=str(target)))
-        found = artifact_digest(local)
-        if found != expected:
-            raise ModelIntegrityError(
-                f"{what}: the model files at {source} do not match the digest recorded when the model was logged "
-                f"(expected sha256 {expected}, found {found}); they were changed in the artifact store. {_RETRAIN_HINT}"
-            )
-        _pin_loader(local, check_model_folder(local, what))
+        verify_model_files(local, expected, what, source=source)
     except BaseException:
         shutil.rmtree(target, ignore_errors=True)
         raise
     return local
+
+
+def verify_model_files(folder: str | Path, expected_sha256: str | None, label: str, *, source: str = "") -> Path:
+    """Verify a local copy of a model's files in place: digest, :func:`check_model_folder`, then pin the loader.
+
+    The step :func:`fetch_verified_model` runs after its download, for a copy that arrived another
+    way (the SageMaker serving container gets its model untarred under ``/opt/ml/model``). The folder
+    is changed (``MLmodel``'s loader), so pass a copy, never the only one.
+    """
+    local = Path(folder)
+    _pin_loader(local, check_model_files(local, expected_sha256, label, source=source))
+    return local
+
+
+def check_model_files(
+    folder: str | Path, expected_sha256: str | None, label: str, *, source: str = ""
+) -> dict[str, Any]:
+    """The checks of :func:`verify_model_files` without changing the folder: its digest against the
+    recorded one, then :func:`check_model_folder`; returns the parsed ``MLmodel``. For a copy that is
+    shipped as it is (a cloud serving target packs the original files; its container verifies them
+    again against the same digest)."""
+    expected = _check_sha256(expected_sha256, label)
+    local = Path(folder)
+    found = artifact_digest(local)
+    if found != expected:
+        where = f" at {source}" if source else ""
+        raise ModelIntegrityError(
+            f"{label}: the model files{where} do not match the digest recorded when the model was logged "
+            f"(expected sha256 {expected}, found {found}); they were changed in the artifact store. {_RETRAIN_HINT}"
+        )
+    return check_model_folder(local, label)
 
 
 def load_verified_model(folder: str | Path) -> Any:

@@ -39,7 +39,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -55,6 +54,7 @@ from mlops_core.atomic_files import write_atomic
 from mlops_core.child_env import child_environment
 from mlops_core.model_integrity import fetch_verified_model, parse_model_uri, registered_model_sha256
 from mlops_core.ports import port_is_free
+from mlops_core.processes import pid_alive, terminate_group
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -122,34 +122,6 @@ def _read_json(path: Path) -> dict[str, Any] | None:
     except (FileNotFoundError, json.JSONDecodeError):
         return None
     return raw if isinstance(raw, dict) else None
-
-
-def pid_alive(pid: int) -> bool:
-    """True when ``pid`` is a live (not zombie) process; reaps it when it is our dead child."""
-    if pid <= 0:
-        return False
-    try:
-        done, _ = os.waitpid(pid, os.WNOHANG)
-        if done == pid:
-            return False
-    except ChildProcessError:
-        pass  # not our child: ask the kernel below
-    except OSError:
-        pass
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    stat = Path(f"/proc/{pid}/stat")
-    if stat.exists():
-        try:
-            state = stat.read_text().rsplit(")", 1)[1].split()[0]
-        except (OSError, IndexError):
-            return True
-        return state not in ("Z", "X")
-    return True
 
 
 def _is_model_server(pid: int, model_uri: str | None = None) -> bool:
@@ -525,18 +497,7 @@ class LocalModelServer:
     # ----------------------------------------------------------------- stopping
     def _terminate(self, pid: int, grace: float = 10.0) -> None:
         """SIGTERM the process group led by ``pid`` (MLflow CLI + uvicorn), SIGKILL after ``grace``."""
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            try:
-                os.killpg(pid, sig)
-            except ProcessLookupError:
-                pass
-            except PermissionError:
-                return
-            deadline = time.monotonic() + grace
-            while time.monotonic() < deadline:
-                if not pid_alive(pid) and not _group_alive(pid):
-                    return
-                time.sleep(0.1)
+        terminate_group(pid, grace)
 
     def _stop_starting(self) -> None:
         starting = _read_json(self.state_dir / STARTING_FILE)
@@ -620,27 +581,3 @@ class LocalModelServer:
             "model_version": deployment.model_version,
             "url": deployment.url,
         }
-
-
-def process_group_members(pgid: int) -> list[int]:
-    """The live processes of process group ``pgid`` (Linux procfs; elsewhere none are found)."""
-    proc = Path("/proc")
-    if not proc.exists():
-        return []
-    members = []
-    for entry in proc.iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        # fields: state ppid pgrp ...
-        if len(fields) > 2 and fields[2] == str(pgid) and fields[0] not in ("Z", "X"):
-            members.append(int(entry.name))
-    return members
-
-
-def _group_alive(pgid: int) -> bool:
-    """Whether any live process is still in process group ``pgid``."""
-    return bool(process_group_members(pgid))

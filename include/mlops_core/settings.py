@@ -81,6 +81,11 @@ DEFAULT_CONF_DIR = REPO_ROOT / "include" / "conf"
 BACKENDS = ("local", "aws", "azure")
 REGISTRY_MIRRORS = ("none", "sagemaker", "azure_ml")
 ARRIVAL_RULES = ("stable", "marker", "rename")
+GLUE_NAME = (re.compile(r"[a-z][a-z0-9_]{0,127}"), "lowercase letters, digits and _, starting with a letter")
+ROLE_ARN = (re.compile(r"arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}"), "an IAM role ARN")
+INSTANCE_TYPE = (re.compile(r"ml\.[a-z0-9]+\.[a-z0-9]+"), "a SageMaker instance type such as ml.m5.large")
+SAGEMAKER_NAME = (re.compile(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}"), "letters, digits and -, at most 63")
+S3_ROOT = re.compile(r"s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9](/[^\s]*)?")
 
 # Metric name -> True when larger is better. Used by the promotion gate.
 METRIC_DIRECTIONS = {
@@ -293,9 +298,36 @@ class DatasetSettings(_Section):
 
 
 class StorageSettings(_Section):
-    """Root of the object store (``storage:``); ``Settings.storage_root`` is its resolved form."""
+    """Root of the object store (``storage:``); ``Settings.storage_root`` is its resolved form.
+
+    ``local``: a folder (relative to ``MLOPS_HOME``); ``aws``: ``s3://<bucket>/<prefix>``.
+    """
 
     root: NonEmptyStr = "store"
+
+
+class AwsSettings(_Section):
+    """How the aws backends reach AWS (``aws:``); credentials live in the Airflow connection, never here."""
+
+    conn_id: NonEmptyStr = "aws_default"
+    glue_database_prefix: Annotated[str, _pattern(GLUE_NAME)] | None = None  # default: mlops_<env>
+    multipart_threshold_mb: int = Field(default=64, ge=5)
+    multipart_chunk_mb: int = Field(default=16, ge=5)
+    # SageMaker training (backends.compute: aws)
+    sagemaker_role_arn: Annotated[str, _pattern(ROLE_ARN)] | None = None
+    training_image: NonEmptyStr | None = None
+    training_instance_type: Annotated[str, _pattern(INSTANCE_TYPE)] = "ml.m5.large"
+    training_instance_count: int = Field(default=1, ge=1)
+    training_volume_gb: int = Field(default=30, ge=1)
+    training_spot: bool = False
+    training_max_wait_minutes: int | None = Field(default=None, ge=1)
+    # SageMaker real-time endpoint (backends.serving: aws)
+    inference_image: NonEmptyStr | None = None
+    endpoint_name: Annotated[str, _pattern(SAGEMAKER_NAME)] | None = None  # default: <env>-<model name>
+    serving_instance_type: Annotated[str, _pattern(INSTANCE_TYPE)] = "ml.m5.large"
+    serving_instance_count: int = Field(default=1, ge=1)
+    deployment_config: dict[str, Any] = Field(default_factory=dict)  # UpdateEndpoint's DeploymentConfig, as given
+    endpoint_wait_minutes: int = Field(default=30, ge=1)
 
 
 class FeatureSettings(_Section):
@@ -315,6 +347,7 @@ class TrainingSettings(_Section):
     holdout_days: int = Field(default=1, ge=1)
     timeout_minutes: int = Field(default=30, ge=1)
     min_rows: int = Field(default=200, ge=1)
+    poll_seconds: FiniteFloat = Field(default=5.0, gt=0)  # how often a waiting task asks the job's status
 
     @field_validator("algorithm")
     @classmethod
@@ -456,6 +489,7 @@ class Settings(_Section):
     backends: BackendSettings = Field(default_factory=BackendSettings)
     dataset: DatasetSettings
     storage: StorageSettings = Field(default_factory=StorageSettings)
+    aws: AwsSettings = Field(default_factory=AwsSettings)
     features: FeatureSettings
     training: TrainingSettings
     evaluation: EvaluationSettings
@@ -466,6 +500,37 @@ class Settings(_Section):
 
     _loaded: _LoadContext = PrivateAttr()
     _storage_root: str = PrivateAttr()
+
+    @field_validator("aws")
+    @classmethod
+    def _sagemaker_training_is_configured(cls, value: AwsSettings, info: ValidationInfo) -> AwsSettings:
+        backends = info.data.get("backends")
+        if backends is not None and backends.compute == "aws":
+            for key in ("sagemaker_role_arn", "training_image"):
+                if getattr(value, key) is None:
+                    raise _invalid("is required when backends.compute is aws (SageMaker training)", key)
+            if backends.storage != "aws":
+                raise _invalid("backends.compute aws needs backends.storage aws: SageMaker reads and writes S3")
+        if backends is not None and backends.compute == "local" and backends.storage != "local":
+            raise _invalid(
+                f"backends.compute local runs jobs on this machine against a local store, not backends.storage "
+                f"{backends.storage}: set backends.compute to {backends.storage} too"
+            )
+        if backends is not None and backends.serving == "aws":
+            for key in ("sagemaker_role_arn", "inference_image"):
+                if getattr(value, key) is None:
+                    raise _invalid("is required when backends.serving is aws (SageMaker endpoint)", key)
+            if backends.storage != "aws":
+                raise _invalid("backends.serving aws needs backends.storage aws: the endpoint's model is on S3")
+        return value
+
+    @field_validator("storage")
+    @classmethod
+    def _root_fits_the_backend(cls, value: StorageSettings, info: ValidationInfo) -> StorageSettings:
+        backends = info.data.get("backends")
+        if backends is not None and backends.storage == "aws" and not S3_ROOT.fullmatch(value.root):
+            raise _invalid(f"must be s3://<bucket>/<prefix> when backends.storage is aws (got {value.root!r})", "root")
+        return value
 
     def model_post_init(self, context: Any, /) -> None:
         """Keep what the loader knew (environment, home, contract, layers); resolve the store root."""

@@ -24,13 +24,16 @@ class ObjectNotFound(FileNotFoundError):
 class ObjectStore(Protocol):
     """What every storage backend provides."""
 
-    def put_bytes(self, key: str, data: bytes) -> None: ...
-    def put_file(self, key: str, path: str | os.PathLike[str]) -> None:
-        """Store the content of the local file ``path`` under ``key``, streamed (S3/Blob: a multipart upload),
+    def put_bytes(self, key: str, data: bytes) -> str | None: ...  # the object's version id, if versioned
+    def put_file(self, key: str, path: str | Path) -> str | None:
+        """Store the content of the local file ``path`` under ``key``, streamed (S3: a multipart upload),
         atomically like ``put_bytes``: readers see the old object or the whole new one."""
         ...
 
     def get_bytes(self, key: str) -> bytes: ...
+    # An object another service wrote under the store (a training job's output archives): the store's
+    # own digest check cannot apply; the backend verifies what that service recorded, where it can.
+    def get_foreign_bytes(self, key: str) -> bytes: ...
     def exists(self, key: str) -> bool: ...
     def list_keys(self, prefix: str = "") -> list[str]: ...
     def delete(self, key: str) -> None: ...
@@ -64,6 +67,9 @@ class LocalObjectStore:
             return self.path(key).read_bytes()
         except FileNotFoundError as exc:
             raise ObjectNotFound(f"no object {key!r} in {self.uri()}") from exc
+
+    def get_foreign_bytes(self, key: str) -> bytes:
+        return self.get_bytes(key)
 
     def exists(self, key: str) -> bool:
         return self.path(key).is_file()

@@ -43,6 +43,7 @@ import decimal
 import enum
 import gzip
 import hashlib
+import importlib
 import io
 import json
 import logging
@@ -964,46 +965,83 @@ _FAST_TIMESTAMP = (
 )
 
 
-def _parse_arrow(arr: Any, column_type: str, index: pd.Index) -> tuple[pd.Series, np.ndarray, np.ndarray]:
+# Bytes a whole int/float column may hold for Arrow to parse it in one cast (see _cast_whole_column).
+_INT_BYTES = (0x30, 0x39, b"-")
+_FLOAT_BYTES = (0x30, 0x39, b"-.")
+# A timestamp column whose sampled values repeat this often is parsed once per distinct value.
+_DISTINCT_SAMPLE = 4096
+_DISTINCT_SHARE = 0.5
+
+
+class _SlowValues(Exception):
+    """A value needs the reference parser where the caller asked for the vectorized answer only."""
+
+
+def _parse_arrow(
+    arr: Any, column_type: str, index: pd.Index, *, by_distinct: bool = True, vectorized_only: bool = False
+) -> tuple[pd.Series, np.ndarray, np.ndarray]:
     import pyarrow as pa
     import pyarrow.compute as pc
 
     n = len(arr)
-    present = pc.not_equal(arr, "").to_numpy(zero_copy_only=False).astype(bool, copy=False)
+    raw = _text_bytes(arr)
+    if raw is not None:
+        present = np.diff(raw[0]) > 0
+    else:
+        present = pc.not_equal(arr, "").to_numpy(zero_copy_only=False).astype(bool, copy=False)
     if column_type in ("string", "category"):
-        values = pd.Series(arr.to_numpy(zero_copy_only=False), index=index, dtype="string").mask(~present)
-        return values, present, np.zeros(n, dtype=bool)
+        return _string_values(arr, present, index), present, np.zeros(n, dtype=bool)
     if column_type == "bool":
         lowered = pc.ascii_lower(arr)  # no text outside ASCII lowers to one of the spellings
         truth = pc.is_in(lowered, pa.array(sorted(_TRUE))).to_numpy(zero_copy_only=False).astype(bool)
         ok = truth | pc.is_in(lowered, pa.array(sorted(_FALSE))).to_numpy(zero_copy_only=False).astype(bool)
         return pd.Series(pd.arrays.BooleanArray(truth, ~ok), index=index), present, present & ~ok
+    if column_type == "timestamp" and by_distinct and raw is not None and _repeats_often(arr):
+        try:
+            return _parse_distinct(arr, index)
+        except _SlowValues:
+            pass  # some values need the reference: the column as a whole, in row order, as ever
     pattern = {"int": _FAST_INT, "float": _FAST_FLOAT, "timestamp": _FAST_TIMESTAMP}.get(column_type)
     if pattern is None:  # pragma: no cover - the contract only allows COLUMN_TYPES
         raise ValueError(f"unknown column type {column_type!r}")
-    matches = pc.match_substring_regex(arr, pattern)
-    if column_type == "float":
-        matches = pc.and_(matches, pc.less_equal(pc.utf8_length(arr), _FAST_FLOAT_CHARS))
-    fast = matches.to_numpy(zero_copy_only=False).astype(bool)
-    chosen = pc.filter(arr, pa.array(fast))
-    if column_type == "int":
-        numbers = np.zeros(n, dtype=np.int64)
-        numbers[fast] = pc.cast(chosen, pa.int64()).to_numpy()
-        ok = fast.copy()
-    elif column_type == "float":
-        floats = np.full(n, np.nan)
-        floats[fast] = pc.cast(chosen, pa.float64()).to_numpy()
-        ok = fast.copy()
+    whole = _cast_whole_column(arr, raw, present, column_type)
+    if whole is not None:  # every present value parsed at once: nothing for the reference
+        fast = present.copy()
+        if column_type == "int":
+            numbers = np.zeros(n, dtype=np.int64)
+            numbers[present] = whole
+        else:
+            floats = np.full(n, np.nan)
+            floats[present] = whole
     else:
-        stamps = np.full(n, np.datetime64("NaT"), dtype="datetime64[ns]")
-        plain = pc.replace_substring(pc.utf8_slice_codeunits(chosen, 0, 19), " ", "T")
-        parsed = pc.strptime(plain, format="%Y-%m-%dT%H:%M:%S", unit="ns", error_is_null=True)
-        valid = pc.is_valid(parsed).to_numpy(zero_copy_only=False).astype(bool)
-        rows = np.flatnonzero(fast)
-        fast[rows[~valid]] = False  # not a calendar date (2023-02-30): the reference decides
-        stamps[rows[valid]] = pc.drop_null(parsed).to_numpy(zero_copy_only=False).astype("datetime64[ns]")
-        ok = fast.copy()
+        matches = pc.match_substring_regex(arr, pattern)
+        if column_type == "float":
+            matches = pc.and_(matches, pc.less_equal(pc.utf8_length(arr), _FAST_FLOAT_CHARS))
+        fast = matches.to_numpy(zero_copy_only=False).astype(bool)
+        chosen = pc.filter(arr, pa.array(fast))
+        if column_type == "int":
+            numbers = np.zeros(n, dtype=np.int64)
+            numbers[fast] = pc.cast(chosen, pa.int64()).to_numpy()
+        elif column_type == "float":
+            floats = np.full(n, np.nan)
+            floats[fast] = pc.cast(chosen, pa.float64()).to_numpy()
+        else:
+            stamps = np.full(n, np.datetime64("NaT"), dtype="datetime64[ns]")
+            plain = pc.replace_substring(pc.utf8_slice_codeunits(chosen, 0, 19), " ", "T")
+            parsed = pc.strptime(plain, format="%Y-%m-%dT%H:%M:%S", unit="ns", error_is_null=True)
+            # strptime rolls a day past the month's end over (2023-02-30 -> 2023-03-02) instead of
+            # failing: a parsed day of month other than the written one is not a calendar date.
+            values = parsed.to_numpy(zero_copy_only=False).astype("datetime64[ns]")
+            days = (values.astype("datetime64[D]") - values.astype("datetime64[M]")).astype(np.int64) + 1
+            written = pc.cast(pc.utf8_slice_codeunits(plain, 8, 10), pa.int64()).to_numpy(zero_copy_only=False)
+            valid = ~np.isnat(values) & (days == written)
+            rows = np.flatnonzero(fast)
+            fast[rows[~valid]] = False  # not a calendar date (2023-02-30): the reference decides
+            stamps[rows[valid]] = values[valid]
+    ok = fast.copy()
     slow = np.flatnonzero(present & ~fast)
+    if len(slow) and vectorized_only:
+        raise _SlowValues(column_type)
     if len(slow):
         texts = pd.Series(pc.take(arr, pa.array(slow)).to_pylist(), dtype=object)
         slow_values, _, slow_bad = _parse_reference(texts, column_type)
@@ -1020,8 +1058,89 @@ def _parse_arrow(arr: Any, column_type: str, index: pd.Index) -> tuple[pd.Series
     if column_type == "float":
         ok &= np.isfinite(floats)
         return pd.Series(np.where(ok, floats, np.nan), index=index, dtype="float64"), present, present & ~ok
-    utc = pd.Series(stamps, index=index).dt.tz_localize("UTC").where(ok)
-    return utc, present, present & ~ok
+    return _utc_values(stamps, ok, index), present, present & ~ok
+
+
+def _utc_values(stamps: np.ndarray, ok: np.ndarray, index: pd.Index) -> pd.Series:
+    """Naive UTC ``datetime64[ns]`` as a ``datetime64[ns, UTC]`` Series, NaT where not ``ok``."""
+    utc: pd.Series = pd.Series(stamps, index=index).dt.tz_localize("UTC").where(ok)
+    return utc
+
+
+def _string_values(arr: Any, present: np.ndarray, index: pd.Index) -> pd.Series:
+    """A string/category column as pandas ``string`` values, NA where empty.
+
+    Arrow's ``to_pandas`` makes one Python string per distinct value (a category column of a
+    million rows makes a handful), where ``to_numpy`` would make one per row.
+    """
+    cells = arr.to_pandas().to_numpy(dtype=object)
+    if not present.all():
+        cells = cells.copy()
+        cells[~present] = None
+    return pd.Series(cells, index=index, dtype="string")
+
+
+def _repeats_often(arr: Any) -> bool:
+    """Whether the values of a long column repeat, judged on a run of consecutive values (event times
+    often come in order, many rows a second): then each distinct value is parsed once."""
+    import pyarrow.compute as pc
+
+    if len(arr) < 2 * _DISTINCT_SAMPLE:
+        return False
+    sample = arr.slice((len(arr) - _DISTINCT_SAMPLE) // 2, _DISTINCT_SAMPLE)
+    return len(pc.unique(sample)) <= _DISTINCT_SHARE * len(sample)
+
+
+def _parse_distinct(arr: Any, index: pd.Index) -> tuple[pd.Series, np.ndarray, np.ndarray]:
+    """Timestamps parsed once per distinct text (the same rules: :func:`_parse_arrow` on the distinct values).
+
+    Raises:
+        _SlowValues: a value needs the reference parser, whose answer for one value can depend on
+            the values before it (pandas reads a naive time after one with an offset in that
+            offset): the caller then parses the column in row order, as without this shortcut.
+    """
+    import pyarrow.compute as pc
+
+    encoded = pc.dictionary_encode(arr)
+    codes = encoded.indices.to_numpy(zero_copy_only=False)
+    distinct = encoded.dictionary
+    values, present, bad = _parse_arrow(
+        distinct, "timestamp", pd.RangeIndex(len(distinct)), by_distinct=False, vectorized_only=True
+    )
+    ok = (present & ~bad)[codes]
+    stamps = values.dt.tz_localize(None).to_numpy(dtype="datetime64[ns]")[codes]
+    return _utc_values(stamps, ok, index), present[codes], bad[codes]
+
+
+def _cast_whole_column(arr: Any, raw: Any, present: np.ndarray, column_type: str) -> np.ndarray | None:
+    """Every present value of an int/float column parsed by one Arrow cast, or None (the general path decides).
+
+    Only columns whose values hold nothing but digits, ``-`` (and ``.`` for floats) qualify, floats
+    of at most :data:`_FAST_FLOAT_CHARS` characters: there Arrow's answer is the reference's
+    (``tests/core/test_validation.py`` compares them). Any value Arrow refuses (``1-2``, ``.``,
+    out of range) sends the whole column back to the general path.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if raw is None or column_type not in ("int", "float") or not present.any():
+        return None
+    offsets, data = raw
+    low, high, others = _INT_BYTES if column_type == "int" else _FLOAT_BYTES
+    outside = (data - np.uint8(low)) > np.uint8(high - low)
+    for byte in others:
+        outside &= data != byte
+    if outside.any():
+        return None
+    if column_type == "float" and int(np.diff(offsets).max()) > _FAST_FLOAT_CHARS:
+        return None
+    chosen = arr if present.all() else arr.filter(pa.array(present))
+    try:
+        numbers = pc.cast(chosen, pa.int64() if column_type == "int" else pa.float64())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
+    result: np.ndarray = numbers.to_numpy()
+    return result
 
 
 def _parse_reference(texts: pd.Series, column_type: str) -> tuple[pd.Series, np.ndarray, np.ndarray]:
@@ -1129,16 +1248,37 @@ def _show_bound(bound: float) -> str:
 
 @dataclass
 class _ColumnProblems:
-    """At most one problem per row for one column: a code and a message, None where fine."""
+    """At most one problem per row for one column: a code and a message, None where fine.
+
+    ``codes`` and ``messages`` are made on the first problem: a column without any keeps none.
+    """
 
     name: str
-    codes: np.ndarray
-    messages: np.ndarray
     open: np.ndarray  # rows without a problem yet
+    _codes: np.ndarray | None = None
+    _messages: np.ndarray | None = None
 
     @classmethod
     def empty(cls, name: str, n: int) -> _ColumnProblems:
-        return cls(name, np.full(n, None, dtype=object), np.full(n, None, dtype=object), np.ones(n, dtype=bool))
+        return cls(name, np.ones(n, dtype=bool))
+
+    @property
+    def codes(self) -> np.ndarray:
+        if self._codes is None:
+            self._codes = np.full(len(self.open), None, dtype=object)
+        return self._codes
+
+    @property
+    def messages(self) -> np.ndarray:
+        if self._messages is None:
+            self._messages = np.full(len(self.open), None, dtype=object)
+        return self._messages
+
+    def codes_at(self, rows: np.ndarray) -> np.ndarray:
+        return np.full(len(rows), None, dtype=object) if self._codes is None else self._codes[rows]
+
+    def messages_at(self, rows: np.ndarray) -> np.ndarray:
+        return np.full(len(rows), None, dtype=object) if self._messages is None else self._messages[rows]
 
     def flag(self, mask: np.ndarray, kind: str, texts: Any, describe: Callable[[str], str]) -> None:
         rows = np.flatnonzero(mask & self.open)
@@ -1148,7 +1288,8 @@ class _ColumnProblems:
             self.open[rows] = False
 
 
-def _check_column(texts: pd.Series, spec: ColumnSpec, is_key: bool) -> tuple[pd.Series, _ColumnProblems]:
+def _check_column(texts: pd.Series, spec: ColumnSpec, is_key: bool) -> tuple[pd.Series, _ColumnProblems, Any]:
+    """One column's typed values, its problems, and the Arrow text its values were parsed from."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -1177,22 +1318,36 @@ def _check_column(texts: pd.Series, spec: ColumnSpec, is_key: bool) -> tuple[pd.
     elif not spec.nullable:
         problems.flag(~present, "null", texts_of, lambda t: "null in non-nullable column")
     low, high = spec.min, spec.max
-    if spec.is_numeric and low is not None:
-        below = (values < low).fillna(False).to_numpy(dtype=bool)
+    numbers = _numbers(values, spec.type) if spec.is_numeric and (low is not None or high is not None) else None
+    if numbers is not None and low is not None:
+        below = numbers[1] & (numbers[0] < low)
         problems.flag(below, "below_min", texts_of, lambda t: f"{_clip(t)} below min {_show_bound(low)}")
-    if spec.is_numeric and high is not None:
-        above = (values > high).fillna(False).to_numpy(dtype=bool)
+    if numbers is not None and high is not None:
+        above = numbers[1] & (numbers[0] > high)
         problems.flag(above, "above_max", texts_of, lambda t: f"{_clip(t)} above max {_show_bound(high)}")
     allowed = _allowed_values(spec)
     if allowed is not None:
         if spec.type in ("string", "category"):  # compared as Arrow text: the same answer, faster
             inside = pc.is_in(shown, value_set=pa.array(allowed.astype(object).tolist(), pa.string()))
             outside = present & ~bad_type & ~inside.to_numpy(zero_copy_only=False).astype(bool)
+        elif spec.type in ("int", "float"):  # compared as numbers: the same answer as Series.isin, faster
+            data, valid = _numbers(values, spec.type)
+            allowed_data, allowed_valid = _numbers(allowed, spec.type)
+            outside = present & ~bad_type & ~(valid & np.isin(data, allowed_data[allowed_valid]))
         else:
             outside = present & ~bad_type & ~values.isin(allowed).fillna(False).to_numpy(dtype=bool)
         listed = list(spec.allowed or ())
         problems.flag(outside, "not_allowed", texts_of, lambda t: f"{_show(t)} not in allowed {listed}")
-    return values, problems
+    return values, problems, shown
+
+
+def _numbers(values: pd.Series, column_type: str) -> tuple[np.ndarray, np.ndarray]:
+    """An int/float column as (numpy numbers, mask of non-null); what pandas compares underneath."""
+    if column_type == "int":
+        valid = values.notna().to_numpy(dtype=bool)
+        return values.to_numpy(dtype=np.int64, na_value=0), valid
+    floats = values.to_numpy(dtype=np.float64, na_value=np.nan)
+    return floats, ~np.isnan(floats)
 
 
 class _LazyTexts:
@@ -1220,11 +1375,50 @@ def _arrow_text(texts: pd.Series) -> Any:
     return None
 
 
+def _text_bytes(arrow: Any) -> tuple[np.ndarray, np.ndarray] | None:
+    """The values of an Arrow string/binary array without nulls as (offsets from 0, UTF-8 bytes), no copy.
+
+    None for other arrays (nulls, other types): callers then take their general path.
+    """
+    import pyarrow as pa
+
+    kind = arrow.type
+    if arrow.null_count or not (pa.types.is_string(kind) or pa.types.is_binary(kind) or pa.types.is_large_string(kind)):
+        return None
+    width = np.int64 if pa.types.is_large_string(kind) else np.int32
+    n = len(arrow)
+    if n == 0:
+        return np.zeros(1, dtype=np.int64), np.zeros(0, dtype=np.uint8)
+    buffers = arrow.buffers()
+    offsets = np.frombuffer(buffers[1], dtype=width, count=n + 1, offset=arrow.offset * np.dtype(width).itemsize)
+    first, last = int(offsets[0]), int(offsets[-1])
+    data = np.frombuffer(buffers[2], dtype=np.uint8)[first:last] if last > first else np.zeros(0, dtype=np.uint8)
+    return offsets.astype(np.int64) - first, data
+
+
+def _any_in(data: np.ndarray, low: int, high: int) -> bool:
+    """Whether any byte of ``data`` is in ``low..high`` (one vectorized pass, uint8 wrap-around)."""
+    return bool(((data - np.uint8(low)) <= np.uint8(high - low)).any())
+
+
+def _needs_python_strip(data: np.ndarray) -> bool:
+    """A byte outside ASCII, or a separator 0x1C-0x1F: ``str.strip()`` may remove what Arrow's trim keeps."""
+    return bool((data >= 0x80).any()) or _any_in(data, 0x1C, 0x1F)
+
+
+def _has_ascii_space(data: np.ndarray) -> bool:
+    """A byte Arrow's ``ascii_trim_whitespace`` trims: space, tab, line feed, vertical tab, form feed, CR."""
+    return bool((data == 0x20).any()) or _any_in(data, 0x09, 0x0D)
+
+
 def _strip(arrow: Any) -> Any:
     """``str.strip()`` of every value, vectorized where the value is ASCII without separators 0x1C-0x1F."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
+    raw = _text_bytes(arrow)
+    if raw is not None and not _needs_python_strip(raw[1]):  # the usual case: plain ASCII
+        return pc.ascii_trim_whitespace(arrow) if _has_ascii_space(raw[1]) else arrow
     special = pc.or_(pc.invert(pc.string_is_ascii(arrow)), pc.match_substring_regex(arrow, "[\x1c-\x1f]"))
     trimmed = pc.ascii_trim_whitespace(arrow)
     if not pc.any(special).as_py():
@@ -1247,7 +1441,7 @@ def _json_text(value: str | None) -> str:
 def canonical_values(values: pd.Series, column_type: str) -> list[str | None]:
     """A typed column as the text that goes into row keys (see the module docstring); None for null."""
     if column_type == "timestamp":
-        utc = pd.to_datetime(values, utc=True).dt.tz_localize(None).to_numpy(dtype="datetime64[ns]")
+        utc = _naive_utc(values)
         ticks = utc.view(np.int64)
         whole = ~np.isnat(utc) & (ticks % 1_000_000_000 == 0)
         if whole.all():  # the usual case, vectorized: no fraction to trim
@@ -1268,6 +1462,16 @@ def canonical_values(values: pd.Series, column_type: str) -> list[str | None]:
     return [None if v is pd.NA or v is None else str(v) for v in items]
 
 
+def _naive_utc(values: pd.Series) -> np.ndarray:
+    """Timestamps as naive UTC ``datetime64[ns]`` (naive values are UTC), as ``pd.to_datetime(utc=True)``."""
+    if isinstance(values.dtype, pd.DatetimeTZDtype):  # as validate types them: nothing to parse
+        aware = values.dt.tz_convert("UTC")
+    else:
+        aware = pd.to_datetime(values, utc=True)
+    utc: np.ndarray = aware.dt.tz_localize(None).to_numpy(dtype="datetime64[ns]")
+    return utc
+
+
 def _iso_utc(text: str) -> str:
     """``YYYY-MM-DDTHH:MM:SS.fffffffff`` -> what ``Timestamp.isoformat()`` gives in UTC."""
     fraction = text[20:]
@@ -1282,47 +1486,175 @@ def _digest(payload: str) -> str:
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:ROW_KEY_LENGTH]
 
 
+def _sha256_constructor() -> Callable[[bytes], Any]:
+    """SHA-256 for many short payloads: CPython's own implementation (``_sha2``, ``_sha256`` before 3.12)
+    where present, a fifth faster than OpenSSL's on inputs of ~50 bytes; the digest is the same."""
+    for module in ("_sha2", "_sha256"):
+        try:
+            constructor: Callable[[bytes], Any] = importlib.import_module(module).sha256
+        except (ImportError, AttributeError):
+            continue
+        if constructor(b"abc").hexdigest() == hashlib.sha256(b"abc").hexdigest():
+            return constructor
+    return hashlib.sha256
+
+
+_sha256 = _sha256_constructor()
+_DIGEST_CHUNK = 1 << 16  # payloads turned into Python bytes at a time (bounds the temporaries)
+
+
 def _key_payloads(entities: list[str | None], times: list[str | None]) -> list[bytes]:
     """:func:`_key_payload` of every row as UTF-8, built by Arrow where no value needs a JSON escape."""
     import pyarrow as pa
-    import pyarrow.compute as pc
 
     ent, tim = pa.array(entities, pa.string()), pa.array(times, pa.string())
-    plain = ent.null_count == 0 and tim.null_count == 0
-    if plain:
-        escapes = r"[\x00-\x1f\\\\\"]"
-        plain = not (
-            pc.any(pc.match_substring_regex(ent, escapes)).as_py()
-            or pc.any(pc.match_substring_regex(tim, escapes)).as_py()
-        )
-    if not plain:
+    joined = _arrow_key_payloads(ent, tim)
+    if joined is None:
         return [_key_payload(e, t).encode("utf-8") for e, t in zip(entities, times, strict=True)]
-    joined = pc.binary_join_element_wise('["key","', ent, '","', tim, '"]', "")
-    payloads: list[bytes] = pc.cast(joined, pa.binary()).to_pylist()
+    payloads: list[bytes] = joined.to_numpy(zero_copy_only=False).tolist()
     return payloads
 
 
-def _digests(payloads: list[bytes]) -> list[str]:
-    sha256 = hashlib.sha256
-    return [sha256(p).hexdigest()[:ROW_KEY_LENGTH] for p in payloads]
+def _arrow_key_payloads(ent: Any, tim: Any) -> Any:
+    """:func:`_key_payload` of every row as an Arrow binary array; None when a value is null or needs a
+    JSON escape (a quote, a backslash, a control character): then the caller encodes row by row."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    parts = []
+    for texts in (ent, tim):
+        raw = _text_bytes(texts)
+        if raw is None or _needs_json_escape(raw[1]):
+            return None
+        parts.append(raw)
+    fixed = _fixed_width_payloads(len(ent), *parts)
+    if fixed is not None:
+        return fixed
+    joined = pc.binary_join_element_wise('["key","', ent, '","', tim, '"]', "")
+    return pc.cast(joined, pa.binary())
+
+
+def _fixed_width_payloads(n: int, ent: tuple[np.ndarray, np.ndarray], tim: tuple[np.ndarray, np.ndarray]) -> Any:
+    """The payloads of ``n`` rows whose entities all have one length, and times another (ids of one
+    width, whole-second times), laid out by numpy; None otherwise."""
+    import pyarrow as pa
+
+    widths = []
+    for offsets, data in (ent, tim):
+        width = int(offsets[1] - offsets[0]) if n else 0
+        if width == 0 or len(data) != n * width or not (np.diff(offsets) == width).all():
+            return None
+        widths.append(width)
+    prefix, middle, suffix = (np.frombuffer(b, dtype=np.uint8) for b in (b'["key","', b'","', b'"]'))
+    blocks = [prefix, ent[1].reshape(n, widths[0]), middle, tim[1].reshape(n, widths[1]), suffix]
+    total = sum(block.shape[-1] for block in blocks)
+    if n * total >= 2**31:  # binary offsets are 32-bit
+        return None
+    out = np.empty((n, total), dtype=np.uint8)
+    column = 0
+    for block in blocks:  # a constant piece is broadcast over the rows
+        out[:, column : column + block.shape[-1]] = block
+        column += block.shape[-1]
+    offsets = np.arange(0, n * total + 1, total, dtype=np.int32)
+    return pa.Array.from_buffers(pa.binary(), n, [None, pa.py_buffer(offsets), pa.py_buffer(out)])
+
+
+def _needs_json_escape(data: np.ndarray) -> bool:
+    """A byte ``json`` escapes (``encode_basestring``): a control character, ``"`` or ``\\``."""
+    return bool((data < 0x20).any() or (data == 0x22).any() or (data == 0x5C).any())
+
+
+def _digests(payloads: Sequence[bytes] | Any) -> list[str]:
+    """The row key of each payload (bytes, or an Arrow binary array, taken in chunks)."""
+    import pyarrow as pa
+
+    sha256 = _sha256
+    if not isinstance(payloads, pa.Array):
+        return [sha256(p).hexdigest()[:ROW_KEY_LENGTH] for p in payloads]
+    keys: list[str] = []
+    for start in range(0, len(payloads), _DIGEST_CHUNK):
+        chunk = payloads.slice(start, _DIGEST_CHUNK).to_numpy(zero_copy_only=False)
+        keys += [sha256(p).hexdigest()[:ROW_KEY_LENGTH] for p in chunk]
+    return keys
 
 
 def _key_payload(entity: str | None, time: str | None) -> str:
     return f'["key",{_json_text(entity)},{_json_text(time)}]'
 
 
-def row_keys(typed: pd.DataFrame, contract: DatasetContract) -> list[str]:
-    """``_row_key`` of every row of a typed frame (contract columns with contract dtypes)."""
+def row_keys(typed: pd.DataFrame, contract: DatasetContract, *, texts: dict[str, Any] | None = None) -> list[str]:
+    """``_row_key`` of every row of a typed frame (contract columns with contract dtypes).
+
+    ``texts``: the Arrow text of some string/category columns of ``typed`` (same rows, no
+    nulls), as :func:`validate` has it at hand; it spares converting those columns again.
+    """
     if contract.entity_key and contract.event_time:
-        entities = canonical_values(typed[contract.entity_key], contract.column(contract.entity_key).type)
-        times = canonical_values(typed[contract.event_time], "timestamp")
-        return _digests(_key_payloads(entities, times))
+        entity = contract.entity_key
+        ent = _canonical_arrow(typed[entity], contract.column(entity).type, (texts or {}).get(entity))
+        tim = _canonical_arrow(typed[contract.event_time], "timestamp")
+        payloads = _arrow_key_payloads(ent, tim)
+        if payloads is None:
+            return _digests(_key_payloads(ent.to_pylist(), tim.to_pylist()))
+        return _digests(payloads)
     names = sorted(contract.column_names)
-    cells = [
-        [f"[{_encode(name)},{_json_text(v)}]" for v in canonical_values(typed[name], contract.column(name).type)]
-        for name in names
-    ]
-    return [_digest('["row",[' + ",".join(row) + "]]") for row in zip(*cells, strict=True)] if cells else []
+    if not names:
+        return []
+    texts = {name: _canonical_arrow(typed[name], contract.column(name).type) for name in names}
+    row_payloads = _arrow_row_payloads(texts)
+    if row_payloads is not None:
+        return _digests(row_payloads)
+    cells = [[f"[{_encode(name)},{_json_text(v)}]" for v in texts[name].to_pylist()] for name in names]
+    return [_digest('["row",[' + ",".join(row) + "]]") for row in zip(*cells, strict=True)]
+
+
+def _arrow_row_payloads(texts: dict[str, Any]) -> Any:
+    """``["row",[[column, value], ...]]`` of every row (columns in the given order, null as JSON
+    ``null``) as an Arrow binary array; None when a value needs a JSON escape (then row by row)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    parts: list[Any] = ['["row",[']
+    for position, (name, text) in enumerate(texts.items()):
+        raw = _text_bytes(text.drop_null())
+        if raw is None or _needs_json_escape(raw[1]):
+            return None
+        head = ("," if position else "") + f"[{_encode(name)},"
+        quoted = pc.binary_join_element_wise(head + '"', text, '"]', "")  # null where the value is null
+        parts.append(pc.fill_null(quoted, head + "null]"))
+    parts.append("]]")
+    return pc.cast(pc.binary_join_element_wise(*parts, ""), pa.binary())
+
+
+def _canonical_arrow(values: pd.Series, column_type: str, text: Any = None) -> Any:
+    """:func:`canonical_values` as an Arrow string array (null for null), vectorized for the usual types.
+
+    ``text``: the column's Arrow text when at hand (string/category columns without nulls).
+    Timestamps are made by :func:`canonical_values` once per distinct value.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if column_type in ("string", "category"):
+        if text is not None and len(text) == len(values) and not text.null_count:
+            return text
+        cells = values.to_numpy(dtype=object)
+        cells[values.isna().to_numpy(dtype=bool)] = None
+        return pa.array(cells, pa.string())
+    if column_type == "timestamp":
+        utc = _naive_utc(values)
+        codes, distinct = pd.factorize(utc.view(np.int64))  # NaT is one more value: its text is None
+        texts = canonical_values(pd.Series(distinct.view("datetime64[ns]")).dt.tz_localize("UTC"), "timestamp")
+        return pa.array(texts, pa.string()).take(pa.array(codes))
+    if column_type == "int":
+        return pc.cast(pa.array(values.array, pa.int64()), pa.string())  # decimal digits, as str(int)
+    if column_type == "bool":
+        flags = pa.array(values.array, pa.bool_())
+        return pc.if_else(flags, "true", "false")
+    if column_type == "float":  # repr once per distinct value, -0.0 as 0.0
+        codes, distinct = pd.factorize(values.to_numpy(dtype=np.float64, na_value=np.nan))  # NaN: code -1
+        texts = [*map(repr, np.where(distinct == 0, 0.0, distinct).tolist()), None]
+        return pa.array(texts, pa.string()).take(pa.array(np.where(codes < 0, len(texts) - 1, codes)))
+    return pa.array(canonical_values(values, column_type), pa.string())
 
 
 # --------------------------------------------------------------------------- validation
@@ -1333,7 +1665,7 @@ def validate(
     ingested_at: pd.Timestamp,
     *,
     row_offset: int = 0,
-    seen_keys: dict[str, int] | None = None,
+    seen_keys: dict[str, int] | SeenRowKeys | None = None,
 ) -> ValidationResult:
     """Check every row of ``df`` against ``contract``; split it into typed accepted and rejected rows.
 
@@ -1347,7 +1679,8 @@ def validate(
         row_offset: data rows of the same file before ``df`` (when a file is validated in
             batches, :func:`validate_file`): ``_row_number`` and messages count from there.
         seen_keys: row key -> data row number of the accepted rows of the earlier batches of the
-            same file; a repeat of one is rejected as ``duplicate_row``. Updated in place.
+            same file (a dict, or a :class:`SeenRowKeys`, which records them for less); a repeat of
+            one is rejected as ``duplicate_row``. Updated in place.
 
     Raises:
         FileRejected: ``missing_columns``, ``unknown_columns`` (with ``unknown_columns: reject``) or
@@ -1375,63 +1708,66 @@ def validate(
     n = len(frame)
 
     typed: dict[str, pd.Series] = {}
+    shown: dict[str, Any] = {}  # Arrow text of a string/category entity key, for the row keys
     column_problems: list[_ColumnProblems] = []
     for spec in contract.columns:
-        values, problems = _check_column(frame[spec.name], spec, is_key=spec.name in contract.key_columns)
+        values, problems, text = _check_column(frame[spec.name], spec, is_key=spec.name in contract.key_columns)
         typed[spec.name] = values
         column_problems.append(problems)
+        if spec.name == contract.entity_key and spec.type in ("string", "category"):
+            shown[spec.name] = text
 
     bad = np.zeros(n, dtype=bool)
     for problems in column_problems:
         bad |= ~problems.open
     good_rows = np.flatnonzero(~bad)
-    typed_frame = pd.DataFrame(typed).iloc[good_rows].reset_index(drop=True)
-    keys = row_keys(typed_frame, contract)
+    typed_frame = pd.DataFrame(typed)
+    if len(good_rows) < n:
+        typed_frame = typed_frame.iloc[good_rows].reset_index(drop=True)
+        shown = {name: text.take(_arrow_array(good_rows)) for name, text in shown.items()}
+    keys = row_keys(typed_frame, contract, texts=shown)
 
     # A repeat of an earlier row of the same file is rejected; the first one is kept.
-    key_series = pd.Series(keys, dtype=object)
-    repeat = key_series.duplicated(keep="first").to_numpy(dtype=bool)
-    earlier = seen_keys if seen_keys is not None else {}
-    if earlier:
-        repeat |= np.fromiter((k in earlier for k in keys), dtype=bool, count=len(keys))  # in an earlier batch
+    numbers = good_rows + 1 + row_offset
+    repeat, first = _find_repeats(keys, numbers, seen_keys)
     keep = ~repeat
     duplicates = _ColumnProblems.empty(DUPLICATE_ROW, n)
-    first_of: dict[str, int] = {}
-    if repeat.any() or seen_keys is not None:
-        first_of = dict(zip(key_series[keep].tolist(), (good_rows[keep] + 1 + row_offset).tolist(), strict=True))
     if repeat.any():
-        for position, key in zip(good_rows[repeat].tolist(), key_series[repeat].tolist(), strict=True):
-            first = earlier.get(key, first_of.get(key))
+        accepted_keys = [k for k, kept in zip(keys, keep.tolist(), strict=True) if kept]
+        for position, first_row in zip(good_rows[repeat].tolist(), first[repeat].tolist(), strict=True):
             duplicates.codes[position] = DUPLICATE_ROW
-            duplicates.messages[position] = f"{DUPLICATE_ROW}: same row key as data row {first}"
+            duplicates.messages[position] = f"{DUPLICATE_ROW}: same row key as data row {first_row}"
             duplicates.open[position] = False
-    if seen_keys is not None:
-        seen_keys.update(first_of)
+        accepted = typed_frame.loc[keep].reset_index(drop=True)
+    else:
+        accepted_keys = keys
+        accepted = typed_frame
     column_problems.append(duplicates)
     bad |= ~duplicates.open
 
-    accepted = typed_frame.loc[keep].reset_index(drop=True)
-    accepted_keys = [k for k, kept in zip(keys, keep, strict=True) if kept]
     accepted[EVENT_TIME_COLUMN] = _event_times(accepted, contract, ingested_at)
-    entities: list[str | None]
     if contract.entity_key:
-        entities = canonical_values(accepted[contract.entity_key], contract.column(contract.entity_key).type)
+        entity = contract.entity_key
+        text = shown.get(entity)
+        if text is not None and repeat.any():
+            text = text.filter(_arrow_array(keep))
+        entities = _string_series(_canonical_arrow(accepted[entity], contract.column(entity).type, text))
     else:
-        entities = list(accepted_keys)
-    accepted[ENTITY_COLUMN] = pd.Series(entities, dtype="string")
+        entities = pd.Series(accepted_keys, dtype="string")
+    accepted[ENTITY_COLUMN] = entities
     accepted[ROW_KEY_COLUMN] = pd.Series(accepted_keys, dtype="string")
     accepted[SOURCE_COLUMN] = pd.Series([source] * len(accepted), dtype="string")
 
     bad_rows = np.flatnonzero(bad)
     rejected = frame.iloc[bad_rows].reset_index(drop=True).astype(object)
-    messages = zip(*(p.messages[bad_rows] for p in column_problems), strict=True)
+    messages = zip(*(p.messages_at(bad_rows) for p in column_problems), strict=True)
     rejected[REASON_COLUMN] = pd.Series(["; ".join(m for m in row if m is not None) for row in messages], dtype=object)
     rejected[SOURCE_COLUMN] = pd.Series([source] * len(bad_rows), dtype=object)
     rejected[ROW_NUMBER_COLUMN] = pd.Series(bad_rows + 1 + row_offset, dtype="int64")
 
     counts: Counter[str] = Counter()
     for problems in column_problems:
-        counts.update(code for code in problems.codes[bad_rows] if code is not None)
+        counts.update(code for code in problems.codes_at(bad_rows) if code is not None)
     result = ValidationResult(accepted=accepted, rejected=rejected, source=source, reason_counts=dict(counts))
     log.info(
         "validated %s against %s: %d accepted, %d rejected %s",
@@ -1442,6 +1778,108 @@ def validate(
         dict(counts),
     )
     return result
+
+
+class SeenRowKeys:
+    """Row keys of the accepted rows of the earlier batches of one file, with their data row numbers.
+
+    What :func:`validate` needs from its ``seen_keys`` dict, for less per key: a set of the keys,
+    and per batch the keys and their row numbers in order, turned into a key -> first row number
+    dict only when a repeat asks for one (a file without repeats never builds it).
+    """
+
+    def __init__(self) -> None:
+        self._keys: set[str] = set()
+        self._batches: list[tuple[list[str], np.ndarray]] = []
+        self._first: dict[str, int] | None = None
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._keys
+
+    def clear(self) -> None:
+        self._keys.clear()
+        self._batches.clear()
+        self._first = None
+
+    def record(self, keys: list[str], numbers: np.ndarray) -> int:
+        """Add a batch's row keys (in row order) and data row numbers; how many keys were new."""
+        before = len(self._keys)
+        self._keys.update(keys)
+        self._batches.append((keys, numbers))
+        if self._first is not None:
+            for key, number in zip(keys, numbers.tolist(), strict=True):
+                self._first.setdefault(key, number)
+        return len(self._keys) - before
+
+    def get(self, key: str, default: int | None = None) -> int | None:
+        """The data row number of the first recorded row with this key."""
+        if key not in self._keys:
+            return default
+        return self._first_rows().get(key, default)
+
+    def first_rows(self, keys: list[str]) -> np.ndarray:
+        """The data row number of the first recorded row of each key (each must be recorded)."""
+        first = self._first_rows()
+        return np.fromiter((first[k] for k in keys), dtype=np.int64, count=len(keys))
+
+    def _first_rows(self) -> dict[str, int]:
+        if self._first is None:
+            self._first = {}
+            for keys, numbers in reversed(self._batches):  # the earliest row of a key is written last
+                self._first.update(zip(reversed(keys), reversed(numbers.tolist()), strict=True))
+        return self._first
+
+
+def _find_repeats(
+    keys: list[str], numbers: np.ndarray, seen: dict[str, int] | SeenRowKeys | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Which rows repeat the key of an earlier row of the file, and the data row number of each
+    key's first row (where a row repeats); records this batch's keys in ``seen``.
+
+    ``numbers``: the data row number of each key's row. Without repeats (the usual case) this is
+    one pass over the keys: a set update (:class:`SeenRowKeys`), a dict update, or a set.
+    """
+    n = len(keys)
+    no_repeat = np.zeros(n, dtype=bool)
+    if isinstance(seen, SeenRowKeys):
+        if seen.record(keys, numbers) == n:
+            return no_repeat, numbers
+        first = seen.first_rows(keys)
+        return first != numbers, first
+    if seen is None:
+        if len(set(keys)) == n:
+            return no_repeat, numbers
+        earliest = dict(zip(reversed(keys), reversed(numbers.tolist()), strict=True))
+        first = np.fromiter((earliest[k] for k in keys), dtype=np.int64, count=n)
+        return first != numbers, first
+    earlier = no_repeat
+    if seen and not seen.keys().isdisjoint(keys):  # a repeat of a row of an earlier batch
+        earlier = np.fromiter((k in seen for k in keys), dtype=bool, count=n)
+    fresh = [k for k, e in zip(keys, earlier.tolist(), strict=True) if not e] if earlier.any() else keys
+    fresh_numbers = numbers[~earlier] if earlier.any() else numbers
+    before = len(seen)
+    seen.update(zip(fresh, fresh_numbers.tolist(), strict=True))
+    if len(seen) - before == n:
+        return no_repeat, numbers
+    earliest = dict(zip(reversed(fresh), reversed(fresh_numbers.tolist()), strict=True))
+    seen.update(earliest)  # a repeat within this batch was recorded over its first row
+    first = np.fromiter((seen[k] for k in keys), dtype=np.int64, count=n)
+    return first != numbers, first
+
+
+def _arrow_array(values: np.ndarray) -> Any:
+    """Row positions (int64) or a row mask (bool) as an Arrow array, for ``take``/``filter``."""
+    import pyarrow as pa
+
+    return pa.array(values)
+
+
+def _string_series(texts: Any) -> pd.Series:
+    """An Arrow string array as a pandas ``string`` Series (one Python string per distinct value)."""
+    return pd.Series(texts.to_pandas().to_numpy(dtype=object), dtype="string")
 
 
 def validate_batches(
@@ -1579,4 +2017,6 @@ def _event_times(accepted: pd.DataFrame, contract: DatasetContract, ingested_at:
         return times
     stamp = pd.Timestamp(ingested_at)
     stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
-    return pd.Series([stamp] * len(accepted), dtype=PANDAS_DTYPES["timestamp"], index=accepted.index)
+    naive = np.full(len(accepted), stamp.tz_localize(None).as_unit("ns").to_datetime64(), dtype="datetime64[ns]")
+    stamped: pd.Series = pd.Series(naive, index=accepted.index).dt.tz_localize("UTC")
+    return stamped

@@ -176,8 +176,10 @@ class LifecycleDemo:
         return self.result
 
     def stop(self) -> None:
+        from mlops_core.compute import LocalJobCompute
         from mlops_core.serving import LocalModelServer
 
+        LocalJobCompute.stop_all(self.mlops_home / "jobs")
         LocalModelServer.stop_all(self.mlops_home / "serving")
         if self._stack is not None:
             self._stack.stop()

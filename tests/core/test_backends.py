@@ -1,13 +1,11 @@
-"""Backend selection and the local compute backend (a real subprocess)."""
+"""Backend selection: the environment's backends come from its settings, built once as a bundle."""
 
 from __future__ import annotations
 
-import sys
-import textwrap
-
 import pytest
 
-from mlops_core.backends import BackendNotAvailable, LocalSubprocessCompute, compute_backend, object_store
+from mlops_core.backends import BackendNotAvailable, backends_for, compute_backend, object_store
+from mlops_core.compute import LocalJobCompute
 from mlops_core.settings import load_settings, with_overrides
 from mlops_core.storage import LocalObjectStore
 
@@ -15,41 +13,34 @@ from mlops_core.storage import LocalObjectStore
 def test_local_backends_are_chosen_from_settings(mlops_home):
     settings = load_settings("dev")
     assert isinstance(object_store(settings), LocalObjectStore)
-    assert isinstance(compute_backend(settings), LocalSubprocessCompute)
+    compute = compute_backend(settings)
+    assert isinstance(compute, LocalJobCompute)
+    assert compute.state_dir == settings.home / "jobs"
+    assert compute.store.root == LocalObjectStore(settings.storage_root).root
 
 
 def test_unbuilt_backend_fails_clearly(mlops_home):
-    settings = with_overrides(load_settings("dev"), backends={"compute": "aws"})
-    with pytest.raises(BackendNotAvailable, match=r"backends\.compute = 'aws'"):
-        compute_backend(settings)
+    settings = with_overrides(load_settings("dev"), backends={"compute": "azure", "storage": "azure"})
+    with pytest.raises(BackendNotAvailable, match=r"backends\.compute = 'azure' is not available in this version"):
+        compute_backend(settings, LocalObjectStore(mlops_home / "store"))
 
 
-def _fake_python(tmp_path, body: str) -> str:
-    """A stand-in interpreter that ignores its arguments and runs ``body`` (for timeout/failure paths)."""
-    script = tmp_path / "job.py"
-    script.write_text(textwrap.dedent(body))
-    wrapper = tmp_path / "python"
-    wrapper.write_text(f'#!/bin/sh\nexec {sys.executable} {script} "$@"\n')
-    wrapper.chmod(0o755)
-    return str(wrapper)
+def test_aws_backends_say_where_they_are_built(mlops_home):
+    aws = with_overrides(
+        load_settings("dev"),
+        backends={"storage": "aws", "compute": "aws"},
+        storage={"root": "s3://bucket/mlops/dev"},
+        aws={"sagemaker_role_arn": "arn:aws:iam::123456789012:role/r", "training_image": "img:1"},
+    )
+    for build in (object_store, lambda s: compute_backend(s, LocalObjectStore(mlops_home / "store"))):
+        with pytest.raises(BackendNotAvailable, match=r"mlops_airflow\.backends\.backends_for"):
+            build(aws)
 
 
-def test_silent_job_is_stopped_at_its_deadline(tmp_path):
-    compute = LocalSubprocessCompute(python=_fake_python(tmp_path, "import time\ntime.sleep(60)\n"))
-    result = compute.run("job-timeout", tmp_path, timeout_seconds=1.5)
-    assert result.status == "Stopped"
-    assert "timed out" in result.failure_reason
-    assert result.seconds < 20
-
-
-def test_failed_job_reports_the_failure_file(tmp_path):
-    body = """
-    import pathlib, sys
-    root = pathlib.Path(sys.argv[sys.argv.index("--ml-root") + 1])
-    (root / "output").mkdir(parents=True, exist_ok=True)
-    (root / "output" / "failure").write_text("target has a single class")
-    sys.exit(1)
-    """
-    result = LocalSubprocessCompute(python=_fake_python(tmp_path, body)).run("job-fail", tmp_path, 60)
-    assert result.status == "Failed"
-    assert result.failure_reason == "target has a single class"
+def test_the_bundle_shares_one_store_and_builds_the_registry_once(mlops_home):
+    settings = load_settings("dev")
+    backends = backends_for(settings)
+    assert backends.compute.store is backends.store
+    assert backends.registry is backends.registry  # built on first use, then kept
+    given = LocalObjectStore(mlops_home / "elsewhere")
+    assert backends_for(settings, store=given).compute.store is given

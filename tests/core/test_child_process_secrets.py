@@ -6,18 +6,18 @@ worker has; every process the child starts is read through ``/proc/<pid>/environ
 
 from __future__ import annotations
 
+import contextlib
 import sys
-import threading
 import time
 from pathlib import Path
 
 import pytest
 from conftest import TOY_FEATURES, toy_frame, toy_pipeline
 
-from mlops_core.backends import LocalSubprocessCompute
 from mlops_core.ports import free_port
+from mlops_core.processes import process_group_members
 from mlops_core.registry import ModelRegistry
-from mlops_core.serving import LocalModelServer, process_group_members
+from mlops_core.serving import LocalModelServer
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/<pid>/environ")
 
@@ -54,25 +54,46 @@ def assert_no_secrets(environments: dict[int, dict[str, str]]) -> None:
 
 
 def test_training_job_sees_no_airflow_secrets(airflow_secrets, tmp_path, churn):
-    from mlops_core.demo_data import generate_day
-    from mlops_core.training.entrypoint import prepare_ml_root
+    """The job's supervisor and the entrypoint it runs (each its own process group)."""
+    import io
+    import json
 
-    prepare_ml_root(tmp_path, generate_day(0, rows=200), None, churn, "logistic_regression", {})
-    compute = LocalSubprocessCompute()
+    from mlops_core.compute import JobSpec, LocalJobCompute
+    from mlops_core.demo_data import generate_day
+    from mlops_core.storage import LocalObjectStore
+    from mlops_core.training.entrypoint import job_hyperparameters
+
+    store = LocalObjectStore(tmp_path / "store")
+    buf = io.BytesIO()
+    generate_day(0, rows=200).to_parquet(buf, index=False)
+    store.put_bytes("sets/s/train.parquet", buf.getvalue())
+    compute = LocalJobCompute(tmp_path / "jobs", store)
+    compute.submit(
+        JobSpec(
+            name="job-secrets",
+            entrypoint=("python", "-m", "mlops_core.training.entrypoint"),
+            inputs={"train": store.uri("sets/s/train.parquet")},
+            output_uri=store.uri("training_jobs"),
+            hyperparameters=job_hyperparameters(churn, "logistic_regression", {}),
+        )
+    )
     seen: dict[int, dict[str, str]] = {}
-    results = []
-    job = threading.Thread(target=lambda: results.append(compute.run("job-secrets", tmp_path, 120)))
-    job.start()
-    while job.is_alive():
-        proc = compute._procs.get("job-secrets")
-        if proc is not None:
-            for pid in process_group_members(proc.pid):
+    groups: set[int] = set()
+    deadline = time.monotonic() + 120
+    while not (job := compute.describe("job-secrets")).terminal and time.monotonic() < deadline:
+        state = tmp_path / "jobs" / "job-secrets"
+        for name in ("launch.json", "status.json"):
+            with contextlib.suppress(OSError, ValueError):
+                raw = json.loads((state / name).read_text())
+                groups.update(int(raw[k]) for k in ("pid", "entrypoint_pid") if raw.get(k))
+        for pgid in groups:
+            for pid in process_group_members(pgid):
                 env = environ(pid)
                 if env is not None:
                     seen[pid] = env
         time.sleep(0.02)
-    job.join()
-    assert results[0].status == "Completed", results[0]
+    assert job.status == "Completed", job
+    assert len(groups) == 2  # the supervisor's group and the entrypoint's were both observed
     assert_no_secrets(seen)
     assert all(env.get("PYTHONUNBUFFERED") == "1" for env in seen.values())
 

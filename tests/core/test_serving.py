@@ -23,6 +23,7 @@ from conftest import TOY_FEATURES, toy_frame, toy_pipeline
 
 from mlops_core.model_integrity import MODEL_SHA256_TAG, ModelIntegrityError
 from mlops_core.ports import free_port, port_is_free
+from mlops_core.processes import group_alive, pid_alive
 from mlops_core.registry import ModelRegistry
 from mlops_core.serving import (
     DEPLOYMENT_FILE,
@@ -30,10 +31,9 @@ from mlops_core.serving import (
     LocalModelServer,
     PortInUseError,
     SmokeTestFailed,
-    _group_alive,
     dataframe_split_payload,
-    pid_alive,
 )
+from mlops_core.serving_target import LocalServing, Serving, SmokeResult
 from tests.model_tampering import artifact_folder, swap_skops, tamper_to_pickle
 
 FEATURES = TOY_FEATURES
@@ -234,15 +234,45 @@ def test_redeploy_switches_to_the_new_version(server, registry, data):
     assert events == [("deployed", "1"), ("deployed", "2")]
 
 
+def test_serving_seam_says_what_is_live_without_process_details(server, registry, data):
+    """The deploy stage's view of the same server: LiveModel / SmokeResult, no pid or port in them."""
+    seam = LocalServing(server, "dev")
+    assert isinstance(seam, Serving)
+    live = seam.live()
+    assert live is not None and live.model_version == "2" and live.healthy
+    assert live.target == "local:dev" and live.endpoint == server.url and len(live.model_sha256) == 64
+    assert not {"pid", "port", "host", "log_path", "model_path"} & set(live.to_dict())
+    pid = server.current()["pid"]
+    assert seam.deploy(uri("2"), "2", expected_sha256=live.model_sha256, startup_timeout=120) == live
+    assert server.current()["pid"] == pid  # the live version again: nothing restarted
+    rows = data[FEATURES].head(4)
+    smoke = seam.smoke_test(rows)
+    assert isinstance(smoke, SmokeResult) and len(smoke.predictions) == 4 and smoke.endpoint == server.url
+    assert seam.verify("2", live.model_sha256) and not seam.verify("1")
+    back = seam.rollback(startup_timeout=120)  # the version live before 2
+    assert back is not None and back.model_version == "1" and back.healthy
+    assert seam.live() == back and seam.verify("1") and not seam.verify("2")
+    v1 = [int(p) for p in registry.load_model(MODEL, "1").predict(rows)]
+    assert seam.smoke_test(rows).predictions == v1
+
+
+def test_serving_seam_with_nothing_deployed(tmp_path):
+    seam = LocalServing(LocalModelServer(tmp_path / "none", "127.0.0.1", free_port(), "sqlite:///unused.db"), "dev")
+    assert seam.live() is None and seam.verify("1") is False
+    assert seam.rollback(startup_timeout=5) is None and seam.stop() is None
+    with pytest.raises(SmokeTestFailed, match="nothing is deployed"):
+        seam.smoke_test(pd.DataFrame({"a": [1]}))
+
+
 def test_stop_leaves_no_process(server):
     deployment = server.current()
     pid = deployment["pid"]
     stopped = server.stop()
     assert stopped is not None and stopped.pid == pid
     assert not pid_alive(pid)
-    assert not _group_alive(pid)  # the uvicorn child went with the CLI process
+    assert not group_alive(pid)  # the uvicorn child went with the CLI process
     assert port_is_free("127.0.0.1", server.port)
-    assert server.current() is None and server.verify("2") is False
+    assert server.current() is None and server.verify("1") is False
     assert server.history()[-1]["event"] == "stopped"
     assert not (server.state_dir / DEPLOYMENT_FILE).exists()
 

@@ -122,14 +122,14 @@ def test_champion_has_lineage_to_stored_versions(store):
 def test_served_model_is_the_champion_and_answers(demo):
     import requests
 
-    from mlops_core.backends import serving_backend
+    from mlops_core.backends import local_model_server
     from mlops_core.demo_data import generate_day
     from mlops_core.training.model import prepare_features
 
     for env in ("dev", "staging", "prod"):
         settings, registry = _registry(env)
         champion = registry.champion(settings.registered_model_name)
-        live = serving_backend(settings).current()
+        live = local_model_server(settings).current()
         assert live and live["alive"], env
         assert str(live["model_version"]) == str(champion.version), env
     settings, _ = _registry("dev")
@@ -184,11 +184,11 @@ def test_a_dev_run_offered_to_prod_is_refused_at_once(client):
 
 
 def test_a_posted_asset_event_cannot_move_or_serve_another_prod_model(client, demo):
-    from mlops_core.backends import serving_backend
+    from mlops_core.backends import local_model_server
 
     before = _prod_champion()
     settings, _ = _registry("prod")
-    live_before = serving_backend(settings).current()["model_version"]
+    live_before = local_model_server(settings).current()["model_version"]
     ids = {a["name"]: a["id"] for a in client.assets()}
     deploys = len(client.runs("deploy"))
     client.request(
@@ -200,7 +200,7 @@ def test_a_posted_asset_event_cannot_move_or_serve_another_prod_model(client, de
     newest = client.runs("deploy")[-1]["dag_run_id"]
     _wait_state(client, "deploy", newest)
     assert _prod_champion() == before
-    assert serving_backend(settings).current()["model_version"] == live_before
+    assert local_model_server(settings).current()["model_version"] == live_before
 
 
 def test_a_promotion_to_prod_waits_for_the_approval_and_a_rejection_changes_nothing(demo, client):

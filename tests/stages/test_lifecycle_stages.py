@@ -14,11 +14,33 @@ import pytest
 from tests.conftest import isolate_mlops_env
 
 
+class RecordingMirror:
+    """A registry mirror that keeps what it was told (the Protocol's calls, in order), idempotent by
+    (model, version) like a real one: the stages' wiring to ``backends.registry_mirror`` is checked
+    against it; the cloud mirrors are tested against their services."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple] = []
+        self.versions: dict[tuple[str, str], object] = {}
+
+    def mirror(self, version):
+        self.calls.append(("mirror", version.model_name, version.version))
+        self.versions.setdefault((version.model_name, version.version), version)
+        return f"mirror://{version.model_name}/{version.version}"
+
+    def approve(self, model_name, version, *, approved_by):
+        self.calls.append(("approve", model_name, str(version), approved_by))
+
+    def reject(self, model_name, version, *, reason):
+        self.calls.append(("reject", model_name, str(version), reason))
+
+
 @pytest.fixture(scope="module")
 def lifecycle(tmp_path_factory):
     mp = pytest.MonkeyPatch()
     home = isolate_mlops_env(mp, tmp_path_factory.mktemp("stages") / "mlops")
 
+    from mlops_core.backends import backends_for
     from mlops_core.demo_data import DriftSpec, write_bad_files, write_day_files
     from mlops_core.dropzone import scan_drop_zone
     from mlops_core.serving import LocalModelServer
@@ -26,9 +48,11 @@ def lifecycle(tmp_path_factory):
     from mlops_core.stages import deploy, evaluate, features, ingest, monitor, promote, train
 
     s = load_settings("dev")
+    backends = backends_for(s)  # built once, as a task does
     drop = s.dataset.drop_zone
     drop.mkdir(parents=True)
-    out: dict = {"settings": s}
+    mirror = RecordingMirror()
+    out: dict = {"settings": s, "mirror": mirror}
 
     def ready():
         return [f.path for f in scan_drop_zone(drop, s.dataset.file_patterns, min_age_seconds=0)]
@@ -39,13 +63,13 @@ def lifecycle(tmp_path_factory):
         verdict = monitor.check_for_retraining(s, [rep["version_id"]], run_key=f"monitor-{tag}")
         result = {"ingest": rep, "verdict": verdict}
         if verdict["retrain"]:
-            ts = train.build_training_set(s, f"ts-{tag}")
-            job = train.run_training_job(s, ts, f"job-{tag}")
-            cand = train.log_candidate(s, ts, job, f"train-{tag}")
-            ev = evaluate.evaluate_candidate(s, cand)
+            ts = train.build_training_set(s, f"ts-{tag}", backends)
+            job = train.run_training_job(s, ts, f"job-{tag}", backends)
+            cand = train.log_candidate(s, ts, job, f"train-{tag}", backends)
+            ev = evaluate.evaluate_candidate(s, cand, mirror=mirror)
             result.update(training_set=ts, job=job, candidate=cand, evaluation=ev)
             if ev["promote"]:
-                champ = evaluate.promote_to_champion(s, ev)
+                champ = evaluate.promote_to_champion(s, ev, mirror=mirror)
                 result["deploy"] = deploy.deploy_champion(s, champ["version"])
         return result
 
@@ -59,9 +83,9 @@ def lifecycle(tmp_path_factory):
         # end-to-end test covers covariate drift.)
         write_day_files(drop, [4, 5], rows=600, drift=DriftSpec(kind="concept", start_day=4))
         out["drift"] = cycle("drift", "2026-01-07T00:00:00+00:00")
-        out["rerun_job"] = train.run_training_job(s, out["initial"]["training_set"], "job-initial")
+        out["rerun_job"] = train.run_training_job(s, out["initial"]["training_set"], "job-initial", backends)
         plan = promote.plan_promotion("dev")
-        out["promoted"] = promote.copy_champion(plan)
+        out["promoted"] = promote.copy_champion(plan, mirror=mirror)
         out["staging_deploy"] = deploy.deploy_champion(load_settings("staging"), out["promoted"]["version"])
         yield out
     finally:
@@ -88,6 +112,35 @@ def test_quarantine_has_reasons(lifecycle):
     text = json.dumps(records)
     assert "missing_columns" in text and "usage_hours" in text
     assert "plan" in text  # the unknown plan value
+
+
+def test_registry_mirror_follows_registration_and_the_gate(lifecycle):
+    """Every registered version reaches the mirror once with its lineage; the gate's verdict follows it."""
+    s, mirror = lifecycle["settings"], lifecycle["mirror"]
+    metric = s.evaluation.primary_metric
+    evaluations = [c["evaluation"] for c in (lifecycle["initial"], lifecycle["drift"])]
+    promoted = lifecycle["promoted"]
+    expected = []
+    for ev in evaluations:
+        expected.append(("mirror", ev["model_name"], ev["version"]))
+        if ev["promote"]:
+            expected.append(("approve", ev["model_name"], ev["version"], None))
+        else:
+            expected.append(("reject", ev["model_name"], ev["version"], "; ".join(ev["reasons"])))
+        assert ev["mirror_ref"] == f"mirror://{ev['model_name']}/{ev['version']}"
+        sent = mirror.versions[(ev["model_name"], ev["version"])]
+        assert sent.model_uri == f"models:/{ev['model_name']}/{ev['version']}" and len(sent.model_sha256) == 64
+        assert sent.metrics[metric] == pytest.approx(ev["challenger_metrics"][metric])
+        assert sent.lineage["mlops.run_id"] == ev["mlflow_run_id"]
+        assert {"mlops.dataset_versions", "mlops.git_commit", "mlops.training_set"} <= set(sent.lineage)
+    expected += [
+        ("mirror", promoted["model_name"], promoted["version"]),
+        ("approve", promoted["model_name"], promoted["version"], None),
+    ]
+    assert mirror.calls == expected
+    copy = mirror.versions[(promoted["model_name"], promoted["version"])]
+    assert copy.lineage["mlops.promoted_from"].startswith(f"{s.registered_model_name}/")
+    assert promoted["mirror_ref"] == f"mirror://{promoted['model_name']}/{promoted['version']}"
 
 
 def test_calm_day_does_not_retrain(lifecycle):
@@ -180,7 +233,7 @@ def test_evaluate_register_cannot_move_a_champion_that_needs_approval(lifecycle)
 
 def test_failed_smoke_test_rolls_back_to_the_previous_champion(lifecycle, monkeypatch):
     """Fault injection: the smoke test of the newly deployed version fails; everything else is real."""
-    from mlops_core.backends import model_registry, serving_backend
+    from mlops_core.backends import local_model_server, model_registry
     from mlops_core.serving import LocalModelServer, SmokeTestFailed
     from mlops_core.stages.deploy import DeploymentFailed, deploy_champion
 
@@ -204,13 +257,13 @@ def test_failed_smoke_test_rolls_back_to_the_previous_champion(lifecycle, monkey
     with pytest.raises(DeploymentFailed, match=f"rolled back to version {live}"):
         deploy_champion(s, bad)
     assert registry.champion(name).version == live
-    current = serving_backend(s).current()
+    current = local_model_server(s).current()
     assert current["alive"] and str(current["model_version"]) == str(live)
 
 
 def test_a_tampered_champion_is_refused_by_monitor_evaluate_and_deploy(lifecycle, tmp_path):
     """The champion's MLmodel is switched to pickle with a payload in the artifact store; nothing runs it."""
-    from mlops_core.backends import model_registry, serving_backend
+    from mlops_core.backends import local_model_server, model_registry
     from mlops_core.model_integrity import MODEL_SHA256_TAG, ModelIntegrityError
     from mlops_core.stages import evaluate, monitor
     from mlops_core.stages.deploy import DeploymentFailed, deploy_champion
@@ -223,7 +276,7 @@ def test_a_tampered_champion_is_refused_by_monitor_evaluate_and_deploy(lifecycle
     cycles = [lifecycle["initial"], lifecycle["drift"]]
     target = next(c["evaluation"]["version"] for c in cycles if c["evaluation"]["version"] != live)
     untouched = next(c["candidate"] for c in cycles if c["evaluation"]["version"] == live)
-    live_pid = serving_backend(s).current()["pid"]
+    live_pid = local_model_server(s).current()["pid"]
     expected = registry.version_info(name, target).tags.get(MODEL_SHA256_TAG)
     refused = f"{name} version {target}: .*expected sha256 {expected}, found [0-9a-f]{{64}}"
     canary = tmp_path / "canary"
@@ -244,5 +297,5 @@ def test_a_tampered_champion_is_refused_by_monitor_evaluate_and_deploy(lifecycle
                 registry.set_champion(name, live)
     assert not canary.exists()
     assert registry.champion(name).version == live
-    current = serving_backend(s).current()
+    current = local_model_server(s).current()
     assert current["alive"] and current["pid"] == live_pid  # the live server was never stopped

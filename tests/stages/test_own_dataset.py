@@ -62,7 +62,7 @@ def own_dataset(mlops_home, tmp_path, monkeypatch):
 
 
 def test_regression_contract_without_keys_runs_through(own_dataset):
-    from mlops_core.backends import model_registry
+    from mlops_core.backends import backends_for, model_registry
     from mlops_core.dropzone import scan_drop_zone
     from mlops_core.settings import load_settings
     from mlops_core.stages import evaluate, features, train
@@ -77,13 +77,14 @@ def test_regression_contract_without_keys_runs_through(own_dataset):
     feat = features.materialize_versions(settings, [report["version_id"]])
     assert feat["offline_rows"] == 800
 
-    ts = train.build_training_set(settings, "ts-houses")
+    backends = backends_for(settings)
+    ts = train.build_training_set(settings, "ts-houses", backends)
     assert ts["train_rows"] + ts["holdout_rows"] == 800 and ts["holdout_rows"] > 0
-    job = train.run_training_job(settings, ts, "job-houses")
+    job = train.run_training_job(settings, ts, "job-houses", backends)
     assert {"test_rmse", "test_mae", "test_r2"} <= set(job["metrics"])
     assert job["metrics"]["test_r2"] > 0.5  # the price really depends on the features
 
-    candidate = train.log_candidate(settings, ts, job, "train-houses")
+    candidate = train.log_candidate(settings, ts, job, "train-houses", backends)
     ev = evaluate.evaluate_candidate(settings, candidate)
     assert ev["promote"] is True and ev["model_name"] == "dev.house_prices", ev["reasons"]
     evaluate.promote_to_champion(settings, ev)
@@ -96,7 +97,7 @@ def test_the_readme_walkthrough_dataset_runs_with_only_a_contract_and_two_variab
     its index, the shipped example contract, MLOPS_CONTRACT and MLOPS_DROP_ZONE; nothing else."""
     from sklearn.datasets import load_diabetes
 
-    from mlops_core.backends import model_registry
+    from mlops_core.backends import backends_for, model_registry
     from mlops_core.dropzone import scan_drop_zone
     from mlops_core.settings import REPO_ROOT, load_settings
     from mlops_core.stages import evaluate, features, train
@@ -116,9 +117,10 @@ def test_the_readme_walkthrough_dataset_runs_with_only_a_contract_and_two_variab
     assert report["rows"] == len(frame) and report["rejected_rows"] == 0  # the unnamed index column was dropped
 
     features.materialize_versions(settings, [report["version_id"]])
-    ts = train.build_training_set(settings, "ts-diabetes")
-    job = train.run_training_job(settings, ts, "job-diabetes")
-    candidate = train.log_candidate(settings, ts, job, "train-diabetes")
+    backends = backends_for(settings)
+    ts = train.build_training_set(settings, "ts-diabetes", backends)
+    job = train.run_training_job(settings, ts, "job-diabetes", backends)
+    candidate = train.log_candidate(settings, ts, job, "train-diabetes", backends)
     ev = evaluate.evaluate_candidate(settings, candidate)
     assert ev["promote"] is True, ev["reasons"]  # r2 above 0: better than predicting the mean
     evaluate.promote_to_champion(settings, ev)

@@ -14,11 +14,14 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from mlops_core.approvals import approval_for
-from mlops_core.backends import model_registry
+from mlops_core.backends import model_registry, object_store, registry_mirror
 from mlops_core.errors import PermanentError
+from mlops_core.registry_mirror import MirroredVersion
 from mlops_core.stages.train import read_training_frame
 
 if TYPE_CHECKING:
+    from mlops_core.registry import ModelRegistry
+    from mlops_core.registry_mirror import RegistryMirror
     from mlops_core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -29,7 +32,11 @@ class CandidateFromAnotherEnvironment(PermanentError):
 
 
 def evaluate_candidate(
-    settings: Settings, candidate: dict[str, Any], *, min_improvement: float | None = None
+    settings: Settings,
+    candidate: dict[str, Any],
+    *,
+    min_improvement: float | None = None,
+    mirror: RegistryMirror | None = None,
 ) -> dict[str, Any]:
     from mlops_core.evaluation import PromotionPolicy, decide_promotion, score_model
     from mlops_core.lineage import git_commit
@@ -44,7 +51,7 @@ def evaluate_candidate(
             f"{settings.env} only by promotion (the promote DAG, from the environment before it), with the approval "
             f"{settings.env} requires"
         )
-    holdout = read_training_frame(settings, {"key": candidate["training_set"]}, "holdout")
+    holdout = read_training_frame(object_store(settings), {"key": candidate["training_set"]}, "holdout")
     if holdout.empty:
         raise ValueError(f"training set {candidate['training_set']} has no held-out rows to evaluate on")
 
@@ -77,6 +84,12 @@ def evaluate_candidate(
             "mlops.promotion_decision": "promote" if decision.promote else "reject",
         },
     )
+    mirror = mirror or registry_mirror(settings)
+    mirror_ref = mirror.mirror(_mirrored(registry, name, version, challenger))
+    if mirror_ref:
+        log.info("%s version %s mirrored as %s", name, version, mirror_ref)
+    if not decision.promote:
+        mirror.reject(name, version, reason="; ".join(decision.reasons))
     return {
         "env": settings.env,
         "model_name": name,
@@ -88,7 +101,21 @@ def evaluate_candidate(
         "champion_metrics": champion,
         "champion_version": champion_info.version if champion_info else None,
         "requires_approval": settings.promotion.require_approval,
+        "mirror_ref": mirror_ref,
     }
+
+
+def _mirrored(registry: ModelRegistry, name: str, version: str, metrics: dict[str, Any]) -> MirroredVersion:
+    """A registered version as the registry mirror receives it: files, digest, metrics, lineage tags."""
+    info = registry.version_info(name, version)
+    return MirroredVersion(
+        model_name=name,
+        version=str(version),
+        model_uri=registry.model_uri(name, str(version)),
+        model_sha256=info.model_sha256 or "",
+        metrics={k: float(v) for k, v in metrics.items() if isinstance(v, int | float)},
+        lineage={k: v for k, v in info.tags.items() if k.startswith("mlops.")},
+    )
 
 
 def candidate_from_run(settings: Settings, run_id: str) -> dict[str, Any]:
@@ -107,7 +134,11 @@ def candidate_from_run(settings: Settings, run_id: str) -> dict[str, Any]:
 
 
 def promote_to_champion(
-    settings: Settings, evaluation: dict[str, Any], approval: dict[str, Any] | None = None
+    settings: Settings,
+    evaluation: dict[str, Any],
+    approval: dict[str, Any] | None = None,
+    *,
+    mirror: RegistryMirror | None = None,
 ) -> dict[str, Any]:
     """Make the evaluated version ``@champion``: only if the gate passed it and, where required, a human approved.
 
@@ -122,6 +153,8 @@ def promote_to_champion(
     registry.set_champion(evaluation["model_name"], evaluation["version"], previous=evaluation["champion_version"])
     if approved_by:
         registry.set_version_tags(evaluation["model_name"], evaluation["version"], {"mlops.approved_by": approved_by})
+    mirror = mirror or registry_mirror(settings)
+    mirror.approve(evaluation["model_name"], evaluation["version"], approved_by=approved_by)
     log.info(
         "%s version %s is now @champion (previous: %s; approved by %s)",
         evaluation["model_name"],

@@ -322,7 +322,7 @@ class _Reading:
         from mlops_core.datasets import QuarantineRows
         from mlops_core.validation import RESTART, validate_batches
 
-        remember: _RememberOnly | None = None
+        remember: Any = None
         for _ in range(2):
             source = self.staged.new_source()
             rejected = QuarantineRows(self.scratch.new_path("rejected.parquet"))
@@ -362,19 +362,57 @@ class _Reading:
             log.info("%s: %d row key(s) accepted in two batches; reading it again", shown, len(repeated))
             self.staged.discard(source)
             rejected.reset()
-            remember = _RememberOnly(repeated)
+            remember = _remember_only(repeated)
         raise RuntimeError(f"{shown}: rows repeated across batches were still accepted after a second reading")
 
 
-class _RememberOnly(dict[str, int]):
-    """``seen_keys`` for validate that remembers only the given keys (the ones repeated across batches)."""
+def _remember_only(keys: set[str]) -> Any:
+    """``seen_keys`` for validate that keeps, across batches, only ``keys`` (the ones repeated across batches).
 
-    def __init__(self, keys: set[str]) -> None:
-        super().__init__()
-        self.keys_to_remember = frozenset(keys)
+    A :class:`~mlops_core.validation.SeenRowKeys` as validate uses it (``record`` a batch, then the
+    ``first_rows`` of its keys): every key of the current batch is known (for repeats within it),
+    but only ``keys`` are kept for the batches after it, so memory does not grow with the file.
+    """
+    from mlops_core.validation import SeenRowKeys
 
-    def update(self, other: Any = (), /, **kwargs: int) -> None:  # validate passes a dict
-        super().update({k: v for k, v in dict(other, **kwargs).items() if k in self.keys_to_remember})
+    class RememberOnly(SeenRowKeys):
+        def __init__(self) -> None:
+            super().__init__()
+            self.only = frozenset(keys)
+            self.kept: dict[str, int] = {}  # key -> first data row number in the file
+            self.batch: dict[str, int] = {}  # key -> first data row number in the current batch
+
+        def __len__(self) -> int:
+            return len(self.kept)
+
+        def __contains__(self, key: object) -> bool:
+            return key in self.kept or key in self.batch
+
+        def clear(self) -> None:
+            self.kept.clear()
+            self.batch.clear()
+
+        def record(self, batch_keys: list[str], numbers: Any) -> int:
+            batch: dict[str, int] = {}
+            for key, number in zip(batch_keys, numbers.tolist(), strict=True):
+                batch.setdefault(key, number)
+            new = sum(1 for key in batch if key not in self.kept)
+            for key, number in batch.items():
+                if key in self.only:
+                    self.kept.setdefault(key, number)
+            self.batch = batch
+            return new
+
+        def get(self, key: str, default: int | None = None) -> int | None:
+            return self.kept.get(key, self.batch.get(key, default))
+
+        def first_rows(self, batch_keys: list[str]) -> Any:
+            import numpy as np
+
+            first = [self.kept[k] if k in self.kept else self.batch[k] for k in batch_keys]
+            return np.array(first, dtype=np.int64)
+
+    return RememberOnly()
 
 
 def _accepted_row_numbers(part: Any, offset: int) -> Any:

@@ -8,18 +8,23 @@ deploy stage of the target environment serves it. Whether a human must approve f
 ``promotion.require_approval`` of the *target* environment; :func:`copy_champion` checks the
 approval itself (``mlops_core.approvals``), so no caller can skip it. The plan carries what an
 approver needs to decide: the candidate's held-out metric, the target's current champion and
-its metric.
+its metric. The target environment's registry mirror (``backends.registry_mirror``) receives the
+copy with its lineage and approves it once it is ``@champion``.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mlops_core.approvals import approval_for
-from mlops_core.backends import model_registry
+from mlops_core.backends import model_registry, registry_mirror
 from mlops_core.errors import PermanentError
+from mlops_core.registry_mirror import MirroredVersion
 from mlops_core.settings import load_settings
+
+if TYPE_CHECKING:
+    from mlops_core.registry_mirror import RegistryMirror
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +61,9 @@ def plan_promotion(from_env: str, version: str | None = None) -> dict[str, Any]:
     }
 
 
-def copy_champion(plan: dict[str, Any], approval: dict[str, Any] | None = None) -> dict[str, Any]:
+def copy_champion(
+    plan: dict[str, Any], approval: dict[str, Any] | None = None, *, mirror: RegistryMirror | None = None
+) -> dict[str, Any]:
     """Copy the planned version into the target namespace, verify its files, make it ``@champion`` there.
 
     ``approval`` is the approval step's answer; a target environment that requires approval
@@ -85,6 +92,17 @@ def copy_champion(plan: dict[str, Any], approval: dict[str, Any] | None = None) 
     digest = registry.verify_model(plan["target_model"], new_version)  # ModelIntegrityError: the alias stays
     registry.set_champion(plan["target_model"], new_version, previous=previous.version if previous else None)
     info = registry.version_info(plan["target_model"], new_version)
+    mirror = mirror or registry_mirror(target)
+    mirror_ref = mirror.mirror(
+        MirroredVersion(
+            model_name=plan["target_model"],
+            version=str(new_version),
+            model_uri=registry.model_uri(plan["target_model"], str(new_version)),
+            model_sha256=digest,
+            lineage={k: v for k, v in info.tags.items() if k.startswith("mlops.")},
+        )
+    )
+    mirror.approve(plan["target_model"], str(new_version), approved_by=approved_by)
     log.info(
         "Promoted %s/%s to %s version %s (sha256 %s verified)",
         plan["source_model"],
@@ -100,4 +118,5 @@ def copy_champion(plan: dict[str, Any], approval: dict[str, Any] | None = None) 
         "previous_version": previous.version if previous else None,
         "mlflow_run_id": info.run_id,
         "approved_by": approved_by,
+        "mirror_ref": mirror_ref,
     }

@@ -1,8 +1,15 @@
 """Stage 3: build a point-in-time-correct training set, run the training job, log to MLflow.
 
 Names are keyed by the run (``run_key``), never by the clock: a retried task finds the training
-set, the finished job and the MLflow run of its first try and re-attaches instead of starting
-duplicates.
+set, the job and the MLflow run of its first try and re-attaches instead of starting duplicates.
+The job runs on the environment's compute service (:class:`mlops_core.compute.Compute`): its
+attempts are named ``<job name>``, ``<job name>-a2``, ... so that a job that failed or was stopped
+is followed by a new attempt under a new name (names are unique forever, as in SageMaker) and a
+retry finds the attempt that runs or finished instead of starting a second one. The model and
+metrics are read back from object storage (the job's ``model_uri`` / ``metrics_uri``), so logging
+works whatever machine trained.
+
+Every function takes the backends built once by the task (:class:`mlops_core.backends.Backends`).
 """
 
 from __future__ import annotations
@@ -11,18 +18,28 @@ import hashlib
 import io
 import json
 import logging
+import tempfile
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mlops_core.backends import compute_backend, feature_repository, model_registry, object_store
+from mlops_core.compute import JobNameInUse, JobNotFound, JobSpec, download_outputs, read_metrics
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from mlops_core.backends import ComputeBackend
+    from mlops_core.backends import Backends
+    from mlops_core.compute import Compute, JobDescription
     from mlops_core.settings import Settings
+    from mlops_core.storage import ObjectStore
 
 log = logging.getLogger(__name__)
+
+ENTRYPOINT = ("python", "-m", "mlops_core.training.entrypoint")
+JOB_OUTPUT_PREFIX = "training_jobs"
+MAX_ATTEMPTS = 20
+DEFAULT_POLL_SECONDS = 5.0
 
 
 class TrainingJobFailed(RuntimeError):
@@ -37,7 +54,7 @@ def training_set_prefix(run_key: str) -> str:
     return f"training_sets/{run_key}"
 
 
-def build_training_set(settings: Settings, run_key: str) -> dict[str, Any]:
+def build_training_set(settings: Settings, run_key: str, backends: Backends) -> dict[str, Any]:
     """Training rows of the last ``training.window_days`` days, features joined point in time."""
     import pandas as pd
 
@@ -45,7 +62,7 @@ def build_training_set(settings: Settings, run_key: str) -> dict[str, Any]:
     from mlops_core.evaluation import split_holdout
 
     contract = settings.load_contract()
-    objects = object_store(settings)
+    objects = backends.store
     prefix = training_set_prefix(run_key)
     if objects.exists(f"{prefix}/manifest.json"):
         log.info("Training set %s already built (retry): reusing it", prefix)
@@ -65,7 +82,7 @@ def build_training_set(settings: Settings, run_key: str) -> dict[str, Any]:
             f"training needs at least training.min_rows={settings.training.min_rows}"
         )
     entity_df = rows[["_entity", "_event_time", "_row_key", contract.target]]
-    repo = feature_repository(settings, contract)
+    repo = backends.feature_repository(contract)
     dataset = repo.training_set(entity_df)
     train, holdout = split_holdout(dataset, settings.training.holdout_days)
     digest = hashlib.sha256("".join(sorted(dataset["_row_key"])).encode()).hexdigest()[:16]
@@ -95,68 +112,169 @@ def build_training_set(settings: Settings, run_key: str) -> dict[str, Any]:
     return manifest
 
 
-def read_training_frame(settings: Settings, training_set: dict[str, Any], part: str) -> pd.DataFrame:
+def read_training_frame(store: ObjectStore, training_set: dict[str, Any], part: str) -> pd.DataFrame:
     import pandas as pd
 
-    data = object_store(settings).get_bytes(f"{training_set['key']}/{part}.parquet")
+    data = store.get_bytes(f"{training_set['key']}/{part}.parquet")
     return pd.read_parquet(io.BytesIO(data))
 
 
-def run_training_job(
-    settings: Settings, training_set: dict[str, Any], job_name: str, compute: ComputeBackend | None = None
-) -> dict[str, Any]:
-    """Lay out the ``/opt/ml`` root for ``job_name`` and run the entrypoint on the compute backend.
+# ----------------------------------------------------------------------------- the job
+def training_job_spec(settings: Settings, training_set: dict[str, Any], name: str, store: ObjectStore) -> JobSpec:
+    """The job that trains on ``training_set``: channels ``train`` and ``test`` (the holdout, unless
+    it is empty), the settings' algorithm and hyperparameters, ``training.timeout_minutes``.
 
-    ``compute`` defaults to the environment's backend; the operator passes its own instance so
-    that ``on_kill`` can stop the job it started.
+    Unknown algorithms or hyperparameters fail here, before any job is submitted.
     """
-    from mlops_core.training.entrypoint import prepare_ml_root
+    from mlops_core.training.entrypoint import job_hyperparameters
 
-    ml_root = settings.home / "jobs" / job_name
-    metrics_file = ml_root / "output" / "data" / "metrics.json"
-    if metrics_file.is_file() and (ml_root / "model" / "model.skops").is_file():
-        log.info("Job %s already completed (retry): re-attaching to its output", job_name)
-        return {
-            "job_name": job_name,
-            "ml_root": str(ml_root),
-            "status": "Completed",
-            "metrics": json.loads(metrics_file.read_text()),
-            "seconds": 0.0,
-            "reattached": True,
-        }
     contract = settings.load_contract()
-    prepare_ml_root(
-        ml_root,
-        read_training_frame(settings, training_set, "train"),
-        read_training_frame(settings, training_set, "holdout"),
-        contract,
-        settings.training.algorithm,
-        dict(settings.training.hyperparameters),
+    inputs = {"train": store.uri(f"{training_set['key']}/train.parquet")}
+    if training_set.get("holdout_rows") != 0:
+        inputs["test"] = store.uri(f"{training_set['key']}/holdout.parquet")
+    return JobSpec(
+        name=name,
+        entrypoint=ENTRYPOINT,
+        inputs=inputs,
+        output_uri=store.uri(JOB_OUTPUT_PREFIX),
+        hyperparameters=job_hyperparameters(
+            contract, settings.training.algorithm, dict(settings.training.hyperparameters)
+        ),
+        max_runtime_seconds=settings.training.timeout_minutes * 60,
     )
-    result = (compute or compute_backend(settings)).run(job_name, ml_root, settings.training.timeout_minutes * 60)
-    if result.status != "Completed":
-        raise TrainingJobFailed(f"training job {job_name} {result.status.lower()}: {result.failure_reason}")
+
+
+def attempt_name(base: str, attempt: int) -> str:
+    """``base`` for the first attempt, ``base-a<N>`` after (cut to SageMaker's 63 characters)."""
+    if attempt == 1:
+        return base
+    suffix = f"-a{attempt}"
+    return base[: 63 - len(suffix)].rstrip("-") + suffix
+
+
+def find_or_submit_job(
+    compute: Compute, base_name: str, spec_for: Callable[[str], JobSpec], poll_seconds: float = DEFAULT_POLL_SECONDS
+) -> tuple[JobDescription, bool]:
+    """The run's training job: ``(description, submitted)``.
+
+    Walks the attempts ``base_name``, ``base_name-a2``, ...: the first attempt that is in progress
+    or completed is the run's job (re-attached, not submitted); one that failed or was stopped is
+    passed over; the first name never used gets a new job (``spec_for(name)``). One that is being
+    stopped is waited for first, so two jobs never run for one run. The job service itself is the
+    record of the attempts: nothing else needs to survive between tries.
+    """
+    for attempt in range(1, MAX_ATTEMPTS + 1):
+        name = attempt_name(base_name, attempt)
+        try:
+            job = compute.describe(name)
+        except JobNotFound:
+            try:
+                job = compute.submit(spec_for(name))
+            except JobNameInUse:  # submitted in between by someone else: that is the run's job
+                job = compute.describe(name)
+            else:
+                log.info("Submitted training job %s (attempt %d)", name, attempt)
+                return job, True
+        if job.status == "Stopping":
+            log.info("Training job %s is stopping; waiting for it before a new attempt", name)
+            job = wait_for_job(compute, name, poll_seconds)
+        if job.status in ("InProgress", "Completed"):
+            log.info("Training job %s is %s: re-attaching to it", name, job.status)
+            return job, False
+        log.info(
+            "Training job %s %s (%s); the next attempt gets a new name", name, job.status.lower(), job.failure_reason
+        )
+    raise TrainingJobFailed(
+        f"training job {base_name}: {MAX_ATTEMPTS} attempts ended without success; the last "
+        f"({attempt_name(base_name, MAX_ATTEMPTS)}): {job.status.lower()}: {job.failure_reason}"
+    )
+
+
+def wait_for_job(
+    compute: Compute,
+    name: str,
+    poll_seconds: float = DEFAULT_POLL_SECONDS,
+    on_log_line: Callable[[str], None] | None = None,
+) -> JobDescription:
+    """Poll ``describe`` until the job ends; each new line of its log goes to ``on_log_line``."""
+    printed = 0
+    emit = on_log_line or (lambda line: log.info("[%s] %s", name, line))
+    while True:
+        job = compute.describe(name)
+        lines = compute.log_lines(name, printed)
+        printed += len(lines)
+        for line in lines:
+            emit(line)
+        if job.terminal:
+            return job
+        time.sleep(poll_seconds)
+
+
+def raise_unless_completed(job: JobDescription) -> None:
+    """:class:`TrainingJobFailed` with the job's own failure reason unless it completed."""
+    if job.status != "Completed":
+        raise TrainingJobFailed(f"training job {job.name} {job.status.lower()}: {job.failure_reason}")
+
+
+def job_result(store: ObjectStore, job: JobDescription, reattached: bool) -> dict[str, Any]:
+    """What the training task returns for a completed job (its metrics read from ``metrics_uri``)."""
+    raise_unless_completed(job)
+    if not job.model_uri or not job.metrics_uri:
+        raise TrainingJobFailed(f"training job {job.name} completed but names no model or metrics location")
     return {
-        "job_name": job_name,
-        "ml_root": str(ml_root),
-        "status": result.status,
-        "metrics": json.loads(metrics_file.read_text()),
-        "seconds": round(result.seconds, 2),
-        "reattached": False,
+        "job_name": job.name,
+        "status": job.status,
+        "model_uri": job.model_uri,
+        "metrics_uri": job.metrics_uri,
+        "metrics": read_job_metrics(store, job.metrics_uri),
+        "seconds": round(job.seconds, 2),
+        "reattached": reattached,
     }
 
 
-def log_candidate(
-    settings: Settings, training_set: dict[str, Any], job: dict[str, Any], run_key: str
+def read_job_metrics(store: ObjectStore, metrics_uri: str) -> dict[str, Any]:
+    return read_metrics(store, metrics_uri)
+
+
+def run_training_job(
+    settings: Settings,
+    training_set: dict[str, Any],
+    job_name: str,
+    backends: Backends,
+    poll_seconds: float | None = None,
 ) -> dict[str, Any]:
-    """Log the trained model with params, metrics and dataset lineage as one MLflow run."""
+    """Submit the training job (or re-attach to the run's job) and wait for it here.
+
+    The Airflow operator does the same without holding a worker while the job runs (it defers);
+    this blocking form serves the stage tests and benchmarks.
+    """
+    poll = poll_seconds if poll_seconds is not None else settings.training.poll_seconds
+    job, submitted = find_or_submit_job(
+        backends.compute,
+        job_name,
+        lambda name: training_job_spec(settings, training_set, name, backends.store),
+        poll,
+    )
+    if not job.terminal:
+        job = wait_for_job(backends.compute, job.name, poll)
+    return job_result(backends.store, job, reattached=not submitted)
+
+
+def log_candidate(
+    settings: Settings, training_set: dict[str, Any], job: dict[str, Any], run_key: str, backends: Backends
+) -> dict[str, Any]:
+    """Log the trained model with params, metrics and dataset lineage as one MLflow run.
+
+    The model and the metrics are read from the job's ``model_uri`` / ``metrics_uri`` through the
+    object store, whichever compute service trained it.
+    """
     from mlops_core.lineage import git_commit
     from mlops_core.training.model import SKOPS_TRUSTED_TYPES, load_model, prepare_features
 
     contract = settings.load_contract()
-    objects = object_store(settings)
-    model, _meta = load_model(Path(job["ml_root"]) / "model")
-    train = read_training_frame(settings, training_set, "train")
+    objects = backends.store
+    metrics = read_job_metrics(objects, job["metrics_uri"])
+    train = read_training_frame(objects, training_set, "train")
     reference_key = f"{training_set['key']}/reference.parquet"
     if not objects.exists(reference_key):
         sample = train.sample(n=min(len(train), settings.monitoring.reference_rows), random_state=0)
@@ -178,27 +296,32 @@ def log_candidate(
         "holdout_days": settings.training.holdout_days,
         **{f"hp.{k}": v for k, v in settings.training.hyperparameters.items()},
     }
-    run_id = model_registry(settings).log_training_run(
-        run_name=run_key,
-        model=model,
-        input_example=features.head(5),
-        params=params,
-        metrics={k: float(v) for k, v in job["metrics"].items()},
-        tags=tags,
-        dataset_df=train,
-        dataset_name=f"{contract.name}-training-set",
-        dataset_digest=training_set["digest"],
-        dataset_source=training_set["uri"],
-        artifacts={"model_meta.json": Path(job["ml_root"]) / "model" / "model_meta.json"},
-        skops_trusted_types=SKOPS_TRUSTED_TYPES,
-    )
+    with tempfile.TemporaryDirectory(prefix="mlops-model-") as tmp:
+        model_dir = Path(tmp) / "model"
+        if not download_outputs(objects, job["model_uri"], model_dir):
+            raise TrainingJobFailed(f"training job {job['job_name']}: no model objects under {job['model_uri']}")
+        model, _meta = load_model(model_dir)
+        run_id = backends.registry.log_training_run(
+            run_name=run_key,
+            model=model,
+            input_example=features.head(5),
+            params=params,
+            metrics={k: float(v) for k, v in metrics.items()},
+            tags=tags,
+            dataset_df=train,
+            dataset_name=f"{contract.name}-training-set",
+            dataset_digest=training_set["digest"],
+            dataset_source=training_set["uri"],
+            artifacts={"model_meta.json": model_dir / "model_meta.json"},
+            skops_trusted_types=SKOPS_TRUSTED_TYPES,
+        )
     log.info("Logged MLflow run %s for %s", run_id, run_key)
     return {
         "env": settings.env,
         "mlflow_run_id": run_id,
         "training_set": training_set["key"],
         "dataset_versions": training_set["dataset_versions"],
-        "metrics": job["metrics"],
+        "metrics": metrics,
     }
 
 

@@ -332,6 +332,34 @@ def _write_parquet(df: pd.DataFrame, path: Path) -> None:
     write_atomic(path, df.to_parquet(index=False), mode=0o644)
 
 
+def job_hyperparameters(
+    contract: DatasetContract, algorithm: str, hyperparameters: Mapping[str, Any] | None = None
+) -> dict[str, str]:
+    """A training job's hyperparameters as SageMaker passes them: ``algorithm``, ``contract`` (JSON)
+    and the estimator's parameters, every value a string.
+
+    Unknown algorithms or hyperparameters fail here, before any job starts; a value longer than
+    SageMaker accepts is logged (a SageMaker job would reject it).
+    """
+    from mlops_core.training.model import resolve_hyperparameters
+
+    hyperparameters = dict(hyperparameters or {})
+    resolve_hyperparameters(contract.task, algorithm, hyperparameters)  # fail fast on bad names
+    clash = sorted({"algorithm", "contract"} & set(hyperparameters))
+    if clash:
+        raise ValueError(f"hyperparameter name(s) {clash} are reserved by the entrypoint; rename them")
+    strings = {"algorithm": algorithm, "contract": json.dumps(contract.to_dict(), separators=(",", ":"), default=str)}
+    strings.update({str(k): _sagemaker_string(v) for k, v in hyperparameters.items()})
+    too_long = sorted(k for k, v in strings.items() if len(v) > SAGEMAKER_MAX_HYPERPARAMETER_CHARS)
+    if too_long:
+        log.warning(
+            "hyperparameter(s) %s exceed SageMaker's %s characters per value; a SageMaker job would reject them",
+            too_long,
+            SAGEMAKER_MAX_HYPERPARAMETER_CHARS,
+        )
+    return strings
+
+
 def prepare_ml_root(
     ml_root: str | Path,
     train_df: pd.DataFrame,
@@ -343,18 +371,12 @@ def prepare_ml_root(
     """Lay out ``ml_root`` as SageMaker would for a training job; return its (environment-free) paths.
 
     Writes ``input/data/train/train.parquet``, ``input/data/test/test.parquet`` (when ``test_df`` has
-    rows) and ``input/config/hyperparameters.json`` with string values, replacing what an earlier
-    attempt left in the channels and removing a stale ``output/failure``. The local backend runs the
-    entrypoint on this directory; cloud backends upload the channels and hand the same
-    hyperparameters to the job. Unknown algorithms or hyperparameters fail here, before any job starts.
+    rows) and ``input/config/hyperparameters.json`` with string values (:func:`job_hyperparameters`),
+    replacing what an earlier attempt left in the channels and removing a stale ``output/failure``.
+    A compute backend's job gets the same layout from the job spec (the local job's supervisor, or
+    SageMaker itself). Unknown algorithms or hyperparameters fail here, before anything is written.
     """
-    from mlops_core.training.model import resolve_hyperparameters
-
-    hyperparameters = dict(hyperparameters or {})
-    resolve_hyperparameters(contract.task, algorithm, hyperparameters)  # fail fast on bad names
-    clash = sorted({"algorithm", "contract"} & set(hyperparameters))
-    if clash:
-        raise ValueError(f"hyperparameter name(s) {clash} are reserved by the entrypoint; rename them")
+    strings = job_hyperparameters(contract, algorithm, hyperparameters)
     _check_frame(train_df, contract, "train")
     if len(train_df) == 0:
         raise TrainingInputError("the training set has 0 rows; there is nothing to train on")
@@ -368,16 +390,6 @@ def prepare_ml_root(
     _write_parquet(train_df, paths.train / "train.parquet")
     if test_df is not None and len(test_df):
         _write_parquet(test_df, paths.test / "test.parquet")
-
-    strings = {"algorithm": algorithm, "contract": json.dumps(contract.to_dict(), separators=(",", ":"), default=str)}
-    strings.update({str(k): _sagemaker_string(v) for k, v in hyperparameters.items()})
-    too_long = sorted(k for k, v in strings.items() if len(v) > SAGEMAKER_MAX_HYPERPARAMETER_CHARS)
-    if too_long:
-        log.warning(
-            "hyperparameter(s) %s exceed SageMaker's %s characters per value; a SageMaker job would reject them",
-            too_long,
-            SAGEMAKER_MAX_HYPERPARAMETER_CHARS,
-        )
     write_atomic(paths.hyperparameters, json.dumps(strings, indent=2, sort_keys=True))
     log.info(
         "laid out %s: %s train rows, %s test rows", paths.root, len(train_df), 0 if test_df is None else len(test_df)

@@ -117,7 +117,8 @@ def _default_mlops_home() -> Path:
 
 
 def _stop_everything(stack: AirflowStack, mlops_home: Path, timeout: float) -> None:
-    """Stop the stack, then the model servers of ``mlops_home``; print what was stopped."""
+    """Stop the stack, then the training jobs and model servers of ``mlops_home``; print what was stopped."""
+    from mlops_core.compute import LocalJobCompute
     from mlops_core.serving import LocalModelServer
 
     summary = stack.stop(timeout=timeout)
@@ -128,6 +129,8 @@ def _stop_everything(stack: AirflowStack, mlops_home: Path, timeout: float) -> N
             f"({summary.processes} processes with workers, tasks and log servers{killed}).",
             flush=True,
         )
+    for job in LocalJobCompute.stop_all(mlops_home / "jobs"):
+        print(f"Stopped training job {job}.", flush=True)
     servers = LocalModelServer.stop_all(mlops_home / "serving")
     for deployment in servers:
         print(
