@@ -21,6 +21,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from mlops_core.aws_errors import aws_error
+
 log = logging.getLogger(__name__)
 
 PARTITION_KEYS = ({"Name": "version_id", "Type": "string"}, {"Name": "event_date", "Type": "string"})
@@ -82,7 +84,7 @@ class GlueCatalog:
             )
             log.info("Created Glue database %s", database)
         except Exception as exc:
-            if _code(exc) != "AlreadyExistsException":
+            if aws_error(exc)[0] != "AlreadyExistsException":
                 raise
 
     def _ensure_table(self, database: str, table: str, columns: list[dict[str, str]], location: str) -> None:
@@ -96,7 +98,7 @@ class GlueCatalog:
         try:
             current = self.client.get_table(DatabaseName=database, Name=table)["Table"]
         except Exception as exc:
-            if _code(exc) != "EntityNotFoundException":
+            if aws_error(exc)[0] != "EntityNotFoundException":
                 raise
             self.client.create_table(DatabaseName=database, TableInput=table_input)
             log.info("Created Glue table %s.%s at %s", database, table, location)
@@ -151,7 +153,3 @@ class GlueCatalog:
             "Glue %s.%s: version %s has %d partition(s), %d new", database, table, version_id, len(wanted), len(added)
         )
         return added
-
-
-def _code(exc: Exception) -> str:
-    return str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from mlops_core.aws_errors import is_missing as _not_found
 from mlops_core.storage import ObjectNotFound, _clean_key
 
 log = logging.getLogger(__name__)
@@ -40,11 +41,6 @@ MIB = 1024 * 1024
 
 class ObjectCorrupted(IOError):
     """An object's bytes do not match the SHA-256 recorded when it was written (or none was recorded)."""
-
-
-def _not_found(exc: Exception) -> bool:
-    code = str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
-    return code in ("404", "NoSuchKey", "NotFound")
 
 
 def _sha256_file(path: Path) -> str:

@@ -21,6 +21,8 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from mlops_core.aws_errors import aws_error as _error
+from mlops_core.aws_errors import is_missing as _not_found
 from mlops_core.compute import JobDescription, JobNameInUse, JobNotFound, JobSpec, object_key
 
 if TYPE_CHECKING:
@@ -43,19 +45,6 @@ class SageMakerTrainingSettings:
     volume_size_gb: int = 30
     spot: bool = False
     max_wait_seconds: int | None = None  # spot only: runtime plus the time to wait for capacity
-
-
-def _error(exc: Exception) -> tuple[str, str]:
-    error = getattr(exc, "response", {}).get("Error", {})
-    return str(error.get("Code", "")), str(error.get("Message", ""))
-
-
-def _not_found(exc: Exception) -> bool:
-    code, message = _error(exc)
-    lowered = message.lower()
-    return code in ("ValidationException", "ResourceNotFound") and (
-        "could not find" in lowered or "not found" in lowered or "does not exist" in lowered
-    )
 
 
 class SageMakerCompute:

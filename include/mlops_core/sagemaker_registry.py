@@ -24,6 +24,7 @@ import logging
 import re
 from typing import TYPE_CHECKING, Any
 
+from mlops_core.aws_errors import is_missing as _is_missing
 from mlops_core.registry_mirror import MirroredVersion
 
 if TYPE_CHECKING:
@@ -169,12 +170,3 @@ def _metadata(version: MirroredVersion) -> dict[str, str]:
         **{f"metric_{name}": repr(value) for name, value in sorted(version.metrics.items())},
     }
     return {key[:128]: metadata_value(value) for key, value in fields.items() if value}
-
-
-def _is_missing(exc: Exception) -> bool:
-    error = getattr(exc, "response", {}).get("Error", {})
-    return error.get("Code") in ("ResourceNotFound", "ValidationException") and (
-        "not found" in str(error.get("Message", "")).lower()
-        or "does not exist" in str(error.get("Message", "")).lower()
-        or "could not find" in str(error.get("Message", "")).lower()
-    )

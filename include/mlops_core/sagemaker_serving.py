@@ -37,6 +37,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mlops_core.aws_errors import already_exists as _exists_already
+from mlops_core.aws_errors import aws_error as _error
+from mlops_core.aws_errors import is_missing as _missing
 from mlops_core.serving import DeploymentFailed, SmokeTestFailed, dataframe_split_payload
 from mlops_core.serving_target import LiveModel, SmokeResult
 
@@ -69,21 +72,6 @@ class SageMakerEndpointSettings:
     deployment_config: dict[str, Any] = field(default_factory=dict)
     wait_seconds: int = 1800
     poll_seconds: float = 15.0
-
-
-def _error(exc: Exception) -> tuple[str, str]:
-    error = getattr(exc, "response", {}).get("Error", {})
-    return str(error.get("Code", "")), str(error.get("Message", ""))
-
-
-def _exists_already(exc: Exception) -> bool:
-    code, message = _error(exc)
-    return code == "ValidationException" and "already exist" in message
-
-
-def _missing(exc: Exception) -> bool:
-    code, message = _error(exc)
-    return code == "ValidationException" and ("could not find" in message.lower() or "not found" in message.lower())
 
 
 class SageMakerServing:
