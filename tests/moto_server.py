@@ -26,6 +26,20 @@ has and moto lacks, this module extends moto's server to behave like the service
   ``UpdateEndpoint`` switches the endpoint to the new config (moto: HTTP 500). The same goes for
   ``CreateModelPackageGroup``, whose "already exists" answer the provider's hook relies on.
 
+- **Pipeline executions** (:func:`_sagemaker_pipelines_like_sagemaker`): in SageMaker an execution
+  is ``Executing`` until its steps end, ``StartPipelineExecution`` repeated with the same
+  ``ClientRequestToken`` starts nothing and answers the first execution, ``StopPipelineExecution``
+  moves an executing one to ``Stopping``, ``ListPipelineExecutionSteps`` lists its steps and
+  ``DescribePipelineExecution`` carries its ``FailureReason``. moto 5.2.5 marks every execution
+  ``Succeeded`` the moment it starts, ignores the token (a second execution each time), implements
+  neither StopPipelineExecution nor ListPipelineExecutionSteps (HTTP 500) and always answers an empty
+  FailureReason. Here an execution stays ``Executing`` until the test ends it through
+  :meth:`MotoServer.finish_pipeline_execution`, with the steps the test gives it. What SageMaker
+  answers to stopping an execution that already ended is not documented: moto answers a
+  ``ValidationException`` here, and the code never sends that request (it describes first).
+  moto also ignores ListPipelineExecutions' ``CreatedAfter``, sorting and paging (one page of
+  everything), which the code only uses to list fewer executions.
+
 - **InvokeEndpoint** answers canned bytes in moto; :mod:`tests.sagemaker_hosting` forwards it to
   our serving container run locally with the endpoint's model, as SageMaker would.
 
@@ -251,6 +265,65 @@ def _sagemaker_endpoints_like_sagemaker() -> None:
     SageMakerResponse.update_endpoint = update_endpoint  # type: ignore[attr-defined]
 
 
+def _sagemaker_pipelines_like_sagemaker() -> None:
+    from moto.core.responses import ActionResult, EmptyResult
+    from moto.sagemaker.exceptions import ValidationError
+    from moto.sagemaker.models import SageMakerModelBackend
+    from moto.sagemaker.responses import SageMakerResponse
+    from moto.sagemaker.utils import get_pipeline_execution_from_arn
+
+    original_start = SageMakerModelBackend.start_pipeline_execution
+    original_describe = SageMakerModelBackend.describe_pipeline_execution
+
+    def start_pipeline_execution(self: Any, pipeline_name: str, *args: Any) -> dict[str, str]:
+        token = args[-1]  # client_request_token, the last argument
+        tokens = self.__dict__.setdefault("_pipeline_request_tokens", {})
+        if token and (pipeline_name, token) in tokens:  # the same request again: its first answer
+            return {"PipelineExecutionArn": tokens[(pipeline_name, token)]}
+        answer = original_start(self, pipeline_name, *args)
+        execution = get_pipeline_execution_from_arn(self.pipelines, answer["PipelineExecutionArn"])
+        execution.pipeline_execution_status = "Executing"
+        execution.steps = []
+        if token:
+            tokens[(pipeline_name, token)] = answer["PipelineExecutionArn"]
+        return answer  # type: ignore[no-any-return]
+
+    def describe_pipeline_execution(self: Any, pipeline_execution_arn: str) -> dict[str, Any]:
+        answer = dict(original_describe(self, pipeline_execution_arn))
+        reason = get_pipeline_execution_from_arn(
+            self.pipelines, pipeline_execution_arn
+        ).pipeline_execution_failure_reason
+        if reason:
+            answer["FailureReason"] = reason
+        else:
+            answer.pop("FailureReason", None)
+        return answer
+
+    def stop_pipeline_execution(self: Any) -> Any:
+        arn = self._get_param("PipelineExecutionArn")
+        execution = get_pipeline_execution_from_arn(self.sagemaker_backend.pipelines, arn)
+        if execution.pipeline_execution_status != "Executing":
+            raise ValidationError(
+                message=f"Pipeline execution {arn} is {execution.pipeline_execution_status}; only an executing "
+                "pipeline execution can be stopped"
+            )
+        execution.pipeline_execution_status = "Stopping"
+        return ActionResult({"PipelineExecutionArn": arn}) if arn else EmptyResult()
+
+    def list_pipeline_execution_steps(self: Any) -> Any:
+        arn = self._get_param("PipelineExecutionArn")
+        execution = get_pipeline_execution_from_arn(self.sagemaker_backend.pipelines, arn)
+        steps = list(getattr(execution, "steps", []))
+        if self._get_param("SortOrder", "Descending") == "Descending":
+            steps.reverse()
+        return ActionResult({"PipelineExecutionSteps": steps})
+
+    SageMakerModelBackend.start_pipeline_execution = start_pipeline_execution  # type: ignore[method-assign]
+    SageMakerModelBackend.describe_pipeline_execution = describe_pipeline_execution  # type: ignore[method-assign]
+    SageMakerResponse.stop_pipeline_execution = stop_pipeline_execution  # type: ignore[attr-defined]
+    SageMakerResponse.list_pipeline_execution_steps = list_pipeline_execution_steps  # type: ignore[attr-defined]
+
+
 def make_moto_faithful() -> None:
     """Apply every extension above once per process (they survive ``/moto-api/reset``)."""
     global _patched
@@ -260,6 +333,7 @@ def make_moto_faithful() -> None:
         _count_calls()
         _sagemaker_training_jobs_like_sagemaker()
         _sagemaker_endpoints_like_sagemaker()
+        _sagemaker_pipelines_like_sagemaker()
         from tests import sagemaker_hosting
 
         sagemaker_hosting.install()  # InvokeEndpoint answered by our serving container (see there)
@@ -338,6 +412,38 @@ class MotoServer:
         job.training_end_time = job.last_modified_time = utcnow()
         if failure_reason is not None:
             job.failure_reason = failure_reason  # shown as FailureReason by DescribeTrainingJob
+
+    def pipeline_execution(self, arn: str) -> Any:
+        """moto's own record of a pipeline execution."""
+        from moto.sagemaker.models import sagemaker_backends
+        from moto.sagemaker.utils import get_pipeline_execution_from_arn
+
+        return get_pipeline_execution_from_arn(sagemaker_backends[ACCOUNT][self.region].pipelines, arn)
+
+    def set_pipeline_steps(self, arn: str, *steps: tuple[str, str] | tuple[str, str, str]) -> None:
+        """The execution's steps as ListPipelineExecutionSteps shows them: ``(name, status[, failure reason])``."""
+        from moto.core.utils import utcnow
+
+        listed = []
+        for step in steps:
+            entry: dict[str, Any] = {"StepName": step[0], "StepStatus": step[1], "StartTime": utcnow()}
+            if len(step) > 2:
+                entry["FailureReason"] = step[2]
+            listed.append(entry)
+        self.pipeline_execution(arn).steps = listed
+
+    def finish_pipeline_execution(self, arn: str, status: str = "Succeeded", failure_reason: str | None = None) -> None:
+        """End an ``Executing`` (or ``Stopping``) execution as SageMaker would."""
+        from moto.core.utils import utcnow
+
+        if status not in ("Succeeded", "Failed", "Stopped", "CompletedWithFailures"):
+            raise ValueError(
+                f"a pipeline execution ends Succeeded, Failed, Stopped or CompletedWithFailures, not {status!r}"
+            )
+        execution = self.pipeline_execution(arn)
+        execution.pipeline_execution_status = status
+        execution.last_modified_time = utcnow()
+        execution.pipeline_execution_failure_reason = failure_reason
 
 
 def start_moto_server() -> tuple[MotoServer, Any]:
