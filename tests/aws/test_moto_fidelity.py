@@ -121,3 +121,42 @@ def test_endpoint_names_are_unique_and_update_endpoint_switches_the_config(moto_
     sm.create_model_package_group(ModelPackageGroupName=group)
     with pytest.raises(ClientError, match="Model Package Group already exists"):
         sm.create_model_package_group(ModelPackageGroupName=group)
+
+
+def test_pipeline_executions_run_until_they_end_and_a_repeated_token_starts_nothing(moto_server):
+    """SageMaker: an execution is Executing until its steps end; a repeated ClientRequestToken answers the first
+    execution; StopPipelineExecution stops; steps and FailureReason are listed. moto 5.2.5: Succeeded at once, a
+    new execution per request, no StopPipelineExecution or ListPipelineExecutionSteps, an empty FailureReason."""
+    import json
+
+    sm = moto_server.client("sagemaker")
+    pipeline = unique_name("pipeline")
+    sm.create_pipeline(
+        PipelineName=pipeline,
+        PipelineDefinition=json.dumps({"Version": "2020-12-01", "Steps": []}),
+        RoleArn="arn:aws:iam::123456789012:role/r",
+    )
+    token = "t" * 40
+    first = sm.start_pipeline_execution(PipelineName=pipeline, ClientRequestToken=token)["PipelineExecutionArn"]
+    again = sm.start_pipeline_execution(PipelineName=pipeline, ClientRequestToken=token)["PipelineExecutionArn"]
+    assert again == first
+    other = sm.start_pipeline_execution(PipelineName=pipeline, ClientRequestToken="u" * 40)["PipelineExecutionArn"]
+    assert other != first
+    assert len(sm.list_pipeline_executions(PipelineName=pipeline)["PipelineExecutionSummaries"]) == 2
+    described = sm.describe_pipeline_execution(PipelineExecutionArn=first)
+    assert described["PipelineExecutionStatus"] == "Executing" and "FailureReason" not in described
+    moto_server.set_pipeline_steps(first, ("Prepare", "Succeeded"), ("Train", "Failed", "AlgorithmError: boom"))
+    steps = sm.list_pipeline_execution_steps(PipelineExecutionArn=first, SortOrder="Ascending")
+    assert [(s["StepName"], s["StepStatus"]) for s in steps["PipelineExecutionSteps"]] == [
+        ("Prepare", "Succeeded"),
+        ("Train", "Failed"),
+    ]
+    assert steps["PipelineExecutionSteps"][1]["FailureReason"] == "AlgorithmError: boom"
+    moto_server.finish_pipeline_execution(first, "Failed", "Step failure: One or multiple steps failed.")
+    described = sm.describe_pipeline_execution(PipelineExecutionArn=first)
+    assert described["PipelineExecutionStatus"] == "Failed"
+    assert described["FailureReason"] == "Step failure: One or multiple steps failed."
+    sm.stop_pipeline_execution(PipelineExecutionArn=other, ClientRequestToken="s" * 40)
+    assert sm.describe_pipeline_execution(PipelineExecutionArn=other)["PipelineExecutionStatus"] == "Stopping"
+    moto_server.finish_pipeline_execution(other, "Stopped")
+    assert sm.describe_pipeline_execution(PipelineExecutionArn=other)["PipelineExecutionStatus"] == "Stopped"

@@ -32,6 +32,7 @@ AWS_MODULES = {
     "tests/aws/test_sagemaker_serving.py",
     "tests/airflow/test_aws_hooks.py",
     "tests/airflow/test_training_operator_aws.py",
+    "tests/airflow/test_sagemaker_pipeline_operator.py",
 }
 
 
