@@ -9,7 +9,9 @@ beats the champion by at least `evaluation.min_improvement`; where the environme
 `promotion.require_approval` (prod), a human approves first in the UI (Required actions), with the
 scores of both models in front of them. Only runs trained in the same environment are evaluated:
 models reach later environments through `promote`. Emits **model_evaluation** for every decision
-(the run's note says it too) and **champion_model** when the alias moves.
+(the run's note says it too) and **champion_model** when the alias moves. Where the environment
+mirrors its registry to the cloud (`backends.registry_mirror`), a version the gate or the approver
+turns down is rejected there too, with the reason (`reject_in_mirror`); a champion is approved.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from airflow.sdk import Param, dag, task
 
 from mlops_airflow.assets import CHAMPION, EVALUATION, MODEL_CANDIDATE
 from mlops_airflow.dag_defaults import DEFAULT_ARGS, START_DATE, env_param
+from mlops_airflow.operators.registry_mirror import RegistryMirrorApprovalOperator
 
 
 @dag(
@@ -123,8 +126,32 @@ def evaluate_register():
         context["outlet_events"][CHAMPION].extra = champion
         return champion
 
+    @task(trigger_rule="all_skipped", multiple_outputs=True)
+    def rejection(**context) -> dict:
+        """promote was skipped: the gate or the approver said no. Why, for the registry mirror."""
+        from mlops_core.approvals import rejection_reason
+
+        evaluation = context["ti"].xcom_pull(task_ids="evaluate")
+        approval = context["ti"].xcom_pull(task_ids="approve_champion")
+        return {
+            "model_name": evaluation["model_name"],
+            "version": str(evaluation["version"]),
+            "reason": rejection_reason(evaluation, approval),
+        }
+
     evaluation = evaluate()
-    route(evaluation) >> [approve_champion, no_approval_required()] >> promote()
+    champion = promote()
+    route(evaluation) >> [approve_champion, no_approval_required()] >> champion
+    rejected = rejection()
+    champion >> rejected
+    RegistryMirrorApprovalOperator(
+        task_id="reject_in_mirror",
+        decision="reject",
+        model_name=rejected["model_name"],
+        version=rejected["version"],
+        reason=rejected["reason"],
+        execution_timeout=timedelta(minutes=10),
+    )
 
 
 evaluate_register()

@@ -16,6 +16,7 @@ from typing import Any
 from mlops_core.errors import ApprovalRequired
 
 APPROVE = "Approve"
+REJECT = "Reject"
 
 
 def approval_for(env: str, require_approval: bool, response: Mapping[str, Any] | None, what: str) -> str | None:
@@ -49,3 +50,27 @@ def approval_for(env: str, require_approval: bool, response: Mapping[str, Any] |
             f"by {who!r} is not an approval"
         )
     return f"{who['name']} ({who.get('id', '?')})"
+
+
+def rejection_reason(evaluation: Mapping[str, Any], response: Mapping[str, Any] | None) -> str:
+    """Why an evaluated version did not become ``@champion``, as the registry mirror records it.
+
+    Args:
+        evaluation: the evaluate stage's result (``promote``, ``reasons``).
+        response: the approval task's result, or None when no approval was asked.
+
+    Returns:
+        The promotion gate's reasons when the gate turned the version down; otherwise who rejected
+        it in the approval step; otherwise what the approval step answered.
+    """
+    if not evaluation.get("promote"):
+        reasons = [str(r) for r in evaluation.get("reasons") or []]
+        return "promotion gate: " + ("; ".join(reasons) or "did not pass")
+    if isinstance(response, Mapping):
+        chosen = response.get("chosen_options")
+        who = response.get("responded_by_user") or {}
+        name = who.get("name") if isinstance(who, Mapping) else None
+        if chosen == [REJECT] and name:
+            return f"rejected by {name} ({who.get('id', '?')}) in the Airflow approval step"
+        return f"not approved: the approval step answered {chosen!r}"
+    return "not promoted: no approval was given"

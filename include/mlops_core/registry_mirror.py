@@ -46,12 +46,15 @@ class RegistryMirror(Protocol):
         or None when nothing is mirrored. Mirroring a version already there returns its reference."""
         ...
 
-    def approve(self, model_name: str, version: str, *, approved_by: str | None) -> None:
-        """The version became ``@champion``: mark it approved in the mirror."""
+    def approve(self, model_name: str, version: str, *, approved_by: str | None, reason: str | None = None) -> None:
+        """The version became ``@champion`` (or an operator approves it): mark it approved in the mirror,
+        with ``reason`` as the recorded description when given. Approving an approved version with the
+        same description changes nothing."""
         ...
 
     def reject(self, model_name: str, version: str, *, reason: str) -> None:
-        """The gate or an approver turned the version down: mark it rejected, with the reason."""
+        """The gate or an approver turned the version down: mark it rejected, with the reason.
+        Rejecting a rejected version with the same reason changes nothing."""
         ...
 
 
@@ -64,7 +67,7 @@ class NoMirror:
     def mirror(self, version: MirroredVersion) -> str | None:
         return None
 
-    def approve(self, model_name: str, version: str, *, approved_by: str | None) -> None:
+    def approve(self, model_name: str, version: str, *, approved_by: str | None, reason: str | None = None) -> None:
         return None
 
     def reject(self, model_name: str, version: str, *, reason: str) -> None:

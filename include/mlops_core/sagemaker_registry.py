@@ -142,18 +142,23 @@ class SageMakerRegistryMirror:
         log.info("Mirrored %s version %s as %s (pending approval)", version.model_name, version.version, arn)
         return arn
 
-    def approve(self, model_name: str, version: str, *, approved_by: str | None) -> None:
-        arn = self._require(model_name, version)
-        why = f"@champion in MLflow; approved by {approved_by}" if approved_by else "@champion in MLflow"
-        self.client.update_model_package(ModelPackageArn=arn, ModelApprovalStatus=APPROVED, ApprovalDescription=why)
-        log.info("Approved %s in SageMaker (%s)", arn, why)
+    def approve(self, model_name: str, version: str, *, approved_by: str | None, reason: str | None = None) -> None:
+        why = reason or (f"@champion in MLflow; approved by {approved_by}" if approved_by else "@champion in MLflow")
+        self._set_status(self._require(model_name, version), APPROVED, why)
 
     def reject(self, model_name: str, version: str, *, reason: str) -> None:
-        arn = self._require(model_name, version)
-        self.client.update_model_package(
-            ModelPackageArn=arn, ModelApprovalStatus=REJECTED, ApprovalDescription=reason[:_MAX_DESCRIPTION]
-        )
-        log.info("Rejected %s in SageMaker: %s", arn, reason)
+        self._set_status(self._require(model_name, version), REJECTED, reason)
+
+    def _set_status(self, arn: str, status: str, why: str) -> None:
+        """Set the package's approval status and description unless they are set already (a retry sends nothing)."""
+        why = why[:_MAX_DESCRIPTION]
+        described = self.client.describe_model_package(ModelPackageName=arn)
+        before = str(described.get("ModelApprovalStatus", ""))
+        if before == status and (described.get("ApprovalDescription") or "") == why:
+            log.info("%s is %s already (%s)", arn, status, why)
+            return
+        self.client.update_model_package(ModelPackageArn=arn, ModelApprovalStatus=status, ApprovalDescription=why)
+        log.info("%s in SageMaker: %s -> %s (%s)", arn, before, status, why)
 
 
 def _metadata(version: MirroredVersion) -> dict[str, str]:

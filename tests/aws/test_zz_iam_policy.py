@@ -33,6 +33,7 @@ AWS_MODULES = {
     "tests/airflow/test_aws_hooks.py",
     "tests/airflow/test_training_operator_aws.py",
     "tests/airflow/test_sagemaker_pipeline_operator.py",
+    "tests/airflow/test_registry_mirror_operator.py",
 }
 
 

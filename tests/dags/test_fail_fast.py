@@ -24,6 +24,7 @@ TASKS = [
     ("train", "log_to_mlflow", {"training_set": {"key": "x"}, "job": {"job_name": "j"}}),
     ("train", "train_model", {}),
     ("evaluate_register", "evaluate", {}),
+    ("evaluate_register", "reject_in_mirror", {}),
     ("deploy", "deploy_champion", {}),
     ("promote", "plan", {}),
 ]

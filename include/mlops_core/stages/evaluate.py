@@ -88,8 +88,8 @@ def evaluate_candidate(
     mirror_ref = mirror.mirror(_mirrored(registry, name, version, challenger))
     if mirror_ref:
         log.info("%s version %s mirrored as %s", name, version, mirror_ref)
-    if not decision.promote:
-        mirror.reject(name, version, reason="; ".join(decision.reasons))
+    # A version the gate turns down is rejected in the mirror by the DAG's reject_in_mirror task
+    # (RegistryMirrorApprovalOperator), the one place both rejections (gate, approver) go through.
     return {
         "env": settings.env,
         "model_name": name,
