@@ -45,8 +45,9 @@ class StartSageMakerPipelineOperator(BaseOperator):
     :param pipeline_name: the pipeline to start (its name, not its ARN). (templated)
     :param parameters: pipeline parameters, ``{name: value}``; values are strings (or numbers,
         sent as text); names must exist in the pipeline definition. (templated)
-    :param display_name: base of the execution's display name; default derived from the DAG run
-        and task. (templated)
+    :param display_name: base of the execution's display name; default derived from the DAG run,
+        task, pipeline and parameters. One given must differ per run (template it, e.g. with
+        ``{{ run_id }}``): it is how a retry finds its execution. (templated)
     :param description: the execution's description in SageMaker. (templated)
     :param env: environment whose settings name the connection; default the run's ``env`` Param. (templated)
     :param aws_conn_id: Airflow connection to use instead of the settings' ``aws.conn_id``. (templated)

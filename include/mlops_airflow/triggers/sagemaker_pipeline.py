@@ -78,7 +78,7 @@ class PipelineExecutionTrigger(BaseTrigger):
                 from mlops_core.aws_errors import is_missing
 
                 if not is_missing(exc):
-                    raise  # throttling, a network blip: the triggerer restarts the trigger
+                    raise  # throttling, a network blip: the task fails, and its retry re-attaches
                 yield _event(self._payload("error", "", f"pipeline execution {self.execution_arn} is gone: {exc}"))
                 return
             for line in step_changes(seen, steps):
