@@ -113,7 +113,7 @@ def test_a_rebuilt_trigger_goes_on_from_the_sightings_in_its_kwargs(s3_env, moto
     from mlops_core.dropzone import ArrivalRule, state_to_primitives
     from mlops_core.s3_dropzone import S3DropZone
 
-    s3, bucket, location = s3_env
+    s3, bucket, _ = s3_env
     s3.put_object(Bucket=bucket, Key="drop/churn/a.csv", Body=b"x,y\n1,2\n")
     zone = S3DropZone(moto_server.code_client("s3"), bucket, "drop/churn")
     rule = ArrivalRule(rule="stable", min_age_seconds=0, poll_seconds=60)
