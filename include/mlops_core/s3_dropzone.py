@@ -344,15 +344,19 @@ class S3DropZone:
                 log.warning("%s was replaced while being read; the new object is left for the next run", shown)
                 return None
             raise
-        sink = HashingSink(Path(target))
+        body = answer["Body"]
         try:
-            for chunk in answer["Body"].iter_chunks(READ_CHUNK):
-                sink.add(chunk)
-                if sink.size > max_bytes:
-                    break
-        except BaseException:
-            sink.discard()
-            raise
+            sink = HashingSink(Path(target))
+            try:
+                for chunk in body.iter_chunks(READ_CHUNK):
+                    sink.add(chunk)
+                    if sink.size > max_bytes:
+                        break
+            except BaseException:
+                sink.discard()
+                raise
+        finally:
+            body.close()
         if sink.size > max_bytes:
             sink.discard()
             return self._too_large(name, shown, sink.size, modified, etag, max_bytes)
