@@ -9,12 +9,14 @@ so ``dags/`` never names a backend.
 
 from __future__ import annotations
 
+import os
 from functools import partial
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from mlops_core.backends import Backends
     from mlops_core.compute import Compute
+    from mlops_core.drop_source import DropSource
     from mlops_core.registry_mirror import RegistryMirror
     from mlops_core.serving_target import Serving
     from mlops_core.settings import Settings
@@ -29,6 +31,19 @@ def store_for(settings: Settings) -> ObjectStore:
 
         return s3_object_store(settings)
     return core.object_store(settings)
+
+
+def drop_source_for(settings: Settings, location: str | os.PathLike[str] | None = None) -> DropSource:
+    """The drop zone at ``location`` (default ``dataset.drop_zone``): a local folder, or an S3 prefix on ``S3Hook``."""
+    from mlops_core.delivered_files import DropZone
+    from mlops_core.settings import is_s3_uri
+
+    where = settings.dataset.drop_zone if location is None else location
+    if is_s3_uri(where):
+        from mlops_airflow.hooks.aws import s3_drop_zone
+
+        return s3_drop_zone(settings, str(where))
+    return DropZone(where)
 
 
 def compute_for(settings: Settings, store: ObjectStore | None = None) -> Compute:

@@ -8,6 +8,8 @@ Each concern sits behind a small interface:
   registry; a mirror copies versions to a cloud registry and follows the promotion gate)
 - serving: :class:`mlops_core.serving_target.Serving` (deploy, what is live, verify, smoke test,
   roll back)
+- drop zone: :class:`mlops_core.drop_source.DropSource` (a local folder, or an S3 prefix when
+  ``dataset.drop_zone`` is ``s3://bucket/prefix/``)
 
 A task builds its backends once (:func:`backends_for`, a :class:`Backends` bundle) and hands them
 to the pure stage functions, which never construct a backend themselves. Only ``local`` is built
@@ -29,6 +31,7 @@ from mlops_core.storage import LocalObjectStore, ObjectStore
 
 if TYPE_CHECKING:
     from mlops_core.contract import DatasetContract
+    from mlops_core.drop_source import DropSource
     from mlops_core.features import FeatureRepository
     from mlops_core.registry import ModelRegistry
     from mlops_core.registry_mirror import RegistryMirror
@@ -64,6 +67,20 @@ def object_store(settings: Settings) -> ObjectStore:
     if settings.backends.storage == "local":
         return LocalObjectStore(settings.storage_root)
     raise _not_built("storage", settings.backends.storage)
+
+
+# ----------------------------------------------------------------------------- drop zone
+def drop_source(settings: Settings) -> DropSource:
+    """The drop zone of ``dataset.drop_zone``: the local folder (an ``s3://`` prefix is built in Airflow)."""
+    from mlops_core.delivered_files import DropZone
+
+    location = settings.dataset.drop_zone
+    if isinstance(location, str) and location.startswith("s3://"):
+        raise BackendNotAvailable(
+            f"dataset.drop_zone {location!r} is an S3 prefix, read through the Amazon provider's S3Hook in an "
+            "Airflow task: use mlops_airflow.backends.drop_source_for(settings) (mlops_core never imports Airflow)"
+        )
+    return DropZone(location)
 
 
 # ----------------------------------------------------------------------------- compute

@@ -30,12 +30,14 @@ NO_PERMISSION_NEEDED = {
 # Test modules that drive AWS through the project's code; the unused-grant check needs them all.
 AWS_MODULES = {
     "tests/aws/test_s3_storage.py",
+    "tests/aws/test_s3_dropzone.py",
     "tests/aws/test_glue_catalog.py",
     "tests/aws/test_sagemaker_registry.py",
     "tests/aws/test_sagemaker_compute.py",
     "tests/aws/test_sagemaker_serving.py",
     "tests/airflow/test_aws_hooks.py",
     "tests/airflow/test_training_operator_aws.py",
+    "tests/airflow/test_s3_drop_zone_watch.py",
 }
 
 
