@@ -5,6 +5,8 @@ Layout (keys relative to the store root)::
     datasets/<dataset>/versions/<version_id>/event_date=YYYY-MM-DD/part-0000.parquet
     datasets/<dataset>/versions/<version_id>/row_keys.parquet     # the version's row keys, sorted
     datasets/<dataset>/versions/<version_id>/manifest.json        # written LAST = commit point
+                                                                  #   (on a versioned bucket each partition
+                                                                  #   records its object_version; reads pin it)
     datasets/<dataset>/key_index/index.json                       # row key -> version index
     datasets/<dataset>/key_index/date=YYYY-MM-DD.parquet          #   (mlops_core.key_index; bucket-<x>
                                                                   #   when keys are whole rows)

@@ -18,7 +18,9 @@ Integrity, end to end:
 Objects above ``multipart_threshold`` bytes go up as multipart uploads (``multipart_chunksize``
 parts, through boto3's managed transfer); an upload that fails part-way is aborted by boto3 and
 never becomes visible under its key. When the bucket has versioning, writes return the object's
-``VersionId`` (None otherwise), so callers can record exactly which version they wrote.
+``VersionId`` (None otherwise), so callers can record exactly which version they wrote, and
+``get_bytes(key, object_version=...)`` reads exactly that version back (a dataset manifest pins
+each partition file this way).
 """
 
 from __future__ import annotations

@@ -204,3 +204,21 @@ def test_the_local_backend_writes_the_same_version_and_no_catalog(aws_env, moto_
 
     same_files_on_s3 = _ingest(on_s3, [0, 1])
     assert same_files_on_s3["version_id"] == report["version_id"], "content-addressed on any backend"
+
+
+def test_the_glue_catalog_needs_an_s3_store_and_an_airflow_task(mlops_home):
+    from mlops_core.backends import BackendNotAvailable, dataset_catalog
+    from mlops_core.settings import SettingsError, load_settings
+
+    with pytest.raises(SettingsError, match=r"backends\.catalog glue registers dataset versions stored on S3"):
+        load_settings("dev", {"backends": {"catalog": "glue"}})
+    on_s3 = load_settings(
+        "dev",
+        {
+            "backends": {"storage": "aws", "compute": "aws", "catalog": "glue"},
+            "storage": {"root": "s3://mlops-bucket/dev"},
+            "aws": {"sagemaker_role_arn": ROLE, "training_image": "img:1"},
+        },
+    )
+    with pytest.raises(BackendNotAvailable, match=r"mlops_airflow\.backends\.backends_for"):
+        dataset_catalog(on_s3)  # mlops_core builds no Glue client: the Airflow layer does, on GlueCatalogHook
