@@ -24,7 +24,13 @@ def _conf(tmp_path, monkeypatch, moto_server, bucket: str):
     conf = tmp_path / "conf"
     shutil.copytree(REPO / "include" / "conf", conf)
     dev = yaml.safe_load((conf / "dev.yaml").read_text())
-    dev["backends"] = {"storage": "aws", "compute": "aws", "registry_mirror": "sagemaker", "serving": "aws"}
+    dev["backends"] = {
+        "storage": "aws",
+        "compute": "aws",
+        "registry_mirror": "sagemaker",
+        "serving": "aws",
+        "catalog": "glue",
+    }
     dev["storage"] = {"root": f"s3://{bucket}/mlops/dev"}
     dev["aws"] = {
         "conn_id": "mlops_aws_verify",
