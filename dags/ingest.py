@@ -39,7 +39,7 @@ from mlops_airflow.dag_defaults import DEFAULT_ARGS, START_DATE, env_param
 def ingest():
     @task(outlets=[INGEST_OUTCOME], execution_timeout=timedelta(minutes=30))
     def ingest_files(**context) -> dict:
-        from mlops_airflow.backends import drop_source_for
+        from mlops_airflow.backends import backends_for, drop_source_for
         from mlops_airflow.runtime import announce_ingest, fail_fast, settings_for, triggering_extras
         from mlops_core.dropzone import complete_files, watch_spec
         from mlops_core.stages.ingest import ingest_files as run
@@ -51,7 +51,14 @@ def ingest():
             if not paths:  # a manual run: whatever is complete in the drop zone now, by the configured rule
                 paths = [f.path for f in complete_files(watch_spec(settings.dataset), source).ready]
             stamp = context.get("logical_date") or context["dag_run"].run_after
-            report = run(settings, paths, run_id=context["run_id"], ingested_at=stamp.isoformat(), source=source)
+            report = run(
+                settings,
+                paths,
+                backends_for(settings),
+                run_id=context["run_id"],
+                ingested_at=stamp.isoformat(),
+                source=source,
+            )
         return announce_ingest(context, report)
 
     ingest_files()

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from mlops_core.backends import Backends
     from mlops_core.compute import Compute
+    from mlops_core.dataset_catalog import DatasetCatalog
     from mlops_core.drop_source import DropSource
     from mlops_core.registry_mirror import RegistryMirror
     from mlops_core.serving_target import Serving
@@ -85,6 +86,16 @@ def _mirror(settings: Settings) -> RegistryMirror:
     return core.registry_mirror(settings)
 
 
+def _catalog(settings: Settings) -> DatasetCatalog:
+    from mlops_core import backends as core
+
+    if settings.backends.catalog == "glue":
+        from mlops_airflow.hooks.aws import glue_catalog
+
+        return glue_catalog(settings)
+    return core.dataset_catalog(settings)
+
+
 def backends_for(settings: Settings) -> Backends:
     """The task's bundle: the store and compute built now, the rest on first use."""
     from mlops_core import backends as core
@@ -97,4 +108,5 @@ def backends_for(settings: Settings) -> Backends:
         make_serving=partial(_serving, settings, store),
         make_feature_repository=partial(core.feature_repository, settings),
         make_mirror=partial(_mirror, settings),
+        make_catalog=partial(_catalog, settings),
     )

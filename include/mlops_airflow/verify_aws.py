@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from mlops_core.settings import Settings
 
-AWS_CONCERNS = ("storage", "compute", "registry_mirror", "serving")
+AWS_CONCERNS = ("storage", "compute", "registry_mirror", "serving", "catalog")
 
 
 @dataclass(frozen=True)
@@ -68,7 +68,7 @@ def checks(settings: Settings, *, train: bool = False, train_timeout: float = 18
     from mlops_airflow.hooks import aws
 
     backends = settings.backends
-    used = [c for c in AWS_CONCERNS if getattr(backends, c) in ("aws", "sagemaker")]
+    used = [c for c in AWS_CONCERNS if getattr(backends, c) in ("aws", "sagemaker", "glue")]
     if not used:
         return [Check("settings", False, f"no backend of environment {settings.env!r} is aws: nothing to verify")]
     out = [Check("settings", True, f"environment {settings.env}: aws for {', '.join(used)}")]
@@ -92,15 +92,18 @@ def checks(settings: Settings, *, train: bool = False, train_timeout: float = 18
             try:
                 if store.get_bytes(key) != payload:  # checked against the recorded digest too
                     raise RuntimeError("read back different bytes")
+                if version and store.get_bytes(key, object_version=version) != payload:  # as manifests pin parts
+                    raise RuntimeError(f"read back different bytes for object version {version}")
                 if key not in store.list_keys("_verify/"):
                     raise RuntimeError("the object is not listed under the store's prefix")
             finally:
                 store.delete(key)
-            versioning = f"versioning on (version {version})" if version else "versioning off"
+            versioning = f"versioning on (version {version} read back by id)" if version else "versioning off"
             return f"{store.uri()}: put, checksum-verified get, list and delete work; {versioning}"
 
         out.append(_run("s3 store", round_trip))
 
+    if backends.catalog == "glue":
         catalog = aws.glue_catalog(settings)
         dataset = settings.load_contract().name
         database = catalog.database(dataset)

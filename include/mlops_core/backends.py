@@ -10,6 +10,8 @@ Each concern sits behind a small interface:
   roll back)
 - drop zone: :class:`mlops_core.drop_source.DropSource` (a local folder, or an S3 prefix when
   ``dataset.drop_zone`` is ``s3://bucket/prefix/``)
+- dataset catalog: :class:`mlops_core.dataset_catalog.DatasetCatalog` (committed versions made
+  queryable where they lie: Glue for Athena; ``none`` by default)
 
 A task builds its backends once (:func:`backends_for`, a :class:`Backends` bundle) and hands them
 to the pure stage functions, which never construct a backend themselves. Only ``local`` is built
@@ -31,6 +33,7 @@ from mlops_core.storage import LocalObjectStore, ObjectStore
 
 if TYPE_CHECKING:
     from mlops_core.contract import DatasetContract
+    from mlops_core.dataset_catalog import DatasetCatalog
     from mlops_core.drop_source import DropSource
     from mlops_core.features import FeatureRepository
     from mlops_core.registry import ModelRegistry
@@ -47,7 +50,13 @@ class BackendNotAvailable(RuntimeError):
 
 
 # Concerns whose cloud implementation exists but is built on the provider's hooks, in Airflow.
-_BUILT_BY_AIRFLOW = {("storage", "aws"), ("compute", "aws"), ("registry_mirror", "sagemaker"), ("serving", "aws")}
+_BUILT_BY_AIRFLOW = {
+    ("storage", "aws"),
+    ("compute", "aws"),
+    ("registry_mirror", "sagemaker"),
+    ("serving", "aws"),
+    ("catalog", "glue"),
+}
 
 
 def _not_built(concern: str, name: str) -> BackendNotAvailable:
@@ -113,6 +122,21 @@ def registry_mirror(settings: Settings) -> RegistryMirror:
     raise _not_built("registry_mirror", settings.backends.registry_mirror)
 
 
+# ----------------------------------------------------------------------------- catalog
+def dataset_catalog(settings: Settings) -> DatasetCatalog:
+    from mlops_core.dataset_catalog import NoCatalog
+
+    if settings.backends.catalog in ("none", None):
+        return NoCatalog()
+    raise _not_built("catalog", settings.backends.catalog)
+
+
+def _no_catalog() -> DatasetCatalog:
+    from mlops_core.dataset_catalog import NoCatalog
+
+    return NoCatalog()
+
+
 # ----------------------------------------------------------------------------- serving
 def local_model_server(settings: Settings) -> LocalModelServer:
     """The environment's local scoring server itself (local tooling: ``make up``, the demo, tests)."""
@@ -157,9 +181,10 @@ class Backends:
     """The backends of one environment, built once per task and handed to the stages.
 
     ``store`` and ``compute`` are built with the bundle (cheap objects, no connection opened);
-    the registry and the serving target are built on first use (MLflow is a heavy import) and then
-    kept; :meth:`feature_repository` builds a Feast repository for a contract. A cloud bundle
-    passes its own objects and factories (the Airflow layer builds them on the providers' hooks).
+    the registry, the serving target, the mirror and the dataset catalog are built on first use
+    (MLflow is a heavy import) and then kept; :meth:`feature_repository` builds a Feast repository
+    for a contract. A cloud bundle passes its own objects and factories (the Airflow layer builds
+    them on the providers' hooks).
     """
 
     store: ObjectStore
@@ -168,6 +193,11 @@ class Backends:
     make_serving: Callable[[], Serving]
     make_feature_repository: Callable[[DatasetContract], FeatureRepository]
     make_mirror: Callable[[], RegistryMirror]
+    make_catalog: Callable[[], DatasetCatalog] = _no_catalog  # a bundle built without one registers nothing
+
+    @cached_property
+    def catalog(self) -> DatasetCatalog:
+        return self.make_catalog()
 
     @cached_property
     def registry(self) -> ModelRegistry:
@@ -195,4 +225,5 @@ def backends_for(settings: Settings, *, store: ObjectStore | None = None, comput
         make_serving=partial(serving_backend, settings),
         make_feature_repository=partial(feature_repository, settings),
         make_mirror=partial(registry_mirror, settings),
+        make_catalog=partial(dataset_catalog, settings),
     )

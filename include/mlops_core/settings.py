@@ -81,6 +81,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CONF_DIR = REPO_ROOT / "include" / "conf"
 BACKENDS = ("local", "aws", "azure")
 REGISTRY_MIRRORS = ("none", "sagemaker", "azure_ml")
+CATALOGS = ("none", "glue")
 ARRIVAL_RULES = ("stable", "marker", "rename")
 GLUE_NAME = (re.compile(r"[a-z][a-z0-9_]{0,127}"), "lowercase letters, digits and _, starting with a letter")
 ROLE_ARN = (re.compile(r"arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}"), "an IAM role ARN")
@@ -288,6 +289,8 @@ class BackendSettings(_Section):
     compute: Backend = "local"
     registry_mirror: Annotated[str, BeforeValidator(_none_as_text), _choice(REGISTRY_MIRRORS)] = "none"
     serving: Backend = "local"
+    # Where committed dataset versions are registered for query engines: none | glue (needs storage aws)
+    catalog: Annotated[str, BeforeValidator(_none_as_text), _choice(CATALOGS)] = "none"
 
 
 class SqlSourceSettings(_Section):
@@ -571,6 +574,11 @@ class Settings(_Section):
         backends = info.data.get("backends")
         if backends is not None and backends.storage == "aws" and not S3_ROOT.fullmatch(value.root):
             raise _invalid(f"must be s3://<bucket>/<prefix> when backends.storage is aws (got {value.root!r})", "root")
+        if backends is not None and backends.catalog == "glue" and backends.storage != "aws":
+            raise _invalid(
+                "backends.catalog glue registers dataset versions stored on S3: set backends.storage to aws "
+                "(or backends.catalog to none)"
+            )
         return value
 
     def model_post_init(self, context: Any, /) -> None:

@@ -30,7 +30,11 @@ class ObjectStore(Protocol):
         atomically like ``put_bytes``: readers see the old object or the whole new one."""
         ...
 
-    def get_bytes(self, key: str) -> bytes: ...
+    def get_bytes(self, key: str, *, object_version: str | None = None) -> bytes:
+        """The object's bytes, verified; ``object_version`` (what ``put_*`` returned on a versioned
+        store) reads exactly that version, or raises :class:`ObjectNotFound` when it is gone."""
+        ...
+
     # An object another service wrote under the store (a training job's output archives): the store's
     # own digest check cannot apply; the backend verifies what that service recorded, where it can.
     def get_foreign_bytes(self, key: str) -> bytes: ...
@@ -62,7 +66,12 @@ class LocalObjectStore:
     def put_file(self, key: str, path: str | os.PathLike[str]) -> None:
         copy_atomic(path, self.path(key))
 
-    def get_bytes(self, key: str) -> bytes:
+    def get_bytes(self, key: str, *, object_version: str | None = None) -> bytes:
+        if object_version is not None:  # a manifest written on a versioned bucket, read from a folder
+            raise ObjectNotFound(
+                f"{key!r} is recorded as object version {object_version!r}, but {self.uri()} keeps no object "
+                "versions; read it from the versioned store it was written to"
+            )
         try:
             return self.path(key).read_bytes()
         except FileNotFoundError as exc:

@@ -74,7 +74,7 @@ def test_the_dags_source_follows_the_settings(s3_env):
 
 
 def test_the_watch_announces_an_object_once_and_waits_until_ingest_consumed_it(s3_env):
-    from mlops_airflow.backends import drop_source_for
+    from mlops_airflow.backends import backends_for, drop_source_for
     from mlops_core.settings import load_settings
     from mlops_core.stages.ingest import ingest_files
     from tests.stages.churn_files import churn_frame, file_bytes
@@ -99,7 +99,9 @@ def test_the_watch_announces_an_object_once_and_waits_until_ingest_consumed_it(s
 
     settings = load_settings("dev")
     paths = [f["path"] for f in event["files"]]
-    report = ingest_files(settings, paths, run_id="r1", ingested_at=AT, source=drop_source_for(settings))
+    report = ingest_files(
+        settings, paths, backends_for(settings), run_id="r1", ingested_at=AT, source=drop_source_for(settings)
+    )
     assert report["rows"] == 10
     assert _first_event(_rebuilt(waits), timeout=10)["status"] == "success"
     assert consumed.poke(DEV)

@@ -24,10 +24,18 @@ def _conf(tmp_path, monkeypatch, moto_server, bucket: str):
     conf = tmp_path / "conf"
     shutil.copytree(REPO / "include" / "conf", conf)
     dev = yaml.safe_load((conf / "dev.yaml").read_text())
-    dev["backends"] = {"storage": "aws", "compute": "aws", "registry_mirror": "sagemaker", "serving": "aws"}
+    dev["backends"] = {
+        "storage": "aws",
+        "compute": "aws",
+        "registry_mirror": "sagemaker",
+        "serving": "aws",
+        "catalog": "glue",
+    }
     dev["storage"] = {"root": f"s3://{bucket}/mlops/dev"}
     dev["aws"] = {
         "conn_id": "mlops_aws_verify",
+        # its own Glue databases: the session's moto server keeps what other tests registered (mlops_dev_churn)
+        "glue_database_prefix": unique_name("verify").replace("-", "_"),
         "sagemaker_role_arn": ROLE,
         "training_image": "123456789012.dkr.ecr.us-east-1.amazonaws.com/mlops-training:1",
         "inference_image": "123456789012.dkr.ecr.us-east-1.amazonaws.com/mlops-inference:1",

@@ -12,6 +12,7 @@ import time
 
 import pytest
 
+from mlops_core.backends import backends_for
 from mlops_core.delivered_files import UntrustedPath
 from mlops_core.drop_source import DropSource
 from mlops_core.dropzone import ArrivalRule, complete_files, state_from_primitives, state_to_primitives, watch_spec
@@ -161,7 +162,7 @@ def test_ingest_reads_objects_quarantines_bad_ones_and_archives_what_it_consumed
         _put(s3, bucket, "empty.csv", b""),  # a zero-byte object
         _put(s3, bucket, "pct 100%.csv", file_bytes(churn_frame(5, day=1), "csv")),
     ]
-    report = ingest_files(settings, paths, run_id="manual__1", ingested_at=AT, source=zone)
+    report = ingest_files(settings, paths, backends_for(settings), run_id="manual__1", ingested_at=AT, source=zone)
 
     by_file = {f["file"]: f for f in report["files"]}
     assert report["created"] and report["rows"] == 25
@@ -180,7 +181,7 @@ def test_ingest_reads_objects_quarantines_bad_ones_and_archives_what_it_consumed
 
     # Re-running the same run changes nothing: the objects are gone, the version stands.
     before = store_snapshot(settings)
-    again = ingest_files(settings, paths, run_id="manual__1", ingested_at=AT, source=zone)
+    again = ingest_files(settings, paths, backends_for(settings), run_id="manual__1", ingested_at=AT, source=zone)
     assert again["files"] == [] and store_snapshot(settings) == before
 
 
@@ -197,7 +198,7 @@ def test_paths_outside_the_prefix_refuse_the_call_before_anything_is_touched(s3,
         "/etc/passwd",
     ):
         with pytest.raises(UntrustedPath, match="not objects directly under the drop zone"):
-            ingest_files(settings, [good, bad], run_id="r1", ingested_at=AT, source=zone)
+            ingest_files(settings, [good, bad], backends_for(settings), run_id="r1", ingested_at=AT, source=zone)
     assert _keys(s3, bucket) == ["drop/churn/good.csv", "drop/churnX/secret.csv"]
     assert store_snapshot(settings) == {}
 
@@ -209,7 +210,7 @@ def test_an_object_deleted_between_listing_and_reading_is_skipped(s3, bucket, zo
     listed = [f.path for f in complete_files(spec, zone).ready]
     assert len(listed) == 2
     s3.delete_object(Bucket=bucket, Key=f"{PREFIX}/b.csv")
-    report = ingest_files(settings, listed, run_id="r1", ingested_at=AT, source=zone)
+    report = ingest_files(settings, listed, backends_for(settings), run_id="r1", ingested_at=AT, source=zone)
     assert [f["file"] for f in report["files"]] == ["a.csv"] and report["rows"] == 5
     assert report["files_quarantined"] == 0
 
@@ -235,7 +236,14 @@ def test_an_object_replaced_while_being_read_is_left_for_the_next_run(moto_serve
     path = _put(s3, bucket, "b.csv", file_bytes(churn_frame(5, day=1), "csv"))
     client = _ReplacedWhileRead(moto_server.code_client("s3"), s3, bucket, f"{PREFIX}/b.csv")
     zone = S3DropZone(client, bucket, PREFIX)
-    report = ingest_files(settings, [path.replace("b.csv", "a.csv"), path], run_id="r1", ingested_at=AT, source=zone)
+    report = ingest_files(
+        settings,
+        [path.replace("b.csv", "a.csv"), path],
+        backends_for(settings),
+        run_id="r1",
+        ingested_at=AT,
+        source=zone,
+    )
     assert [f["file"] for f in report["files"]] == ["a.csv"]
     assert s3.get_object(Bucket=bucket, Key=f"{PREFIX}/b.csv")["Body"].read() == b"customer_id\nnew upload\n"
 
@@ -245,13 +253,13 @@ def test_an_unfinished_multipart_upload_named_in_an_event_is_not_read(s3, bucket
     upload = s3.create_multipart_upload(Bucket=bucket, Key=key)
     part = s3.upload_part(Bucket=bucket, Key=key, UploadId=upload["UploadId"], PartNumber=1, Body=b"x")
     path = f"s3://{bucket}/{key}"
-    report = ingest_files(settings, [path], run_id="r1", ingested_at=AT, source=zone)
+    report = ingest_files(settings, [path], backends_for(settings), run_id="r1", ingested_at=AT, source=zone)
     assert report["files"] == [] and report["files_quarantined"] == 0 and not report["created"]
     data = file_bytes(churn_frame(5), "csv")
     s3.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload["UploadId"])
     assert part["ETag"]
     s3.put_object(Bucket=bucket, Key=key, Body=data)  # delivered whole later: read by the next run
-    assert ingest_files(settings, [path], run_id="r2", ingested_at=AT, source=zone)["rows"] == 5
+    assert ingest_files(settings, [path], backends_for(settings), run_id="r2", ingested_at=AT, source=zone)["rows"] == 5
 
 
 def test_tagged_objects_stay_in_place_and_are_never_announced_again(s3, bucket, moto_server, settings):
@@ -262,7 +270,9 @@ def test_tagged_objects_stay_in_place_and_are_never_announced_again(s3, bucket, 
     files = [f.to_dict() for f in announced.ready]
     assert zone.unconsumed(files) == [f["path"] for f in files]  # the watch waits for ingest
 
-    report = ingest_files(settings, [f["path"] for f in files], run_id="r1", ingested_at=AT, source=zone)
+    report = ingest_files(
+        settings, [f["path"] for f in files], backends_for(settings), run_id="r1", ingested_at=AT, source=zone
+    )
     assert report["rows"] == 10
     assert zone.unconsumed(files) == []
     assert _keys(s3, bucket) == ["drop/churn/a.csv", "drop/churn/b.csv"]
@@ -282,7 +292,7 @@ def test_the_watch_stops_waiting_for_an_object_that_was_consumed_or_replaced(s3,
     assert zone.unconsumed(files) == paths
     _put(s3, bucket, "b.csv", b"replaced")
     assert zone.unconsumed(files) == [paths[0]]  # the announced b.csv is gone; the new one is announced anew
-    ingest_files(settings, [paths[0]], run_id="r1", ingested_at=AT, source=zone)
+    ingest_files(settings, [paths[0]], backends_for(settings), run_id="r1", ingested_at=AT, source=zone)
     assert zone.unconsumed(files) == []
 
 

@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mlops_core.backends import drop_source, object_store
+from mlops_core.backends import drop_source
 from mlops_core.delivered_files import (
     MAX_FILE_BYTES,
     FileRejected,
@@ -57,7 +57,9 @@ from mlops_core.spill import ScratchDir, release_memory
 if TYPE_CHECKING:
     import pandas as pd
 
+    from mlops_core.backends import Backends
     from mlops_core.contract import DatasetContract
+    from mlops_core.dataset_catalog import DatasetCatalog
     from mlops_core.datasets import DatasetStore, RowsFile, StagedRows
     from mlops_core.drop_source import DropSource
     from mlops_core.settings import Settings
@@ -137,6 +139,7 @@ class _Validated:
 def ingest_files(
     settings: Settings,
     files: list[str],
+    backends: Backends,
     *,
     run_id: str,
     ingested_at: str,
@@ -148,6 +151,10 @@ def ingest_files(
     ``source`` is the drop zone (:class:`~mlops_core.drop_source.DropSource`: a local folder,
     an S3 prefix); ``None`` builds the local one of ``settings.dataset.drop_zone``. A consumed
     entry is marked by the source (moved to the run's archive, or tagged) after the commit.
+
+    The version, quarantine and ledger go to ``backends.store``; a committed version is registered
+    with ``backends.catalog`` before anything is recorded or archived (a retry after a catalog
+    failure reads the same files, finds the version committed and registers it again).
 
     ``ingested_at`` is the run's logical time (ISO 8601); it is the event time of rows whose
     contract has no event-time column, so a re-run produces identical rows. ``max_file_bytes``
@@ -173,7 +180,7 @@ def ingest_files(
     names = zone.names_of(files)  # refuses untrusted paths before anything is touched
     contract = _load_contract(settings)
     check_contract(contract)  # a broken contract fails the task; it is no file's fault
-    store = DatasetStore(object_store(settings), contract.name)
+    store = DatasetStore(backends.store, contract.name)
     run_key = safe_key_part(run_id)
     ts = _utc(pd.Timestamp(ingested_at))
     batch_bytes = settings.dataset.ingest_batch_mb * 1024 * 1024
@@ -202,7 +209,16 @@ def ingest_files(
             if outcome.validated is not None:
                 rejected_rows += outcome.validated.rows_rejected
         report, duplicates_by_source = _commit(
-            store, contract, staged, sources, run_id, ts, rejected_rows, pending, reading.earlier_attempts
+            store,
+            backends.catalog,
+            contract,
+            staged,
+            sources,
+            run_id,
+            ts,
+            rejected_rows,
+            pending,
+            reading.earlier_attempts,
         )
 
     # (5) Archive only after the version, the quarantine and the ledger are durable.
@@ -557,6 +573,7 @@ def _archive_and_verify(
 def ingest_sql(
     settings: Settings,
     fetch_batch: Callable[[str, str, Any, int], pd.DataFrame],
+    backends: Backends,
     *,
     run_id: str,
     ingested_at: str,
@@ -577,7 +594,7 @@ def ingest_sql(
     if src is None:
         raise ValueError("dataset.sql_source is not configured in include/conf/<env>.yaml")
     contract = _load_contract(settings)
-    store = DatasetStore(object_store(settings), contract.name)
+    store = DatasetStore(backends.store, contract.name)
     state_name = f"sql-{src.conn_id}-{src.table}"
     after = store.watermark(state_name)
     ts = _utc(pd.Timestamp(ingested_at))
@@ -640,7 +657,9 @@ def ingest_sql(
     with ScratchDir(settings.dataset.ingest_scratch_dir) as scratch:
         staged = StagedRows(scratch, memory_bytes=batch_bytes)
         staged.add(staged.new_source(), result.accepted)
-        report, _ = _commit(store, contract, staged, sources, run_id, ts, len(result.rejected), pending)
+        report, _ = _commit(
+            store, backends.catalog, contract, staged, sources, run_id, ts, len(result.rejected), pending
+        )
     store.set_watermark(state_name, new_watermark)
     report["watermark"] = new_watermark
     return report
@@ -648,6 +667,7 @@ def ingest_sql(
 
 def _commit(
     store: DatasetStore,
+    catalog: DatasetCatalog,
     contract: DatasetContract,
     staged: StagedRows,
     sources: list[dict[str, Any]],
@@ -657,7 +677,8 @@ def _commit(
     pending: list[_Quarantine],
     earlier_attempts: set[str] | None = None,
 ) -> tuple[dict[str, Any], dict[str, int]]:
-    """Commit the accepted rows, then write the quarantine records, then the source ledger.
+    """Commit the accepted rows, register the version with the catalog, then write the quarantine
+    records, then the source ledger (so a catalog failure leaves every source to be read again).
 
     Returns the report and the number of rows per source left out as duplicates.
     """
@@ -690,6 +711,8 @@ def _commit(
         created_at=ts.isoformat(),
         earlier_attempts=earlier_attempts or (),
     )
+    if result.manifest is not None:  # new, or committed before (a retry): registering is idempotent
+        catalog.register_version(result.manifest, store.versions_uri())
     for record in pending:
         record.write(store, run_id)
     dupes = result.duplicate_count
