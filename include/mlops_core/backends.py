@@ -21,7 +21,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property, partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from mlops_core.compute import Compute, LocalJobCompute
 from mlops_core.storage import LocalObjectStore, ObjectStore
@@ -173,7 +173,9 @@ def redis_url_from_environment(conn_id: str) -> str | None:
     return redis_url(conn.get("host"), conn.get("port"), conn.get("login"), conn.get("password"), extra)
 
 
-def redis_url(host: str | None, port: int | None, login: str | None, password: str | None, extra: dict) -> str:
+def redis_url(
+    host: str | None, port: int | None, login: str | None, password: str | None, extra: dict[str, Any]
+) -> str:
     """A Redis URL from the fields of an Airflow connection (``extra``: ``db``, ``ssl``)."""
     from urllib.parse import quote
 

@@ -60,7 +60,7 @@ import logging
 import re
 import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -624,7 +624,7 @@ class FeatureRepository:
         latest = latest_per_entity(table, ENTITY_COLUMN, EVENT_TIME_COLUMN)
         view = self.store.get_feature_view(self.feature_view_name)
         config = self.store.config
-        online_store = self.store._get_provider().online_store  # type: ignore[attr-defined]
+        online_store = self.store._get_provider().online_store
         keys = [
             EntityKeyProto(join_keys=[FEAST_JOIN_KEY], entity_values=[ValueProto(string_val=e)])
             for e in latest.column(ENTITY_COLUMN).to_pylist()
@@ -637,7 +637,7 @@ class FeatureRepository:
             stored = online_store.online_read(
                 config, view, [keys[i] for i in chunk], requested_features=[self.feature_columns[0]]
             )
-            rows = []
+            rows: list[tuple[Any, dict[str, Any], datetime, datetime | None]] = []
             for i, (stored_time, _values) in zip(chunk, stored, strict=True):
                 if stored_time is not None and times[i] <= _as_utc(stored_time):
                     skipped += 1

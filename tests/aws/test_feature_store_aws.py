@@ -51,9 +51,7 @@ NEW = [("c1", "2024-01-05T00:00:00Z", 5), ("c3", "2024-01-06T00:00:00Z", 30)]
 REQUESTS = pd.DataFrame(
     {
         "_entity": ["c1", "c1", "c2", "c3", "c3"],
-        "_event_time": pd.to_datetime(
-            ["2024-01-03", "2024-01-07", "2024-01-07", "2024-01-05", "2024-01-06"], utc=True
-        ),
+        "_event_time": pd.to_datetime(["2024-01-03", "2024-01-07", "2024-01-07", "2024-01-05", "2024-01-06"], utc=True),
         "_row_key": ["c1-before-new", "c1-after-new", "c2", "c3-before-its-row", "c3-at-its-row"],
     }
 )
@@ -111,10 +109,17 @@ def test_offline_data_on_s3_answers_as_the_local_folder_and_is_checked_on_read(c
 
 
 def test_dynamodb_online_store_keeps_the_newer_value(churn, s3_store, moto_server, code_credentials, tmp_path):
-    online = OnlineStoreConfig(kind="dynamodb", dynamodb_region=moto_server.region, dynamodb_endpoint_url=moto_server.url)
+    online = OnlineStoreConfig(
+        kind="dynamodb", dynamodb_region=moto_server.region, dynamodb_endpoint_url=moto_server.url
+    )
     project = f"ddb_{uuid.uuid4().hex[:8]}"
     repo = FeatureRepository(
-        churn, repo_dir=tmp_path, offline_store=s3_store, offline_prefix="features/churn", project=project, online=online
+        churn,
+        repo_dir=tmp_path,
+        offline_store=s3_store,
+        offline_prefix="features/churn",
+        project=project,
+        online=online,
     )
     first = repo.materialize_version("new", rows(churn, NEW, "new.csv"))
     late = repo.materialize_version("old", rows(churn, OLD, "old.csv"))  # c1's row is older than online
@@ -129,6 +134,16 @@ def test_dynamodb_online_store_keeps_the_newer_value(churn, s3_store, moto_serve
     assert pd.isna(got.loc["nobody", "tenure_months"]) and pd.isna(got.loc["nobody", "_event_time"])
     again = repo.materialize_version("new", rows(churn, NEW, "new.csv"))  # a retry changes nothing
     assert (again["online_entities"], again["online_stale_skipped"]) == (0, 2)
+    # Another task (a fresh repository, the table exists) serves the same values.
+    other = FeatureRepository(
+        churn,
+        repo_dir=tmp_path / "other",
+        offline_store=s3_store,
+        offline_prefix="features/churn",
+        project=project,
+        online=online,
+    )
+    pd.testing.assert_frame_equal(other.online_features(["c1", "c2", "c3", "nobody"]).set_index("_entity"), got)
 
 
 @pytest.fixture
@@ -180,7 +195,7 @@ def test_redis_connection_strings_and_secrets(churn, tmp_path):
     assert "hunter2" not in str(caught.value)
     config = OnlineStoreConfig(kind="redis", redis_url="redis://:hunter2@127.0.0.1:6379/13")
     assert "hunter2" not in repr(config)
-    with pytest.raises(FeatureRepositoryError, match="features.redis_conn_id"):
+    with pytest.raises(FeatureRepositoryError, match=r"features\.redis_conn_id"):
         OnlineStoreConfig(kind="redis")
     with pytest.raises(FeatureRepositoryError, match="dynamodb_region"):
         OnlineStoreConfig(kind="dynamodb")

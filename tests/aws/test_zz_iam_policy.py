@@ -26,6 +26,7 @@ IMPLIED = {
 # Test modules that drive AWS through the project's code; the unused-grant check needs them all.
 AWS_MODULES = {
     "tests/aws/test_s3_storage.py",
+    "tests/aws/test_feature_store_aws.py",
     "tests/aws/test_glue_catalog.py",
     "tests/aws/test_sagemaker_registry.py",
     "tests/aws/test_sagemaker_compute.py",
