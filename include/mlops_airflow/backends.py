@@ -16,8 +16,10 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from mlops_core.backends import Backends
     from mlops_core.compute import Compute
+    from mlops_core.contract import DatasetContract
     from mlops_core.dataset_catalog import DatasetCatalog
     from mlops_core.drop_source import DropSource
+    from mlops_core.features import FeatureRepository
     from mlops_core.registry_mirror import RegistryMirror
     from mlops_core.serving_target import Serving
     from mlops_core.settings import Settings
@@ -96,6 +98,20 @@ def _catalog(settings: Settings) -> DatasetCatalog:
     return core.dataset_catalog(settings)
 
 
+def _feature_repository(settings: Settings, store: ObjectStore, contract: DatasetContract) -> FeatureRepository:
+    """The feature repository on the task's store; a Redis online store reached through the Airflow
+    connection ``features.redis_conn_id`` (any secrets backend), its password never logged."""
+    from mlops_core import backends as core
+
+    url = None
+    if settings.features.online_store == "redis":
+        from airflow.sdk import BaseHook
+
+        conn = BaseHook.get_connection(settings.features.redis_conn_id)
+        url = core.redis_url(conn.host, conn.port, conn.login, conn.password, conn.extra_dejson)
+    return core.feature_repository(settings, contract, store=store, redis_url=url)
+
+
 def backends_for(settings: Settings) -> Backends:
     """The task's bundle: the store and compute built now, the rest on first use."""
     from mlops_core import backends as core
@@ -106,7 +122,7 @@ def backends_for(settings: Settings) -> Backends:
         compute=compute_for(settings, store),
         make_registry=partial(core.model_registry, settings),
         make_serving=partial(_serving, settings, store),
-        make_feature_repository=partial(core.feature_repository, settings),
+        make_feature_repository=partial(_feature_repository, settings, store),
         make_mirror=partial(_mirror, settings),
         make_catalog=partial(_catalog, settings),
     )

@@ -25,8 +25,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property, partial
-from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from mlops_core.compute import Compute, LocalJobCompute
 from mlops_core.storage import LocalObjectStore, ObjectStore
@@ -159,20 +158,71 @@ def serving_backend(settings: Settings) -> Serving:
 
 
 # ----------------------------------------------------------------------------- features
-def feature_repository(settings: Settings, contract: DatasetContract | None = None) -> FeatureRepository:
-    from mlops_core.features import FeatureRepository
+def feature_repository(
+    settings: Settings,
+    contract: DatasetContract | None = None,
+    *,
+    store: ObjectStore | None = None,
+    redis_url: str | None = None,
+) -> FeatureRepository:
+    """The Feast repository of ``contract``: offline data under ``features/<dataset>/`` of the
+    environment's object store (``store``: local folder or S3), online in ``features.online_store``.
+
+    ``redis_url`` (``features.online_store: redis``) is the URL of the Airflow connection
+    ``features.redis_conn_id``, resolved by the Airflow layer; without it, the connection is read
+    from the environment as Airflow defines it (``AIRFLOW_CONN_<ID>``, URI form). The registry (a
+    derived file, re-applied on first use) stays under ``MLOPS_HOME/feature_repo/<project>``.
+    """
+    from mlops_core.features import FeatureRepository, OnlineStoreConfig
 
     contract = contract or settings.load_contract()
-    if settings.backends.storage != "local":
-        raise _not_built("storage (feature store offline data)", settings.backends.storage)
-    root = settings.home / "feature_repo" / settings.features.project
+    features = settings.features
+    store = store if store is not None else object_store(settings)
+    if features.online_store == "redis" and redis_url is None:
+        redis_url = redis_url_from_environment(features.redis_conn_id)
+    online = OnlineStoreConfig(
+        kind=features.online_store,
+        redis_url=redis_url if features.online_store == "redis" else None,
+        dynamodb_region=features.dynamodb_region,
+        dynamodb_endpoint_url=features.dynamodb_endpoint_url,
+    )
     return FeatureRepository(
         contract,
-        repo_dir=root,
-        offline_dir=str(Path(settings.storage_root) / "features" / contract.name),
-        project=settings.features.project,
-        ttl_days=settings.features.ttl_days,
+        repo_dir=settings.home / "feature_repo" / features.project,
+        offline_store=store,
+        offline_prefix=f"features/{contract.name}",
+        project=features.project,
+        ttl_days=features.ttl_days,
+        online=online,
     )
+
+
+def redis_url_from_environment(conn_id: str) -> str | None:
+    """The Airflow connection ``conn_id`` as defined in the environment (``AIRFLOW_CONN_<ID>``, URI or
+    JSON form) as a Redis URL; None when it is not there. The value is never logged."""
+    import json
+    import os
+
+    value = os.environ.get(f"AIRFLOW_CONN_{conn_id.upper()}")
+    if not value or not value.lstrip().startswith("{"):
+        return value or None
+    try:
+        conn = json.loads(value)
+    except json.JSONDecodeError:
+        return None
+    extra = conn.get("extra") or {}
+    return redis_url(conn.get("host"), conn.get("port"), conn.get("login"), conn.get("password"), extra)
+
+
+def redis_url(
+    host: str | None, port: int | None, login: str | None, password: str | None, extra: dict[str, Any]
+) -> str:
+    """A Redis URL from the fields of an Airflow connection (``extra``: ``db``, ``ssl``)."""
+    from urllib.parse import quote
+
+    auth = f"{quote(login or '', safe='')}:{quote(password or '', safe='')}@" if (login or password) else ""
+    scheme = "rediss" if str(extra.get("ssl", "")).lower() == "true" else "redis"
+    return f"{scheme}://{auth}{host or 'localhost'}:{port or 6379}/{int(extra.get('db') or 0)}"
 
 
 # ----------------------------------------------------------------------------- the bundle
@@ -223,7 +273,7 @@ def backends_for(settings: Settings, *, store: ObjectStore | None = None, comput
         compute=compute if compute is not None else compute_backend(settings, store),
         make_registry=partial(model_registry, settings),
         make_serving=partial(serving_backend, settings),
-        make_feature_repository=partial(feature_repository, settings),
+        make_feature_repository=partial(feature_repository, settings, store=store),
         make_mirror=partial(registry_mirror, settings),
         make_catalog=partial(dataset_catalog, settings),
     )

@@ -34,7 +34,7 @@ from urllib.parse import urlparse
 
 from mlops_core.aws_errors import aws_error
 from mlops_core.aws_errors import is_missing as _not_found
-from mlops_core.storage import ObjectNotFound, _clean_key
+from mlops_core.storage import ObjectInfo, ObjectNotFound, _clean_key
 
 log = logging.getLogger(__name__)
 
@@ -215,6 +215,21 @@ class S3ObjectStore:
         for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix + prefix):
             out.extend(item["Key"][len(self.prefix) :] for item in page.get("Contents", []))
         return sorted(out)
+
+    def list_objects(self, prefix: str = "") -> list[ObjectInfo]:
+        """As :meth:`list_keys`, with each object's size and ETag (a rewrite gets a new ETag unless
+        the bytes are the same)."""
+        prefix = prefix.lstrip("/")
+        if prefix:
+            _clean_key(prefix)
+        paginator = self.client.get_paginator("list_objects_v2")
+        out: list[ObjectInfo] = []
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix + prefix):
+            out.extend(
+                ObjectInfo(item["Key"][len(self.prefix) :], int(item["Size"]), str(item["ETag"]).strip('"'))
+                for item in page.get("Contents", [])
+            )
+        return sorted(out, key=lambda o: o.key)
 
     def delete(self, key: str) -> None:
         self.client.delete_object(Bucket=self.bucket, Key=self._object_key(key))

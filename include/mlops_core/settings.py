@@ -35,7 +35,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Annotated, Any, Union, get_args, get_origin
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
 from pydantic import (
@@ -379,6 +379,12 @@ class FeatureSettings(_Section):
 
     project: Annotated[str, _pattern(FEAST_PROJECT)]
     ttl_days: int = Field(default=3650, ge=1)
+    # Where Feast serves online features from: sqlite (a file under MLOPS_HOME), redis (the URL comes
+    # from the Airflow connection redis_conn_id, never from here), dynamodb (region below).
+    online_store: Literal["sqlite", "redis", "dynamodb"] = "sqlite"
+    redis_conn_id: NonEmptyStr = "mlops_feature_redis"
+    dynamodb_region: NonEmptyStr | None = None
+    dynamodb_endpoint_url: NonEmptyStr | None = None  # a VPC endpoint or a local emulator; default: AWS's
 
 
 class TrainingSettings(_Section):
@@ -392,6 +398,7 @@ class TrainingSettings(_Section):
     timeout_minutes: int = Field(default=30, ge=1)
     min_rows: int = Field(default=200, ge=1)
     poll_seconds: FiniteFloat = Field(default=5.0, gt=0)  # how often a waiting task asks the job's status
+    validation_days: int = Field(default=0, ge=0)  # the days before the holdout: the validation channel
 
     @field_validator("algorithm")
     @classmethod
@@ -414,6 +421,17 @@ class TrainingSettings(_Section):
         if isinstance(window, int) and value >= window:
             raise _invalid(
                 f"must be less than training.window_days ({window}), or nothing is left to train on (got {value})"
+            )
+        return value
+
+    @field_validator("validation_days")
+    @classmethod
+    def _validation_inside_window(cls, value: int, info: ValidationInfo) -> int:
+        window, holdout = info.data.get("window_days"), info.data.get("holdout_days")
+        if isinstance(window, int) and isinstance(holdout, int) and value and holdout + value >= window:
+            raise _invalid(
+                f"training.holdout_days + validation_days must be less than training.window_days ({window}), "
+                f"or nothing is left to train on (got {holdout} + {value})"
             )
         return value
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Protocol, runtime_checkable
 
@@ -18,6 +19,17 @@ from mlops_core.atomic_files import TEMP_PREFIX, copy_atomic, write_atomic
 
 class ObjectNotFound(FileNotFoundError):
     pass
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """One listed object: its key, its size and a tag that changes whenever the object is rewritten
+    (local: the modification time in ns; S3: the ETag), so a summary of objects can tell it is stale
+    without reading them."""
+
+    key: str
+    size: int
+    tag: str
 
 
 @runtime_checkable
@@ -40,6 +52,10 @@ class ObjectStore(Protocol):
     def get_foreign_bytes(self, key: str) -> bytes: ...
     def exists(self, key: str) -> bool: ...
     def list_keys(self, prefix: str = "") -> list[str]: ...
+    def list_objects(self, prefix: str = "") -> list[ObjectInfo]:
+        """As ``list_keys`` (a string prefix, sorted by key), with each object's size and change tag."""
+        ...
+
     def delete(self, key: str) -> None: ...
     def uri(self, key: str = "") -> str: ...
 
@@ -98,6 +114,16 @@ class LocalObjectStore:
             if key.startswith(prefix) and not p.name.startswith(TEMP_PREFIX):
                 out.append(key)
         return sorted(out)
+
+    def list_objects(self, prefix: str = "") -> list[ObjectInfo]:
+        out = []
+        for key in self.list_keys(prefix):
+            try:
+                st = self.path(key).stat()
+            except FileNotFoundError:  # deleted since the listing
+                continue
+            out.append(ObjectInfo(key, st.st_size, str(st.st_mtime_ns)))
+        return out
 
     def delete(self, key: str) -> None:
         self.path(key).unlink(missing_ok=True)

@@ -32,6 +32,7 @@ AWS_MODULES = {
     "tests/aws/test_s3_storage.py",
     "tests/aws/test_s3_dropzone.py",
     "tests/aws/test_s3_ingest.py",
+    "tests/aws/test_feature_store_aws.py",
     "tests/aws/test_glue_catalog.py",
     "tests/aws/test_sagemaker_registry.py",
     "tests/aws/test_sagemaker_compute.py",

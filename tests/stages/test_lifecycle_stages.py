@@ -106,6 +106,41 @@ def test_initial_cycle_trains_and_serves_a_champion(lifecycle):
     assert initial["ingest"]["rejected_rows"] == 3  # the three bad rows of the bad file
 
 
+def test_training_sets_are_laid_out_as_channels(lifecycle):
+    """train/, validation/, test/ (the holdout) under the training set; the job gets one channel per
+    non-empty split, each a folder prefix; evaluate and deploy read the holdout from test/."""
+    from mlops_core.backends import backends_for, object_store
+    from mlops_core.stages import train
+
+    s = lifecycle["settings"]
+    ts = lifecycle["initial"]["training_set"]
+    store = object_store(s)
+    key = ts["key"]
+    assert store.list_keys(f"{key}/") == [
+        f"{key}/manifest.json",
+        f"{key}/reference.parquet",  # the drift reference, written when the model was logged
+        f"{key}/test/part-0.parquet",
+        f"{key}/train/part-0.parquet",
+        f"{key}/validation/part-0.parquet",
+    ]
+    assert ts["validation_rows"] == 0 and ts["holdout_rows"] > 0
+    spec = train.training_job_spec(s, ts, "layout-check", store)
+    assert spec.inputs == {"train": store.uri(f"{key}/train") + "/", "test": store.uri(f"{key}/test") + "/"}
+    holdout = train.read_training_frame(store, {"key": key}, "holdout")  # what evaluate and deploy ask for
+    assert len(holdout) == ts["holdout_rows"] and holdout["_event_time"].min().isoformat() == ts["holdout_start"]
+
+    # With training.validation_days, the days before the holdout become the validation channel.
+    plain = train.build_training_set(s, "ts-plain", backends_for(s))
+    with_validation = s.model_copy(update={"training": s.training.model_copy(update={"validation_days": 1})})
+    split = train.build_training_set(with_validation, "ts-validation", backends_for(with_validation))
+    assert split["validation_rows"] > 0 and split["holdout_rows"] == plain["holdout_rows"]
+    assert split["train_rows"] + split["validation_rows"] == plain["train_rows"]
+    parts = {part: train.read_training_frame(store, split, part) for part in ("train", "validation", "test")}
+    assert parts["validation"]["_event_time"].min() > parts["train"]["_event_time"].max()
+    assert parts["validation"]["_event_time"].max() < parts["test"]["_event_time"].min()
+    assert set(train.training_job_spec(with_validation, split, "v", store).inputs) == {"train", "validation", "test"}
+
+
 def test_quarantine_has_reasons(lifecycle):
     from mlops_core.backends import object_store
     from mlops_core.datasets import DatasetStore
