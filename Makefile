@@ -7,7 +7,7 @@ PYTEST_ARGS ?=
 # Bytecode caching makes every Airflow/MLflow process start seconds faster; some shells disable it.
 unexport PYTHONDONTWRITEBYTECODE
 
-.PHONY: help venv demo test test-fast lint format up lock bench clean
+.PHONY: help venv demo test test-fast lint format up lock bench verify-aws clean
 
 help:
 	@echo "make demo   - run the whole ML lifecycle end to end on the local defaults and print a summary"
@@ -15,6 +15,7 @@ help:
 	@echo "make lint   - ruff (lint + format check) and mypy; make format rewrites the files"
 	@echo "make up     - Airflow UI on http://localhost:$(PORT) with these DAGs (credentials printed)"
 	@echo "make lock   - regenerate requirements.lock from requirements.txt"
+	@echo "make verify-aws ENV=prod [TRAIN=1] - check an environment's aws backends against the real account"
 	@echo "make bench  - every benchmark, one table of results against their goals (QUICK=1: smaller sizes)"
 	@echo "make clean  - remove .venv and every local state folder"
 
@@ -45,6 +46,9 @@ up: venv
 
 lock:
 	scripts/lock.sh
+
+verify-aws: venv
+	$(PY) -m mlops_airflow.verify_aws --env $(or $(ENV),dev) $(if $(filter 1 yes true,$(TRAIN)),--train)
 
 bench: venv
 	$(PY) bench/run_all.py $(if $(filter 1 yes true,$(QUICK)),--quick)

@@ -111,6 +111,7 @@ def child_ingest(csv_path: str, home: str) -> dict[str, Any]:
 
     import mlops_core.datasets
     import mlops_core.validation  # noqa: F401
+    from mlops_core.backends import backends_for
     from mlops_core.stages.ingest import ingest_files
 
     settings = _settings(Path(home))
@@ -123,7 +124,9 @@ def child_ingest(csv_path: str, home: str) -> dict[str, Any]:
     batch_data = _first_batch_bytes(Path(csv_path), batch_bytes)
     before = _rss_bytes()
     t0 = time.perf_counter()
-    report = ingest_files(settings, [str(target)], run_id="bench", ingested_at=AT, max_file_bytes=2 * size + 1)
+    report = ingest_files(
+        settings, [str(target)], backends_for(settings), run_id="bench", ingested_at=AT, max_file_bytes=2 * size + 1
+    )
     seconds = time.perf_counter() - t0
     if report["rejected_rows"] or report["files_quarantined"]:
         raise SystemExit(f"bench data was not all valid: {json.dumps(report)[:500]}")
@@ -155,6 +158,7 @@ HISTORY_DAYS = 7  # new days timed at each history size (a day takes ~40 ms: a m
 
 
 def child_history(home: str, points: list[int], rows: int) -> dict[str, Any]:
+    from mlops_core.backends import backends_for
     from mlops_core.demo_data import write_day_files
     from mlops_core.stages.ingest import ingest_files
 
@@ -166,7 +170,7 @@ def child_history(home: str, points: list[int], rows: int) -> dict[str, Any]:
     def ingest_day(d: int) -> float:
         path = write_day_files(drop, [d], rows=rows)[0]
         t0 = time.perf_counter()
-        report = ingest_files(settings, [str(path)], run_id=f"day-{d}", ingested_at=AT)
+        report = ingest_files(settings, [str(path)], backends_for(settings), run_id=f"day-{d}", ingested_at=AT)
         seconds = time.perf_counter() - t0
         if not report["created"]:
             raise SystemExit(f"day {d} created no version: {report}")

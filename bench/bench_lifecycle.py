@@ -50,43 +50,44 @@ def _run_stage(stage: str, state_file: Path) -> None:
 
     state: dict[str, Any] = json.loads(state_file.read_text()) if state_file.exists() else {}
     settings = load_settings("dev")
+    from mlops_core.backends import backends_for
+
+    backends = backends_for(settings)  # built once, as a task does
     stamp = datetime.now(UTC).isoformat()
     if stage == "ingest":
         from mlops_core.dropzone import scan_drop_zone
         from mlops_core.stages.ingest import ingest_files
 
         ready = [f.path for f in scan_drop_zone(settings.dataset.drop_zone, settings.dataset.file_patterns)]
-        report = ingest_files(settings, ready, run_id="bench-ingest", ingested_at=stamp)
+        report = ingest_files(settings, ready, backends, run_id="bench-ingest", ingested_at=stamp)
         state["version_id"] = report["version_id"]
     elif stage == "features":
         from mlops_core.stages.features import materialize_versions
 
-        materialize_versions(settings, [state["version_id"]])
+        materialize_versions(settings, [state["version_id"]], backends)
     elif stage == "monitor":
         from mlops_core.stages.monitor import check_for_retraining
 
-        verdict = check_for_retraining(settings, [state["version_id"]], run_key="monitor-bench")
+        verdict = check_for_retraining(settings, [state["version_id"]], backends, run_key="monitor-bench")
         if not verdict["retrain"]:
             raise SystemExit(f"monitor did not request the first training: {verdict}")
     elif stage == "train":
-        from mlops_core.backends import backends_for
         from mlops_core.stages.train import build_training_set, log_candidate, run_training_job
 
-        backends = backends_for(settings)
         training_set = build_training_set(settings, "ts-bench", backends)
         job = run_training_job(settings, training_set, "train-bench", backends)
         state["candidate"] = log_candidate(settings, training_set, job, "train-bench", backends)
     elif stage == "evaluate_register":
         from mlops_core.stages.evaluate import evaluate_candidate, promote_to_champion
 
-        evaluation = evaluate_candidate(settings, state["candidate"])
+        evaluation = evaluate_candidate(settings, state["candidate"], backends)
         if not evaluation["promote"]:
             raise SystemExit(f"the first model was not promoted: {evaluation['reasons']}")
-        state["champion"] = promote_to_champion(settings, evaluation)
+        state["champion"] = promote_to_champion(settings, evaluation, backends)
     elif stage == "deploy":
         from mlops_core.stages.deploy import deploy_champion
 
-        deploy_champion(settings, state["champion"]["version"])
+        deploy_champion(settings, state["champion"]["version"], backends)
     else:
         raise SystemExit(f"unknown stage {stage!r}")
     state_file.write_text(json.dumps(state, default=str))

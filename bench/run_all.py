@@ -28,6 +28,7 @@ SCRIPTS = (
     "bench_ingest.py",
     "bench_training_set.py",
     "bench_materialize.py",
+    "bench_s3_ingest.py",
 )
 ROW_KEYS = ("benchmark", "case", "value", "unit", "floor", "ratio", "goal", "ok")
 

@@ -47,7 +47,7 @@ def deploy():
             reports = []
             for env, event in targets.items():
                 settings = settings_for(context, env)
-                reports.append(run(settings, event.get("version"), serving=backends_for(settings).serving))
+                reports.append(run(settings, event.get("version"), backends_for(settings)))
         record_note(context, deploy_outcome(reports))
         context["outlet_events"][DEPLOYMENT].extra = {"deployments": reports}
         return {"deployments": reports}

@@ -66,19 +66,17 @@ def evaluate_register():
 
         with fail_fast():
             settings = settings_for(context)
+            backends = backends_for(settings)
             params = context["params"]
             candidates = triggering_extras(context, MODEL_CANDIDATE)
             if params.get("mlflow_run_id"):
-                candidate = candidate_from_run(settings, params["mlflow_run_id"])
+                candidate = candidate_from_run(settings, params["mlflow_run_id"], backends)
             elif candidates:
                 candidate = candidates[-1]  # several queued events: the newest candidate wins
             else:
                 raise PermanentError("no triggering model_candidate event: trigger with the 'MLflow run id' param")
             evaluation = evaluate_candidate(
-                settings,
-                candidate,
-                min_improvement=params.get("min_improvement"),
-                mirror=backends_for(settings).mirror,
+                settings, candidate, backends, min_improvement=params.get("min_improvement")
             )
         evaluation["approval_text"] = evaluation_approval_text(evaluation, os.environ.get("MLFLOW_UI_URL"))
         record_note(context, evaluation_outcome(evaluation))
@@ -118,9 +116,7 @@ def evaluate_register():
         approval = context["ti"].xcom_pull(task_ids="approve_champion")
         with fail_fast():
             settings = settings_for(context)
-            champion = promote_to_champion(
-                settings, evaluation, approval=approval, mirror=backends_for(settings).mirror
-            )
+            champion = promote_to_champion(settings, evaluation, backends_for(settings), approval=approval)
         by = f" (approved by {champion['approved_by']})" if champion.get("approved_by") else ""
         record_note(context, f"{champion['model_name']} v{champion['version']} is @champion{by}")
         context["outlet_events"][CHAMPION].extra = champion

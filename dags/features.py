@@ -42,23 +42,24 @@ def features():
     def materialize(**context) -> dict:
         from airflow.sdk.exceptions import AirflowSkipException
 
+        from mlops_airflow.backends import backends_for
         from mlops_airflow.run_notes import record_note
         from mlops_airflow.runtime import fail_fast, settings_for, triggering_extras
-        from mlops_core.backends import object_store
         from mlops_core.datasets import DatasetStore
         from mlops_core.stages.features import materialize_versions
 
         with fail_fast():
             settings = settings_for(context)
+            backends = backends_for(settings)
             versions = [e["version_id"] for e in triggering_extras(context, DATASET) if e.get("version_id")]
             if context["params"].get("dataset_version"):
                 versions = [context["params"]["dataset_version"]]
             if not versions:  # a manual run: (re)materialize the newest version
-                latest = DatasetStore(object_store(settings), settings.load_contract().name).latest_version()
+                latest = DatasetStore(backends.store, settings.load_contract().name).latest_version()
                 if latest is None:
                     raise AirflowSkipException("no dataset version exists yet")
                 versions = [latest["version_id"]]
-            report = materialize_versions(settings, versions)
+            report = materialize_versions(settings, versions, backends)
         record_note(
             context,
             f"materialized {', '.join(report['version_ids'])}: {report['offline_rows']:,} offline rows, "

@@ -36,6 +36,7 @@ def ingest_sql():
     def ingest_table(**context) -> dict:
         from airflow.sdk.exceptions import AirflowSkipException
 
+        from mlops_airflow.backends import backends_for
         from mlops_airflow.hooks.sql_table import SqlTableHook
         from mlops_airflow.runtime import announce_ingest, fail_fast, settings_for
         from mlops_core.stages.ingest import ingest_sql as run
@@ -47,7 +48,13 @@ def ingest_sql():
                 raise AirflowSkipException(f"no dataset.sql_source in include/conf/{settings.env}.yaml")
             hook = SqlTableHook(sql_conn_id=source.conn_id)
             stamp = context.get("logical_date") or context["dag_run"].run_after
-            report = run(settings, hook.read_after_watermark, run_id=context["run_id"], ingested_at=stamp.isoformat())
+            report = run(
+                settings,
+                hook.read_after_watermark,
+                backends_for(settings),
+                run_id=context["run_id"],
+                ingested_at=stamp.isoformat(),
+            )
         return announce_ingest(context, report)
 
     ingest_table()

@@ -44,23 +44,28 @@ from mlops_airflow.dag_defaults import DEFAULT_ARGS, START_DATE, env_param
 def monitor():
     @task(outlets=[MONITOR_OUTCOME], execution_timeout=timedelta(minutes=20))
     def check_drift(**context) -> dict:
+        from mlops_airflow.backends import backends_for
         from mlops_airflow.run_notes import record_note
         from mlops_airflow.runtime import fail_fast, run_key, settings_for, triggering_extras
-        from mlops_core.backends import object_store
         from mlops_core.datasets import DatasetStore
         from mlops_core.outcomes import monitor_outcome
         from mlops_core.stages.monitor import check_for_retraining
 
         with fail_fast():
             settings = settings_for(context)
+            backends = backends_for(settings)
             versions = [v for e in triggering_extras(context, FEATURES) for v in e.get("version_ids", [])]
             if context["params"].get("dataset_version"):
                 versions = [context["params"]["dataset_version"]]
             if not versions:
-                latest = DatasetStore(object_store(settings), settings.load_contract().name).latest_version()
+                latest = DatasetStore(backends.store, settings.load_contract().name).latest_version()
                 versions = [latest["version_id"]] if latest else []
             verdict = check_for_retraining(
-                settings, versions, run_key=run_key(context, "monitor"), force=bool(context["params"]["force_retrain"])
+                settings,
+                versions,
+                backends,
+                run_key=run_key(context, "monitor"),
+                force=bool(context["params"]["force_retrain"]),
             )
         record_note(context, monitor_outcome(verdict))
         if verdict["retrain"]:

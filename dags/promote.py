@@ -49,12 +49,13 @@ def promote():
     def plan(**context) -> dict:
         import os
 
+        from mlops_airflow.backends import backends_for
         from mlops_airflow.runtime import fail_fast
         from mlops_core.outcomes import promotion_approval_text
         from mlops_core.stages.promote import plan_promotion
 
         with fail_fast():
-            plan = plan_promotion(context["params"]["from_env"], context["params"].get("version"))
+            plan = plan_promotion(context["params"]["from_env"], context["params"].get("version"), backends_for)
         plan["approval_text"] = promotion_approval_text(plan, os.environ.get("MLFLOW_UI_URL"))
         return plan
 
@@ -88,8 +89,8 @@ def promote():
         plan = context["ti"].xcom_pull(task_ids="plan")
         approval = context["ti"].xcom_pull(task_ids="approve_promotion")
         with fail_fast():
-            target = backends_for(load_settings(plan["to_env"]))  # the target environment's mirror
-            champion = run(plan, approval=approval, mirror=target.mirror)
+            target = backends_for(load_settings(plan["to_env"]))  # the target environment's registry and mirror
+            champion = run(plan, target, approval=approval)
         by = f", approved by {champion['approved_by']}" if champion.get("approved_by") else ""
         record_note(
             context,

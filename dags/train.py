@@ -68,8 +68,8 @@ def train():
 
     @task(execution_timeout=timedelta(minutes=30))
     def training_set(**context) -> dict:
+        from mlops_airflow.backends import backends_for
         from mlops_airflow.runtime import fail_fast, run_key
-        from mlops_core.backends import backends_for
         from mlops_core.stages.train import build_training_set
 
         with fail_fast():
@@ -93,9 +93,9 @@ def train():
 
     @task(outlets=[MODEL_CANDIDATE], execution_timeout=timedelta(minutes=20))
     def log_to_mlflow(training_set: dict, job: dict, **context) -> dict:
+        from mlops_airflow.backends import backends_for
         from mlops_airflow.run_notes import record_note
         from mlops_airflow.runtime import fail_fast
-        from mlops_core.backends import backends_for
         from mlops_core.stages.train import log_candidate
 
         with fail_fast():

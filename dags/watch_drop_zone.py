@@ -2,8 +2,8 @@
 ### Watch drop zone: announce complete new data files
 
 Runs continuously, one run at a time. Each run waits (deferrable, in the triggerer, no worker
-slot) until complete data files are in the drop zone of the run's `env` (`dataset.drop_zone`,
-`dataset.file_patterns`), announces them with a **landed_files** event (which schedules
+slot) until complete data files are in the drop zone of the run's `env` (`dataset.drop_zone`, a
+folder or an S3 prefix; `dataset.file_patterns`), announces them with a **landed_files** event (which schedules
 `ingest`), waits until ingest has consumed them so the next run never announces a file twice,
 then archives their completion markers (rule `marker`). Keeping the watch out of `ingest` lets
 any ingest run be cleared and re-run at any time.

@@ -11,6 +11,10 @@ has and moto lacks, this module extends moto's server to behave like the service
 - **S3 checksums** (``x-amz-checksum-*``): moto stores whatever value the client sends and never
   checks it; S3 recomputes the checksum of the received bytes and answers ``400 BadDigest`` when
   they differ. :func:`_verify_s3_checksums` makes moto do the same for PutObject and UploadPart.
+- **CopyObject with** ``CopySourceIfMatch``: S3 answers ``412 PreconditionFailed`` when the source's
+  ETag is not the one given; moto 5.2.5 ignores the header and copies whatever is there now, so
+  the S3 drop zone's "archive only the object that was read" could not be tested.
+  :func:`_copy_source_if_match` makes moto check it.
 - **UpdateModelPackage** changes only what the request sends (``CustomerMetadataProperties`` are
   merged in, ``CustomerMetadataPropertiesToRemove`` removes); moto 5.2.5 sets every field,
   so an approval would wipe the package's metadata and description.
@@ -111,6 +115,29 @@ def _verify_s3_checksums() -> None:
         return original(self, response_headers)  # type: ignore[no-any-return]
 
     S3Response._get_checksum = _get_checksum  # type: ignore[method-assign]
+
+
+def _copy_source_if_match() -> None:
+    """CopyObject: ``x-amz-copy-source-if-match`` must name the source's current ETag (S3's 412)."""
+    from urllib.parse import unquote, urlparse
+
+    from moto.s3.exceptions import PreconditionFailed
+    from moto.s3.responses import S3Response
+
+    original = S3Response.copy_object
+
+    def copy_object(self: Any) -> Any:
+        wanted = self.headers.get("x-amz-copy-source-if-match")
+        if wanted:
+            source = self.headers.get("x-amz-copy-source")
+            source = source.decode("utf-8") if isinstance(source, bytes) else str(source)
+            bucket, key = unquote(urlparse(source).path).lstrip("/").split("/", 1)
+            current = self.backend.get_object(bucket, key)
+            if current is not None and current.etag.strip('"') != str(wanted).strip('"'):
+                raise PreconditionFailed(failed_condition="x-amz-copy-source-If-Match")
+        return original(self)
+
+    S3Response.copy_object = copy_object  # type: ignore[method-assign]
 
 
 def _update_model_package_keeps_unsent_fields() -> None:
@@ -329,6 +356,7 @@ def make_moto_faithful() -> None:
     global _patched
     if not _patched:
         _verify_s3_checksums()
+        _copy_source_if_match()
         _update_model_package_keeps_unsent_fields()
         _count_calls()
         _sagemaker_training_jobs_like_sagemaker()

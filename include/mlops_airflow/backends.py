@@ -9,12 +9,17 @@ so ``dags/`` never names a backend.
 
 from __future__ import annotations
 
+import os
 from functools import partial
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from mlops_core.backends import Backends
     from mlops_core.compute import Compute
+    from mlops_core.contract import DatasetContract
+    from mlops_core.dataset_catalog import DatasetCatalog
+    from mlops_core.drop_source import DropSource
+    from mlops_core.features import FeatureRepository
     from mlops_core.registry_mirror import RegistryMirror
     from mlops_core.serving_target import Serving
     from mlops_core.settings import Settings
@@ -29,6 +34,19 @@ def store_for(settings: Settings) -> ObjectStore:
 
         return s3_object_store(settings)
     return core.object_store(settings)
+
+
+def drop_source_for(settings: Settings, location: str | os.PathLike[str] | None = None) -> DropSource:
+    """The drop zone at ``location`` (default ``dataset.drop_zone``): a local folder, or an S3 prefix on ``S3Hook``."""
+    from mlops_core.delivered_files import DropZone
+    from mlops_core.settings import is_s3_uri
+
+    where = settings.dataset.drop_zone if location is None else location
+    if is_s3_uri(where):
+        from mlops_airflow.hooks.aws import s3_drop_zone
+
+        return s3_drop_zone(settings, str(where))
+    return DropZone(where)
 
 
 def compute_for(settings: Settings, store: ObjectStore | None = None) -> Compute:
@@ -70,6 +88,30 @@ def _mirror(settings: Settings) -> RegistryMirror:
     return core.registry_mirror(settings)
 
 
+def _catalog(settings: Settings) -> DatasetCatalog:
+    from mlops_core import backends as core
+
+    if settings.backends.catalog == "glue":
+        from mlops_airflow.hooks.aws import glue_catalog
+
+        return glue_catalog(settings)
+    return core.dataset_catalog(settings)
+
+
+def _feature_repository(settings: Settings, store: ObjectStore, contract: DatasetContract) -> FeatureRepository:
+    """The feature repository on the task's store; a Redis online store reached through the Airflow
+    connection ``features.redis_conn_id`` (any secrets backend), its password never logged."""
+    from mlops_core import backends as core
+
+    url = None
+    if settings.features.online_store == "redis":
+        from airflow.sdk import BaseHook
+
+        conn = BaseHook.get_connection(settings.features.redis_conn_id)
+        url = core.redis_url(conn.host, conn.port, conn.login, conn.password, conn.extra_dejson)
+    return core.feature_repository(settings, contract, store=store, redis_url=url)
+
+
 def backends_for(settings: Settings) -> Backends:
     """The task's bundle: the store and compute built now, the rest on first use."""
     from mlops_core import backends as core
@@ -80,6 +122,7 @@ def backends_for(settings: Settings) -> Backends:
         compute=compute_for(settings, store),
         make_registry=partial(core.model_registry, settings),
         make_serving=partial(_serving, settings, store),
-        make_feature_repository=partial(core.feature_repository, settings),
+        make_feature_repository=partial(_feature_repository, settings, store),
         make_mirror=partial(_mirror, settings),
+        make_catalog=partial(_catalog, settings),
     )

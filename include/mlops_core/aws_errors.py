@@ -32,3 +32,10 @@ def already_exists(exc: Exception) -> bool:
     return code in ("AlreadyExistsException", "ResourceInUse") or (
         code == "ValidationException" and "already exist" in message
     )
+
+
+def is_precondition_failed(exc: Exception) -> bool:
+    """True when a conditional request (``IfMatch``, ``CopySourceIfMatch``) found another object (HTTP 412)."""
+    code, _ = aws_error(exc)
+    status = getattr(exc, "response", {}).get("ResponseMetadata", {}).get("HTTPStatusCode")
+    return code in ("PreconditionFailed", "412") or status == 412

@@ -8,6 +8,10 @@ Each concern sits behind a small interface:
   registry; a mirror copies versions to a cloud registry and follows the promotion gate)
 - serving: :class:`mlops_core.serving_target.Serving` (deploy, what is live, verify, smoke test,
   roll back)
+- drop zone: :class:`mlops_core.drop_source.DropSource` (a local folder, or an S3 prefix when
+  ``dataset.drop_zone`` is ``s3://bucket/prefix/``)
+- dataset catalog: :class:`mlops_core.dataset_catalog.DatasetCatalog` (committed versions made
+  queryable where they lie: Glue for Athena; ``none`` by default)
 
 A task builds its backends once (:func:`backends_for`, a :class:`Backends` bundle) and hands them
 to the pure stage functions, which never construct a backend themselves. Only ``local`` is built
@@ -21,14 +25,15 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property, partial
-from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from mlops_core.compute import Compute, LocalJobCompute
 from mlops_core.storage import LocalObjectStore, ObjectStore
 
 if TYPE_CHECKING:
     from mlops_core.contract import DatasetContract
+    from mlops_core.dataset_catalog import DatasetCatalog
+    from mlops_core.drop_source import DropSource
     from mlops_core.features import FeatureRepository
     from mlops_core.registry import ModelRegistry
     from mlops_core.registry_mirror import RegistryMirror
@@ -44,7 +49,13 @@ class BackendNotAvailable(RuntimeError):
 
 
 # Concerns whose cloud implementation exists but is built on the provider's hooks, in Airflow.
-_BUILT_BY_AIRFLOW = {("storage", "aws"), ("compute", "aws"), ("registry_mirror", "sagemaker"), ("serving", "aws")}
+_BUILT_BY_AIRFLOW = {
+    ("storage", "aws"),
+    ("compute", "aws"),
+    ("registry_mirror", "sagemaker"),
+    ("serving", "aws"),
+    ("catalog", "glue"),
+}
 
 
 def _not_built(concern: str, name: str) -> BackendNotAvailable:
@@ -64,6 +75,20 @@ def object_store(settings: Settings) -> ObjectStore:
     if settings.backends.storage == "local":
         return LocalObjectStore(settings.storage_root)
     raise _not_built("storage", settings.backends.storage)
+
+
+# ----------------------------------------------------------------------------- drop zone
+def drop_source(settings: Settings) -> DropSource:
+    """The drop zone of ``dataset.drop_zone``: the local folder (an ``s3://`` prefix is built in Airflow)."""
+    from mlops_core.delivered_files import DropZone
+
+    location = settings.dataset.drop_zone
+    if isinstance(location, str) and location.startswith("s3://"):
+        raise BackendNotAvailable(
+            f"dataset.drop_zone {location!r} is an S3 prefix, read through the Amazon provider's S3Hook in an "
+            "Airflow task: use mlops_airflow.backends.drop_source_for(settings) (mlops_core never imports Airflow)"
+        )
+    return DropZone(location)
 
 
 # ----------------------------------------------------------------------------- compute
@@ -96,6 +121,21 @@ def registry_mirror(settings: Settings) -> RegistryMirror:
     raise _not_built("registry_mirror", settings.backends.registry_mirror)
 
 
+# ----------------------------------------------------------------------------- catalog
+def dataset_catalog(settings: Settings) -> DatasetCatalog:
+    from mlops_core.dataset_catalog import NoCatalog
+
+    if settings.backends.catalog in ("none", None):
+        return NoCatalog()
+    raise _not_built("catalog", settings.backends.catalog)
+
+
+def _no_catalog() -> DatasetCatalog:
+    from mlops_core.dataset_catalog import NoCatalog
+
+    return NoCatalog()
+
+
 # ----------------------------------------------------------------------------- serving
 def local_model_server(settings: Settings) -> LocalModelServer:
     """The environment's local scoring server itself (local tooling: ``make up``, the demo, tests)."""
@@ -118,20 +158,71 @@ def serving_backend(settings: Settings) -> Serving:
 
 
 # ----------------------------------------------------------------------------- features
-def feature_repository(settings: Settings, contract: DatasetContract | None = None) -> FeatureRepository:
-    from mlops_core.features import FeatureRepository
+def feature_repository(
+    settings: Settings,
+    contract: DatasetContract | None = None,
+    *,
+    store: ObjectStore | None = None,
+    redis_url: str | None = None,
+) -> FeatureRepository:
+    """The Feast repository of ``contract``: offline data under ``features/<dataset>/`` of the
+    environment's object store (``store``: local folder or S3), online in ``features.online_store``.
+
+    ``redis_url`` (``features.online_store: redis``) is the URL of the Airflow connection
+    ``features.redis_conn_id``, resolved by the Airflow layer; without it, the connection is read
+    from the environment as Airflow defines it (``AIRFLOW_CONN_<ID>``, URI form). The registry (a
+    derived file, re-applied on first use) stays under ``MLOPS_HOME/feature_repo/<project>``.
+    """
+    from mlops_core.features import FeatureRepository, OnlineStoreConfig
 
     contract = contract or settings.load_contract()
-    if settings.backends.storage != "local":
-        raise _not_built("storage (feature store offline data)", settings.backends.storage)
-    root = settings.home / "feature_repo" / settings.features.project
+    features = settings.features
+    store = store if store is not None else object_store(settings)
+    if features.online_store == "redis" and redis_url is None:
+        redis_url = redis_url_from_environment(features.redis_conn_id)
+    online = OnlineStoreConfig(
+        kind=features.online_store,
+        redis_url=redis_url if features.online_store == "redis" else None,
+        dynamodb_region=features.dynamodb_region,
+        dynamodb_endpoint_url=features.dynamodb_endpoint_url,
+    )
     return FeatureRepository(
         contract,
-        repo_dir=root,
-        offline_dir=str(Path(settings.storage_root) / "features" / contract.name),
-        project=settings.features.project,
-        ttl_days=settings.features.ttl_days,
+        repo_dir=settings.home / "feature_repo" / features.project,
+        offline_store=store,
+        offline_prefix=f"features/{contract.name}",
+        project=features.project,
+        ttl_days=features.ttl_days,
+        online=online,
     )
+
+
+def redis_url_from_environment(conn_id: str) -> str | None:
+    """The Airflow connection ``conn_id`` as defined in the environment (``AIRFLOW_CONN_<ID>``, URI or
+    JSON form) as a Redis URL; None when it is not there. The value is never logged."""
+    import json
+    import os
+
+    value = os.environ.get(f"AIRFLOW_CONN_{conn_id.upper()}")
+    if not value or not value.lstrip().startswith("{"):
+        return value or None
+    try:
+        conn = json.loads(value)
+    except json.JSONDecodeError:
+        return None
+    extra = conn.get("extra") or {}
+    return redis_url(conn.get("host"), conn.get("port"), conn.get("login"), conn.get("password"), extra)
+
+
+def redis_url(
+    host: str | None, port: int | None, login: str | None, password: str | None, extra: dict[str, Any]
+) -> str:
+    """A Redis URL from the fields of an Airflow connection (``extra``: ``db``, ``ssl``)."""
+    from urllib.parse import quote
+
+    auth = f"{quote(login or '', safe='')}:{quote(password or '', safe='')}@" if (login or password) else ""
+    scheme = "rediss" if str(extra.get("ssl", "")).lower() == "true" else "redis"
+    return f"{scheme}://{auth}{host or 'localhost'}:{port or 6379}/{int(extra.get('db') or 0)}"
 
 
 # ----------------------------------------------------------------------------- the bundle
@@ -140,9 +231,10 @@ class Backends:
     """The backends of one environment, built once per task and handed to the stages.
 
     ``store`` and ``compute`` are built with the bundle (cheap objects, no connection opened);
-    the registry and the serving target are built on first use (MLflow is a heavy import) and then
-    kept; :meth:`feature_repository` builds a Feast repository for a contract. A cloud bundle
-    passes its own objects and factories (the Airflow layer builds them on the providers' hooks).
+    the registry, the serving target, the mirror and the dataset catalog are built on first use
+    (MLflow is a heavy import) and then kept; :meth:`feature_repository` builds a Feast repository
+    for a contract. A cloud bundle passes its own objects and factories (the Airflow layer builds
+    them on the providers' hooks).
     """
 
     store: ObjectStore
@@ -151,6 +243,11 @@ class Backends:
     make_serving: Callable[[], Serving]
     make_feature_repository: Callable[[DatasetContract], FeatureRepository]
     make_mirror: Callable[[], RegistryMirror]
+    make_catalog: Callable[[], DatasetCatalog] = _no_catalog  # a bundle built without one registers nothing
+
+    @cached_property
+    def catalog(self) -> DatasetCatalog:
+        return self.make_catalog()
 
     @cached_property
     def registry(self) -> ModelRegistry:
@@ -176,6 +273,7 @@ def backends_for(settings: Settings, *, store: ObjectStore | None = None, comput
         compute=compute if compute is not None else compute_backend(settings, store),
         make_registry=partial(model_registry, settings),
         make_serving=partial(serving_backend, settings),
-        make_feature_repository=partial(feature_repository, settings),
+        make_feature_repository=partial(feature_repository, settings, store=store),
         make_mirror=partial(registry_mirror, settings),
+        make_catalog=partial(dataset_catalog, settings),
     )

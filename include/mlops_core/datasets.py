@@ -5,6 +5,8 @@ Layout (keys relative to the store root)::
     datasets/<dataset>/versions/<version_id>/event_date=YYYY-MM-DD/part-0000.parquet
     datasets/<dataset>/versions/<version_id>/row_keys.parquet     # the version's row keys, sorted
     datasets/<dataset>/versions/<version_id>/manifest.json        # written LAST = commit point
+                                                                  #   (on a versioned bucket each partition
+                                                                  #   records its object_version; reads pin it)
     datasets/<dataset>/key_index/index.json                       # row key -> version index
     datasets/<dataset>/key_index/date=YYYY-MM-DD.parquet          #   (mlops_core.key_index; bucket-<x>
                                                                   #   when keys are whole rows)
@@ -169,6 +171,10 @@ class DatasetStore:
         return f"DatasetStore({self.store!r}, {self.dataset!r})"
 
     # ------------------------------------------------------------------ keys
+    def versions_uri(self) -> str:
+        """Where the version folders live (``s3://.../datasets/<dataset>/versions/``): what a catalog points at."""
+        return self.store.uri(f"{self.prefix}/versions").rstrip("/") + "/"
+
     def _version_prefix(self, version_id: str) -> str:
         return f"{self.prefix}/versions/{version_id}"
 
@@ -216,7 +222,7 @@ class DatasetStore:
     def read_version(self, version_id: str, columns: Sequence[str] | None = None) -> pd.DataFrame:
         """All rows of one committed version (optionally only some columns)."""
         manifest = self.get_manifest(version_id)
-        parts = [self._read_parquet(p["key"], columns) for _, p in sorted(manifest["partitions"].items())]
+        parts = [self._read_part(p, columns) for _, p in sorted(manifest["partitions"].items())]
         return _concat(parts)
 
     def read_versions(self, version_ids: Iterable[str], columns: Sequence[str] | None = None) -> pd.DataFrame:
@@ -237,7 +243,7 @@ class DatasetStore:
             for day, partition in sorted(manifest["partitions"].items()):
                 day_start = pd.Timestamp(day, tz="UTC")
                 if day_start < end_ts and day_start + pd.Timedelta(days=1) > start_ts:
-                    frame = self._read_parquet(partition["key"], read_columns)
+                    frame = self._read_part(partition, read_columns)
                     times = frame[EVENT_TIME_COLUMN]
                     parts.append(frame.loc[(times >= start_ts) & (times < end_ts)])
         out = _concat(parts)
@@ -248,13 +254,22 @@ class DatasetStore:
         )
         return out
 
-    def _read_parquet(self, key: str, columns: Sequence[str] | None = None) -> pd.DataFrame:
+    def _read_part(self, partition: Mapping[str, Any], columns: Sequence[str] | None = None) -> pd.DataFrame:
+        """One partition of a manifest: the object version it recorded, when the bucket is versioned."""
+        return self._read_parquet(partition["key"], columns, object_version=partition.get("object_version"))
+
+    def _read_parquet(
+        self, key: str, columns: Sequence[str] | None = None, *, object_version: str | None = None
+    ) -> pd.DataFrame:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        table = pq.read_table(
-            pa.BufferReader(self.store.get_bytes(key)), columns=None if columns is None else list(columns)
+        data = (
+            self.store.get_bytes(key)
+            if object_version is None
+            else self.store.get_bytes(key, object_version=object_version)
         )
+        table = pq.read_table(pa.BufferReader(data), columns=None if columns is None else list(columns))
         frame: pd.DataFrame = table.to_pandas()
         return frame
 
@@ -422,8 +437,10 @@ class DatasetStore:
         partitions: dict[str, dict[str, Any]] = {}
         for day, part in sorting.partitions.items():  # event dates in order
             key = f"{prefix}/event_date={day}/part-0000.parquet"
-            self.store.put_file(key, part.path)
+            object_version = self.store.put_file(key, part.path)
             partitions[day] = {"rows": part.rows, "key": key}
+            if object_version is not None:  # a versioned bucket: reads pin the version written here
+                partitions[day]["object_version"] = object_version
         self.store.put_file(f"{prefix}/{ROW_KEYS_NAME}", keys.row_keys_path)
         manifest = {
             "version_id": version_id,

@@ -34,12 +34,17 @@ import hashlib
 import os
 import re
 import stat
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING, Any
 
 from mlops_core.errors import PermanentError
+
+if TYPE_CHECKING:
+    from mlops_core.drop_source import Consumed
+    from mlops_core.dropzone import ArrivalRule, ScanResult, ScanState
 
 MAX_FILE_BYTES = 2 * 1024**3  # default size limit of one delivered file (and of its decoded content)
 READ_CHUNK = 1 << 20
@@ -121,6 +126,7 @@ class FileSnapshot:
     size: int  # bytes read (for a file rejected unread: its size then)
     mtime_ns: int
     sha256: str | None  # of the bytes read; None when the file was not read
+    etag: str | None = None  # an S3 object: the ETag of the object read (device and inode are 0)
 
 
 @dataclass(frozen=True)
@@ -153,7 +159,7 @@ def _describe_mode(mode: int) -> str:
     return next((text for test, text in kinds if test(mode)), f"not a regular file (mode {oct(mode)})")
 
 
-class _Sink:
+class HashingSink:
     """Where :meth:`DropZone._take` puts the bytes: memory, or a new local file; hashes them on the way."""
 
     def __init__(self, target: Path | None) -> None:
@@ -208,6 +214,41 @@ class DropZone:
         self.configured = Path(folder)
         self.folder = Path(os.path.realpath(folder))
         self._fd: int | None = None
+
+    @property
+    def location(self) -> str:
+        """The folder as configured (the :class:`~mlops_core.drop_source.DropSource` seam)."""
+        return str(self.configured)
+
+    def scan(
+        self, patterns: Sequence[str], rule: ArrivalRule, previous: ScanState | None = None, *, now: float | None = None
+    ) -> ScanResult:
+        """One scan of the folder under ``rule`` (:func:`mlops_core.dropzone.scan`)."""
+        from mlops_core.dropzone import scan
+
+        return scan(self.configured, patterns, rule, previous, now=now)
+
+    def consume(self, name: str, snapshot: FileSnapshot | None, run_key: str, *, max_bytes: int) -> Consumed | None:
+        """Move entry ``name`` to ``<drop_zone>.archive/<run_key>/``; compare the archived file with what was read.
+
+        ``None`` when the entry is gone (an earlier try moved it). The result's ``extra`` holds
+        the bytes the archived file has beyond what was read (:func:`archived_extra`).
+        """
+        from mlops_core.drop_source import Consumed
+        from mlops_core.dropzone import archive_dir_for, archive_file
+
+        path = self.folder / name
+        if not os.path.lexists(path):
+            return None
+        target = archive_file(path, archive_dir_for(self.configured, run_key))
+        extra = None
+        if snapshot is not None and snapshot.sha256 is not None:
+            extra = archived_extra(target, snapshot, max_bytes=max_bytes)
+        return Consumed(archived_as=escape_name(os.fspath(target)), extra=extra)
+
+    def unconsumed(self, announced: Sequence[Mapping[str, Any]]) -> list[str]:
+        """Announced paths still in the folder (ingest moves what it consumed to the archive)."""
+        return [str(f["path"]) for f in announced if os.path.exists(str(f["path"]))]
 
     def __enter__(self) -> DropZone:
         try:
@@ -331,7 +372,7 @@ class DropZone:
                     return None
             return self._unreadable(name, shown, exc)
         try:
-            sink = _Sink(target)
+            sink = HashingSink(target)
         except BaseException:
             os.close(fd)
             raise

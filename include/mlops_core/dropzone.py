@@ -48,7 +48,9 @@ MARKER = "marker"  # a completion marker (rule marker); never ingested itself
 TOO_NEW = "too_new"  # modified less than min_age_seconds ago
 WAITING_STABLE = "waiting_stable"  # rule stable: not yet seen unchanged across two scans one poll apart
 WAITING_MARKER = "waiting_marker"  # rule marker: no marker yet, or the file changed after its marker
-REASONS = (HIDDEN, NOT_REGULAR_FILE, PATTERN, MARKER, TOO_NEW, WAITING_STABLE, WAITING_MARKER)
+UNSAFE_NAME = "unsafe_name"  # an object key that cannot be a file name (control characters, '..', too long)
+CONSUMED = "consumed"  # S3, dataset.mark_consumed tag: already consumed by an ingest run (tagged so)
+REASONS = (HIDDEN, NOT_REGULAR_FILE, UNSAFE_NAME, PATTERN, MARKER, CONSUMED, TOO_NEW, WAITING_STABLE, WAITING_MARKER)
 
 # Two scans scheduled one poll apart can measure a wall-clock gap a hair shorter than the poll
 # (timer granularity, clock slewing); a gap of 90 % of a poll still counts as one poll.
@@ -120,16 +122,25 @@ def _check_marker(marker: str) -> None:
 
 @dataclass(frozen=True)
 class DroppedFile:
-    """A complete data file, as announced in the ``landed_files`` event."""
+    """A complete data file, as announced in the ``landed_files`` event.
+
+    ``path`` is an absolute path in a local drop zone, or ``s3://bucket/key`` in an S3 one (whose
+    entries also carry the ``etag`` they were listed with, so the watch can tell when that very
+    object is consumed or replaced).
+    """
 
     path: str
     name: str
     size: int
     mtime: float
+    etag: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """``{path, name, size, mtime}``: one entry of the event's ``files``."""
-        return asdict(self)
+        """``{path, name, size, mtime}`` (+ ``etag`` for an object): one entry of the event's ``files``."""
+        out = asdict(self)
+        if self.etag is None:
+            del out["etag"]
+        return out
 
 
 @dataclass(frozen=True)
@@ -179,19 +190,66 @@ class IgnoredEntry:
 
 @dataclass(frozen=True)
 class Sighting:
-    """What a scan saw of a candidate file: its signature and since when it has been unchanged."""
+    """What a scan saw of a candidate file: its signature and since when it has been unchanged.
+
+    A local file's signature is (size, mtime ns, inode); an S3 object's is (size, LastModified,
+    ETag) with inode 0. ``consumed`` (S3 with ``dataset.mark_consumed: tag``) remembers that this
+    very object (same ETag) carries our consumed tag, so it is not asked again.
+    """
 
     size: int
     mtime_ns: int
     inode: int
     since: float
+    etag: str = ""
+    consumed: bool = False
 
     def same_file_as(self, other: Sighting) -> bool:
-        """Same size, mtime (ns) and inode: nothing was written or replaced in between."""
-        return (self.size, self.mtime_ns, self.inode) == (other.size, other.mtime_ns, other.inode)
+        """Same size, mtime (ns), inode and ETag: nothing was written or replaced in between."""
+        return (self.size, self.mtime_ns, self.inode, self.etag) == (
+            other.size,
+            other.mtime_ns,
+            other.inode,
+            other.etag,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Primitives only (a trigger's kwargs); :meth:`from_dict` reads them back."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> Sighting:
+        """Rebuild from :meth:`to_dict` output, checking every field's type."""
+        try:
+            return cls(
+                size=int(raw["size"]),
+                mtime_ns=int(raw["mtime_ns"]),
+                inode=int(raw["inode"]),
+                since=float(raw["since"]),
+                etag=str(raw.get("etag", "")),
+                consumed=bool(raw.get("consumed", False)),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"not a sighting record (size, mtime_ns, inode, since): {raw!r}") from exc
 
 
 ScanState = Mapping[str, Sighting]
+
+
+def state_to_primitives(state: ScanState) -> dict[str, dict[str, Any]]:
+    """A scan state as JSON-able primitives (what a trigger serializes)."""
+    return {path: seen.to_dict() for path, seen in state.items()}
+
+
+def state_from_primitives(raw: Mapping[str, Any] | None) -> dict[str, Sighting]:
+    """The scan state :func:`state_to_primitives` wrote; unreadable entries are dropped (they cost one poll)."""
+    state: dict[str, Sighting] = {}
+    for path, seen in (raw or {}).items():
+        try:
+            state[str(path)] = Sighting.from_dict(seen)
+        except ValueError:
+            continue
+    return state
 
 
 @dataclass(frozen=True)
@@ -387,7 +445,7 @@ class DatasetSettingsLike(Protocol):
     """The part of ``settings.dataset`` the watch reads."""
 
     @property
-    def drop_zone(self) -> Path: ...
+    def drop_zone(self) -> Path | str: ...
     @property
     def file_patterns(self) -> Sequence[str]: ...
     @property
@@ -459,16 +517,30 @@ def scan_drop_zone(
     return list(scan(directory, patterns, rule, now=now).ready)
 
 
-def complete_files(spec: WatchSpec) -> ScanResult:
+class _Scans(Protocol):
+    def scan(
+        self, patterns: Sequence[str], rule: ArrivalRule, previous: ScanState | None = None, *, now: float | None = None
+    ) -> ScanResult: ...
+
+
+def complete_files(spec: WatchSpec, source: _Scans | None = None) -> ScanResult:
     """What is complete in the drop zone now under ``spec``'s rule, without a running watch.
 
-    For a one-off look such as a manual ingest run. Under ``stable`` the folder is scanned twice,
-    one poll apart, so this call takes ``poll_seconds``; the other rules need one scan.
+    For a one-off look such as a manual ingest run. ``source`` is the drop zone's
+    :class:`~mlops_core.drop_source.DropSource` (an S3 prefix, say); ``None`` scans the local
+    folder ``spec.directory``. Under ``stable`` the drop zone is scanned twice, one poll apart,
+    so this call takes ``poll_seconds``; the other rules need one scan.
     """
-    result = scan(spec.directory, spec.patterns, spec.arrival)
+
+    def once(previous: ScanState | None) -> ScanResult:
+        if source is None:
+            return scan(spec.directory, spec.patterns, spec.arrival, previous)
+        return source.scan(spec.patterns, spec.arrival, previous)
+
+    result = once(None)
     if spec.arrival.rule == "stable":
         time.sleep(spec.arrival.poll_seconds)
-        result = scan(spec.directory, spec.patterns, spec.arrival, result.state)
+        result = once(result.state)
     return result
 
 

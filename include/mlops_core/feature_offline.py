@@ -1,6 +1,7 @@
 """Feast offline store over an event-date-partitioned Parquet layout (see :mod:`mlops_core.features`).
 
-Layout below the feature view's ``FileSource`` path (``<offline_dir>``)::
+Layout below the feature view's ``FileSource`` path: a prefix of the environment's object store
+(a local folder, or ``s3://bucket/prefix/features/<dataset>/``)::
 
     event_date=YYYY-MM-DD/version=<version_id>.parquet   # rows of one dataset version with that UTC event date
     _latest/before=YYYY-MM-DD.parquet                    # compacted: latest row per entity, event date < D
@@ -11,7 +12,8 @@ the latest row per entity before ``date(t_min)`` can ever answer a request at or
 ``t_min``, and whether it is within the feature view's TTL is checked per request. Snapshots
 sit on a grid of :data:`SNAPSHOT_DAYS` days, so a join reads at most ``SNAPSHOT_DAYS - 1``
 partitions between the snapshot and the window. Each snapshot records a fingerprint of the
-partition files it summarises (name, size, modification time of every file before its date);
+partition files it summarises (name, size and change tag -- modification time locally, ETag on
+S3 -- of every file before its date);
 one that no longer matches (a late or re-materialized version) is never used and is rebuilt
 from the newest still-valid snapshot. Nothing here is a second source of truth: deleting
 ``_latest`` only costs one rebuild. When the TTL is shorter than the grid, only the partitions
@@ -27,6 +29,7 @@ import hashlib
 import io
 import os
 import re
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -47,7 +50,7 @@ from feast.infra.registry.base_registry import BaseRegistry
 from feast.on_demand_feature_view import OnDemandFeatureView
 from feast.repo_config import FeastConfigBaseModel, RepoConfig
 
-from mlops_core.storage import LocalObjectStore
+from mlops_core.storage import LocalObjectStore, ObjectNotFound, ObjectStore
 
 PARTITION_DIR = re.compile(r"^event_date=(?P<day>\d{4}-\d{2}-\d{2})$")
 VERSION_FILE = re.compile(r"^version=(?P<version_id>[A-Za-z0-9][A-Za-z0-9._-]*)\.parquet$")
@@ -75,27 +78,52 @@ def grid_floor(day: date) -> date:
 class PartitionFile:
     day: date
     version_id: str
-    path: Path
+    key: str  # the object's key in the layout's store
     size: int
-    mtime_ns: int
+    tag: str  # changes when the object is rewritten (local: mtime in ns; S3: ETag)
 
 
 class OfflineLayout:
-    """The date-partitioned offline folder: write a version, list partitions, read for a join."""
+    """The date-partitioned offline data under ``prefix`` of an object store: write a version, list
+    partitions, read for a join.
 
-    def __init__(self, root: Path, entity_column: str, time_column: str) -> None:
-        self.root = Path(root)
+    Every object goes through the store (``put_bytes``, ``get_bytes``, ``list_objects``,
+    ``delete``), so the layout is the same on a local folder and on S3, and reads of S3 objects are
+    checked against the SHA-256 the store recorded when it wrote them. A local store is listed with
+    ``os.scandir`` per partition folder and read in place (column projection without reading the
+    whole file): the measured fast path of issue 6.
+    """
+
+    def __init__(self, objects: ObjectStore, prefix: str, entity_column: str, time_column: str) -> None:
+        self.objects = objects
+        cleaned = prefix.strip("/")
+        self.prefix = f"{cleaned}/" if cleaned else ""
         self.entity_column = entity_column
         self.time_column = time_column
-        self._objects = LocalObjectStore(self.root)
+        self._local = objects if isinstance(objects, LocalObjectStore) else None
+
+    def __repr__(self) -> str:
+        return f"OfflineLayout({self.uri()!r})"
+
+    def uri(self) -> str:
+        return self.objects.uri(self.prefix) if self.prefix else self.objects.uri()
+
+    def _local_dir(self, name: str = "") -> Path:
+        if self._local is None:
+            raise RuntimeError(f"{self!r} is not in a local folder")
+        folder = self._local.path(self.prefix) if self.prefix else self._local.root
+        return folder / name if name else folder
 
     # ------------------------------------------------------------------ listing
     def days(self) -> list[date]:
-        """Dates that have a partition folder, sorted (one directory listing)."""
-        if not self.root.is_dir():
+        """Dates that have a partition, sorted (one listing)."""
+        if self._local is None:
+            return sorted({f.day for f in self._all_files()})
+        root = self._local_dir()
+        if not root.is_dir():
             return []
         found = []
-        with os.scandir(self.root) as entries:
+        with os.scandir(root) as entries:
             for entry in entries:
                 match = PARTITION_DIR.match(entry.name)
                 if match and entry.is_dir():
@@ -104,9 +132,12 @@ class OfflineLayout:
 
     def files(self, days: Iterable[date]) -> list[PartitionFile]:
         """Version files of the given dates, sorted by date then version (metadata only, no data read)."""
+        wanted = set(days)
+        if self._local is None:
+            return [f for f in self._all_files() if f.day in wanted]
         out = []
-        for day in sorted(set(days)):
-            folder = self.partition_dir(day)
+        for day in sorted(wanted):
+            folder = self._local_dir(partition_name(day))
             try:
                 entries = list(os.scandir(folder))
             except FileNotFoundError:
@@ -115,23 +146,39 @@ class OfflineLayout:
                 match = VERSION_FILE.match(entry.name)
                 if match and entry.is_file():
                     st = entry.stat()
-                    out.append(
-                        PartitionFile(day, match.group("version_id"), Path(entry.path), st.st_size, st.st_mtime_ns)
-                    )
+                    key = f"{self.prefix}{partition_name(day)}/{entry.name}"
+                    out.append(PartitionFile(day, match.group("version_id"), key, st.st_size, str(st.st_mtime_ns)))
         return sorted(out, key=lambda f: (f.day, f.version_id))
 
-    def partition_dir(self, day: date) -> Path:
-        return self.root / f"event_date={day.isoformat()}"
+    def _all_files(self) -> list[PartitionFile]:
+        """Every partition file, from one listing of the store (objects of other names are ignored)."""
+        out = []
+        for info in self.objects.list_objects(f"{self.prefix}event_date="):
+            folder, _, name = info.key[len(self.prefix) :].partition("/")
+            day_match, file_match = PARTITION_DIR.match(folder), VERSION_FILE.match(name)
+            if day_match and file_match:
+                day = date.fromisoformat(day_match.group("day"))
+                out.append(PartitionFile(day, file_match.group("version_id"), info.key, info.size, info.tag))
+        return sorted(out, key=lambda f: (f.day, f.version_id))
 
     def has_data(self) -> bool:
+        if self._local is None:
+            return bool(self._all_files())
         return any(self.files([day]) for day in self.days())
+
+    def read(self, f: PartitionFile, columns: list[str] | None = None) -> pa.Table:
+        """One partition file (only ``columns`` when given)."""
+        if self._local is not None:
+            return pq.read_table(self._local.path(f.key), columns=columns)
+        return pq.read_table(pa.BufferReader(self.objects.get_bytes(f.key)), columns=columns)
 
     # ------------------------------------------------------------------ writing
     def write_version(self, version_id: str, table: pa.Table) -> list[date]:
         """Write one version's rows split by UTC event date; drop its files of other dates.
 
-        Each file is written atomically (temp name, then rename). Re-running a version rewrites the
-        same files, so rows are never duplicated. Returns the dates written.
+        Each object is written whole or not at all (local: temp name, then rename; S3: one PUT or a
+        completed multipart upload). Re-running a version rewrites the same objects, so rows are
+        never duplicated. Returns the dates written.
         """
         name = f"version={version_id}.parquet"
         written: list[date] = []
@@ -147,21 +194,24 @@ class OfflineLayout:
                 part = table if len(chunk) == table.num_rows else table.take(pa.array(np.sort(chunk)))
                 sink = pa.BufferOutputStream()  # native buffer: the encoding runs without the GIL
                 pq.write_table(part, sink)
-                self._objects.put_bytes(f"{self.partition_dir(day).name}/{name}", sink.getvalue().to_pybytes())
+                self.objects.put_bytes(f"{self.prefix}{partition_name(day)}/{name}", sink.getvalue().to_pybytes())
                 written.append(day)
         keep = set(written)
         for old in self.files(self.days()):
             if old.version_id == version_id and old.day not in keep:
-                old.path.unlink(missing_ok=True)
+                self.objects.delete(old.key)
         return written
 
     # ------------------------------------------------------------------ snapshots
-    def snapshot_path(self, boundary: date) -> Path:
-        return self.root / SNAPSHOT_DIR / f"before={boundary.isoformat()}.parquet"
+    def snapshot_key(self, boundary: date) -> str:
+        return f"{self.prefix}{SNAPSHOT_DIR}/before={boundary.isoformat()}.parquet"
+
+    def snapshot_keys(self) -> list[str]:
+        return [k for k in self.objects.list_keys(f"{self.prefix}{SNAPSHOT_DIR}/") if k.endswith(".parquet")]
 
     @staticmethod
     def fingerprint(files: Sequence[PartitionFile]) -> str:
-        text = "\n".join(f"{f.day.isoformat()}/{f.version_id}\t{f.size}\t{f.mtime_ns}" for f in files)
+        text = "\n".join(f"{f.day.isoformat()}/{f.version_id}\t{f.size}\t{f.tag}" for f in files)
         return hashlib.sha256(text.encode()).hexdigest()
 
     def latest_before(self, boundary: date, listing: Sequence[PartitionFile] | None = None) -> pa.Table | None:
@@ -188,7 +238,7 @@ class OfflineLayout:
             probe -= timedelta(days=SNAPSHOT_DAYS)
         while start < boundary:
             end = start + timedelta(days=SNAPSHOT_DAYS)
-            parts = [pq.read_table(f.path) for f in files if start <= f.day < end]
+            parts = [self.read(f) for f in files if start <= f.day < end]
             if base is not None:
                 parts.insert(0, base)
             if parts:
@@ -198,20 +248,30 @@ class OfflineLayout:
         return base
 
     def _read_snapshot(self, boundary: date, covered: Sequence[PartitionFile]) -> pa.Table | None:
-        path = self.snapshot_path(boundary)
+        key = self.snapshot_key(boundary)
+        expected = self.fingerprint(covered).encode()
+        if self._local is not None:  # the footer first: a stale snapshot is never read in full
+            path = self._local.path(key)
+            try:
+                meta = pq.read_schema(path).metadata or {}
+            except (FileNotFoundError, pa.ArrowInvalid, OSError):
+                return None
+            if meta.get(FINGERPRINT_KEY) != expected:
+                return None
+            return pq.read_table(path).replace_schema_metadata(None)
         try:
-            meta = pq.read_schema(path).metadata or {}
-        except (FileNotFoundError, pa.ArrowInvalid, OSError):
+            table = pq.read_table(pa.BufferReader(self.objects.get_bytes(key)))
+        except (ObjectNotFound, pa.ArrowInvalid):
             return None
-        if meta.get(FINGERPRINT_KEY) != self.fingerprint(covered).encode():
+        if (table.schema.metadata or {}).get(FINGERPRINT_KEY) != expected:
             return None
-        return pq.read_table(path).replace_schema_metadata(None)
+        return table.replace_schema_metadata(None)
 
     def _write_snapshot(self, boundary: date, table: pa.Table, covered: Sequence[PartitionFile]) -> None:
         stamped = table.replace_schema_metadata({FINGERPRINT_KEY: self.fingerprint(covered).encode()})
         buf = io.BytesIO()
         pq.write_table(stamped, buf)
-        self._objects.put_bytes(f"{SNAPSHOT_DIR}/{self.snapshot_path(boundary).name}", buf.getvalue())
+        self.objects.put_bytes(self.snapshot_key(boundary), buf.getvalue())
 
     def refresh_snapshots(self) -> None:
         """Bring the snapshot at the grid date before the newest partition up to date (cheap when valid)."""
@@ -230,19 +290,31 @@ class OfflineLayout:
         than to the snapshot grid, only the partitions of ``[date(t_min - ttl), date(t_min))``.
         """
         first, last = utc_day(t_min), utc_day(t_max)
-        days = self.days()
+        listing = self.files(self.days()) if self._local is None else None  # one LIST on a remote store
+        days = sorted({f.day for f in listing}) if listing is not None else self.days()
+
+        def files(selected: list[date]) -> list[PartitionFile]:
+            if listing is None:
+                return self.files(selected)
+            wanted = set(selected)
+            return [f for f in listing if f.day in wanted]
+
         lo_day = _ttl_start_day(t_min, ttl)
         parts: list[pa.Table] = []
         if lo_day is not None and lo_day >= grid_floor(first):
             read_from = lo_day
         else:
             read_from = grid_floor(first)
-            snapshot = self.latest_before(read_from, self.files([d for d in days if d < read_from]))
+            snapshot = self.latest_before(read_from, files([d for d in days if d < read_from]))
             if snapshot is not None:
                 parts.append(snapshot.select(columns))
-        for f in self.files([d for d in days if read_from <= d <= last]):
-            parts.append(pq.read_table(f.path, columns=columns))
+        for f in files([d for d in days if read_from <= d <= last]):
+            parts.append(self.read(f, columns))
         return _concat(parts) if parts else None
+
+
+def partition_name(day: date) -> str:
+    return f"event_date={day.isoformat()}"
 
 
 def _ttl_start_day(t_min: pd.Timestamp, ttl: timedelta | None) -> date | None:
@@ -387,13 +459,35 @@ def _view_name(view: FeatureView) -> str:
     return name
 
 
+# FileSource path -> (object store, prefix) of offline data kept in a remote store. Feast calls the
+# offline store with the repo config and the source only, so a FeatureRepository registers where its
+# remote offline data lives (with the store's client, built from the Airflow connection) here.
+_LOCATIONS: dict[str, tuple[ObjectStore, str]] = {}
+_LOCATIONS_LOCK = threading.Lock()
+
+
+def register_location(source_path: str, objects: ObjectStore, prefix: str) -> None:
+    """Read the FileSource ``source_path`` through ``objects`` under ``prefix`` (this process)."""
+    with _LOCATIONS_LOCK:
+        _LOCATIONS[source_path.rstrip("/")] = (objects, prefix)
+
+
 def _layout(source: DataSource, join_key: str) -> OfflineLayout:
     if not isinstance(source, FileSource):
         raise TypeError(f"the partitioned Parquet offline store reads FileSources, not {type(source).__name__}")
     path = source.path
+    with _LOCATIONS_LOCK:
+        located = _LOCATIONS.get(path.rstrip("/"))
+    if located is not None:
+        return OfflineLayout(located[0], located[1], join_key, source.timestamp_field)
     if path.startswith("file://"):
         path = path[len("file://") :]
-    return OfflineLayout(Path(path), join_key, source.timestamp_field)
+    elif "://" in path:
+        raise ValueError(
+            f"offline data at {path!r} is read through the object store of its FeatureRepository; build the "
+            "repository (mlops_core.backends.feature_repository) in this process before asking Feast for it"
+        )
+    return OfflineLayout(LocalObjectStore(path), "", join_key, source.timestamp_field)
 
 
 class PartitionedParquetOfflineStore(OfflineStore):
@@ -516,7 +610,7 @@ def _rows_between(
     lo = None if start is None else _utc_scalar(start)
     hi = None if end is None else _utc_scalar(end)
     days = [d for d in layout.days() if (lo is None or d >= utc_day(lo)) and (hi is None or d <= utc_day(hi))]
-    parts = [pq.read_table(f.path, columns=columns) for f in layout.files(days)]
+    parts = [layout.read(f, columns) for f in layout.files(days)]
     if not parts:
         schema = pa.schema(
             [(c, pa.timestamp("ns", tz="UTC") if c == layout.time_column else pa.string()) for c in columns]

@@ -1,13 +1,19 @@
-"""Feature store of one dataset contract, backed by Feast (local backend).
+"""Feature store of one dataset contract, backed by Feast.
 
-Local layout, configured entirely from Python (no ``feature_store.yaml`` is checked in)::
+Layout, configured entirely from Python (no ``feature_store.yaml`` is checked in)::
 
-    <repo_dir>/registry.db                                   # Feast registry (file)
-    <repo_dir>/online.db                                     # online store (SQLite): latest row per entity
-    <offline_dir>/event_date=YYYY-MM-DD/version=<id>.parquet # offline: a version's rows of one UTC event date
-    <offline_dir>/_latest/before=YYYY-MM-DD.parquet          # compacted: latest row per entity before a date
+    <repo_dir>/registry.db                                   # Feast registry (file; re-applied on first use)
+    <repo_dir>/online.db                                     # online store when it is SQLite: latest row per entity
+    <offline>/event_date=YYYY-MM-DD/version=<id>.parquet     # offline: a version's rows of one UTC event date
+    <offline>/_latest/before=YYYY-MM-DD.parquet              # compacted: latest row per entity before a date
 
-Feast sees one Entity (join key ``_entity``), one FileSource over ``<offline_dir>`` and one
+``<offline>`` is a prefix of the environment's object store (``features/<dataset>`` of a local
+folder or of ``s3://bucket/prefix``): every offline object is written, listed and read through the
+:class:`~mlops_core.storage.ObjectStore`, so S3 reads are checked against the SHA-256 recorded at
+write time. The online store is chosen by ``features.online_store`` (:class:`OnlineStoreConfig`):
+SQLite (default), Feast's Redis store or Feast's DynamoDB store.
+
+Feast sees one Entity (join key ``_entity``), one FileSource over ``<offline>`` and one
 FeatureView ``<contract>_features`` with the contract's feature columns typed from the contract.
 The offline store is :class:`mlops_core.feature_offline.PartitionedParquetOfflineStore`, a Feast
 offline-store plugin (``offline_store.type`` is its dotted name), so training sets still go
@@ -34,7 +40,8 @@ Feast accepts the contract's reserved names as they are: ``_entity`` is the join
 ``_event_time`` the source's timestamp field, so user columns can never collide with them and
 no renaming happens anywhere (the names live in :data:`FEAST_JOIN_KEY` / :data:`FEAST_TIMESTAMP`).
 
-Online writes: ``write_to_online_store`` converts only the first Arrow record batch of a frame,
+Online writes (SQLite; Redis and DynamoDB: see :meth:`FeatureRepository._push_online_feast`):
+``write_to_online_store`` converts only the first Arrow record batch of a frame,
 the SQLite online store overwrites whatever is stored regardless of event time, and reading the
 online event times first (to skip stale rows) cost as much as the write. The newest row per
 entity of a version is therefore upserted straight into Feast's SQLite table, serialized with
@@ -46,12 +53,14 @@ reads it back as usual.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
+import json
 import logging
 import re
 import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -63,6 +72,7 @@ from mlops_core.contract import (
     DatasetContract,
 )
 from mlops_core.errors import PermanentError
+from mlops_core.storage import LocalObjectStore, ObjectStore
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -95,21 +105,102 @@ OFFLINE_STORE_TYPE = "mlops_core.feature_offline.PartitionedParquetOfflineStore"
 ONLINE_BATCH_ROWS = 5_000  # entities per online read (get_online_features)
 ONLINE_UPSERT_ROWS = 150  # rows per upsert statement: 6 x 150 = 900 bound variables (SQLite's old limit: 999)
 _REQUEST_COLUMN = "_request"  # internal id of one distinct (entity, event time) request
+ONLINE_STORES = ("sqlite", "redis", "dynamodb")
+ONLINE_WRITE_ROWS = 1_000  # entities per online_write_batch call (Redis, DynamoDB)
 
 
 class FeatureRepositoryError(PermanentError, ValueError):
     """Bad input for the feature repository, or nothing materialized yet; the message says what to do."""
 
 
+@dataclasses.dataclass(frozen=True)
+class OnlineStoreConfig:
+    """Which online store Feast serves from (``features.online_store``) and how to reach it.
+
+    * ``sqlite`` (default): ``<repo_dir>/online.db``, written by our guarded upsert.
+    * ``redis``: Feast's Redis online store; ``redis_url`` is ``redis://[user:password@]host:port/db``
+      (``rediss://`` for TLS), taken from an Airflow connection or the environment, never from a
+      settings file. It is kept out of ``repr`` and of every message.
+    * ``dynamodb``: Feast's DynamoDB online store (one table per feature view,
+      ``<project>.<view>``) in ``dynamodb_region``; credentials come from boto3's chain (the
+      worker's role or ``AWS_*`` variables), ``dynamodb_endpoint_url`` only for a VPC endpoint or
+      a local emulator.
+    """
+
+    kind: str = "sqlite"
+    redis_url: str | None = dataclasses.field(default=None, repr=False)
+    dynamodb_region: str | None = None
+    dynamodb_endpoint_url: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in ONLINE_STORES:
+            raise FeatureRepositoryError(f"features.online_store must be one of {ONLINE_STORES}, not {self.kind!r}")
+        if self.kind == "redis" and not self.redis_url:
+            raise FeatureRepositoryError(
+                "features.online_store is 'redis' but no Redis connection was found: define the Airflow connection "
+                "named by features.redis_conn_id (e.g. AIRFLOW_CONN_<ID>='redis://:<password>@host:6379/0')"
+            )
+        if self.kind == "dynamodb" and not self.dynamodb_region:
+            raise FeatureRepositoryError(
+                "features.online_store is 'dynamodb': set features.dynamodb_region in include/conf/<env>.yaml"
+            )
+
+    def feast_config(self, repo_dir: Path) -> dict[str, Any]:
+        """The ``online_store`` section of Feast's repo config."""
+        if self.kind == "redis":
+            return {"type": "redis", "connection_string": redis_connection_string(self.redis_url or "")}
+        if self.kind == "dynamodb":
+            config: dict[str, Any] = {"type": "dynamodb", "region": self.dynamodb_region}
+            if self.dynamodb_endpoint_url:
+                config["endpoint_url"] = self.dynamodb_endpoint_url
+            return config
+        return {"type": "sqlite", "path": str(repo_dir / "online.db")}
+
+
+def redis_connection_string(url: str) -> str:
+    """``redis://[user:password@]host:port/db`` as Feast's ``host:port,db=N,...`` connection string.
+
+    Errors never repeat the URL (it may hold a password).
+    """
+    from urllib.parse import unquote, urlparse
+
+    parsed = urlparse(url)
+    if parsed.scheme not in ("redis", "rediss") or not parsed.hostname:
+        raise FeatureRepositoryError(
+            "the Redis connection for the online store must be a redis:// or rediss:// URL with a host "
+            "(redis://[user:password@]host:port/db)"
+        )
+    db_text = parsed.path.strip("/") or "0"
+    if not db_text.isdigit():
+        raise FeatureRepositoryError("the Redis connection's path must be a database number (redis://host:6379/0)")
+    parts = [f"{parsed.hostname}:{parsed.port or 6379}", f"db={int(db_text)}"]
+    for name, value in (("username", parsed.username), ("password", parsed.password)):
+        if value:
+            value = unquote(value)
+            if "," in value:
+                raise FeatureRepositoryError(
+                    f"the Redis connection's {name} contains ',', which Feast's connection string cannot carry"
+                )
+            parts.append(f"{name}={json.dumps(value)}")  # Feast JSON-decodes values: a string stays a string
+    if parsed.scheme == "rediss":
+        parts.append("ssl=true")
+    return ",".join(parts)
+
+
 class FeatureRepository:
-    """Feast feature repository of one dataset contract: offline Parquet, online SQLite.
+    """Feast feature repository of one dataset contract: offline Parquet in an object store, online
+    SQLite, Redis or DynamoDB.
 
     Args:
         contract: the dataset contract; its ``feature_columns`` become the features.
-        repo_dir: where the Feast registry and the SQLite online store live.
-        offline_dir: folder (or ``file://`` URI) of the offline Parquet files, one per version.
+        repo_dir: where the Feast registry (and the SQLite online store) live.
+        offline_dir: folder (or ``file://`` URI) of the offline Parquet files; or
+        offline_store, offline_prefix: the object store (local or S3) and the prefix in it that
+            hold them (``features/<dataset>``); every read of an S3 object is checked against its
+            recorded SHA-256.
         project: the Feast project (``features.project`` in the settings).
         ttl_days: how far back a point-in-time join looks for a feature row.
+        online: which online store (:class:`OnlineStoreConfig`; default SQLite under ``repo_dir``).
     """
 
     def __init__(
@@ -117,13 +208,24 @@ class FeatureRepository:
         contract: DatasetContract,
         *,
         repo_dir: Path,
-        offline_dir: str,
+        offline_dir: str | None = None,
+        offline_store: ObjectStore | None = None,
+        offline_prefix: str = "",
         project: str,
         ttl_days: int = 3650,
+        online: OnlineStoreConfig | None = None,
     ) -> None:
         self.contract = contract
         self.repo_dir = Path(repo_dir).expanduser().resolve()
-        self.offline_dir = _local_folder(offline_dir)
+        if (offline_dir is None) == (offline_store is None):
+            raise FeatureRepositoryError("give the offline data's location: offline_dir or offline_store, not both")
+        if offline_store is None:
+            offline_store, offline_prefix = LocalObjectStore(_local_folder(str(offline_dir))), ""
+        self.offline_store = offline_store
+        self.offline_prefix = offline_prefix.strip("/")
+        if self.offline_prefix:
+            offline_store.uri(self.offline_prefix)  # validates: relative, inside the store
+        self.online = online or OnlineStoreConfig()
         self.project = project
         self.ttl_days = int(ttl_days)
         if self.ttl_days <= 0:
@@ -142,6 +244,13 @@ class FeatureRepository:
         """``<feature view>:<feature>`` of every feature, in contract order."""
         return [f"{self.feature_view_name}:{name}" for name in self.feature_columns]
 
+    @property
+    def offline_uri(self) -> str:
+        """Where the offline data lives (a folder path locally, ``s3://...`` on S3): the FileSource path."""
+        if isinstance(self.offline_store, LocalObjectStore):
+            return str(self.offline_store.path(self.offline_prefix) if self.offline_prefix else self.offline_store.root)
+        return self.offline_store.uri(self.offline_prefix).rstrip("/")
+
     def repo_config(self) -> RepoConfig:
         from feast.repo_config import RepoConfig
 
@@ -150,7 +259,7 @@ class FeatureRepository:
                 project=self.project,
                 provider="local",
                 registry=str(self.repo_dir / "registry.db"),
-                online_store={"type": "sqlite", "path": str(self.repo_dir / "online.db")},
+                online_store=self.online.feast_config(self.repo_dir),
                 offline_store={"type": OFFLINE_STORE_TYPE},
                 entity_key_serialization_version=ENTITY_KEY_SERIALIZATION_VERSION,
                 # training_set hands Feast UTC timestamps already; Feast's coercion would only
@@ -159,10 +268,13 @@ class FeatureRepository:
                 repo_path=self.repo_dir,
             )
         except ValueError as exc:  # pydantic's ValidationError is a ValueError
+            detail = str(exc)
+            if self.online.redis_url:  # pydantic repeats the input; the connection string may hold a password
+                detail = detail.replace(redis_connection_string(self.online.redis_url), "<redis connection>")
             raise FeatureRepositoryError(
                 f"invalid Feast configuration (check features.project = {self.project!r}: letters, digits, '_' "
-                f"and '-', not starting with '_' or '-'): {exc}"
-            ) from exc
+                f"and '-', not starting with '_' or '-'): {detail}"
+            ) from None
 
     @property
     def store(self) -> FeatureStore:
@@ -194,7 +306,7 @@ class FeatureRepository:
         )
         source = FileSource(
             name=f"{contract.name}_offline",
-            path=str(self.offline_dir),
+            path=self.offline_uri,
             timestamp_field=FEAST_TIMESTAMP,
             description=(f"accepted rows of dataset {contract.name!r}: event_date=YYYY-MM-DD/version=<id>.parquet"),
         )
@@ -217,7 +329,8 @@ class FeatureRepository:
 
     def apply(self) -> None:
         """Register the entity, source and feature view (idempotent; safe to call every run)."""
-        self.offline_dir.mkdir(parents=True, exist_ok=True)
+        if isinstance(self.offline_store, LocalObjectStore) and not self.offline_prefix:
+            self.offline_store.root.mkdir(parents=True, exist_ok=True)
         entity, _source, view = self.feast_objects()
         self.store.apply([entity, view])
         self._migrate_flat_files()
@@ -235,20 +348,25 @@ class FeatureRepository:
 
     # ----------------------------------------------------------------- offline
     def offline_layout(self) -> OfflineLayout:
-        """The event-date-partitioned offline folder (imports pandas, pyarrow and Feast)."""
-        from mlops_core.feature_offline import OfflineLayout
+        """The event-date-partitioned offline data (imports pandas, pyarrow and Feast).
 
-        return OfflineLayout(self.offline_dir, ENTITY_COLUMN, EVENT_TIME_COLUMN)
+        A remote location is also registered with the offline-store plugin, which Feast calls with
+        the FileSource path only.
+        """
+        from mlops_core.feature_offline import OfflineLayout, register_location
 
-    def offline_path(self, version_id: str, day: date) -> Path:
-        """The file holding the rows of ``version_id`` whose UTC event date is ``day``."""
+        if not isinstance(self.offline_store, LocalObjectStore):
+            register_location(self.offline_uri, self.offline_store, self.offline_prefix)
+        return OfflineLayout(self.offline_store, self.offline_prefix, ENTITY_COLUMN, EVENT_TIME_COLUMN)
+
+    def offline_key(self, version_id: str, day: date) -> str:
+        """The store key of the rows of ``version_id`` whose UTC event date is ``day``."""
         _check_version_id(version_id)
-        return self.offline_dir / f"event_date={day.isoformat()}" / f"version={version_id}.parquet"
+        prefix = f"{self.offline_prefix}/" if self.offline_prefix else ""
+        return f"{prefix}event_date={day.isoformat()}/version={version_id}.parquet"
 
     def offline_versions(self) -> list[str]:
         """Ids of the dataset versions present in the offline store, sorted (lists every partition)."""
-        if not self.offline_dir.is_dir():
-            return []
         layout = self.offline_layout()
         return sorted({f.version_id for f in layout.files(layout.days())})
 
@@ -309,7 +427,7 @@ class FeatureRepository:
             self.contract.name,
             result["offline_rows"],
             len(days),
-            self.offline_dir,
+            self.offline_uri,
             written,
             stale,
         )
@@ -319,10 +437,13 @@ class FeatureRepository:
         """Move files of the old layout (``<offline_dir>/version=<id>.parquet``) into date partitions."""
         import pyarrow.parquet as pq
 
-        if not self.offline_dir.is_dir():
+        if not isinstance(self.offline_store, LocalObjectStore):
+            return  # the flat layout only ever existed in local folders
+        folder = self.offline_store.path(self.offline_prefix) if self.offline_prefix else self.offline_store.root
+        if not folder.is_dir():
             return
         layout = None
-        for path in sorted(self.offline_dir.iterdir()):
+        for path in sorted(folder.iterdir()):
             match = OFFLINE_FILE.match(path.name)
             if match and path.is_file():
                 layout = layout or self.offline_layout()
@@ -407,7 +528,7 @@ class FeatureRepository:
             )
         if not self.offline_layout().has_data():
             raise FeatureRepositoryError(
-                f"no dataset version is materialized in {self.offline_dir} yet; run the features stage "
+                f"no dataset version is materialized in {self.offline_uri} yet; run the features stage "
                 "(FeatureRepository.materialize_version) before building a training set"
             )
         keep = required + ([contract.target] if contract.target in entity_df.columns else [])
@@ -477,6 +598,57 @@ class FeatureRepository:
         return _contract_dtypes(out, self.contract, self.feature_columns)
 
     def _push_online(self, table: pa.Table) -> tuple[int, int]:
+        """The newest row per entity of ``table`` online, unless online already has a newer one:
+        ``(entities written, entities skipped as older than online)``."""
+        if self.online.kind == "sqlite":
+            return self._push_online_sqlite(table)
+        return self._push_online_feast(table)
+
+    def _push_online_feast(self, table: pa.Table) -> tuple[int, int]:
+        """Write the newest row per entity through Feast's own online store (Redis, DynamoDB).
+
+        Values are converted with Feast's helpers (as for SQLite). The stored event times of these
+        entities are read first (Feast's ``online_read``: one pipelined HMGET on Redis, BatchGetItem
+        on DynamoDB) and rows not newer than the stored value are dropped, because Feast's DynamoDB
+        write overwrites unconditionally (Feast's Redis write checks again, in its own pipeline).
+        Each entity is one Redis hash / DynamoDB item, so a retry rewrites the same keys.
+        """
+        import pyarrow as pa
+        from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
+        from feast.protos.feast.types.Value_pb2 import Value as ValueProto
+
+        from mlops_core.feature_offline import latest_per_entity
+
+        if table.num_rows == 0:
+            return 0, 0
+        latest = latest_per_entity(table, ENTITY_COLUMN, EVENT_TIME_COLUMN)
+        view = self.store.get_feature_view(self.feature_view_name)
+        config = self.store.config
+        online_store = self.store._get_provider().online_store
+        keys = [
+            EntityKeyProto(join_keys=[FEAST_JOIN_KEY], entity_values=[ValueProto(string_val=e)])
+            for e in latest.column(ENTITY_COLUMN).to_pylist()
+        ]
+        times = latest.column(EVENT_TIME_COLUMN).cast(pa.timestamp("us", tz="UTC")).to_pylist()
+        columns = {f.name: _value_protos(latest.column(f.name), f.dtype) for f in view.features}
+        written = skipped = 0
+        for start in range(0, len(keys), ONLINE_WRITE_ROWS):
+            chunk = range(start, min(start + ONLINE_WRITE_ROWS, len(keys)))
+            stored = online_store.online_read(
+                config, view, [keys[i] for i in chunk], requested_features=[self.feature_columns[0]]
+            )
+            rows: list[tuple[Any, dict[str, Any], datetime, datetime | None]] = []
+            for i, (stored_time, _values) in zip(chunk, stored, strict=True):
+                if stored_time is not None and times[i] <= _as_utc(stored_time):
+                    skipped += 1
+                    continue
+                rows.append((keys[i], {name: protos[i] for name, protos in columns.items()}, times[i], None))
+            if rows:
+                online_store.online_write_batch(config, view, rows, None)
+                written += len(rows)
+        return written, skipped
+
+    def _push_online_sqlite(self, table: pa.Table) -> tuple[int, int]:
         """Upsert the newest row per entity of ``table`` online, unless online already has a newer one.
 
         Written in the layout of Feast's SQLite online store (one row per entity and feature) with
@@ -580,10 +752,35 @@ def _local_folder(offline_dir: str | Path) -> Path:
         text = unquote(urlparse(text).path)
     elif "://" in text:
         raise FeatureRepositoryError(
-            f"offline_dir {text!r}: the local feature repository keeps offline data in a local folder; "
-            "use a path (or file:// URI), or a backend built for remote storage"
+            f"offline_dir {text!r}: offline_dir names a local folder; for remote storage pass the object "
+            "store and its prefix (offline_store=..., offline_prefix=...), as backends.feature_repository does"
         )
     return Path(text).expanduser().resolve()
+
+
+def _value_protos(column: pa.ChunkedArray, feast_type: Any) -> list[Any]:
+    """Feast ``ValueProto`` of every value of ``column`` (converted once per distinct value)."""
+    import numpy as np
+    import pandas as pd
+    from feast.type_map import python_values_to_proto_values
+
+    values = column.to_numpy(zero_copy_only=False)
+    codes, uniques = pd.factorize(values, use_na_sentinel=True)
+    distinct = list(uniques)
+    nulls = codes < 0
+    if nulls.any():  # nulls are converted too (one of them), and take the last slot
+        distinct.append(values[int(nulls.argmax())])
+        codes = codes.copy()
+        codes[nulls] = len(distinct) - 1
+    protos = np.array([*python_values_to_proto_values(distinct, feast_type.to_value_type()), None], dtype=object)
+    return list(protos[:-1][codes])
+
+
+def _as_utc(value: Any) -> Any:
+    """A datetime from an online store as UTC (naive = UTC)."""
+    from datetime import UTC
+
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def _check_version_id(version_id: str) -> None:

@@ -18,7 +18,9 @@ Integrity, end to end:
 Objects above ``multipart_threshold`` bytes go up as multipart uploads (``multipart_chunksize``
 parts, through boto3's managed transfer); an upload that fails part-way is aborted by boto3 and
 never becomes visible under its key. When the bucket has versioning, writes return the object's
-``VersionId`` (None otherwise), so callers can record exactly which version they wrote.
+``VersionId`` (None otherwise), so callers can record exactly which version they wrote, and
+``get_bytes(key, object_version=...)`` reads exactly that version back (a dataset manifest pins
+each partition file this way).
 """
 
 from __future__ import annotations
@@ -30,13 +32,16 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from mlops_core.aws_errors import aws_error
 from mlops_core.aws_errors import is_missing as _not_found
-from mlops_core.storage import ObjectNotFound, _clean_key
+from mlops_core.storage import ObjectInfo, ObjectNotFound, _clean_key
 
 log = logging.getLogger(__name__)
 
 SHA256_METADATA = "sha256"  # x-amz-meta-sha256: hex digest of the whole object
 MIB = 1024 * 1024
+# How S3 answers a VersionId it does not have: NoSuchVersion; InvalidArgument for a malformed id.
+_NO_VERSION = frozenset({"NoSuchVersion", "InvalidArgument"})
 
 
 class ObjectCorrupted(IOError):
@@ -136,13 +141,26 @@ class S3ObjectStore:
             return self._upload(key, fh, path.stat().st_size, sha256)
 
     # ----------------------------------------------------------------- reading
-    def get_bytes(self, key: str) -> bytes:
+    def get_bytes(self, key: str, *, object_version: str | None = None) -> bytes:
+        """The object's bytes, checked against the digest recorded when it was written.
+
+        ``object_version`` (a ``VersionId`` that ``put_*`` returned) reads exactly that version
+        (``s3:GetObjectVersion``), whatever was written under the key since; S3 must answer with
+        that version, and a version that was deleted is :class:`~mlops_core.storage.ObjectNotFound`.
+        """
+        extra = {} if object_version is None else {"VersionId": object_version}
         try:
-            answer = self.client.get_object(Bucket=self.bucket, Key=self._object_key(key))
+            answer = self.client.get_object(Bucket=self.bucket, Key=self._object_key(key), **extra)
         except Exception as exc:
-            if _not_found(exc):
-                raise ObjectNotFound(f"no object {key!r} in {self.uri()}") from exc
+            if _not_found(exc) or (object_version is not None and aws_error(exc)[0] in _NO_VERSION):
+                which = "" if object_version is None else f" version {object_version!r}"
+                raise ObjectNotFound(f"no object {key!r}{which} in {self.uri()}") from exc
             raise
+        if object_version is not None and answer.get("VersionId") != object_version:
+            raise ObjectCorrupted(
+                f"{self.uri(key)}: asked for object version {object_version!r}, S3 answered "
+                f"{answer.get('VersionId')!r} (is versioning still enabled on {self.bucket}?)"
+            )
         data: bytes = answer["Body"].read()
         recorded = (answer.get("Metadata") or {}).get(SHA256_METADATA)
         if recorded is None:
@@ -197,6 +215,21 @@ class S3ObjectStore:
         for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix + prefix):
             out.extend(item["Key"][len(self.prefix) :] for item in page.get("Contents", []))
         return sorted(out)
+
+    def list_objects(self, prefix: str = "") -> list[ObjectInfo]:
+        """As :meth:`list_keys`, with each object's size and ETag (a rewrite gets a new ETag unless
+        the bytes are the same)."""
+        prefix = prefix.lstrip("/")
+        if prefix:
+            _clean_key(prefix)
+        paginator = self.client.get_paginator("list_objects_v2")
+        out: list[ObjectInfo] = []
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix + prefix):
+            out.extend(
+                ObjectInfo(item["Key"][len(self.prefix) :], int(item["Size"]), str(item["ETag"]).strip('"'))
+                for item in page.get("Contents", [])
+            )
+        return sorted(out, key=lambda o: o.key)
 
     def delete(self, key: str) -> None:
         self.client.delete_object(Bucket=self.bucket, Key=self._object_key(key))

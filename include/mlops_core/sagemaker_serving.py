@@ -300,9 +300,10 @@ class SageMakerServing:
         return self._switch_to(earlier[-1])
 
     def stop(self) -> LiveModel | None:
-        live = self.live()
-        if self._describe() is None:
+        described = self._describe()
+        if described is None:
             return None
+        live = self._live_from(described)
         self.client.delete_endpoint(EndpointName=self.name)
         log.warning("Deleted endpoint %s", self.name)
         return live

@@ -35,7 +35,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Annotated, Any, Union, get_args, get_origin
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
 from pydantic import (
@@ -45,6 +45,7 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainSerializer,
+    PlainValidator,
     PrivateAttr,
     ValidationError,
     ValidationInfo,
@@ -80,12 +81,15 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CONF_DIR = REPO_ROOT / "include" / "conf"
 BACKENDS = ("local", "aws", "azure")
 REGISTRY_MIRRORS = ("none", "sagemaker", "azure_ml")
+CATALOGS = ("none", "glue")
 ARRIVAL_RULES = ("stable", "marker", "rename")
 GLUE_NAME = (re.compile(r"[a-z][a-z0-9_]{0,127}"), "lowercase letters, digits and _, starting with a letter")
 ROLE_ARN = (re.compile(r"arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}"), "an IAM role ARN")
 INSTANCE_TYPE = (re.compile(r"ml\.[a-z0-9]+\.[a-z0-9]+"), "a SageMaker instance type such as ml.m5.large")
 SAGEMAKER_NAME = (re.compile(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}"), "letters, digits and -, at most 63")
 S3_ROOT = re.compile(r"s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9](/[^\s]*)?")
+S3_DROP_ZONE = re.compile(r"s3://([a-z0-9][a-z0-9.\-]{1,61}[a-z0-9])/(\S+)")
+MARK_CONSUMED = ("archive", "tag")
 
 # Metric name -> True when larger is better. Used by the promotion gate.
 METRIC_DIRECTIONS = {
@@ -209,6 +213,28 @@ def _home_path(value: Path, info: ValidationInfo) -> Path:
     return path if path.is_absolute() else ((loaded.home if loaded else mlops_home()) / path).resolve()
 
 
+def _drop_zone(value: Any, info: ValidationInfo) -> Path | str:
+    """A local folder (relative to ``MLOPS_HOME``) or ``s3://<bucket>/<prefix>/`` (kept as text, ending in ``/``)."""
+    if isinstance(value, str) and "://" in value:
+        match = S3_DROP_ZONE.fullmatch(value) if value.isprintable() else None
+        prefix = match.group(2).strip("/") if match else ""
+        if match is None or not prefix or any(part in ("", ".", "..") for part in prefix.split("/")):
+            raise _invalid(
+                "must be a folder or s3://<bucket>/<prefix>/ with a prefix that is not empty and has no '.', "
+                f"'..' or '//' parts (got {value!r})"
+            )
+        return f"s3://{match.group(1)}/{prefix}/"
+    if not isinstance(value, (str, Path)):
+        raise _invalid(f"must be a folder or s3://<bucket>/<prefix>/ (got {value!r})")
+    _not_blank(value)
+    return _home_path(Path(value), info)
+
+
+def is_s3_uri(location: object) -> bool:
+    """Whether a location setting (``dataset.drop_zone``) names S3 rather than a local folder."""
+    return isinstance(location, str) and location.startswith("s3://")
+
+
 def _repo_path(value: Path) -> Path:
     path = value.expanduser()
     return path if path.is_absolute() else (REPO_ROOT / path).resolve()
@@ -221,6 +247,7 @@ def _freeze(value: Mapping[str, Any]) -> Mapping[str, Any]:
 NonEmptyStr = Annotated[str, AfterValidator(_not_blank)]
 HomePath = Annotated[Path, BeforeValidator(_not_blank), AfterValidator(_home_path)]
 RepoPath = Annotated[Path, BeforeValidator(_not_blank), AfterValidator(_repo_path)]
+DropZoneLocation = Annotated[Path | str, PlainValidator(_drop_zone), PlainSerializer(str, return_type=str)]
 Backend = Annotated[str, _choice(BACKENDS)]
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
 # Read-only after load (a frozen model with a plain dict inside could still be changed in place).
@@ -262,6 +289,8 @@ class BackendSettings(_Section):
     compute: Backend = "local"
     registry_mirror: Annotated[str, BeforeValidator(_none_as_text), _choice(REGISTRY_MIRRORS)] = "none"
     serving: Backend = "local"
+    # Where committed dataset versions are registered for query engines: none | glue (needs storage aws)
+    catalog: Annotated[str, BeforeValidator(_none_as_text), _choice(CATALOGS)] = "none"
 
 
 class SqlSourceSettings(_Section):
@@ -286,7 +315,8 @@ class DatasetSettings(_Section):
     """Where data comes from and what it must look like (``dataset:``)."""
 
     contract: RepoPath
-    drop_zone: HomePath = Path("drop")
+    drop_zone: DropZoneLocation = Path("drop")  # a folder (Path), or "s3://bucket/prefix/" (str)
+    mark_consumed: Annotated[str, _choice(MARK_CONSUMED)] = "archive"
     file_patterns: tuple[Annotated[str, AfterValidator(_file_pattern)], ...] = Field(
         default=("*.csv", "*.csv.gz", "*.parquet"), min_length=1
     )
@@ -295,6 +325,20 @@ class DatasetSettings(_Section):
     ingest_scratch_dir: HomePath | None = None  # local scratch of ingest (file copies, spilled rows); None: TMPDIR
     arrival: ArrivalSettings = Field(default_factory=ArrivalSettings)
     sql_source: SqlSourceSettings | None = None
+
+    @field_validator("mark_consumed")
+    @classmethod
+    def _tags_need_s3(cls, value: str, info: ValidationInfo) -> str:
+        if value == "tag" and not is_s3_uri(info.data.get("drop_zone")):
+            raise _invalid("tag marks consumed objects of an s3:// drop zone; a local drop zone archives (got 'tag')")
+        return value
+
+    @field_validator("arrival")
+    @classmethod
+    def _rule_fits_the_drop_zone(cls, value: ArrivalSettings, info: ValidationInfo) -> ArrivalSettings:
+        if value.rule == "marker" and is_s3_uri(info.data.get("drop_zone")):
+            raise _invalid("marker is not offered for an s3:// drop zone: use stable or rename", "rule")
+        return value
 
 
 class StorageSettings(_Section):
@@ -335,6 +379,12 @@ class FeatureSettings(_Section):
 
     project: Annotated[str, _pattern(FEAST_PROJECT)]
     ttl_days: int = Field(default=3650, ge=1)
+    # Where Feast serves online features from: sqlite (a file under MLOPS_HOME), redis (the URL comes
+    # from the Airflow connection redis_conn_id, never from here), dynamodb (region below).
+    online_store: Literal["sqlite", "redis", "dynamodb"] = "sqlite"
+    redis_conn_id: NonEmptyStr = "mlops_feature_redis"
+    dynamodb_region: NonEmptyStr | None = None
+    dynamodb_endpoint_url: NonEmptyStr | None = None  # a VPC endpoint or a local emulator; default: AWS's
 
 
 class TrainingSettings(_Section):
@@ -348,6 +398,7 @@ class TrainingSettings(_Section):
     timeout_minutes: int = Field(default=30, ge=1)
     min_rows: int = Field(default=200, ge=1)
     poll_seconds: FiniteFloat = Field(default=5.0, gt=0)  # how often a waiting task asks the job's status
+    validation_days: int = Field(default=0, ge=0)  # the days before the holdout: the validation channel
 
     @field_validator("algorithm")
     @classmethod
@@ -370,6 +421,17 @@ class TrainingSettings(_Section):
         if isinstance(window, int) and value >= window:
             raise _invalid(
                 f"must be less than training.window_days ({window}), or nothing is left to train on (got {value})"
+            )
+        return value
+
+    @field_validator("validation_days")
+    @classmethod
+    def _validation_inside_window(cls, value: int, info: ValidationInfo) -> int:
+        window, holdout = info.data.get("window_days"), info.data.get("holdout_days")
+        if isinstance(window, int) and isinstance(holdout, int) and value and holdout + value >= window:
+            raise _invalid(
+                f"training.holdout_days + validation_days must be less than training.window_days ({window}), "
+                f"or nothing is left to train on (got {holdout} + {value})"
             )
         return value
 
@@ -530,6 +592,11 @@ class Settings(_Section):
         backends = info.data.get("backends")
         if backends is not None and backends.storage == "aws" and not S3_ROOT.fullmatch(value.root):
             raise _invalid(f"must be s3://<bucket>/<prefix> when backends.storage is aws (got {value.root!r})", "root")
+        if backends is not None and backends.catalog == "glue" and backends.storage != "aws":
+            raise _invalid(
+                "backends.catalog glue registers dataset versions stored on S3: set backends.storage to aws "
+                "(or backends.catalog to none)"
+            )
         return value
 
     def model_post_init(self, context: Any, /) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Protocol, runtime_checkable
 
@@ -18,6 +19,17 @@ from mlops_core.atomic_files import TEMP_PREFIX, copy_atomic, write_atomic
 
 class ObjectNotFound(FileNotFoundError):
     pass
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """One listed object: its key, its size and a tag that changes whenever the object is rewritten
+    (local: the modification time in ns; S3: the ETag), so a summary of objects can tell it is stale
+    without reading them."""
+
+    key: str
+    size: int
+    tag: str
 
 
 @runtime_checkable
@@ -30,12 +42,20 @@ class ObjectStore(Protocol):
         atomically like ``put_bytes``: readers see the old object or the whole new one."""
         ...
 
-    def get_bytes(self, key: str) -> bytes: ...
+    def get_bytes(self, key: str, *, object_version: str | None = None) -> bytes:
+        """The object's bytes, verified; ``object_version`` (what ``put_*`` returned on a versioned
+        store) reads exactly that version, or raises :class:`ObjectNotFound` when it is gone."""
+        ...
+
     # An object another service wrote under the store (a training job's output archives): the store's
     # own digest check cannot apply; the backend verifies what that service recorded, where it can.
     def get_foreign_bytes(self, key: str) -> bytes: ...
     def exists(self, key: str) -> bool: ...
     def list_keys(self, prefix: str = "") -> list[str]: ...
+    def list_objects(self, prefix: str = "") -> list[ObjectInfo]:
+        """As ``list_keys`` (a string prefix, sorted by key), with each object's size and change tag."""
+        ...
+
     def delete(self, key: str) -> None: ...
     def uri(self, key: str = "") -> str: ...
 
@@ -62,7 +82,12 @@ class LocalObjectStore:
     def put_file(self, key: str, path: str | os.PathLike[str]) -> None:
         copy_atomic(path, self.path(key))
 
-    def get_bytes(self, key: str) -> bytes:
+    def get_bytes(self, key: str, *, object_version: str | None = None) -> bytes:
+        if object_version is not None:  # a manifest written on a versioned bucket, read from a folder
+            raise ObjectNotFound(
+                f"{key!r} is recorded as object version {object_version!r}, but {self.uri()} keeps no object "
+                "versions; read it from the versioned store it was written to"
+            )
         try:
             return self.path(key).read_bytes()
         except FileNotFoundError as exc:
@@ -89,6 +114,16 @@ class LocalObjectStore:
             if key.startswith(prefix) and not p.name.startswith(TEMP_PREFIX):
                 out.append(key)
         return sorted(out)
+
+    def list_objects(self, prefix: str = "") -> list[ObjectInfo]:
+        out = []
+        for key in self.list_keys(prefix):
+            try:
+                st = self.path(key).stat()
+            except FileNotFoundError:  # deleted since the listing
+                continue
+            out.append(ObjectInfo(key, st.st_size, str(st.st_mtime_ns)))
+        return out
 
     def delete(self, key: str) -> None:
         self.path(key).unlink(missing_ok=True)

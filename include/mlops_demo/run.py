@@ -34,6 +34,8 @@ from typing import TYPE_CHECKING, Any
 from mlops_core.environments import ENVIRONMENTS
 
 if TYPE_CHECKING:
+    from mlops_core.datasets import DatasetStore
+    from mlops_core.settings import Settings
     from mlops_demo.airflow_stack.rest_client import AirflowClient
     from mlops_demo.airflow_stack.stack import AirflowStack
 
@@ -59,6 +61,11 @@ class DemoOptions:
     phase_timeout: float = 600.0
     port: int | None = None
     stop_after: str | None = None  # "initial": end after the first deployment (bench/bench_lifecycle.py)
+    # More environment for this process and the stack, e.g. MLOPS_CONF_DIR of a conf folder whose backends
+    # are aws and the AIRFLOW_CONN_<ID> they reach AWS through (tests/e2e/test_lifecycle_aws_e2e.py).
+    extra_env: dict[str, str] = field(default_factory=dict)
+    # Phases to leave out ("no-drift", "drift", "re-run"): a shorter lifecycle that still runs every stage.
+    skip: frozenset[str] = frozenset()
 
 
 @dataclass
@@ -90,6 +97,7 @@ class LifecycleDemo:
             "MLOPS_ENV": "dev",
             "MLOPS_DROP_ZONE": str(self.drop_zone),
             **{f"MLOPS_SERVING_PORT_{e.upper()}": str(p) for e, p in self.ports.items()},
+            **options.extra_env,
         }
         self.result = DemoResult()
         self._stack: AirflowStack | None = None
@@ -134,21 +142,24 @@ class LifecycleDemo:
             if self.o.stop_after == "initial":
                 self.result.summary = self._summary(time.monotonic() - t0)
                 return self.result
-            with self._phase("no-drift"):
-                trains = self._count("train")
-                self._drop_days([3])
-                self._wait_for(lambda: self._consumed(), "day 3 to be ingested")
-                self._wait_idle()
-                self.result.phases["no-drift"]["retrained"] = self._count("train") > trains
-            with self._phase("drift"):
-                trains = self._count("train")
-                self._drop_days([4, 5], drift=True)
-                self._wait_for(lambda: self._consumed(), "drifted days to be ingested")
-                self._wait_for(lambda: self._succeeded("train") > trains, "retraining after drift")
-                self._wait_idle()
-                self.result.phases["drift"]["retrained"] = self._count("train") > trains
-            with self._phase("re-run"):
-                self._rerun_checks()
+            if "no-drift" not in self.o.skip:
+                with self._phase("no-drift"):
+                    trains = self._count("train")
+                    self._drop_days([3])
+                    self._wait_for(lambda: self._consumed(), "day 3 to be ingested")
+                    self._wait_idle()
+                    self.result.phases["no-drift"]["retrained"] = self._count("train") > trains
+            if "drift" not in self.o.skip:
+                with self._phase("drift"):
+                    trains = self._count("train")
+                    self._drop_days([4, 5], drift=True)
+                    self._wait_for(lambda: self._consumed(), "drifted days to be ingested")
+                    self._wait_for(lambda: self._succeeded("train") > trains, "retraining after drift")
+                    self._wait_idle()
+                    self.result.phases["drift"]["retrained"] = self._count("train") > trains
+            if "re-run" not in self.o.skip:
+                with self._phase("re-run"):
+                    self._rerun_checks()
             if self.o.promote:
                 with self._phase("promote"):
                     self._promote("dev", approve=False)
@@ -212,12 +223,7 @@ class LifecycleDemo:
         log(f"Dropped {[f.name for f in files]}" + (" (with covariate + concept drift)" if drift else ""))
 
     def _rerun_checks(self) -> None:
-        from mlops_core.datasets import DatasetStore
-        from mlops_core.settings import load_settings
-        from mlops_core.storage import LocalObjectStore
-
-        settings = load_settings("dev")
-        store = DatasetStore(LocalObjectStore(settings.storage_root), "churn")
+        store = self.dataset_store()
         before = [(m["version_id"], m["row_count"]) for m in store.list_versions()]
         first = next(
             r
@@ -378,13 +384,11 @@ class LifecycleDemo:
     # ------------------------------------------------------------------ summary
     def _summary(self, wall: float) -> dict[str, Any]:
         from mlops_core.backends import model_registry
-        from mlops_core.datasets import DatasetStore
         from mlops_core.settings import load_settings
-        from mlops_core.storage import LocalObjectStore
 
         out: dict[str, Any] = {"wall_seconds": round(wall, 1), "phases": self.result.phases}
         dev = load_settings("dev")
-        store = DatasetStore(LocalObjectStore(dev.storage_root), "churn")
+        store = self.dataset_store()
         out["dataset_versions"] = [
             {
                 "version_id": m["version_id"],
@@ -419,10 +423,28 @@ class LifecycleDemo:
                     "model": settings.registered_model_name,
                     "version": champ.version,
                     "dataset_versions": champ.tags.get("mlops.dataset_versions"),
-                    "url": f"http://{settings.serving.host}:{settings.serving.port}/invocations",
+                    "url": self._endpoint(settings),
                 }
         out["sample_prediction"] = self._sample_prediction(dev)
         return out
+
+    def dataset_store(self, env: str = "dev") -> DatasetStore:
+        """The environment's dataset store, on whatever object store its backends name."""
+        from mlops_airflow.backends import store_for
+        from mlops_core.datasets import DatasetStore
+        from mlops_core.settings import load_settings
+
+        settings = load_settings(env)
+        return DatasetStore(store_for(settings), settings.load_contract().name)
+
+    @staticmethod
+    def _endpoint(settings: Settings) -> str:
+        if settings.backends.serving == "local":
+            return f"http://{settings.serving.host}:{settings.serving.port}/invocations"
+        from mlops_airflow.backends import backends_for
+
+        live = backends_for(settings).serving.live()
+        return live.endpoint if live is not None else "(nothing live)"
 
     def _stage_seconds(self) -> dict[str, dict[str, float]]:
         from datetime import datetime
@@ -445,14 +467,19 @@ class LifecycleDemo:
                 }
         return stats
 
-    def _sample_prediction(self, settings) -> dict[str, Any] | None:
+    def _sample_prediction(self, settings: Settings) -> dict[str, Any] | None:
         import requests
 
         from mlops_core.demo_data import generate_day
         from mlops_core.training.model import prepare_features
 
-        url = f"http://{settings.serving.host}:{settings.serving.port}/invocations"
         rows = prepare_features(generate_day(9, rows=3, seed=99), settings.load_contract())
+        if settings.backends.serving != "local":  # a cloud endpoint: through the serving target's own client
+            from mlops_airflow.backends import backends_for
+
+            smoke = backends_for(settings).serving.smoke_test(rows)
+            return {"url": smoke.endpoint, "input": rows.iloc[0].tolist(), "response": smoke.predictions}
+        url = f"http://{settings.serving.host}:{settings.serving.port}/invocations"
         payload = {"dataframe_split": json.loads(rows.to_json(orient="split", index=False))}
         try:
             resp = requests.post(url, json=payload, timeout=30)

@@ -132,3 +132,23 @@ def test_a_sagemaker_endpoint_needs_its_image_role_and_s3(mlops_home):
         load_settings("dev", {**s3, "aws": role})
     with pytest.raises(SettingsError, match=r"aws\.endpoint_name: must match"):
         load_settings("dev", {"aws": {"endpoint_name": "no_underscores"}})
+
+
+def test_the_feature_repository_keeps_offline_data_on_s3_and_reaches_redis_through_a_connection(
+    aws_settings, monkeypatch
+):
+    import json
+
+    from mlops_airflow.backends import backends_for
+
+    redis_conn = {"conn_type": "redis", "host": "127.0.0.1", "port": 6379, "password": "s3cret-pw", "extra": {"db": 13}}
+    monkeypatch.setenv("AIRFLOW_CONN_MLOPS_FEATURE_REDIS_TEST", json.dumps(redis_conn))
+    features = aws_settings.features.model_copy(
+        update={"online_store": "redis", "redis_conn_id": "mlops_feature_redis_test"}
+    )
+    settings = aws_settings.model_copy(update={"features": features})
+    repo = backends_for(settings).feature_repository(settings.load_contract())
+    assert repo.offline_uri == f"{settings.storage_root}/features/churn"
+    assert repo.online.redis_url == "redis://:s3cret-pw@127.0.0.1:6379/13"
+    assert "s3cret-pw" not in repr(repo.online)
+    assert repo.repo_config().online_store.connection_string == '127.0.0.1:6379,db=13,password="s3cret-pw"'

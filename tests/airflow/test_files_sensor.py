@@ -68,6 +68,7 @@ def test_trigger_serializes_only_the_env_and_what_it_was_given(mlops_home):
         "min_age_seconds": None,
         "marker": None,
         "poll_interval": None,
+        "seen": None,  # no earlier scan handed over
     }
     given = NewFilesTrigger(env="prod", directory="/d", patterns=["*.csv"], rule="marker", poll_interval=0.5)
     assert _rebuilt(given).serialize() == given.serialize()

@@ -32,6 +32,38 @@ def test_a_wrong_sha256_checksum_is_refused_with_bad_digest(moto_server):
     assert s3.get_object(Bucket=bucket, Key="k")["Body"].read() == b"these bytes"
 
 
+def test_copy_source_if_match_refuses_another_object(moto_server):
+    """AWS answers 412 PreconditionFailed when the source's ETag is not the one given; moto 5.2.5 alone copies
+    whatever is there now (the S3 drop zone archives only the object it read, and leans on this)."""
+    s3 = moto_server.client("s3")
+    bucket = unique_name("fidelity")
+    s3.create_bucket(Bucket=bucket)
+    first = s3.put_object(Bucket=bucket, Key="src", Body=b"first")["ETag"]
+    s3.put_object(Bucket=bucket, Key="src", Body=b"second")
+    with pytest.raises(ClientError) as caught:
+        s3.copy_object(Bucket=bucket, Key="dst", CopySource={"Bucket": bucket, "Key": "src"}, CopySourceIfMatch=first)
+    assert caught.value.response["Error"]["Code"] == "PreconditionFailed"
+    assert caught.value.response["ResponseMetadata"]["HTTPStatusCode"] == 412
+    assert s3.list_objects_v2(Bucket=bucket, Prefix="dst").get("KeyCount") == 0
+    now = s3.head_object(Bucket=bucket, Key="src")["ETag"]
+    s3.copy_object(Bucket=bucket, Key="dst", CopySource={"Bucket": bucket, "Key": "src"}, CopySourceIfMatch=now)
+    assert s3.get_object(Bucket=bucket, Key="dst")["Body"].read() == b"second"
+
+
+def test_get_and_delete_with_if_match_refuse_another_object(moto_server):
+    """As on AWS (moto agrees): GetObject and DeleteObject with IfMatch answer 412 for another ETag."""
+    s3 = moto_server.client("s3")
+    bucket = unique_name("fidelity")
+    s3.create_bucket(Bucket=bucket)
+    first = s3.put_object(Bucket=bucket, Key="k", Body=b"first")["ETag"]
+    s3.put_object(Bucket=bucket, Key="k", Body=b"second")
+    for call in (s3.get_object, s3.delete_object):
+        with pytest.raises(ClientError) as caught:
+            call(Bucket=bucket, Key="k", IfMatch=first)
+        assert caught.value.response["ResponseMetadata"]["HTTPStatusCode"] == 412
+    assert s3.get_object(Bucket=bucket, Key="k")["Body"].read() == b"second"
+
+
 def test_an_unfinished_multipart_upload_is_invisible(moto_server):
     """As on AWS (moto agrees): parts uploaded but not completed are no object."""
     s3 = moto_server.client("s3")

@@ -85,6 +85,37 @@ def test_a_job_runs_on_sagemaker_and_its_model_and_metrics_come_back_through_the
     assert meta["algorithm"] == "logistic_regression" and meta["metrics"] == metrics
 
 
+def test_a_training_set_becomes_one_channel_per_split_from_its_s3_prefix(moto_server, compute, store, mlops_home):
+    """A channel-layout training set (train/, validation/, test/) on S3: the job gets each folder as an
+    S3Prefix channel, and the training container finds its data there."""
+    from mlops_core.settings import load_settings
+    from mlops_core.stages.train import channel_key, training_job_spec
+
+    train, test = _split(make_churn_frame(300))
+    validation = train.tail(40)
+    for channel, frame in (("train", train.head(len(train) - 40)), ("validation", validation), ("test", test)):
+        store.put_bytes(channel_key("training_sets/ts2", channel), frame.to_parquet(index=False))
+    manifest = {
+        "key": "training_sets/ts2",
+        "channels": {c: f"training_sets/ts2/{c}/" for c in ("train", "validation", "test")},
+        "train_rows": len(train) - 40,
+        "validation_rows": len(validation),
+        "holdout_rows": len(test),
+    }
+    spec = training_job_spec(load_settings("dev"), manifest, unique_name("channels"), store)
+    job = compute.submit(spec)
+    channels = {
+        c["ChannelName"]: c["DataSource"]["S3DataSource"] for c in moto_server.training_job(job.name).input_data_config
+    }
+    assert set(channels) == {"train", "validation", "test"}
+    for name, source in channels.items():
+        assert source["S3DataType"] == "S3Prefix"
+        assert source["S3Uri"] == f"s3://{store.bucket}/mlops/dev/training_sets/ts2/{name}/"
+    assert SageMakerTrainingContainer(moto_server).run(job.name) == "Completed"
+    metrics = read_metrics(store, compute.describe(job.name).metrics_uri)
+    assert "test_roc_auc" in metrics  # scored on the test channel
+
+
 def test_names_are_unique_forever_and_unknown_names_say_so(moto_server, compute, store):
     name = unique_name("train")
     compute.submit(spec(store, name))

@@ -400,3 +400,26 @@ def test_environments_module_is_light_and_ordered():
     assert later_environments("dev") == ("staging", "prod") and later_environments("prod") == ()
     with pytest.raises(ValueError, match="unknown environment 'qa'"):
         later_environments("qa")
+
+
+def test_the_drop_zone_may_be_an_s3_prefix(mlops_home):
+    s3 = load_settings("dev", {"dataset": {"drop_zone": "s3://my-bucket/drop/churn", "mark_consumed": "tag"}})
+    assert s3.dataset.drop_zone == "s3://my-bucket/drop/churn/"  # text, always ending in '/'
+    assert s3.dataset.mark_consumed == "tag"
+    assert load_settings("dev").dataset.mark_consumed == "archive"
+    for bad in ("s3://my-bucket", "s3://my-bucket/", "s3://my-bucket/a/../b", "s3://My_Bucket/a", "https://h/a"):
+        with pytest.raises(SettingsError, match=r"dataset\.drop_zone: must be a folder or s3://"):
+            load_settings("dev", {"dataset": {"drop_zone": bad}})
+    with pytest.raises(SettingsError, match=r"dataset\.mark_consumed: tag marks consumed objects of an s3://"):
+        load_settings("dev", {"dataset": {"mark_consumed": "tag"}})  # a local folder archives
+    with pytest.raises(SettingsError, match=r"dataset\.arrival\.rule: marker is not offered"):
+        load_settings("dev", {"dataset": {"drop_zone": "s3://my-bucket/d", "arrival": {"rule": "marker"}}})
+
+
+def test_mlops_core_builds_only_the_local_drop_zone(mlops_home):
+    from mlops_core.backends import BackendNotAvailable, drop_source
+    from mlops_core.delivered_files import DropZone
+
+    assert isinstance(drop_source(load_settings("dev")), DropZone)
+    with pytest.raises(BackendNotAvailable, match="drop_source_for"):
+        drop_source(load_settings("dev", {"dataset": {"drop_zone": "s3://my-bucket/drop/churn/"}}))

@@ -66,7 +66,7 @@ def _load_table(url: str, df, as_text_times: bool):
 
 def _ingest_until_done(url: str, mlops_home, monkeypatch, batch_size: int):
     from mlops_airflow.hooks.sql_table import SqlTableHook
-    from mlops_core.backends import object_store
+    from mlops_core.backends import backends_for, object_store
     from mlops_core.datasets import DatasetStore
     from mlops_core.settings import load_settings
     from mlops_core.stages.ingest import ingest_sql
@@ -88,7 +88,13 @@ def _ingest_until_done(url: str, mlops_home, monkeypatch, batch_size: int):
     hook = SqlTableHook(sql_conn_id="churn_db")
     reports = []
     for i in range(20):
-        report = ingest_sql(settings, hook.read_after_watermark, run_id=f"sql-{i}", ingested_at="2026-02-01T00:00:00Z")
+        report = ingest_sql(
+            settings,
+            hook.read_after_watermark,
+            backends_for(settings),
+            run_id=f"sql-{i}",
+            ingested_at="2026-02-01T00:00:00Z",
+        )
         reports.append(report)
         if report["rows"] == 0 and report.get("reason") == "no new rows":
             break

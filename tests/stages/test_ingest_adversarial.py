@@ -49,6 +49,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from mlops_core.backends import backends_for
 from mlops_core.contract import COLUMN_TYPES, ColumnSpec, DatasetContract
 from mlops_core.datasets import DatasetStore
 from mlops_core.delivered_files import UntrustedPath, escape_name
@@ -471,11 +472,13 @@ def test_hostile_batches_keep_every_invariant(base_settings, corpus_stats, batch
         if with_outside_path:
             before = sorted(os.listdir(drop))
             with pytest.raises(UntrustedPath):
-                ingest_files(run_settings, [*paths, str(canary)], run_id="r1", ingested_at=AT)
+                ingest_files(
+                    run_settings, [*paths, str(canary)], backends_for(run_settings), run_id="r1", ingested_at=AT
+                )
             assert sorted(os.listdir(drop)) == before and not (root / "store").exists()
             corpus_stats["outside_paths_refused"] += 1
 
-        report = ingest_files(run_settings, paths, run_id="r1", ingested_at=AT)
+        report = ingest_files(run_settings, paths, backends_for(run_settings), run_id="r1", ingested_at=AT)
         json.dumps(report, ensure_ascii=False, allow_nan=False).encode("utf-8")  # JSON-safe
         ds = DatasetStore(LocalObjectStore(root / "store"), contract.name)
         _check_batch(ds, contract, files, report, with_canary, corpus_stats)
@@ -483,7 +486,7 @@ def test_hostile_batches_keep_every_invariant(base_settings, corpus_stats, batch
         first = {str(p.relative_to(root)): p.read_bytes() for p in (root / "store").rglob("*") if p.is_file()}
 
         deliver()  # the same files again, as after a crash before the archive: a re-run changes nothing
-        again = ingest_files(run_settings, paths, run_id="r1", ingested_at=AT)
+        again = ingest_files(run_settings, paths, backends_for(run_settings), run_id="r1", ingested_at=AT)
         after = {str(p.relative_to(root)): p.read_bytes() for p in (root / "store").rglob("*") if p.is_file()}
         assert after == first, "a re-run of the same run changed the store"
 

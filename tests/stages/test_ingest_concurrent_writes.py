@@ -21,6 +21,7 @@ import pandas as pd
 
 import mlops_core.dropzone
 import mlops_core.validation
+from mlops_core.backends import backends_for
 from mlops_core.stages.ingest import ingest_files
 from tests.stages.churn_files import (
     archived,
@@ -60,7 +61,7 @@ def test_a_file_appended_to_after_it_was_read_is_left_for_the_next_run(mlops_hom
     more = _csv_lines(churn_frame(4, day=2, seed=3))
     _append_during(monkeypatch, mlops_core.validation, "validate", path, more)  # after the read
 
-    report = ingest_files(settings, [str(path), str(other)], run_id="r1", ingested_at=AT)
+    report = ingest_files(settings, [str(path), str(other)], backends_for(settings), run_id="r1", ingested_at=AT)
 
     files = {f["file"]: f for f in report["files"]}
     assert files["growing.csv"]["status"] == "deferred"
@@ -70,7 +71,7 @@ def test_a_file_appended_to_after_it_was_read_is_left_for_the_next_run(mlops_hom
     assert set(committed_rows(ds)["_source"]) == {"other.csv"}
 
     monkeypatch.undo()
-    later = ingest_files(settings, [str(path)], run_id="r2", ingested_at=AT)
+    later = ingest_files(settings, [str(path)], backends_for(settings), run_id="r2", ingested_at=AT)
     assert later["rows"] == 14 and not path.exists()  # the whole file, once complete
 
 
@@ -81,7 +82,7 @@ def test_bytes_appended_after_the_commit_are_quarantined_as_evidence(mlops_home,
     tail = _csv_lines(churn_frame(3, day=2, seed=3))
     _append_during(monkeypatch, mlops_core.dropzone, "archive_file", path, tail)  # after every check
 
-    report = ingest_files(settings, [str(path)], run_id="r1", ingested_at=AT)
+    report = ingest_files(settings, [str(path)], backends_for(settings), run_id="r1", ingested_at=AT)
 
     assert report["rows"] == 10
     entry = report["files"][0]
@@ -119,7 +120,9 @@ def test_a_writer_appending_while_ingest_runs_loses_and_doubles_nothing(mlops_ho
     reports = []
     while not stop.is_set() or path.exists():
         if path.exists():
-            reports.append(ingest_files(settings, [str(path)], run_id=f"r{runs}", ingested_at=AT))
+            reports.append(
+                ingest_files(settings, [str(path)], backends_for(settings), run_id=f"r{runs}", ingested_at=AT)
+            )
             runs += 1
         time.sleep(0.001)
     thread.join()

@@ -12,6 +12,7 @@ import sys
 import pytest
 
 import mlops_core.validation as validation
+from mlops_core.backends import backends_for
 from mlops_core.datasets import DatasetStore
 from mlops_core.stages.ingest import ingest_files
 from tests.stages.churn_files import (
@@ -73,7 +74,7 @@ def test_exception_anywhere_in_parsing_quarantines_only_that_file(mlops_home, mo
     poison_bytes = poison.read_bytes()
     calls = _fail_first_call(monkeypatch, point, RuntimeError(f"injected at {point}"))
 
-    report = ingest_files(settings, [str(poison), str(good)], run_id="r1", ingested_at=AT)
+    report = ingest_files(settings, [str(poison), str(good)], backends_for(settings), run_id="r1", ingested_at=AT)
 
     assert calls[0] >= 1, f"{point} is not on the {fmt} reader path"
     by_file = {f["file"]: f for f in json_safe(report)["files"]}
@@ -92,7 +93,7 @@ def test_any_exception_type_is_a_reason(mlops_home, monkeypatch, error):
     settings, drop, _ = setup_drop_zone(mlops_home)
     path = write_file(drop, "a.csv", file_bytes(churn_frame(5), "csv"))
     _fail_first_call(monkeypatch, "_parse", error)
-    report = ingest_files(settings, [str(path)], run_id="r1", ingested_at=AT)
+    report = ingest_files(settings, [str(path)], backends_for(settings), run_id="r1", ingested_at=AT)
     assert report["files"][0]["reason_code"] == "unreadable"
     assert type(error).__name__ in report["files"][0]["reason"]
 
@@ -105,7 +106,7 @@ def test_int_of_thousands_of_digits_rejects_the_row_not_the_run(mlops_home, fmt)
     frame.loc[3, "tenure_months"] = "9" * 5000
     poison = write_file(drop, f"poison.{fmt}", file_bytes(frame, fmt))
     good = write_file(drop, f"good.{fmt}", file_bytes(churn_frame(10, day=1, seed=2), fmt))
-    report = ingest_files(settings, [str(poison), str(good)], run_id="r1", ingested_at=AT)
+    report = ingest_files(settings, [str(poison), str(good)], backends_for(settings), run_id="r1", ingested_at=AT)
     assert report["rows"] == 19 and report["rejected_rows"] == 1
     rows = ds.read_quarantined_rows(quarantine_by_source(ds)[f"poison.{fmt}"][0])
     assert rows["_reason"].str.startswith("tenure_months: '9999").all() and rows["_row_number"].tolist() == [4]
@@ -125,7 +126,7 @@ def test_any_name_the_file_system_allows_is_ingested_or_quarantined_with_the_nam
     bad = write_file(drop, b"bad\xe9.csv", b"customer_id\nx\n")  # missing columns: quarantined whole
     paths.append(str(bad))
 
-    report = json_safe(ingest_files(settings, paths, run_id="r1", ingested_at=AT))
+    report = json_safe(ingest_files(settings, paths, backends_for(settings), run_id="r1", ingested_at=AT))
 
     shown = {os.fsencode(validation_unescape(f["file"])): f for f in report["files"]}
     assert set(shown) == {*NAMES, b"bad\xe9.csv"}
@@ -177,7 +178,7 @@ def test_a_crash_at_any_write_is_repaired_by_re_running(tmp_path, monkeypatch, s
 
     isolate_mlops_env(monkeypatch, tmp_path / "clean")
     settings, drop, _ = setup_drop_zone(tmp_path / "clean")
-    clean_report = ingest_files(settings, _batch(drop), run_id="r1", ingested_at=AT)
+    clean_report = ingest_files(settings, _batch(drop), backends_for(settings), run_id="r1", ingested_at=AT)
     clean_store = store_snapshot(settings)
 
     isolate_mlops_env(monkeypatch, tmp_path / "crash")
@@ -196,8 +197,8 @@ def test_a_crash_at_any_write_is_repaired_by_re_running(tmp_path, monkeypatch, s
     with monkeypatch.context() as patch:
         patch.setattr(owner, method, crash)
         with pytest.raises(OSError, match="simulated crash"):
-            ingest_files(settings, paths, run_id="r1", ingested_at=AT)
-    retried = ingest_files(settings, paths, run_id="r1", ingested_at=AT)
+            ingest_files(settings, paths, backends_for(settings), run_id="r1", ingested_at=AT)
+    retried = ingest_files(settings, paths, backends_for(settings), run_id="r1", ingested_at=AT)
 
     assert not list(drop.iterdir()) and len(archived(drop)) == 5
     assert retried["version_id"] == clean_report["version_id"] and retried["rows"] == clean_report["rows"]
@@ -225,5 +226,5 @@ def test_a_broken_contract_fails_the_task_before_any_file_is_touched(mlops_home,
     settings, drop, _ = setup_drop_zone(mlops_home)
     good = write_file(drop, "good.csv", file_bytes(churn_frame(3), "csv"))
     with pytest.raises(ValueError, match="fix the contract"):
-        ingest_files(settings, [str(good)], run_id="r1", ingested_at=AT)
+        ingest_files(settings, [str(good)], backends_for(settings), run_id="r1", ingested_at=AT)
     assert good.exists() and store_snapshot(settings) == {}

@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 
 from mlops_core import spill
+from mlops_core.backends import backends_for
 from mlops_core.datasets import DatasetStore
 from mlops_core.settings import with_overrides
 from mlops_core.stages.ingest import ingest_files
@@ -49,7 +50,7 @@ def test_a_file_of_several_batches_gives_the_whole_file_answer(small_batches, fm
     whole = validate_file(data, f"big.{fmt}", settings.contract, pd.Timestamp(AT), batch_bytes=1 << 40)
 
     with caplog.at_level("INFO", logger="mlops_core.stages.ingest"):
-        report = ingest_files(settings, [str(path)], run_id="r1", ingested_at=AT)
+        report = ingest_files(settings, [str(path)], backends_for(settings), run_id="r1", ingested_at=AT)
 
     assert "accepted in two batches; reading it again" in caplog.text  # the repeats spanned batches
     assert report["rows"] == len(whole.accepted) and report["rejected_rows"] == len(whole.rejected)
@@ -78,7 +79,7 @@ def test_rows_repeated_across_big_files_are_batch_duplicates_in_input_order(smal
     again = frame.iloc[[BIG - 1, 7, 30_000]]
     second = write_file(drop, "b.csv", file_bytes(pd.concat([churn_frame(10, day=5, seed=4), again]), "csv"))
 
-    report = ingest_files(settings, [str(first), str(second)], run_id="r1", ingested_at=AT)
+    report = ingest_files(settings, [str(first), str(second)], backends_for(settings), run_id="r1", ingested_at=AT)
 
     assert report["rows"] == BIG + 10 and report["duplicate_rows"] == 3
     record = quarantine_by_source(ds)["duplicate-rows"][0]
@@ -99,7 +100,7 @@ def test_the_scratch_folder_goes_also_when_the_commit_fails(small_batches, monke
 
     monkeypatch.setattr(DatasetStore, "commit_version", fail)
     with pytest.raises(OSError, match="store unreachable"):
-        ingest_files(settings, [str(path)], run_id="r1", ingested_at=AT)
+        ingest_files(settings, [str(path)], backends_for(settings), run_id="r1", ingested_at=AT)
     assert not list(scratch.iterdir())
     assert path.exists(), "nothing was committed: the file stays for the retry"
 
@@ -115,5 +116,5 @@ def test_a_scratch_folder_left_by_a_killed_run_is_removed_by_the_next(small_batc
     old = time.time() - 2 * spill.ABANDONED_AFTER_SECONDS
     os.utime(left, (old, old))
     path = write_file(drop, "a.csv", file_bytes(churn_frame(10), "csv"))
-    ingest_files(settings, [str(path)], run_id="r1", ingested_at=AT)
+    ingest_files(settings, [str(path)], backends_for(settings), run_id="r1", ingested_at=AT)
     assert not left.exists() and not list(scratch.iterdir())

@@ -12,6 +12,7 @@ import threading
 
 import pytest
 
+from mlops_core.backends import backends_for
 from mlops_core.delivered_files import UntrustedPath
 from mlops_core.dropzone import scan_drop_zone
 from mlops_core.stages.ingest import ingest_files
@@ -53,7 +54,7 @@ def test_a_path_outside_the_drop_zone_refuses_the_call_before_anything_is_touche
     good = write_file(drop, "good.csv", file_bytes(churn_frame(5), "csv"))
     bad = path.format(canary=canary, drop=drop)
     with pytest.raises(UntrustedPath) as exc:
-        ingest_files(settings, [str(good), bad], run_id="r1", ingested_at=AT)
+        ingest_files(settings, [str(good), bad], backends_for(settings), run_id="r1", ingested_at=AT)
     assert str(drop) in str(exc.value)
     assert canary.read_bytes() == CANARY and good.exists() and archived(drop) == []
     assert store_snapshot(settings) == {}
@@ -68,7 +69,7 @@ def test_a_link_in_the_drop_zone_is_quarantined_unread_and_archived(mlops_home, 
     victim.unlink()
     victim.symlink_to(canary)  # swapped after the scan, before the read
 
-    report = ingest_files(settings, listed, run_id="r1", ingested_at=AT)
+    report = ingest_files(settings, listed, backends_for(settings), run_id="r1", ingested_at=AT)
 
     files = {f["file"]: f for f in report["files"]}
     assert files["victim.csv"]["reason_code"] == "not_regular_file" and files["good.csv"]["status"] == "accepted"
@@ -94,7 +95,9 @@ def test_fifo_folder_socket_and_dangling_link_are_quarantined_and_moved(mlops_ho
     try:
         worker = threading.Thread(
             target=lambda: result.update(
-                report=ingest_files(settings, [str(drop / n) for n in names], run_id="r1", ingested_at=AT)
+                report=ingest_files(
+                    settings, [str(drop / n) for n in names], backends_for(settings), run_id="r1", ingested_at=AT
+                )
             )
         )
         worker.start()
@@ -110,7 +113,7 @@ def test_fifo_folder_socket_and_dangling_link_are_quarantined_and_moved(mlops_ho
     assert {p.name for p in archived(drop)} >= {"pipe.csv", "dangling.csv", "sock.csv", "inner.csv"}
     # Not ledgered: the same bytes delivered later as a regular file are looked at again.
     again = write_file(drop, "inner.csv", file_bytes(churn_frame(3), "csv"))
-    assert ingest_files(settings, [str(again)], run_id="r2", ingested_at=AT)["rows"] == 3
+    assert ingest_files(settings, [str(again)], backends_for(settings), run_id="r2", ingested_at=AT)["rows"] == 3
 
 
 def test_a_linked_drop_zone_folder_is_resolved(mlops_home, tmp_path):
@@ -118,7 +121,7 @@ def test_a_linked_drop_zone_folder_is_resolved(mlops_home, tmp_path):
     alias = tmp_path / "alias"
     alias.symlink_to(drop)
     good = write_file(drop, "good.csv", file_bytes(churn_frame(4), "csv"))
-    report = ingest_files(settings, [str(alias / good.name)], run_id="r1", ingested_at=AT)
+    report = ingest_files(settings, [str(alias / good.name)], backends_for(settings), run_id="r1", ingested_at=AT)
     assert report["rows"] == 4 and not good.exists()
 
 
@@ -127,14 +130,16 @@ def test_too_large_files_are_quarantined_unread_and_not_ledgered(mlops_home):
     big = write_file(drop, "big.csv", file_bytes(churn_frame(50), "csv"))
     small = write_file(drop, "small.csv", file_bytes(churn_frame(2, day=1), "csv"))
     limit = small.stat().st_size + 10
-    report = ingest_files(settings, [str(big), str(small)], run_id="r1", ingested_at=AT, max_file_bytes=limit)
+    report = ingest_files(
+        settings, [str(big), str(small)], backends_for(settings), run_id="r1", ingested_at=AT, max_file_bytes=limit
+    )
     files = {f["file"]: f for f in report["files"]}
     assert files["big.csv"]["reason_code"] == "too_large" and report["rows"] == 2
     assert quarantine_by_source(ds)["big.csv"][0]["raw_key"] is None  # the archive keeps the bytes
     assert {p.name for p in archived(drop)} == {"big.csv", "small.csv"}
     # Delivered again once the limit is raised: ingested, not a duplicate.
     again = write_file(drop, "big.csv", file_bytes(churn_frame(50), "csv"))
-    assert ingest_files(settings, [str(again)], run_id="r2", ingested_at=AT)["rows"] == 50
+    assert ingest_files(settings, [str(again)], backends_for(settings), run_id="r2", ingested_at=AT)["rows"] == 50
 
 
 @pytest.mark.parametrize("name", ["week.csv.gz", "WEEK.CSV", "Week.Parquet", "week.CSV.GZ"])
@@ -142,7 +147,7 @@ def test_compressed_csv_and_suffixes_in_any_case(mlops_home, name):
     settings, drop, _ = setup_drop_zone(mlops_home)
     fmt = "parquet" if "parquet" in name.lower() else "csv.gz" if name.lower().endswith(".gz") else "csv"
     path = write_file(drop, name, file_bytes(churn_frame(7), fmt))
-    assert ingest_files(settings, [str(path)], run_id="r1", ingested_at=AT)["rows"] == 7
+    assert ingest_files(settings, [str(path)], backends_for(settings), run_id="r1", ingested_at=AT)["rows"] == 7
 
 
 def test_gzip_bomb_is_a_file_reject_and_the_batch_goes_on(mlops_home):
@@ -151,6 +156,8 @@ def test_gzip_bomb_is_a_file_reject_and_the_batch_goes_on(mlops_home):
     settings, drop, _ = setup_drop_zone(mlops_home)
     bomb = write_file(drop, "bomb.csv.gz", gzip.compress(b"customer_id\n" + b"x\n" * 3_000_000, mtime=0))
     good = write_file(drop, "good.csv", file_bytes(churn_frame(3), "csv"))
-    report = ingest_files(settings, [str(bomb), str(good)], run_id="r1", ingested_at=AT, max_file_bytes=1_000_000)
+    report = ingest_files(
+        settings, [str(bomb), str(good)], backends_for(settings), run_id="r1", ingested_at=AT, max_file_bytes=1_000_000
+    )
     assert {f["file"]: f.get("reason_code") for f in report["files"]} == {"bomb.csv.gz": "too_large", "good.csv": None}
     assert report["rows"] == 3

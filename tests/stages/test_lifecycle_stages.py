@@ -40,6 +40,8 @@ def lifecycle(tmp_path_factory):
     mp = pytest.MonkeyPatch()
     home = isolate_mlops_env(mp, tmp_path_factory.mktemp("stages") / "mlops")
 
+    import dataclasses
+
     from mlops_core.backends import backends_for
     from mlops_core.demo_data import DriftSpec, write_bad_files, write_day_files
     from mlops_core.dropzone import scan_drop_zone
@@ -48,29 +50,30 @@ def lifecycle(tmp_path_factory):
     from mlops_core.stages import deploy, evaluate, features, ingest, monitor, promote, train
 
     s = load_settings("dev")
-    backends = backends_for(s)  # built once, as a task does
+    mirror = RecordingMirror()
+    backends = dataclasses.replace(backends_for(s), make_mirror=lambda: mirror)  # built once, as a task does
+    staging = dataclasses.replace(backends_for(load_settings("staging")), make_mirror=lambda: mirror)
     drop = s.dataset.drop_zone
     drop.mkdir(parents=True)
-    mirror = RecordingMirror()
     out: dict = {"settings": s, "mirror": mirror}
 
     def ready():
         return [f.path for f in scan_drop_zone(drop, s.dataset.file_patterns, min_age_seconds=0)]
 
     def cycle(tag: str, ingested_at: str):
-        rep = ingest.ingest_files(s, ready(), run_id=f"ingest-{tag}", ingested_at=ingested_at)
-        features.materialize_versions(s, [rep["version_id"]])
-        verdict = monitor.check_for_retraining(s, [rep["version_id"]], run_key=f"monitor-{tag}")
+        rep = ingest.ingest_files(s, ready(), backends, run_id=f"ingest-{tag}", ingested_at=ingested_at)
+        features.materialize_versions(s, [rep["version_id"]], backends)
+        verdict = monitor.check_for_retraining(s, [rep["version_id"]], backends, run_key=f"monitor-{tag}")
         result = {"ingest": rep, "verdict": verdict}
         if verdict["retrain"]:
             ts = train.build_training_set(s, f"ts-{tag}", backends)
             job = train.run_training_job(s, ts, f"job-{tag}", backends)
             cand = train.log_candidate(s, ts, job, f"train-{tag}", backends)
-            ev = evaluate.evaluate_candidate(s, cand, mirror=mirror)
+            ev = evaluate.evaluate_candidate(s, cand, backends)
             result.update(training_set=ts, job=job, candidate=cand, evaluation=ev)
             if ev["promote"]:
-                champ = evaluate.promote_to_champion(s, ev, mirror=mirror)
-                result["deploy"] = deploy.deploy_champion(s, champ["version"])
+                champ = evaluate.promote_to_champion(s, ev, backends)
+                result["deploy"] = deploy.deploy_champion(s, champ["version"], backends)
         return result
 
     try:
@@ -84,9 +87,9 @@ def lifecycle(tmp_path_factory):
         write_day_files(drop, [4, 5], rows=600, drift=DriftSpec(kind="concept", start_day=4))
         out["drift"] = cycle("drift", "2026-01-07T00:00:00+00:00")
         out["rerun_job"] = train.run_training_job(s, out["initial"]["training_set"], "job-initial", backends)
-        plan = promote.plan_promotion("dev")
-        out["promoted"] = promote.copy_champion(plan, mirror=mirror)
-        out["staging_deploy"] = deploy.deploy_champion(load_settings("staging"), out["promoted"]["version"])
+        plan = promote.plan_promotion("dev", None, backends_for)
+        out["promoted"] = promote.copy_champion(plan, staging)
+        out["staging_deploy"] = deploy.deploy_champion(load_settings("staging"), out["promoted"]["version"], staging)
         yield out
     finally:
         LocalModelServer.stop_all(home / "serving")
@@ -101,6 +104,41 @@ def test_initial_cycle_trains_and_serves_a_champion(lifecycle):
     assert initial["deploy"]["sample_prediction"] in (0, 1)
     assert len(initial["deploy"]["model_sha256"]) == 64  # what is served was verified against this digest
     assert initial["ingest"]["rejected_rows"] == 3  # the three bad rows of the bad file
+
+
+def test_training_sets_are_laid_out_as_channels(lifecycle):
+    """train/, validation/, test/ (the holdout) under the training set; the job gets one channel per
+    non-empty split, each a folder prefix; evaluate and deploy read the holdout from test/."""
+    from mlops_core.backends import backends_for, object_store
+    from mlops_core.stages import train
+
+    s = lifecycle["settings"]
+    ts = lifecycle["initial"]["training_set"]
+    store = object_store(s)
+    key = ts["key"]
+    assert store.list_keys(f"{key}/") == [
+        f"{key}/manifest.json",
+        f"{key}/reference.parquet",  # the drift reference, written when the model was logged
+        f"{key}/test/part-0.parquet",
+        f"{key}/train/part-0.parquet",
+        f"{key}/validation/part-0.parquet",
+    ]
+    assert ts["validation_rows"] == 0 and ts["holdout_rows"] > 0
+    spec = train.training_job_spec(s, ts, "layout-check", store)
+    assert spec.inputs == {"train": store.uri(f"{key}/train") + "/", "test": store.uri(f"{key}/test") + "/"}
+    holdout = train.read_training_frame(store, {"key": key}, "holdout")  # what evaluate and deploy ask for
+    assert len(holdout) == ts["holdout_rows"] and holdout["_event_time"].min().isoformat() == ts["holdout_start"]
+
+    # With training.validation_days, the days before the holdout become the validation channel.
+    plain = train.build_training_set(s, "ts-plain", backends_for(s))
+    with_validation = s.model_copy(update={"training": s.training.model_copy(update={"validation_days": 1})})
+    split = train.build_training_set(with_validation, "ts-validation", backends_for(with_validation))
+    assert split["validation_rows"] > 0 and split["holdout_rows"] == plain["holdout_rows"]
+    assert split["train_rows"] + split["validation_rows"] == plain["train_rows"]
+    parts = {part: train.read_training_frame(store, split, part) for part in ("train", "validation", "test")}
+    assert parts["validation"]["_event_time"].min() > parts["train"]["_event_time"].max()
+    assert parts["validation"]["_event_time"].max() < parts["test"]["_event_time"].min()
+    assert set(train.training_job_spec(with_validation, split, "v", store).inputs) == {"train", "validation", "test"}
 
 
 def test_quarantine_has_reasons(lifecycle):
@@ -190,24 +228,25 @@ REJECT = {"chosen_options": ["Reject"], "responded_by_user": {"id": "7", "name":
 
 def test_prod_champion_moves_only_with_an_approval(lifecycle):
     """prod requires approval: without one, with a rejection, or with a forged answer nothing moves."""
-    from mlops_core.backends import model_registry
+    from mlops_core.backends import backends_for, model_registry
     from mlops_core.errors import ApprovalRequired
     from mlops_core.settings import load_settings
     from mlops_core.stages import promote
 
     prod = load_settings("prod")
     registry = model_registry(prod)
-    plan = promote.plan_promotion("staging")
+    plan = promote.plan_promotion("staging", None, backends_for)
+    target = backends_for(prod)
     assert plan["requires_approval"] is True and plan["target_champion_version"] is None
     assert plan["source_metric"]  # the approver sees the candidate's held-out score
     for answer in (None, REJECT, {"chosen_options": ["Approve"]}, {**plan, "requires_approval": False}):
         with pytest.raises(ApprovalRequired, match="prod requires a human approval"):
-            promote.copy_champion(plan, approval=answer)
+            promote.copy_champion(plan, target, approval=answer)
     with pytest.raises(ApprovalRequired):  # a plan that claims no approval is needed changes nothing
-        promote.copy_champion({**plan, "requires_approval": False})
+        promote.copy_champion({**plan, "requires_approval": False}, target)
     assert registry.champion(prod.registered_model_name) is None
 
-    promoted = promote.copy_champion(plan, approval=APPROVE)
+    promoted = promote.copy_champion(plan, target, approval=APPROVE)
     champion = registry.champion(prod.registered_model_name)
     assert champion is not None and champion.version == promoted["version"]
     assert champion.tags["mlops.approved_by"] == "alice (7)"
@@ -215,7 +254,7 @@ def test_prod_champion_moves_only_with_an_approval(lifecycle):
 
 def test_evaluate_register_cannot_move_a_champion_that_needs_approval(lifecycle):
     """A dev run offered to prod is refused; a passing evaluation in prod waits for the approval."""
-    from mlops_core.backends import model_registry
+    from mlops_core.backends import backends_for, model_registry
     from mlops_core.errors import ApprovalRequired
     from mlops_core.settings import load_settings
     from mlops_core.stages import evaluate
@@ -223,19 +262,19 @@ def test_evaluate_register_cannot_move_a_champion_that_needs_approval(lifecycle)
     prod = load_settings("prod")
     before = model_registry(prod).champion(prod.registered_model_name)
     with pytest.raises(evaluate.CandidateFromAnotherEnvironment, match="trained in dev, not prod"):
-        evaluate.evaluate_candidate(prod, lifecycle["initial"]["candidate"])
+        evaluate.evaluate_candidate(prod, lifecycle["initial"]["candidate"], backends_for(prod))
     passing = {**lifecycle["initial"]["evaluation"], "model_name": prod.registered_model_name, "promote": True}
     with pytest.raises(ApprovalRequired):
-        evaluate.promote_to_champion(prod, passing)
+        evaluate.promote_to_champion(prod, passing, backends_for(prod))
     with pytest.raises(ApprovalRequired):
-        evaluate.promote_to_champion(prod, passing, approval=REJECT)
+        evaluate.promote_to_champion(prod, passing, backends_for(prod), approval=REJECT)
     after = model_registry(prod).champion(prod.registered_model_name)
     assert (before and before.version) == (after and after.version)
 
 
 def test_failed_smoke_test_rolls_back_to_the_previous_champion(lifecycle, monkeypatch):
     """Fault injection: the smoke test of the newly deployed version fails; everything else is real."""
-    from mlops_core.backends import local_model_server, model_registry
+    from mlops_core.backends import backends_for, local_model_server, model_registry
     from mlops_core.serving import LocalModelServer, SmokeTestFailed
     from mlops_core.stages.deploy import DeploymentFailed, deploy_champion
 
@@ -257,7 +296,7 @@ def test_failed_smoke_test_rolls_back_to_the_previous_champion(lifecycle, monkey
 
     monkeypatch.setattr(LocalModelServer, "smoke_test", smoke)
     with pytest.raises(DeploymentFailed, match=f"rolled back to version {live}"):
-        deploy_champion(s, bad)
+        deploy_champion(s, bad, backends_for(s))
     assert registry.champion(name).version == live
     current = local_model_server(s).current()
     assert current["alive"] and str(current["model_version"]) == str(live)
@@ -265,7 +304,7 @@ def test_failed_smoke_test_rolls_back_to_the_previous_champion(lifecycle, monkey
 
 def test_a_tampered_champion_is_refused_by_monitor_evaluate_and_deploy(lifecycle, tmp_path):
     """The champion's MLmodel is switched to pickle with a payload in the artifact store; nothing runs it."""
-    from mlops_core.backends import local_model_server, model_registry
+    from mlops_core.backends import backends_for, local_model_server, model_registry
     from mlops_core.model_integrity import MODEL_SHA256_TAG, ModelIntegrityError
     from mlops_core.stages import evaluate, monitor
     from mlops_core.stages.deploy import DeploymentFailed, deploy_champion
@@ -287,13 +326,17 @@ def test_a_tampered_champion_is_refused_by_monitor_evaluate_and_deploy(lifecycle
         registry.set_champion(name, target, previous=live)
         try:
             with pytest.raises(ModelIntegrityError, match=refused):
-                monitor.check_for_retraining(s, [lifecycle["drift"]["ingest"]["version_id"]], run_key="tampered")
+                monitor.check_for_retraining(
+                    s, [lifecycle["drift"]["ingest"]["version_id"]], backends_for(s), run_key="tampered"
+                )
             with pytest.raises(ModelIntegrityError, match=refused):
-                evaluate.evaluate_candidate(s, untouched)  # the champion is scored next to the challenger
+                evaluate.evaluate_candidate(
+                    s, untouched, backends_for(s)
+                )  # the champion is scored next to the challenger
             with pytest.raises(
                 DeploymentFailed, match=f"ModelIntegrityError: {refused}.*rolled back to version {live}"
             ):
-                deploy_champion(s, target)
+                deploy_champion(s, target, backends_for(s))
         finally:
             if registry.champion(name).version != live:
                 registry.set_champion(name, live)

@@ -71,13 +71,13 @@ def test_regression_contract_without_keys_runs_through(own_dataset):
     settings = load_settings("dev")  # no settings edited: names and the gate follow from the contract
     assert (settings.features.project, settings.registry.experiment) == ("house_prices_dev", "mlops-house_prices")
     files = [f.path for f in scan_drop_zone(own_dataset, settings.dataset.file_patterns, min_age_seconds=0)]
-    report = ingest_files(settings, files, run_id="r1", ingested_at="2026-03-01T00:00:00+00:00")
+    backends = backends_for(settings)  # built once, as a task does
+    report = ingest_files(settings, files, backends, run_id="r1", ingested_at="2026-03-01T00:00:00+00:00")
     assert report["dataset"] == "house_prices" and report["rows"] == 800
 
-    feat = features.materialize_versions(settings, [report["version_id"]])
+    feat = features.materialize_versions(settings, [report["version_id"]], backends)
     assert feat["offline_rows"] == 800
 
-    backends = backends_for(settings)
     ts = train.build_training_set(settings, "ts-houses", backends)
     assert ts["train_rows"] + ts["holdout_rows"] == 800 and ts["holdout_rows"] > 0
     job = train.run_training_job(settings, ts, "job-houses", backends)
@@ -85,9 +85,9 @@ def test_regression_contract_without_keys_runs_through(own_dataset):
     assert job["metrics"]["test_r2"] > 0.5  # the price really depends on the features
 
     candidate = train.log_candidate(settings, ts, job, "train-houses", backends)
-    ev = evaluate.evaluate_candidate(settings, candidate)
+    ev = evaluate.evaluate_candidate(settings, candidate, backends)
     assert ev["promote"] is True and ev["model_name"] == "dev.house_prices", ev["reasons"]
-    evaluate.promote_to_champion(settings, ev)
+    evaluate.promote_to_champion(settings, ev, backends)
     champion = model_registry(settings).champion("dev.house_prices")
     assert champion.tags["mlops.dataset_versions"] == report["version_id"]
 
@@ -113,15 +113,15 @@ def test_the_readme_walkthrough_dataset_runs_with_only_a_contract_and_two_variab
     settings = load_settings("dev")
     assert settings.registered_model_name == "dev.diabetes" and settings.evaluation.primary_metric == "rmse"
     files = [f.path for f in scan_drop_zone(drop, settings.dataset.file_patterns, min_age_seconds=0)]
-    report = ingest_files(settings, files, run_id="r1", ingested_at="2026-03-01T00:00:00+00:00")
+    backends = backends_for(settings)  # built once, as a task does
+    report = ingest_files(settings, files, backends, run_id="r1", ingested_at="2026-03-01T00:00:00+00:00")
     assert report["rows"] == len(frame) and report["rejected_rows"] == 0  # the unnamed index column was dropped
 
-    features.materialize_versions(settings, [report["version_id"]])
-    backends = backends_for(settings)
+    features.materialize_versions(settings, [report["version_id"]], backends)
     ts = train.build_training_set(settings, "ts-diabetes", backends)
     job = train.run_training_job(settings, ts, "job-diabetes", backends)
     candidate = train.log_candidate(settings, ts, job, "train-diabetes", backends)
-    ev = evaluate.evaluate_candidate(settings, candidate)
+    ev = evaluate.evaluate_candidate(settings, candidate, backends)
     assert ev["promote"] is True, ev["reasons"]  # r2 above 0: better than predicting the mean
-    evaluate.promote_to_champion(settings, ev)
+    evaluate.promote_to_champion(settings, ev, backends)
     assert model_registry(settings).champion("dev.diabetes") is not None

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from mlops_core.glue_catalog import GlueCatalog
+    from mlops_core.s3_dropzone import S3DropZone
     from mlops_core.s3_storage import S3ObjectStore
     from mlops_core.sagemaker_compute import SageMakerCompute
     from mlops_core.sagemaker_registry import SageMakerRegistryMirror
@@ -43,6 +44,24 @@ def s3_object_store(settings: Settings) -> S3ObjectStore:
         prefix,
         multipart_threshold=settings.aws.multipart_threshold_mb * MIB,
         multipart_chunksize=settings.aws.multipart_chunk_mb * MIB,
+    )
+
+
+def s3_drop_zone(settings: Settings, location: str | None = None) -> S3DropZone:
+    """The S3 drop zone at ``location`` (default ``dataset.drop_zone``, ``s3://bucket/prefix/``), through ``S3Hook``.
+
+    Consumed objects are archived or tagged as ``dataset.mark_consumed`` says.
+    """
+    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+    from mlops_core.s3_dropzone import S3DropZone, split_s3_uri
+
+    bucket, prefix = split_s3_uri(str(location or settings.dataset.drop_zone))
+    return S3DropZone(
+        S3Hook(aws_conn_id=settings.aws.conn_id).get_conn(),
+        bucket,
+        prefix,
+        mark_consumed=settings.dataset.mark_consumed,
     )
 
 

@@ -1,4 +1,4 @@
-"""Deferrable waits on the local drop zone: for complete new files, and for their consumption."""
+"""Deferrable waits on the drop zone (a local folder or an S3 prefix): for complete new files, and for their use."""
 
 from __future__ import annotations
 
@@ -9,7 +9,24 @@ from typing import TYPE_CHECKING, Any
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 if TYPE_CHECKING:
+    from mlops_core.drop_source import DropSource
     from mlops_core.dropzone import WatchSpec
+    from mlops_core.settings import Settings
+
+
+def _source_at(location: str, settings: Settings | None) -> DropSource:
+    """The drop zone at ``location``: a local folder, or an S3 prefix on ``settings``' ``aws.conn_id`` (blocking)."""
+    from mlops_core.settings import is_s3_uri
+
+    if not is_s3_uri(location):
+        from mlops_core.delivered_files import DropZone
+
+        return DropZone(location)
+    from mlops_airflow.backends import drop_source_for
+
+    if settings is None:
+        raise ValueError(f"an S3 drop zone ({location}) needs the settings of an environment (aws.conn_id)")
+    return drop_source_for(settings, location)
 
 
 def _event(payload: dict[str, Any]) -> TriggerEvent:
@@ -19,13 +36,22 @@ def _event(payload: dict[str, Any]) -> TriggerEvent:
 class NewFilesTrigger(BaseTrigger):
     """Fires once complete files are in the drop zone (the arrival rules: ``mlops_core.dropzone``).
 
-    Runs in the triggerer, so the waiting costs no worker slot. What it watches is resolved from
-    the settings of ``env`` each time the trigger starts, so a triggerer restart with new
-    settings (another ``MLOPS_DROP_ZONE``, another rule) watches the new folder with the new
-    rule. Only values the operator was given explicitly are serialized; ``None`` means "from
-    the settings". The previous scan's file signatures (rule ``stable``) live in memory only: a
-    restart costs one more poll. Each entry the watch does not take is logged once with its
-    reason. The folder scan is blocking file-system I/O and runs in a thread.
+    Runs in the triggerer, so the waiting costs no worker slot. The drop zone is a local folder or
+    an S3 prefix (:class:`~mlops_core.drop_source.DropSource`; an S3 one is reached through the
+    ``aws.conn_id`` connection of ``env``'s settings). What it watches is resolved from the
+    settings of ``env`` each time the trigger starts, so a triggerer restart with new settings
+    (another ``MLOPS_DROP_ZONE``, another rule) watches the new drop zone with the new rule.
+    Only values the operator was given explicitly are serialized; ``None`` means "from the
+    settings". Each entry the watch does not take is logged once with its reason. The scan is
+    blocking I/O (the file system, or boto3) and runs in a thread.
+
+    ``seen`` carries the file signatures of earlier scans (rule ``stable``: size, mtime, inode
+    or ETag, and since when unchanged; for S3 with ``mark_consumed: tag`` also which objects are
+    consumed) as primitives: the sensor's own first look is handed over this way, and
+    :meth:`serialize` returns the signatures of the latest scan, so a trigger rebuilt from its
+    serialized kwargs goes on where it was instead of starting the comparison over. Whether an
+    entry was already announced is never kept here: an announced entry is consumed (moved or
+    tagged) before the watch runs again, so no restart can announce it twice.
 
     :param env: settings environment (``include/conf/<env>.yaml``); ``None``: ``$MLOPS_ENV``.
     :param directory: folder to watch (not recursive); ``None``: ``dataset.drop_zone``.
@@ -34,6 +60,7 @@ class NewFilesTrigger(BaseTrigger):
     :param min_age_seconds: ``None``: ``dataset.arrival.min_age_seconds``.
     :param marker: marker template; ``None``: ``dataset.arrival.marker``.
     :param poll_interval: seconds between scans; ``None``: ``dataset.arrival.poll_seconds``.
+    :param seen: signatures from earlier scans (``mlops_core.dropzone.state_to_primitives``).
     """
 
     def __init__(
@@ -45,8 +72,10 @@ class NewFilesTrigger(BaseTrigger):
         min_age_seconds: float | None = None,
         marker: str | None = None,
         poll_interval: float | None = None,
+        seen: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()  # BaseTrigger.__init__ is unannotated
+        self.seen = dict(seen) if seen else None
         self.env = env
         self.directory = directory
         self.patterns = list(patterns) if patterns is not None else None
@@ -66,6 +95,7 @@ class NewFilesTrigger(BaseTrigger):
                 "min_age_seconds": self.min_age_seconds,
                 "marker": self.marker,
                 "poll_interval": self.poll_interval,
+                "seen": self.seen,
             },
         )
 
@@ -89,12 +119,19 @@ class NewFilesTrigger(BaseTrigger):
             poll_seconds=self.poll_interval,
         )
 
+    def drop_source(self, spec: WatchSpec) -> DropSource:
+        """The drop zone of ``spec`` (an S3 one on the connection of ``env``'s settings; blocking)."""
+        from mlops_core.settings import is_s3_uri, load_settings
+
+        return _source_at(spec.directory, load_settings(self.env) if is_s3_uri(spec.directory) else None)
+
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        from mlops_core.dropzone import IgnoredReporter, ScanState, scan
+        from mlops_core.dropzone import IgnoredReporter, ScanState, state_from_primitives, state_to_primitives
 
         try:
             spec = await asyncio.to_thread(self.resolve)
-        except (ValueError, OSError) as exc:  # SettingsError is a ValueError
+            source = await asyncio.to_thread(self.drop_source, spec)
+        except Exception as exc:  # SettingsError is a ValueError; a missing provider or connection, too
             yield _event({"status": "error", "message": f"cannot tell what to watch (env {self.env}): {exc}"})
             return
         arrival = spec.arrival
@@ -107,16 +144,17 @@ class NewFilesTrigger(BaseTrigger):
             arrival.marker,
             arrival.poll_seconds,
         )
-        state: ScanState = {}
+        state: ScanState = state_from_primitives(self.seen)
         reporter = IgnoredReporter()
         said_missing = False
         while True:
             try:
-                result = await asyncio.to_thread(scan, spec.directory, spec.patterns, arrival, state)
-            except OSError as exc:
+                result = await asyncio.to_thread(source.scan, spec.patterns, arrival, state)
+            except Exception as exc:  # OSError locally; a botocore error (denied, no such bucket) on S3
                 yield _event({"status": "error", "message": f"cannot scan {spec.directory}: {exc}"})
                 return
             state = result.state
+            self.seen = state_to_primitives(state)
             if not result.exists and not said_missing:
                 self.log.info("%s does not exist yet; waiting for it to be created", spec.directory)
                 said_missing = True
@@ -130,50 +168,72 @@ class NewFilesTrigger(BaseTrigger):
 
 
 class FilesConsumedTrigger(BaseTrigger):
-    """Fires once none of ``paths`` exists any more (the ingest moved them to the archive).
+    """Fires once none of ``paths`` waits for ingest any more (moved to the archive, or tagged consumed).
 
     With ``env``, the drop zone is read from that environment's settings each time the trigger
     starts: announced files that are no longer in the configured drop zone (the stack restarted
     with another ``MLOPS_DROP_ZONE``) are no longer waited for, so the watch moves on to the new
-    folder instead of holding its only active run until the timeout.
+    drop zone instead of holding its only active run until the timeout. S3 paths (``s3://``)
+    need ``env`` (the connection is in its settings); an announced object whose ETag changed
+    (``etags``) was replaced, and is not waited for (the next watch run announces the new one).
 
-    :param paths: absolute file paths announced earlier.
+    :param paths: absolute file paths or ``s3://`` URIs announced earlier.
     :param poll_interval: seconds between checks.
     :param env: settings environment whose ``dataset.drop_zone`` is current; ``None``: wait for all.
+    :param etags: the ETag each announced S3 object was listed with (by path).
     """
 
-    def __init__(self, paths: list[str], poll_interval: float = 5.0, env: str | None = None) -> None:
+    def __init__(
+        self, paths: list[str], poll_interval: float = 5.0, env: str | None = None, etags: dict[str, str] | None = None
+    ) -> None:
         super().__init__()  # BaseTrigger.__init__ is unannotated
         self.paths = list(paths)
         self.poll_interval = poll_interval
         self.env = env
+        self.etags = dict(etags) if etags else None
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
             f"{type(self).__module__}.{type(self).__qualname__}",
-            {"paths": self.paths, "poll_interval": self.poll_interval, "env": self.env},
+            {"paths": self.paths, "poll_interval": self.poll_interval, "env": self.env, "etags": self.etags},
         )
 
-    def still_watched(self) -> list[str]:
-        """The announced paths inside the drop zone the settings name now."""
-        if self.env is None:
-            return list(self.paths)
-        from pathlib import Path
+    def still_watched(self) -> tuple[list[str], DropSource | None]:
+        """The announced paths inside the drop zone the settings name now, and that drop zone."""
+        from mlops_core.settings import is_s3_uri, load_settings
 
-        from mlops_core.settings import load_settings
+        s3 = any(is_s3_uri(p) for p in self.paths)
+        if self.env is None and not s3:
+            return list(self.paths), None
+        settings = load_settings(self.env)
+        location = settings.dataset.drop_zone
+        if is_s3_uri(location):
+            kept = [p for p in self.paths if p.startswith(str(location)) and "/" not in p[len(str(location)) :]]
+        else:
+            from pathlib import Path
 
-        zone = Path(load_settings(self.env).dataset.drop_zone).resolve()
-        kept = [p for p in self.paths if Path(p).parent.resolve() == zone]
+            zone = Path(location).resolve()
+            kept = [p for p in self.paths if not is_s3_uri(p) and Path(p).parent.resolve() == zone]
         for path in sorted(set(self.paths) - set(kept)):
-            self.log.warning("%s is no longer in the configured drop zone %s: not waiting for it", path, zone)
-        return kept
+            self.log.warning("%s is no longer in the configured drop zone %s: not waiting for it", path, location)
+        return kept, _source_at(str(location), settings) if is_s3_uri(location) else None
 
-    async def run(self) -> AsyncIterator[TriggerEvent]:
+    def _left(self, paths: list[str], source: DropSource | None) -> list[str]:
         import os
 
-        paths = await asyncio.to_thread(self.still_watched)
+        if source is None:
+            return [p for p in paths if os.path.exists(p)]
+        etags = self.etags or {}
+        return source.unconsumed([{"path": p, **({"etag": etags[p]} if p in etags else {})} for p in paths])
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        try:
+            paths, source = await asyncio.to_thread(self.still_watched)
+        except Exception as exc:  # unreadable settings, a missing connection
+            yield _event({"status": "error", "message": f"cannot tell what to wait for (env {self.env}): {exc}"})
+            return
         while True:
-            left = await asyncio.to_thread(lambda: [p for p in paths if os.path.exists(p)])
+            left = await asyncio.to_thread(self._left, paths, source)
             if not left:
                 yield _event({"status": "success", "files": paths})
                 return

@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from mlops_core.backends import model_registry, object_store, serving_backend
 from mlops_core.model_integrity import ModelIntegrityError
 from mlops_core.serving import DeploymentFailed
 from mlops_core.stages.train import read_training_frame
@@ -22,16 +21,18 @@ from mlops_core.stages.train import read_training_frame
 if TYPE_CHECKING:
     import pandas as pd
 
-    from mlops_core.registry import ModelRegistry, ModelVersionInfo
-    from mlops_core.serving_target import LiveModel, Serving, SmokeResult
+    from mlops_core.backends import Backends
+    from mlops_core.registry import ModelVersionInfo
+    from mlops_core.serving_target import LiveModel, SmokeResult
     from mlops_core.settings import Settings
+    from mlops_core.storage import ObjectStore
 
 __all__ = ["DeploymentFailed", "deploy_champion"]
 
 log = logging.getLogger(__name__)
 
 
-def _smoke_rows(settings: Settings, info: ModelVersionInfo) -> pd.DataFrame:
+def _smoke_rows(settings: Settings, store: ObjectStore, info: ModelVersionInfo) -> pd.DataFrame:
     from mlops_core.training.model import prepare_features
 
     contract = settings.load_contract()
@@ -40,7 +41,7 @@ def _smoke_rows(settings: Settings, info: ModelVersionInfo) -> pd.DataFrame:
             f"{info.name} version {info.version} has no 'mlops.training_set' tag, so there are no held-out rows "
             "to smoke-test it with; register models through evaluate_register"
         )
-    holdout = read_training_frame(object_store(settings), {"key": info.tags["mlops.training_set"]}, "holdout")
+    holdout = read_training_frame(store, {"key": info.tags["mlops.training_set"]}, "holdout")
     return prepare_features(holdout.head(settings.serving.smoke_rows), contract)
 
 
@@ -55,14 +56,13 @@ def _expected_sha256(info: ModelVersionInfo) -> str:
     return info.model_sha256
 
 
-def deploy_champion(
-    settings: Settings, expected_version: str | None = None, *, serving: Serving | None = None
-) -> dict[str, Any]:
+def deploy_champion(settings: Settings, expected_version: str | None, backends: Backends) -> dict[str, Any]:
     """Serve the environment's ``@champion``: verify, deploy, smoke-test; roll back and raise on failure.
 
-    ``serving`` is the environment's serving target (default: built from ``backends.serving``).
+    ``backends.serving`` is the environment's serving target; the smoke test's held-out rows come
+    from ``backends.store``.
     """
-    registry = model_registry(settings)
+    registry = backends.registry
     name = settings.registered_model_name
     champion = registry.champion(name)
     if champion is None:
@@ -73,7 +73,7 @@ def deploy_champion(
             expected_version,
             champion.version,
         )
-    target = serving or serving_backend(settings)
+    target = backends.serving
     live = target.live()
     if (
         live
@@ -83,7 +83,7 @@ def deploy_champion(
         and live.model_sha256 == champion.model_sha256
     ):
         log.info("%s version %s is already live at %s", name, champion.version, live.endpoint)
-        smoke = target.smoke_test(_smoke_rows(settings, champion))
+        smoke = target.smoke_test(_smoke_rows(settings, backends.store, champion))
         return _report(settings, name, champion, live, smoke, previous=None)
 
     previous = live.model_version if live else None
@@ -95,14 +95,14 @@ def deploy_champion(
             startup_timeout=settings.serving.startup_timeout_seconds,
             expected_sha256=expected,
         )
-        smoke = target.smoke_test(_smoke_rows(settings, champion))
+        smoke = target.smoke_test(_smoke_rows(settings, backends.store, champion))
         if not target.verify(str(champion.version), expected):
             raise DeploymentFailed(
                 f"serving target does not report version {champion.version} (sha256 {expected}) after deploy"
             )
     except Exception as exc:
         log.error("Deploying %s version %s failed: %s", name, champion.version, exc)
-        rolled_to = _rollback(settings, registry, target, name, previous)
+        rolled_to = _rollback(settings, backends, name, previous)
         raise DeploymentFailed(
             f"deploying {name} version {champion.version} failed ({type(exc).__name__}: {exc}); "
             + (f"rolled back to version {rolled_to}" if rolled_to else "no previous version to roll back to")
@@ -110,10 +110,9 @@ def deploy_champion(
     return _report(settings, name, champion, deployed, smoke, previous=previous)
 
 
-def _rollback(
-    settings: Settings, registry: ModelRegistry, target: Serving, name: str, previous_live: str | None
-) -> str | None:
+def _rollback(settings: Settings, backends: Backends, name: str, previous_live: str | None) -> str | None:
     """Point ``@champion`` back and serve that version again (verified like any deploy); its version or None."""
+    registry, target = backends.registry, backends.serving
     version = registry.rollback(name) or previous_live
     if not version:
         target.stop()
@@ -125,7 +124,7 @@ def _rollback(
         startup_timeout=settings.serving.startup_timeout_seconds,
         expected_sha256=_expected_sha256(info),
     )
-    target.smoke_test(_smoke_rows(settings, info))
+    target.smoke_test(_smoke_rows(settings, backends.store, info))
     log.warning("Rolled back %s to version %s", name, version)
     return version
 

@@ -14,14 +14,13 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from mlops_core.approvals import approval_for
-from mlops_core.backends import model_registry, object_store, registry_mirror
 from mlops_core.errors import PermanentError
 from mlops_core.registry_mirror import MirroredVersion
 from mlops_core.stages.train import read_training_frame
 
 if TYPE_CHECKING:
+    from mlops_core.backends import Backends
     from mlops_core.registry import ModelRegistry
-    from mlops_core.registry_mirror import RegistryMirror
     from mlops_core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -34,15 +33,17 @@ class CandidateFromAnotherEnvironment(PermanentError):
 def evaluate_candidate(
     settings: Settings,
     candidate: dict[str, Any],
+    backends: Backends,
     *,
     min_improvement: float | None = None,
-    mirror: RegistryMirror | None = None,
 ) -> dict[str, Any]:
+    """Score, register and judge ``candidate``: held-out rows from ``backends.store``, the version
+    mirrored to ``backends.mirror`` (rejected there when the gate says no)."""
     from mlops_core.evaluation import PromotionPolicy, decide_promotion, score_model
     from mlops_core.lineage import git_commit
 
     contract = settings.load_contract()
-    registry = model_registry(settings)
+    registry = backends.registry
     name = settings.registered_model_name
     trained_in = registry.run_tags(candidate["mlflow_run_id"]).get("mlops.env")
     if trained_in and trained_in != settings.env:
@@ -51,7 +52,7 @@ def evaluate_candidate(
             f"{settings.env} only by promotion (the promote DAG, from the environment before it), with the approval "
             f"{settings.env} requires"
         )
-    holdout = read_training_frame(object_store(settings), {"key": candidate["training_set"]}, "holdout")
+    holdout = read_training_frame(backends.store, {"key": candidate["training_set"]}, "holdout")
     if holdout.empty:
         raise ValueError(f"training set {candidate['training_set']} has no held-out rows to evaluate on")
 
@@ -84,7 +85,7 @@ def evaluate_candidate(
             "mlops.promotion_decision": "promote" if decision.promote else "reject",
         },
     )
-    mirror = mirror or registry_mirror(settings)
+    mirror = backends.mirror
     mirror_ref = mirror.mirror(_mirrored(registry, name, version, challenger))
     if mirror_ref:
         log.info("%s version %s mirrored as %s", name, version, mirror_ref)
@@ -118,9 +119,9 @@ def _mirrored(registry: ModelRegistry, name: str, version: str, metrics: dict[st
     )
 
 
-def candidate_from_run(settings: Settings, run_id: str) -> dict[str, Any]:
+def candidate_from_run(settings: Settings, run_id: str, backends: Backends) -> dict[str, Any]:
     """Rebuild a ``model_candidate`` description from a training run's tags (manual evaluations)."""
-    tags = model_registry(settings).run_tags(run_id)
+    tags = backends.registry.run_tags(run_id)
     missing = [t for t in ("mlops.training_set", "mlops.dataset_versions") if t not in tags]
     if missing:
         raise ValueError(f"MLflow run {run_id} was not logged by the train DAG (missing tags {missing})")
@@ -136,9 +137,9 @@ def candidate_from_run(settings: Settings, run_id: str) -> dict[str, Any]:
 def promote_to_champion(
     settings: Settings,
     evaluation: dict[str, Any],
-    approval: dict[str, Any] | None = None,
+    backends: Backends,
     *,
-    mirror: RegistryMirror | None = None,
+    approval: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Make the evaluated version ``@champion``: only if the gate passed it and, where required, a human approved.
 
@@ -149,12 +150,11 @@ def promote_to_champion(
         raise PermanentError(f"{evaluation['model_name']} version {evaluation['version']} did not pass the gate")
     what = f"{evaluation['model_name']} version {evaluation['version']} becomes @champion"
     approved_by = approval_for(settings.env, settings.promotion.require_approval, approval, what)
-    registry = model_registry(settings)
+    registry = backends.registry
     registry.set_champion(evaluation["model_name"], evaluation["version"], previous=evaluation["champion_version"])
     if approved_by:
         registry.set_version_tags(evaluation["model_name"], evaluation["version"], {"mlops.approved_by": approved_by})
-    mirror = mirror or registry_mirror(settings)
-    mirror.approve(evaluation["model_name"], evaluation["version"], approved_by=approved_by)
+    backends.mirror.approve(evaluation["model_name"], evaluation["version"], approved_by=approved_by)
     log.info(
         "%s version %s is now @champion (previous: %s; approved by %s)",
         evaluation["model_name"],

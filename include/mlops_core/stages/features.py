@@ -11,21 +11,21 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from mlops_core.backends import feature_repository, object_store
-
 if TYPE_CHECKING:
+    from mlops_core.backends import Backends
     from mlops_core.settings import Settings
 
 log = logging.getLogger(__name__)
 
 
-def materialize_versions(settings: Settings, version_ids: list[str]) -> dict[str, Any]:
+def materialize_versions(settings: Settings, version_ids: list[str], backends: Backends) -> dict[str, Any]:
+    """Materialize ``version_ids`` (read from ``backends.store``) into the bundle's feature repository."""
     from mlops_core.datasets import DatasetStore
 
     start = time.monotonic()
     contract = settings.load_contract()
-    store = DatasetStore(object_store(settings), contract.name)
-    repo = feature_repository(settings, contract)
+    store = DatasetStore(backends.store, contract.name)
+    repo = backends.feature_repository(contract)
     repo.apply()
     known = {m["version_id"]: m for m in store.list_versions()}
     missing = [v for v in version_ids if v not in known]

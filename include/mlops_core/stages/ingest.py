@@ -39,30 +39,29 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mlops_core.backends import object_store
+from mlops_core.backends import drop_source
 from mlops_core.delivered_files import (
     MAX_FILE_BYTES,
-    DropZone,
     FileRejected,
     FileSnapshot,
     UntrustedPath,
-    archived_extra,
-    escape_name,
 )
 from mlops_core.spill import ScratchDir, release_memory
 
 if TYPE_CHECKING:
     import pandas as pd
 
+    from mlops_core.backends import Backends
     from mlops_core.contract import DatasetContract
+    from mlops_core.dataset_catalog import DatasetCatalog
     from mlops_core.datasets import DatasetStore, RowsFile, StagedRows
+    from mlops_core.drop_source import DropSource
     from mlops_core.settings import Settings
 
 __all__ = ["MAX_FILE_BYTES", "UNLEDGERED_REASONS", "UntrustedPath", "ingest_files", "ingest_sql"]
@@ -140,12 +139,22 @@ class _Validated:
 def ingest_files(
     settings: Settings,
     files: list[str],
+    backends: Backends,
     *,
     run_id: str,
     ingested_at: str,
     max_file_bytes: int | None = None,
+    source: DropSource | None = None,
 ) -> dict[str, Any]:
     """Validate and commit ``files`` (paths of entries in the drop zone). Returns the ingestion report.
+
+    ``source`` is the drop zone (:class:`~mlops_core.drop_source.DropSource`: a local folder,
+    an S3 prefix); ``None`` builds the local one of ``settings.dataset.drop_zone``. A consumed
+    entry is marked by the source (moved to the run's archive, or tagged) after the commit.
+
+    The version, quarantine and ledger go to ``backends.store``; a committed version is registered
+    with ``backends.catalog`` before anything is recorded or archived (a retry after a catalog
+    failure reads the same files, finds the version committed and registers it again).
 
     ``ingested_at`` is the run's logical time (ISO 8601); it is the event time of rows whose
     contract has no event-time column, so a re-run produces identical rows. ``max_file_bytes``
@@ -157,23 +166,22 @@ def ingest_files(
     ``files_quarantined``, ``quarantined_files``, ``deferred_files``; every name is escaped.
 
     Raises:
-        UntrustedPath: a path is not an entry directly inside ``settings.dataset.drop_zone``;
-            raised before anything is read, moved or copied. Retrying does not help.
+        UntrustedPath: a path is not an entry directly inside the drop zone; raised before
+            anything is read, moved or copied. Retrying does not help.
     """
     import pandas as pd
 
     from mlops_core.datasets import DatasetStore, StagedRows, safe_key_part
-    from mlops_core.dropzone import archive_dir_for
     from mlops_core.validation import check_contract
 
     if max_file_bytes is None:
         max_file_bytes = settings.dataset.max_file_mb * 1024 * 1024
-    zone = DropZone(settings.dataset.drop_zone)
+    zone = source if source is not None else drop_source(settings)
     names = zone.names_of(files)  # refuses untrusted paths before anything is touched
     contract = _load_contract(settings)
     check_contract(contract)  # a broken contract fails the task; it is no file's fault
-    store = DatasetStore(object_store(settings), contract.name)
-    archive_dir = archive_dir_for(settings.dataset.drop_zone, safe_key_part(run_id))
+    store = DatasetStore(backends.store, contract.name)
+    run_key = safe_key_part(run_id)
     ts = _utc(pd.Timestamp(ingested_at))
     batch_bytes = settings.dataset.ingest_batch_mb * 1024 * 1024
 
@@ -201,13 +209,22 @@ def ingest_files(
             if outcome.validated is not None:
                 rejected_rows += outcome.validated.rows_rejected
         report, duplicates_by_source = _commit(
-            store, contract, staged, sources, run_id, ts, rejected_rows, pending, reading.earlier_attempts
+            store,
+            backends.catalog,
+            contract,
+            staged,
+            sources,
+            run_id,
+            ts,
+            rejected_rows,
+            pending,
+            reading.earlier_attempts,
         )
 
     # (5) Archive only after the version, the quarantine and the ledger are durable.
     for outcome in outcomes:
         if outcome.status != "deferred" and outcome.archive:
-            _archive_and_verify(store, run_id, zone.folder, outcome, archive_dir, max_file_bytes)
+            _archive_and_verify(store, run_id, zone, outcome, run_key, max_file_bytes)
 
     for outcome in outcomes:
         entry = outcome.report
@@ -228,7 +245,7 @@ class _Reading:
 
     def __init__(
         self,
-        zone: DropZone,
+        zone: DropSource,
         store: DatasetStore,
         contract: DatasetContract,
         ts: pd.Timestamp,
@@ -430,7 +447,7 @@ def _accepted_row_numbers(part: Any, offset: int) -> Any:
     return numbers
 
 
-def _check_unchanged(zone: DropZone, outcome: _Outcome, staged: StagedRows) -> None:
+def _check_unchanged(zone: DropSource, outcome: _Outcome, staged: StagedRows) -> None:
     """Defer a file that changed since it was read; note one that was replaced or removed."""
     assert outcome.snapshot is not None  # noqa: S101 - only called for files that were read
     change = zone.change_since(outcome.name, outcome.snapshot)
@@ -516,15 +533,15 @@ def _plan(outcome: _Outcome, sources: list[dict[str, Any]], pending: list[_Quara
 
 
 def _archive_and_verify(
-    store: DatasetStore, run_id: str, folder: Path, outcome: _Outcome, archive_dir: Path, max_file_bytes: int
+    store: DatasetStore, run_id: str, zone: DropSource, outcome: _Outcome, run_key: str, max_file_bytes: int
 ) -> None:
-    """Move the entry to the archive; quarantine any bytes the archived file has beyond what was parsed."""
-    target = _archive(folder / outcome.name, archive_dir)
+    """Mark the entry consumed (archive or tag); quarantine any bytes the archived file has beyond what was parsed."""
     snapshot = outcome.snapshot
-    if target is None or snapshot is None or snapshot.sha256 is None:
+    consumed = zone.consume(outcome.name, snapshot, run_key, max_bytes=max_file_bytes)
+    if consumed is None or snapshot is None or snapshot.sha256 is None:
         return
-    outcome.report["archived_as"] = escape_name(os.fspath(target))  # where this attempt moved it
-    extra = archived_extra(target, snapshot, max_bytes=max_file_bytes)
+    outcome.report["archived_as"] = consumed.archived_as  # where this attempt moved it (escaped)
+    extra = consumed.extra
     # What the last check saw: bytes a writer still holding the file open adds after this point
     # land in the archive (nothing is lost) but in no record; the arrival rules exist for that.
     outcome.report["archived_bytes"] = snapshot.size if extra is None else extra.archived_size
@@ -553,18 +570,10 @@ def _archive_and_verify(
     outcome.report["unparsed_quarantine"] = tail.write(store, run_id)
 
 
-def _archive(path: Path, archive_dir: Path) -> Path | None:
-    """Move a drop-zone entry (a file, or a link itself, never its target) to the archive."""
-    from mlops_core.dropzone import archive_file
-
-    if not os.path.lexists(path):
-        return None
-    return archive_file(path, archive_dir)
-
-
 def ingest_sql(
     settings: Settings,
     fetch_batch: Callable[[str, str, Any, int], pd.DataFrame],
+    backends: Backends,
     *,
     run_id: str,
     ingested_at: str,
@@ -585,7 +594,7 @@ def ingest_sql(
     if src is None:
         raise ValueError("dataset.sql_source is not configured in include/conf/<env>.yaml")
     contract = _load_contract(settings)
-    store = DatasetStore(object_store(settings), contract.name)
+    store = DatasetStore(backends.store, contract.name)
     state_name = f"sql-{src.conn_id}-{src.table}"
     after = store.watermark(state_name)
     ts = _utc(pd.Timestamp(ingested_at))
@@ -648,7 +657,9 @@ def ingest_sql(
     with ScratchDir(settings.dataset.ingest_scratch_dir) as scratch:
         staged = StagedRows(scratch, memory_bytes=batch_bytes)
         staged.add(staged.new_source(), result.accepted)
-        report, _ = _commit(store, contract, staged, sources, run_id, ts, len(result.rejected), pending)
+        report, _ = _commit(
+            store, backends.catalog, contract, staged, sources, run_id, ts, len(result.rejected), pending
+        )
     store.set_watermark(state_name, new_watermark)
     report["watermark"] = new_watermark
     return report
@@ -656,6 +667,7 @@ def ingest_sql(
 
 def _commit(
     store: DatasetStore,
+    catalog: DatasetCatalog,
     contract: DatasetContract,
     staged: StagedRows,
     sources: list[dict[str, Any]],
@@ -665,7 +677,8 @@ def _commit(
     pending: list[_Quarantine],
     earlier_attempts: set[str] | None = None,
 ) -> tuple[dict[str, Any], dict[str, int]]:
-    """Commit the accepted rows, then write the quarantine records, then the source ledger.
+    """Commit the accepted rows, register the version with the catalog, then write the quarantine
+    records, then the source ledger (so a catalog failure leaves every source to be read again).
 
     Returns the report and the number of rows per source left out as duplicates.
     """
@@ -698,6 +711,8 @@ def _commit(
         created_at=ts.isoformat(),
         earlier_attempts=earlier_attempts or (),
     )
+    if result.manifest is not None:  # new, or committed before (a retry): registering is idempotent
+        catalog.register_version(result.manifest, store.versions_uri())
     for record in pending:
         record.write(store, run_id)
     dupes = result.duplicate_count

@@ -14,17 +14,17 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mlops_core.backends import model_registry, object_store
-
 if TYPE_CHECKING:
+    from mlops_core.backends import Backends
     from mlops_core.settings import Settings
 
 log = logging.getLogger(__name__)
 
 
 def check_for_retraining(
-    settings: Settings, version_ids: list[str], *, run_key: str, force: bool = False
+    settings: Settings, version_ids: list[str], backends: Backends, *, run_key: str, force: bool = False
 ) -> dict[str, Any]:
+    """The verdict on ``version_ids``: read from ``backends.store``, the drift report kept there too."""
     import io
 
     import pandas as pd
@@ -34,8 +34,8 @@ def check_for_retraining(
     from mlops_core.evaluation import score_model
 
     contract = settings.load_contract()
-    objects = object_store(settings)
-    registry = model_registry(settings)
+    objects = backends.store
+    registry = backends.registry
     name = settings.registered_model_name
     base = {
         "env": settings.env,

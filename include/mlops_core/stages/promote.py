@@ -18,24 +18,28 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from mlops_core.approvals import approval_for
-from mlops_core.backends import model_registry, registry_mirror
 from mlops_core.errors import PermanentError
 from mlops_core.registry_mirror import MirroredVersion
 from mlops_core.settings import load_settings
 
 if TYPE_CHECKING:
-    from mlops_core.registry_mirror import RegistryMirror
+    from collections.abc import Callable
+
+    from mlops_core.backends import Backends
+    from mlops_core.settings import Settings
 
 log = logging.getLogger(__name__)
 
 
-def plan_promotion(from_env: str, version: str | None = None) -> dict[str, Any]:
+def plan_promotion(from_env: str, version: str | None, backends_for: Callable[[Settings], Backends]) -> dict[str, Any]:
+    """What promoting ``version`` (default: the champion) of ``from_env`` would do; ``backends_for``
+    builds an environment's bundle (the caller's: ``mlops_airflow.backends.backends_for`` in a task)."""
     source = load_settings(from_env)
     to_env = source.promotion.next_env
     if not to_env:
         raise PermanentError(f"{from_env} is the last environment (promotion.next_env is empty)")
     target = load_settings(to_env)
-    registry = model_registry(source)
+    registry = backends_for(source).registry
     src_name = source.registered_model_name
     if version is None:
         champion = registry.champion(src_name)
@@ -44,7 +48,7 @@ def plan_promotion(from_env: str, version: str | None = None) -> dict[str, Any]:
         version = champion.version
     source_info = registry.version_info(src_name, version)  # raises if it does not exist
     metric = target.evaluation.primary_metric
-    current = model_registry(target).champion(target.registered_model_name)
+    current = backends_for(target).registry.champion(target.registered_model_name)
     return {
         "from_env": from_env,
         "to_env": to_env,
@@ -62,9 +66,11 @@ def plan_promotion(from_env: str, version: str | None = None) -> dict[str, Any]:
 
 
 def copy_champion(
-    plan: dict[str, Any], approval: dict[str, Any] | None = None, *, mirror: RegistryMirror | None = None
+    plan: dict[str, Any], backends: Backends, *, approval: dict[str, Any] | None = None
 ) -> dict[str, Any]:
     """Copy the planned version into the target namespace, verify its files, make it ``@champion`` there.
+
+    ``backends`` is the bundle of the target environment (``plan["to_env"]``): its registry and mirror.
 
     ``approval`` is the approval step's answer; a target environment that requires approval
     refuses without one (``ApprovalRequired``), whatever the plan says, before anything changes.
@@ -78,7 +84,7 @@ def copy_champion(
         raise PermanentError(
             f"plan names {plan['target_model']!r}, but {target.env} registers {target.registered_model_name!r}"
         )
-    registry = model_registry(target)
+    registry = backends.registry
     previous = registry.champion(plan["target_model"])
     new_version = registry.copy_to(
         plan["source_model"],
@@ -92,7 +98,7 @@ def copy_champion(
     digest = registry.verify_model(plan["target_model"], new_version)  # ModelIntegrityError: the alias stays
     registry.set_champion(plan["target_model"], new_version, previous=previous.version if previous else None)
     info = registry.version_info(plan["target_model"], new_version)
-    mirror = mirror or registry_mirror(target)
+    mirror = backends.mirror
     mirror_ref = mirror.mirror(
         MirroredVersion(
             model_name=plan["target_model"],

@@ -50,12 +50,25 @@ class NotEnoughData(ValueError):
     pass
 
 
+# A training set is laid out as SageMaker channels, one folder per split (the holdout is ``test``):
+#   training_sets/<run key>/{train,validation,test}/part-0.parquet and manifest.json (the commit point).
+CHANNELS = ("train", "validation", "test")
+CHANNEL_FILE = "part-0.parquet"
+_PART_CHANNEL = {"holdout": "test"}  # what evaluate/deploy ask for -> its channel
+
+
 def training_set_prefix(run_key: str) -> str:
     return f"training_sets/{run_key}"
 
 
+def channel_key(training_set_key: str, channel: str) -> str:
+    return f"{training_set_key}/{channel}/{CHANNEL_FILE}"
+
+
 def build_training_set(settings: Settings, run_key: str, backends: Backends) -> dict[str, Any]:
-    """Training rows of the last ``training.window_days`` days, features joined point in time."""
+    """Training rows of the last ``training.window_days`` days, features joined point in time, written
+    as the channels ``train/``, ``validation/`` (the ``training.validation_days`` days before the
+    holdout; empty by default) and ``test/`` (the last ``training.holdout_days`` days)."""
     import pandas as pd
 
     from mlops_core.datasets import DatasetStore
@@ -85,6 +98,9 @@ def build_training_set(settings: Settings, run_key: str, backends: Backends) -> 
     repo = backends.feature_repository(contract)
     dataset = repo.training_set(entity_df)
     train, holdout = split_holdout(dataset, settings.training.holdout_days)
+    validation = train.iloc[:0]
+    if settings.training.validation_days and len(train) > 1:
+        train, validation = split_holdout(train, settings.training.validation_days)
     digest = hashlib.sha256("".join(sorted(dataset["_row_key"])).encode()).hexdigest()[:16]
     used = sorted(
         {
@@ -93,8 +109,9 @@ def build_training_set(settings: Settings, run_key: str, backends: Backends) -> 
             if pd.Timestamp(m["event_time_max"]) >= start and pd.Timestamp(m["event_time_min"]) < end
         }
     )
-    objects.put_bytes(f"{prefix}/train.parquet", _parquet(train))
-    objects.put_bytes(f"{prefix}/holdout.parquet", _parquet(holdout))
+    splits = {"train": train, "validation": validation, "test": holdout}
+    for channel in CHANNELS:  # every channel is written, empty or not, so the layout is always complete
+        objects.put_bytes(channel_key(prefix, channel), _parquet(splits[channel]))
     manifest = {
         "key": prefix,
         "uri": objects.uri(prefix),
@@ -103,35 +120,70 @@ def build_training_set(settings: Settings, run_key: str, backends: Backends) -> 
         "dataset_versions": used,
         "window_start": start.isoformat(),
         "window_end": end.isoformat(),
+        "channels": {channel: f"{prefix}/{channel}/" for channel in CHANNELS},
         "train_rows": len(train),
+        "validation_rows": len(validation),
         "holdout_rows": len(holdout),
         "holdout_start": holdout["_event_time"].min().isoformat() if len(holdout) else None,
     }
     objects.put_bytes(f"{prefix}/manifest.json", json.dumps(manifest, indent=2).encode())  # commit point
-    log.info("Training set %s: %d train / %d holdout rows from versions %s", prefix, len(train), len(holdout), used)
+    log.info(
+        "Training set %s: %d train / %d validation / %d test rows from versions %s",
+        prefix,
+        len(train),
+        len(validation),
+        len(holdout),
+        used,
+    )
     return manifest
 
 
 def read_training_frame(store: ObjectStore, training_set: dict[str, Any], part: str) -> pd.DataFrame:
+    """One split of a training set: ``train``, ``validation`` or ``test`` (``holdout`` is ``test``).
+
+    Training sets built before the channel layout (``<key>/train.parquet``, ``<key>/holdout.parquet``)
+    are still read, so evaluate and deploy keep working on models trained earlier.
+    """
     import pandas as pd
 
-    data = store.get_bytes(f"{training_set['key']}/{part}.parquet")
+    from mlops_core.storage import ObjectNotFound
+
+    key = training_set["key"]
+    try:
+        data = store.get_bytes(channel_key(key, _PART_CHANNEL.get(part, part)))
+    except ObjectNotFound:
+        old = {"test": "holdout"}.get(part, part)
+        if not store.exists(f"{key}/{old}.parquet"):
+            raise
+        data = store.get_bytes(f"{key}/{old}.parquet")
     return pd.read_parquet(io.BytesIO(data))
 
 
 # ----------------------------------------------------------------------------- the job
 def training_job_spec(settings: Settings, training_set: dict[str, Any], name: str, store: ObjectStore) -> JobSpec:
-    """The job that trains on ``training_set``: channels ``train`` and ``test`` (the holdout, unless
-    it is empty), the settings' algorithm and hyperparameters, ``training.timeout_minutes``.
+    """The job that trains on ``training_set``: one channel per non-empty split (``train``,
+    ``validation``, ``test``: the holdout), each the prefix of its folder, the settings' algorithm
+    and hyperparameters, ``training.timeout_minutes``.
 
     Unknown algorithms or hyperparameters fail here, before any job is submitted.
     """
     from mlops_core.training.entrypoint import job_hyperparameters
 
     contract = settings.load_contract()
-    inputs = {"train": store.uri(f"{training_set['key']}/train.parquet")}
-    if training_set.get("holdout_rows") != 0:
-        inputs["test"] = store.uri(f"{training_set['key']}/holdout.parquet")
+    key = training_set["key"]
+    if "channels" in training_set:
+        rows = {
+            "train": None,
+            "validation": training_set.get("validation_rows"),
+            "test": training_set.get("holdout_rows"),
+        }
+        inputs = {
+            channel: store.uri(f"{key}/{channel}").rstrip("/") + "/" for channel in CHANNELS if rows[channel] != 0
+        }
+    else:  # a training set built before the channel layout
+        inputs = {"train": store.uri(f"{key}/train.parquet")}
+        if training_set.get("holdout_rows") != 0:
+            inputs["test"] = store.uri(f"{key}/holdout.parquet")
     return JobSpec(
         name=name,
         entrypoint=ENTRYPOINT,
