@@ -38,7 +38,7 @@ def evaluate_candidate(
     min_improvement: float | None = None,
 ) -> dict[str, Any]:
     """Score, register and judge ``candidate``: held-out rows from ``backends.store``, the version
-    mirrored to ``backends.mirror`` (rejected there when the gate says no)."""
+    mirrored to ``backends.mirror`` (the DAG's reject_in_mirror task rejects it there when the gate says no)."""
     from mlops_core.evaluation import PromotionPolicy, decide_promotion, score_model
     from mlops_core.lineage import git_commit
 
