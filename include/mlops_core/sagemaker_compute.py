@@ -28,6 +28,7 @@ from mlops_core.compute import JobDescription, JobNameInUse, JobNotFound, JobSpe
 if TYPE_CHECKING:
     from mlops_core.s3_storage import S3ObjectStore
 
+MAX_HYPERPARAMETER_CHARS = 2500  # per value (CreateTrainingJob HyperParameters)
 log = logging.getLogger(__name__)
 
 LOG_GROUP = "/aws/sagemaker/TrainingJobs"
@@ -111,6 +112,12 @@ class SageMakerCompute:
         return request
 
     def submit(self, spec: JobSpec) -> JobDescription:
+        too_long = sorted(k for k, v in spec.hyperparameters.items() if len(v) > MAX_HYPERPARAMETER_CHARS)
+        if too_long:  # SageMaker would answer a ValidationException that names no value
+            raise ValueError(
+                f"hyperparameter(s) {too_long} of job {spec.name} exceed SageMaker's {MAX_HYPERPARAMETER_CHARS} "
+                "characters per value; shorten them (the contract travels as the job's contract channel)"
+            )
         try:
             self.client.create_training_job(**self.request(spec))
         except Exception as exc:

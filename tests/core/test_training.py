@@ -540,3 +540,43 @@ def test_saved_model_logs_to_mlflow_with_skops_and_serves_the_same(
         assert "roc_auc" in score_model(served, df, contract)
     finally:
         mlflow.set_tracking_uri(None)
+
+
+def test_the_contract_can_travel_as_a_channel_of_any_size(contract: DatasetContract, tmp_path: Path) -> None:
+    """SageMaker refuses hyperparameter values over 2,500 characters; a wide contract goes as a channel."""
+    from mlops_core.compute import JobSpec
+    from mlops_core.sagemaker_compute import SageMakerCompute
+    from mlops_core.training.entrypoint import CONTRACT_FILE, contract_json, job_hyperparameters
+
+    raw = contract.to_dict()
+    raw["columns"] = [
+        *raw["columns"],
+        *({"name": f"sensor_reading_{i:03d}", "type": "float", "nullable": True} for i in range(120)),
+    ]
+    wide = DatasetContract.from_dict(raw)
+    assert len(contract_json(wide)) > 2500
+    inline = job_hyperparameters(wide, "logistic_regression", {})
+    as_channel = job_hyperparameters(wide, "logistic_regression", {}, contract_as_channel=True)
+    assert "contract" in inline and "contract" not in as_channel
+    spec = JobSpec(name="wide-1", entrypoint=("python",), inputs={"train": "s3://b/p/train/"}, output_uri="s3://b/p/o")
+    with pytest.raises(ValueError, match=r"\['contract'\] of job wide-1 exceed SageMaker's 2500"):
+        SageMakerCompute(None, None, None).submit(  # type: ignore[arg-type]  # refused before any call
+            JobSpec(**{**spec.__dict__, "hyperparameters": inline})
+        )
+
+    # The entrypoint reads it from <root>/input/data/contract/contract.json when no hyperparameter has it.
+    train, test = _split(make_churn_frame(200))
+    paths = prepare_ml_root(tmp_path, train, test, contract, "logistic_regression", {})
+    hyperparameters = json.loads(paths.hyperparameters.read_text())
+    channel = tmp_path / "input" / "data" / "contract"
+    channel.mkdir(parents=True)
+    (channel / CONTRACT_FILE).write_text(hyperparameters.pop("contract"))
+    paths.hyperparameters.write_text(json.dumps(hyperparameters))
+    result = _run_cli("--ml-root", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    _, meta = load_model(tmp_path / "model")
+    assert DatasetContract.from_dict(meta["contract"]) == contract
+
+    (channel / CONTRACT_FILE).unlink()
+    result = _run_cli("--ml-root", str(tmp_path))
+    assert result.returncode == 1 and "the job has no contract" in (tmp_path / "output" / "failure").read_text()

@@ -117,6 +117,7 @@ def test_training_sets_are_laid_out_as_channels(lifecycle):
     store = object_store(s)
     key = ts["key"]
     assert store.list_keys(f"{key}/") == [
+        f"{key}/contract/contract.json",  # the contract channel: no hyperparameter size limit
         f"{key}/manifest.json",
         f"{key}/reference.parquet",  # the drift reference, written when the model was logged
         f"{key}/test/part-0.parquet",
@@ -125,7 +126,12 @@ def test_training_sets_are_laid_out_as_channels(lifecycle):
     ]
     assert ts["validation_rows"] == 0 and ts["holdout_rows"] > 0
     spec = train.training_job_spec(s, ts, "layout-check", store)
-    assert spec.inputs == {"train": store.uri(f"{key}/train") + "/", "test": store.uri(f"{key}/test") + "/"}
+    assert spec.inputs == {
+        "train": store.uri(f"{key}/train") + "/",
+        "test": store.uri(f"{key}/test") + "/",
+        "contract": store.uri(f"{key}/contract") + "/",
+    }
+    assert "contract" not in spec.hyperparameters
     holdout = train.read_training_frame(store, {"key": key}, "holdout")  # what evaluate and deploy ask for
     assert len(holdout) == ts["holdout_rows"] and holdout["_event_time"].min().isoformat() == ts["holdout_start"]
 
@@ -138,7 +144,7 @@ def test_training_sets_are_laid_out_as_channels(lifecycle):
     parts = {part: train.read_training_frame(store, split, part) for part in ("train", "validation", "test")}
     assert parts["validation"]["_event_time"].min() > parts["train"]["_event_time"].max()
     assert parts["validation"]["_event_time"].max() < parts["test"]["_event_time"].min()
-    assert set(train.training_job_spec(with_validation, split, "v", store).inputs) == {"train", "validation", "test"}
+    assert set(train.training_job_spec(with_validation, split, "v", store).inputs) == {"train", "validation", "test", "contract"}
 
 
 def test_quarantine_has_reasons(lifecycle):

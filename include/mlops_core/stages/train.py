@@ -112,6 +112,10 @@ def build_training_set(settings: Settings, run_key: str, backends: Backends) -> 
     splits = {"train": train, "validation": validation, "test": holdout}
     for channel in CHANNELS:  # every channel is written, empty or not, so the layout is always complete
         objects.put_bytes(channel_key(prefix, channel), _parquet(splits[channel]))
+    # The contract the set was built with, as the job's contract channel (no hyperparameter size limit).
+    from mlops_core.training.entrypoint import CONTRACT_CHANNEL, CONTRACT_FILE, contract_json
+
+    objects.put_bytes(f"{prefix}/{CONTRACT_CHANNEL}/{CONTRACT_FILE}", contract_json(contract).encode())
     manifest = {
         "key": prefix,
         "uri": objects.uri(prefix),
@@ -121,6 +125,7 @@ def build_training_set(settings: Settings, run_key: str, backends: Backends) -> 
         "window_start": start.isoformat(),
         "window_end": end.isoformat(),
         "channels": {channel: f"{prefix}/{channel}/" for channel in CHANNELS},
+        "contract": f"{prefix}/{CONTRACT_CHANNEL}/{CONTRACT_FILE}",
         "train_rows": len(train),
         "validation_rows": len(validation),
         "holdout_rows": len(holdout),
@@ -165,9 +170,11 @@ def training_job_spec(settings: Settings, training_set: dict[str, Any], name: st
     ``validation``, ``test``: the holdout), each the prefix of its folder, the settings' algorithm
     and hyperparameters, ``training.timeout_minutes``.
 
+    The contract goes as the ``contract`` channel when the training set holds it (any size; SageMaker
+    limits a hyperparameter to 2,500 characters), else as a hyperparameter (older training sets).
     Unknown algorithms or hyperparameters fail here, before any job is submitted.
     """
-    from mlops_core.training.entrypoint import job_hyperparameters
+    from mlops_core.training.entrypoint import CONTRACT_CHANNEL, job_hyperparameters
 
     contract = settings.load_contract()
     key = training_set["key"]
@@ -184,13 +191,19 @@ def training_job_spec(settings: Settings, training_set: dict[str, Any], name: st
         inputs = {"train": store.uri(f"{key}/train.parquet")}
         if training_set.get("holdout_rows") != 0:
             inputs["test"] = store.uri(f"{key}/holdout.parquet")
+    contract_key = training_set.get("contract")
+    if contract_key:
+        inputs[CONTRACT_CHANNEL] = store.uri(str(contract_key).rsplit("/", 1)[0]).rstrip("/") + "/"
     return JobSpec(
         name=name,
         entrypoint=ENTRYPOINT,
         inputs=inputs,
         output_uri=store.uri(JOB_OUTPUT_PREFIX),
         hyperparameters=job_hyperparameters(
-            contract, settings.training.algorithm, dict(settings.training.hyperparameters)
+            contract,
+            settings.training.algorithm,
+            dict(settings.training.hyperparameters),
+            contract_as_channel=bool(contract_key),
         ),
         max_runtime_seconds=settings.training.timeout_minutes * 60,
     )

@@ -5,6 +5,7 @@ It follows SageMaker's ``/opt/ml`` directory contract::
     <root>/input/config/hyperparameters.json   string values: algorithm, contract (JSON), estimator params
     <root>/input/data/train/*.parquet           training channel (required; searched recursively)
     <root>/input/data/test/*.parquet            test channel (optional)
+    <root>/input/data/contract/contract.json    the dataset contract, when not a hyperparameter (any size)
     <root>/model/model.skops, model_meta.json   the fitted pipeline and what it was trained on
     <root>/output/data/metrics.json             test_* metrics (train_* when there is no test channel)
     <root>/output/failure                       the reason, when training fails (exit code 1)
@@ -54,6 +55,9 @@ FAILURE_FILE = "failure"
 META_FORMAT_VERSION = 1
 # SageMaker rejects a hyperparameter value longer than this.
 SAGEMAKER_MAX_HYPERPARAMETER_CHARS = 2500
+CONTRACT_CHANNEL = "contract"  # the channel that carries contract.json (any size)
+CONTRACT_FILE = "contract.json"
+MAX_CONTRACT_BYTES = 4 * 1024 * 1024
 _LIBRARIES = ("numpy", "pandas", "pyarrow", "scikit-learn", "skops")
 
 
@@ -67,6 +71,7 @@ class TrainingPaths:
 
     root: Path
     hyperparameters: Path
+    contract: Path
     train: Path
     test: Path
     model: Path
@@ -95,6 +100,7 @@ class TrainingPaths:
         return cls(
             root=root,
             hyperparameters=root / "input" / "config" / "hyperparameters.json",
+            contract=pick(None, "SM_CHANNEL_CONTRACT", root / "input" / "data" / CONTRACT_CHANNEL) / CONTRACT_FILE,
             train=pick(train, "SM_CHANNEL_TRAIN", root / "input" / "data" / "train"),
             test=pick(test, "SM_CHANNEL_TEST", root / "input" / "data" / "test"),
             model=pick(model_dir, "SM_MODEL_DIR", root / "model"),
@@ -139,12 +145,26 @@ def _unquote(value: Any) -> Any:
     return value
 
 
+def with_contract_file(raw: Mapping[str, Any], contract_file: Path) -> dict[str, Any]:
+    """``raw`` with ``contract`` read from the job's ``contract`` channel when the hyperparameters lack it.
+
+    SageMaker limits a hyperparameter value to 2,500 characters, which a contract of a few dozen
+    columns exceeds; jobs built from a training set therefore get the contract as a channel.
+    """
+    if "contract" in raw or not contract_file.is_file():
+        return dict(raw)
+    if contract_file.stat().st_size > MAX_CONTRACT_BYTES:
+        raise TrainingInputError(f"{contract_file} is larger than {MAX_CONTRACT_BYTES} bytes; not a contract")
+    return {**raw, "contract": contract_file.read_text(encoding="utf-8")}
+
+
 def split_hyperparameters(raw: Mapping[str, Any]) -> tuple[DatasetContract, str, dict[str, Any]]:
     """``(contract, algorithm, estimator hyperparameters)`` from the job's hyperparameters."""
     if "contract" not in raw:
         raise TrainingInputError(
-            "hyperparameters have no 'contract' (the dataset contract as JSON, contract.to_dict()); "
-            "lay out the job with prepare_ml_root, which writes it"
+            "the job has no contract: neither a 'contract' hyperparameter (the dataset contract as JSON, "
+            "contract.to_dict()) nor a contract channel with contract.json; lay out the job with "
+            "prepare_ml_root, which writes it"
         )
     contract_raw: Any = _unquote(raw["contract"])
     for _ in range(2):  # a JSON string, possibly JSON-encoded once more by a SageMaker SDK
@@ -236,7 +256,7 @@ def run_training(
         ml_root, train=train_dir, test=test_dir, model_dir=model_dir, output_dir=output_dir, environ=environ
     )
     raw = load_hyperparameters(paths.hyperparameters if hyperparameters is None else hyperparameters)
-    contract, algorithm, params = split_hyperparameters(raw)
+    contract, algorithm, params = split_hyperparameters(with_contract_file(raw, paths.contract))
     train = read_channel(paths.train, "train", required=True)
     if train is None:  # pragma: no cover - read_channel raises for a required channel
         raise TrainingInputError(f"no training data in {paths.train}")
@@ -333,13 +353,18 @@ def _write_parquet(df: pd.DataFrame, path: Path) -> None:
 
 
 def job_hyperparameters(
-    contract: DatasetContract, algorithm: str, hyperparameters: Mapping[str, Any] | None = None
+    contract: DatasetContract,
+    algorithm: str,
+    hyperparameters: Mapping[str, Any] | None = None,
+    *,
+    contract_as_channel: bool = False,
 ) -> dict[str, str]:
-    """A training job's hyperparameters as SageMaker passes them: ``algorithm``, ``contract`` (JSON)
-    and the estimator's parameters, every value a string.
+    """A training job's hyperparameters as SageMaker passes them: ``algorithm``, ``contract`` (JSON;
+    left out with ``contract_as_channel``: the job reads it from its contract channel) and the
+    estimator's parameters, every value a string.
 
     Unknown algorithms or hyperparameters fail here, before any job starts; a value longer than
-    SageMaker accepts is logged (a SageMaker job would reject it).
+    SageMaker accepts is logged (the SageMaker compute refuses such a job before submitting it).
     """
     from mlops_core.training.model import resolve_hyperparameters
 
@@ -348,7 +373,9 @@ def job_hyperparameters(
     clash = sorted({"algorithm", "contract"} & set(hyperparameters))
     if clash:
         raise ValueError(f"hyperparameter name(s) {clash} are reserved by the entrypoint; rename them")
-    strings = {"algorithm": algorithm, "contract": json.dumps(contract.to_dict(), separators=(",", ":"), default=str)}
+    strings = {"algorithm": algorithm}
+    if not contract_as_channel:
+        strings["contract"] = contract_json(contract)
     strings.update({str(k): _sagemaker_string(v) for k, v in hyperparameters.items()})
     too_long = sorted(k for k, v in strings.items() if len(v) > SAGEMAKER_MAX_HYPERPARAMETER_CHARS)
     if too_long:
@@ -358,6 +385,11 @@ def job_hyperparameters(
             SAGEMAKER_MAX_HYPERPARAMETER_CHARS,
         )
     return strings
+
+
+def contract_json(contract: DatasetContract) -> str:
+    """The contract as the entrypoint reads it (``DatasetContract.from_dict`` of this JSON)."""
+    return json.dumps(contract.to_dict(), separators=(",", ":"), default=str)
 
 
 def prepare_ml_root(
