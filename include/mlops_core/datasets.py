@@ -736,8 +736,11 @@ class StagedRows:
         self._sources += 1
         return self._sources - 1
 
-    def add(self, source: int, accepted: pd.DataFrame, row_numbers: Sequence[int] | np.ndarray | None = None) -> None:
-        """Stage validated rows of ``source`` (``ValidationResult.accepted``) with their data row numbers.
+    def add(
+        self, source: int, accepted: pd.DataFrame | Any, row_numbers: Sequence[int] | np.ndarray | None = None
+    ) -> None:
+        """Stage validated rows of ``source`` with their data row numbers: ``ValidationResult.accepted_rows``
+        (an Arrow table, staged as it is) or ``ValidationResult.accepted`` (a DataFrame, converted).
 
         ``row_numbers`` (1-based, increasing through the source) default to the next numbers after
         the rows added for this source so far.
@@ -748,7 +751,7 @@ class StagedRows:
         if source in self._discarded:
             raise ValueError(f"StagedRows: source {source} was discarded")
         check_accepted(accepted)
-        n = len(accepted)
+        n = len(accepted) if isinstance(accepted, pd.DataFrame) else accepted.num_rows
         if n == 0:
             return
         if row_numbers is None:
@@ -758,11 +761,13 @@ class StagedRows:
             if len(numbers) != n:
                 raise ValueError(f"StagedRows.add: {len(numbers)} row numbers for {n} rows")
         self._next_row[source] = int(numbers[-1])
-        frame = accepted.reset_index(drop=True)
-        table = pa.Table.from_pandas(frame, preserve_index=False)
+        if isinstance(accepted, pd.DataFrame):
+            table = pa.Table.from_pandas(accepted.reset_index(drop=True), preserve_index=False)
+        else:
+            table = accepted
         if self.schema is None:
             self.schema = table.schema
-            self.dtypes = {str(c): str(t) for c, t in frame.dtypes.items()}
+            self.dtypes = {str(c): str(t) for c, t in table.schema.empty_table().to_pandas().dtypes.items()}
         elif not table.schema.equals(self.schema, check_metadata=False):
             table = table.cast(self.schema)
         times = pc.cast(pc.cast(table.column(EVENT_TIME_COLUMN), pa.timestamp("ns", tz="UTC")), pa.int64())
@@ -819,15 +824,21 @@ class StagedRows:
         yield from self._sorter.sorted(keep=keep)
 
 
-def check_accepted(accepted: pd.DataFrame, contract: DatasetContract | None = None) -> None:
-    """Raise ValueError unless ``accepted`` looks like ``ValidationResult.accepted`` (of ``contract``)."""
+def check_accepted(accepted: pd.DataFrame | Any, contract: DatasetContract | None = None) -> None:
+    """Raise ValueError unless ``accepted`` looks like ``ValidationResult.accepted`` (a DataFrame) or
+    ``ValidationResult.accepted_rows`` (an Arrow table) of ``contract``."""
     needed = (*(contract.column_names if contract is not None else ()), *REQUIRED_COLUMNS)
-    missing = [c for c in needed if c not in accepted.columns]
+    names = list(accepted.columns) if isinstance(accepted, pd.DataFrame) else accepted.schema.names
+    missing = [c for c in needed if c not in names]
     if missing:
         raise ValueError(
             f"commit_version: columns {missing} missing; pass ValidationResult.accepted from mlops_core.validation"
         )
-    if accepted[EVENT_TIME_COLUMN].isna().any() or accepted[ROW_KEY_COLUMN].isna().any():
+    if isinstance(accepted, pd.DataFrame):
+        nulls = accepted[EVENT_TIME_COLUMN].isna().any() or accepted[ROW_KEY_COLUMN].isna().any()
+    else:
+        nulls = accepted.column(EVENT_TIME_COLUMN).null_count or accepted.column(ROW_KEY_COLUMN).null_count
+    if nulls:
         raise ValueError("commit_version: _event_time and _row_key may not be null; validate the rows first")
 
 

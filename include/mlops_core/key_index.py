@@ -387,7 +387,8 @@ class RowKeyIndex:
         with pq.ParquetWriter(
             str(scratch_path), schema, compression="none", use_dictionary=[VERSION_COLUMN], write_statistics=False
         ) as writer:
-            for table in _last_of_each_key(spill_merge(sources, [ROW_KEY_COLUMN, _ORIGIN])):
+            merged = new if stored is None else _last_of_each_key(spill_merge(sources, [ROW_KEY_COLUMN, _ORIGIN]))
+            for table in merged:  # without stored entries, the new keys (distinct, in order) as they come
                 writer.write_table(table.select([ROW_KEY_COLUMN, VERSION_COLUMN]).cast(schema))
                 written += table.num_rows
         del stored
