@@ -253,6 +253,37 @@ def _read_batches(
     return _read_csv(opener, name, batch_bytes)
 
 
+def _file_verdict(data: Source, name: str, max_decoded_bytes: int) -> FileRejected | None:
+    """Why whole-file reading rejects a CSV (``.csv``, ``.csv.gz``), found as a stream (:func:`_csv_verdict`);
+    None for other formats, or when the stream cannot tell (then the file is read whole)."""
+    suffix = file_format(name)
+    if suffix not in (".csv", ".csv.gz"):
+        return None
+    raw = _opener(data)
+    with raw() as stream:  # whole-file reading looks at the delivered bytes first
+        size = 0
+        blank = True
+        while chunk := stream.read(_DECODE_CHUNK):
+            size += len(chunk)
+            blank = blank and chunk.isspace()
+    if blank:
+        return FileRejected("empty", f"{name}: the file is empty; deliver a file with a header and data rows")
+    if size > max_decoded_bytes:
+        return FileRejected(
+            "too_large", f"{name}: {size} bytes, above the limit of {max_decoded_bytes}; split the file"
+        )
+    opener = raw
+    if suffix == ".csv.gz":
+
+        def opener() -> BinaryIO:
+            return _gunzip(raw(), name, max_decoded_bytes)
+
+    try:
+        return _csv_verdict(opener, name)
+    except FileRejected as exc:  # from the stream: a damaged gzip file
+        return exc
+
+
 def _opener(data: Source) -> Opener:
     if isinstance(data, bytes):
         return lambda: io.BytesIO(data)
@@ -374,11 +405,7 @@ def _read_csv_reference(data: bytes, name: str) -> pd.DataFrame:
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise FileRejected(
-            "not_utf8",
-            f"{name}: not valid UTF-8 (byte {exc.start}: {data[exc.start : exc.start + 1]!r}); "
-            "re-export the file as UTF-8",
-        ) from exc
+        raise _not_utf8(name, exc.start, data[exc.start : exc.start + 1]) from exc
     if not text or text.isspace():
         raise FileRejected("empty", f"{name}: the file is empty; deliver a file with a header and data rows")
 
@@ -388,21 +415,7 @@ def _read_csv_reference(data: bytes, name: str) -> pd.DataFrame:
             if record:  # a blank line is not a row
                 records.append(record)
     except csv.Error as exc:
-        if "unexpected end of data" in str(exc):
-            raise FileRejected(
-                "truncated",
-                f"{name}: the file ends inside a quoted value, so it was cut off while being written; "
-                "deliver the complete file again",
-            ) from exc
-        if "field larger than field limit" in str(exc):
-            raise FileRejected(
-                "too_large",
-                f"{name}: a value is longer than {csv.field_size_limit()} characters, the CSV reader's limit "
-                f"({exc}); shorten the value or deliver the data as Parquet",
-            ) from exc
-        raise FileRejected(
-            "unparseable", f"{name}: not a valid CSV file ({exc}); fix the file and deliver it again"
-        ) from exc
+        raise _csv_error(name, exc) from exc
 
     header = normalise_header(records[0], name)
     rows = records[1:]
@@ -412,21 +425,159 @@ def _read_csv_reference(data: bytes, name: str) -> pd.DataFrame:
     width = len(header)
     last = rows[-1]
     if len(last) < width and not text.endswith(("\n", "\r")):
-        raise FileRejected(
-            "truncated",
-            f"{name}: the last line has {len(last)} of {width} fields and no line end, so the file was cut off "
-            "while being written; deliver the complete file again",
-        )
+        raise _last_line_cut(name, len(last), width)
     ragged = [(i, len(r)) for i, r in enumerate(rows, start=1) if len(r) != width]
     if ragged:
         first_row, first_len = ragged[0]
-        raise FileRejected(
-            "truncated",
-            f"{name}: {len(ragged)} row(s) do not have the {width} fields of the header "
-            f"(first: data row {first_row} has {first_len}); the file is damaged or was cut off, "
-            "fix the file and deliver it again",
-        )
+        raise _ragged_rows(name, len(ragged), width, first_row, first_len)
     return pd.DataFrame.from_records(rows, columns=header).astype(object)
+
+
+_BOM = b"\xef\xbb\xbf"
+
+
+def _not_utf8(name: str, start: int, byte: bytes) -> FileRejected:
+    return FileRejected("not_utf8", f"{name}: not valid UTF-8 (byte {start}: {byte!r}); re-export the file as UTF-8")
+
+
+def _csv_error(name: str, exc: csv.Error) -> FileRejected:
+    if "unexpected end of data" in str(exc):
+        return FileRejected(
+            "truncated",
+            f"{name}: the file ends inside a quoted value, so it was cut off while being written; "
+            "deliver the complete file again",
+        )
+    if "field larger than field limit" in str(exc):
+        return FileRejected(
+            "too_large",
+            f"{name}: a value is longer than {csv.field_size_limit()} characters, the CSV reader's limit "
+            f"({exc}); shorten the value or deliver the data as Parquet",
+        )
+    return FileRejected("unparseable", f"{name}: not a valid CSV file ({exc}); fix the file and deliver it again")
+
+
+def _last_line_cut(name: str, fields: int, width: int) -> FileRejected:
+    return FileRejected(
+        "truncated",
+        f"{name}: the last line has {fields} of {width} fields and no line end, so the file was cut off "
+        "while being written; deliver the complete file again",
+    )
+
+
+def _ragged_rows(name: str, count: int, width: int, first_row: int, first_len: int) -> FileRejected:
+    return FileRejected(
+        "truncated",
+        f"{name}: {count} row(s) do not have the {width} fields of the header "
+        f"(first: data row {first_row} has {first_len}); the file is damaged or was cut off, "
+        "fix the file and deliver it again",
+    )
+
+
+class _Scan:
+    """What :func:`_csv_verdict` learns in one pass over a CSV stream."""
+
+    def __init__(self) -> None:
+        self.decode_error: int | None = None  # where whole-file decoding fails (its UnicodeDecodeError.start)
+        self.text = False  # a character that is not whitespace went by
+        self.last_char = ""
+        self.too_long = False  # a line longer than _LONGEST_LINE: not scanned
+
+
+def _scanned_lines(stream: BinaryIO, scan: _Scan) -> Iterator[str]:
+    """The lines of ``stream`` as whole-file reading splits them (UTF-8, one leading byte-order mark
+    dropped, ``StringIO(newline="")``); stops at the first byte that is not UTF-8, noting where
+    ``bytes.decode("utf-8-sig")`` of the whole file would report it."""
+    decoder = codecs.getincrementaldecoder("utf-8")("strict")
+    head = stream.read(len(_BOM))
+    pending = head[len(_BOM) :] if head.startswith(_BOM) else head
+    fed = 0  # bytes after the byte-order mark given to the decoder so far
+    text = ""
+    final = False
+    while not final:
+        chunk = pending if pending else stream.read(_DECODE_CHUNK)
+        pending = b""
+        final = not chunk
+        held = len(decoder.getstate()[0])
+        try:
+            decoded = decoder.decode(chunk, final)
+        except UnicodeDecodeError as exc:
+            scan.decode_error = fed - held + exc.start
+            return
+        fed += len(chunk)
+        text += decoded
+        if decoded:
+            scan.last_char = decoded[-1]
+            if not scan.text and not decoded.isspace():
+                scan.text = True
+        position = 0
+        for match in _LINE.finditer(text):
+            if not final and match.end() == len(text) and text.endswith("\r"):
+                break  # may be the first half of "\r\n"
+            yield match.group()
+            position = match.end()
+        text = text[position:]
+        if len(text) > _LONGEST_LINE:
+            scan.too_long = True
+            return
+    if text:
+        yield text
+
+
+def _csv_verdict(opener: Opener, name: str) -> FileRejected | None:
+    """The :class:`FileRejected` that whole-file reading (:func:`_read_csv_reference`) gives for this CSV,
+    found in one streaming pass that holds a line at a time; None when the file reads fine, or
+    when a line is too long to tell this way (then read it whole).
+
+    The precedence is whole-file reading's: the stream's own errors (gzip) anywhere, then bytes that
+    are not UTF-8 anywhere, then an empty file, then the first CSV error, then the header, then no
+    data rows, a cut-off last line, rows of another width.
+    """
+    scan = _Scan()
+    csv_error: csv.Error | None = None
+    header: list[str] | None = None
+    width = rows = ragged = first_ragged = first_len = last_len = 0
+    with opener() as stream:
+        records = csv.reader(_scanned_lines(stream, scan), strict=True)
+        try:
+            for record in records:
+                if not record:
+                    continue  # a blank line is not a row
+                if header is None:
+                    header, width = record, len(record)
+                    continue
+                rows += 1
+                last_len = len(record)
+                if last_len != width:
+                    ragged += 1
+                    if ragged == 1:
+                        first_ragged, first_len = rows, last_len
+        except csv.Error as exc:
+            csv_error = exc
+        while stream.read(_DECODE_CHUNK):  # to the end: a damaged gzip stream anywhere decides first
+            pass
+    if scan.too_long:
+        return None
+    if scan.decode_error is not None:
+        with opener() as stream:  # the byte whole-file reading shows: at that offset of the whole file
+            stream.read(scan.decode_error)
+            return _not_utf8(name, scan.decode_error, stream.read(1))
+    if not scan.text:
+        return FileRejected("empty", f"{name}: the file is empty; deliver a file with a header and data rows")
+    if csv_error is not None:
+        return _csv_error(name, csv_error)
+    if header is None:
+        return None  # pragma: no cover - a file with text has a record
+    try:
+        normalise_header(header, name)
+    except FileRejected as exc:
+        return exc
+    if not rows:
+        return FileRejected("empty", f"{name}: the file has a header but no data rows; deliver a file with data")
+    if last_len < width and scan.last_char not in ("\n", "\r"):
+        return _last_line_cut(name, last_len, width)
+    if ragged:
+        return _ragged_rows(name, ragged, width, first_ragged, first_len)
+    return None
 
 
 # Bytes after which Python's csv reader and Arrow's could disagree; a file holding none of them
@@ -1198,7 +1349,7 @@ def _parse_reference(texts: pd.Series, column_type: str) -> tuple[pd.Series, np.
             ok[rows[integral]] = True
         values = pd.Series(pd.arrays.IntegerArray(numbers, ~ok), index=index)
     elif column_type == "float":
-        floats = pd.to_numeric(pd.Series([t or None for t in raw], dtype=object), errors="coerce").to_numpy(dtype=float)
+        floats = _reference_floats(raw)
         ok = present & np.isfinite(floats)
         values = pd.Series(np.where(ok, floats, np.nan), index=index, dtype="float64")
     elif column_type == "bool":
@@ -1217,6 +1368,33 @@ def _parse_reference(texts: pd.Series, column_type: str) -> tuple[pd.Series, np.
     else:  # pragma: no cover - the contract only allows COLUMN_TYPES
         raise ValueError(f"unknown column type {column_type!r}")
     return values, present, present & ~ok
+
+
+def _reference_floats(raw: list[str]) -> np.ndarray:
+    """Float values of texts (NaN where empty or not a number), each on its own.
+
+    Integers (``[+-]digits``) go through Python's ``int`` and ``float`` (correctly rounded);
+    everything else through ``pd.to_numeric``. pandas reads a long integer exactly when it is
+    alone but through an approximate parser when other values sit beside it, so handing it the
+    integers would make a value's answer depend on its neighbours.
+    """
+    floats = np.full(len(raw), np.nan)
+    others = []
+    for i, text in enumerate(raw):
+        if not text:
+            continue
+        if _INT_TEXT.fullmatch(text):
+            digits = text.lstrip("+-").lstrip("0")
+            try:
+                floats[i] = float(int(text)) if len(digits) <= 400 else np.inf
+            except OverflowError:
+                floats[i] = np.inf  # beyond a float: not finite, rejected
+        else:
+            others.append(i)
+    if others:
+        texts = pd.Series([raw[i] for i in others], dtype=object)
+        floats[others] = pd.to_numeric(texts, errors="coerce").to_numpy(dtype=float)
+    return floats
 
 
 def _allowed_values(spec: ColumnSpec) -> pd.Series | None:
@@ -2088,8 +2266,11 @@ def validate_batches(
         if yielded:
             yield RESTART
         raise refused
+    verdict = _file_verdict(data, name, max_decoded_bytes)  # damage found without reading the file whole
     if yielded:
         yield RESTART
+    if verdict is not None:
+        raise verdict
     if seen_keys is not None:
         seen_keys.clear()
     frame = read_source(data, name, max_decoded_bytes=max_decoded_bytes)
