@@ -1066,12 +1066,17 @@ class _CommitPass:
                 raise RuntimeError(f"commit: event date {day} came back after later dates; staged rows out of order")
             path = self.staged.scratch.new_path(f"part-{day}.parquet")
             self.partitions[day] = _Partition(path)
-            self._writer = pq.ParquetWriter(path, self.staged.schema)
+            self._writer = pq.ParquetWriter(path, self.staged.schema, use_dictionary=self._dictionary_columns())
         self.partitions[day].rows += rows.num_rows
         self._pending.append(rows)
         self._pending_bytes += rows.nbytes
         if self._pending_bytes >= self.budget // 2:
             self._flush_partition()
+
+    def _dictionary_columns(self) -> list[str]:
+        """Columns dictionary-encoded in a partition: all but ``_row_key`` (distinct digests, where the
+        encoder's attempt is wasted work before it falls back to plain values)."""
+        return [name for name in self.staged.schema.names if name != ROW_KEY_COLUMN]
 
     def _flush_partition(self) -> None:
         import pyarrow as pa
@@ -1123,7 +1128,7 @@ class _CommitPass:
         pending: list[Any] = []
         held = 0
         last: tuple[int, int, int] | None = None
-        with pq.ParquetWriter(path, schema) as writer:
+        with pq.ParquetWriter(path, schema, use_dictionary=False) as writer:  # distinct digests
             for table in self.keys.sorted():
                 last = _check_one_time_per_key(table, last)
                 kinds = table.column(KIND_COLUMN)

@@ -1511,7 +1511,8 @@ def _check_column(texts: pd.Series, spec: ColumnSpec, is_key: bool) -> tuple[Any
     elif not spec.nullable:
         problems.flag(~present, "null", texts_of, lambda t: "null in non-nullable column")
     low, high = spec.min, spec.max
-    numbers = _numbers(values, spec.type) if spec.is_numeric and (low is not None or high is not None) else None
+    bounded = values is not None and spec.is_numeric and (low is not None or high is not None)
+    numbers = _numbers(values, spec.type) if bounded and values is not None else None
     if numbers is not None and low is not None:
         below = numbers[1] & (numbers[0] < low)
         problems.flag(below, "below_min", texts_of, lambda t: f"{_clip(t)} below min {_show_bound(low)}")
@@ -1520,7 +1521,7 @@ def _check_column(texts: pd.Series, spec: ColumnSpec, is_key: bool) -> tuple[Any
         problems.flag(above, "above_max", texts_of, lambda t: f"{_clip(t)} above max {_show_bound(high)}")
     allowed = _allowed_values(spec)
     if allowed is not None:
-        if spec.type in ("string", "category"):  # compared as Arrow text: the same answer, faster
+        if values is None:  # string/category: compared as Arrow text, the same answer, faster
             inside = pc.is_in(shown, value_set=pa.array(allowed.astype(object).tolist(), pa.string()))
             outside = present & ~bad_type & ~inside.to_numpy(zero_copy_only=False).astype(bool)
         elif spec.type in ("int", "float"):  # compared as numbers: the same answer as Series.isin, faster
@@ -1554,7 +1555,8 @@ def _arrow_values(values: pd.Series, column_type: str) -> Any:
     import pyarrow as pa
 
     if column_type in ("string", "category"):
-        cells = values.to_numpy(dtype=object, na_value=None)
+        cells = values.to_numpy(dtype=object)
+        cells[values.isna().to_numpy(dtype=bool)] = None
         return pa.array(cells, pa.string())
     if column_type == "float":
         return pa.array(values.to_numpy(dtype=np.float64, na_value=np.nan), pa.float64(), from_pandas=True)
@@ -2183,14 +2185,17 @@ def _find_repeats(
 
 
 def _all_distinct(keys: Any) -> bool:
-    """Whether row keys (an Arrow string array) are all distinct: by their first 8 bytes as sorted
-    integers (distinct there: distinct keys), by Arrow's hash count where some share them."""
+    """Whether row keys (an Arrow string array) are all distinct: by a 64-bit mix of their first 16
+    hex digits (64 bits of the digest), sorted (distinct there: distinct keys); by Arrow's hash
+    count where some share it (a repeat, or a chance in about 2**64 / n**2)."""
     import pyarrow.compute as pc
 
     raw = _text_bytes(keys)
     n = len(keys)
     if raw is not None and n and len(raw[1]) == n * ROW_KEY_LENGTH:
-        heads = np.sort(raw[1].reshape(n, ROW_KEY_LENGTH)[:, :8].copy().view(">u8").ravel().astype(np.uint64))
+        words = raw[1].reshape(n, ROW_KEY_LENGTH)[:, :16].copy().view(np.uint64)  # (n, 2)
+        with np.errstate(over="ignore"):
+            heads = np.sort((words[:, 0] * np.uint64(0x9E3779B97F4A7C15)) ^ words[:, 1])
         if not (heads[1:] == heads[:-1]).any():
             return True
     return bool(pc.count_distinct(keys).as_py() == n)
