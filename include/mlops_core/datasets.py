@@ -856,7 +856,9 @@ def _same_as_previous(table: Any, last: tuple[int, ...] | None) -> tuple[np.ndar
 
 
 def _array(column: Any) -> Any:
-    return column.combine_chunks() if hasattr(column, "combine_chunks") else column
+    if not hasattr(column, "num_chunks"):
+        return column
+    return column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()  # one chunk: no copy
 
 
 class QuarantineRows:

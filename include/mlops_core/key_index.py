@@ -491,7 +491,7 @@ def _key_array(keys: Any) -> Any:
     import pyarrow as pa
 
     if isinstance(keys, pa.ChunkedArray):
-        return keys.combine_chunks()
+        return keys.chunk(0) if keys.num_chunks == 1 else keys.combine_chunks()  # one chunk: no copy
     if isinstance(keys, pa.Array):
         return keys
     series = keys if isinstance(keys, pd.Series) else pd.Series(list(keys), dtype=object)
@@ -517,7 +517,7 @@ def _fixed_width(array: Any) -> np.ndarray | None:
     import pyarrow as pa
 
     if isinstance(array, pa.ChunkedArray):
-        array = array.combine_chunks()
+        array = array.chunk(0) if array.num_chunks == 1 else array.combine_chunks()
     if array.null_count or not pa.types.is_string(array.type) or len(array) == 0:
         return None
     buffers = array.buffers()

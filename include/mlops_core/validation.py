@@ -654,7 +654,7 @@ def _plain_frame(table: Any, header: list[str], name: str) -> pd.DataFrame | Non
         column = table.column(position)
         if len(column) and _max_byte_length(column) > limit:
             return None
-        columns[position] = pd.arrays.ArrowExtensionArray(column)
+        columns[position] = pd.arrays.ArrowExtensionArray(_combined(column))  # one chunk: no copy on each use
     frame = pd.DataFrame(columns, index=range(table.num_rows))
     frame.columns = pd.Index(normalise_header(header, name), dtype=object)  # may raise bad_header, as the reference
     return frame
@@ -687,10 +687,12 @@ def _plain_csv_blocks(stream: BinaryIO, name: str, batch_bytes: int) -> Iterator
             if watched.blocked:
                 raise NotPlainCsv(name)
             frame = _plain_frame(table, header, name)
+            del table  # the frame holds the text as one array per column
             if frame is None:
                 raise NotPlainCsv(name)
             rows += len(frame)
             yield frame
+            del frame
     except FileRejected:
         raise  # from the stream (gzip): no reader decides otherwise
     except (pa.ArrowException, ValueError) as exc:
@@ -710,8 +712,10 @@ def _gathered(reader: Any, batch_bytes: int) -> Iterator[Any]:
             held.append(batch)
             size += batch.nbytes
         if size >= batch_bytes:
-            yield pa.Table.from_batches(held)
-            held, size = [], 0
+            table = pa.Table.from_batches(held)
+            held, size = [], 0  # the table is the only holder: the consumer lets go of it
+            yield table
+            del table
     if held:
         yield pa.Table.from_batches(held)
 
@@ -1111,7 +1115,7 @@ def _parse(texts: pd.Series | Any, column_type: str) -> tuple[pd.Series, np.ndar
 
     arr = texts if isinstance(texts, (pa.Array, pa.ChunkedArray)) else pa.array(texts.tolist(), pa.string())
     if isinstance(arr, pa.ChunkedArray):
-        arr = arr.combine_chunks()
+        arr = _combined(arr)
     index = texts.index if isinstance(texts, pd.Series) else pd.RangeIndex(len(arr))
     return _parse_arrow(arr, column_type, index)
 
@@ -1594,7 +1598,7 @@ def _arrow_text(texts: pd.Series) -> Any:
     dtype = texts.dtype
     if isinstance(dtype, pd.ArrowDtype) and pa.types.is_string(dtype.pyarrow_dtype):
         array = texts.array._pa_array  # the column as read; no copy
-        combined = array.combine_chunks() if isinstance(array, pa.ChunkedArray) else array
+        combined = _combined(array)
         return None if combined.null_count else combined
     return None
 
@@ -2056,8 +2060,10 @@ def validate(
 
 
 def _combined(column: Any) -> Any:
-    """A table's column as one Arrow array."""
-    return column.combine_chunks() if hasattr(column, "combine_chunks") else column
+    """A column as one Arrow array: its only chunk as it is (``combine_chunks`` copies even that)."""
+    if not hasattr(column, "num_chunks"):
+        return column
+    return column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
 
 
 _SCHEMAS: dict[tuple[tuple[str, str], ...], Any] = {}
