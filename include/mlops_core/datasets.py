@@ -1100,7 +1100,7 @@ class _CommitPass:
             yield self.index.bucket_name(number), (keys for _, keys in group)
 
     def _bucket_pieces(self) -> Iterator[tuple[int, Any]]:
-        for table in self.index_keys.sorted():
+        for table in _in_slices(self.index_keys.sorted()):
             buckets = table.column(BUCKET_COLUMN).to_numpy()
             starts = np.flatnonzero(np.r_[True, buckets[1:] != buckets[:-1]])
             stops = [*starts[1:].tolist(), len(buckets)]
@@ -1131,7 +1131,7 @@ class _CommitPass:
         held = 0
         last: tuple[int, int, int] | None = None
         with pq.ParquetWriter(path, schema, use_dictionary=False) as writer:  # distinct digests
-            for table in self.keys.sorted():
+            for table in _in_slices(self.keys.sorted()):
                 last = _check_one_time_per_key(table, last)
                 kinds = table.column(KIND_COLUMN)
                 for kind in (NEW_KEY, DUPLICATE_KEY):
@@ -1198,6 +1198,16 @@ class _Duplicates:
             "duplicates_sha256": self.sha256,
             "duplicates_by_source": self.by_source,
         }
+
+
+SLICE_ROWS = 1 << 16  # keys turned into text at a time (each row becomes several temporaries of 16-32 bytes)
+
+
+def _in_slices(tables: Iterable[Any], rows: int = SLICE_ROWS) -> Iterator[Any]:
+    """The rows of ``tables`` in slices of at most ``rows`` (a merge step can yield its whole budget at once)."""
+    for table in tables:
+        for start in range(0, table.num_rows, rows):
+            yield table.slice(start, rows)
 
 
 def _by_day(table: Any) -> Iterator[tuple[str, Any]]:
