@@ -34,6 +34,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import io
+import itertools
 import json
 import logging
 import re
@@ -54,7 +55,7 @@ from mlops_core.contract import (
     DatasetContract,
 )
 from mlops_core.errors import PermanentError
-from mlops_core.key_index import BUCKET_CHARS, SCHEME_EVENT_DATE, RowKeyIndex, scheme_for
+from mlops_core.key_index import SCHEME_EVENT_DATE, RowKeyIndex, scheme_for
 from mlops_core.spill import ExternalSorter, ScratchDir, release_memory
 from mlops_core.storage import ObjectNotFound, ObjectStore
 from mlops_core.validation import REASON_COLUMN, ROW_KEY_LENGTH, ROW_NUMBER_COLUMN
@@ -369,7 +370,7 @@ class DatasetStore:
                 raise ValueError(f"commit_version: columns {missing} missing; stage ValidationResult.accepted")
         index = self._key_index(contract)
         meta = index.ensure(self.list_versions, self._version_row_keys, self._partition_row_keys)
-        sorting = _CommitPass(self, staged, contract, sources, run_id, set(earlier_attempts))
+        sorting = _CommitPass(self, staged, index, sources, run_id, set(earlier_attempts))
         sorting.run()
         release_memory()
         fingerprint = contract.fingerprint
@@ -382,7 +383,7 @@ class DatasetStore:
                 log.info("commit %s: rows already committed as version %s", self.dataset, same)
                 return CommitResult(manifest, created=False)
 
-        keys = sorting.hash_keys(fingerprint)
+        keys = sorting.hash_keys(fingerprint)  # refuses a key with two event times: nothing is written yet
         duplicates = sorting.duplicates()
         sorting.keys.delete()  # sorted out: only the files they became are needed from here on
         sorting.dups.delete()
@@ -412,6 +413,11 @@ class DatasetStore:
             duplicates.count,
         )
         return CommitResult(manifest, created=True, **duplicates.fields())
+
+    @staticmethod
+    def _scratch_path(sorting: _CommitPass, stem: str) -> Path:
+        path: Path = sorting.staged.scratch.new_path(stem)
+        return path
 
     def _manifest_cached(self, version_id: str, cache: dict[str, dict[str, Any]]) -> dict[str, Any]:
         if version_id not in cache:
@@ -458,11 +464,12 @@ class DatasetStore:
             "run_id": run_id,
         }
         # The index entries, before the manifest (lookups ignore uncommitted versions); one bucket
-        # at a time, each by a fresh index object, so that only one bucket is held.
+        # at a time, streamed from the sorted new keys into a local file that is uploaded whole.
+        index.forget()
         for bucket, new_keys in sorting.new_keys_by_bucket():
-            self._key_index(contract).add(new_keys, version_id, _one_label(bucket, len(new_keys)))
-            del new_keys
-            release_memory()
+            index.add_sorted(bucket, new_keys, version_id, self._scratch_path(sorting, f"index-{bucket}.parquet"))
+        sorting.index_keys.delete()
+        release_memory()
         index.begin(meta, manifest)
         self.store.put_bytes(self._manifest_key(version_id), _json_bytes(manifest))  # the commit point
         index.finish(meta, manifest)
@@ -746,8 +753,11 @@ class StagedRows:
         self._sources += 1
         return self._sources - 1
 
-    def add(self, source: int, accepted: pd.DataFrame, row_numbers: Sequence[int] | np.ndarray | None = None) -> None:
-        """Stage validated rows of ``source`` (``ValidationResult.accepted``) with their data row numbers.
+    def add(
+        self, source: int, accepted: pd.DataFrame | Any, row_numbers: Sequence[int] | np.ndarray | None = None
+    ) -> None:
+        """Stage validated rows of ``source`` with their data row numbers: ``ValidationResult.accepted_rows``
+        (an Arrow table, staged as it is) or ``ValidationResult.accepted`` (a DataFrame, converted).
 
         ``row_numbers`` (1-based, increasing through the source) default to the next numbers after
         the rows added for this source so far.
@@ -758,7 +768,7 @@ class StagedRows:
         if source in self._discarded:
             raise ValueError(f"StagedRows: source {source} was discarded")
         check_accepted(accepted)
-        n = len(accepted)
+        n = len(accepted) if isinstance(accepted, pd.DataFrame) else accepted.num_rows
         if n == 0:
             return
         if row_numbers is None:
@@ -768,11 +778,13 @@ class StagedRows:
             if len(numbers) != n:
                 raise ValueError(f"StagedRows.add: {len(numbers)} row numbers for {n} rows")
         self._next_row[source] = int(numbers[-1])
-        frame = accepted.reset_index(drop=True)
-        table = pa.Table.from_pandas(frame, preserve_index=False)
+        if isinstance(accepted, pd.DataFrame):
+            table = pa.Table.from_pandas(accepted.reset_index(drop=True), preserve_index=False)
+        else:
+            table = accepted
         if self.schema is None:
             self.schema = table.schema
-            self.dtypes = {str(c): str(t) for c, t in frame.dtypes.items()}
+            self.dtypes = {str(c): str(t) for c, t in table.schema.empty_table().to_pandas().dtypes.items()}
         elif not table.schema.equals(self.schema, check_metadata=False):
             table = table.cast(self.schema)
         times = pc.cast(pc.cast(table.column(EVENT_TIME_COLUMN), pa.timestamp("ns", tz="UTC")), pa.int64())
@@ -829,15 +841,21 @@ class StagedRows:
         yield from self._sorter.sorted(keep=keep)
 
 
-def check_accepted(accepted: pd.DataFrame, contract: DatasetContract | None = None) -> None:
-    """Raise ValueError unless ``accepted`` looks like ``ValidationResult.accepted`` (of ``contract``)."""
+def check_accepted(accepted: pd.DataFrame | Any, contract: DatasetContract | None = None) -> None:
+    """Raise ValueError unless ``accepted`` looks like ``ValidationResult.accepted`` (a DataFrame) or
+    ``ValidationResult.accepted_rows`` (an Arrow table) of ``contract``."""
     needed = (*(contract.column_names if contract is not None else ()), *REQUIRED_COLUMNS)
-    missing = [c for c in needed if c not in accepted.columns]
+    names = list(accepted.columns) if isinstance(accepted, pd.DataFrame) else accepted.schema.names
+    missing = [c for c in needed if c not in names]
     if missing:
         raise ValueError(
             f"commit_version: columns {missing} missing; pass ValidationResult.accepted from mlops_core.validation"
         )
-    if accepted[EVENT_TIME_COLUMN].isna().any() or accepted[ROW_KEY_COLUMN].isna().any():
+    if isinstance(accepted, pd.DataFrame):
+        nulls = accepted[EVENT_TIME_COLUMN].isna().any() or accepted[ROW_KEY_COLUMN].isna().any()
+    else:
+        nulls = accepted.column(EVENT_TIME_COLUMN).null_count or accepted.column(ROW_KEY_COLUMN).null_count
+    if nulls:
         raise ValueError("commit_version: _event_time and _row_key may not be null; validate the rows first")
 
 
@@ -855,7 +873,9 @@ def _same_as_previous(table: Any, last: tuple[int, ...] | None) -> tuple[np.ndar
 
 
 def _array(column: Any) -> Any:
-    return column.combine_chunks() if hasattr(column, "combine_chunks") else column
+    if not hasattr(column, "num_chunks"):
+        return column
+    return column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()  # one chunk: no copy
 
 
 class QuarantineRows:
@@ -905,6 +925,7 @@ class QuarantineRows:
 
 
 KIND_COLUMN = "_kind"  # in the sorted keys of a commit: NEW_KEY or DUPLICATE_KEY
+BUCKET_COLUMN = "_bucket"  # in the sorted new keys of a commit: their index bucket (RowKeyIndex.bucket_numbers)
 NEW_KEY, DUPLICATE_KEY = 0, 1
 REPEATED_REASON = "duplicate_row: repeated within this commit"
 ALREADY_REASON = "duplicate_row: already in version "
@@ -928,21 +949,22 @@ class _CommitPass:
         self,
         ds: DatasetStore,
         staged: StagedRows,
-        contract: DatasetContract,
+        index: RowKeyIndex,
         sources: list[dict[str, Any]],
         run_id: str,
         claimed: set[str],
     ) -> None:
         self.ds = ds
         self.staged = staged
-        self.contract = contract
+        self.index = index  # the dataset's own index: its scheme names the buckets, read and written
         self.sources = sources
         self.run_id = run_id
         self.claimed = claimed
-        self.scheme = scheme_for(contract)
+        self.scheme = index.scheme
         self.budget = staged.memory_bytes
         scratch = staged.scratch
         self.keys = ExternalSorter(scratch, [KEY_HIGH, KEY_LOW, KIND_COLUMN], self.budget, name="keys")
+        self.index_keys = ExternalSorter(scratch, [BUCKET_COLUMN, KEY_HIGH, KEY_LOW], self.budget, name="index-keys")
         self.dups = ExternalSorter(scratch, [INPUT_COLUMN, ROW_NUMBER_COLUMN], self.budget, name="duplicates")
         self.partitions: dict[str, _Partition] = {}
         self.manifests: dict[str, dict[str, Any]] = {}
@@ -956,12 +978,10 @@ class _CommitPass:
         self.duplicates_sha256: str | None = None
         self._last: tuple[int, ...] | None = None
         self._buckets_present: dict[str, bool] = {}
-        self._index: RowKeyIndex | None = None
         self._index_day: str | None = None
         self._writer: Any = None
         self._pending: list[Any] = []
         self._pending_bytes = 0
-        self._bucket_files: dict[str, _KeyFile] = {}
         self._open_day: str | None = None
 
     # ------------------------------------------------------------------ the pass
@@ -972,8 +992,6 @@ class _CommitPass:
                     self._segment(day, segment)
         finally:
             self._close_partition()
-            for keys in self._bucket_files.values():
-                keys.close()
 
     def _segment(self, day: str, segment: Any) -> None:
         import pyarrow as pa
@@ -981,8 +999,6 @@ class _CommitPass:
 
         if day != self._open_day:
             self._close_partition()
-            if self.scheme == SCHEME_EVENT_DATE and self._open_day in self._bucket_files:
-                self._bucket_files[self._open_day].close()  # dates come in order: that bucket is complete
             self._open_day = day
         n = segment.num_rows
         keys = _array(segment.column(ROW_KEY_COLUMN))
@@ -1025,28 +1041,27 @@ class _CommitPass:
             self.keys.add(_kinds(rows, DUPLICATE_KEY))
 
     def _lookup(self, day: str, keys: Any) -> np.ndarray:
-        """The committed version of each key (None: none), from a fresh index object per event date."""
+        """The committed version of each key (None: none); one event date's bucket held at a time."""
         if not self._index_has_entries(day):
             return np.full(len(keys), None, dtype=object)
-        if self._index is None or (self.scheme == SCHEME_EVENT_DATE and day != self._index_day):
-            self._index, self._index_day = self.ds._key_index(self.contract), day  # the last date's bucket is let go
+        if self.scheme == SCHEME_EVENT_DATE and day != self._index_day:
+            self.index.forget()  # dates come in order: the last date's bucket is let go
+            self._index_day = day
         series = pd.Series(pd.arrays.ArrowExtensionArray(keys))
         labels = _one_label(day, len(keys)) if self.scheme == SCHEME_EVENT_DATE else None
-        found: np.ndarray = self._index.lookup(series, labels).to_numpy(dtype=object)
+        found: np.ndarray = self.index.lookup(series, labels).to_numpy(dtype=object)
         return found
 
     def _index_has_entries(self, day: str) -> bool:
         """False when no bucket these keys can fall in exists yet (a new event date, a new dataset)."""
-        from mlops_core.key_index import RowKeyIndex as _Index
-
-        buckets = [day] if self.scheme == SCHEME_EVENT_DATE else [f"{i:x}" for i in range(16**BUCKET_CHARS)]
-        index = _Index(self.ds.store, self.ds.prefix, self.ds._manifest_key, self.scheme)
+        buckets = self.index.buckets_for(day)
         for bucket in buckets:
             if bucket not in self._buckets_present:
-                self._buckets_present[bucket] = self.ds.store.exists(index.bucket_key(bucket))
+                self._buckets_present[bucket] = self.ds.store.exists(self.index.bucket_key(bucket))
         return any(self._buckets_present[b] for b in buckets)
 
     def _new(self, day: str, rows: Any) -> None:
+        import pyarrow as pa
         import pyarrow.compute as pc
 
         self.new_rows += rows.num_rows
@@ -1054,14 +1069,11 @@ class _CommitPass:
         low, high = pc.min_max(times).values()
         self.time_min = low.as_py() if self.time_min is None else min(self.time_min, low.as_py())
         self.time_max = high.as_py() if self.time_max is None else max(self.time_max, high.as_py())
-        keys = _array(rows.column(ROW_KEY_COLUMN))
         self.keys.add(_kinds(rows, NEW_KEY))
-        if self.scheme == SCHEME_EVENT_DATE:
-            self._bucket_file(day).add(keys)
-        else:
-            labels = pc.utf8_lower(pc.utf8_slice_codeunits(keys, 0, BUCKET_CHARS))  # RowKeyIndex.bucket_of
-            for label in sorted(pc.unique(labels).to_pylist()):
-                self._bucket_file(label).add(keys.filter(pc.equal(labels, label)))
+        high = rows.column(KEY_HIGH)
+        days = np.floor_divide(times.to_numpy(), _NS_PER_DAY)
+        buckets = self.index.bucket_numbers(days, high.to_numpy())
+        self.index_keys.add(pa.table({BUCKET_COLUMN: pa.array(buckets), KEY_HIGH: high, KEY_LOW: rows.column(KEY_LOW)}))
         self._partition(day, rows.select(self.staged.schema.names))
 
     # ------------------------------------------------------------------ partitions
@@ -1073,12 +1085,17 @@ class _CommitPass:
                 raise RuntimeError(f"commit: event date {day} came back after later dates; staged rows out of order")
             path = self.staged.scratch.new_path(f"part-{day}.parquet")
             self.partitions[day] = _Partition(path)
-            self._writer = pq.ParquetWriter(path, self.staged.schema)
+            self._writer = pq.ParquetWriter(path, self.staged.schema, use_dictionary=self._dictionary_columns())
         self.partitions[day].rows += rows.num_rows
         self._pending.append(rows)
         self._pending_bytes += rows.nbytes
         if self._pending_bytes >= self.budget // 2:
             self._flush_partition()
+
+    def _dictionary_columns(self) -> list[str]:
+        """Columns dictionary-encoded in a partition: all but ``_row_key`` (distinct digests, where the
+        encoder's attempt is wasted work before it falls back to plain values)."""
+        return [name for name in self.staged.schema.names if name != ROW_KEY_COLUMN]
 
     def _flush_partition(self) -> None:
         import pyarrow as pa
@@ -1093,17 +1110,20 @@ class _CommitPass:
             self._writer.close()
             self._writer = None
 
-    def _bucket_file(self, bucket: str) -> _KeyFile:
-        if bucket not in self._bucket_files:
-            self._bucket_files[bucket] = _KeyFile(self.staged.scratch.new_path(f"index-{bucket}.arrow"))
-        return self._bucket_files[bucket]
+    def new_keys_by_bucket(self) -> Iterator[tuple[str, Iterator[Any]]]:
+        """The new keys of each index bucket, bucket by bucket, each as a stream of Arrow string arrays
+        in key order (consume each stream before the next bucket)."""
+        for number, group in itertools.groupby(self._bucket_pieces(), key=lambda piece: piece[0]):
+            yield self.index.bucket_name(number), (keys for _, keys in group)
 
-    def new_keys_by_bucket(self) -> Iterator[tuple[str, pd.Series]]:
-        """The new keys of each index bucket, bucket by bucket (sorted)."""
-        for bucket in sorted(self._bucket_files):
-            keys = self._bucket_files[bucket].read()
-            if len(keys):
-                yield bucket, pd.Series(pd.arrays.ArrowExtensionArray(keys))
+    def _bucket_pieces(self) -> Iterator[tuple[int, Any]]:
+        for table in _in_slices(self.index_keys.sorted()):
+            buckets = table.column(BUCKET_COLUMN).to_numpy()
+            starts = np.flatnonzero(np.r_[True, buckets[1:] != buckets[:-1]])
+            stops = [*starts[1:].tolist(), len(buckets)]
+            high, low = table.column(KEY_HIGH).to_numpy(), table.column(KEY_LOW).to_numpy()
+            for start, stop in zip(starts.tolist(), stops, strict=True):
+                yield int(buckets[start]), _key_strings(key_texts(high[start:stop], low[start:stop]))
 
     # ------------------------------------------------------------------ after the pass
     def hash_keys(self, fingerprint: str) -> _SortedKeys:
@@ -1126,8 +1146,10 @@ class _CommitPass:
         started = {NEW_KEY: False, DUPLICATE_KEY: False}
         pending: list[Any] = []
         held = 0
-        with pq.ParquetWriter(path, schema) as writer:
-            for table in self.keys.sorted():
+        last: tuple[int, int, int] | None = None
+        with pq.ParquetWriter(path, schema, use_dictionary=False) as writer:  # distinct digests
+            for table in _in_slices(self.keys.sorted()):
+                last = _check_one_time_per_key(table, last)
                 kinds = table.column(KIND_COLUMN)
                 for kind in (NEW_KEY, DUPLICATE_KEY):
                     mine = pc.equal(kinds, kind)
@@ -1195,40 +1217,14 @@ class _Duplicates:
         }
 
 
-class _KeyFile:
-    """Row keys appended to a local Arrow stream file, read back whole (one index bucket's new keys)."""
+SLICE_ROWS = 1 << 16  # keys turned into text at a time (each row becomes several temporaries of 16-32 bytes)
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._sink: Any = None
-        self._writer: Any = None
-        self.closed = False
 
-    def add(self, keys: Any) -> None:
-        import pyarrow as pa
-
-        if self.closed:
-            raise RuntimeError(f"commit: keys added to the closed bucket file {self.path.name}")
-        if self._writer is None:
-            self._sink = pa.OSFile(str(self.path), "wb")
-            self._writer = pa.ipc.new_stream(self._sink, pa.schema([(ROW_KEY_COLUMN, pa.string())]))
-        self._writer.write_table(pa.table({ROW_KEY_COLUMN: keys}))
-
-    def close(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-            self._sink.close()
-            self._writer = self._sink = None
-        self.closed = True
-
-    def read(self) -> Any:
-        import pyarrow as pa
-
-        self.close()
-        if not self.path.exists():
-            return pa.array([], pa.string())
-        with pa.OSFile(str(self.path)) as source:
-            return pa.ipc.open_stream(source).read_all().column(ROW_KEY_COLUMN).combine_chunks()
+def _in_slices(tables: Iterable[Any], rows: int = SLICE_ROWS) -> Iterator[Any]:
+    """The rows of ``tables`` in slices of at most ``rows`` (a merge step can yield its whole budget at once)."""
+    for table in tables:
+        for start in range(0, table.num_rows, rows):
+            yield table.slice(start, rows)
 
 
 def _by_day(table: Any) -> Iterator[tuple[str, Any]]:
@@ -1246,7 +1242,36 @@ def _kinds(rows: Any, kind: int) -> Any:
     import pyarrow as pa
 
     kinds = pa.array(np.full(rows.num_rows, kind, dtype=np.int8))
-    return pa.table({KEY_HIGH: rows.column(KEY_HIGH), KEY_LOW: rows.column(KEY_LOW), KIND_COLUMN: kinds})
+    columns = {KEY_HIGH: rows.column(KEY_HIGH), KEY_LOW: rows.column(KEY_LOW), KIND_COLUMN: kinds}
+    return pa.table({**columns, TIME_COLUMN: rows.column(TIME_COLUMN)})
+
+
+def _check_one_time_per_key(table: Any, last: tuple[int, int, int] | None) -> tuple[int, int, int] | None:
+    """Raise ValueError where a row key (in a table sorted by key) comes with two event times.
+
+    A row key is a digest of the entity and the event time (or of the whole row): one key, one
+    event time. Rows that break this (not made by validate) would be indexed under two event
+    dates and slip past duplicate detection, so the commit refuses them before any write.
+    ``last``: (high, low, time) of the row before the table's first; returns the table's last.
+    """
+    if table.num_rows == 0:
+        return last
+    high, low = table.column(KEY_HIGH).to_numpy(), table.column(KEY_LOW).to_numpy()
+    times = table.column(TIME_COLUMN).to_numpy()
+    if last is not None:
+        high, low, times = (
+            np.r_[np.array([prev], dtype=now.dtype), now] for now, prev in zip((high, low, times), last, strict=True)
+        )
+    clash = np.flatnonzero((high[1:] == high[:-1]) & (low[1:] == low[:-1]) & (times[1:] != times[:-1]))
+    if len(clash):
+        at = int(clash[0])
+        key = key_texts(high[at : at + 1], low[at : at + 1]).tobytes().decode("ascii")
+        first, second = sorted((_iso_from_ns(int(times[at])), _iso_from_ns(int(times[at + 1]))), key=str)
+        raise ValueError(
+            f"commit_version: row key {key} comes with two event times ({first} and {second}); a row key stands for "
+            "one entity at one event time: pass rows made by mlops_core.validation (nothing was written)"
+        )
+    return int(high[-1]), int(low[-1]), int(times[-1])
 
 
 def _one_label(label: str, n: int) -> pd.Categorical:

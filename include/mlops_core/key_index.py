@@ -38,13 +38,15 @@ from __future__ import annotations
 import io
 import json
 import logging
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
 import pandas as pd
 
 from mlops_core.contract import ROW_KEY_COLUMN, DatasetContract
+from mlops_core.spill import merge as spill_merge
 from mlops_core.storage import ObjectStore
 
 log = logging.getLogger(__name__)
@@ -331,6 +333,69 @@ class RowKeyIndex:
             else:
                 self._write_bucket(bucket, _merge_any(existing, new))
 
+    # ------------------------------------------------------------------ streaming writes
+    def bucket_numbers(self, days: np.ndarray, high: np.ndarray) -> np.ndarray:
+        """The bucket of each key as a number, ordered as the bucket names: its UTC event day number
+        (``event_date``) or its first :data:`BUCKET_CHARS` hex digits (``hash``); ``high`` is the
+        key's first 16 hex digits as an unsigned number (``mlops_core.datasets.key_numbers``)."""
+        if self.scheme == SCHEME_EVENT_DATE:
+            return np.asarray(days, dtype=np.int64)
+        return (np.asarray(high, dtype=np.uint64) >> np.uint64(64 - 4 * BUCKET_CHARS)).astype(np.int64)
+
+    def bucket_name(self, number: int) -> str:
+        """The name of a bucket :meth:`bucket_numbers` gave (``YYYY-MM-DD`` or hex digits)."""
+        if self.scheme == SCHEME_EVENT_DATE:
+            return str(np.datetime64(int(number), "D"))
+        return f"{int(number):0{BUCKET_CHARS}x}"
+
+    def buckets_for(self, day: str) -> list[str]:
+        """The buckets keys of UTC event date ``day`` (``YYYY-MM-DD``) can fall in."""
+        if self.scheme == SCHEME_EVENT_DATE:
+            return [day]
+        return [self.bucket_name(i) for i in range(16**BUCKET_CHARS)]
+
+    def forget(self) -> None:
+        """Let go of the buckets read so far (the next lookup reads its bucket again)."""
+        self._buckets.clear()
+
+    def add_sorted(self, bucket: str, keys: Iterable[Any], version_id: str, scratch_path: Path) -> int:
+        """Point ``keys`` (Arrow string arrays, ascending and distinct over the whole stream) of one
+        bucket at ``version_id``, streaming: the bucket's entries are merged with them chunk by
+        chunk into a local Parquet file (``scratch_path``) that is uploaded whole (``put_file``).
+
+        Holds the stored bucket's bytes (the store has no streaming read) and a few chunks, never
+        the bucket as a table. Returns the number of entries written.
+        """
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        self._buckets.pop(bucket, None)
+        schema = pa.schema([(ROW_KEY_COLUMN, pa.string()), (VERSION_COLUMN, pa.string())])
+        new = (
+            pa.table(
+                {ROW_KEY_COLUMN: k, VERSION_COLUMN: _repeated(version_id, len(k)), _ORIGIN: _repeated_int(1, len(k))}
+            )
+            for k in keys
+            if len(k)
+        )
+        key = self.bucket_key(bucket)
+        stored = self.store.get_bytes(key) if self.store.exists(key) else None
+        sources: list[Iterable[Any]] = [new]
+        if stored is not None:
+            sources.insert(0, _stored_entries(stored, schema))
+        written = 0
+        with pq.ParquetWriter(
+            str(scratch_path), schema, compression="none", use_dictionary=[VERSION_COLUMN], write_statistics=False
+        ) as writer:
+            merged = new if stored is None else _last_of_each_key(spill_merge(sources, [ROW_KEY_COLUMN, _ORIGIN]))
+            for table in merged:  # without stored entries, the new keys (distinct, in order) as they come
+                writer.write_table(table.select([ROW_KEY_COLUMN, VERSION_COLUMN]).cast(schema))
+                written += table.num_rows
+        del stored
+        self.store.put_file(key, scratch_path)
+        scratch_path.unlink(missing_ok=True)
+        return written
+
     def _write_bucket(self, bucket: str, entries: Any, *, ordered: bool = False) -> None:
         """Write a bucket's entries, sorted by key first unless ``ordered`` says they are."""
         import pyarrow.compute as pc
@@ -351,6 +416,68 @@ class RowKeyIndex:
         self._buckets[bucket] = ordered_entries
 
 
+_ORIGIN = "_origin"  # in a streaming bucket merge: 0 stored entry, 1 new entry (equal keys: the new one wins)
+_STORED_CHUNK_ROWS = 1 << 16
+
+
+def _repeated_int(value: int, n: int) -> Any:
+    import pyarrow as pa
+
+    return pa.array(np.full(n, value, dtype=np.int8))
+
+
+def _stored_entries(data: bytes, schema: Any) -> Iterator[Any]:
+    """A stored bucket's entries in key order, in chunks; sorted in memory first when they are not
+    (a bucket written by other code): the merge needs both inputs in order."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    def chunks() -> Iterator[Any]:
+        reader = pq.ParquetFile(pa.BufferReader(data))
+        for batch in reader.iter_batches(batch_size=_STORED_CHUNK_ROWS):
+            table = pa.Table.from_batches([batch]).cast(schema)
+            yield table.append_column(_ORIGIN, _repeated_int(0, table.num_rows))
+
+    last: str | None = None
+    for table in chunks():
+        keys = table.column(ROW_KEY_COLUMN)
+        if table.num_rows and (
+            (last is not None and keys[0].as_py() <= last)
+            or (table.num_rows > 1 and not pc.all(pc.less(keys.slice(0, table.num_rows - 1), keys.slice(1))).as_py())
+        ):
+            break  # not in strict key order
+        last = keys[table.num_rows - 1].as_py() if table.num_rows else last
+    else:
+        yield from chunks()
+        return
+    whole = pq.read_table(pa.BufferReader(data)).cast(schema).sort_by(ROW_KEY_COLUMN)  # stable: the last one wins
+    yield whole.append_column(_ORIGIN, _repeated_int(0, whole.num_rows))
+
+
+def _last_of_each_key(tables: Iterable[Any]) -> Iterator[Any]:
+    """Rows of a stream sorted by key (then origin) without those followed by a row of the same key:
+    the last entry of each key wins, also across table boundaries."""
+    import pyarrow as pa
+
+    held: Any = None  # the last row of the previous table: it may be followed by its key
+    for table in tables:
+        if held is not None:
+            table = pa.concat_tables([held, table])
+        keys = _fixed_width(table.column(ROW_KEY_COLUMN))
+        if keys is None:
+            values = np.array(table.column(ROW_KEY_COLUMN).to_pylist(), dtype=object)
+            followed = values[:-1] == values[1:]
+        else:
+            followed = keys[:-1] == keys[1:]
+        keep = np.r_[~followed, False]  # the last row waits for the next table
+        held = table.slice(table.num_rows - 1, 1)
+        if keep.any():
+            yield table.filter(pa.array(keep))
+    if held is not None:
+        yield held
+
+
 def _hash_labels(array: Any) -> pd.Series:
     """The hash-scheme bucket of each key (its first :data:`BUCKET_CHARS` characters, lower case)."""
     import pyarrow.compute as pc
@@ -364,7 +491,7 @@ def _key_array(keys: Any) -> Any:
     import pyarrow as pa
 
     if isinstance(keys, pa.ChunkedArray):
-        return keys.combine_chunks()
+        return keys.chunk(0) if keys.num_chunks == 1 else keys.combine_chunks()  # one chunk: no copy
     if isinstance(keys, pa.Array):
         return keys
     series = keys if isinstance(keys, pd.Series) else pd.Series(list(keys), dtype=object)
@@ -390,7 +517,7 @@ def _fixed_width(array: Any) -> np.ndarray | None:
     import pyarrow as pa
 
     if isinstance(array, pa.ChunkedArray):
-        array = array.combine_chunks()
+        array = array.chunk(0) if array.num_chunks == 1 else array.combine_chunks()
     if array.null_count or not pa.types.is_string(array.type) or len(array) == 0:
         return None
     buffers = array.buffers()

@@ -312,10 +312,11 @@ class ExternalSorter:
             return
         import pyarrow as pa
 
-        table = sort_table(pa.concat_tables(self._buffer), self.keys)
+        table = pa.concat_tables(self._buffer).combine_chunks()  # one buffered table: no copy
         self._buffer, self._buffered = [], 0
+        chunk = self.chunk_rows(table.nbytes // table.num_rows)
         path = self.scratch.new_path(f"{self.name}.arrow")
-        self.runs.append(write_run(path, [table], self.schema, self.chunk_rows(table.nbytes // table.num_rows)))
+        self.runs.append(write_run(path, _sorted_slices(table, self.keys, chunk), self.schema, chunk))
         self._run_tags.append(self._buffer_tags)
         self._buffer_tags = set()
 
@@ -384,6 +385,18 @@ class ExternalSorter:
         self.runs, self._run_tags = [], []
         self._buffer, self._buffer_tags, self._buffered = [], set(), 0
         self.rows = 0
+
+
+def _sorted_slices(table: Any, keys: Sequence[str], rows: int) -> Iterator[Any]:
+    """``table`` sorted by ``keys``, ``rows`` rows at a time: the sorted copy is never made whole."""
+    import pyarrow.compute as pc
+
+    if table.num_rows < 2:
+        yield table
+        return
+    order = pc.sort_indices(table, sort_keys=[(k, "ascending") for k in keys])
+    for start in range(0, table.num_rows, rows):
+        yield table.take(order.slice(start, rows))
 
 
 def _coalesced(tables: Iterable[Any], rows: int) -> Iterator[Any]:

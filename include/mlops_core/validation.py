@@ -41,6 +41,7 @@ import csv
 import datetime
 import decimal
 import enum
+import functools
 import gzip
 import hashlib
 import importlib
@@ -54,7 +55,7 @@ import unicodedata
 import uuid
 import zlib
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Final, overload
@@ -106,22 +107,31 @@ class ValidationResult:
     """Outcome of validating one source against a contract.
 
     ``accepted``: typed contract columns plus ``_event_time``, ``_entity``, ``_row_key``,
-    ``_source``. ``rejected``: contract columns with the original text, plus ``_reason``,
-    ``_source`` and ``_row_number``. ``reason_counts`` counts rejected rows per problem code
-    (``<column>:<problem>`` or ``duplicate_row``); a row with two problems counts under both.
+    ``_source`` (a DataFrame made on first use from ``accepted_rows``, the same rows as an Arrow
+    table: what ingest stages, without the detour through Python objects). ``rejected``: contract
+    columns with the original text, plus ``_reason``, ``_source`` and ``_row_number``.
+    ``reason_counts`` counts rejected rows per problem code (``<column>:<problem>`` or
+    ``duplicate_row``); a row with two problems counts under both.
     """
 
-    accepted: pd.DataFrame
+    accepted_rows: Any  # pyarrow.Table, schema accepted_schema(contract)
     rejected: pd.DataFrame
     source: str = ""
     reason_counts: dict[str, int] = field(default_factory=dict)
 
+    @functools.cached_property
+    def accepted(self) -> pd.DataFrame:
+        """The accepted rows as a DataFrame (made from ``accepted_rows`` when first asked for)."""
+        frame: pd.DataFrame = self.accepted_rows.to_pandas()
+        return frame
+
     def summary(self) -> dict[str, Any]:
         """Row counts for logs, quarantine records and asset-event metadata."""
+        accepted = self.accepted_rows.num_rows
         return {
             "source": self.source,
-            "rows_total": len(self.accepted) + len(self.rejected),
-            "rows_accepted": len(self.accepted),
+            "rows_total": accepted + len(self.rejected),
+            "rows_accepted": accepted,
             "rows_rejected": len(self.rejected),
             "reasons": dict(sorted(self.reason_counts.items())),
         }
@@ -241,6 +251,37 @@ def _read_batches(
             return _gunzip(raw(), name, max_decoded_bytes)
 
     return _read_csv(opener, name, batch_bytes)
+
+
+def _file_verdict(data: Source, name: str, max_decoded_bytes: int) -> FileRejected | None:
+    """Why whole-file reading rejects a CSV (``.csv``, ``.csv.gz``), found as a stream (:func:`_csv_verdict`);
+    None for other formats, or when the stream cannot tell (then the file is read whole)."""
+    suffix = file_format(name)
+    if suffix not in (".csv", ".csv.gz"):
+        return None
+    raw = _opener(data)
+    with raw() as stream:  # whole-file reading looks at the delivered bytes first
+        size = 0
+        blank = True
+        while chunk := stream.read(_DECODE_CHUNK):
+            size += len(chunk)
+            blank = blank and chunk.isspace()
+    if blank:
+        return FileRejected("empty", f"{name}: the file is empty; deliver a file with a header and data rows")
+    if size > max_decoded_bytes:
+        return FileRejected(
+            "too_large", f"{name}: {size} bytes, above the limit of {max_decoded_bytes}; split the file"
+        )
+    opener = raw
+    if suffix == ".csv.gz":
+
+        def opener() -> BinaryIO:
+            return _gunzip(raw(), name, max_decoded_bytes)
+
+    try:
+        return _csv_verdict(opener, name)
+    except FileRejected as exc:  # from the stream: a damaged gzip file
+        return exc
 
 
 def _opener(data: Source) -> Opener:
@@ -364,11 +405,7 @@ def _read_csv_reference(data: bytes, name: str) -> pd.DataFrame:
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise FileRejected(
-            "not_utf8",
-            f"{name}: not valid UTF-8 (byte {exc.start}: {data[exc.start : exc.start + 1]!r}); "
-            "re-export the file as UTF-8",
-        ) from exc
+        raise _not_utf8(name, exc.start, data[exc.start : exc.start + 1]) from exc
     if not text or text.isspace():
         raise FileRejected("empty", f"{name}: the file is empty; deliver a file with a header and data rows")
 
@@ -378,21 +415,7 @@ def _read_csv_reference(data: bytes, name: str) -> pd.DataFrame:
             if record:  # a blank line is not a row
                 records.append(record)
     except csv.Error as exc:
-        if "unexpected end of data" in str(exc):
-            raise FileRejected(
-                "truncated",
-                f"{name}: the file ends inside a quoted value, so it was cut off while being written; "
-                "deliver the complete file again",
-            ) from exc
-        if "field larger than field limit" in str(exc):
-            raise FileRejected(
-                "too_large",
-                f"{name}: a value is longer than {csv.field_size_limit()} characters, the CSV reader's limit "
-                f"({exc}); shorten the value or deliver the data as Parquet",
-            ) from exc
-        raise FileRejected(
-            "unparseable", f"{name}: not a valid CSV file ({exc}); fix the file and deliver it again"
-        ) from exc
+        raise _csv_error(name, exc) from exc
 
     header = normalise_header(records[0], name)
     rows = records[1:]
@@ -402,21 +425,159 @@ def _read_csv_reference(data: bytes, name: str) -> pd.DataFrame:
     width = len(header)
     last = rows[-1]
     if len(last) < width and not text.endswith(("\n", "\r")):
-        raise FileRejected(
-            "truncated",
-            f"{name}: the last line has {len(last)} of {width} fields and no line end, so the file was cut off "
-            "while being written; deliver the complete file again",
-        )
+        raise _last_line_cut(name, len(last), width)
     ragged = [(i, len(r)) for i, r in enumerate(rows, start=1) if len(r) != width]
     if ragged:
         first_row, first_len = ragged[0]
-        raise FileRejected(
-            "truncated",
-            f"{name}: {len(ragged)} row(s) do not have the {width} fields of the header "
-            f"(first: data row {first_row} has {first_len}); the file is damaged or was cut off, "
-            "fix the file and deliver it again",
-        )
+        raise _ragged_rows(name, len(ragged), width, first_row, first_len)
     return pd.DataFrame.from_records(rows, columns=header).astype(object)
+
+
+_BOM = b"\xef\xbb\xbf"
+
+
+def _not_utf8(name: str, start: int, byte: bytes) -> FileRejected:
+    return FileRejected("not_utf8", f"{name}: not valid UTF-8 (byte {start}: {byte!r}); re-export the file as UTF-8")
+
+
+def _csv_error(name: str, exc: csv.Error) -> FileRejected:
+    if "unexpected end of data" in str(exc):
+        return FileRejected(
+            "truncated",
+            f"{name}: the file ends inside a quoted value, so it was cut off while being written; "
+            "deliver the complete file again",
+        )
+    if "field larger than field limit" in str(exc):
+        return FileRejected(
+            "too_large",
+            f"{name}: a value is longer than {csv.field_size_limit()} characters, the CSV reader's limit "
+            f"({exc}); shorten the value or deliver the data as Parquet",
+        )
+    return FileRejected("unparseable", f"{name}: not a valid CSV file ({exc}); fix the file and deliver it again")
+
+
+def _last_line_cut(name: str, fields: int, width: int) -> FileRejected:
+    return FileRejected(
+        "truncated",
+        f"{name}: the last line has {fields} of {width} fields and no line end, so the file was cut off "
+        "while being written; deliver the complete file again",
+    )
+
+
+def _ragged_rows(name: str, count: int, width: int, first_row: int, first_len: int) -> FileRejected:
+    return FileRejected(
+        "truncated",
+        f"{name}: {count} row(s) do not have the {width} fields of the header "
+        f"(first: data row {first_row} has {first_len}); the file is damaged or was cut off, "
+        "fix the file and deliver it again",
+    )
+
+
+class _Scan:
+    """What :func:`_csv_verdict` learns in one pass over a CSV stream."""
+
+    def __init__(self) -> None:
+        self.decode_error: int | None = None  # where whole-file decoding fails (its UnicodeDecodeError.start)
+        self.text = False  # a character that is not whitespace went by
+        self.last_char = ""
+        self.too_long = False  # a line longer than _LONGEST_LINE: not scanned
+
+
+def _scanned_lines(stream: BinaryIO, scan: _Scan) -> Iterator[str]:
+    """The lines of ``stream`` as whole-file reading splits them (UTF-8, one leading byte-order mark
+    dropped, ``StringIO(newline="")``); stops at the first byte that is not UTF-8, noting where
+    ``bytes.decode("utf-8-sig")`` of the whole file would report it."""
+    decoder = codecs.getincrementaldecoder("utf-8")("strict")
+    head = stream.read(len(_BOM))
+    pending = head[len(_BOM) :] if head.startswith(_BOM) else head
+    fed = 0  # bytes after the byte-order mark given to the decoder so far
+    text = ""
+    final = False
+    while not final:
+        chunk = pending if pending else stream.read(_DECODE_CHUNK)
+        pending = b""
+        final = not chunk
+        held = len(decoder.getstate()[0])
+        try:
+            decoded = decoder.decode(chunk, final)
+        except UnicodeDecodeError as exc:
+            scan.decode_error = fed - held + exc.start
+            return
+        fed += len(chunk)
+        text += decoded
+        if decoded:
+            scan.last_char = decoded[-1]
+            if not scan.text and not decoded.isspace():
+                scan.text = True
+        position = 0
+        for match in _LINE.finditer(text):
+            if not final and match.end() == len(text) and text.endswith("\r"):
+                break  # may be the first half of "\r\n"
+            yield match.group()
+            position = match.end()
+        text = text[position:]
+        if len(text) > _LONGEST_LINE:
+            scan.too_long = True
+            return
+    if text:
+        yield text
+
+
+def _csv_verdict(opener: Opener, name: str) -> FileRejected | None:
+    """The :class:`FileRejected` that whole-file reading (:func:`_read_csv_reference`) gives for this CSV,
+    found in one streaming pass that holds a line at a time; None when the file reads fine, or
+    when a line is too long to tell this way (then read it whole).
+
+    The precedence is whole-file reading's: the stream's own errors (gzip) anywhere, then bytes that
+    are not UTF-8 anywhere, then an empty file, then the first CSV error, then the header, then no
+    data rows, a cut-off last line, rows of another width.
+    """
+    scan = _Scan()
+    csv_error: csv.Error | None = None
+    header: list[str] | None = None
+    width = rows = ragged = first_ragged = first_len = last_len = 0
+    with opener() as stream:
+        records = csv.reader(_scanned_lines(stream, scan), strict=True)
+        try:
+            for record in records:
+                if not record:
+                    continue  # a blank line is not a row
+                if header is None:
+                    header, width = record, len(record)
+                    continue
+                rows += 1
+                last_len = len(record)
+                if last_len != width:
+                    ragged += 1
+                    if ragged == 1:
+                        first_ragged, first_len = rows, last_len
+        except csv.Error as exc:
+            csv_error = exc
+        while stream.read(_DECODE_CHUNK):  # to the end: a damaged gzip stream anywhere decides first
+            pass
+    if scan.too_long:
+        return None
+    if scan.decode_error is not None:
+        with opener() as stream:  # the byte whole-file reading shows: at that offset of the whole file
+            stream.read(scan.decode_error)
+            return _not_utf8(name, scan.decode_error, stream.read(1))
+    if not scan.text:
+        return FileRejected("empty", f"{name}: the file is empty; deliver a file with a header and data rows")
+    if csv_error is not None:
+        return _csv_error(name, csv_error)
+    if header is None:
+        return None  # pragma: no cover - a file with text has a record
+    try:
+        normalise_header(header, name)
+    except FileRejected as exc:
+        return exc
+    if not rows:
+        return FileRejected("empty", f"{name}: the file has a header but no data rows; deliver a file with data")
+    if last_len < width and scan.last_char not in ("\n", "\r"):
+        return _last_line_cut(name, last_len, width)
+    if ragged:
+        return _ragged_rows(name, ragged, width, first_ragged, first_len)
+    return None
 
 
 # Bytes after which Python's csv reader and Arrow's could disagree; a file holding none of them
@@ -493,7 +654,7 @@ def _plain_frame(table: Any, header: list[str], name: str) -> pd.DataFrame | Non
         column = table.column(position)
         if len(column) and _max_byte_length(column) > limit:
             return None
-        columns[position] = pd.arrays.ArrowExtensionArray(column)
+        columns[position] = pd.arrays.ArrowExtensionArray(_combined(column))  # one chunk: no copy on each use
     frame = pd.DataFrame(columns, index=range(table.num_rows))
     frame.columns = pd.Index(normalise_header(header, name), dtype=object)  # may raise bad_header, as the reference
     return frame
@@ -526,10 +687,12 @@ def _plain_csv_blocks(stream: BinaryIO, name: str, batch_bytes: int) -> Iterator
             if watched.blocked:
                 raise NotPlainCsv(name)
             frame = _plain_frame(table, header, name)
+            del table  # the frame holds the text as one array per column
             if frame is None:
                 raise NotPlainCsv(name)
             rows += len(frame)
             yield frame
+            del frame
     except FileRejected:
         raise  # from the stream (gzip): no reader decides otherwise
     except (pa.ArrowException, ValueError) as exc:
@@ -549,8 +712,10 @@ def _gathered(reader: Any, batch_bytes: int) -> Iterator[Any]:
             held.append(batch)
             size += batch.nbytes
         if size >= batch_bytes:
-            yield pa.Table.from_batches(held)
-            held, size = [], 0
+            table = pa.Table.from_batches(held)
+            held, size = [], 0  # the table is the only holder: the consumer lets go of it
+            yield table
+            del table
     if held:
         yield pa.Table.from_batches(held)
 
@@ -950,7 +1115,7 @@ def _parse(texts: pd.Series | Any, column_type: str) -> tuple[pd.Series, np.ndar
 
     arr = texts if isinstance(texts, (pa.Array, pa.ChunkedArray)) else pa.array(texts.tolist(), pa.string())
     if isinstance(arr, pa.ChunkedArray):
-        arr = arr.combine_chunks()
+        arr = _combined(arr)
     index = texts.index if isinstance(texts, pd.Series) else pd.RangeIndex(len(arr))
     return _parse_arrow(arr, column_type, index)
 
@@ -1188,7 +1353,7 @@ def _parse_reference(texts: pd.Series, column_type: str) -> tuple[pd.Series, np.
             ok[rows[integral]] = True
         values = pd.Series(pd.arrays.IntegerArray(numbers, ~ok), index=index)
     elif column_type == "float":
-        floats = pd.to_numeric(pd.Series([t or None for t in raw], dtype=object), errors="coerce").to_numpy(dtype=float)
+        floats = _reference_floats(raw)
         ok = present & np.isfinite(floats)
         values = pd.Series(np.where(ok, floats, np.nan), index=index, dtype="float64")
     elif column_type == "bool":
@@ -1207,6 +1372,33 @@ def _parse_reference(texts: pd.Series, column_type: str) -> tuple[pd.Series, np.
     else:  # pragma: no cover - the contract only allows COLUMN_TYPES
         raise ValueError(f"unknown column type {column_type!r}")
     return values, present, present & ~ok
+
+
+def _reference_floats(raw: list[str]) -> np.ndarray:
+    """Float values of texts (NaN where empty or not a number), each on its own.
+
+    Integers (``[+-]digits``) go through Python's ``int`` and ``float`` (correctly rounded);
+    everything else through ``pd.to_numeric``. pandas reads a long integer exactly when it is
+    alone but through an approximate parser when other values sit beside it, so handing it the
+    integers would make a value's answer depend on its neighbours.
+    """
+    floats = np.full(len(raw), np.nan)
+    others = []
+    for i, text in enumerate(raw):
+        if not text:
+            continue
+        if _INT_TEXT.fullmatch(text):
+            digits = text.lstrip("+-").lstrip("0")
+            try:
+                floats[i] = float(int(text)) if len(digits) <= 400 else np.inf
+            except OverflowError:
+                floats[i] = np.inf  # beyond a float: not finite, rejected
+        else:
+            others.append(i)
+    if others:
+        texts = pd.Series([raw[i] for i in others], dtype=object)
+        floats[others] = pd.to_numeric(texts, errors="coerce").to_numpy(dtype=float)
+    return floats
 
 
 def _allowed_values(spec: ColumnSpec) -> pd.Series | None:
@@ -1288,8 +1480,9 @@ class _ColumnProblems:
             self.open[rows] = False
 
 
-def _check_column(texts: pd.Series, spec: ColumnSpec, is_key: bool) -> tuple[pd.Series, _ColumnProblems, Any]:
-    """One column's typed values, its problems, and the Arrow text its values were parsed from."""
+def _check_column(texts: pd.Series, spec: ColumnSpec, is_key: bool) -> tuple[Any, _ColumnProblems, Any]:
+    """One column's typed values (an Arrow array of the accepted type, null where empty or invalid),
+    its problems, and the Arrow text its values were parsed from."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -1307,8 +1500,12 @@ def _check_column(texts: pd.Series, spec: ColumnSpec, is_key: bool) -> tuple[pd.
             cells = np.where(invalid, "", cells)
         arrow = pa.array(cells.tolist(), pa.string())
     shown = arrow if spec.type in ("string", "category") else _strip(arrow)
-    values, present, bad_type = _parse(shown, spec.type)
-    values.index = texts.index
+    if spec.type in ("string", "category"):  # the text is the value: no Python strings made
+        values = None
+        present = _present(shown)
+        bad_type = np.zeros(len(shown), dtype=bool)
+    else:
+        values, present, bad_type = _parse(shown, spec.type)
     texts_of = _LazyTexts(shown)
     problems.flag(bad_type, "wrong_type", texts_of, lambda t: f"{_show(t)} {_TYPE_PROBLEMS[spec.type]}")
     if is_key:
@@ -1318,7 +1515,8 @@ def _check_column(texts: pd.Series, spec: ColumnSpec, is_key: bool) -> tuple[pd.
     elif not spec.nullable:
         problems.flag(~present, "null", texts_of, lambda t: "null in non-nullable column")
     low, high = spec.min, spec.max
-    numbers = _numbers(values, spec.type) if spec.is_numeric and (low is not None or high is not None) else None
+    bounded = values is not None and spec.is_numeric and (low is not None or high is not None)
+    numbers = _numbers(values, spec.type) if bounded and values is not None else None
     if numbers is not None and low is not None:
         below = numbers[1] & (numbers[0] < low)
         problems.flag(below, "below_min", texts_of, lambda t: f"{_clip(t)} below min {_show_bound(low)}")
@@ -1327,7 +1525,7 @@ def _check_column(texts: pd.Series, spec: ColumnSpec, is_key: bool) -> tuple[pd.
         problems.flag(above, "above_max", texts_of, lambda t: f"{_clip(t)} above max {_show_bound(high)}")
     allowed = _allowed_values(spec)
     if allowed is not None:
-        if spec.type in ("string", "category"):  # compared as Arrow text: the same answer, faster
+        if values is None:  # string/category: compared as Arrow text, the same answer, faster
             inside = pc.is_in(shown, value_set=pa.array(allowed.astype(object).tolist(), pa.string()))
             outside = present & ~bad_type & ~inside.to_numpy(zero_copy_only=False).astype(bool)
         elif spec.type in ("int", "float"):  # compared as numbers: the same answer as Series.isin, faster
@@ -1338,7 +1536,37 @@ def _check_column(texts: pd.Series, spec: ColumnSpec, is_key: bool) -> tuple[pd.
             outside = present & ~bad_type & ~values.isin(allowed).fillna(False).to_numpy(dtype=bool)
         listed = list(spec.allowed or ())
         problems.flag(outside, "not_allowed", texts_of, lambda t: f"{_show(t)} not in allowed {listed}")
-    return values, problems, shown
+    if values is None:
+        typed = shown if present.all() else pc.if_else(pa.array(present), shown, pa.scalar(None, pa.string()))
+    else:
+        typed = _arrow_values(values, spec.type)
+    return typed, problems, shown
+
+
+def _present(text: Any) -> np.ndarray:
+    """Where an Arrow string array holds a non-empty value."""
+    import pyarrow.compute as pc
+
+    raw = _text_bytes(text)
+    if raw is not None:
+        present: np.ndarray = np.diff(raw[0]) > 0
+        return present
+    return np.asarray(pc.not_equal(text, "").to_numpy(zero_copy_only=False), dtype=bool)
+
+
+def _arrow_values(values: pd.Series, column_type: str) -> Any:
+    """A typed column (the contract dtype) as the Arrow array ``pa.Table.from_pandas`` makes of it (NA/NaN: null)."""
+    import pyarrow as pa
+
+    if column_type in ("string", "category"):
+        cells = values.to_numpy(dtype=object)
+        cells[values.isna().to_numpy(dtype=bool)] = None
+        return pa.array(cells, pa.string())
+    if column_type == "float":
+        return pa.array(values.to_numpy(dtype=np.float64, na_value=np.nan), pa.float64(), from_pandas=True)
+    if column_type == "timestamp":
+        return pa.array(values.astype(_UTC_NS).array, pa.timestamp("ns", tz="UTC"))
+    return pa.array(values.array, pa.int64() if column_type == "int" else pa.bool_())
 
 
 def _numbers(values: pd.Series, column_type: str) -> tuple[np.ndarray, np.ndarray]:
@@ -1370,7 +1598,7 @@ def _arrow_text(texts: pd.Series) -> Any:
     dtype = texts.dtype
     if isinstance(dtype, pd.ArrowDtype) and pa.types.is_string(dtype.pyarrow_dtype):
         array = texts.array._pa_array  # the column as read; no copy
-        combined = array.combine_chunks() if isinstance(array, pa.ChunkedArray) else array
+        combined = _combined(array)
         return None if combined.null_count else combined
     return None
 
@@ -1482,10 +1710,6 @@ def _iso_utc(text: str) -> str:
     return text + "+00:00"
 
 
-def _digest(payload: str) -> str:
-    return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:ROW_KEY_LENGTH]
-
-
 def _sha256_constructor() -> Callable[[bytes], Any]:
     """SHA-256 for many short payloads: CPython's own implementation (``_sha2``, ``_sha256`` before 3.12)
     where present, a fifth faster than OpenSSL's on inputs of ~50 bytes; the digest is the same."""
@@ -1564,20 +1788,6 @@ def _needs_json_escape(data: np.ndarray) -> bool:
     return bool((data < 0x20).any() or (data == 0x22).any() or (data == 0x5C).any())
 
 
-def _digests(payloads: Sequence[bytes] | Any) -> list[str]:
-    """The row key of each payload (bytes, or an Arrow binary array, taken in chunks)."""
-    import pyarrow as pa
-
-    sha256 = _sha256
-    if not isinstance(payloads, pa.Array):
-        return [sha256(p).hexdigest()[:ROW_KEY_LENGTH] for p in payloads]
-    keys: list[str] = []
-    for start in range(0, len(payloads), _DIGEST_CHUNK):
-        chunk = payloads.slice(start, _DIGEST_CHUNK).to_numpy(zero_copy_only=False)
-        keys += [sha256(p).hexdigest()[:ROW_KEY_LENGTH] for p in chunk]
-    return keys
-
-
 def _key_payload(entity: str | None, time: str | None) -> str:
     return f'["key",{_json_text(entity)},{_json_text(time)}]'
 
@@ -1588,23 +1798,89 @@ def row_keys(typed: pd.DataFrame, contract: DatasetContract, *, texts: dict[str,
     ``texts``: the Arrow text of some string/category columns of ``typed`` (same rows, no
     nulls), as :func:`validate` has it at hand; it spares converting those columns again.
     """
+    names = _key_columns(contract)
+    columns = {
+        name: _arrow_values(_utc_if_time(typed[name], contract.column(name).type), contract.column(name).type)
+        for name in names
+    }
+    keys: list[str] = _row_key_array(columns, contract, texts=texts).to_pylist()
+    return keys
+
+
+def _utc_if_time(values: pd.Series, column_type: str) -> pd.Series:
+    """Timestamps as ``datetime64[ns, UTC]`` (naive values are UTC, as ``pd.to_datetime(utc=True)``)."""
+    if column_type != "timestamp" or isinstance(values.dtype, pd.DatetimeTZDtype):
+        return values
+    utc: pd.Series = pd.to_datetime(values, utc=True)
+    return utc
+
+
+def _key_columns(contract: DatasetContract) -> list[str]:
+    """The columns a row key is made of: entity key and event time, or every contract column."""
     if contract.entity_key and contract.event_time:
-        entity = contract.entity_key
-        ent = _canonical_arrow(typed[entity], contract.column(entity).type, (texts or {}).get(entity))
-        tim = _canonical_arrow(typed[contract.event_time], "timestamp")
+        return [contract.entity_key, contract.event_time]
+    return sorted(contract.column_names)
+
+
+def _row_key_array(
+    columns: Mapping[str, Any], contract: DatasetContract, *, texts: Mapping[str, Any] | None = None
+) -> Any:
+    """``_row_key`` of every row as an Arrow string array, from the typed Arrow columns (:func:`_arrow_values`).
+
+    Made :data:`_DIGEST_CHUNK` rows at a time, so the payloads hashed are never held for a whole batch.
+    """
+    import pyarrow as pa
+
+    names = _key_columns(contract)
+    if not names:
+        return pa.array([], pa.string())
+    canonical = {
+        name: _canonical_of(columns[name], contract.column(name).type, (texts or {}).get(name)) for name in names
+    }
+    n = len(canonical[names[0]])
+    chunks = []
+    for start in range(0, n, _DIGEST_CHUNK):
+        part = {name: text.slice(start, _DIGEST_CHUNK) for name, text in canonical.items()}
+        chunks.append(_key_chunk(part, contract))
+    return _hex_keys(b"".join(chunks))
+
+
+def _key_chunk(canonical: Mapping[str, Any], contract: DatasetContract) -> bytes:
+    """The first :data:`ROW_KEY_LENGTH` // 2 bytes of the SHA-256 of each row's payload, joined."""
+    if contract.entity_key and contract.event_time:
+        ent, tim = canonical[contract.entity_key], canonical[contract.event_time]
         payloads = _arrow_key_payloads(ent, tim)
         if payloads is None:
-            return _digests(_key_payloads(ent.to_pylist(), tim.to_pylist()))
-        return _digests(payloads)
-    names = sorted(contract.column_names)
-    if not names:
-        return []
-    texts = {name: _canonical_arrow(typed[name], contract.column(name).type) for name in names}
-    row_payloads = _arrow_row_payloads(texts)
+            return _digest_bytes(_key_payloads(ent.to_pylist(), tim.to_pylist()))
+        return _digest_bytes(payloads.to_numpy(zero_copy_only=False))
+    row_payloads = _arrow_row_payloads(dict(canonical))
     if row_payloads is not None:
-        return _digests(row_payloads)
-    cells = [[f"[{_encode(name)},{_json_text(v)}]" for v in texts[name].to_pylist()] for name in names]
-    return [_digest('["row",[' + ",".join(row) + "]]") for row in zip(*cells, strict=True)]
+        return _digest_bytes(row_payloads.to_numpy(zero_copy_only=False))
+    names = list(canonical)
+    cells = [[f"[{_encode(name)},{_json_text(v)}]" for v in canonical[name].to_pylist()] for name in names]
+    return _digest_bytes([('["row",[' + ",".join(row) + "]]").encode("utf-8") for row in zip(*cells, strict=True)])
+
+
+def _digest_bytes(payloads: Any) -> bytes:
+    sha256 = _sha256
+    half = ROW_KEY_LENGTH // 2
+    return b"".join([sha256(p).digest()[:half] for p in payloads])
+
+
+_HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
+
+
+def _hex_keys(raw: bytes) -> Any:
+    """Keys of :data:`ROW_KEY_LENGTH` // 2 bytes each as an Arrow string array of lowercase hex digits."""
+    import pyarrow as pa
+
+    half = ROW_KEY_LENGTH // 2
+    digits = np.frombuffer(raw, dtype=np.uint8).reshape(-1, half)
+    n = len(digits)
+    text = np.empty((n, ROW_KEY_LENGTH), dtype=np.uint8)
+    text[:, 0::2], text[:, 1::2] = _HEX[digits >> 4], _HEX[digits & 15]
+    offsets = np.arange(0, ROW_KEY_LENGTH * n + 1, ROW_KEY_LENGTH, dtype=np.int32)
+    return pa.Array.from_buffers(pa.string(), n, [None, pa.py_buffer(offsets), pa.py_buffer(text)])
 
 
 def _arrow_row_payloads(texts: dict[str, Any]) -> Any:
@@ -1629,32 +1905,36 @@ def _canonical_arrow(values: pd.Series, column_type: str, text: Any = None) -> A
     """:func:`canonical_values` as an Arrow string array (null for null), vectorized for the usual types.
 
     ``text``: the column's Arrow text when at hand (string/category columns without nulls).
+    """
+    return _canonical_of(_arrow_values(_utc_if_time(values, column_type), column_type), column_type, text)
+
+
+def _canonical_of(column: Any, column_type: str, text: Any = None) -> Any:
+    """:func:`canonical_values` of a typed Arrow column (:func:`_arrow_values`) as an Arrow string array.
+
     Timestamps are made by :func:`canonical_values` once per distinct value.
     """
     import pyarrow as pa
     import pyarrow.compute as pc
 
     if column_type in ("string", "category"):
-        if text is not None and len(text) == len(values) and not text.null_count:
+        if text is not None and len(text) == len(column) and not text.null_count:
             return text
-        cells = values.to_numpy(dtype=object)
-        cells[values.isna().to_numpy(dtype=bool)] = None
-        return pa.array(cells, pa.string())
+        return column
     if column_type == "timestamp":
-        utc = _naive_utc(values)
-        codes, distinct = pd.factorize(utc.view(np.int64))  # NaT is one more value: its text is None
+        ticks = pc.cast(column, pa.int64()).fill_null(np.iinfo(np.int64).min).to_numpy()  # null: NaT
+        codes, distinct = pd.factorize(ticks)  # NaT is one more value: its text is None
         texts = canonical_values(pd.Series(distinct.view("datetime64[ns]")).dt.tz_localize("UTC"), "timestamp")
         return pa.array(texts, pa.string()).take(pa.array(codes))
     if column_type == "int":
-        return pc.cast(pa.array(values.array, pa.int64()), pa.string())  # decimal digits, as str(int)
+        return pc.cast(column, pa.string())  # decimal digits, as str(int)
     if column_type == "bool":
-        flags = pa.array(values.array, pa.bool_())
-        return pc.if_else(flags, "true", "false")
+        return pc.if_else(column, "true", "false")
     if column_type == "float":  # repr once per distinct value, -0.0 as 0.0
-        codes, distinct = pd.factorize(values.to_numpy(dtype=np.float64, na_value=np.nan))  # NaN: code -1
+        codes, distinct = pd.factorize(column.to_numpy(zero_copy_only=False))  # NaN (null): code -1
         texts = [*map(repr, np.where(distinct == 0, 0.0, distinct).tolist()), None]
         return pa.array(texts, pa.string()).take(pa.array(np.where(codes < 0, len(texts) - 1, codes)))
-    return pa.array(canonical_values(values, column_type), pa.string())
+    raise ValueError(f"unknown column type {column_type!r}")  # pragma: no cover - the contract only allows these
 
 
 # --------------------------------------------------------------------------- validation
@@ -1707,7 +1987,9 @@ def validate(
     frame = frame[contract.column_names].reset_index(drop=True)
     n = len(frame)
 
-    typed: dict[str, pd.Series] = {}
+    import pyarrow as pa
+
+    typed: dict[str, Any] = {}  # Arrow arrays of the accepted types
     shown: dict[str, Any] = {}  # Arrow text of a string/category entity key, for the row keys
     column_problems: list[_ColumnProblems] = []
     for spec in contract.columns:
@@ -1716,47 +1998,44 @@ def validate(
         column_problems.append(problems)
         if spec.name == contract.entity_key and spec.type in ("string", "category"):
             shown[spec.name] = text
+        del values, text
 
     bad = np.zeros(n, dtype=bool)
     for problems in column_problems:
         bad |= ~problems.open
     good_rows = np.flatnonzero(~bad)
-    typed_frame = pd.DataFrame(typed)
+    table = pa.table(typed)
+    del typed
     if len(good_rows) < n:
-        typed_frame = typed_frame.iloc[good_rows].reset_index(drop=True)
-        shown = {name: text.take(_arrow_array(good_rows)) for name, text in shown.items()}
-    keys = row_keys(typed_frame, contract, texts=shown)
+        taken = _arrow_array(good_rows)
+        table = table.take(taken)
+        shown = {name: text.take(taken) for name, text in shown.items()}
+    columns = {name: _combined(table.column(name)) for name in _key_columns(contract)}
+    keys = _row_key_array(columns, contract, texts=shown)
+    del columns
 
     # A repeat of an earlier row of the same file is rejected; the first one is kept.
     numbers = good_rows + 1 + row_offset
     repeat, first = _find_repeats(keys, numbers, seen_keys)
-    keep = ~repeat
     duplicates = _ColumnProblems.empty(DUPLICATE_ROW, n)
     if repeat.any():
-        accepted_keys = [k for k, kept in zip(keys, keep.tolist(), strict=True) if kept]
         for position, first_row in zip(good_rows[repeat].tolist(), first[repeat].tolist(), strict=True):
             duplicates.codes[position] = DUPLICATE_ROW
             duplicates.messages[position] = f"{DUPLICATE_ROW}: same row key as data row {first_row}"
             duplicates.open[position] = False
-        accepted = typed_frame.loc[keep].reset_index(drop=True)
-    else:
-        accepted_keys = keys
-        accepted = typed_frame
+        kept = _arrow_array(~repeat)
+        table, keys = table.filter(kept), keys.filter(kept)
+        shown = {name: text.filter(kept) for name, text in shown.items()}
     column_problems.append(duplicates)
     bad |= ~duplicates.open
 
-    accepted[EVENT_TIME_COLUMN] = _event_times(accepted, contract, ingested_at)
     if contract.entity_key:
         entity = contract.entity_key
-        text = shown.get(entity)
-        if text is not None and repeat.any():
-            text = text.filter(_arrow_array(keep))
-        entities = _string_series(_canonical_arrow(accepted[entity], contract.column(entity).type, text))
+        entities = _canonical_of(_combined(table.column(entity)), contract.column(entity).type, shown.get(entity))
     else:
-        entities = pd.Series(accepted_keys, dtype="string")
-    accepted[ENTITY_COLUMN] = entities
-    accepted[ROW_KEY_COLUMN] = pd.Series(accepted_keys, dtype="string")
-    accepted[SOURCE_COLUMN] = pd.Series([source] * len(accepted), dtype="string")
+        entities = keys
+    accepted = _accepted_table(contract, table, _event_times(table, contract, ingested_at), entities, keys, source)
+    del table, entities, keys, shown
 
     bad_rows = np.flatnonzero(bad)
     rejected = frame.iloc[bad_rows].reset_index(drop=True).astype(object)
@@ -1768,16 +2047,52 @@ def validate(
     counts: Counter[str] = Counter()
     for problems in column_problems:
         counts.update(code for code in problems.codes_at(bad_rows) if code is not None)
-    result = ValidationResult(accepted=accepted, rejected=rejected, source=source, reason_counts=dict(counts))
+    result = ValidationResult(accepted_rows=accepted, rejected=rejected, source=source, reason_counts=dict(counts))
     log.info(
         "validated %s against %s: %d accepted, %d rejected %s",
         source,
         contract.name,
-        len(accepted),
+        accepted.num_rows,
         len(bad_rows),
         dict(counts),
     )
     return result
+
+
+def _combined(column: Any) -> Any:
+    """A column as one Arrow array: its only chunk as it is (``combine_chunks`` copies even that)."""
+    if not hasattr(column, "num_chunks"):
+        return column
+    return column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
+
+
+_SCHEMAS: dict[tuple[tuple[str, str], ...], Any] = {}
+
+
+def accepted_schema(contract: DatasetContract) -> Any:
+    """The Arrow schema of ``ValidationResult.accepted_rows``: what ``pa.Table.from_pandas`` makes of
+    ``ValidationResult.accepted`` (its pandas metadata included, so ``to_pandas`` gives those dtypes back)."""
+    import pyarrow as pa
+
+    shape = tuple((spec.name, spec.type) for spec in contract.columns)
+    if shape not in _SCHEMAS:
+        empty = {name: pd.Series(dtype=PANDAS_DTYPES[kind]) for name, kind in shape}
+        empty[EVENT_TIME_COLUMN] = pd.Series(dtype=_UTC_NS)
+        for name in (ENTITY_COLUMN, ROW_KEY_COLUMN, SOURCE_COLUMN):
+            empty[name] = pd.Series(dtype="string")
+        _SCHEMAS[shape] = pa.Schema.from_pandas(pd.DataFrame(empty), preserve_index=False)
+    return _SCHEMAS[shape]
+
+
+def _accepted_table(
+    contract: DatasetContract, table: Any, event_times: Any, entities: Any, keys: Any, source: str
+) -> Any:
+    import pyarrow as pa
+
+    n = table.num_rows
+    source_column = pa.array([source], pa.string()).take(pa.array(np.zeros(n, dtype=np.int32)))
+    arrays = [*(table.column(name) for name in contract.column_names), event_times, entities, keys, source_column]
+    return pa.Table.from_arrays(arrays, schema=accepted_schema(contract))
 
 
 class SeenRowKeys:
@@ -1834,16 +2149,21 @@ class SeenRowKeys:
 
 
 def _find_repeats(
-    keys: list[str], numbers: np.ndarray, seen: dict[str, int] | SeenRowKeys | None
+    arrow_keys: Any, numbers: np.ndarray, seen: dict[str, int] | SeenRowKeys | None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Which rows repeat the key of an earlier row of the file, and the data row number of each
     key's first row (where a row repeats); records this batch's keys in ``seen``.
 
-    ``numbers``: the data row number of each key's row. Without repeats (the usual case) this is
-    one pass over the keys: a set update (:class:`SeenRowKeys`), a dict update, or a set.
+    ``arrow_keys``: the row keys (an Arrow string array); ``numbers``: the data row number of each
+    key's row. Without repeats and without ``seen`` (the usual case) this is one count of distinct
+    values by Arrow; otherwise one pass over the keys as Python strings: a set update
+    (:class:`SeenRowKeys`), a dict update, or a set.
     """
-    n = len(keys)
+    n = len(arrow_keys)
     no_repeat = np.zeros(n, dtype=bool)
+    if seen is None and _all_distinct(arrow_keys):
+        return no_repeat, numbers
+    keys: list[str] = arrow_keys.to_pylist()
     if isinstance(seen, SeenRowKeys):
         if seen.record(keys, numbers) == n:
             return no_repeat, numbers
@@ -1870,16 +2190,28 @@ def _find_repeats(
     return first != numbers, first
 
 
+def _all_distinct(keys: Any) -> bool:
+    """Whether row keys (an Arrow string array) are all distinct: by a 64-bit mix of their first 16
+    hex digits (64 bits of the digest), sorted (distinct there: distinct keys); by Arrow's hash
+    count where some share it (a repeat, or a chance in about 2**64 / n**2)."""
+    import pyarrow.compute as pc
+
+    raw = _text_bytes(keys)
+    n = len(keys)
+    if raw is not None and n and len(raw[1]) == n * ROW_KEY_LENGTH:
+        words = raw[1].reshape(n, ROW_KEY_LENGTH)[:, :16].copy().view(np.uint64)  # (n, 2)
+        with np.errstate(over="ignore"):
+            heads = np.sort((words[:, 0] * np.uint64(0x9E3779B97F4A7C15)) ^ words[:, 1])
+        if not (heads[1:] == heads[:-1]).any():
+            return True
+    return bool(pc.count_distinct(keys).as_py() == n)
+
+
 def _arrow_array(values: np.ndarray) -> Any:
     """Row positions (int64) or a row mask (bool) as an Arrow array, for ``take``/``filter``."""
     import pyarrow as pa
 
     return pa.array(values)
-
-
-def _string_series(texts: Any) -> pd.Series:
-    """An Arrow string array as a pandas ``string`` Series (one Python string per distinct value)."""
-    return pd.Series(texts.to_pandas().to_numpy(dtype=object), dtype="string")
 
 
 def validate_batches(
@@ -1926,15 +2258,17 @@ def validate_batches(
                 part = validate(frame, contract, name, ingested_at, row_offset=offset, seen_keys=seen_keys)
             except FileRejected as exc:
                 refused = exc  # a header the contract refuses: missing, unknown or clashing columns
+                del frame
                 break
             offset += len(frame)
             yielded = True
+            del frame  # the batch's text is validated: not held while the caller stages the result
             yield part
+            del part
         if refused is None:
             return
         # Whole-file reading would report damage further on first: read on, keeping nothing. A
         # file that reads to its end gets exactly this answer, without being read whole.
-        del frame
         for _ in frames:
             pass
     except (NeedsWholeFile, FileRejected):
@@ -1943,8 +2277,11 @@ def validate_batches(
         if yielded:
             yield RESTART
         raise refused
+    verdict = _file_verdict(data, name, max_decoded_bytes)  # damage found without reading the file whole
     if yielded:
         yield RESTART
+    if verdict is not None:
+        raise verdict
     if seen_keys is not None:
         seen_keys.clear()
     frame = read_source(data, name, max_decoded_bytes=max_decoded_bytes)
@@ -1982,8 +2319,10 @@ def validate_file(
     counts: Counter[str] = Counter()
     for part in parts:
         counts.update(part.reason_counts)
+    import pyarrow as pa
+
     return ValidationResult(
-        accepted=pd.concat([p.accepted for p in parts], ignore_index=True),
+        accepted_rows=pa.concat_tables([p.accepted_rows for p in parts]),
         rejected=pd.concat([p.rejected for p in parts], ignore_index=True),
         source=name,
         reason_counts=dict(counts),
@@ -2011,12 +2350,13 @@ def _is_null(value: Any) -> bool:
     return bool(result) if isinstance(result, (bool, np.bool_)) else False
 
 
-def _event_times(accepted: pd.DataFrame, contract: DatasetContract, ingested_at: pd.Timestamp) -> pd.Series:
+def _event_times(table: Any, contract: DatasetContract, ingested_at: pd.Timestamp) -> Any:
+    """``_event_time`` of the accepted rows: their event time, or the ingestion time (UTC) for all."""
+    import pyarrow as pa
+
     if contract.event_time:
-        times: pd.Series = accepted[contract.event_time].astype(_UTC_NS)
-        return times
+        return table.column(contract.event_time)
     stamp = pd.Timestamp(ingested_at)
     stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
-    naive = np.full(len(accepted), stamp.tz_localize(None).as_unit("ns").to_datetime64(), dtype="datetime64[ns]")
-    stamped: pd.Series = pd.Series(naive, index=accepted.index).dt.tz_localize("UTC")
-    return stamped
+    ticks = np.full(table.num_rows, stamp.as_unit("ns").value, dtype=np.int64)
+    return pa.array(ticks, pa.int64()).cast(pa.timestamp("ns", tz="UTC"))

@@ -588,6 +588,62 @@ class TestRowKeyIndex:
         names = sorted(k.rsplit("/", 1)[-1] for k in store.list_keys("datasets/churn/key_index/"))
         assert names == ["date=1969-12-31.parquet", "date=2024-01-02.parquet", "index.json"]
 
+    def test_the_buckets_are_the_ones_the_datasets_index_names(self, store, churn, monkeypatch):
+        """The commit reads, looks up and writes the buckets of the dataset's own index object: not a
+        scheme or bucket width recomputed elsewhere (here the index says hash buckets for a contract
+        whose default would be event dates)."""
+        from mlops_core.key_index import SCHEME_HASH, RowKeyIndex
+
+        def hash_index(self, contract):
+            return RowKeyIndex(self.store, self.prefix, self._manifest_key, SCHEME_HASH)
+
+        monkeypatch.setattr(DatasetStore, "_key_index", hash_index)
+        ds = DatasetStore(store, "churn")
+        customers = [f"c{i:03d}" for i in range(40)]
+        first = commit(ds, churn, accepted(churn, *[(c, JAN1) for c in customers]), run_id="run1")
+        names = sorted(k.rsplit("/", 1)[-1] for k in store.list_keys("datasets/churn/key_index/"))
+        assert names and all(n == "index.json" or n.startswith("bucket-") for n in names), names
+        again = commit(ds, churn, accepted(churn, (customers[3], JAN1), ("new", JAN2)), run_id="run2")
+        assert again.created and again.manifest["row_count"] == 1
+        assert again.duplicates[REASON_COLUMN].tolist() == [f"duplicate_row: already in version {first.version_id}"]
+
+    def test_a_bucket_with_entries_is_merged_in_key_order_streaming(self, tmp_path, churn):
+        """A day committed in several versions: the bucket keeps every key once, sorted, each with its version."""
+        import pyarrow.parquet as pq
+
+        from mlops_core.spill import ScratchDir
+
+        store = LocalObjectStore(tmp_path / "s")
+        ds = DatasetStore(store, "churn")
+        model: dict[str, str] = {}
+        for run, customers in enumerate([range(0, 300, 2), range(1, 300, 3), range(250, 400)]):
+            frame = accepted(churn, *[(f"c{i:04d}", JAN1) for i in customers])
+            with ScratchDir(tmp_path / "scratch") as scratch:
+                from mlops_core.datasets import StagedRows
+
+                staged = StagedRows(scratch, memory_bytes=2_000)  # many runs and chunks
+                staged.add(staged.new_source(), frame)
+                result = ds.commit_version(staged, churn, sources_for(frame), f"run{run}", CREATED)
+                kept = frame[~frame[ROW_KEY_COLUMN].isin(result.duplicates.get(ROW_KEY_COLUMN, pd.Series()))]
+            for key in kept[ROW_KEY_COLUMN]:
+                model.setdefault(key, result.version_id)
+        bucket = pq.read_table(store.path("datasets/churn/key_index/date=2024-01-01.parquet")).to_pydict()
+        assert bucket["_row_key"] == sorted(model)
+        assert dict(zip(bucket["_row_key"], bucket["version_id"], strict=True)) == model
+
+
+def test_a_row_key_with_two_event_times_is_refused_before_any_write(store, churn):
+    """A row key stands for one entity at one event time: rows that break this (not made by validate)
+    would be indexed under two dates and slip past duplicate detection."""
+    ds = DatasetStore(store, "churn")
+    frame = accepted(churn, ("a", JAN1), ("b", JAN2), ("c", JAN3))
+    forged = frame.copy()
+    forged.loc[2, ROW_KEY_COLUMN] = forged.loc[0, ROW_KEY_COLUMN]  # c's row under a's key, two days later
+    with pytest.raises(ValueError, match="comes with two event times"):
+        commit(ds, churn, forged)
+    assert [k for k in store.list_keys("datasets/churn/") if "/key_index/" not in k] == []
+    assert ds.list_versions() == []
+
 
 # --------------------------------------------------------------------------- staged commits
 def test_row_keys_as_numbers_sort_and_round_trip_like_the_text():

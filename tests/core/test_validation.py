@@ -848,3 +848,37 @@ def test_a_header_the_contract_refuses_is_answered_without_reading_the_file_whol
     with pytest.raises(FileRejected) as caught:
         validation.validate_file(data, "f.csv", churn, INGESTED_AT, batch_bytes=500)
     assert (caught.value.reason, str(caught.value)) == (whole.reason, str(whole))
+
+
+_DAMAGE = {
+    "late bytes that are not UTF-8": lambda rows: rows + b"c9,2024-01-01T00:00:00Z,1,2.5,basic,true,0\xff\n",
+    "binary": lambda rows: rows[:300] + bytes(range(256)) * 4 + rows[300:],
+    "a byte-order mark, then bad bytes": lambda rows: b"\xef\xbb\xbf" + rows + b"\xc3(\n",
+    "a ragged row late": lambda rows: rows + b"c9,2024-01-01T00:00:00Z,1\n",
+    "a cut-off last line": lambda rows: rows + b"c9,2024-01-01",
+    "an open quote late": lambda rows: rows + b'c9,"2024-01-01T00:00:00Z,1,2.5,basic,true,0\n',
+    "a bad header after rows of another width": lambda rows: b"a,a\n" + rows,
+}
+
+
+@pytest.mark.parametrize("damage", sorted(_DAMAGE))
+@pytest.mark.parametrize("gz", [False, True])
+def test_a_damaged_csv_read_in_blocks_gets_the_whole_file_wording_without_being_read_whole(
+    churn, damage, gz, monkeypatch
+):
+    rows = to_csv([churn_row(f"c{i}") for i in range(60)])
+    data = _DAMAGE[damage](rows)
+    name = "f.csv.gz" if gz else "f.csv"
+    if gz:
+        data = gzip.compress(data)
+    whole = _whole_file(data, name, churn)
+    assert isinstance(whole, FileRejected)
+
+    def read_whole(*args, **kwargs):
+        raise AssertionError("the file was read whole")
+
+    monkeypatch.setattr(validation, "_read_csv_reference", read_whole)
+    monkeypatch.setattr(validation, "_read_plain_csv", read_whole)
+    blocks = _in_blocks(data, name, churn, 300)
+    assert isinstance(blocks, FileRejected)
+    assert (blocks.reason, str(blocks)) == (whole.reason, str(whole))

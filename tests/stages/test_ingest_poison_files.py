@@ -38,7 +38,7 @@ COMMON_POINTS = [
     "_as_text",
     "_check_column",
     "_parse",
-    "row_keys",
+    "_row_key_array",  # the row keys (row_keys() of a DataFrame makes them the same way)
     "canonical_values",
     "_event_times",
 ]

@@ -144,7 +144,12 @@ def test_training_sets_are_laid_out_as_channels(lifecycle):
     parts = {part: train.read_training_frame(store, split, part) for part in ("train", "validation", "test")}
     assert parts["validation"]["_event_time"].min() > parts["train"]["_event_time"].max()
     assert parts["validation"]["_event_time"].max() < parts["test"]["_event_time"].min()
-    assert set(train.training_job_spec(with_validation, split, "v", store).inputs) == {"train", "validation", "test", "contract"}
+    assert set(train.training_job_spec(with_validation, split, "v", store).inputs) == {
+        "train",
+        "validation",
+        "test",
+        "contract",
+    }
 
 
 def test_quarantine_has_reasons(lifecycle):

@@ -361,10 +361,10 @@ class _Reading:
                         accepted = rejected_n = offset = 0
                         reasons.clear()
                         continue
-                    self.staged.add(source, part.accepted, _accepted_row_numbers(part, offset))
+                    self.staged.add(source, part.accepted_rows, _accepted_row_numbers(part, offset))
                     rejected.add(part.rejected)
-                    offset += len(part.accepted) + len(part.rejected)
-                    accepted += len(part.accepted)
+                    offset += part.accepted_rows.num_rows + len(part.rejected)
+                    accepted += part.accepted_rows.num_rows
                     rejected_n += len(part.rejected)
                     reasons.update(part.reason_counts)
                     del part
@@ -438,11 +438,11 @@ def _accepted_row_numbers(part: Any, offset: int) -> Any:
 
     from mlops_core.validation import ROW_NUMBER_COLUMN
 
-    total = len(part.accepted) + len(part.rejected)
+    total = part.accepted_rows.num_rows + len(part.rejected)
     numbers = np.arange(offset + 1, offset + total + 1, dtype=np.int64)
     if len(part.rejected):
         numbers = np.setdiff1d(numbers, part.rejected[ROW_NUMBER_COLUMN].to_numpy(dtype=np.int64), assume_unique=True)
-    if len(numbers) != len(part.accepted):
+    if len(numbers) != part.accepted_rows.num_rows:
         raise RuntimeError(f"{part.source}: rejected row numbers do not fit the batch's rows")
     return numbers
 
@@ -649,14 +649,14 @@ def ingest_sql(
             "key": source_name,
             "sha256": None,
             "status": "accepted",
-            "rows_accepted": len(result.accepted),
+            "rows_accepted": result.accepted_rows.num_rows,
             "rows_rejected": len(result.rejected),
         }
     ]
     batch_bytes = settings.dataset.ingest_batch_mb * 1024 * 1024
     with ScratchDir(settings.dataset.ingest_scratch_dir) as scratch:
         staged = StagedRows(scratch, memory_bytes=batch_bytes)
-        staged.add(staged.new_source(), result.accepted)
+        staged.add(staged.new_source(), result.accepted_rows)
         report, _ = _commit(
             store, backends.catalog, contract, staged, sources, run_id, ts, len(result.rejected), pending
         )
