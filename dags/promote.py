@@ -90,7 +90,8 @@ def promote():
         approval = context["ti"].xcom_pull(task_ids="approve_promotion")
         with fail_fast():
             target = backends_for(load_settings(plan["to_env"]))  # the target environment's registry and mirror
-            champion = run(plan, target, approval=approval)
+            source = backends_for(load_settings(plan["from_env"]))  # its store holds the held-out rows
+            champion = run(plan, target, approval=approval, source=source)
         by = f", approved by {champion['approved_by']}" if champion.get("approved_by") else ""
         record_note(
             context,

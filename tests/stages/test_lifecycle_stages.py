@@ -355,3 +355,21 @@ def test_a_tampered_champion_is_refused_by_monitor_evaluate_and_deploy(lifecycle
     assert registry.champion(name).version == live
     current = local_model_server(s).current()
     assert current["alive"] and current["pid"] == live_pid  # the live server was never stopped
+
+
+def test_promotion_carries_the_held_out_rows_to_a_separate_store(lifecycle, tmp_path):
+    """Environments with stores of their own (an S3 prefix each): the target's deploy smoke-tests on them."""
+    from mlops_core.backends import object_store
+    from mlops_core.stages import train
+    from mlops_core.storage import LocalObjectStore
+
+    source = object_store(lifecycle["settings"])
+    key = lifecycle["initial"]["training_set"]["key"]
+    target = LocalObjectStore(tmp_path / "staging-store")
+    assert train.carry_held_out_rows(source, target, key) == f"{key}/test/part-0.parquet"
+    assert target.list_keys() == [f"{key}/test/part-0.parquet"]  # the held-out rows only, nothing else
+    assert train.read_training_frame(target, {"key": key}, "holdout").equals(
+        train.read_training_frame(source, {"key": key}, "holdout")
+    )
+    assert train.carry_held_out_rows(source, target, key) is None  # a retry: already there
+    assert train.carry_held_out_rows(source, source, key) is None  # one store for both environments

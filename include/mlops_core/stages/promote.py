@@ -66,11 +66,17 @@ def plan_promotion(from_env: str, version: str | None, backends_for: Callable[[S
 
 
 def copy_champion(
-    plan: dict[str, Any], backends: Backends, *, approval: dict[str, Any] | None = None
+    plan: dict[str, Any],
+    backends: Backends,
+    *,
+    approval: dict[str, Any] | None = None,
+    source: Backends | None = None,
 ) -> dict[str, Any]:
     """Copy the planned version into the target namespace, verify its files, make it ``@champion`` there.
 
     ``backends`` is the bundle of the target environment (``plan["to_env"]``): its registry and mirror.
+    ``source`` is the bundle of ``plan["from_env"]``: when its store is not the target's, the
+    version's held-out rows are copied too, so the target's deploy can smoke-test it.
 
     ``approval`` is the approval step's answer; a target environment that requires approval
     refuses without one (``ApprovalRequired``), whatever the plan says, before anything changes.
@@ -96,6 +102,11 @@ def copy_champion(
         },
     )
     digest = registry.verify_model(plan["target_model"], new_version)  # ModelIntegrityError: the alias stays
+    info = registry.version_info(plan["target_model"], new_version)
+    if source is not None and "mlops.training_set" in info.tags:
+        from mlops_core.stages.train import carry_held_out_rows
+
+        carry_held_out_rows(source.store, backends.store, info.tags["mlops.training_set"])
     registry.set_champion(plan["target_model"], new_version, previous=previous.version if previous else None)
     info = registry.version_info(plan["target_model"], new_version)
     mirror = backends.mirror

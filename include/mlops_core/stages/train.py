@@ -143,6 +143,28 @@ def build_training_set(settings: Settings, run_key: str, backends: Backends) -> 
     return manifest
 
 
+def carry_held_out_rows(source: ObjectStore, target: ObjectStore, training_set_key: str) -> str | None:
+    """Copy a training set's held-out rows (its ``test`` channel) from ``source`` to ``target``.
+
+    Promotion does this when environments keep separate stores (an S3 prefix or bucket per
+    environment): the target's deploy smoke-tests the promoted model on the rows it was evaluated
+    on, which were written to the source environment's store. Reads are checksum-verified; a
+    target that has them already (the same store, or a retry) is left as it is. Returns the key
+    copied, or None.
+    """
+    key = channel_key(training_set_key, "test")
+    if source.uri(key) == target.uri(key) or target.exists(key):
+        return None
+    if not source.exists(key):
+        legacy = f"{training_set_key}/holdout.parquet"  # a training set from before the channel layout
+        if not source.exists(legacy) or target.exists(legacy):
+            return None
+        key = legacy
+    target.put_bytes(key, source.get_bytes(key))
+    log.info("Copied the held-out rows %s from %s to %s", key, source.uri(), target.uri())
+    return key
+
+
 def read_training_frame(store: ObjectStore, training_set: dict[str, Any], part: str) -> pd.DataFrame:
     """One split of a training set: ``train``, ``validation`` or ``test`` (``holdout`` is ``test``).
 
