@@ -122,11 +122,17 @@ def evaluate_register():
         context["outlet_events"][CHAMPION].extra = champion
         return champion
 
-    @task(trigger_rule="all_skipped", multiple_outputs=True)
+    # none_failed, not all_skipped: a failed evaluate or promote must leave this leaf upstream_failed,
+    # or the run would end "success" (Airflow judges a run by its leaves, and a skipped leaf is fine).
+    @task(trigger_rule="none_failed", multiple_outputs=True)
     def rejection(**context) -> dict:
         """promote was skipped: the gate or the approver said no. Why, for the registry mirror."""
+        from airflow.sdk.exceptions import AirflowSkipException
+
         from mlops_core.approvals import rejection_reason
 
+        if context["ti"].xcom_pull(task_ids="promote") is not None:
+            raise AirflowSkipException("the version was promoted: nothing to reject")
         evaluation = context["ti"].xcom_pull(task_ids="evaluate")
         approval = context["ti"].xcom_pull(task_ids="approve_champion")
         return {

@@ -144,15 +144,18 @@ def evaluate_register():
 
 def test_evaluate_register_rejects_in_the_mirror_whenever_promote_is_skipped(evaluate_register):
     """The gate's no (route skips both branches) and the approver's no (ApprovalOperator skips promote) both
-    leave promote skipped; only then does ``rejection`` run (all_skipped), and reject_in_mirror records it."""
+    leave promote skipped; then ``rejection`` runs and reject_in_mirror records it. A promoted version skips
+    it; a failed evaluate or promote leaves it upstream_failed, so the run fails (a run is judged by its leaves)."""
+    from airflow.sdk.exceptions import AirflowSkipException
+
     rejection = evaluate_register.get_task("rejection")
-    assert rejection.upstream_task_ids == {"promote"} and rejection.trigger_rule == "all_skipped"
+    assert rejection.upstream_task_ids == {"promote"} and rejection.trigger_rule == "none_failed"
     reject = evaluate_register.get_task("reject_in_mirror")
     assert isinstance(reject, RegistryMirrorApprovalOperator) and reject.upstream_task_ids == {"rejection"}
     assert reject.decision == "reject"
 
-    def run(evaluation: dict, approval: dict | None) -> dict:
-        pulled = {"evaluate": evaluation, "approve_champion": approval}
+    def run(evaluation: dict, approval: dict | None, promoted: dict | None = None) -> dict:
+        pulled = {"evaluate": evaluation, "approve_champion": approval, "promote": promoted}
         ti = types.SimpleNamespace(xcom_pull=lambda task_ids: pulled[task_ids])
         return rejection.python_callable(ti=ti)
 
@@ -165,3 +168,5 @@ def test_evaluate_register_rejects_in_the_mirror_whenever_promote_is_skipped(eva
     human = {**gate, "promote": True, "reasons": []}
     answer = {"chosen_options": ["Reject"], "responded_by_user": {"id": "7", "name": "alice"}}
     assert run(human, answer)["reason"] == "rejected by alice (7) in the Airflow approval step"
+    with pytest.raises(AirflowSkipException, match="promoted"):
+        run(human, None, promoted={"model_name": "dev.churn", "version": "5"})
