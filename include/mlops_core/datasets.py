@@ -42,7 +42,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import pandas as pd
@@ -57,8 +57,11 @@ from mlops_core.contract import (
 from mlops_core.errors import PermanentError
 from mlops_core.key_index import SCHEME_EVENT_DATE, RowKeyIndex, scheme_for
 from mlops_core.spill import ExternalSorter, ScratchDir, release_memory
-from mlops_core.storage import ObjectNotFound, ObjectStore
+from mlops_core.storage import LocalObjectStore, ObjectNotFound, ObjectStore
 from mlops_core.validation import REASON_COLUMN, ROW_KEY_LENGTH, ROW_NUMBER_COLUMN
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    import pyarrow as pa
 
 log = logging.getLogger(__name__)
 
@@ -229,6 +232,37 @@ class DatasetStore:
     def read_versions(self, version_ids: Iterable[str], columns: Sequence[str] | None = None) -> pd.DataFrame:
         """Rows of several versions, concatenated in the given order."""
         return _concat([self.read_version(v, columns) for v in version_ids])
+
+    def iter_batches(
+        self, version_ids: Iterable[str], columns: Sequence[str] | None = None, batch_rows: int = 131_072
+    ) -> Iterator[pa.RecordBatch]:
+        """Rows of several versions as Arrow record batches of at most ``batch_rows`` rows, one
+        partition after the other: what is held at a time is one batch, plus, on a store that
+        verifies whole objects (S3), the bytes of one partition (a local store is read from disk)."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        for version_id in version_ids:
+            manifest = self.get_manifest(version_id)
+            for _, partition in sorted(manifest["partitions"].items()):
+                object_version = partition.get("object_version")
+                source: Any
+                if object_version is None and isinstance(self.store, LocalObjectStore):
+                    source = str(self.store.path(partition["key"]))
+                else:
+                    data = (
+                        self.store.get_bytes(partition["key"])
+                        if object_version is None
+                        else self.store.get_bytes(partition["key"], object_version=object_version)
+                    )
+                    source = pa.BufferReader(data)
+                parquet = pq.ParquetFile(source)
+                try:
+                    yield from parquet.iter_batches(
+                        batch_size=batch_rows, columns=None if columns is None else list(columns)
+                    )
+                finally:
+                    parquet.close()
 
     def read_window(self, start: Any, end: Any, columns: Sequence[str] | None = None) -> pd.DataFrame:
         """Rows with ``_event_time`` in ``[start, end)`` across all committed versions.

@@ -522,6 +522,16 @@ class MonitoringSettings(_Section):
     min_rows: int = Field(default=100, ge=1)
     reference_rows: int = Field(default=20_000, ge=1)
     max_metric_drop: FiniteFloat = Field(default=0.05, ge=0)
+    # the reference profile made at training time, and the streaming drift decision against it
+    profile_bins: int = Field(default=20, ge=2, le=1000)
+    profile_top_categories: int = Field(default=20, ge=1, le=10_000)
+    numeric_drift_method: Literal["wasserstein", "psi"] = "wasserstein"
+    wasserstein_threshold: FiniteFloat = Field(default=0.1, gt=0)
+    psi_threshold: FiniteFloat = Field(default=0.2, gt=0)
+    jensenshannon_threshold: FiniteFloat = Field(default=0.1, gt=0)
+    missing_rate_change: FiniteFloat = Field(default=0.1, gt=0, le=1)
+    drift_batch_rows: int = Field(default=131_072, ge=1_000)
+    report_sample_rows: int = Field(default=20_000, ge=100)
 
 
 class PromotionSettings(_Section):

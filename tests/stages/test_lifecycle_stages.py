@@ -118,6 +118,7 @@ def test_training_sets_are_laid_out_as_channels(lifecycle):
     key = ts["key"]
     assert store.list_keys(f"{key}/") == [
         f"{key}/contract/contract.json",  # the contract channel: no hyperparameter size limit
+        f"{key}/drift_profile.json",  # the reference profile the monitor's drift decision streams against
         f"{key}/manifest.json",
         f"{key}/reference.parquet",  # the drift reference, written when the model was logged
         f"{key}/test/part-0.parquet",
