@@ -430,7 +430,8 @@ class Binner:
         if self.table is None:
             return np.searchsorted(self.edges, values, side="right")
         lo, scale, below, first, second = self.table
-        cell = (values - lo) * scale + 1.0
+        with np.errstate(over="ignore", invalid="ignore"):  # far out: +-inf, clipped to the outer cells
+            cell = (values - lo) * scale + 1.0
         np.clip(cell, 0.0, len(below) - 1, out=cell)
         index = cell.astype(np.intp)
         bins = below[index]

@@ -712,3 +712,39 @@ def test_a_discarded_source_is_not_committed(tmp_path, churn):
         result = ds.commit_version(staged, churn, [], "run1", CREATED)
         assert sorted(ds.read_version(result.version_id)["customer_id"]) == ["a", "b"]
         assert result.duplicate_count == 0
+
+
+class PlainStore:
+    """The real local store behind a class of its own: DatasetStore cannot open its files directly,
+    so it reads whole objects through ``get_bytes`` as it does on S3."""
+
+    def __init__(self, inner: LocalObjectStore) -> None:
+        self.inner = inner
+        self.reads: list[str] = []
+
+    def get_bytes(self, key: str, *, object_version: str | None = None) -> bytes:
+        self.reads.append(key)
+        return self.inner.get_bytes(key, object_version=object_version)
+
+    def __getattr__(self, name: str):
+        return getattr(self.inner, name)
+
+
+def test_iter_batches_streams_the_rows_of_versions_in_bounded_batches(store, churn):
+    ds = DatasetStore(store, "churn")
+    first = commit(ds, churn, accepted(churn, *[(f"c{i}", JAN1) for i in range(40)], ("x", JAN2)), "run1")
+    second = commit(ds, churn, accepted(churn, *[(f"d{i}", JAN3) for i in range(25)]), "run2")
+    versions = [first.version_id, second.version_id]
+    columns = ["usage_hours", "plan"]
+    expected = ds.read_versions(versions, columns)
+    for reader in (ds, DatasetStore(PlainStore(store), "churn")):
+        batches = list(reader.iter_batches(versions, columns=columns, batch_rows=16))
+        assert all(b.num_rows <= 16 for b in batches) and len(batches) >= 4
+        assert all(b.schema.names == columns for b in batches)
+        got = pd.concat([b.to_pandas() for b in batches], ignore_index=True)
+        pd.testing.assert_frame_equal(got, expected.reset_index(drop=True))
+    plain = PlainStore(store)
+    list(DatasetStore(plain, "churn").iter_batches(versions, columns=columns))
+    assert sum("/versions/" in k and k.endswith(".parquet") for k in plain.reads) == 3  # one read per partition
+    with pytest.raises(DatasetVersionNotFound):
+        list(ds.iter_batches(["0" * 16]))
