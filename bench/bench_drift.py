@@ -142,8 +142,8 @@ def child_ours(current: str, profile_path: str) -> dict[str, Any]:
     import numpy  # noqa: F401  (libraries loaded before the measurement, as in a worker that runs the task)
     import pandas  # noqa: F401
     import pyarrow.compute  # noqa: F401
-    import pyarrow.parquet as pq
 
+    from mlops_core.datasets import parquet_batches
     from mlops_core.drift import detect_drift_streaming
     from mlops_core.drift_profile import ProfileThresholds, ReferenceProfile
     from mlops_core.settings import MonitoringSettings
@@ -153,10 +153,9 @@ def child_ours(current: str, profile_path: str) -> dict[str, Any]:
     before = _rss_bytes()
     t0, c0 = time.perf_counter(), _cpu()
     profile = ReferenceProfile.from_json(Path(profile_path).read_bytes())
-    parquet = pq.ParquetFile(current)
     result, sample = detect_drift_streaming(
         profile,
-        parquet.iter_batches(batch_size=m.drift_batch_rows, columns=COLUMNS),
+        parquet_batches(current, COLUMNS, m.drift_batch_rows),  # what DatasetStore.iter_batches reads with
         contract,
         ProfileThresholds(),
         sample_rows=m.report_sample_rows,

@@ -530,7 +530,7 @@ class MonitoringSettings(_Section):
     psi_threshold: FiniteFloat = Field(default=0.2, gt=0)
     jensenshannon_threshold: FiniteFloat = Field(default=0.1, gt=0)
     missing_rate_change: FiniteFloat = Field(default=0.1, gt=0, le=1)
-    drift_batch_rows: int = Field(default=131_072, ge=1_000)
+    drift_batch_rows: int = Field(default=65_536, ge=1_000)
     report_sample_rows: int = Field(default=20_000, ge=100)
 
 
