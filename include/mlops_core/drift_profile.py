@@ -409,7 +409,8 @@ class Binner:
         lo, hi = float(edges[0]), float(edges[-1])
         spread = hi - lo
         min_gap = float(np.diff(edges).min())
-        if spread <= 0 or max(abs(lo), abs(hi)) / spread > 1e6 or spread / min_gap > self.MAX_CELLS / 2:
+        # |x| / spread <= 1e4 keeps the rounding of (x - lo) * scale under 1e-7 of a cell (2**-52 * 1e4 * cells)
+        if spread <= 0 or max(abs(lo), abs(hi)) / spread > 1e4 or spread / min_gap > self.MAX_CELLS / 2:
             return
         cells = int(min(self.MAX_CELLS, max(64, 2 * math.ceil(spread / min_gap))))
         scale = cells / spread
