@@ -142,8 +142,10 @@ def prepare(work: Path, rows: int) -> dict[str, str]:
 def child_ours(current: str, profile_path: str) -> dict[str, Any]:
     import numpy  # noqa: F401  (libraries loaded before the measurement, as in a worker that runs the task)
     import pandas  # noqa: F401
-    import pyarrow.compute  # noqa: F401
+    import pyarrow.compute
+    import pyarrow.parquet  # noqa: F401
 
+    import mlops_core.drift_profile  # noqa: F401
     from mlops_core.datasets import parquet_batches
     from mlops_core.drift import detect_drift_streaming
     from mlops_core.drift_profile import ProfileThresholds, ReferenceProfile
