@@ -126,6 +126,15 @@ def test_training_sets_are_laid_out_as_channels(lifecycle):
         f"{key}/validation/part-0.parquet",
     ]
     assert ts["validation_rows"] == 0 and ts["holdout_rows"] > 0
+    # The reference profile: the contract's features and the champion's scores (a probability).
+    from mlops_core.drift_profile import ReferenceProfile
+
+    profile = ReferenceProfile.from_json(store.get_bytes(f"{key}/drift_profile.json"))
+    contract = s.load_contract()
+    assert set(profile.numeric) == set(contract.numeric_features) & set(contract.feature_columns)
+    assert set(profile.categorical) == set(contract.categorical_features) & set(contract.feature_columns)
+    assert profile.rows == ts["train_rows"] and profile.prediction is not None
+    assert profile.prediction.edges[0] >= 0.0 and profile.prediction.edges[-1] <= 1.0
     spec = train.training_job_spec(s, ts, "layout-check", store)
     assert spec.inputs == {
         "train": store.uri(f"{key}/train") + "/",
