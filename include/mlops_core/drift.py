@@ -78,6 +78,8 @@ class DriftResult:
     ``column_scores`` holds Evidently's drift score per tested column: a p-value for p-value
     tests (low = drift) or a distance for distance tests (high = drift); ``column_methods``
     says which. A column that is empty on exactly one side counts as drifted and has no score.
+    ``column_stats`` (streaming decision only) holds every statistic computed per column (``psi``,
+    ``wasserstein``, ``jensenshannon``, ``missing_rate_reference``, ``missing_rate_current``).
     """
 
     drifted: bool
