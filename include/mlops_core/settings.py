@@ -321,7 +321,7 @@ class DatasetSettings(_Section):
         default=("*.csv", "*.csv.gz", "*.parquet"), min_length=1
     )
     max_file_mb: int = Field(default=256, ge=1)
-    ingest_batch_mb: int = Field(default=16, ge=1)  # text parsed and validated at a time; rows merged at a time
+    ingest_batch_mb: int = Field(default=64, ge=1)  # text parsed at a time (validated in 4 slices); 1/4 of it staged
     ingest_scratch_dir: HomePath | None = None  # local scratch of ingest (file copies, spilled rows); None: TMPDIR
     arrival: ArrivalSettings = Field(default_factory=ArrivalSettings)
     sql_source: SqlSourceSettings | None = None
