@@ -10,7 +10,8 @@ resets its peak RSS (``/proc/self/clear_refs``) just before the measured work an
 * **10M vs 1M rows** (``--quick``: 1M vs 100k): peak memory delta of the bigger file over the
   smaller one (goal: the same memory, <= 1.2) and over one batch's data (goal: <= 3). One
   batch's data is the in-memory Arrow size of the first batch of parsed text the ingest reader
-  gives for that file (about ``dataset.ingest_batch_mb``), measured in a child of its own. Peak
+  gives for that file (about ``dataset.ingest_batch_mb``, default 64 MB: the text ingest holds while
+  it validates that batch in row slices), measured in a child of its own. Peak
   memory is the whole process's: ``VmHWM`` over the RSS after imports and settings, nothing left
   out (``--batch-mb`` measures another batch size).
 * **History**: ingest one 1,000-row day with 10 / 40 / 120 versions already stored
