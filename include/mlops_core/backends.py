@@ -230,20 +230,25 @@ def redis_url(
 class Backends:
     """The backends of one environment, built once per task and handed to the stages.
 
-    ``store`` and ``compute`` are built with the bundle (cheap objects, no connection opened);
-    the registry, the serving target, the mirror and the dataset catalog are built on first use
-    (MLflow is a heavy import) and then kept; :meth:`feature_repository` builds a Feast repository
-    for a contract. A cloud bundle passes its own objects and factories (the Airflow layer builds
-    them on the providers' hooks).
+    ``store`` is built with the bundle (every stage reads or writes it); the compute service, the
+    registry, the serving target, the mirror and the dataset catalog are built on first use (MLflow
+    is a heavy import, a SageMaker client costs about a second to create) and then kept, so a task
+    that never trains never builds its compute; :meth:`feature_repository` builds a Feast
+    repository for a contract. A cloud bundle passes its own objects and factories (the Airflow
+    layer builds them on the providers' hooks).
     """
 
     store: ObjectStore
-    compute: Compute
+    make_compute: Callable[[], Compute]
     make_registry: Callable[[], ModelRegistry]
     make_serving: Callable[[], Serving]
     make_feature_repository: Callable[[DatasetContract], FeatureRepository]
     make_mirror: Callable[[], RegistryMirror]
     make_catalog: Callable[[], DatasetCatalog] = _no_catalog  # a bundle built without one registers nothing
+
+    @cached_property
+    def compute(self) -> Compute:
+        return self.make_compute()
 
     @cached_property
     def catalog(self) -> DatasetCatalog:
@@ -265,12 +270,16 @@ class Backends:
         return self.make_feature_repository(contract)
 
 
+def _given(compute: Compute) -> Compute:
+    return compute
+
+
 def backends_for(settings: Settings, *, store: ObjectStore | None = None, compute: Compute | None = None) -> Backends:
     """The environment's backends from ``settings`` (``store`` / ``compute`` given: used as they are)."""
     store = store if store is not None else object_store(settings)
     return Backends(
         store=store,
-        compute=compute if compute is not None else compute_backend(settings, store),
+        make_compute=partial(_given, compute) if compute is not None else partial(compute_backend, settings, store),
         make_registry=partial(model_registry, settings),
         make_serving=partial(serving_backend, settings),
         make_feature_repository=partial(feature_repository, settings, store=store),

@@ -8,25 +8,12 @@ import pytest
 
 from mlops_core.s3_storage import MIB, ObjectCorrupted, S3ObjectStore
 from mlops_core.storage import ObjectNotFound, ObjectStore
-from tests.moto_server import unique_name
-
-
-@pytest.fixture
-def s3(moto_server):
-    return moto_server.client("s3")
 
 
 @pytest.fixture
 def code_s3(moto_server):
     """The store's client: the project code's identity (its calls are held against the IAM policy)."""
     return moto_server.code_client("s3")
-
-
-@pytest.fixture
-def bucket(s3):
-    name = unique_name("store")
-    s3.create_bucket(Bucket=name)
-    return name
 
 
 def test_round_trip_and_listing_match_the_local_store(s3, code_s3, bucket):

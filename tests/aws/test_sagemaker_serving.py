@@ -10,7 +10,7 @@ from mlops_core.s3_storage import S3ObjectStore
 from mlops_core.sagemaker_serving import SageMakerEndpointSettings, SageMakerServing
 from mlops_core.serving import DeploymentFailed, SmokeTestFailed
 from mlops_core.serving_target import Serving
-from tests.core.conftest import TOY_FEATURES, toy_frame, toy_pipeline
+from tests.core.conftest import TOY_FEATURES, register_toy_model, toy_frame
 from tests.model_tampering import artifact_folder, restored_afterwards, tamper_to_pickle
 from tests.moto_server import unique_name
 
@@ -25,19 +25,7 @@ def registry(tmp_path_factory):
     data = toy_frame(80, 4)
     labels = (data["tenure"] < 40).astype(int)
     for i, y in enumerate((labels, 1 - labels), start=1):
-        run_id = registry.log_training_run(
-            run_name=f"v{i}",
-            model=toy_pipeline(data[TOY_FEATURES], y),
-            input_example=data[TOY_FEATURES].head(3),
-            params={},
-            metrics={},
-            tags={},
-            dataset_df=data,
-            dataset_name="toy",
-            dataset_digest=f"v{i}",
-            dataset_source="/data/toy",
-        )
-        assert registry.register(run_id, MODEL) == str(i)
+        assert register_toy_model(registry, MODEL, data, y, run_name=f"v{i}") == str(i)
     registry.rows = data[TOY_FEATURES].head(5)  # type: ignore[attr-defined]
     return registry
 

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import TOY_FEATURES, toy_frame, toy_pipeline
+from conftest import TOY_FEATURES, register_toy_model, toy_frame
 
 from mlops_core.ports import free_port
 from mlops_core.processes import process_group_members
@@ -102,19 +102,9 @@ def test_model_server_sees_no_airflow_secrets(airflow_secrets, tmp_path):
     df = toy_frame(60, 5)
     df["churned"] = (df["tenure"] < 40).astype(int)
     registry = ModelRegistry(f"sqlite:///{tmp_path}/mlflow.db", tmp_path / "artifacts", "secrets")
-    run_id = registry.log_training_run(
-        run_name="secrets-run",
-        model=toy_pipeline(df[TOY_FEATURES], df["churned"]),
-        input_example=df[TOY_FEATURES].head(3),
-        params={},
-        metrics={},
-        tags={},
-        dataset_df=df,
-        dataset_name="churn",
-        dataset_digest="d",
-        dataset_source="/data/churn",
+    version = register_toy_model(
+        registry, "dev.secrets", df, df["churned"], run_name="secrets-run", dataset_name="churn", dataset_digest="d"
     )
-    version = registry.register(run_id, "dev.secrets")
     server = LocalModelServer(tmp_path / "serving", "127.0.0.1", free_port(), registry.tracking_uri)
     try:
         deployment = server.deploy(registry.model_uri("dev.secrets", version), version)

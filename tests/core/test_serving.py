@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import TOY_FEATURES, toy_frame, toy_pipeline
+from conftest import TOY_FEATURES, register_toy_model, toy_frame
 
 from mlops_core.model_integrity import MODEL_SHA256_TAG, ModelIntegrityError
 from mlops_core.ports import free_port, port_is_free
@@ -46,29 +46,13 @@ def frame(n: int = 80, seed: int = 1) -> pd.DataFrame:
     return df
 
 
-def pipeline(X: pd.DataFrame, y: pd.Series):
-    return toy_pipeline(X, y)
-
-
 @pytest.fixture(scope="module")
 def data() -> pd.DataFrame:
     return frame()
 
 
 def register_version(registry: ModelRegistry, data: pd.DataFrame, labels: pd.Series, run_name: str) -> str:
-    run_id = registry.log_training_run(
-        run_name=run_name,
-        model=pipeline(data[FEATURES], labels),
-        input_example=data[FEATURES].head(3),
-        params={},
-        metrics={},
-        tags={},
-        dataset_df=data,
-        dataset_name="churn",
-        dataset_digest=run_name,
-        dataset_source="/data/churn",
-    )
-    return registry.register(run_id, MODEL)
+    return register_toy_model(registry, MODEL, data, labels, run_name=run_name, dataset_name="churn")
 
 
 @pytest.fixture(scope="module")
