@@ -104,8 +104,7 @@ def _from_eventbridge(doc: Mapping[str, Any]) -> Mapping[str, Any]:
     """An EventBridge S3 event in the shape of an S3 notification record (its key is not URL-encoded)."""
     detail = doc["detail"]
     created = doc.get("detail-type") == "Object Created"
-    obj = detail.get("object") if isinstance(detail.get("object"), Mapping) else {}
-    bucket = detail.get("bucket") if isinstance(detail.get("bucket"), Mapping) else {}
+    obj, bucket = _mapping(detail.get("object")), _mapping(detail.get("bucket"))
     return {
         "eventName": "ObjectCreated:EventBridge" if created else str(doc.get("detail-type")),
         "s3": {"bucket": {"name": bucket.get("name")}, "object": {"key": obj.get("key")}},
@@ -113,15 +112,17 @@ def _from_eventbridge(doc: Mapping[str, Any]) -> Mapping[str, Any]:
     }
 
 
+def _mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
 def _created_key(record: Mapping[str, Any], bucket: str, prefix: str) -> tuple[str, str]:
     """``(key, "")`` for an object created directly under ``prefix`` of ``bucket``, else ``("", reason)``."""
     event = record.get("eventName")
     if not isinstance(event, str) or not event.startswith("ObjectCreated:"):
         return "", "not_object_created"
-    s3 = record.get("s3")
-    where = s3 if isinstance(s3, Mapping) else {}
-    bucket_of = where.get("bucket") if isinstance(where.get("bucket"), Mapping) else {}
-    object_of = where.get("object") if isinstance(where.get("object"), Mapping) else {}
+    where = _mapping(record.get("s3"))
+    bucket_of, object_of = _mapping(where.get("bucket")), _mapping(where.get("object"))
     raw_key = object_of.get("key")
     if not isinstance(raw_key, str) or not raw_key:
         return "", "no_key"

@@ -313,7 +313,7 @@ class DropZoneWatcher(BaseEventTrigger):
         if not isinstance(saved, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in saved.items()):
             self.log.warning("the announced-files memory in the asset state store is malformed; starting afresh")
             return {}
-        return dict(saved)
+        return {str(k): str(v) for k, v in saved.items()}
 
     async def _save_announced(self, announced: dict[str, str]) -> None:
         store = self.asset_state_store
