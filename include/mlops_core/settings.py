@@ -83,6 +83,9 @@ BACKENDS = ("local", "aws", "azure")
 REGISTRY_MIRRORS = ("none", "sagemaker", "azure_ml")
 CATALOGS = ("none", "glue")
 ARRIVAL_RULES = ("stable", "marker", "rename")
+ARRIVAL_VIA = ("sensor", "watcher")
+SQS_QUEUE_URL = (re.compile(r"https?://[A-Za-z0-9.:-]+/\d{12}/[A-Za-z0-9_-]{1,80}(\.fifo)?"), "an SQS queue URL")
+CRON_PRESETS = ("@hourly", "@daily", "@weekly", "@monthly", "@yearly")
 GLUE_NAME = (re.compile(r"[a-z][a-z0-9_]{0,127}"), "lowercase letters, digits and _, starting with a letter")
 ROLE_ARN = (re.compile(r"arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}"), "an IAM role ARN")
 INSTANCE_TYPE = (re.compile(r"ml\.[a-z0-9]+\.[a-z0-9]+"), "a SageMaker instance type such as ml.m5.large")
@@ -213,6 +216,15 @@ def _home_path(value: Path, info: ValidationInfo) -> Path:
     return path if path.is_absolute() else ((loaded.home if loaded else mlops_home()) / path).resolve()
 
 
+def _cron(value: str) -> str:
+    """A cron expression Airflow's ``CronTriggerTimetable`` takes: a preset or five fields."""
+    text = " ".join(value.split())
+    fields = text.split(" ")
+    if text in CRON_PRESETS or (len(fields) == 5 and all(re.fullmatch(r"[0-9A-Za-z*/,?#L-]+", f) for f in fields)):
+        return text
+    raise _invalid(f"must be a cron expression (five fields, or one of {_quoted(CRON_PRESETS)}); got {value!r}")
+
+
 def _drop_zone(value: Any, info: ValidationInfo) -> Path | str:
     """A local folder (relative to ``MLOPS_HOME``) or ``s3://<bucket>/<prefix>/`` (kept as text, ending in ``/``)."""
     if isinstance(value, str) and "://" in value:
@@ -309,6 +321,10 @@ class ArrivalSettings(_Section):
     min_age_seconds: FiniteFloat = Field(default=5.0, ge=0)
     marker: Annotated[str, AfterValidator(_marker_name)] = "{name}.done"
     poll_seconds: FiniteFloat = Field(default=5.0, gt=0)
+    # How ingest hears of new files: sensor (the watch_drop_zone DAG) or watcher (AssetWatchers on landed_files)
+    via: Annotated[str, _choice(ARRIVAL_VIA)] = "sensor"
+    sqs_queue: Annotated[str, _pattern(SQS_QUEUE_URL)] | None = None  # watcher on S3: the notifications' queue
+    reconcile_schedule: Annotated[str, AfterValidator(_cron)] | None = "@hourly"  # watcher: also ingest on this cron
 
 
 class DatasetSettings(_Section):
@@ -336,8 +352,18 @@ class DatasetSettings(_Section):
     @field_validator("arrival")
     @classmethod
     def _rule_fits_the_drop_zone(cls, value: ArrivalSettings, info: ValidationInfo) -> ArrivalSettings:
-        if value.rule == "marker" and is_s3_uri(info.data.get("drop_zone")):
+        s3 = is_s3_uri(info.data.get("drop_zone"))
+        if value.rule == "marker" and s3:
             raise _invalid("marker is not offered for an s3:// drop zone: use stable or rename", "rule")
+        if value.via == "watcher" and s3 and value.sqs_queue is None:
+            raise _invalid(
+                "a watcher on an s3:// drop zone reads the bucket's event notifications: set the SQS queue they go to",
+                "sqs_queue",
+            )
+        if value.sqs_queue is not None and not s3:
+            raise _invalid(
+                "an SQS queue carries the notifications of an s3:// drop zone; this one is a folder", "sqs_queue"
+            )
         return value
 
 
