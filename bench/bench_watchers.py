@@ -72,7 +72,9 @@ for i in range({n}):
 
     @dag(dag_id=f"bench_sensor_{{i}}", schedule="@continuous", max_active_runs=1, catchup=False, tags=["bench"])
     def sensed():
-        NewFilesSensor(task_id="wait_for_files", timeout=86400, soft_fail=True)
+        NewFilesSensor(
+            task_id="wait_for_files", timeout=86400, soft_fail=True, retries=3, retry_delay=timedelta(seconds=1)
+        )
 
     sensed()
 """
@@ -139,7 +141,7 @@ def measure(kind: str, n: int, work: Path) -> dict[str, float]:
         assigned = "select count(*) from trigger where triggerer_id is not null"
         if kind == "watcher":
             _wait(f"{n} watcher triggers", lambda: _db(stack, assigned)[0][0] >= n, timeout=300)
-        else:
+        else:  # a task that dies starting under load is retried (a failed @continuous run would end the watch)
             deferred = "select count(*) from task_instance where state = 'deferred'"
             _wait(f"{n} deferred sensors", lambda: _db(stack, deferred)[0][0] >= n, timeout=900)
         waiting_after = time.monotonic() - t0
