@@ -330,7 +330,7 @@ class StandInServer(LocalModelServer):
     def _fetch_verified(self, model_uri: str, model_version: str, expected_sha256: str | None) -> tuple[str, str]:
         return model_uri, ""
 
-    def _command(self, model_uri: str) -> list[str]:
+    def _command(self, model_uri: str, host: str, port: int) -> list[str]:
         return [
             sys.executable,
             str(self.script),
@@ -340,9 +340,9 @@ class StandInServer(LocalModelServer):
             "-m",
             model_uri,
             "-h",
-            self.host,
+            host,
             "-p",
-            str(self.port),
+            str(port),
         ]
 
 
