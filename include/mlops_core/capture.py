@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
+    from mlops_core.settings import ServingHealthSettings, Settings
     from mlops_core.storage import ObjectStore
 
 log = logging.getLogger(__name__)
@@ -575,3 +576,34 @@ def judge_serving_health(
         if health.p95_latency_ms is not None and health.p95_latency_ms > max_p95_latency_ms:
             reasons.append(f"p95 latency {health.p95_latency_ms} ms above {max_p95_latency_ms} ms")
     return HealthVerdict(not reasons, reasons, health)
+
+
+# ----------------------------------------------------------------------------- for the monitor
+def environment_captures(
+    settings: Settings, store: ObjectStore, start: datetime, end: datetime
+) -> list[dict[str, Any]]:
+    """The capture records of the environment's model in ``[start, end)``, whatever served it.
+
+    ``store`` is the environment's object store (built by the caller: local folder or S3). When the
+    local scoring server spools its captures (a store that is not a local folder), they are moved
+    to ``store`` first (:func:`ship_captures`).
+    """
+    from mlops_core.backends import capture_spool
+    from mlops_core.storage import LocalObjectStore
+
+    spool = capture_spool(settings)
+    if settings.backends.storage != "local" and spool.is_dir():
+        ship_captures(LocalObjectStore(spool), store)
+    return read_captures(
+        store, settings.training.model_name, settings.env, start, end, entity_key=settings.contract.entity_key
+    )
+
+
+def serving_health_verdict(records: Iterable[dict[str, Any]], thresholds: ServingHealthSettings) -> HealthVerdict:
+    """:func:`serving_health` of ``records`` judged against the ``serving_health:`` settings."""
+    return judge_serving_health(
+        serving_health(records),
+        max_error_rate=thresholds.max_error_rate,
+        max_p95_latency_ms=thresholds.max_p95_latency_ms,
+        min_requests=thresholds.min_requests,
+    )

@@ -524,3 +524,60 @@ def _wait(condition, timeout: float) -> None:
     while not condition():
         assert time.monotonic() < deadline, "condition not met in time"
         time.sleep(0.05)
+
+
+# ----------------------------------------------------------------------------- settings
+def test_the_environment_server_captures_as_the_settings_say(mlops_home):
+    from mlops_core.backends import capture_spool, local_model_server
+    from mlops_core.settings import SettingsError, load_settings, with_overrides
+
+    settings = load_settings("dev")
+    capture = local_model_server(settings).capture
+    assert capture is not None and capture.store_root == settings.storage_root
+    assert capture.prefix == f"captures/{settings.training.model_name}/dev/"
+    assert (capture.model_name, capture.entity_key) == (settings.registered_model_name, "customer_id")
+    assert (capture.sample_rate, capture.flush_records, capture.flush_seconds) == (1.0, 100, 10.0)
+    tuned = with_overrides(settings, capture={"sampling_percent": 25, "flush_records": 7, "flush_seconds": 2})
+    assert (
+        local_model_server(tuned).capture.sample_rate == 0.25 and local_model_server(tuned).capture.flush_records == 7
+    )
+    assert local_model_server(with_overrides(settings, capture={"enabled": False})).capture is None
+    on_s3 = with_overrides(
+        settings,
+        backends={"storage": "aws", "compute": "aws"},
+        storage={"root": "s3://bucket/mlops/dev"},
+        aws={"sagemaker_role_arn": "arn:aws:iam::123456789012:role/r", "training_image": "img:1"},
+    )
+    assert local_model_server(on_s3).capture.store_root == str(capture_spool(on_s3))
+    with pytest.raises(SettingsError, match=r"capture\.sampling_percent"):
+        with_overrides(settings, capture={"sampling_percent": 0})
+    with pytest.raises(SettingsError, match=r"serving_health\.max_error_rate"):
+        with_overrides(settings, serving_health={"max_error_rate": 1.5})
+
+
+def test_environment_captures_ships_the_spool_and_judges_health(mlops_home, tmp_path):
+    from mlops_core.backends import capture_spool
+    from mlops_core.capture import environment_captures, serving_health_verdict
+    from mlops_core.settings import load_settings, with_overrides
+
+    settings = with_overrides(
+        load_settings("dev"),
+        backends={"storage": "aws", "compute": "aws"},
+        storage={"root": "s3://bucket/mlops/dev"},
+        aws={"sagemaker_role_arn": "arn:aws:iam::123456789012:role/r", "training_image": "img:1"},
+        serving_health={"min_requests": 2, "max_error_rate": 0.4},
+    )
+    writer = CaptureWriter(
+        LocalObjectStore(capture_spool(settings)), capture_prefix(settings.training.model_name, "dev"), flush_records=10
+    )
+    for i, status in enumerate((200, 200, 503)):
+        writer.add(_record(f"r{i}", T0 + timedelta(seconds=i), status=status))
+    writer.close()
+    store = LocalObjectStore(tmp_path / "environment-store")  # stands in for the S3 store the caller builds
+    records = environment_captures(settings, store, T0, T0 + timedelta(minutes=5))
+    assert [r["request_id"] for r in records] == ["r0", "r1", "r2"]
+    assert LocalObjectStore(capture_spool(settings)).list_keys("captures/") == []  # moved, not copied
+    verdict = serving_health_verdict(records, settings.serving_health)
+    assert verdict.health.requests == 3 and verdict.health.errors == 1 and verdict.healthy
+    strict = with_overrides(settings, serving_health={"max_error_rate": 0.1})
+    assert not serving_health_verdict(records, strict.serving_health).healthy
