@@ -25,6 +25,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property, partial
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlops_core.compute import Compute, LocalJobCompute
@@ -137,15 +138,40 @@ def _no_catalog() -> DatasetCatalog:
 
 
 # ----------------------------------------------------------------------------- serving
-def local_model_server(settings: Settings) -> LocalModelServer:
-    """The environment's local scoring server itself (local tooling: ``make up``, the demo, tests)."""
-    from mlops_core.serving import LocalModelServer
+def capture_spool(settings: Settings) -> Path:
+    """Where the local scoring server's capture proxy writes when the store is not a local folder
+    (it holds no cloud credentials): :func:`mlops_core.capture.ship_captures` moves it to the store."""
+    return settings.home / "serving" / settings.env / "capture-spool"
 
+
+def local_model_server(settings: Settings) -> LocalModelServer:
+    """The environment's local scoring server itself (local tooling: ``make up``, the demo, tests).
+
+    With ``capture.enabled`` every request is recorded under ``captures/<model>/<env>/`` of the
+    environment's local store (or of :func:`capture_spool` when the store is S3).
+    """
+    from mlops_core.serving import CaptureConfig, LocalModelServer
+
+    capture = None
+    if settings.capture.enabled:
+        local_store = settings.backends.storage == "local"
+        capture = CaptureConfig(
+            store_root=settings.storage_root if local_store else str(capture_spool(settings)),
+            model_name=settings.registered_model_name,
+            model_dir=settings.training.model_name,
+            env=settings.env,
+            entity_key=settings.contract.entity_key,
+            sample_rate=settings.capture.sampling_percent / 100,
+            flush_records=settings.capture.flush_records,
+            flush_seconds=settings.capture.flush_seconds,
+            max_request_mb=settings.capture.max_request_mb,
+        )
     return LocalModelServer(
         state_dir=settings.home / "serving" / settings.env,
         host=settings.serving.host,
         port=int(settings.serving.port),
         tracking_uri=settings.registry.tracking_uri,
+        capture=capture,
     )
 
 

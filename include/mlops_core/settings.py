@@ -540,6 +540,24 @@ class ServingSettings(_Section):
     startup_timeout_seconds: int = Field(default=120, ge=1)
 
 
+class CaptureSettings(_Section):
+    """Prediction capture on every serving target (``capture:``): see :mod:`mlops_core.capture`."""
+
+    enabled: bool = True
+    sampling_percent: int = Field(default=100, ge=1, le=100)  # share of requests recorded
+    flush_records: int = Field(default=100, ge=1)  # local proxy: write a part file every N records ...
+    flush_seconds: FiniteFloat = Field(default=10.0, gt=0, le=3600)  # ... or every T seconds, and on SIGTERM
+    max_request_mb: FiniteFloat = Field(default=6.0, gt=0, le=1024)  # local proxy: larger bodies get 413
+
+
+class ServingHealthSettings(_Section):
+    """When the captured requests say serving is unhealthy (``serving_health:``)."""
+
+    min_requests: int = Field(default=20, ge=1)  # fewer requests in the window: no verdict
+    max_error_rate: FiniteFloat = Field(default=0.05, ge=0, le=1)  # share of requests answered non-2xx
+    max_p95_latency_ms: FiniteFloat = Field(default=500.0, gt=0)
+
+
 class MonitoringSettings(_Section):
     """When new data counts as drifted or the champion as decayed (``monitoring:``)."""
 
@@ -584,6 +602,8 @@ class Settings(_Section):
     registry: RegistrySettings
     serving: ServingSettings = Field(default_factory=ServingSettings)
     monitoring: MonitoringSettings = Field(default_factory=MonitoringSettings)
+    capture: CaptureSettings = Field(default_factory=CaptureSettings)
+    serving_health: ServingHealthSettings = Field(default_factory=ServingHealthSettings)
     promotion: PromotionSettings = Field(default_factory=PromotionSettings)
 
     _loaded: _LoadContext = PrivateAttr()
