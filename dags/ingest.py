@@ -23,7 +23,7 @@ from datetime import timedelta
 from airflow.sdk import dag, task
 
 from mlops_airflow.assets import INGEST_OUTCOME, LANDED_FILES
-from mlops_airflow.dag_defaults import DEFAULT_ARGS, START_DATE, env_param
+from mlops_airflow.dag_defaults import DEFAULT_ARGS, START_DATE, env_param, on_failed_run
 
 
 @dag(
@@ -35,6 +35,7 @@ from mlops_airflow.dag_defaults import DEFAULT_ARGS, START_DATE, env_param
     default_args=DEFAULT_ARGS,
     tags=["mlops", "ingest"],
     params={"env": env_param()},
+    on_failure_callback=on_failed_run,
 )
 def ingest():
     @task(outlets=[INGEST_OUTCOME], execution_timeout=timedelta(minutes=30))
