@@ -67,14 +67,14 @@ def send_alert(alert: Alert, alerts: AlertSettings, channel: str, context: Mappi
         raise AlertNotSent(f"{channel} alert not sent: {setting} is not set", permanent=True)
     where = f"{channel} alert ({alert.kind}) not sent through Airflow connection {conn_id!r} ({setting})"
     conn = _connection(conn_id, where, setting)
+    secrets = _url_secrets(conn) + ([conn.password] if conn.password else [])
     try:
         if channel == "webhook":
-            _mask_url_path(conn)
-            _webhook(alert, alerts, conn_id).notify(dict(context))  # type: ignore[arg-type]
+            _webhook(alert, alerts, conn_id).notify(dict(context))
         else:
-            _email(alert, alerts, conn_id).notify(dict(context))  # type: ignore[arg-type]
+            _email(alert, alerts, conn_id).notify(dict(context))
     except Exception as exc:
-        raise AlertNotSent(f"{where}: {type(exc).__name__}: {_said(exc)}") from None
+        raise AlertNotSent(f"{where}: {type(exc).__name__}: {_said(exc, secrets)}") from None
     log.info("%s alert (%s) sent through connection %r", channel, alert.kind, conn_id)
 
 
@@ -140,17 +140,18 @@ def _connection(conn_id: str, where: str, setting: str) -> Any:
         ) from None
 
 
-def _mask_url_path(conn: Any) -> None:
-    """Mask the path and query of the connection's URL in every log line (a chat webhook's token is there)."""
+def _url_secrets(conn: Any) -> list[str]:
+    """The path and query of the connection's URL (a chat webhook's token is there), masked in every log line."""
     from airflow.sdk.log import mask_secret
 
     host = conn.host or ""
     if "://" not in host:
-        return
+        return []
     parts = urlsplit(host)
-    for secret in (parts.path.strip("/"), parts.query):
-        if len(secret) >= 8:
-            mask_secret(secret)
+    found = [s for s in (parts.path.strip("/"), parts.query) if len(s) >= 8]
+    for secret in found:
+        mask_secret(secret)
+    return found
 
 
 def _webhook(alert: Alert, alerts: AlertSettings, conn_id: str) -> Any:
@@ -185,9 +186,11 @@ def _log_url(ti: Any) -> str | None:
         return None
 
 
-def _said(exc: BaseException) -> str:
-    """What an error says, on one line and short (a response body is not echoed whole)."""
+def _said(exc: BaseException, secrets: list[str] | None = None) -> str:
+    """What an error says, on one line and short (a response body is not echoed whole), secrets replaced."""
     text = " ".join(str(exc).split())
+    for secret in secrets or ():
+        text = text.replace(secret, "***")
     return text if len(text) <= 300 else text[:297] + "..."
 
 
@@ -214,7 +217,7 @@ def alerts_from_triggering_events(context: Mapping[str, Any], default_env: str) 
             continue
         for event in sorted(received, key=lambda e: e.timestamp):
             extra = dict(event.extra or {})
-            env = extra.get("env") if extra.get("env") in ENVIRONMENTS else default_env
+            env = str(extra["env"]) if extra.get("env") in ENVIRONMENTS else default_env
             if env not in roots:
                 roots[env] = load_settings(env).storage_root
             dag_id, run_id = getattr(event, "source_dag_id", None), getattr(event, "source_run_id", None)

@@ -155,7 +155,8 @@ def alerts_from_event(
         report = _mlflow_run_link(mlflow_ui, extra.get("mlflow_run_id"))
         return [Alert("rejected_challenger", env, _one_line(verdict, 1000), report, details=details, **source)]
     if asset == DEPLOYMENT_ASSET:
-        deployments = extra.get("deployments") if isinstance(extra.get("deployments"), list) else [extra]
+        listed = extra.get("deployments")
+        deployments = listed if isinstance(listed, list) else [extra]
         found = []
         for d in deployments:
             if not isinstance(d, Mapping) or d.get("rolled_back") is not True:
