@@ -35,14 +35,16 @@ def alerts():
     @task(execution_timeout=timedelta(minutes=5))
     def decide(**context) -> list[dict]:
         import dataclasses
+        import logging
 
         from mlops_airflow.alerts import alerts_from_triggering_events
         from mlops_airflow.runtime import fail_fast
 
         with fail_fast():
             found = alerts_from_triggering_events(context, context["params"]["env"])
+        log = logging.getLogger(__name__)
         for alert in found:
-            context["ti"].log.info("%s alert (%s): %s", alert.kind, alert.env, alert.verdict)
+            log.info("%s alert (%s): %s", alert.kind, alert.env, alert.verdict)
         return [dataclasses.asdict(alert) for alert in found]
 
     @task(execution_timeout=timedelta(minutes=10))

@@ -188,7 +188,6 @@ def _run_alerts_dag(dagbag, triggering, env: str = "dev") -> tuple[list[dict], i
     context = {
         "params": {"env": env},
         "triggering_asset_events": triggering,
-        "ti": types.SimpleNamespace(log=logging.getLogger("alerts-test")),
     }
     found = dag.get_task("decide").python_callable(**context)
     found = json.loads(json.dumps(found))  # through XCom
@@ -341,9 +340,7 @@ def test_a_missing_connection_fails_the_task_once_with_what_to_do(dagbag, channe
 
     monkeypatch.delenv(f"AIRFLOW_CONN_{HOOK_CONN.upper()}")
     dag = dagbag.dags["alerts"]
-    found = dag.get_task("decide").python_callable(
-        params={"env": "dev"}, triggering_asset_events=_lifecycle_events(), ti=types.SimpleNamespace(log=logging)
-    )
+    found = dag.get_task("decide").python_callable(params={"env": "dev"}, triggering_asset_events=_lifecycle_events())
     with pytest.raises(AirflowFailException) as info:
         dag.get_task("send_webhook").python_callable(found)
     message = str(info.value)
@@ -366,9 +363,7 @@ def test_an_unreachable_or_refusing_receiver_is_retried_and_hides_the_urls_token
 
     token = "T0001/B0002/XoXoSecretToken99"
     dag = dagbag.dags["alerts"]
-    found = dag.get_task("decide").python_callable(
-        params={"env": "dev"}, triggering_asset_events=_lifecycle_events(), ti=types.SimpleNamespace(log=logging)
-    )
+    found = dag.get_task("decide").python_callable(params={"env": "dev"}, triggering_asset_events=_lifecycle_events())
     webhook.status = 500
     with pytest.raises(AlertNotSent, match=r"not sent .*: AirflowException: 500:Internal Server Error") as info:
         dag.get_task("send_webhook").python_callable(found)
