@@ -29,7 +29,7 @@ from airflow.sdk import dag, task
 
 from mlops_airflow.arrival import deployment_settings, ingest_schedule, uses_watcher
 from mlops_airflow.assets import INGEST_OUTCOME, LANDED_FILES
-from mlops_airflow.dag_defaults import DEFAULT_ARGS, START_DATE, env_param
+from mlops_airflow.dag_defaults import DEFAULT_ARGS, START_DATE, env_param, on_failed_run
 
 DEPLOYMENT = deployment_settings()  # dataset.arrival.via of $MLOPS_ENV: sensor events or watchers
 WATCHER = uses_watcher(DEPLOYMENT)
@@ -44,6 +44,7 @@ WATCHER = uses_watcher(DEPLOYMENT)
     default_args=DEFAULT_ARGS,
     tags=["mlops", "ingest"],
     params={"env": env_param()},
+    on_failure_callback=on_failed_run,
 )
 def ingest():
     @task(outlets=[INGEST_OUTCOME], execution_timeout=timedelta(minutes=30))

@@ -16,7 +16,7 @@ from datetime import timedelta
 from airflow.sdk import Param, dag, task
 
 from mlops_airflow.assets import FEATURES, MONITOR_OUTCOME, RETRAIN_REQUESTED
-from mlops_airflow.dag_defaults import DEFAULT_ARGS, START_DATE, env_param
+from mlops_airflow.dag_defaults import DEFAULT_ARGS, START_DATE, env_param, on_failed_run
 
 
 @dag(
@@ -40,6 +40,7 @@ from mlops_airflow.dag_defaults import DEFAULT_ARGS, START_DATE, env_param
             description="Manual runs: check this version against the reference (empty: the newest).",
         ),
     },
+    on_failure_callback=on_failed_run,
 )
 def monitor():
     @task(outlets=[MONITOR_OUTCOME], execution_timeout=timedelta(minutes=20))

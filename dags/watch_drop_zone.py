@@ -25,7 +25,7 @@ from airflow.sdk import dag, task
 
 from mlops_airflow.arrival import uses_watcher
 from mlops_airflow.assets import LANDED_FILES
-from mlops_airflow.dag_defaults import DEFAULT_ARGS, START_DATE, env_param
+from mlops_airflow.dag_defaults import DEFAULT_ARGS, START_DATE, env_param, on_failed_run
 from mlops_airflow.sensors.files import FilesConsumedSensor, NewFilesSensor
 
 
@@ -38,6 +38,7 @@ from mlops_airflow.sensors.files import FilesConsumedSensor, NewFilesSensor
     default_args=DEFAULT_ARGS,
     tags=["mlops", "ingest"],
     params={"env": env_param()},
+    on_failure_callback=on_failed_run,
 )
 def watch_drop_zone():
     found = NewFilesSensor(

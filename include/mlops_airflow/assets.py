@@ -28,6 +28,9 @@ when it committed a version and a ``QUARANTINE`` event only when it quarantined 
 run adds ``RETRAIN_REQUESTED`` only when it asks for retraining. Consumers are triggered exactly when
 there is something for them, and one task does the work and the announcing.
 
+The ``alerts`` DAG consumes ``QUARANTINE``, ``RETRAIN_REQUESTED``, ``EVALUATION`` and ``DEPLOYMENT``
+and reads the same keys (``mlops_core.alerts`` decides which events call for an alert).
+
 The ``x-mlops`` URI scheme is a private scheme (Airflow leaves ``x-`` schemes alone).
 """
 

@@ -93,6 +93,9 @@ SAGEMAKER_NAME = (re.compile(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}"), "letters, dig
 S3_ROOT = re.compile(r"s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9](/[^\s]*)?")
 S3_DROP_ZONE = re.compile(r"s3://([a-z0-9][a-z0-9.\-]{1,61}[a-z0-9])/(\S+)")
 MARK_CONSUMED = ("archive", "tag")
+# What can alert (mlops_core.alerts decides which outcome is which kind; a test keeps the two in step)
+ALERT_KINDS = ("drift", "decay", "quarantine", "rejected_challenger", "deployment_failed", "dag_failed")
+EMAIL_ADDRESS = (re.compile(r"[^@\s<>,;\"']+@[^@\s<>,;\"']+\.[^@\s<>,;\"']+"), "an address such as ops@example.com")
 
 # Metric name -> True when larger is better. Used by the promotion gate.
 METRIC_DIRECTIONS = {
@@ -588,6 +591,37 @@ class PromotionSettings(_Section):
         return value
 
 
+class AlertSettings(_Section):
+    """Who is told what, and through which Airflow connections (``alerts:``). Nothing is sent until a
+    channel names its connection; secrets (the webhook's token, the SMTP password) live in the
+    connections, never here."""
+
+    kinds: tuple[Annotated[str, _choice(ALERT_KINDS)], ...] = ALERT_KINDS
+    webhook_conn_id: NonEmptyStr | None = None  # an HTTP connection (URL, auth, headers); None: no webhook
+    webhook_endpoint: str = ""  # path after the connection's URL
+    smtp_conn_id: NonEmptyStr | None = None  # an SMTP connection; None: no email
+    email_to: tuple[Annotated[str, _pattern(EMAIL_ADDRESS)], ...] = ()
+    email_from: Annotated[str, _pattern(EMAIL_ADDRESS)] | None = None  # None: the connection's from_email
+    timeout_seconds: FiniteFloat = Field(default=10.0, gt=0, le=300)
+
+    @field_validator("email_to")
+    @classmethod
+    def _recipients_for_smtp(cls, value: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
+        if info.data.get("smtp_conn_id") and not value:
+            raise _invalid("alerts.smtp_conn_id is set, so email needs at least one recipient (got none)")
+        return value
+
+    @field_validator("webhook_endpoint")
+    @classmethod
+    def _relative_endpoint(cls, value: str) -> str:
+        if "://" in value or not value.isprintable() or any(c.isspace() for c in value):
+            raise _invalid(
+                "must be a path after the connection's URL, without a scheme or spaces; the URL itself belongs "
+                f"in the connection (got {value!r})"
+            )
+        return value
+
+
 # ============================================================================ settings
 class Settings(_Section):
     """All settings of one environment. Built only by :func:`load_settings` / :func:`with_overrides`."""
@@ -605,6 +639,7 @@ class Settings(_Section):
     capture: CaptureSettings = Field(default_factory=CaptureSettings)
     serving_health: ServingHealthSettings = Field(default_factory=ServingHealthSettings)
     promotion: PromotionSettings = Field(default_factory=PromotionSettings)
+    alerts: AlertSettings = Field(default_factory=AlertSettings)
 
     _loaded: _LoadContext = PrivateAttr()
     _storage_root: str = PrivateAttr()
