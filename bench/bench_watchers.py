@@ -65,6 +65,8 @@ for i in range({n}):
 """
 
 SENSOR_DAGS = """
+from datetime import timedelta
+
 from airflow.sdk import dag
 from mlops_airflow.sensors.files import NewFilesSensor
 
