@@ -17,10 +17,11 @@ from airflow.sdk import Param, dag, task
 
 from mlops_airflow.assets import FEATURES, MONITOR_OUTCOME, RETRAIN_REQUESTED
 from mlops_airflow.dag_defaults import DEFAULT_ARGS, START_DATE, env_param, on_failed_run
+from mlops_airflow.monitor_schedule import monitor_schedule
 
 
 @dag(
-    schedule=[FEATURES],
+    schedule=monitor_schedule(),  # FEATURES events, and monitoring.schedule's cron when set
     start_date=START_DATE,
     catchup=False,
     max_active_runs=1,
@@ -71,6 +72,8 @@ def monitor():
         record_note(context, monitor_outcome(verdict))
         if verdict["retrain"]:
             extra = {k: verdict[k] for k in ("env", "reason", "version_ids", "drift_share", "metric_drop", "summary")}
+            live = verdict.get("live")  # delayed-label decay and serving health (mlops_core.decay)
+            extra["live"] = {k: live[k] for k in ("decay", "serving_health")} if live else None
             context["outlet_events"][MONITOR_OUTCOME].add(RETRAIN_REQUESTED, extra=extra)
         return verdict
 

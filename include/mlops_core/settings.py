@@ -86,6 +86,10 @@ ARRIVAL_RULES = ("stable", "marker", "rename")
 ARRIVAL_VIA = ("sensor", "watcher")
 SQS_QUEUE_URL = (re.compile(r"https?://[A-Za-z0-9.:-]+/\d{12}/[A-Za-z0-9_-]{1,80}(\.fifo)?"), "an SQS queue URL")
 CRON_PRESETS = ("@hourly", "@daily", "@weekly", "@monthly", "@yearly")
+LABELS_PREFIX = (
+    re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}(/[A-Za-z0-9][A-Za-z0-9_.-]{0,63}){0,3}"),
+    "a key prefix of the object store: 1-4 plain names joined by '/', no '..', e.g. 'labels'",
+)
 GLUE_NAME = (re.compile(r"[a-z][a-z0-9_]{0,127}"), "lowercase letters, digits and _, starting with a letter")
 ROLE_ARN = (re.compile(r"arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}"), "an IAM role ARN")
 INSTANCE_TYPE = (re.compile(r"ml\.[a-z0-9]+\.[a-z0-9]+"), "a SageMaker instance type such as ml.m5.large")
@@ -569,6 +573,14 @@ class MonitoringSettings(_Section):
     min_rows: int = Field(default=100, ge=1)
     reference_rows: int = Field(default=20_000, ge=1)
     max_metric_drop: FiniteFloat = Field(default=0.05, ge=0)
+    # --- delayed labels, live decay, staleness (mlops_core.labels, mlops_core.decay) ---
+    labels_prefix: Annotated[str, _pattern(LABELS_PREFIX)] = "labels"  # label drop: <prefix>/<dataset>/ of the store
+    label_join_days: FiniteFloat = Field(default=7.0, gt=0)  # a label joins the latest prediction at most this old
+    decay_window_days: FiniteFloat = Field(default=7.0, gt=0)  # labels of the last N days make the live metric
+    min_labelled_pairs: int = Field(default=500, ge=1)  # fewer joined (prediction, label) pairs: no decay verdict
+    health_window_hours: FiniteFloat = Field(default=24.0, gt=0)  # captures judged by serving_health
+    schedule: Annotated[str, AfterValidator(_cron)] | None = None  # also run the monitor on this cron (no new data)
+    max_staleness_hours: FiniteFloat = Field(default=48.0, gt=0)  # newest dataset version / capture older: stale
 
 
 class PromotionSettings(_Section):
