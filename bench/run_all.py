@@ -30,6 +30,7 @@ SCRIPTS = (
     "bench_materialize.py",
     "bench_s3_ingest.py",
     "bench_drift.py",
+    "bench_watchers.py",
 )
 ROW_KEYS = ("benchmark", "case", "value", "unit", "floor", "ratio", "goal", "ok")
 

@@ -1129,17 +1129,27 @@ class _CommitPass:
                 raise RuntimeError(f"commit: event date {day} came back after later dates; staged rows out of order")
             path = self.staged.scratch.new_path(f"part-{day}.parquet")
             self.partitions[day] = _Partition(path)
-            self._writer = pq.ParquetWriter(path, self.staged.schema, use_dictionary=self._dictionary_columns())
+            self._writer = pq.ParquetWriter(
+                path,
+                self.staged.schema,
+                use_dictionary=self._dictionary_columns(),
+                compression=self._compression(),
+            )
         self.partitions[day].rows += rows.num_rows
         self._pending.append(rows)
         self._pending_bytes += rows.nbytes
-        if self._pending_bytes >= self.budget // 2:
+        if self._pending_bytes >= PARTITION_ROW_GROUP_BUDGETS * self.budget:
             self._flush_partition()
 
     def _dictionary_columns(self) -> list[str]:
         """Columns dictionary-encoded in a partition: all but ``_row_key`` (distinct digests, where the
         encoder's attempt is wasted work before it falls back to plain values)."""
         return [name for name in self.staged.schema.names if name != ROW_KEY_COLUMN]
+
+    def _compression(self) -> dict[str, str]:
+        """Snappy for every column of a partition but ``_row_key``: hex digests, which snappy shrinks by
+        about a tenth for a third of the partition's write time (stored plain, as in the key index)."""
+        return {name: "none" if name == ROW_KEY_COLUMN else "snappy" for name in self.staged.schema.names}
 
     def _flush_partition(self) -> None:
         import pyarrow as pa
@@ -1191,7 +1201,8 @@ class _CommitPass:
         pending: list[Any] = []
         held = 0
         last: tuple[int, int, int] | None = None
-        with pq.ParquetWriter(path, schema, use_dictionary=False) as writer:  # distinct digests
+        # distinct hex digests: no dictionary, no compression (snappy saves ~10% at the most CPU of this file)
+        with pq.ParquetWriter(path, schema, use_dictionary=False, compression="none") as writer:
             for table in _in_slices(self.keys.sorted()):
                 last = _check_one_time_per_key(table, last)
                 kinds = table.column(KIND_COLUMN)
@@ -1261,6 +1272,10 @@ class _Duplicates:
         }
 
 
+# A partition's rows are written in row groups of about this many commit budgets (StagedRows.memory_bytes)
+# of Arrow data: fewer, larger row groups cost less to write; the commit holds them besides its merge, still
+# below the peak of validating a batch (the commit budget is a quarter of one batch).
+PARTITION_ROW_GROUP_BUDGETS = 2
 SLICE_ROWS = 1 << 16  # keys turned into text at a time (each row becomes several temporaries of 16-32 bytes)
 
 

@@ -210,6 +210,18 @@ def test_calm_day_does_not_retrain(lifecycle):
     assert "training_set" not in calm
 
 
+def test_the_monitor_reports_live_decay_serving_health_and_staleness(lifecycle):
+    live = lifecycle["calm"]["verdict"]["live"]
+    # no delayed labels were dropped: no pairs, no live verdict, and it says why
+    assert live["decay"]["pairs"] == 0 and live["decay"]["decayed"] is False
+    assert live["decay"]["metric"] == "roc_auc" and live["decay"]["baseline"] is not None
+    assert live["decay"]["labels"]["files_read"] == 0
+    assert set(live["serving_health"]) >= {"healthy", "requests", "error_rate", "p95_latency_ms"}
+    # staleness is measured from the newest version's run date (the calm cycle's ingested_at)
+    assert live["staleness"]["dataset"]["newest"].startswith("2026-01-05")
+    assert "live roc_auc on delayed labels:" in lifecycle["calm"]["verdict"]["summary"]
+
+
 def test_concept_drift_triggers_retraining_through_decay(lifecycle):
     drift = lifecycle["drift"]
     assert drift["verdict"]["retrain"] is True

@@ -120,6 +120,9 @@ def check_for_retraining(
         )
 
     decayed = metric_drop is not None and metric_drop > m.max_metric_drop
+    # Live decay on delayed labels, serving health and staleness (mlops_core.decay): reported, and decay retrains.
+    live = _live(settings, backends, champion, baseline)
+    decayed = decayed or live["decay"]["decayed"]
     if force:
         reason = "forced"
     elif result.drifted:
@@ -131,6 +134,7 @@ def check_for_retraining(
     summary = result.reason + (
         f"; {primary} dropped by {metric_drop:.4f} (limit {m.max_metric_drop})" if metric_drop is not None else ""
     )
+    summary += f"; live {primary} on delayed labels: {live['decay']['why']}"  # mlops_core.decay
     return {
         **base,
         "retrain": reason is not None,
@@ -140,6 +144,7 @@ def check_for_retraining(
         "drifted_columns": result.drifted_columns,
         "metric_drop": metric_drop,
         "report": objects.uri(report_key),
+        "live": live,
     }
 
 
@@ -201,6 +206,20 @@ def _with_decision(page: str, result: DriftResult, sample_rows: int) -> str:
         return note + page
     end = page.find(">", at)
     return page[: end + 1] + note + page[end + 1 :]
+
+
+def _live(settings: Settings, backends: Backends, champion: Any, baseline: float | None) -> dict[str, Any]:
+    """:func:`mlops_core.decay.live_checks` for the champion (its files verified when it must be rescored)."""
+    from mlops_core.decay import live_checks
+
+    name, version = settings.registered_model_name, champion.version
+    return live_checks(
+        settings,
+        backends.store,
+        champion_version=str(version),
+        baseline=baseline,
+        load_model=lambda: backends.registry.load_model(name, version),
+    )
 
 
 def _as_float(value: Any) -> float | None:
