@@ -75,7 +75,7 @@ def monitor():
             keys = ("env", "reason", "version_ids", "drift_share", "drifted_columns", "metric_drop", "summary")
             extra = {k: verdict[k] for k in (*keys, "report")}  # report: the drift report's URI (the alert's link)
             live = verdict.get("live")  # delayed-label decay and serving health (mlops_core.decay)
-            extra["live"] = {k: live[k] for k in ("decay", "serving_health")} if live else None
+            extra["live"] = {k: live[k] for k in ("decay", "serving_health", "prediction_drift")} if live else None
             context["outlet_events"][MONITOR_OUTCOME].add(RETRAIN_REQUESTED, extra=extra)
         return verdict
 

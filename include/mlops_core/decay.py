@@ -302,9 +302,13 @@ def live_checks(
     baseline: float | None,
     now: datetime | None = None,
     load_model: Callable[[], Any] | None = None,
+    profile: Any = None,
+    thresholds: Any = None,
 ) -> dict[str, Any]:
-    """Everything the monitor reports from serving: ``decay`` (:func:`live_decay`), ``serving_health``
-    and ``staleness``. One read of the captures serves decay and health."""
+    """Everything the monitor reports from serving: ``decay`` (:func:`live_decay`), ``serving_health``,
+    ``prediction_drift`` (the champion's scores on the window's captured inputs against ``profile``,
+    :mod:`mlops_core.prediction_drift`; skipped without a profile) and ``staleness``. One read of the
+    captures serves them all."""
     from mlops_core.capture import environment_captures, serving_health_verdict
 
     m = settings.monitoring
@@ -317,6 +321,20 @@ def live_checks(
     )
     recent = [r for r in records if str(r.get("captured_at", "")) >= health_start.isoformat(timespec="microseconds")]
     health = serving_health_verdict(recent, settings.serving_health)
+    predictions: dict[str, Any] = {"checked": False, "drifted": False, "why": "no reference profile given"}
+    if profile is not None and thresholds is not None and load_model is not None:
+        from mlops_core.prediction_drift import prediction_drift
+
+        predictions = prediction_drift(
+            profile,
+            recent,
+            settings.load_contract(),
+            thresholds,
+            champion_version=champion_version,
+            load_model=load_model,
+            min_rows=m.min_rows,
+            max_rows=m.report_sample_rows,
+        )
     return {
         "decay": decay,
         "serving_health": {
@@ -325,5 +343,6 @@ def live_checks(
             "window_hours": m.health_window_hours,
             **health.health.to_dict(),
         },
+        "prediction_drift": predictions,
         "staleness": staleness(settings, store, now),
     }

@@ -121,11 +121,12 @@ def check_for_retraining(
 
     decayed = metric_drop is not None and metric_drop > m.max_metric_drop
     # Live decay on delayed labels, serving health and staleness (mlops_core.decay): reported, and decay retrains.
-    live = _live(settings, backends, champion, baseline)
+    live = _live(settings, backends, champion, baseline, profile)
     decayed = decayed or live["decay"]["decayed"]
+    predictions_drifted = bool(live["prediction_drift"]["drifted"])
     if force:
         reason = "forced"
-    elif result.drifted:
+    elif result.drifted or predictions_drifted:
         reason = "drift"
     elif decayed:
         reason = "decay"
@@ -135,6 +136,8 @@ def check_for_retraining(
         f"; {primary} dropped by {metric_drop:.4f} (limit {m.max_metric_drop})" if metric_drop is not None else ""
     )
     summary += f"; live {primary} on delayed labels: {live['decay']['why']}"  # mlops_core.decay
+    if live["prediction_drift"]["checked"]:
+        summary += f"; predictions: {live['prediction_drift']['why']}"
     return {
         **base,
         "retrain": reason is not None,
@@ -208,7 +211,9 @@ def _with_decision(page: str, result: DriftResult, sample_rows: int) -> str:
     return page[: end + 1] + note + page[end + 1 :]
 
 
-def _live(settings: Settings, backends: Backends, champion: Any, baseline: float | None) -> dict[str, Any]:
+def _live(
+    settings: Settings, backends: Backends, champion: Any, baseline: float | None, profile: ReferenceProfile
+) -> dict[str, Any]:
     """:func:`mlops_core.decay.live_checks` for the champion (its files verified when it must be rescored)."""
     from mlops_core.decay import live_checks
 
@@ -219,6 +224,8 @@ def _live(settings: Settings, backends: Backends, champion: Any, baseline: float
         champion_version=str(version),
         baseline=baseline,
         load_model=lambda: backends.registry.load_model(name, version),
+        profile=profile,
+        thresholds=profile_thresholds(settings),
     )
 
 
