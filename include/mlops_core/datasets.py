@@ -758,7 +758,7 @@ class RowsFile:
     def read(self) -> pd.DataFrame:
         import pyarrow.parquet as pq
 
-        frame: pd.DataFrame = pq.read_table(self.path).to_pandas()
+        frame: pd.DataFrame = pq.read_table(self.path, partitioning=None).to_pandas()
         return frame
 
 

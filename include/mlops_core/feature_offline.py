@@ -169,7 +169,7 @@ class OfflineLayout:
     def read(self, f: PartitionFile, columns: list[str] | None = None) -> pa.Table:
         """One partition file (only ``columns`` when given)."""
         if self._local is not None:
-            return pq.read_table(self._local.path(f.key), columns=columns)
+            return pq.read_table(self._local.path(f.key), columns=columns, partitioning=None)
         return pq.read_table(pa.BufferReader(self.objects.get_bytes(f.key)), columns=columns)
 
     # ------------------------------------------------------------------ writing
@@ -258,7 +258,7 @@ class OfflineLayout:
                 return None
             if meta.get(FINGERPRINT_KEY) != expected:
                 return None
-            return pq.read_table(path).replace_schema_metadata(None)
+            return pq.read_table(path, partitioning=None).replace_schema_metadata(None)
         try:
             table = pq.read_table(pa.BufferReader(self.objects.get_bytes(key)))
         except (ObjectNotFound, pa.ArrowInvalid):

@@ -429,7 +429,7 @@ def _store_text(root: Path) -> str:
             data = path.read_bytes()
             parts.append(data.decode("latin-1"))
             if path.suffix == ".parquet":
-                parts.append(json.dumps(pq.read_table(path).to_pylist(), default=str))
+                parts.append(json.dumps(pq.read_table(path, partitioning=None).to_pylist(), default=str))
     return "\n".join(parts)
 
 
