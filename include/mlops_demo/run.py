@@ -28,6 +28,7 @@ import signal
 import sys
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -83,8 +84,26 @@ def log(msg: str) -> None:
     print(f"[demo {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
+def lifecycle_stack(home: Path, *, port: int | None = None, extra_env: dict[str, str] | None = None) -> AirflowStack:
+    """The Airflow stack the lifecycle runs on: this repository's DAGs and plugins, four task slots."""
+    from mlops_demo.airflow_stack.stack import AirflowStack
+
+    return AirflowStack(
+        home, REPO / "dags", port=port, extra_env=extra_env, plugins_folder=REPO / "plugins", parallelism=4
+    )
+
+
 class LifecycleDemo:
-    def __init__(self, options: DemoOptions) -> None:
+    """One pass of the lifecycle on a fresh ``MLOPS_HOME``.
+
+    On its own Airflow stack (under ``<home>/airflow``, stopped by :meth:`stop`), or on a ``stack``
+    shared with other passes one after the other (the end-to-end tests: one stack per session): the
+    demo then gives it its environment (:meth:`AirflowStack.switch_env`, starting it if it is not
+    running), leaves it running in :meth:`stop`, and its :attr:`client` sees only the runs and asset
+    events of its own pass (:meth:`AirflowClient.scoped`).
+    """
+
+    def __init__(self, options: DemoOptions, stack: AirflowStack | None = None) -> None:
         from mlops_core.ports import free_port
 
         self.o = options
@@ -100,7 +119,10 @@ class LifecycleDemo:
             **options.extra_env,
         }
         self.result = DemoResult()
-        self._stack: AirflowStack | None = None
+        self._stack: AirflowStack | None = stack
+        self._owns_stack = stack is None
+        self._client: AirflowClient | None = None
+        self.since: datetime | None = None  # when run() began: what this pass's client sees
 
     @property
     def stack(self) -> AirflowStack:
@@ -110,25 +132,24 @@ class LifecycleDemo:
 
     @property
     def client(self) -> AirflowClient:
-        return self.stack.client
+        if self._client is None:
+            self._client = self.stack.client.scoped(self.since) if self.since is not None else self.stack.client
+        return self._client
 
     # ------------------------------------------------------------------ orchestration
     def run(self) -> DemoResult:
-        from mlops_demo.airflow_stack.stack import AirflowStack
-
         t0 = time.monotonic()
+        self.since = datetime.now(UTC)
+        self._client = None
         self._setup()
-        self._stack = AirflowStack(
-            self.home / "airflow",
-            REPO / "dags",
-            port=self.o.port,
-            extra_env=self.env,
-            plugins_folder=REPO / "plugins",
-            parallelism=4,
-        )
+        if self._owns_stack:
+            self._stack = lifecycle_stack(self.home / "airflow", port=self.o.port, extra_env=self.env)
         try:
             with self._phase("airflow"):
-                self.stack.start(timeout=300)
+                if self.stack.running:  # a shared stack: its components start again with this pass's environment
+                    self.stack.switch_env(self.env, timeout=300)
+                else:
+                    self.stack.switch_env(self.env).start(timeout=300)
                 # DAGs start unpaused (ingest_sql, which needs a configured SQL source, paused).
                 self.client.wait_for_dags(ALL_DAGS, timeout=300)
                 log(
@@ -192,7 +213,7 @@ class LifecycleDemo:
 
         LocalJobCompute.stop_all(self.mlops_home / "jobs")
         LocalModelServer.stop_all(self.mlops_home / "serving")
-        if self._stack is not None:
+        if self._stack is not None and self._owns_stack:
             self._stack.stop()
 
     # ------------------------------------------------------------------ phases
@@ -447,8 +468,6 @@ class LifecycleDemo:
         return live.endpoint if live is not None else "(nothing live)"
 
     def _stage_seconds(self) -> dict[str, dict[str, float]]:
-        from datetime import datetime
-
         stats: dict[str, dict[str, float]] = {}
         for dag_id in LIFECYCLE_DAGS:
             durations = []

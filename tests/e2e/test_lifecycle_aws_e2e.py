@@ -1,6 +1,8 @@
 """The lifecycle a second time, with every backend ``aws``: S3, the Glue Data Catalog and SageMaker on moto.
 
-The same DAGs and the same demo driver as ``test_lifecycle_e2e.py``; only the conf folder differs
+The same DAGs, the same demo driver and the same Airflow stack as ``test_lifecycle_e2e.py`` (one per
+session, ``tests/e2e/conftest.py``: the demo restarts its components with this environment, and its
+client sees only this pass's runs); only the conf folder differs
 (``MLOPS_CONF_DIR``: ``backends`` all ``aws`` / ``sagemaker``, ``storage.root`` an ``s3://`` prefix per
 environment, ``aws.conn_id`` an ``AIRFLOW_CONN_*`` pointing at the session's moto server). Nothing in
 ``dags/`` changes. The tests play SageMaker's parts moto does not: the training container
@@ -67,7 +69,7 @@ def bucket(moto_server):
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory, moto_server, bucket):
+def demo(tmp_path_factory, moto_server, bucket, lifecycle_stack):
     from mlops_demo.run import DemoOptions, LifecycleDemo, print_summary
     from tests.sagemaker_container import SageMakerTrainingContainer
 
@@ -86,7 +88,8 @@ def demo(tmp_path_factory, moto_server, bucket):
             stop_when_done=False,
             extra_env=extra,
             skip=frozenset({"no-drift", "drift", "re-run"}),
-        )
+        ),
+        stack=lifecycle_stack,
     )
     try:
         result = runner.run()
