@@ -46,9 +46,12 @@ ALL_DAGS = [*LIFECYCLE_DAGS, "ingest_sql"]
 # How often the demo asks the REST API how the lifecycle is doing: one request for every DAG's
 # runs per look (each request costs the api-server CPU the tasks need on a small machine).
 POLL_SECONDS = 1.0
-# No run queued or running for this long = the lifecycle settled. A downstream run is queued
-# within a scheduler loop (~1 s) of its upstream's asset event (bench/bench_lifecycle.py).
-IDLE_SECONDS = 8.0
+# The lifecycle settled: no run queued or running and no asset event waiting to schedule one, seen
+# on this many seconds of looks (one look reads the runs, then the queued events: a run the
+# scheduler creates from a queued event between the two reads shows up in the next look).
+IDLE_SECONDS = 2.0
+# The DAGs an asset event schedules (their queued events say a run is on its way).
+ASSET_SCHEDULED_DAGS = ["ingest", "features", "monitor", "train", "evaluate_register", "deploy"]
 
 
 @dataclass
@@ -348,12 +351,13 @@ class LifecycleDemo:
         raise TimeoutError(f"timed out after {self.o.phase_timeout:.0f}s waiting for {what}")
 
     def _wait_idle(self, stable: float = IDLE_SECONDS) -> None:
-        """No run queued or running (besides the watch waiting for files) for ``stable`` seconds."""
+        """No run queued or running (besides the watch waiting for files) and no asset event queued
+        for a run, on every look for ``stable`` seconds."""
         quiet_since = None
         deadline = time.monotonic() + self.o.phase_timeout
         while time.monotonic() < deadline:
             self._raise_on_failed_runs()
-            if self._busy():
+            if self._busy() or self._queued_events():
                 quiet_since = None
             elif quiet_since is None:
                 quiet_since = time.monotonic()
@@ -373,6 +377,10 @@ class LifecycleDemo:
                     continue
             busy.append(dag_id)
         return busy
+
+    def _queued_events(self) -> list[str]:
+        """The DAGs an asset event is queued for (asked only while no run is busy: one request per DAG)."""
+        return [dag_id for dag_id in ASSET_SCHEDULED_DAGS if self.client.queued_asset_events(dag_id)]
 
     def _raise_on_failed_runs(self) -> None:
         for r in self.client.runs_of(LIFECYCLE_DAGS, states=["failed"])[:1]:

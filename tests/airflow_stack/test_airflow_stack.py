@@ -38,6 +38,8 @@ DAG_IDS = [
     "stack_sleep",
     "stack_producer",
     "stack_consumer",
+    "stack_pair_producer",
+    "stack_pair_consumer",
     "stack_approval",
     "stack_log_while_running",
     "stack_log_while_deferred",
@@ -205,6 +207,24 @@ def test_asset_event_schedules_consumer_with_metadata(client):
         "asset_consumer_success_after_producer_task_success",
         (_ts(consumer["end_date"]) - _ts(produced["end_date"])).total_seconds(),
     )
+
+
+def test_an_asset_event_waits_in_the_queue_until_its_run_is_created(client):
+    """The pair consumer needs both assets: the producer's event stays queued for it, then schedules its run."""
+    asset_ids = {a["name"]: a["id"] for a in client.assets()}
+    producer_run = client.trigger("stack_producer", conf={"version": "pair"})
+    assert client.wait_for_run("stack_producer", producer_run, timeout=120, interval=0.25) == "success"
+    queued = client.queued_asset_events("stack_pair_consumer")
+    assert [(q["dag_id"], q["asset_id"]) for q in queued] == [("stack_pair_consumer", asset_ids[ASSET_NAME])]
+    assert client.runs("stack_pair_consumer") == []
+
+    pair_run = client.trigger("stack_pair_producer")
+    assert client.wait_for_run("stack_pair_producer", pair_run, timeout=120, interval=0.25) == "success"
+    [consumer] = client.wait_until(
+        lambda: client.runs("stack_pair_consumer"), timeout=90, interval=0.25, message="the pair consumer's run"
+    )
+    assert consumer["run_type"] == "asset_triggered"
+    assert client.queued_asset_events("stack_pair_consumer") == []
 
 
 def test_approval_waits_for_human_then_proceeds(client):

@@ -494,6 +494,16 @@ class AirflowClient:
             events = [e for e in events if (_timestamp(e.get("timestamp")) or since) >= since]
         return events
 
+    def queued_asset_events(self, dag_id: str) -> list[dict[str, Any]]:
+        """Asset events waiting to schedule a run of ``dag_id`` (``GET /dags/{dag_id}/assets/queuedEvents``).
+
+        An asset event is queued for its consumers in the same transaction that records it, and
+        the scheduler removes the queue entry in the one that creates the consumer's run: a DAG
+        with neither a queued event nor a queued or running run has nothing on its way.
+        """
+        page = self.request_object("GET", f"/dags/{dag_id}/assets/queuedEvents", read_only=True)
+        return list(page.get("queued_events") or [])
+
     # -- human in the loop ----------------------------------------------------------------------
 
     def pending_approvals(self, dag_id: str | None = None, run_id: str | None = None) -> list[dict[str, Any]]:
