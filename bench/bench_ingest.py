@@ -10,7 +10,8 @@ resets its peak RSS (``/proc/self/clear_refs``) just before the measured work an
 * **10M vs 1M rows** (``--quick``: 1M vs 100k): peak memory delta of the bigger file over the
   smaller one (goal: the same memory, <= 1.2) and over one batch's data (goal: <= 3). One
   batch's data is the in-memory Arrow size of the first batch of parsed text the ingest reader
-  gives for that file (about ``dataset.ingest_batch_mb``), measured in a child of its own. Peak
+  gives for that file (about ``dataset.ingest_batch_mb``, default 64 MB: the text ingest holds while
+  it validates that batch in row slices), measured in a child of its own. Peak
   memory is the whole process's: ``VmHWM`` over the RSS after imports and settings, nothing left
   out (``--batch-mb`` measures another batch size).
 * **History**: ingest one 1,000-row day with 10 / 40 / 120 versions already stored
@@ -35,6 +36,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from _common import make_row, median_of, print_table, side_by_side
 
 BENCH = "ingest"
 BATCH_MB_ENV = "BENCH_INGEST_BATCH_MB"  # --batch-mb: dataset.ingest_batch_mb of the measured runs
@@ -220,17 +223,7 @@ def run_child(kind: str, *args: str) -> dict[str, Any]:
 
 # --------------------------------------------------------------------------- table
 def _row(case: str, value: float, unit: str, floor: float | None, goal: str, ok: bool | None) -> dict[str, Any]:
-    ratio = None if floor in (None, 0) else value / float(floor)  # type: ignore[arg-type]
-    return {
-        "benchmark": BENCH,
-        "case": case,
-        "value": value,
-        "unit": unit,
-        "floor": floor,
-        "ratio": ratio,
-        "goal": goal,
-        "ok": ok,
-    }
+    return make_row(BENCH, case, value, unit, floor, goal, ok)
 
 
 def measure(quick: bool, work: Path, big_rows: int | None = None, only: str | None = None) -> list[dict[str, Any]]:
@@ -244,16 +237,17 @@ def measure(quick: bool, work: Path, big_rows: int | None = None, only: str | No
     label = f"{small_n // 1000}k" if small_n < 1_000_000 else f"{small_n // 1_000_000}M"
     rows: list[dict[str, Any]] = []
 
-    floors, ours = [], []
-    for i in range(3):  # side by side, alternating
-        floors.append(run_child("floor", str(small), str(work)))
+    def ours_run(i: int) -> dict[str, Any]:
         home = work / f"home-small-{i}"
-        ours.append(run_child("ingest", str(small), str(home)))
-        shutil.rmtree(home, ignore_errors=True)
-    floor_s = statistics.median(r["seconds"] for r in floors)
-    ours_s = statistics.median(r["seconds"] for r in ours)
-    floor_mem = statistics.median(r["peak_delta"] for r in floors) / mb
-    ours_mem = statistics.median(r["peak_delta"] for r in ours) / mb
+        try:
+            return run_child("ingest", str(small), str(home))
+        finally:
+            shutil.rmtree(home, ignore_errors=True)
+
+    runs = side_by_side({"floor": lambda _i: run_child("floor", str(small), str(work)), "ours": ours_run})
+    floors, ours = runs["floor"], runs["ours"]
+    floor_s, ours_s = median_of(floors, "seconds"), median_of(ours, "seconds")
+    floor_mem, ours_mem = median_of(floors, "peak_delta") / mb, median_of(ours, "peak_delta") / mb
     rows.append(
         _row(
             f"ingest {label} valid rows ({small.stat().st_size / mb:.0f} MB CSV): seconds",
@@ -265,8 +259,7 @@ def measure(quick: bool, work: Path, big_rows: int | None = None, only: str | No
         )
     )
     rows.append(_row(f"ingest {label} valid rows: rows/s", small_n / ours_s, "rows/s", small_n / floor_s, "-", None))
-    floor_cpu = statistics.median(r["cpu"] for r in floors)
-    ours_cpu = statistics.median(r["cpu"] for r in ours)
+    floor_cpu, ours_cpu = median_of(floors, "cpu"), median_of(ours, "cpu")
     rows.append(_row(f"ingest {label} valid rows: CPU seconds (all threads)", ours_cpu, "s", floor_cpu, "-", None))
     rows.append(_row(f"ingest {label} valid rows: peak memory delta", ours_mem, "MB", floor_mem, "-", None))
     if only == "big":
@@ -324,22 +317,6 @@ def measure_history(work: Path, points: list[int]) -> list[dict[str, Any]]:
     return rows
 
 
-def print_table(rows: list[dict[str, Any]]) -> None:
-    print("\n## Ingest benchmark (floor: pyarrow read_csv + write_table; history: the first point)\n")
-    print(f"| {'case':<78} | {'value':>12} | {'unit':<6} | {'floor':>12} | {'ratio':>6} | {'goal':<18} | ok |")
-    print(f"|{'-' * 80}|{'-' * 14}|{'-' * 8}|{'-' * 14}|{'-' * 8}|{'-' * 20}|----|")
-
-    def num(v: Any) -> str:
-        return "-" if v is None else (f"{v:,.0f}" if abs(v) >= 1000 else f"{v:.3g}")
-
-    for r in rows:
-        ok = {True: "ok", False: "MISSED", None: "-"}[r["ok"]]
-        print(
-            f"| {r['case']:<78} | {num(r['value']):>12} | {r['unit']:<6} | {num(r['floor']):>12} | "
-            f"{num(r['ratio']):>6} | {r['goal']:<18} | {ok} |"
-        )
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     ap.add_argument("--quick", action="store_true", help="sizes scaled down: 100k / 1M rows, 5 / 10 / 30 versions")
@@ -377,7 +354,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
             rows = measure(args.quick, Path(tmp), args.big_rows, args.only)
-    print_table(rows)
+    print_table("Ingest benchmark (floor: pyarrow read_csv + write_table; history: the first point)", rows, 78)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
     return 0

@@ -24,7 +24,6 @@ import argparse
 import json
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -32,6 +31,8 @@ import time
 import uuid
 from pathlib import Path
 from typing import Any
+
+from _common import make_row, median_of, print_table, side_by_side
 
 REPO = Path(__file__).resolve().parents[1]
 BENCH = "s3_ingest"
@@ -163,17 +164,7 @@ def ingest(url: str | None, files: list[Path], work: Path, tag: str) -> float:
 
 # --------------------------------------------------------------------------- table
 def _row(case: str, value: float, unit: str, floor: float | None, goal: str, ok: bool | None) -> dict[str, Any]:
-    ratio = None if floor in (None, 0) else value / float(floor)  # type: ignore[arg-type]
-    return {
-        "benchmark": BENCH,
-        "case": case,
-        "value": value,
-        "unit": unit,
-        "floor": floor,
-        "ratio": ratio,
-        "goal": goal,
-        "ok": ok,
-    }
+    return make_row(BENCH, case, value, unit, floor, goal, ok)
 
 
 def measure(quick: bool, work: Path) -> list[dict[str, Any]]:
@@ -189,16 +180,18 @@ def measure(quick: bool, work: Path) -> list[dict[str, Any]]:
         ingest(url, files[:1], work, "warmup")  # imports and first connections, not timed
         raw_upload(url, files[:1])
         ingest(None, files[:1], work, "warmup-local")
-        raws, ours, local = [], [], []
-        for i in range(3):  # side by side, alternating
-            raws.append(raw_upload(url, files))
-            ours.append(ingest(url, files, work, str(i)))
-            local.append(ingest(None, files, work, f"local-{i}"))
+        runs = side_by_side(
+            {
+                "raw": lambda _i: raw_upload(url, files),
+                "ours": lambda i: ingest(url, files, work, str(i)),
+                "local": lambda i: ingest(None, files, work, f"local-{i}"),
+            }
+        )
     finally:
         assert proc.stdin is not None
         proc.stdin.close()
         proc.wait(timeout=30)
-    raw_s, ours_s, local_s = statistics.median(raws), statistics.median(ours), statistics.median(local)
+    raw_s, ours_s, local_s = median_of(runs["raw"]), median_of(runs["ours"]), median_of(runs["local"])
     raw_mbs, ours_mbs = total / MB / raw_s, total / MB / ours_s
     label = f"{n_files} CSV files, {n_files * rows:,} rows, {total / MB:.0f} MB"
     return [
@@ -217,22 +210,6 @@ def measure(quick: bool, work: Path) -> list[dict[str, Any]]:
     ]
 
 
-def print_table(rows: list[dict[str, Any]]) -> None:
-    print("\n## S3 ingest benchmark (floor: raw boto3 uploads of the same files to the same moto server)\n")
-    print(f"| {'case':<70} | {'value':>10} | {'unit':<5} | {'floor':>10} | {'ratio':>6} | {'goal':<14} | ok |")
-    print(f"|{'-' * 72}|{'-' * 12}|{'-' * 7}|{'-' * 12}|{'-' * 8}|{'-' * 16}|----|")
-
-    def num(v: Any) -> str:
-        return "-" if v is None else (f"{v:,.0f}" if abs(v) >= 1000 else f"{v:.3g}")
-
-    for r in rows:
-        ok = {True: "ok", False: "MISSED", None: "-"}[r["ok"]]
-        print(
-            f"| {r['case']:<70} | {num(r['value']):>10} | {r['unit']:<5} | {num(r['floor']):>10} | "
-            f"{num(r['ratio']):>6} | {r['goal']:<14} | {ok} |"
-        )
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     ap.add_argument("--quick", action="store_true", help="4 files of 25k rows (default: 8 of 100k)")
@@ -244,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     with tempfile.TemporaryDirectory(prefix="bench-s3-ingest-") as tmp:
         rows = measure(args.quick, Path(tmp))
-    print_table(rows)
+    print_table("S3 ingest benchmark (floor: raw boto3 uploads of the same files to the same moto server)", rows)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
     return 0

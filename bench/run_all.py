@@ -29,6 +29,8 @@ SCRIPTS = (
     "bench_training_set.py",
     "bench_materialize.py",
     "bench_s3_ingest.py",
+    "bench_drift.py",
+    "bench_watchers.py",
 )
 ROW_KEYS = ("benchmark", "case", "value", "unit", "floor", "ratio", "goal", "ok")
 

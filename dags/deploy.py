@@ -17,7 +17,7 @@ from datetime import timedelta
 from airflow.sdk import dag, task
 
 from mlops_airflow.assets import CHAMPION, DEPLOYMENT
-from mlops_airflow.dag_defaults import DEFAULT_ARGS, ENVIRONMENTS, START_DATE, env_param
+from mlops_airflow.dag_defaults import DEFAULT_ARGS, ENVIRONMENTS, START_DATE, env_param, on_failed_run
 
 
 @dag(
@@ -29,6 +29,7 @@ from mlops_airflow.dag_defaults import DEFAULT_ARGS, ENVIRONMENTS, START_DATE, e
     default_args={**DEFAULT_ARGS, "retries": 1},
     tags=["mlops", "deployment"],
     params={"env": env_param()},
+    on_failure_callback=on_failed_run,
 )
 def deploy():
     @task(outlets=[DEPLOYMENT], execution_timeout=timedelta(minutes=15))

@@ -22,7 +22,7 @@ from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk import Param, dag, task
 
 from mlops_airflow.assets import CHAMPION, EVALUATION, MODEL_CANDIDATE
-from mlops_airflow.dag_defaults import DEFAULT_ARGS, START_DATE, env_param
+from mlops_airflow.dag_defaults import DEFAULT_ARGS, START_DATE, env_param, on_failed_run
 from mlops_airflow.operators.registry_mirror import RegistryMirrorApprovalOperator
 
 
@@ -51,6 +51,7 @@ from mlops_airflow.operators.registry_mirror import RegistryMirrorApprovalOperat
             description="Manual runs: evaluate this run instead of the triggering candidate.",
         ),
     },
+    on_failure_callback=on_failed_run,
 )
 def evaluate_register():
     @task(outlets=[EVALUATION], execution_timeout=timedelta(minutes=20))

@@ -15,7 +15,7 @@ from datetime import timedelta
 from airflow.sdk import Param, dag, task
 
 from mlops_airflow.assets import DATASET, FEATURES
-from mlops_airflow.dag_defaults import DEFAULT_ARGS, START_DATE, env_param
+from mlops_airflow.dag_defaults import DEFAULT_ARGS, START_DATE, env_param, on_failed_run
 
 
 @dag(
@@ -36,6 +36,7 @@ from mlops_airflow.dag_defaults import DEFAULT_ARGS, START_DATE, env_param
             description="Manual runs: (re)materialize this version (empty: the newest).",
         ),
     },
+    on_failure_callback=on_failed_run,
 )
 def features():
     @task(outlets=[FEATURES], execution_timeout=timedelta(minutes=30))

@@ -17,7 +17,7 @@ from datetime import timedelta
 from airflow.sdk import dag, task
 
 from mlops_airflow.assets import INGEST_OUTCOME
-from mlops_airflow.dag_defaults import DEFAULT_ARGS, START_DATE, env_param
+from mlops_airflow.dag_defaults import DEFAULT_ARGS, START_DATE, env_param, on_failed_run
 
 
 @dag(
@@ -30,6 +30,7 @@ from mlops_airflow.dag_defaults import DEFAULT_ARGS, START_DATE, env_param
     default_args=DEFAULT_ARGS,
     tags=["mlops", "ingest", "sql"],
     params={"env": env_param()},
+    on_failure_callback=on_failed_run,
 )
 def ingest_sql():
     @task(outlets=[INGEST_OUTCOME], execution_timeout=timedelta(minutes=30))

@@ -1,9 +1,10 @@
 """
 ### Monitor: drift and decay -> retraining
 
-Triggered by **feature_snapshot** events. Compares the new rows with the champion's training
-reference (Evidently data-drift report, kept as HTML in object storage and logged to MLflow),
-and scores the champion on the newly labelled rows. Emits **retrain_requested** when there is no
+Triggered by **feature_snapshot** events. Streams the new rows against the champion's reference
+profile (per-column Wasserstein / PSI / Jensen-Shannon and missing rates, thresholds under
+`monitoring`), keeps Evidently's data-drift report on a bounded sample as HTML in object storage
+and MLflow, and scores the champion on the newly labelled rows. Emits **retrain_requested** when there is no
 champion yet, when the share of drifted columns reaches `monitoring.drift_share_threshold`, when
 the champion's primary metric dropped by more than `monitoring.max_metric_drop`, or when the run
 was triggered with *force retrain*; otherwise no event. The run's note says the verdict.
@@ -16,11 +17,12 @@ from datetime import timedelta
 from airflow.sdk import Param, dag, task
 
 from mlops_airflow.assets import FEATURES, MONITOR_OUTCOME, RETRAIN_REQUESTED
-from mlops_airflow.dag_defaults import DEFAULT_ARGS, START_DATE, env_param
+from mlops_airflow.dag_defaults import DEFAULT_ARGS, START_DATE, env_param, on_failed_run
+from mlops_airflow.monitor_schedule import monitor_schedule
 
 
 @dag(
-    schedule=[FEATURES],
+    schedule=monitor_schedule(),  # FEATURES events, and monitoring.schedule's cron when set
     start_date=START_DATE,
     catchup=False,
     max_active_runs=1,
@@ -40,6 +42,7 @@ from mlops_airflow.dag_defaults import DEFAULT_ARGS, START_DATE, env_param
             description="Manual runs: check this version against the reference (empty: the newest).",
         ),
     },
+    on_failure_callback=on_failed_run,
 )
 def monitor():
     @task(outlets=[MONITOR_OUTCOME], execution_timeout=timedelta(minutes=20))
@@ -69,7 +72,10 @@ def monitor():
             )
         record_note(context, monitor_outcome(verdict))
         if verdict["retrain"]:
-            extra = {k: verdict[k] for k in ("env", "reason", "version_ids", "drift_share", "metric_drop", "summary")}
+            keys = ("env", "reason", "version_ids", "drift_share", "drifted_columns", "metric_drop", "summary")
+            extra = {k: verdict[k] for k in (*keys, "report")}  # report: the drift report's URI (the alert's link)
+            live = verdict.get("live")  # delayed-label decay and serving health (mlops_core.decay)
+            extra["live"] = {k: live[k] for k in ("decay", "serving_health", "prediction_drift")} if live else None
             context["outlet_events"][MONITOR_OUTCOME].add(RETRAIN_REQUESTED, extra=extra)
         return verdict
 

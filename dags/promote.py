@@ -16,7 +16,7 @@ from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk import Param, dag, task
 
 from mlops_airflow.assets import CHAMPION
-from mlops_airflow.dag_defaults import DEFAULT_ARGS, PROMOTABLE, START_DATE
+from mlops_airflow.dag_defaults import DEFAULT_ARGS, PROMOTABLE, START_DATE, on_failed_run
 
 
 @dag(
@@ -43,6 +43,7 @@ from mlops_airflow.dag_defaults import DEFAULT_ARGS, PROMOTABLE, START_DATE
             description="Version to promote (empty: the source environment's @champion).",
         ),
     },
+    on_failure_callback=on_failed_run,
 )
 def promote():
     @task

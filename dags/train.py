@@ -17,7 +17,7 @@ from datetime import timedelta
 from airflow.sdk import Param, dag, task
 
 from mlops_airflow.assets import MODEL_CANDIDATE, RETRAIN_REQUESTED
-from mlops_airflow.dag_defaults import DEFAULT_ARGS, START_DATE, env_param
+from mlops_airflow.dag_defaults import DEFAULT_ARGS, START_DATE, env_param, on_failed_run
 from mlops_airflow.operators.training import TrainingJobOperator
 
 
@@ -54,6 +54,7 @@ from mlops_airflow.operators.training import TrainingJobOperator
             description="Override backends.compute for this run (empty: use the settings).",
         ),
     },
+    on_failure_callback=on_failed_run,
 )
 def train():
     def _settings(context):

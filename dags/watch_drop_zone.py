@@ -1,9 +1,11 @@
 """
 ### Watch drop zone: announce complete new data files
 
-Runs continuously, one run at a time. Each run waits (deferrable, in the triggerer, no worker
-slot) until complete data files are in the drop zone of the run's `env` (`dataset.drop_zone`, a
-folder or an S3 prefix; `dataset.file_patterns`), announces them with a **landed_files** event (which schedules
+With `dataset.arrival.via: watcher` this DAG does not exist: an AssetWatcher schedules `ingest`
+directly (`mlops_airflow.arrival`). Otherwise it runs continuously, one run at a time. Each run
+waits (deferrable, in the triggerer, no worker slot) until complete data files are in the drop
+zone of the run's `env` (`dataset.drop_zone`, a folder or an S3 prefix;
+`dataset.file_patterns`), announces them with a **landed_files** event (which schedules
 `ingest`), waits until ingest has consumed them so the next run never announces a file twice,
 then archives their completion markers (rule `marker`). Keeping the watch out of `ingest` lets
 any ingest run be cleared and re-run at any time.
@@ -21,8 +23,9 @@ from datetime import timedelta
 
 from airflow.sdk import dag, task
 
+from mlops_airflow.arrival import uses_watcher
 from mlops_airflow.assets import LANDED_FILES
-from mlops_airflow.dag_defaults import DEFAULT_ARGS, START_DATE, env_param
+from mlops_airflow.dag_defaults import DEFAULT_ARGS, START_DATE, env_param, on_failed_run
 from mlops_airflow.sensors.files import FilesConsumedSensor, NewFilesSensor
 
 
@@ -35,6 +38,7 @@ from mlops_airflow.sensors.files import FilesConsumedSensor, NewFilesSensor
     default_args=DEFAULT_ARGS,
     tags=["mlops", "ingest"],
     params={"env": env_param()},
+    on_failure_callback=on_failed_run,
 )
 def watch_drop_zone():
     found = NewFilesSensor(
@@ -68,23 +72,9 @@ def watch_drop_zone():
     @task(execution_timeout=timedelta(minutes=5))
     def archive_markers(markers: list[dict], **context) -> list[str]:
         """Move the markers of the consumed files to the archive (rule marker; else nothing)."""
-        import logging
-        from pathlib import Path
+        from mlops_airflow.arrival import archive_markers as archive
 
-        from mlops_core.datasets import safe_key_part
-        from mlops_core.dropzone import MarkerFile, archive_dir_for, archive_marker
-
-        log = logging.getLogger(__name__)
-        archived = []
-        for raw in markers:
-            marker = MarkerFile.from_dict(raw)
-            target = archive_marker(marker, archive_dir_for(Path(marker.path).parent, safe_key_part(context["run_id"])))
-            if target is None:
-                log.info("%s left in place: gone already, or changed since (it marks newer files)", marker.path)
-            else:
-                log.info("%s archived to %s", marker.name, target)
-                archived.append(str(target))
-        return archived
+        return archive(markers, context["run_id"])
 
     announced = announce(found.output)
     consumed = FilesConsumedSensor(
@@ -98,4 +88,5 @@ def watch_drop_zone():
     consumed >> archive_markers(announced["markers"])
 
 
-watch_drop_zone()
+if not uses_watcher():  # dataset.arrival.via of $MLOPS_ENV: with watchers, nothing here runs
+    watch_drop_zone()

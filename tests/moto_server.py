@@ -82,6 +82,8 @@ CODE_ACTIONS: Counter[str] = Counter()  # IAM actions (``s3:PutObject``) called 
 _CREDENTIAL = re.compile(r"Credential=([^/]+)/")
 _S3_IAM = {"HeadBucket": "ListBucket"}  # moto's S3 action names that are not IAM's
 _IAM_PREFIX = {"sagemaker-runtime": "sagemaker", "runtime.sagemaker": "sagemaker"}
+# API actions authorized by another action's permission (IAM has no sqs:DeleteMessageBatch)
+_IAM_ACTION = {"sqs:DeleteMessageBatch": "sqs:DeleteMessage"}
 _CALLS_LOCK = threading.Lock()
 ACCOUNT = "123456789012"  # moto's default account
 
@@ -193,7 +195,8 @@ def _count_calls() -> None:
         with _CALLS_LOCK:
             CALLS[(service, action)] += 1
             if _caller(self.headers) == CODE_KEY:
-                CODE_ACTIONS[f"{_IAM_PREFIX.get(service, service)}:{action}"] += 1
+                called = f"{_IAM_PREFIX.get(service, service)}:{action}"
+                CODE_ACTIONS[_IAM_ACTION.get(called, called)] += 1
         return original(self)
 
     original_s3 = S3Response._set_action

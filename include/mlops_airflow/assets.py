@@ -12,8 +12,10 @@ DATASET             ingest, ingest_sql    dataset, version_id, rows, rejected_ro
 QUARANTINE          ingest, ingest_sql    dataset, run_id, files_quarantined, rows_quarantined,
                                           reasons, records (quarantine keys), note
 FEATURES            features              dataset, version_ids, offline_rows, online_entities
-RETRAIN_REQUESTED   monitor               reason (no_champion | drift | decay | forced),
-                                          version_ids, drift_share, metric_drop
+RETRAIN_REQUESTED   monitor               reason (no_champion | drift | decay | forced), env,
+                                          version_ids, drift_share, drifted_columns,
+                                          metric_drop, summary, report (drift report URI),
+                                          live (delayed-label decay, serving health)
 MODEL_CANDIDATE     train                 env, mlflow_run_id, training_set, metrics,
                                           dataset_versions
 EVALUATION          evaluate_register     env, model_name, version, promote, reasons,
@@ -27,6 +29,9 @@ DEPLOYMENT          deploy                env, model_name, version, url, rolled_
 when it committed a version and a ``QUARANTINE`` event only when it quarantined something; a monitor
 run adds ``RETRAIN_REQUESTED`` only when it asks for retraining. Consumers are triggered exactly when
 there is something for them, and one task does the work and the announcing.
+
+The ``alerts`` DAG consumes ``QUARANTINE``, ``RETRAIN_REQUESTED``, ``EVALUATION`` and ``DEPLOYMENT``
+and reads the same keys (``mlops_core.alerts`` decides which events call for an alert).
 
 The ``x-mlops`` URI scheme is a private scheme (Airflow leaves ``x-`` schemes alone).
 """

@@ -113,13 +113,14 @@ def _feature_repository(settings: Settings, store: ObjectStore, contract: Datase
 
 
 def backends_for(settings: Settings) -> Backends:
-    """The task's bundle: the store and compute built now, the rest on first use."""
+    """The task's bundle: the store built now, the rest on first use (a task that never trains never
+    creates the SageMaker and CloudWatch Logs clients of ``compute``)."""
     from mlops_core import backends as core
 
     store = store_for(settings)
     return core.Backends(
         store=store,
-        compute=compute_for(settings, store),
+        make_compute=partial(compute_for, settings, store),
         make_registry=partial(core.model_registry, settings),
         make_serving=partial(_serving, settings, store),
         make_feature_repository=partial(_feature_repository, settings, store),

@@ -37,3 +37,14 @@ def env_param() -> Param:
         title="Environment",
         description="Settings file include/conf/<env>.yaml; defaults to $MLOPS_ENV of the deployment.",
     )
+
+
+def on_failed_run(context) -> None:
+    """Every lifecycle DAG's ``on_failure_callback``: alert on the run's environment's channels (``alerts:``).
+
+    Airflow 3 runs it in the dag processor; the work (and its imports) is in ``mlops_airflow.alerts``,
+    imported only when a run failed. It never raises: a bad setting or connection is a logged error.
+    """
+    from mlops_airflow.alerts import notify_failed_run
+
+    notify_failed_run(context)

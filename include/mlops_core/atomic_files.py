@@ -7,6 +7,7 @@ names starting with ``.`` never sees it), is flushed to disk, and is renamed ove
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import tempfile
@@ -36,10 +37,42 @@ def copy_atomic(
 ) -> Path:
     """Replace ``path`` with a copy of the file ``source`` atomically (as :func:`write_atomic`); returns the path.
 
-    The copy is streamed (``shutil.copyfileobj``), so a file of any size takes little memory.
+    The copy is made by the kernel where it can (``copy_file_range``, else ``sendfile``: no pass of
+    the bytes through Python), else streamed (``shutil.copyfileobj``); either way a file of any size
+    takes little memory.
     """
     with open(source, "rb") as src:
-        return _replace_with(path, lambda fh: shutil.copyfileobj(src, fh, 1 << 20), mode=mode, fsync=fsync)
+        return _replace_with(path, lambda fh: _copy_stream(src, fh), mode=mode, fsync=fsync)
+
+
+_COPY_CHUNK = 1 << 20
+_KERNEL_COPY_REFUSED = frozenset(
+    {errno.ENOSYS, errno.EXDEV, errno.EINVAL, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EBADF, errno.EPERM}
+)
+
+
+def _copy_stream(src: BinaryIO, dst: BinaryIO) -> None:
+    """Copy the rest of ``src`` (from its position) to the end of what ``dst`` holds: in the kernel where
+    the system offers it (both descriptors' offsets advance), else through Python."""
+    dst.flush()
+    in_fd, out_fd = src.fileno(), dst.fileno()
+    os.lseek(in_fd, src.tell(), os.SEEK_SET)  # a buffered reader may have read ahead of its position
+    kernel_copies: list[Callable[[], int]] = []
+    if hasattr(os, "copy_file_range"):
+        kernel_copies.append(lambda: os.copy_file_range(in_fd, out_fd, _COPY_CHUNK))
+    if hasattr(os, "sendfile"):
+        kernel_copies.append(lambda: os.sendfile(out_fd, in_fd, None, _COPY_CHUNK))
+    for kernel_copy in kernel_copies:
+        copied = 0
+        try:
+            while n := kernel_copy():
+                copied += n
+            src.seek(os.lseek(in_fd, 0, os.SEEK_CUR))  # the Python object learns where the kernel left off
+            return
+        except OSError as exc:
+            if copied or exc.errno not in _KERNEL_COPY_REFUSED:
+                raise  # part of the file is written already: no fallback could continue it safely
+    shutil.copyfileobj(src, dst, _COPY_CHUNK)
 
 
 def _replace_with(path: str | Path, fill: Callable[[BinaryIO], object], *, mode: int | None, fsync: bool) -> Path:

@@ -25,6 +25,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property, partial
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlops_core.compute import Compute, LocalJobCompute
@@ -137,15 +138,40 @@ def _no_catalog() -> DatasetCatalog:
 
 
 # ----------------------------------------------------------------------------- serving
-def local_model_server(settings: Settings) -> LocalModelServer:
-    """The environment's local scoring server itself (local tooling: ``make up``, the demo, tests)."""
-    from mlops_core.serving import LocalModelServer
+def capture_spool(settings: Settings) -> Path:
+    """Where the local scoring server's capture proxy writes when the store is not a local folder
+    (it holds no cloud credentials): :func:`mlops_core.capture.ship_captures` moves it to the store."""
+    return settings.home / "serving" / settings.env / "capture-spool"
 
+
+def local_model_server(settings: Settings) -> LocalModelServer:
+    """The environment's local scoring server itself (local tooling: ``make up``, the demo, tests).
+
+    With ``capture.enabled`` every request is recorded under ``captures/<model>/<env>/`` of the
+    environment's local store (or of :func:`capture_spool` when the store is S3).
+    """
+    from mlops_core.serving import CaptureConfig, LocalModelServer
+
+    capture = None
+    if settings.capture.enabled:
+        local_store = settings.backends.storage == "local"
+        capture = CaptureConfig(
+            store_root=settings.storage_root if local_store else str(capture_spool(settings)),
+            model_name=settings.registered_model_name,
+            model_dir=settings.training.model_name,
+            env=settings.env,
+            entity_key=settings.contract.entity_key,
+            sample_rate=settings.capture.sampling_percent / 100,
+            flush_records=settings.capture.flush_records,
+            flush_seconds=settings.capture.flush_seconds,
+            max_request_mb=settings.capture.max_request_mb,
+        )
     return LocalModelServer(
         state_dir=settings.home / "serving" / settings.env,
         host=settings.serving.host,
         port=int(settings.serving.port),
         tracking_uri=settings.registry.tracking_uri,
+        capture=capture,
     )
 
 
@@ -230,20 +256,25 @@ def redis_url(
 class Backends:
     """The backends of one environment, built once per task and handed to the stages.
 
-    ``store`` and ``compute`` are built with the bundle (cheap objects, no connection opened);
-    the registry, the serving target, the mirror and the dataset catalog are built on first use
-    (MLflow is a heavy import) and then kept; :meth:`feature_repository` builds a Feast repository
-    for a contract. A cloud bundle passes its own objects and factories (the Airflow layer builds
-    them on the providers' hooks).
+    ``store`` is built with the bundle (every stage reads or writes it); the compute service, the
+    registry, the serving target, the mirror and the dataset catalog are built on first use (MLflow
+    is a heavy import, a SageMaker client costs about a second to create) and then kept, so a task
+    that never trains never builds its compute; :meth:`feature_repository` builds a Feast
+    repository for a contract. A cloud bundle passes its own objects and factories (the Airflow
+    layer builds them on the providers' hooks).
     """
 
     store: ObjectStore
-    compute: Compute
+    make_compute: Callable[[], Compute]
     make_registry: Callable[[], ModelRegistry]
     make_serving: Callable[[], Serving]
     make_feature_repository: Callable[[DatasetContract], FeatureRepository]
     make_mirror: Callable[[], RegistryMirror]
     make_catalog: Callable[[], DatasetCatalog] = _no_catalog  # a bundle built without one registers nothing
+
+    @cached_property
+    def compute(self) -> Compute:
+        return self.make_compute()
 
     @cached_property
     def catalog(self) -> DatasetCatalog:
@@ -265,12 +296,16 @@ class Backends:
         return self.make_feature_repository(contract)
 
 
+def _given(compute: Compute) -> Compute:
+    return compute
+
+
 def backends_for(settings: Settings, *, store: ObjectStore | None = None, compute: Compute | None = None) -> Backends:
     """The environment's backends from ``settings`` (``store`` / ``compute`` given: used as they are)."""
     store = store if store is not None else object_store(settings)
     return Backends(
         store=store,
-        compute=compute if compute is not None else compute_backend(settings, store),
+        make_compute=partial(_given, compute) if compute is not None else partial(compute_backend, settings, store),
         make_registry=partial(model_registry, settings),
         make_serving=partial(serving_backend, settings),
         make_feature_repository=partial(feature_repository, settings, store=store),

@@ -271,24 +271,15 @@ class DropZone:
         Raises:
             UntrustedPath: naming every refused path and the drop zone; nothing was touched.
         """
-        names: list[str] = []
-        refused: list[tuple[str, str]] = []
-        for path in paths:
-            name, problem = self._name_of(path)
-            if problem:
-                refused.append((_show_path(path), problem))
-            else:
-                names.append(name)
-        if refused:
-            listed = "; ".join(f"{path!r}: {problem}" for path, problem in refused[:20])
-            more = f" (and {len(refused) - 20} more)" if len(refused) > 20 else ""
-            raise UntrustedPath(
-                f"refused {len(refused)} path(s) that are not files directly inside the drop zone "
-                f"{escape_name(str(self.folder))!r}: {listed}{more}. Nothing was read, moved or copied; "
-                "only post landed_files events for files in the drop zone",
-                [path for path, _ in refused],
-            )
-        return sorted(set(names))
+        from mlops_core.drop_source import names_of
+
+        return names_of(
+            paths,
+            self._name_of,
+            zone=escape_name(str(self.folder)),
+            entries=("files", "directly inside"),
+            show=_show_path,
+        )
 
     def _name_of(self, path: object) -> tuple[str, str]:
         if isinstance(path, bytes):
@@ -556,9 +547,10 @@ def _read_head(target: str | os.PathLike[str], max_bytes: int) -> bytes:
 
 
 def _show_path(path: object) -> str:
+    from mlops_core.drop_source import shown_path
+
     if isinstance(path, bytes):
         path = os.fsdecode(path)
     if isinstance(path, os.PathLike):
         path = os.fspath(path)
-    text = path if isinstance(path, str) else repr(path)
-    return escape_name(text if len(text) <= 300 else text[:297] + "...")
+    return shown_path(path)

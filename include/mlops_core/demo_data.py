@@ -444,6 +444,63 @@ def write_bad_files(drop_zone: Path, day: int, **kw: Any) -> dict[str, str]:
     return results
 
 
+def delayed_labels(
+    scored: pd.DataFrame,
+    scored_at: pd.Series | datetime,
+    *,
+    seed: int = 7,
+    batch: int = 0,
+    missing_share: float = 0.1,
+    min_delay_minutes: float = 1.0,
+    max_delay_hours: float = 48.0,
+) -> pd.DataFrame:
+    """The labels that land after the rows of ``scored`` were scored at ``scored_at``: a label drop.
+
+    ``scored``: generated rows (:func:`generate_day`) that a client sent for scoring; their
+    ``churned`` is the outcome that becomes known later. Each row's label arrives between
+    ``min_delay_minutes`` after its scoring time and ``max_delay_hours`` after it (its
+    ``event_time`` in the label file is that arrival); a ``missing_share`` of the rows never get a
+    label. Columns: ``customer_id``, ``event_time``, ``churned`` (the contract's entity key, event
+    time and target), ordered by label time. Deterministic: the same arguments give the same labels;
+    give each scored batch its own ``batch`` number so their delays and gaps are drawn independently.
+    """
+    import pandas as pd
+
+    if not 0 <= missing_share < 1:
+        raise ValueError(f"missing_share must be in [0, 1), got {missing_share!r}")
+    if not 0 < min_delay_minutes <= max_delay_hours * 60:
+        raise ValueError("need 0 < min_delay_minutes <= max_delay_hours * 60")
+    n = len(scored)
+    keys = scored["customer_id"].astype(str).tolist()
+    entropy = [seed, 0x1ABE1, batch]
+    r_missing, r_delay = (np.random.default_rng(s) for s in np.random.SeedSequence(entropy).spawn(2))
+    arrives = r_missing.random(n) >= missing_share
+    delay_seconds = r_delay.uniform(min_delay_minutes * 60, max_delay_hours * 3600, size=n).round()
+    at = (
+        pd.Series(pd.to_datetime(scored_at, utc=True), index=range(n))
+        if isinstance(scored_at, datetime)
+        else pd.to_datetime(pd.Series(scored_at).reset_index(drop=True), utc=True)
+    )
+    labels = pd.DataFrame(
+        {
+            "customer_id": pd.array(keys, dtype="string"),
+            "event_time": at + pd.to_timedelta(delay_seconds, unit="s"),
+            "churned": scored["churned"].to_numpy(dtype=np.int64),
+        }
+    )[arrives]
+    return labels.sort_values(["event_time", "customer_id"], kind="stable").reset_index(drop=True)
+
+
+def write_label_file(folder: Path, name: str, labels: pd.DataFrame) -> Path:
+    """Write ``labels`` (:func:`delayed_labels`) as ``<folder>/<name>.csv``, atomically, and return its path."""
+    if not name or "/" in name or "\\" in name or name.startswith("."):
+        raise ValueError(f"a label file name is a plain name, got {name!r}")
+    target = Path(folder) / f"{name}.csv"
+    write_atomic(target, _to_csv_text(labels).encode("utf-8"))
+    log.info("wrote %s (%d delayed labels)", target, len(labels))
+    return target
+
+
 def _csv_frame_as_text(frame: pd.DataFrame) -> pd.DataFrame:
     """The frame as strings exactly as :func:`_to_csv_text` would write them (nulls stay empty)."""
     import io

@@ -1,6 +1,14 @@
-"""Data drift between a reference sample (what the model was trained on) and recent data.
+"""Data drift between the reference (what the model was trained on) and recent data.
 
-Built on Evidently 0.7 (``Report`` + ``DataDriftPreset``). Only the contract's feature columns
+Two ways, one result (:class:`DriftResult`):
+
+- :func:`detect_drift_streaming` decides: the new rows stream through in Arrow batches and are
+  counted against the champion's reference profile (:mod:`mlops_core.drift_profile`), so memory
+  does not grow with the rows; it also keeps a bounded uniform sample of them for the report.
+- :func:`detect_drift` makes the human-readable report: Evidently on a reference sample and a
+  bounded current sample (and decides on them, for callers that only have frames).
+
+:func:`detect_drift` is built on Evidently 0.7 (``Report`` + ``DataDriftPreset``). Only the contract's feature columns
 are compared (numeric and categorical features; never the target, entity key or event time).
 Each column is tested with the method Evidently picks by default for its type and size
 (reference with <= 1000 rows: K-S for numeric, chi-square or Z-test for categorical, all
@@ -21,13 +29,16 @@ import html
 import json
 import logging
 import math
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import pandas as pd
+    import pyarrow as pa
 
     from mlops_core.contract import DatasetContract
+    from mlops_core.drift_profile import ProfileThresholds, ReferenceProfile
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +78,8 @@ class DriftResult:
     ``column_scores`` holds Evidently's drift score per tested column: a p-value for p-value
     tests (low = drift) or a distance for distance tests (high = drift); ``column_methods``
     says which. A column that is empty on exactly one side counts as drifted and has no score.
+    ``column_stats`` (streaming decision only) holds every statistic computed per column (``psi``,
+    ``wasserstein``, ``jensenshannon``, ``missing_rate_reference``, ``missing_rate_current``).
     """
 
     drifted: bool
@@ -77,6 +90,7 @@ class DriftResult:
     current_rows: int
     reason: str
     column_methods: dict[str, str] = field(default_factory=dict)
+    column_stats: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe primitives only (non-finite scores become ``None``)."""
@@ -89,6 +103,10 @@ class DriftResult:
             for k, v in self.column_scores.items()
         }
         out["column_methods"] = {str(k): str(v) for k, v in self.column_methods.items()}
+        out["column_stats"] = {
+            str(k): {str(n): (float(x) if math.isfinite(float(x)) else None) for n, x in v.items()}
+            for k, v in self.column_stats.items()
+        }
         out["reference_rows"] = int(self.reference_rows)
         out["current_rows"] = int(self.current_rows)
         out["reason"] = str(self.reason)
@@ -173,6 +191,112 @@ def detect_drift(
     )
     log.info("drift check for %s: %s", contract.name, reason)
     return result, page
+
+
+def detect_drift_streaming(
+    profile: ReferenceProfile,
+    batches: Iterable[pa.RecordBatch | pa.Table],
+    contract: DatasetContract,
+    thresholds: ProfileThresholds | None = None,
+    *,
+    sample_rows: int = 0,
+    seed: int = 0,
+) -> tuple[DriftResult, pd.DataFrame | None]:
+    """Count ``batches`` against ``profile`` on the contract's features and decide.
+
+    Returns the result and, when ``sample_rows`` > 0, a uniform sample of at most that many of
+    the rows (the feature columns only) for the human-readable report; memory holds one batch,
+    the counts and the sample, whatever the number of rows. Raises
+    :class:`~mlops_core.drift_profile.ProfileError` when the profile lacks a feature of the
+    contract (it was made for another contract) and when a batch lacks one.
+    """
+    from mlops_core.drift_profile import ProfileCounter, ProfileError, ProfileThresholds, decide
+
+    thresholds = thresholds or ProfileThresholds()
+
+    comparable = set(contract.numeric_features) | set(contract.categorical_features)
+    columns = [c for c in contract.feature_columns if c in comparable]
+    if not columns:
+        raise ValueError(f"contract {contract.name!r} has no numeric or categorical feature columns to compare")
+    for name in columns:
+        kind = "numeric" if name in contract.numeric_features else "categorical"
+        profiled = profile.numeric if kind == "numeric" else profile.categorical
+        if name not in profiled:
+            raise ProfileError(
+                f"the drift profile of {profile.dataset!r} has no {kind} column {name!r} of contract "
+                f"{contract.name!r} (it profiles {profile.columns}): it was made for another contract; retrain"
+            )
+    counter = ProfileCounter(profile, columns)
+    sampler = RowSample(sample_rows, seed) if sample_rows > 0 else None
+    for batch in batches:
+        counter.add(batch)
+        if sampler is not None:
+            sampler.add(batch.select(columns))
+    sample = sampler.frame() if sampler is not None else None
+    n_cur = counter.columns[columns[0]].rows
+    if n_cur < thresholds.min_rows:
+        reason = f"not enough rows (current {n_cur}; need at least {thresholds.min_rows}): drift not computed"
+        log.info("drift check skipped for %s: %s", contract.name, reason)
+        return DriftResult(False, 0.0, [], {}, profile.rows, n_cur, reason), sample
+    verdicts, share, drifted = decide(profile, counter, thresholds)
+    one_side_empty = [v.column for v in verdicts if v.method == "empty" and v.drifted]
+    skipped = [v.column for v in verdicts if v.method == "empty" and not v.drifted]
+    counted = [c for c in columns if c not in skipped]
+    drifted_columns = [v.column for v in verdicts if v.drifted]
+    reason = _reason(drifted_columns, counted, share, thresholds.drift_share, one_side_empty, skipped)
+    notes = [f"{v.column} ({v.why})" for v in verdicts if v.drifted and v.method != "empty"]
+    if notes:
+        reason += " [" + "; ".join(notes) + "]"
+    result = DriftResult(
+        drifted=drifted,
+        share_drifted=share,
+        drifted_columns=drifted_columns,
+        column_scores={v.column: v.score for v in verdicts if v.method != "empty"},
+        reference_rows=profile.rows,
+        current_rows=n_cur,
+        reason=reason,
+        column_methods={v.column: v.method for v in verdicts if v.method != "empty"},
+        column_stats={v.column: dict(v.stats) for v in verdicts},
+    )
+    log.info("drift check for %s: %s", contract.name, reason)
+    return result, sample
+
+
+class RowSample:
+    """A uniform sample of at most ``size`` rows of a stream of batches (each row gets a random key;
+    the ``size`` smallest keys are kept), in memory of the sample plus one batch; seeded."""
+
+    def __init__(self, size: int, seed: int = 0) -> None:
+        import numpy as np
+
+        if size < 1:
+            raise ValueError(f"a sample needs size >= 1, got {size}")
+        self.size = size
+        self._rng = np.random.default_rng(seed)
+        self._keys = np.empty(0)
+        self._rows: pa.Table | None = None
+
+    def add(self, batch: pa.RecordBatch | pa.Table) -> None:
+        import numpy as np
+        import pyarrow as pa
+
+        keys = self._rng.random(batch.num_rows)
+        if len(self._keys) >= self.size:  # full: only rows that beat the largest kept key can enter
+            take = np.nonzero(keys < self._keys.max())[0]
+            if len(take) == 0:
+                return
+            batch, keys = batch.take(pa.array(take)), keys[take]
+        table = pa.Table.from_batches([batch]) if isinstance(batch, pa.RecordBatch) else batch
+        rows = table if self._rows is None else pa.concat_tables([self._rows, table.cast(self._rows.schema)])
+        all_keys = np.concatenate([self._keys, keys])
+        if len(all_keys) > self.size:
+            keep = np.sort(np.argpartition(all_keys, self.size - 1)[: self.size])
+            rows, all_keys = rows.take(pa.array(keep)), all_keys[keep]
+        self._rows, self._keys = rows.combine_chunks(), all_keys
+
+    def frame(self) -> pd.DataFrame | None:
+        """The sample as a DataFrame (None when no row came)."""
+        return None if self._rows is None else self._rows.to_pandas()
 
 
 # ------------------------------------------------------------------------------ internals

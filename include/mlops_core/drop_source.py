@@ -21,7 +21,7 @@ ingest stage talk to either through :class:`DropSource`, so the same DAGs watch 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -63,12 +63,7 @@ class DropSource(Protocol):
     ) -> None: ...
 
     def scan(
-        self,
-        patterns: Sequence[str],
-        rule: ArrivalRule,
-        previous: ScanState | None = None,
-        *,
-        now: float | None = None,
+        self, patterns: Sequence[str], rule: ArrivalRule, previous: ScanState | None = None, *, now: float | None = None
     ) -> ScanResult:
         """One look under ``rule``; keep the result's ``state`` and pass it as ``previous`` next time."""
         ...
@@ -92,3 +87,53 @@ class DropSource(Protocol):
     def unconsumed(self, announced: Sequence[Mapping[str, Any]]) -> list[str]:
         """The paths of ``announced`` entries (event ``files``) that are still waiting to be consumed."""
         ...
+
+
+def names_of(
+    paths: Iterable[object],
+    name_of: Callable[[object], tuple[str, str]],
+    *,
+    zone: str,
+    entries: tuple[str, str],
+    show: Callable[[object], str] | None = None,
+) -> list[str]:
+    """The sorted, distinct entry names of announced ``paths``: what every :meth:`DropSource.names_of` does.
+
+    ``name_of`` gives a path's entry name, or a problem that refuses it; ``zone`` is the zone as
+    shown in the message; ``entries`` says what may be announced, as ``("files", "directly inside")``
+    or ``("objects", "directly under")``; ``show`` makes a refused path printable (default
+    :func:`shown_path`).
+
+    Raises:
+        UntrustedPath: naming every refused path (the first 20 in the message) and the drop zone;
+            nothing was touched.
+    """
+    from mlops_core.delivered_files import UntrustedPath
+
+    names: list[str] = []
+    refused: list[tuple[str, str]] = []
+    for path in paths:
+        name, problem = name_of(path)
+        if problem:
+            refused.append(((show or shown_path)(path), problem))
+        else:
+            names.append(name)
+    if refused:
+        kind, where = entries
+        listed = "; ".join(f"{path!r}: {problem}" for path, problem in refused[:20])
+        more = f" (and {len(refused) - 20} more)" if len(refused) > 20 else ""
+        raise UntrustedPath(
+            f"refused {len(refused)} path(s) that are not {kind} {where} the drop zone "
+            f"{zone!r}: {listed}{more}. Nothing was read, moved or copied; "
+            f"only post landed_files events for {kind} in the drop zone",
+            [path for path, _ in refused],
+        )
+    return sorted(set(names))
+
+
+def shown_path(path: object) -> str:
+    """An announced path as printable text for a refusal: escaped, at most 300 characters (``repr`` of a non-string)."""
+    from mlops_core.delivered_files import escape_name
+
+    text = path if isinstance(path, str) else repr(path)
+    return escape_name(text if len(text) <= 300 else text[:297] + "...")

@@ -245,6 +245,24 @@ def score_model(model: Any, df: pd.DataFrame, contract: DatasetContract) -> dict
     return compute_metrics(contract.task, y_true, y_pred, y_score, classes=classes)
 
 
+def prediction_scores(model: Any, df: pd.DataFrame, contract: DatasetContract) -> np.ndarray | None:
+    """One number per row whose drift is worth watching: the positive class's probability for a
+    binary classifier with ``predict_proba``, the prediction for regression; None otherwise."""
+    from mlops_core.training.model import prepare_features
+
+    if len(df) == 0:
+        return None
+    X = prepare_features(df, contract)
+    if contract.task == "classification":
+        scorer = _probability_model(model)
+        if scorer is None:
+            return None
+        proba = np.asarray(scorer.predict_proba(X))
+        return proba[:, 1].astype(np.float64) if proba.ndim == 2 and proba.shape[1] == 2 else None
+    predictions = _as_1d(model.predict(X))
+    return predictions.astype(np.float64) if np.issubdtype(predictions.dtype, np.number) else None
+
+
 def _probability_model(model: Any) -> Any | None:
     """``model`` if it has ``predict_proba``, else the raw estimator of an MLflow pyfunc wrapper if that has it."""
     if hasattr(model, "predict_proba"):

@@ -662,14 +662,12 @@ class FeatureRepository:
         import sqlite3
 
         import numpy as np
-        import pandas as pd
         import pyarrow as pa
         from feast.infra.key_encoding_utils import serialize_entity_key
         from feast.infra.online_stores.helpers import compute_table_id, extract_text_and_num
         from feast.infra.online_stores.sqlite import adapt_datetime_epoch
         from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
         from feast.protos.feast.types.Value_pb2 import Value as ValueProto
-        from feast.type_map import python_values_to_proto_values
         from feast.utils import to_naive_utc
 
         from mlops_core.feature_offline import latest_per_entity
@@ -698,15 +696,7 @@ class FeatureRepository:
         cells[:, :, 0] = np.array(keys, dtype=object)[order][:, None]
         cells[:, :, 4] = np.array(stamps, dtype=object)[order][:, None]
         for j, field in enumerate(fields):
-            values = latest.column(field.name).to_numpy(zero_copy_only=False)
-            codes, uniques = pd.factorize(values, use_na_sentinel=True)
-            distinct = list(uniques)
-            nulls = codes < 0
-            if nulls.any():  # nulls are converted too (one of them), and take the last slot
-                distinct.append(values[int(nulls.argmax())])
-                codes = codes.copy()
-                codes[nulls] = len(distinct) - 1
-            protos = python_values_to_proto_values(distinct, field.dtype.to_value_type())
+            protos, codes = _distinct_protos(latest.column(field.name), field.dtype)
             blobs = np.array([p.SerializeToString() for p in protos] + [b""], dtype=object)[:-1]
             texts = np.array([extract_text_and_num(p, False)[0] for p in protos] + [""], dtype=object)[:-1]
             cells[:, j, 1] = field.name
@@ -758,9 +748,9 @@ def _local_folder(offline_dir: str | Path) -> Path:
     return Path(text).expanduser().resolve()
 
 
-def _value_protos(column: pa.ChunkedArray, feast_type: Any) -> list[Any]:
-    """Feast ``ValueProto`` of every value of ``column`` (converted once per distinct value)."""
-    import numpy as np
+def _distinct_protos(column: pa.ChunkedArray, feast_type: Any) -> tuple[list[Any], Any]:
+    """Feast ``ValueProto`` of each distinct value of ``column`` (each converted once) and, per row,
+    the index of its value among them (``codes``, a numpy int array)."""
     import pandas as pd
     from feast.type_map import python_values_to_proto_values
 
@@ -772,8 +762,15 @@ def _value_protos(column: pa.ChunkedArray, feast_type: Any) -> list[Any]:
         distinct.append(values[int(nulls.argmax())])
         codes = codes.copy()
         codes[nulls] = len(distinct) - 1
-    protos = np.array([*python_values_to_proto_values(distinct, feast_type.to_value_type()), None], dtype=object)
-    return list(protos[:-1][codes])
+    return python_values_to_proto_values(distinct, feast_type.to_value_type()), codes
+
+
+def _value_protos(column: pa.ChunkedArray, feast_type: Any) -> list[Any]:
+    """Feast ``ValueProto`` of every value of ``column`` (converted once per distinct value)."""
+    import numpy as np
+
+    protos, codes = _distinct_protos(column, feast_type)
+    return list(np.array([*protos, None], dtype=object)[:-1][codes])
 
 
 def _as_utc(value: Any) -> Any:

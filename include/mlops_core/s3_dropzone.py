@@ -53,10 +53,9 @@ from mlops_core.delivered_files import (
     FileRejected,
     FileSnapshot,
     HashingSink,
-    UntrustedPath,
     escape_name,
 )
-from mlops_core.drop_source import MARK_CONSUMED, Consumed
+from mlops_core.drop_source import MARK_CONSUMED, Consumed, names_of
 from mlops_core.dropzone import (
     CONSUMED,
     HIDDEN,
@@ -172,12 +171,7 @@ class S3DropZone:
         return objects, folders
 
     def scan(
-        self,
-        patterns: Sequence[str],
-        rule: ArrivalRule,
-        previous: ScanState | None = None,
-        *,
-        now: float | None = None,
+        self, patterns: Sequence[str], rule: ArrivalRule, previous: ScanState | None = None, *, now: float | None = None
     ) -> ScanResult:
         """One listing of the prefix under ``rule`` (``stable`` or ``rename``; see the module docstring).
 
@@ -275,25 +269,7 @@ class S3DropZone:
         Raises:
             UntrustedPath: naming every refused path and the drop zone; nothing was touched.
         """
-        names: list[str] = []
-        refused: list[tuple[str, str]] = []
-        for path in paths:
-            name, problem = self._name_of(path)
-            if problem:
-                text = path if isinstance(path, str) else repr(path)
-                refused.append((escape_name(text if len(text) <= 300 else text[:297] + "..."), problem))
-            else:
-                names.append(name)
-        if refused:
-            listed = "; ".join(f"{path!r}: {problem}" for path, problem in refused[:20])
-            more = f" (and {len(refused) - 20} more)" if len(refused) > 20 else ""
-            raise UntrustedPath(
-                f"refused {len(refused)} path(s) that are not objects directly under the drop zone "
-                f"{self.location!r}: {listed}{more}. Nothing was read, moved or copied; "
-                "only post landed_files events for objects in the drop zone",
-                [path for path, _ in refused],
-            )
-        return sorted(set(names))
+        return names_of(paths, self._name_of, zone=self.location, entries=("objects", "directly under"))
 
     def _name_of(self, path: object) -> tuple[str, str]:
         if not isinstance(path, str):

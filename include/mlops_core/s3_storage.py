@@ -30,7 +30,6 @@ import io
 import logging
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 from mlops_core.aws_errors import aws_error
 from mlops_core.aws_errors import is_missing as _not_found
@@ -100,15 +99,6 @@ class S3ObjectStore:
 
     def uri(self, key: str = "") -> str:
         return f"s3://{self.bucket}/{self._object_key(key) if key else self.prefix}"
-
-    def key_of(self, uri: str) -> str:
-        """The store key of ``s3://bucket/prefix/<key>``; a URI of another bucket or outside the prefix is refused."""
-        parsed = urlparse(uri)
-        path = parsed.path.lstrip("/")
-        if parsed.scheme != "s3" or parsed.netloc != self.bucket or not path.startswith(self.prefix):
-            raise ValueError(f"{uri!r} is outside this store ({self.uri()}); only keys under it are read or written")
-        key = path[len(self.prefix) :]
-        return _clean_key(key)
 
     # ----------------------------------------------------------------- writing
     def _transfer_config(self) -> Any:

@@ -11,6 +11,11 @@ Deploying registry version ``v`` (files with digest ``d``):
 3. the endpoint is created (first deploy) or updated to that config (blue/green: SageMaker brings
    the new fleet up before it moves traffic; ``aws.deployment_config`` -- traffic shifting,
    auto-rollback alarms -- is passed through as given);
+   With ``capture_destination`` set, the config carries a ``DataCaptureConfig`` (inputs and
+   outputs, ``capture_sampling_percent`` of the requests, JSON and CSV recorded as text) writing
+   under ``captures/<model>/<env>/sagemaker/`` of the store (:func:`mlops_core.capture.sagemaker_capture_uri`),
+   which :func:`mlops_core.capture.read_captures` reads as capture records; the config's name then
+   ends with a digest of that capture setting, so a changed setting is a new config;
 4. the stage waits for ``InService`` and then checks that the endpoint really runs the config it
    asked for: SageMaker rolls an update back on its own (an alarm, a failed health check) and still
    ends ``InService``, so "the update succeeded" is only true when the live config is ours.
@@ -25,6 +30,7 @@ before the current one back (``serving/<endpoint>/history.json``). The boto3 cli
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import logging
@@ -72,6 +78,20 @@ class SageMakerEndpointSettings:
     deployment_config: dict[str, Any] = field(default_factory=dict)
     wait_seconds: int = 1800
     poll_seconds: float = 15.0
+    capture_destination: str | None = None  # s3:// prefix of the endpoint's data capture; None: no capture
+    capture_sampling_percent: int = 100
+
+    def data_capture_config(self) -> dict[str, Any] | None:
+        """The ``DataCaptureConfig`` of CreateEndpointConfig, or None without a capture destination."""
+        if not self.capture_destination:
+            return None
+        return {
+            "EnableCapture": True,
+            "InitialSamplingPercentage": int(self.capture_sampling_percent),
+            "DestinationS3Uri": self.capture_destination,
+            "CaptureOptions": [{"CaptureMode": "Input"}, {"CaptureMode": "Output"}],
+            "CaptureContentTypeHeader": {"JsonContentTypes": ["application/json"], "CsvContentTypes": ["text/csv"]},
+        }
 
 
 class SageMakerServing:
@@ -157,7 +177,7 @@ class SageMakerServing:
         if live and live.healthy and live.model_version == model_version and live.model_sha256 == expected_sha256:
             log.info("Endpoint %s already serves version %s", self.name, model_version)
             return live
-        config = sagemaker_name(self.name, f"v{model_version}", expected_sha256[:8])
+        config = self._config_name(model_version, expected_sha256)
         archive = self._package(model_uri, model_version, expected_sha256, config)
         self._ensure_model(config, archive, expected_sha256)
         self._ensure_config(config)
@@ -172,7 +192,33 @@ class SageMakerServing:
                 }
             ).encode(),
         )
-        return self._switch_to(config)
+        live = self._switch_to(config)
+        wanted = self.endpoint.data_capture_config()
+        if wanted is not None and self.live_capture() != wanted:
+            raise DeploymentFailed(
+                f"endpoint {self.name} serves version {model_version} but its data capture is "
+                f"{self.live_capture()}, not the one asked for {wanted}: delete endpoint config {config} "
+                "(it was created with other capture settings) and deploy again"
+            )
+        return live
+
+    def _config_name(self, model_version: str, expected_sha256: str) -> str:
+        capture = self.endpoint.data_capture_config()
+        if capture is None:
+            return sagemaker_name(self.name, f"v{model_version}", expected_sha256[:8])
+        digest = hashlib.sha256(json.dumps(capture, sort_keys=True).encode()).hexdigest()[:6]
+        return sagemaker_name(
+            sagemaker_name(self.name, limit=46), f"v{model_version}", expected_sha256[:8], f"c{digest}"
+        )
+
+    def live_capture(self) -> dict[str, Any] | None:
+        """The ``DataCaptureConfig`` of the config the endpoint runs now (None: no endpoint or no capture)."""
+        described = self._describe()
+        if described is None:
+            return None
+        config = self.client.describe_endpoint_config(EndpointConfigName=described["EndpointConfigName"])
+        capture: dict[str, Any] | None = config.get("DataCaptureConfig") or None
+        return capture
 
     def _switch_to(self, config: str) -> LiveModel:
         described = self._describe()
@@ -248,18 +294,22 @@ class SageMakerServing:
                 raise
 
     def _ensure_config(self, name: str) -> None:
+        request: dict[str, Any] = {
+            "EndpointConfigName": name,
+            "ProductionVariants": [
+                {
+                    "VariantName": "main",
+                    "ModelName": name,
+                    "InitialInstanceCount": self.endpoint.instance_count,
+                    "InstanceType": self.endpoint.instance_type,
+                }
+            ],
+        }
+        capture = self.endpoint.data_capture_config()
+        if capture is not None:
+            request["DataCaptureConfig"] = capture
         try:
-            self.client.create_endpoint_config(
-                EndpointConfigName=name,
-                ProductionVariants=[
-                    {
-                        "VariantName": "main",
-                        "ModelName": name,
-                        "InitialInstanceCount": self.endpoint.instance_count,
-                        "InstanceType": self.endpoint.instance_type,
-                    }
-                ],
-            )
+            self.client.create_endpoint_config(**request)
         except Exception as exc:
             if not _exists_already(exc):
                 raise

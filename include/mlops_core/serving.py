@@ -29,6 +29,11 @@ verifies (:meth:`verify`); if that fails, :meth:`rollback` redeploys the version
 the candidate on a side port first would not shorten the gap (an MLflow server cannot hand its
 socket over, so the main port needs a second start) and would double the startup time.
 
+Prediction capture: with a :class:`CaptureConfig`, the process group's leader is our capture proxy
+(:mod:`mlops_core.capture_proxy`) on the public port, and MLflow's server its child on an internal
+loopback port; every scoring request is recorded to the object store
+(:mod:`mlops_core.capture`). ``stop()`` ends both; the proxy writes what it buffered on SIGTERM.
+
 Deploying the version that is already live is a no-op, so a retried task does not restart the
 server. Operations on one ``state_dir`` are serialized by a file lock. A port held by any process
 that this state folder did not start is refused with :class:`PortInUseError`.
@@ -53,7 +58,7 @@ from typing import TYPE_CHECKING, Any
 from mlops_core.atomic_files import write_atomic
 from mlops_core.child_env import child_environment
 from mlops_core.model_integrity import fetch_verified_model, parse_model_uri, registered_model_sha256
-from mlops_core.ports import port_is_free
+from mlops_core.ports import free_port, port_is_free
 from mlops_core.processes import pid_alive, terminate_group
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -106,6 +111,34 @@ class Deployment:
     def from_dict(cls, raw: dict[str, Any]) -> Deployment:
         """A record read back; fields with defaults may be missing (older records)."""
         return cls(**{k: raw[k] for k in cls.__dataclass_fields__ if k in raw})
+
+
+@dataclass(frozen=True)
+class CaptureConfig:
+    """Where and how the local server's capture proxy records requests (``capture:`` settings).
+
+    :param store_root: folder of the object store the part files go to (the environment's local
+        store, or a spool folder that :func:`mlops_core.capture.ship_captures` empties into S3).
+    :param model_name: the registered model's name, written in every record.
+    :param env: the environment (``captures/<model_dir>/<env>/``); ``model_dir`` defaults to ``model_name``.
+    :param entity_key: the contract's entity key column, taken from each request row.
+    """
+
+    store_root: str
+    model_name: str
+    env: str
+    model_dir: str = ""
+    entity_key: str | None = None
+    sample_rate: float = 1.0
+    flush_records: int = 100
+    flush_seconds: float = 10.0
+    max_request_mb: float = 6.0
+
+    @property
+    def prefix(self) -> str:
+        from mlops_core.capture import capture_prefix
+
+        return capture_prefix(self.model_dir or self.model_name, self.env)
 
 
 def _now() -> str:
@@ -188,16 +221,24 @@ class LocalModelServer:
     :param tracking_uri: MLflow tracking/registry URI: where ``models:/`` URIs and their recorded
         digests are looked up (by this object; the server process never talks to the registry).
     :param request_timeout: seconds the server allows one scoring request.
+    :param capture: record every request (the capture proxy in front of MLflow's server); None: no proxy.
     """
 
     def __init__(
-        self, state_dir: Path | str, host: str, port: int, tracking_uri: str, request_timeout: int = 60
+        self,
+        state_dir: Path | str,
+        host: str,
+        port: int,
+        tracking_uri: str,
+        request_timeout: int = 60,
+        capture: CaptureConfig | None = None,
     ) -> None:
         self.state_dir = Path(state_dir)
         self.host = host
         self.port = int(port)
         self.tracking_uri = tracking_uri
         self.request_timeout = request_timeout
+        self.capture = capture
 
     def __repr__(self) -> str:
         return f"LocalModelServer(state_dir={str(self.state_dir)!r}, url={self.url!r})"
@@ -392,7 +433,8 @@ class LocalModelServer:
                 self._require_free_port()
             time.sleep(0.2)
 
-    def _command(self, model_path: str) -> list[str]:
+    def _command(self, model_path: str, host: str, port: int) -> list[str]:
+        """MLflow's scoring server for ``model_path`` on ``host:port``."""
         return [
             sys.executable,
             "-m",
@@ -404,13 +446,54 @@ class LocalModelServer:
             "--env-manager",
             "local",
             "-h",
-            self.host,
+            host,
             "-p",
-            str(self.port),
+            str(port),
             "--workers",
             "1",
             "-t",
             str(self.request_timeout),
+        ]
+
+    def _server_command(self, model_path: str, model_version: str) -> list[str]:
+        """The process group leader's command: MLflow's server, behind the capture proxy when capturing."""
+        capture = self.capture
+        if capture is None:
+            return self._command(model_path, self.host, self.port)
+        upstream = free_port("127.0.0.1")
+        return [
+            sys.executable,
+            "-m",
+            "mlops_core.capture_proxy",
+            "--host",
+            self.host,
+            "--port",
+            str(self.port),
+            "--upstream-port",
+            str(upstream),
+            "--store-root",
+            capture.store_root,
+            "--prefix",
+            capture.prefix,
+            "--target",
+            f"local:{capture.env}",
+            "--model-name",
+            capture.model_name,
+            "--model-version",
+            model_version,
+            *(["--entity-key", capture.entity_key] if capture.entity_key else []),
+            "--sample-rate",
+            str(capture.sample_rate),
+            "--flush-records",
+            str(capture.flush_records),
+            "--flush-seconds",
+            str(capture.flush_seconds),
+            "--max-request-mb",
+            str(capture.max_request_mb),
+            "--timeout",
+            str(self.request_timeout + 5),
+            "--",
+            *self._command(model_path, "127.0.0.1", upstream),
         ]
 
     def _environment(self, tmp_dir: Path) -> dict[str, str]:
@@ -448,13 +531,13 @@ class LocalModelServer:
             log.flush()
             started = time.monotonic()
             proc = subprocess.Popen(
-                self._command(model_path),
+                self._server_command(model_path, model_version),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=env,
                 cwd=self.state_dir,
-                start_new_session=True,  # its own process group: stop() kills the CLI and uvicorn together
+                start_new_session=True,  # its own process group: stop() kills the proxy, CLI and uvicorn together
             )
         _write_json_atomic(
             self.state_dir / STARTING_FILE, {"pid": proc.pid, "model_uri": model_uri, "model_version": model_version}

@@ -83,6 +83,13 @@ BACKENDS = ("local", "aws", "azure")
 REGISTRY_MIRRORS = ("none", "sagemaker", "azure_ml")
 CATALOGS = ("none", "glue")
 ARRIVAL_RULES = ("stable", "marker", "rename")
+ARRIVAL_VIA = ("sensor", "watcher")
+SQS_QUEUE_URL = (re.compile(r"https?://[A-Za-z0-9.:-]+/\d{12}/[A-Za-z0-9_-]{1,80}(\.fifo)?"), "an SQS queue URL")
+CRON_PRESETS = ("@hourly", "@daily", "@weekly", "@monthly", "@yearly")
+LABELS_PREFIX = (
+    re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}(/[A-Za-z0-9][A-Za-z0-9_.-]{0,63}){0,3}"),
+    "a key prefix of the object store: 1-4 plain names joined by '/', no '..', e.g. 'labels'",
+)
 GLUE_NAME = (re.compile(r"[a-z][a-z0-9_]{0,127}"), "lowercase letters, digits and _, starting with a letter")
 ROLE_ARN = (re.compile(r"arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}"), "an IAM role ARN")
 INSTANCE_TYPE = (re.compile(r"ml\.[a-z0-9]+\.[a-z0-9]+"), "a SageMaker instance type such as ml.m5.large")
@@ -90,6 +97,9 @@ SAGEMAKER_NAME = (re.compile(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}"), "letters, dig
 S3_ROOT = re.compile(r"s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9](/[^\s]*)?")
 S3_DROP_ZONE = re.compile(r"s3://([a-z0-9][a-z0-9.\-]{1,61}[a-z0-9])/(\S+)")
 MARK_CONSUMED = ("archive", "tag")
+# What can alert (mlops_core.alerts decides which outcome is which kind; a test keeps the two in step)
+ALERT_KINDS = ("drift", "decay", "quarantine", "rejected_challenger", "deployment_failed", "dag_failed")
+EMAIL_ADDRESS = (re.compile(r"[^@\s<>,;\"']+@[^@\s<>,;\"']+\.[^@\s<>,;\"']+"), "an address such as ops@example.com")
 
 # Metric name -> True when larger is better. Used by the promotion gate.
 METRIC_DIRECTIONS = {
@@ -213,6 +223,15 @@ def _home_path(value: Path, info: ValidationInfo) -> Path:
     return path if path.is_absolute() else ((loaded.home if loaded else mlops_home()) / path).resolve()
 
 
+def _cron(value: str) -> str:
+    """A cron expression Airflow's ``CronTriggerTimetable`` takes: a preset or five fields."""
+    text = " ".join(value.split())
+    fields = text.split(" ")
+    if text in CRON_PRESETS or (len(fields) == 5 and all(re.fullmatch(r"[0-9A-Za-z*/,?#L-]+", f) for f in fields)):
+        return text
+    raise _invalid(f"must be a cron expression (five fields, or one of {_quoted(CRON_PRESETS)}); got {value!r}")
+
+
 def _drop_zone(value: Any, info: ValidationInfo) -> Path | str:
     """A local folder (relative to ``MLOPS_HOME``) or ``s3://<bucket>/<prefix>/`` (kept as text, ending in ``/``)."""
     if isinstance(value, str) and "://" in value:
@@ -309,6 +328,10 @@ class ArrivalSettings(_Section):
     min_age_seconds: FiniteFloat = Field(default=5.0, ge=0)
     marker: Annotated[str, AfterValidator(_marker_name)] = "{name}.done"
     poll_seconds: FiniteFloat = Field(default=5.0, gt=0)
+    # How ingest hears of new files: sensor (the watch_drop_zone DAG) or watcher (AssetWatchers on landed_files)
+    via: Annotated[str, _choice(ARRIVAL_VIA)] = "sensor"
+    sqs_queue: Annotated[str, _pattern(SQS_QUEUE_URL)] | None = None  # watcher on S3: the notifications' queue
+    reconcile_schedule: Annotated[str, AfterValidator(_cron)] | None = "@hourly"  # watcher: also ingest on this cron
 
 
 class DatasetSettings(_Section):
@@ -321,7 +344,7 @@ class DatasetSettings(_Section):
         default=("*.csv", "*.csv.gz", "*.parquet"), min_length=1
     )
     max_file_mb: int = Field(default=256, ge=1)
-    ingest_batch_mb: int = Field(default=16, ge=1)  # text parsed and validated at a time; rows merged at a time
+    ingest_batch_mb: int = Field(default=64, ge=1)  # text parsed at a time (validated in 4 slices); 1/4 of it staged
     ingest_scratch_dir: HomePath | None = None  # local scratch of ingest (file copies, spilled rows); None: TMPDIR
     arrival: ArrivalSettings = Field(default_factory=ArrivalSettings)
     sql_source: SqlSourceSettings | None = None
@@ -336,8 +359,18 @@ class DatasetSettings(_Section):
     @field_validator("arrival")
     @classmethod
     def _rule_fits_the_drop_zone(cls, value: ArrivalSettings, info: ValidationInfo) -> ArrivalSettings:
-        if value.rule == "marker" and is_s3_uri(info.data.get("drop_zone")):
+        s3 = is_s3_uri(info.data.get("drop_zone"))
+        if value.rule == "marker" and s3:
             raise _invalid("marker is not offered for an s3:// drop zone: use stable or rename", "rule")
+        if value.via == "watcher" and s3 and value.sqs_queue is None:
+            raise _invalid(
+                "a watcher on an s3:// drop zone reads the bucket's event notifications: set the SQS queue they go to",
+                "sqs_queue",
+            )
+        if value.sqs_queue is not None and not s3:
+            raise _invalid(
+                "an SQS queue carries the notifications of an s3:// drop zone; this one is a folder", "sqs_queue"
+            )
         return value
 
 
@@ -514,6 +547,24 @@ class ServingSettings(_Section):
     startup_timeout_seconds: int = Field(default=120, ge=1)
 
 
+class CaptureSettings(_Section):
+    """Prediction capture on every serving target (``capture:``): see :mod:`mlops_core.capture`."""
+
+    enabled: bool = True
+    sampling_percent: int = Field(default=100, ge=1, le=100)  # share of requests recorded
+    flush_records: int = Field(default=100, ge=1)  # local proxy: write a part file every N records ...
+    flush_seconds: FiniteFloat = Field(default=10.0, gt=0, le=3600)  # ... or every T seconds, and on SIGTERM
+    max_request_mb: FiniteFloat = Field(default=6.0, gt=0, le=1024)  # local proxy: larger bodies get 413
+
+
+class ServingHealthSettings(_Section):
+    """When the captured requests say serving is unhealthy (``serving_health:``)."""
+
+    min_requests: int = Field(default=20, ge=1)  # fewer requests in the window: no verdict
+    max_error_rate: FiniteFloat = Field(default=0.05, ge=0, le=1)  # share of requests answered non-2xx
+    max_p95_latency_ms: FiniteFloat = Field(default=500.0, gt=0)
+
+
 class MonitoringSettings(_Section):
     """When new data counts as drifted or the champion as decayed (``monitoring:``)."""
 
@@ -522,6 +573,25 @@ class MonitoringSettings(_Section):
     min_rows: int = Field(default=100, ge=1)
     reference_rows: int = Field(default=20_000, ge=1)
     max_metric_drop: FiniteFloat = Field(default=0.05, ge=0)
+    # the reference profile made at training time, and the streaming drift decision against it
+    profile_bins: int = Field(default=20, ge=2, le=1000)
+    profile_top_categories: int = Field(default=20, ge=1, le=10_000)
+    numeric_drift_method: Literal["wasserstein", "psi"] = "wasserstein"
+    wasserstein_threshold: FiniteFloat = Field(default=0.1, gt=0)
+    psi_threshold: FiniteFloat = Field(default=0.2, gt=0)
+    jensenshannon_threshold: FiniteFloat = Field(default=0.1, gt=0)
+    missing_rate_change: FiniteFloat = Field(default=0.1, gt=0, le=1)
+    drift_batch_rows: int = Field(default=65_536, ge=1_000)
+    report_sample_rows: int = Field(default=20_000, ge=100)
+
+    # --- delayed labels, live decay, staleness (mlops_core.labels, mlops_core.decay) ---
+    labels_prefix: Annotated[str, _pattern(LABELS_PREFIX)] = "labels"  # label drop: <prefix>/<dataset>/ of the store
+    label_join_days: FiniteFloat = Field(default=7.0, gt=0)  # a label joins the latest prediction at most this old
+    decay_window_days: FiniteFloat = Field(default=7.0, gt=0)  # labels of the last N days make the live metric
+    min_labelled_pairs: int = Field(default=500, ge=1)  # fewer joined (prediction, label) pairs: no decay verdict
+    health_window_hours: FiniteFloat = Field(default=24.0, gt=0)  # captures judged by serving_health
+    schedule: Annotated[str, AfterValidator(_cron)] | None = None  # also run the monitor on this cron (no new data)
+    max_staleness_hours: FiniteFloat = Field(default=48.0, gt=0)  # newest dataset version / capture older: stale
 
 
 class PromotionSettings(_Section):
@@ -544,6 +614,37 @@ class PromotionSettings(_Section):
         return value
 
 
+class AlertSettings(_Section):
+    """Who is told what, and through which Airflow connections (``alerts:``). Nothing is sent until a
+    channel names its connection; secrets (the webhook's token, the SMTP password) live in the
+    connections, never here."""
+
+    kinds: tuple[Annotated[str, _choice(ALERT_KINDS)], ...] = ALERT_KINDS
+    webhook_conn_id: NonEmptyStr | None = None  # an HTTP connection (URL, auth, headers); None: no webhook
+    webhook_endpoint: str = ""  # path after the connection's URL
+    smtp_conn_id: NonEmptyStr | None = None  # an SMTP connection; None: no email
+    email_to: tuple[Annotated[str, _pattern(EMAIL_ADDRESS)], ...] = ()
+    email_from: Annotated[str, _pattern(EMAIL_ADDRESS)] | None = None  # None: the connection's from_email
+    timeout_seconds: FiniteFloat = Field(default=10.0, gt=0, le=300)
+
+    @field_validator("email_to")
+    @classmethod
+    def _recipients_for_smtp(cls, value: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
+        if info.data.get("smtp_conn_id") and not value:
+            raise _invalid("alerts.smtp_conn_id is set, so email needs at least one recipient (got none)")
+        return value
+
+    @field_validator("webhook_endpoint")
+    @classmethod
+    def _relative_endpoint(cls, value: str) -> str:
+        if "://" in value or not value.isprintable() or any(c.isspace() for c in value):
+            raise _invalid(
+                "must be a path after the connection's URL, without a scheme or spaces; the URL itself belongs "
+                f"in the connection (got {value!r})"
+            )
+        return value
+
+
 # ============================================================================ settings
 class Settings(_Section):
     """All settings of one environment. Built only by :func:`load_settings` / :func:`with_overrides`."""
@@ -558,7 +659,10 @@ class Settings(_Section):
     registry: RegistrySettings
     serving: ServingSettings = Field(default_factory=ServingSettings)
     monitoring: MonitoringSettings = Field(default_factory=MonitoringSettings)
+    capture: CaptureSettings = Field(default_factory=CaptureSettings)
+    serving_health: ServingHealthSettings = Field(default_factory=ServingHealthSettings)
     promotion: PromotionSettings = Field(default_factory=PromotionSettings)
+    alerts: AlertSettings = Field(default_factory=AlertSettings)
 
     _loaded: _LoadContext = PrivateAttr()
     _storage_root: str = PrivateAttr()

@@ -661,7 +661,8 @@ def _plain_frame(table: Any, header: list[str], name: str) -> pd.DataFrame | Non
 
 
 _HEADER_LIMIT = 1 << 20  # a plain CSV's header line is shorter than this
-_PARSE_BLOCK = 1 << 20  # Arrow parses a block in pieces of this size, in parallel
+_PARSE_BLOCK = 1 << 18  # Arrow parses a block in pieces of this size, in parallel (and reads ahead up to
+# 32 of them: a larger piece is no faster here and holds more raw text)
 
 
 def _plain_csv_blocks(stream: BinaryIO, name: str, batch_bytes: int) -> Iterator[pd.DataFrame]:
@@ -702,22 +703,43 @@ def _plain_csv_blocks(stream: BinaryIO, name: str, batch_bytes: int) -> Iterator
 
 
 def _gathered(reader: Any, batch_bytes: int) -> Iterator[Any]:
-    """Record batches of a streaming reader joined into tables of about ``batch_bytes``."""
-    import pyarrow as pa
+    """Record batches of a streaming reader joined into tables of about ``batch_bytes``, one chunk per column.
 
-    held: list[Any] = []
+    The batches are held as their columns' pieces; each column is joined in turn and its pieces let
+    go of at once, so joining a batch holds its text once plus one column, not twice.
+    """
+
+    schema: Any = None
+    pieces: list[list[Any]] = []
     size = 0
     for batch in reader:
         if batch.num_rows:
-            held.append(batch)
+            if schema is None:
+                schema, pieces = batch.schema, [[] for _ in batch.schema]
+            for column, array in zip(pieces, batch.columns, strict=True):
+                column.append(array)
             size += batch.nbytes
+        del batch
         if size >= batch_bytes:
-            table = pa.Table.from_batches(held)
-            held, size = [], 0  # the table is the only holder: the consumer lets go of it
+            table = _joined(schema, pieces)
+            schema, pieces, size = None, [], 0  # the table is the only holder: the consumer lets go of it
             yield table
             del table
-    if held:
-        yield pa.Table.from_batches(held)
+    if pieces:
+        yield _joined(schema, pieces)
+
+
+def _joined(schema: Any, pieces: list[list[Any]]) -> Any:
+    """A table of ``schema`` whose column ``i`` joins ``pieces[i]``; ``pieces`` is emptied on the way."""
+    import pyarrow as pa
+
+    arrays = []
+    for i, column in enumerate(pieces):
+        arrays.append(column[0] if len(column) == 1 else pa.concat_arrays(column))
+        pieces[i] = []  # this column's pieces go now, before the next column is joined
+        del column
+    pieces.clear()
+    return pa.Table.from_arrays(arrays, schema=schema)
 
 
 class _PlainWatch(io.RawIOBase):
@@ -1711,16 +1733,32 @@ def _iso_utc(text: str) -> str:
 
 
 def _sha256_constructor() -> Callable[[bytes], Any]:
-    """SHA-256 for many short payloads: CPython's own implementation (``_sha2``, ``_sha256`` before 3.12)
-    where present, a fifth faster than OpenSSL's on inputs of ~50 bytes; the digest is the same."""
+    """SHA-256 for many short payloads: the faster, on this machine, of OpenSSL's (``hashlib``: fast where
+    the CPU has SHA instructions) and CPython's own (``_sha2``, ``_sha256`` before 3.12: less call overhead
+    where it has not), timed on a few thousand ~50-byte inputs; the digest is the same either way."""
+    import time
+
+    candidates: list[Callable[[bytes], Any]] = [hashlib.sha256]
     for module in ("_sha2", "_sha256"):
         try:
             constructor: Callable[[bytes], Any] = importlib.import_module(module).sha256
         except (ImportError, AttributeError):
             continue
         if constructor(b"abc").hexdigest() == hashlib.sha256(b"abc").hexdigest():
-            return constructor
-    return hashlib.sha256
+            candidates.append(constructor)
+            break
+    if len(candidates) == 1:
+        return candidates[0]
+    sample = [b'["key","C%07d","2024-01-01T00:00:00+00:00"]' % i for i in range(2000)]
+
+    def seconds(constructor: Callable[[bytes], Any]) -> float:
+        start = time.perf_counter()
+        for payload in sample:
+            constructor(payload).digest()
+        return time.perf_counter() - start
+
+    best = [min(seconds(c) for _ in range(3)) for c in candidates]
+    return candidates[best.index(min(best))]
 
 
 _sha256 = _sha256_constructor()
@@ -2214,6 +2252,22 @@ def _arrow_array(values: np.ndarray) -> Any:
     return pa.array(values)
 
 
+VALIDATE_SLICES = 4  # a batch of text is validated in this many slices of rows
+_MIN_SLICE_ROWS = 16_384  # ... of at least this many rows (fewer calls of validate on small batches)
+
+
+def _row_slices(n: int) -> list[slice]:
+    """Row ranges a batch of ``n`` rows is validated in: :data:`VALIDATE_SLICES` of about equal size.
+
+    The typed values, row keys and accepted rows that validating makes are held for one slice, not for
+    the whole batch: with the batch's text, that is what bounds memory. A slice is validated as a batch
+    of its own (``row_offset``, ``seen_keys``), so the answers are those of smaller batches.
+    """
+    count = max(1, min(VALIDATE_SLICES, n // _MIN_SLICE_ROWS))
+    size = -(-n // count) if n else 0
+    return [slice(start, min(n, start + size)) for start in range(0, n, size)] if n else [slice(0, 0)]
+
+
 def validate_batches(
     data: Source,
     name: str,
@@ -2226,9 +2280,9 @@ def validate_batches(
 ) -> Iterator[ValidationResult | Restart]:
     """:func:`read_source` then :func:`validate`, batch by batch, as a stream: memory does not grow with the file.
 
-    Yields one :class:`ValidationResult` per batch of about ``batch_bytes`` of text (see
-    :func:`read_source`), in file order, with ``_row_number`` counting through the file. It may
-    yield :data:`RESTART`: forget every result yielded so far, the file is read again from its
+    Yields one :class:`ValidationResult` per slice of rows (:func:`_row_slices`) of each batch of about
+    ``batch_bytes`` of text (see :func:`read_source`), in file order, with ``_row_number`` counting
+    through the file. It may yield :data:`RESTART`: forget every result yielded so far, the file is read again from its
     start. When any batch shows a file-level problem (damage, a missing column, ...), the file is
     read and validated whole the reference way, so the reason (and which one wins when there are
     several) is exactly what whole-file validation gives: :class:`FileRejected` is raised, after
@@ -2254,17 +2308,23 @@ def validate_batches(
                 if seen_keys is not None:
                     seen_keys.clear()
                 continue
-            try:
-                part = validate(frame, contract, name, ingested_at, row_offset=offset, seen_keys=seen_keys)
-            except FileRejected as exc:
-                refused = exc  # a header the contract refuses: missing, unknown or clashing columns
+            for rows in _row_slices(len(frame)):
+                try:
+                    part = validate(
+                        frame.iloc[rows], contract, name, ingested_at, row_offset=offset, seen_keys=seen_keys
+                    )
+                except FileRejected as exc:
+                    refused = exc  # a header the contract refuses: missing, unknown or clashing columns
+                    break
+                offset += rows.stop - rows.start
+                yielded = True
+                if rows.stop == len(frame):
+                    del frame  # the batch's text is validated: not held while the caller stages the result
+                yield part
+                del part
+            if refused is not None:
                 del frame
                 break
-            offset += len(frame)
-            yielded = True
-            del frame  # the batch's text is validated: not held while the caller stages the result
-            yield part
-            del part
         if refused is None:
             return
         # Whole-file reading would report damage further on first: read on, keeping nothing. A

@@ -68,6 +68,36 @@ def test_the_glue_catalog_reaches_glue_through_the_connection(aws_settings, moto
     assert glue.get_partition(DatabaseName="mlops_dev_churn", TableName="churn", PartitionValues=["v1", "2026-01-01"])
 
 
+def test_the_bundle_creates_the_sagemaker_clients_only_when_compute_is_used(aws_settings, moto_server, monkeypatch):
+    """A task that never trains (ingest, features, ...) pays for no SageMaker client; the first use works."""
+    from botocore.session import Session
+
+    from mlops_airflow.backends import backends_for
+    from mlops_core.compute import JobNotFound
+    from mlops_core.sagemaker_compute import SageMakerCompute
+
+    created: list[str] = []
+    create_client = Session.create_client
+
+    def counting(self, service_name, *args, **kwargs):  # every boto3 client of every hook is made here
+        created.append(service_name)
+        return create_client(self, service_name, *args, **kwargs)
+
+    monkeypatch.setattr(Session, "create_client", counting)
+    bundle = backends_for(aws_settings)
+    assert created == ["s3"]  # the store's client only
+    bundle.store.put_bytes("probe.txt", b"x")
+    assert created == ["s3"]
+    compute = bundle.compute
+    assert isinstance(compute, SageMakerCompute) and compute.store is bundle.store
+    assert sorted(created) == ["logs", "s3", "sagemaker"]
+    assert bundle.compute is compute and sorted(created) == ["logs", "s3", "sagemaker"]  # built once, then kept
+    describes = moto_server.calls("sagemaker", "DescribeTrainingJob")
+    with pytest.raises(JobNotFound):
+        compute.describe(unique_name("no-such-job"))
+    assert moto_server.calls("sagemaker", "DescribeTrainingJob") == describes + 1  # it reached the moto server
+
+
 def test_settings_refuse_an_aws_store_without_an_s3_root(mlops_home):
     from mlops_core.settings import SettingsError, load_settings
 

@@ -22,7 +22,7 @@ from airflow.sdk.exceptions import AirflowFailException, TaskDeferred
 from mlops_airflow.operators.sagemaker_pipeline import StartSageMakerPipelineOperator
 from mlops_airflow.triggers.sagemaker_pipeline import PipelineExecutionTrigger
 from mlops_core.sagemaker_pipeline import PipelineExecutionFailed
-from tests.airflow.test_training_operator import first_event, rebuilt, run_task
+from tests.airflow.test_training_operator import execute_in_worker, first_event, rebuilt, run_task
 from tests.moto_server import unique_name
 
 CONN = "mlops_aws_pipeline_test"
@@ -162,20 +162,7 @@ def test_a_failed_execution_raises_with_sagemakers_reason_and_the_retry_starts_a
 def test_on_kill_in_the_worker_stops_the_execution_exactly_once(pipeline, moto_server):
     stops = moto_server.calls("sagemaker", "StopPipelineExecution")
     op = _operator(pipeline, deferrable=False)
-    outcome: dict = {}
-
-    def run() -> None:
-        try:
-            outcome["result"] = op.execute(_context("manual__p4"))
-        except Exception as exc:
-            outcome["error"] = exc
-
-    worker = threading.Thread(target=run)
-    worker.start()
-    deadline = time.monotonic() + 60
-    while op._execution_arn is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    arn = op._execution_arn
+    arn, worker, outcome = execute_in_worker(op, _context("manual__p4"), "_execution_arn")
     assert arn is not None
     op.on_kill()
     op.on_kill()  # Airflow may call it again; the execution is asked to stop once

@@ -15,6 +15,7 @@ import threading
 import time
 import types
 from datetime import timedelta
+from typing import Any
 
 import pandas as pd
 import pendulum
@@ -91,6 +92,26 @@ def run_task(op: TrainingJobOperator, context: dict) -> dict:
     except TaskDeferred as deferred:
         event = first_event(rebuilt(deferred.trigger))
         return getattr(op, deferred.method_name)(context, event=event, **(deferred.kwargs or {}))
+
+
+def execute_in_worker(op, context: dict, started: str, timeout: float = 60) -> tuple[Any, threading.Thread, dict]:
+    """``op.execute(context)`` on a thread of its own (a worker running the task, which Airflow may kill),
+    once ``op.<started>`` is set (the job or execution it started): that value, the thread, and the
+    outcome the thread leaves when it ends (``result`` or ``error``)."""
+    outcome: dict = {}
+
+    def run() -> None:
+        try:
+            outcome["result"] = op.execute(context)
+        except Exception as exc:
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    deadline = time.monotonic() + timeout
+    while getattr(op, started) is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return getattr(op, started), worker, outcome
 
 
 def submitted_jobs(home) -> list[str]:
@@ -318,20 +339,7 @@ def test_on_kill_in_the_worker_stops_the_job_exactly_once(mlops_home, stop_calls
     op = TrainingJobOperator(
         task_id="train_model", training_set=ts, algorithm="logistic_regression", deferrable=False, poll_interval=0.2
     )
-    outcome: dict = {}
-
-    def run() -> None:
-        try:
-            outcome["result"] = op.execute(_context("manual__kill"))
-        except Exception as exc:
-            outcome["error"] = exc
-
-    worker = threading.Thread(target=run)
-    worker.start()
-    deadline = time.monotonic() + 60
-    while op._running_job is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    name = op._running_job
+    name, worker, outcome = execute_in_worker(op, _context("manual__kill"), "_running_job")
     assert name is not None and compute().describe(name).status == "InProgress"
     op.on_kill()
     worker.join(timeout=120)

@@ -7,14 +7,18 @@ Calls are counted where they land, at the moto server.
 
 from __future__ import annotations
 
-import threading
-import time
-
 import pytest
 from airflow.sdk.exceptions import TaskDeferred
 
 from mlops_airflow.operators.training import TrainingJobOperator
-from tests.airflow.test_training_operator import _context, _training_set, first_event, rebuilt, run_task
+from tests.airflow.test_training_operator import (
+    _context,
+    _training_set,
+    execute_in_worker,
+    first_event,
+    rebuilt,
+    run_task,
+)
 from tests.aws.aws_conf import connection_variable, write_aws_conf
 from tests.moto_server import unique_name
 from tests.sagemaker_container import SageMakerTrainingContainer
@@ -105,20 +109,7 @@ def test_on_kill_stops_the_sagemaker_job_exactly_once(aws_env, moto_server):
     op = TrainingJobOperator(
         task_id="train_model", training_set=ts, algorithm="logistic_regression", deferrable=False, poll_interval=0.2
     )
-    outcome: dict = {}
-
-    def run() -> None:
-        try:
-            outcome["result"] = op.execute(_context("manual__aws3"))
-        except Exception as exc:
-            outcome["error"] = exc
-
-    worker = threading.Thread(target=run)
-    worker.start()
-    deadline = time.monotonic() + 60
-    while op._running_job is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    name = op._running_job
+    name, worker, outcome = execute_in_worker(op, _context("manual__aws3"), "_running_job")
     assert name is not None
     op.on_kill()
     moto_server.finish_training_job(name, "Stopped")  # SageMaker ends a stopping job (no container runs this one)

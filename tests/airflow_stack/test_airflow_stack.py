@@ -45,6 +45,7 @@ DAG_IDS = [
     "stack_log_while_deferred",
     "stack_read_connection",
     "stack_mlflow_logging",
+    "stack_watched",
 ]
 ASSET_NAME = "stack_test_dataset"
 TIMINGS: dict[str, float] = {}
@@ -463,6 +464,49 @@ def test_switch_env_restarts_all_but_the_api_server_with_the_new_environment(sta
     assert [pid for pid in stack.all_pids() if any(secret in _argv(pid) for secret in secrets)] == []
 
 
+def _stack_drop_zone(stack: AirflowStack) -> Path:
+    """The drop zone the stack's components see (dev settings under the stack's MLOPS_HOME)."""
+    from mlops_core.settings import load_settings
+
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("MLOPS_HOME", str(stack.mlops_home))
+        for name in ("MLOPS_DROP_ZONE", "MLOPS_CONF_DIR", "MLOPS_CONTRACT"):
+            env.delenv(name, raising=False)
+        zone = Path(load_settings("dev").dataset.drop_zone)
+    zone.mkdir(parents=True, exist_ok=True)
+    return zone
+
+
+def _deliver_old(path: Path) -> Path:
+    path.write_text("customer_id\nC1\n")
+    past = time.time() - 120  # older than the arrival rule's min_age_seconds
+    os.utime(path, (past, past))
+    return path
+
+
+def _watched_runs(client) -> list[dict]:
+    return sorted(client.runs("stack_watched"), key=lambda r: r["queued_at"] or "")
+
+
+def test_an_asset_watcher_schedules_a_run_for_a_new_file_with_no_task_waiting(stack, client):
+    """The triggerer runs the DropZoneWatcher; no DAG run and no task instance exists while it waits."""
+    zone = _stack_drop_zone(stack)
+    time.sleep(3)  # several polls of an empty drop zone
+    assert _watched_runs(client) == []  # waiting costs no DAG run, hence no worker slot
+    t0 = time.monotonic()
+    first = _deliver_old(zone / f"watched-{uuid.uuid4().hex[:6]}.csv")
+    [run] = client.wait_until(
+        lambda: _watched_runs(client), timeout=90, interval=0.25, message="a run scheduled by the watcher"
+    )
+    _record("watcher_file_to_run_queued", time.monotonic() - t0)
+    assert run["run_type"] == "asset_triggered"
+    assert client.wait_for_run("stack_watched", run["dag_run_id"], timeout=120, interval=0.25) == "success"
+    got = client.xcom("stack_watched", run["dag_run_id"], "received")
+    assert got == {"paths": [str(first)], "from_trigger": [True]}
+    time.sleep(3)  # six more polls: the file is still there, and is not announced again
+    assert len(_watched_runs(client)) == 1
+
+
 def test_restart_rotates_the_jwt_secret_and_keeps_the_fernet_key(stack, client):
     """A new JWT secret per start (old tokens stop working); the same Fernet key, so a connection
     stored (encrypted) in the database before the restart is still readable after it."""
@@ -501,6 +545,22 @@ def test_restart_rotates_the_jwt_secret_and_keeps_the_fernet_key(stack, client):
     assert client.xcom("stack_read_connection", run_id, "read_connection")["password_sha256"] == _sha256(
         stored_password
     )
+
+
+def test_after_a_restart_the_asset_watcher_announces_only_new_files(stack, client):
+    """The watcher's memory lives in Airflow's asset state store: the restarted triggerer does
+    not announce the file of the first watcher test again, only the one delivered now."""
+    zone = _stack_drop_zone(stack)
+    client.wait_for_dags(["stack_watched"], timeout=120)
+    time.sleep(3)
+    assert len(_watched_runs(client)) == 1
+    second = _deliver_old(zone / f"watched-{uuid.uuid4().hex[:6]}.csv")
+    runs = client.wait_until(
+        lambda: _watched_runs(client)[1:], timeout=90, interval=0.25, message="a second watcher run"
+    )
+    [run] = runs
+    assert client.wait_for_run("stack_watched", run["dag_run_id"], timeout=120, interval=0.25) == "success"
+    assert client.xcom("stack_watched", run["dag_run_id"], "received")["paths"] == [str(second)]
 
 
 def test_check_reports_a_dead_component_with_its_log(stack, client):

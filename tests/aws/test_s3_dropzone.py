@@ -19,25 +19,12 @@ from mlops_core.dropzone import ArrivalRule, complete_files, state_from_primitiv
 from mlops_core.s3_dropzone import TAG_CONSUMED_BY, TAG_CONSUMED_ETAG, S3DropZone, name_problem
 from mlops_core.settings import load_settings
 from mlops_core.stages.ingest import ingest_files
-from tests.moto_server import unique_name
 from tests.stages.churn_files import churn_frame, file_bytes, quarantine_by_source, store_snapshot
 
 AT = "2026-02-01T00:00:00+00:00"
 PREFIX = "drop/churn"
 STABLE = ArrivalRule(rule="stable", min_age_seconds=0, poll_seconds=0.2)
 CSV = ("*.csv",)
-
-
-@pytest.fixture
-def s3(moto_server):
-    return moto_server.client("s3")
-
-
-@pytest.fixture
-def bucket(s3):
-    name = unique_name("drop")
-    s3.create_bucket(Bucket=name)
-    return name
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from mlops_core.compute import object_key
 from mlops_core.registry_mirror import MirroredVersion, RegistryMirror
 from mlops_core.s3_storage import S3ObjectStore
 from mlops_core.sagemaker_registry import SageMakerRegistryMirror, group_name, metadata_value
@@ -56,7 +57,7 @@ def test_a_version_is_mirrored_once_with_its_lineage(mirror, moto_server):
     assert meta["dataset_versions"] == "v1 v2 v3" and meta["model_sha256"] == "ab" * 32
     assert meta["metric_roc_auc"] == "0.91"
     record_uri = described["ModelMetrics"]["ModelQuality"]["Statistics"]["S3Uri"]
-    record = json.loads(mirror.store.get_bytes(mirror.store.key_of(record_uri)))
+    record = json.loads(mirror.store.get_bytes(object_key(mirror.store, record_uri)))
     assert record["lineage"]["mlops.dataset_versions"] == "v1,v2,v3" and record["metrics"]["f1"] == 0.5
     assert mirror.mirror(version(model, "2")) != arn  # the next version is its own package
 

@@ -10,7 +10,7 @@ from mlops_core.s3_storage import S3ObjectStore
 from mlops_core.sagemaker_serving import SageMakerEndpointSettings, SageMakerServing
 from mlops_core.serving import DeploymentFailed, SmokeTestFailed
 from mlops_core.serving_target import Serving
-from tests.core.conftest import TOY_FEATURES, toy_frame, toy_pipeline
+from tests.core.conftest import TOY_FEATURES, register_toy_model, toy_frame
 from tests.model_tampering import artifact_folder, restored_afterwards, tamper_to_pickle
 from tests.moto_server import unique_name
 
@@ -25,19 +25,7 @@ def registry(tmp_path_factory):
     data = toy_frame(80, 4)
     labels = (data["tenure"] < 40).astype(int)
     for i, y in enumerate((labels, 1 - labels), start=1):
-        run_id = registry.log_training_run(
-            run_name=f"v{i}",
-            model=toy_pipeline(data[TOY_FEATURES], y),
-            input_example=data[TOY_FEATURES].head(3),
-            params={},
-            metrics={},
-            tags={},
-            dataset_df=data,
-            dataset_name="toy",
-            dataset_digest=f"v{i}",
-            dataset_source="/data/toy",
-        )
-        assert registry.register(run_id, MODEL) == str(i)
+        assert register_toy_model(registry, MODEL, data, y, run_name=f"v{i}") == str(i)
     registry.rows = data[TOY_FEATURES].head(5)  # type: ignore[attr-defined]
     return registry
 
@@ -148,3 +136,43 @@ def test_smoke_test_failures_say_what_the_endpoint_answered(target, registry):
     deploy(target, registry, "1")
     with pytest.raises(SmokeTestFailed, match="ModelError"):
         target.smoke_test(registry.rows[["tenure"]])  # columns the model needs are missing
+
+
+def test_data_capture_asked_for_is_the_data_capture_live(moto_server, registry):
+    """moto keeps the DataCaptureConfig of CreateEndpointConfig and echoes it in DescribeEndpointConfig
+    (it writes no capture files: the reader is tested on SageMaker's format in tests/core/test_capture.py)."""
+    from mlops_core.capture import sagemaker_capture_uri
+
+    s3 = moto_server.client("s3")
+    bucket = unique_name("capture")
+    s3.create_bucket(Bucket=bucket)
+    store = S3ObjectStore(moto_server.code_client("s3"), bucket, "mlops/dev")
+    endpoint = SageMakerEndpointSettings(
+        endpoint_name=unique_name("dev-churn"),
+        role_arn="arn:aws:iam::123456789012:role/mlops-serving",
+        image="123456789012.dkr.ecr.us-east-1.amazonaws.com/mlops-inference:1",
+        poll_seconds=0.1,
+        capture_destination=sagemaker_capture_uri(store, "churn", "dev"),
+        capture_sampling_percent=40,
+    )
+    target = SageMakerServing(
+        moto_server.code_client("sagemaker"), moto_server.code_client("sagemaker-runtime"), store, endpoint,
+        registry.tracking_uri,
+    )  # fmt: skip
+    try:
+        live = deploy(target, registry, "1")
+        sm = moto_server.client("sagemaker")
+        config = sm.describe_endpoint(EndpointName=target.name)["EndpointConfigName"]
+        asked = sm.describe_endpoint_config(EndpointConfigName=config)["DataCaptureConfig"]
+        assert asked == {
+            "EnableCapture": True,
+            "InitialSamplingPercentage": 40,
+            "DestinationS3Uri": f"s3://{bucket}/mlops/dev/captures/churn/dev/sagemaker",
+            "CaptureOptions": [{"CaptureMode": "Input"}, {"CaptureMode": "Output"}],
+            "CaptureContentTypeHeader": {"JsonContentTypes": ["application/json"], "CsvContentTypes": ["text/csv"]},
+        }
+        assert target.live_capture() == asked == endpoint.data_capture_config() and live.model_version == "1"
+        assert config.startswith(f"{target.name}-v1-") and config.split("-")[-1].startswith("c")
+    finally:
+        target.stop()
+    assert target.live_capture() is None

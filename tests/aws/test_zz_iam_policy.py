@@ -42,6 +42,7 @@ AWS_MODULES = {
     "tests/airflow/test_sagemaker_pipeline_operator.py",
     "tests/airflow/test_registry_mirror_operator.py",
     "tests/airflow/test_s3_drop_zone_watch.py",
+    "tests/airflow/test_arrival_watchers.py",
 }
 
 

@@ -106,3 +106,30 @@ def toy_pipeline(X: pd.DataFrame, y, C: float = 1.0):
         [("cat", OneHotEncoder(handle_unknown="ignore"), ["plan"]), ("num", StandardScaler(), ["tenure", "charges"])]
     )
     return Pipeline([("pre", pre), ("clf", LogisticRegression(C=C))]).fit(X, y)
+
+
+def register_toy_model(
+    registry,
+    model_name: str,
+    data: pd.DataFrame,
+    labels,
+    *,
+    run_name: str,
+    dataset_name: str = "toy",
+    dataset_digest: str | None = None,
+) -> str:
+    """Log :func:`toy_pipeline` fitted on ``data[TOY_FEATURES]`` and ``labels`` as the MLflow run
+    ``run_name`` (no params, metrics or tags) and register it as ``model_name``: the new version."""
+    run_id = registry.log_training_run(
+        run_name=run_name,
+        model=toy_pipeline(data[TOY_FEATURES], labels),
+        input_example=data[TOY_FEATURES].head(3),
+        params={},
+        metrics={},
+        tags={},
+        dataset_df=data,
+        dataset_name=dataset_name,
+        dataset_digest=dataset_digest or run_name,
+        dataset_source=f"/data/{dataset_name}",
+    )
+    return registry.register(run_id, model_name)

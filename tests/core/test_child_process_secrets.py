@@ -12,12 +12,12 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import TOY_FEATURES, toy_frame, toy_pipeline
+from conftest import TOY_FEATURES, register_toy_model, toy_frame
 
 from mlops_core.ports import free_port
 from mlops_core.processes import process_group_members
 from mlops_core.registry import ModelRegistry
-from mlops_core.serving import LocalModelServer
+from mlops_core.serving import CaptureConfig, LocalModelServer
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/<pid>/environ")
 
@@ -102,25 +102,17 @@ def test_model_server_sees_no_airflow_secrets(airflow_secrets, tmp_path):
     df = toy_frame(60, 5)
     df["churned"] = (df["tenure"] < 40).astype(int)
     registry = ModelRegistry(f"sqlite:///{tmp_path}/mlflow.db", tmp_path / "artifacts", "secrets")
-    run_id = registry.log_training_run(
-        run_name="secrets-run",
-        model=toy_pipeline(df[TOY_FEATURES], df["churned"]),
-        input_example=df[TOY_FEATURES].head(3),
-        params={},
-        metrics={},
-        tags={},
-        dataset_df=df,
-        dataset_name="churn",
-        dataset_digest="d",
-        dataset_source="/data/churn",
+    version = register_toy_model(
+        registry, "dev.secrets", df, df["churned"], run_name="secrets-run", dataset_name="churn", dataset_digest="d"
     )
-    version = registry.register(run_id, "dev.secrets")
-    server = LocalModelServer(tmp_path / "serving", "127.0.0.1", free_port(), registry.tracking_uri)
+    capture = CaptureConfig(store_root=str(tmp_path / "store"), model_name="dev.secrets", env="dev")
+    server = LocalModelServer(tmp_path / "serving", "127.0.0.1", free_port(), registry.tracking_uri, capture=capture)
     try:
         deployment = server.deploy(registry.model_uri("dev.secrets", version), version)
+        assert "mlops_core.capture_proxy" in Path(f"/proc/{deployment.pid}/cmdline").read_text()  # the leader
         group = {pid: environ(pid) for pid in process_group_members(deployment.pid)}
         seen = {pid: env for pid, env in group.items() if env is not None}
-        assert len(seen) >= 2, seen.keys()  # the MLflow CLI and the uvicorn server it started
+        assert len(seen) >= 3, seen.keys()  # the capture proxy, the MLflow CLI and the uvicorn server it started
         assert_no_secrets(seen)
         for env in seen.values():
             assert env["MLFLOW_ALLOW_PICKLE_DESERIALIZATION"] == "false"

@@ -18,7 +18,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import TOY_FEATURES, toy_frame, toy_pipeline
+from conftest import TOY_FEATURES, register_toy_model, toy_frame
 
 from mlops_core.model_integrity import _download_uri
 from mlops_core.ports import free_port
@@ -39,19 +39,7 @@ def logged(tmp_path_factory):
     registry = ModelRegistry(f"sqlite:///{root}/mlflow.db", root / "artifacts", "container-tests")
     data = toy_frame(80, 3)
     labels = (data["tenure"] < 40).astype(int)
-    run_id = registry.log_training_run(
-        run_name="container",
-        model=toy_pipeline(data[TOY_FEATURES], labels),
-        input_example=data[TOY_FEATURES].head(3),
-        params={},
-        metrics={},
-        tags={},
-        dataset_df=data,
-        dataset_name="toy",
-        dataset_digest="container",
-        dataset_source="/data/toy",
-    )
-    version = registry.register(run_id, MODEL)
+    version = register_toy_model(registry, MODEL, data, labels, run_name="container")
     # the model's own files, as the deployer packs them into model.tar.gz
     source = _download_uri(registry.model_uri(MODEL, version), registry.tracking_uri)
     folder = Path(mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=str(root / "opt-ml-model")))

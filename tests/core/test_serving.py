@@ -19,14 +19,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import TOY_FEATURES, toy_frame, toy_pipeline
+from conftest import TOY_FEATURES, register_toy_model, toy_frame
 
+from mlops_core.capture import read_captures
 from mlops_core.model_integrity import MODEL_SHA256_TAG, ModelIntegrityError
 from mlops_core.ports import free_port, port_is_free
 from mlops_core.processes import group_alive, pid_alive
 from mlops_core.registry import ModelRegistry
 from mlops_core.serving import (
     DEPLOYMENT_FILE,
+    CaptureConfig,
     DeploymentFailed,
     LocalModelServer,
     PortInUseError,
@@ -34,6 +36,7 @@ from mlops_core.serving import (
     dataframe_split_payload,
 )
 from mlops_core.serving_target import LocalServing, Serving, SmokeResult
+from mlops_core.storage import LocalObjectStore
 from tests.model_tampering import artifact_folder, swap_skops, tamper_to_pickle
 
 FEATURES = TOY_FEATURES
@@ -46,29 +49,13 @@ def frame(n: int = 80, seed: int = 1) -> pd.DataFrame:
     return df
 
 
-def pipeline(X: pd.DataFrame, y: pd.Series):
-    return toy_pipeline(X, y)
-
-
 @pytest.fixture(scope="module")
 def data() -> pd.DataFrame:
     return frame()
 
 
 def register_version(registry: ModelRegistry, data: pd.DataFrame, labels: pd.Series, run_name: str) -> str:
-    run_id = registry.log_training_run(
-        run_name=run_name,
-        model=pipeline(data[FEATURES], labels),
-        input_example=data[FEATURES].head(3),
-        params={},
-        metrics={},
-        tags={},
-        dataset_df=data,
-        dataset_name="churn",
-        dataset_digest=run_name,
-        dataset_source="/data/churn",
-    )
-    return registry.register(run_id, MODEL)
+    return register_toy_model(registry, MODEL, data, labels, run_name=run_name, dataset_name="churn")
 
 
 @pytest.fixture(scope="module")
@@ -83,8 +70,13 @@ def registry(tmp_path_factory, data) -> ModelRegistry:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, registry):
+    """The real server, behind the capture proxy (as ``backends.local_model_server`` builds it by default)."""
     state = tmp_path_factory.mktemp("serving")
-    srv = LocalModelServer(state / "dev", "127.0.0.1", free_port(), registry.tracking_uri)
+    capture = CaptureConfig(
+        store_root=str(state / "store"), model_name=MODEL, model_dir="serve", env="dev", entity_key="customer_id",
+        flush_records=1, flush_seconds=0.5,
+    )  # fmt: skip
+    srv = LocalModelServer(state / "dev", "127.0.0.1", free_port(), registry.tracking_uri, capture=capture)
     yield srv
     LocalModelServer.stop_all(state)
 
@@ -234,6 +226,41 @@ def test_redeploy_switches_to_the_new_version(server, registry, data):
     assert events == [("deployed", "1"), ("deployed", "2")]
 
 
+def test_requests_to_the_real_server_are_captured(server, registry, data):
+    """Through the capture proxy: the answer is MLflow's, the record holds id, keys, rows and predictions."""
+    import http.client
+
+    rows = data[FEATURES].head(6).assign(customer_id=[f"cust-{i}" for i in range(6)])
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+    connection.request(
+        "POST",
+        "/invocations",
+        body=dataframe_split_payload(rows),
+        headers={"Content-Type": "application/json", "X-Request-Id": "real-1"},
+    )
+    answer = connection.getresponse()
+    predictions = json.loads(answer.read())["predictions"]
+    connection.close()
+    assert answer.status == 200 and answer.getheader("X-Request-Id") == "real-1"
+    expected = [int(p) for p in registry.load_model(MODEL, "2").predict(rows[FEATURES])]
+    assert predictions == expected
+    store = LocalObjectStore(server.capture.store_root)
+    now = pd.Timestamp.now(tz="UTC").to_pydatetime()
+
+    def captured() -> dict:
+        window = read_captures(store, "serve", "dev", now - pd.Timedelta(hours=1), now + pd.Timedelta(hours=1))
+        return {r["request_id"]: r for r in window}
+
+    _wait(lambda: "real-1" in captured(), 20)
+    record = captured()["real-1"]
+    assert record["entity_keys"] == rows["customer_id"].tolist() and record["predictions"] == expected
+    assert record["model_version"] == "2" and record["status"] == 200 and record["latency_ms"] > 0
+    assert record["rows"] == json.loads(dataframe_split_payload(rows))["dataframe_split"]["data"]
+    others = [r for r in captured().values() if r["request_id"] != "real-1"]  # the smoke tests' requests
+    assert any(r["status"] == 200 and len(r["predictions"]) == len(r["rows"]) for r in others)
+    assert all(len(r["request_id"]) == 32 for r in others)  # ids made up for clients that sent none
+
+
 def test_serving_seam_says_what_is_live_without_process_details(server, registry, data):
     """The deploy stage's view of the same server: LiveModel / SmokeResult, no pid or port in them."""
     seam = LocalServing(server, "dev")
@@ -330,7 +357,7 @@ class StandInServer(LocalModelServer):
     def _fetch_verified(self, model_uri: str, model_version: str, expected_sha256: str | None) -> tuple[str, str]:
         return model_uri, ""
 
-    def _command(self, model_uri: str) -> list[str]:
+    def _command(self, model_uri: str, host: str, port: int) -> list[str]:
         return [
             sys.executable,
             str(self.script),
@@ -340,9 +367,9 @@ class StandInServer(LocalModelServer):
             "-m",
             model_uri,
             "-h",
-            self.host,
+            host,
             "-p",
-            str(self.port),
+            str(port),
         ]
 
 

@@ -84,6 +84,16 @@ def test_shipped_conf_files_load_for_the_churn_contract(mlops_home, env):
     assert settings.promotion.next_env == dict(zip(ENVIRONMENTS, [*ENVIRONMENTS[1:], None], strict=True))[env]
 
 
+@pytest.mark.parametrize("env", ENVIRONMENTS)
+def test_a_fresh_clone_sends_no_alert(mlops_home, env):
+    """Every kind is on, but no channel names a connection: nothing is sent until someone configures one."""
+    from mlops_core.settings import ALERT_KINDS
+
+    alerts = load_settings(env).alerts
+    assert alerts.kinds == ALERT_KINDS
+    assert alerts.webhook_conn_id is None and alerts.smtp_conn_id is None and alerts.email_to == ()
+
+
 def test_shipped_conf_files_name_nothing_of_the_demo():
     """Names and classification metrics come from the contract, so a user's dataset needs no edit."""
     for env in ENVIRONMENTS:
@@ -300,6 +310,30 @@ def test_overrides_are_not_expanded(mlops_home, monkeypatch):
             {"dataset": {"sql_source": {"conn_id": "db", "table": "t"}}},
             "dataset.sql_source.watermark_column: required",
             id="missing",
+        ),
+        pytest.param(
+            {"alerts": {"smtp_conn_id": "smtp_default"}},
+            "alerts.email_to: alerts.smtp_conn_id is set, so email needs at least one recipient (got none)",
+            id="alerts-no-recipient",
+        ),
+        pytest.param(
+            {"alerts": {"kinds": ["drift", "pager"]}},
+            "alerts.kinds[1]: must be one of 'drift', 'decay', 'quarantine', 'rejected_challenger', "
+            "'deployment_failed', 'dag_failed' (got 'pager')",
+            id="alerts-kind",
+        ),
+        pytest.param(
+            {"alerts": {"email_to": ["ops@example.com\nBcc: all@example.com"]}},
+            "alerts.email_to[0]: must match",
+            id="alerts-recipient-header",
+        ),
+        pytest.param(
+            {"alerts": {"webhook_endpoint": "https://elsewhere.example/hook"}},
+            "alerts.webhook_endpoint: must be a path after the connection's URL",
+            id="alerts-endpoint-url",
+        ),
+        pytest.param(
+            {"alerts": {"timeout_seconds": 0}}, "alerts.timeout_seconds: must be > 0 (got 0)", id="alerts-timeout"
         ),
     ],
 )

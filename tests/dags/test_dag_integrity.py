@@ -19,6 +19,7 @@ EXPECTED = {
     "evaluate_register",
     "deploy",
     "promote",
+    "alerts",
 }
 
 
@@ -57,6 +58,15 @@ def test_conventions(dagbag):
             assert timeout is None or timeout <= timedelta(hours=1), f"{dag_id}.{task.task_id}: timeout"
             if task.task_type not in ("NewFilesSensor", "FilesConsumedSensor", "ApprovalOperator"):
                 assert timeout is not None, f"{dag_id}.{task.task_id}: execution_timeout"
+
+
+def test_every_dag_alerts_when_a_run_fails(dagbag):
+    """One DAG-level failure callback, the same everywhere (mlops_airflow.dag_defaults.on_failed_run)."""
+    from mlops_airflow.dag_defaults import on_failed_run
+
+    for dag_id, dag in dagbag.dags.items():
+        assert dag.on_failure_callback is on_failed_run, f"{dag_id}: on_failure_callback"
+        assert dag.has_on_failure_callback, dag_id
 
 
 def test_params_render_a_real_form(dagbag):

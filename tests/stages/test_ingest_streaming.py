@@ -13,7 +13,7 @@ import hashlib
 import pandas as pd
 import pytest
 
-from mlops_core import spill
+from mlops_core import spill, validation
 from mlops_core.backends import backends_for
 from mlops_core.datasets import DatasetStore
 from mlops_core.settings import with_overrides
@@ -64,6 +64,44 @@ def test_a_file_of_several_batches_gives_the_whole_file_answer(small_batches, fm
     assert rejected[REASON_COLUMN].tolist() == whole.rejected[REASON_COLUMN].tolist()
     assert any("same row key as data row 4" in r for r in rejected[REASON_COLUMN])
     assert not list(scratch.iterdir()), "the scratch folder is removed when the run ends"
+
+
+def test_one_batch_validated_in_slices_gives_the_answer_of_one_validate_call(mlops_home, caplog):
+    """The default batch holds the whole file, which is validated in slices of rows (the slice's typed
+    rows, keys and accepted rows are what is held): repeats and rejects across slices come out as one
+    call of validate over every row gives them (the reference, no batches, no slices)."""
+    settings, drop, ds = setup_drop_zone(mlops_home)
+    frame = _big_frame_with_damage()
+    assert len(validation._row_slices(len(frame))) > 1  # the repeats (rows 30,000+) are in a later slice
+    data = file_bytes(frame, "csv")
+    path = write_file(drop, "sliced.csv", data)
+    text = validation.read_source(data, "sliced.csv")
+    reference = validation.validate(text, settings.contract, "sliced.csv", pd.Timestamp(AT))
+
+    with caplog.at_level("INFO", logger="mlops_core.stages.ingest"):
+        report = ingest_files(settings, [str(path)], backends_for(settings), run_id="r1", ingested_at=AT)
+
+    assert "accepted in two batches; reading it again" in caplog.text  # repeats spanned slices
+    assert report["rows"] == len(reference.accepted) and report["rejected_rows"] == len(reference.rejected)
+    assert report["files"][0]["reasons"] == reference.summary()["reasons"]
+    stored = ds.read_version(report["version_id"])
+    assert sorted(stored["_row_key"]) == sorted(reference.accepted["_row_key"])
+    assert report["version_id"] == _version_of(settings, reference.accepted)
+    rejected = ds.read_quarantined_rows(quarantine_by_source(ds, "r1")["sliced.csv"][0])
+    assert rejected[ROW_NUMBER_COLUMN].tolist() == reference.rejected[ROW_NUMBER_COLUMN].tolist()
+    assert rejected[REASON_COLUMN].tolist() == reference.rejected[REASON_COLUMN].tolist()
+    assert any("same row key as data row 4" in r for r in rejected[REASON_COLUMN])
+
+
+def test_row_keys_hash_the_same_whichever_sha256_is_fastest(mlops_home):
+    """The SHA-256 chosen by timing (OpenSSL's or CPython's) gives the keys every stored version was made with."""
+    settings, _, _ = setup_drop_zone(mlops_home)
+    payload = b'["key","C0000042","2024-01-01T00:00:00+00:00"]'
+    assert validation._sha256(payload).digest() == hashlib.sha256(payload).digest()
+    typed = pd.DataFrame(
+        {"customer_id": pd.array(["C0000042"], dtype="string"), "event_time": [pd.Timestamp("2024-01-01", tz="UTC")]}
+    )
+    assert validation.row_keys(typed, settings.contract) == [hashlib.sha256(payload).hexdigest()[:32]]
 
 
 def _version_of(settings, accepted: pd.DataFrame) -> str:

@@ -118,6 +118,7 @@ def test_training_sets_are_laid_out_as_channels(lifecycle):
     key = ts["key"]
     assert store.list_keys(f"{key}/") == [
         f"{key}/contract/contract.json",  # the contract channel: no hyperparameter size limit
+        f"{key}/drift_profile.json",  # the reference profile the monitor's drift decision streams against
         f"{key}/manifest.json",
         f"{key}/reference.parquet",  # the drift reference, written when the model was logged
         f"{key}/test/part-0.parquet",
@@ -125,6 +126,15 @@ def test_training_sets_are_laid_out_as_channels(lifecycle):
         f"{key}/validation/part-0.parquet",
     ]
     assert ts["validation_rows"] == 0 and ts["holdout_rows"] > 0
+    # The reference profile: the contract's features and the champion's scores (a probability).
+    from mlops_core.drift_profile import ReferenceProfile
+
+    profile = ReferenceProfile.from_json(store.get_bytes(f"{key}/drift_profile.json"))
+    contract = s.load_contract()
+    assert set(profile.numeric) == set(contract.numeric_features) & set(contract.feature_columns)
+    assert set(profile.categorical) == set(contract.categorical_features) & set(contract.feature_columns)
+    assert profile.rows == ts["train_rows"] and profile.prediction is not None
+    assert profile.prediction.edges[0] >= 0.0 and profile.prediction.edges[-1] <= 1.0
     spec = train.training_job_spec(s, ts, "layout-check", store)
     assert spec.inputs == {
         "train": store.uri(f"{key}/train") + "/",
@@ -198,6 +208,18 @@ def test_calm_day_does_not_retrain(lifecycle):
     calm = lifecycle["calm"]
     assert calm["verdict"]["retrain"] is False, calm["verdict"]
     assert "training_set" not in calm
+
+
+def test_the_monitor_reports_live_decay_serving_health_and_staleness(lifecycle):
+    live = lifecycle["calm"]["verdict"]["live"]
+    # no delayed labels were dropped: no pairs, no live verdict, and it says why
+    assert live["decay"]["pairs"] == 0 and live["decay"]["decayed"] is False
+    assert live["decay"]["metric"] == "roc_auc" and live["decay"]["baseline"] is not None
+    assert live["decay"]["labels"]["files_read"] == 0
+    assert set(live["serving_health"]) >= {"healthy", "requests", "error_rate", "p95_latency_ms"}
+    # staleness is measured from the newest version's run date (the calm cycle's ingested_at)
+    assert live["staleness"]["dataset"]["newest"].startswith("2026-01-05")
+    assert "live roc_auc on delayed labels:" in lifecycle["calm"]["verdict"]["summary"]
 
 
 def test_concept_drift_triggers_retraining_through_decay(lifecycle):

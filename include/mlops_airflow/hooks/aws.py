@@ -118,11 +118,13 @@ def sagemaker_serving(settings: Settings, store: S3ObjectStore | None = None) ->
     from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
     from airflow.providers.amazon.aws.hooks.sagemaker import SageMakerHook
 
+    from mlops_core.capture import sagemaker_capture_uri
     from mlops_core.sagemaker_serving import SageMakerEndpointSettings, SageMakerServing, sagemaker_name
 
     aws = settings.aws
     if aws.sagemaker_role_arn is None or aws.inference_image is None:  # the settings check this already
         raise ValueError("aws.sagemaker_role_arn and aws.inference_image are required for a SageMaker endpoint")
+    store = store or s3_object_store(settings)
     endpoint = SageMakerEndpointSettings(
         endpoint_name=aws.endpoint_name or sagemaker_name(settings.env, settings.training.model_name),
         role_arn=aws.sagemaker_role_arn,
@@ -131,11 +133,17 @@ def sagemaker_serving(settings: Settings, store: S3ObjectStore | None = None) ->
         instance_count=aws.serving_instance_count,
         deployment_config=dict(aws.deployment_config),
         wait_seconds=aws.endpoint_wait_minutes * 60,
+        capture_destination=(
+            sagemaker_capture_uri(store, settings.training.model_name, settings.env)
+            if settings.capture.enabled
+            else None
+        ),
+        capture_sampling_percent=settings.capture.sampling_percent,
     )
     return SageMakerServing(
         SageMakerHook(aws_conn_id=aws.conn_id).get_conn(),
         AwsBaseHook(aws_conn_id=aws.conn_id, client_type="sagemaker-runtime").get_conn(),
-        store or s3_object_store(settings),
+        store,
         endpoint,
         settings.registry.tracking_uri,
     )

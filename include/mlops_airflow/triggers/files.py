@@ -1,4 +1,10 @@
-"""Deferrable waits on the drop zone (a local folder or an S3 prefix): for complete new files, and for their use."""
+"""Waits on the drop zone (a local folder or an S3 prefix): for complete new files, and for their use.
+
+``NewFilesTrigger`` and ``FilesConsumedTrigger`` serve the deferrable sensors of the
+``watch_drop_zone`` DAG (``dataset.arrival.via: sensor``); ``DropZoneWatcher`` is the AssetWatcher
+trigger of a local drop zone (``via: watcher``): it never ends, and each set of complete new files
+becomes a ``landed_files`` asset event that schedules ``ingest`` directly.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +12,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
-from airflow.triggers.base import BaseTrigger, TriggerEvent
+from airflow.triggers.base import BaseEventTrigger, BaseTrigger, TriggerEvent
 
 if TYPE_CHECKING:
     from mlops_core.drop_source import DropSource
@@ -239,3 +245,122 @@ class FilesConsumedTrigger(BaseTrigger):
                 return
             self.log.info("%d of %d announced file(s) not consumed yet", len(left), len(paths))
             await asyncio.sleep(self.poll_interval)
+
+
+ANNOUNCED_STATE_KEY = "announced"  # the watcher's key in the asset state store of landed_files
+
+
+def _signature(file: dict[str, Any]) -> str:
+    """What identifies one delivery of a file: the same path written again is a new delivery."""
+    return f"{file.get('size')}:{file.get('mtime')}:{file.get('etag') or ''}"
+
+
+def _still_there(announced: dict[str, str]) -> set[str]:
+    import os
+
+    return {path for path in announced if os.path.lexists(path)}
+
+
+class DropZoneWatcher(BaseEventTrigger):
+    """AssetWatcher trigger of a local drop zone: an event for every set of complete new files.
+
+    Runs in the triggerer for as long as the ``ingest`` DAG is active (no DAG run, no worker slot
+    while it waits). Each scan applies the arrival rule of ``env``'s settings (``stable``,
+    ``marker`` or ``rename``, as the sensor does); complete files that were not announced yet go
+    out in one event whose payload has the shape of the sensor's ``landed_files`` extra
+    (``directory``, ``rule``, ``files``, ``markers``, ``announced``, ``ignored``).
+
+    What was announced is remembered by path and signature (size, mtime, ETag) and forgotten once
+    the file has left the drop zone (ingest archived it), so a file delivered again under the same
+    name is announced again. The memory is kept in Airflow's asset state store (the metadata
+    database) when the triggerer provides one, so a triggerer restart does not announce the same
+    files twice; it is saved after the event is handed over, so a crash in between repeats an
+    announcement rather than losing one (ingest recognises a file it already took by its checksum,
+    and adds nothing). Without a store (a trigger run outside the triggerer) it lives in memory.
+
+    :param env: settings environment (``include/conf/<env>.yaml``); ``None``: ``$MLOPS_ENV``.
+    :param poll_interval: seconds between scans; ``None``: ``dataset.arrival.poll_seconds``.
+    """
+
+    def __init__(self, env: str | None = None, poll_interval: float | None = None) -> None:
+        super().__init__()
+        self.env = env
+        self.poll_interval = poll_interval
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {"env": self.env, "poll_interval": self.poll_interval},
+        )
+
+    def _resolve(self) -> tuple[WatchSpec, DropSource]:
+        from mlops_core.dropzone import watch_spec
+        from mlops_core.settings import load_settings
+
+        settings = load_settings(self.env)
+        spec = watch_spec(settings.dataset, poll_seconds=self.poll_interval)
+        return spec, _source_at(str(spec.directory), settings)
+
+    async def _load_announced(self) -> dict[str, str]:
+        store = self.asset_state_store
+        if store is None:
+            return {}
+        try:
+            saved = await store.aget(ANNOUNCED_STATE_KEY, default={})
+        except Exception as exc:
+            self.log.warning("cannot read what was announced before (%s); starting from an empty memory", exc)
+            return {}
+        if not isinstance(saved, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in saved.items()):
+            self.log.warning("the announced-files memory in the asset state store is malformed; starting afresh")
+            return {}
+        return {str(k): str(v) for k, v in saved.items()}
+
+    async def _save_announced(self, announced: dict[str, str]) -> None:
+        store = self.asset_state_store
+        if store is None:
+            return
+        try:
+            await store.aset(ANNOUNCED_STATE_KEY, dict(announced))
+        except Exception as exc:
+            self.log.warning("cannot save what was announced (%s); a restart may announce these again", exc)
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        from mlops_core.dropzone import IgnoredReporter, ScanState
+
+        spec, source = await asyncio.to_thread(self._resolve)  # bad settings: the triggerer logs the error
+        arrival = spec.arrival
+        self.log.info(
+            "Watching %s for %s (rule %s, every %ss) for the landed_files asset",
+            spec.directory,
+            list(spec.patterns),
+            arrival.rule,
+            arrival.poll_seconds,
+        )
+        announced = await self._load_announced()
+        state: ScanState | None = None
+        reporter = IgnoredReporter()
+        while True:
+            try:
+                result = await asyncio.to_thread(source.scan, spec.patterns, arrival, state)
+            except OSError as exc:  # the folder unreadable for a while: say so, keep watching
+                self.log.warning("cannot scan %s: %s; trying again in %ss", spec.directory, exc, arrival.poll_seconds)
+                await asyncio.sleep(arrival.poll_seconds)
+                continue
+            state = result.state
+            for entry in reporter.new(result):
+                self.log.info("Not taking %s: %s (%s)", entry.name, entry.reason, entry.detail)
+            event = result.to_event(arrival.rule)
+            ready = {f["path"]: _signature(f) for f in event["files"]}
+            # Forgotten once gone (consumed); kept while present, ready or not (a restart's first scan sees none ready)
+            present = await asyncio.to_thread(_still_there, announced)
+            kept = {path: sig for path, sig in announced.items() if path in present}
+            new_files = [f for f in event["files"] if kept.get(f["path"]) != ready[f["path"]]]
+            if new_files:
+                names = sorted(f["name"] for f in new_files)
+                self.log.info("%d new complete file(s) in %s: %s", len(new_files), spec.directory, names)
+                yield _event({"status": "success", **event, "files": new_files, "announced": len(new_files)})
+                kept.update({f["path"]: ready[f["path"]] for f in new_files})
+            if kept != announced:
+                announced = kept
+                await self._save_announced(announced)
+            await asyncio.sleep(arrival.poll_seconds)

@@ -73,6 +73,10 @@ log = logging.getLogger(__name__)
 UNLEDGERED_REASONS = frozenset({"too_large", "not_regular_file", "unreadable"})
 CHANGED_WHILE_INGESTING = "changed_while_ingesting"
 _MAX_DETAIL = 500  # characters of an unexpected exception's message kept in a reason
+# The staged rows (and the commit's merge of them) hold 1/STAGING_SHARE of ``dataset.ingest_batch_mb``:
+# they live next to a batch of text and the slice being validated, and typed rows with their key
+# columns take more room than their text; so the whole run stays within about 3x one batch.
+STAGING_SHARE = 4
 
 
 @dataclass
@@ -186,7 +190,7 @@ def ingest_files(
     batch_bytes = settings.dataset.ingest_batch_mb * 1024 * 1024
 
     with ScratchDir(settings.dataset.ingest_scratch_dir) as scratch:  # local copies and spilled rows
-        staged = StagedRows(scratch, memory_bytes=batch_bytes)
+        staged = StagedRows(scratch, memory_bytes=batch_bytes // STAGING_SHARE)
         reading = _Reading(zone, store, contract, ts, run_id, max_file_bytes, batch_bytes, scratch, staged)
 
         # (1) Read and validate everything; nothing is written to the store yet.
@@ -655,7 +659,7 @@ def ingest_sql(
     ]
     batch_bytes = settings.dataset.ingest_batch_mb * 1024 * 1024
     with ScratchDir(settings.dataset.ingest_scratch_dir) as scratch:
-        staged = StagedRows(scratch, memory_bytes=batch_bytes)
+        staged = StagedRows(scratch, memory_bytes=batch_bytes // STAGING_SHARE)
         staged.add(staged.new_source(), result.accepted_rows)
         report, _ = _commit(
             store, backends.catalog, contract, staged, sources, run_id, ts, len(result.rejected), pending

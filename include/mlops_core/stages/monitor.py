@@ -1,10 +1,11 @@
 """Stage 6: compare recent data with the champion's training reference; request retraining.
 
 Three reasons to retrain, checked in this order: there is no champion yet (``no_champion``);
-the feature distributions drifted (``drift``, Evidently); or the champion's quality on the
+the feature distributions drifted (``drift``: the new rows streamed against the champion's
+reference profile, :func:`mlops_core.drift.detect_drift_streaming`); or the champion's quality on the
 newly labelled rows fell by more than ``monitoring.max_metric_drop`` (``decay``: catches concept
-drift that leaves the inputs unchanged). The Evidently HTML report is kept in object storage and
-logged to MLflow.
+drift that leaves the inputs unchanged). The human-readable report (Evidently on a bounded sample,
+``monitoring.report_sample_rows``) is kept in object storage and logged to MLflow.
 """
 
 from __future__ import annotations
@@ -15,8 +16,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from mlops_core.backends import Backends
+    from mlops_core.drift import DriftResult
+    from mlops_core.drift_profile import ProfileThresholds, ReferenceProfile
+    from mlops_core.registry import ModelVersionInfo
     from mlops_core.settings import Settings
+    from mlops_core.storage import ObjectStore
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +37,7 @@ def check_for_retraining(
     import pandas as pd
 
     from mlops_core.datasets import DatasetStore
-    from mlops_core.drift import DriftThresholds, detect_drift
+    from mlops_core.drift import DriftThresholds, detect_drift, detect_drift_streaming
     from mlops_core.evaluation import score_model
 
     contract = settings.load_contract()
@@ -50,7 +57,6 @@ def check_for_retraining(
         log.info("No @champion for %s yet: requesting the first training", name)
         return {**base, "retrain": True, "reason": "no_champion", "summary": f"{name} has no champion yet"}
 
-    current = DatasetStore(objects, contract.name).read_versions(list(version_ids))
     reference_key = champion.tags.get("mlops.drift_reference")
     if not reference_key:
         raise ValueError(
@@ -59,12 +65,24 @@ def check_for_retraining(
         )
     reference = pd.read_parquet(io.BytesIO(objects.get_bytes(reference_key)))
     m = settings.monitoring
-    result, html = detect_drift(
+    profile = _champion_profile(settings, champion, reference, objects)
+    store = DatasetStore(objects, contract.name)
+    features = [c for c in contract.feature_columns if c in profile.columns]
+    result, sample = detect_drift_streaming(
+        profile,
+        store.iter_batches(list(version_ids), columns=features, batch_rows=m.drift_batch_rows),
+        contract,
+        profile_thresholds(settings),
+        sample_rows=m.report_sample_rows,
+    )
+    # The human-readable report: Evidently on the reference sample and a bounded sample of the new rows.
+    _, evidently_html = detect_drift(
         reference,
-        current,
+        sample if sample is not None else pd.DataFrame({c: pd.Series(dtype=object) for c in features}),
         contract,
         DriftThresholds(drift_share=m.drift_share_threshold, column_p_value=m.column_p_value, min_rows=m.min_rows),
     )
+    html = _with_decision(evidently_html, result, 0 if sample is None else len(sample))
     report_key = f"reports/drift/{run_key}.html"
     objects.put_bytes(report_key, html.encode("utf-8"))
     log.info("Drift: %s (report: %s)", result.reason, objects.uri(report_key))
@@ -73,7 +91,8 @@ def check_for_retraining(
     metric_drop = None
     baseline = _as_float(champion.tags.get(f"mlops.holdout_{primary}"))
     now = None
-    if baseline is not None and len(current) >= m.min_rows:
+    if baseline is not None and result.current_rows >= m.min_rows:
+        current = store.read_versions(list(version_ids))
         # load_model verifies the champion's files against the digest recorded when it was logged
         # (ModelIntegrityError stops the run: a changed artifact is never scored).
         now = _as_float(score_model(registry.load_model(name, champion.version), current, contract).get(primary))
@@ -101,9 +120,13 @@ def check_for_retraining(
         )
 
     decayed = metric_drop is not None and metric_drop > m.max_metric_drop
+    # Live decay on delayed labels, serving health and staleness (mlops_core.decay): reported, and decay retrains.
+    live = _live(settings, backends, champion, baseline, profile)
+    decayed = decayed or live["decay"]["decayed"]
+    predictions_drifted = bool(live["prediction_drift"]["drifted"])
     if force:
         reason = "forced"
-    elif result.drifted:
+    elif result.drifted or predictions_drifted:
         reason = "drift"
     elif decayed:
         reason = "decay"
@@ -112,6 +135,9 @@ def check_for_retraining(
     summary = result.reason + (
         f"; {primary} dropped by {metric_drop:.4f} (limit {m.max_metric_drop})" if metric_drop is not None else ""
     )
+    summary += f"; live {primary} on delayed labels: {live['decay']['why']}"  # mlops_core.decay
+    if live["prediction_drift"]["checked"]:
+        summary += f"; predictions: {live['prediction_drift']['why']}"
     return {
         **base,
         "retrain": reason is not None,
@@ -121,7 +147,86 @@ def check_for_retraining(
         "drifted_columns": result.drifted_columns,
         "metric_drop": metric_drop,
         "report": objects.uri(report_key),
+        "live": live,
     }
+
+
+def profile_thresholds(settings: Settings) -> ProfileThresholds:
+    """The drift decision's thresholds from ``settings.monitoring``."""
+    from mlops_core.drift_profile import ProfileThresholds
+
+    m = settings.monitoring
+    return ProfileThresholds(
+        drift_share=m.drift_share_threshold,
+        numeric_method=m.numeric_drift_method,
+        wasserstein=m.wasserstein_threshold,
+        psi=m.psi_threshold,
+        jensenshannon=m.jensenshannon_threshold,
+        missing_rate_change=m.missing_rate_change,
+        min_rows=m.min_rows,
+    )
+
+
+def _champion_profile(
+    settings: Settings, champion: ModelVersionInfo, reference: pd.DataFrame, objects: ObjectStore
+) -> ReferenceProfile:
+    """The champion's reference profile (validated); versions trained before profiles existed get
+    one made from their reference sample."""
+    from mlops_core.drift_profile import ReferenceProfile, build_profile
+
+    key = champion.tags.get("mlops.drift_profile")
+    if key:
+        return ReferenceProfile.from_json(objects.get_bytes(key), source=objects.uri(key))
+    contract = settings.load_contract()
+    log.info(
+        "%s version %s has no drift profile (trained before profiles): profiling its reference sample",
+        settings.registered_model_name,
+        champion.version,
+    )
+    return build_profile(
+        reference,
+        contract.name,
+        [c for c in contract.feature_columns if c in contract.numeric_features],
+        [c for c in contract.feature_columns if c in contract.categorical_features],
+        bins=settings.monitoring.profile_bins,
+        top_k=settings.monitoring.profile_top_categories,
+    )
+
+
+def _with_decision(page: str, result: DriftResult, sample_rows: int) -> str:
+    """Evidently's page with the decision on top: it was made on every row, the page on a sample."""
+    import html
+
+    note = (
+        '<div style="font-family:sans-serif;padding:8px;border:1px solid #888;margin:8px">'
+        f"<b>Drift decision</b> (every one of the {result.current_rows} new rows against the reference "
+        f"profile): {html.escape(result.reason)}<br>The report below is Evidently's, on a uniform sample "
+        f"of {sample_rows} of those rows and the {result.reference_rows}-row reference's sample; its "
+        "per-column verdicts may differ where a statistic is near its threshold.</div>"
+    )
+    at = page.find("<body")
+    if at < 0:
+        return note + page
+    end = page.find(">", at)
+    return page[: end + 1] + note + page[end + 1 :]
+
+
+def _live(
+    settings: Settings, backends: Backends, champion: Any, baseline: float | None, profile: ReferenceProfile
+) -> dict[str, Any]:
+    """:func:`mlops_core.decay.live_checks` for the champion (its files verified when it must be rescored)."""
+    from mlops_core.decay import live_checks
+
+    name, version = settings.registered_model_name, champion.version
+    return live_checks(
+        settings,
+        backends.store,
+        champion_version=str(version),
+        baseline=baseline,
+        load_model=lambda: backends.registry.load_model(name, version),
+        profile=profile,
+        thresholds=profile_thresholds(settings),
+    )
 
 
 def _as_float(value: Any) -> float | None:

@@ -104,9 +104,10 @@ def copy_champion(
     digest = registry.verify_model(plan["target_model"], new_version)  # ModelIntegrityError: the alias stays
     info = registry.version_info(plan["target_model"], new_version)
     if source is not None and "mlops.training_set" in info.tags:
-        from mlops_core.stages.train import carry_held_out_rows
+        from mlops_core.stages.train import carry_drift_reference, carry_held_out_rows
 
         carry_held_out_rows(source.store, backends.store, info.tags["mlops.training_set"])
+        carry_drift_reference(source.store, backends.store, info.tags)
     registry.set_champion(plan["target_model"], new_version, previous=previous.version if previous else None)
     info = registry.version_info(plan["target_model"], new_version)
     mirror = backends.mirror

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
     from mlops_core.backends import Backends
     from mlops_core.compute import Compute, JobDescription
+    from mlops_core.drift_profile import ReferenceProfile
     from mlops_core.settings import Settings
     from mlops_core.storage import ObjectStore
 
@@ -54,6 +55,7 @@ class NotEnoughData(ValueError):
 #   training_sets/<run key>/{train,validation,test}/part-0.parquet and manifest.json (the commit point).
 CHANNELS = ("train", "validation", "test")
 CHANNEL_FILE = "part-0.parquet"
+DRIFT_PROFILE_FILE = "drift_profile.json"  # next to reference.parquet; tagged mlops.drift_profile
 _PART_CHANNEL = {"holdout": "test"}  # what evaluate/deploy ask for -> its channel
 
 
@@ -163,6 +165,22 @@ def carry_held_out_rows(source: ObjectStore, target: ObjectStore, training_set_k
     target.put_bytes(key, source.get_bytes(key))
     log.info("Copied the held-out rows %s from %s to %s", key, source.uri(), target.uri())
     return key
+
+
+def carry_drift_reference(source: ObjectStore, target: ObjectStore, tags: dict[str, str]) -> list[str]:
+    """Copy a version's drift reference (its ``mlops.drift_reference`` sample and ``mlops.drift_profile``)
+    from ``source`` to ``target`` as :func:`carry_held_out_rows` does, so that the target's monitor
+    finds them. Returns the keys copied."""
+    copied = []
+    for tag in ("mlops.drift_reference", "mlops.drift_profile"):
+        key = tags.get(tag)
+        if not key or source.uri(key) == target.uri(key) or target.exists(key) or not source.exists(key):
+            continue
+        target.put_bytes(key, source.get_bytes(key))
+        copied.append(key)
+    if copied:
+        log.info("Copied the drift reference %s from %s to %s", copied, source.uri(), target.uri())
+    return copied
 
 
 def read_training_frame(store: ObjectStore, training_set: dict[str, Any], part: str) -> pd.DataFrame:
@@ -363,9 +381,10 @@ def log_candidate(
     metrics = read_job_metrics(objects, job["metrics_uri"])
     train = read_training_frame(objects, training_set, "train")
     reference_key = f"{training_set['key']}/reference.parquet"
+    sample = train.sample(n=min(len(train), settings.monitoring.reference_rows), random_state=0)
     if not objects.exists(reference_key):
-        sample = train.sample(n=min(len(train), settings.monitoring.reference_rows), random_state=0)
         objects.put_bytes(reference_key, _parquet(sample))
+    profile_key = f"{training_set['key']}/{DRIFT_PROFILE_FILE}"
     features = prepare_features(train, contract)
     tags = {
         "mlops.env": settings.env,
@@ -373,6 +392,7 @@ def log_candidate(
         "mlops.dataset_versions": ",".join(training_set["dataset_versions"]),
         "mlops.training_set": training_set["key"],
         "mlops.drift_reference": reference_key,
+        "mlops.drift_profile": profile_key,
         "mlops.job_name": job["job_name"],
         "mlops.git_commit": git_commit(),
         "mlops.contract_fingerprint": contract.fingerprint,
@@ -388,6 +408,10 @@ def log_candidate(
         if not download_outputs(objects, job["model_uri"], model_dir):
             raise TrainingJobFailed(f"training job {job['job_name']}: no model objects under {job['model_uri']}")
         model, _meta = load_model(model_dir)
+        profile_path = Path(tmp) / DRIFT_PROFILE_FILE
+        profile_path.write_bytes(_drift_profile(settings, train, sample, model).to_json())
+        if not objects.exists(profile_key):
+            objects.put_file(profile_key, profile_path)
         run_id = backends.registry.log_training_run(
             run_name=run_key,
             model=model,
@@ -399,7 +423,7 @@ def log_candidate(
             dataset_name=f"{contract.name}-training-set",
             dataset_digest=training_set["digest"],
             dataset_source=training_set["uri"],
-            artifacts={"model_meta.json": model_dir / "model_meta.json"},
+            artifacts={"model_meta.json": model_dir / "model_meta.json", DRIFT_PROFILE_FILE: profile_path},
             skops_trusted_types=SKOPS_TRUSTED_TYPES,
         )
     log.info("Logged MLflow run %s for %s", run_id, run_key)
@@ -410,6 +434,28 @@ def log_candidate(
         "dataset_versions": training_set["dataset_versions"],
         "metrics": metrics,
     }
+
+
+def _drift_profile(settings: Settings, train: pd.DataFrame, sample: pd.DataFrame, model: Any) -> ReferenceProfile:
+    """The reference profile of the training rows, and of the model's scores on the reference sample."""
+    from mlops_core.drift_profile import build_profile
+    from mlops_core.evaluation import prediction_scores
+
+    contract = settings.load_contract()
+    try:
+        scores = prediction_scores(model, sample, contract)
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:  # the features' profile is still worth having
+        log.warning("no prediction profile: the model could not score the reference sample (%s)", exc)
+        scores = None
+    return build_profile(
+        train,
+        contract.name,
+        [c for c in contract.feature_columns if c in contract.numeric_features],
+        [c for c in contract.feature_columns if c in contract.categorical_features],
+        bins=settings.monitoring.profile_bins,
+        top_k=settings.monitoring.profile_top_categories,
+        predictions=scores,
+    )
 
 
 def _parquet(df: pd.DataFrame) -> bytes:
