@@ -28,6 +28,7 @@ import signal
 import sys
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -45,9 +46,12 @@ ALL_DAGS = [*LIFECYCLE_DAGS, "ingest_sql"]
 # How often the demo asks the REST API how the lifecycle is doing: one request for every DAG's
 # runs per look (each request costs the api-server CPU the tasks need on a small machine).
 POLL_SECONDS = 1.0
-# No run queued or running for this long = the lifecycle settled. A downstream run is queued
-# within a scheduler loop (~1 s) of its upstream's asset event (bench/bench_lifecycle.py).
-IDLE_SECONDS = 8.0
+# The lifecycle settled: no run queued or running and no asset event waiting to schedule one, seen
+# on this many seconds of looks (one look reads the runs, then the queued events: a run the
+# scheduler creates from a queued event between the two reads shows up in the next look).
+IDLE_SECONDS = 2.0
+# The DAGs an asset event schedules (their queued events say a run is on its way).
+ASSET_SCHEDULED_DAGS = ["ingest", "features", "monitor", "train", "evaluate_register", "deploy"]
 
 
 @dataclass
@@ -83,8 +87,26 @@ def log(msg: str) -> None:
     print(f"[demo {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
+def lifecycle_stack(home: Path, *, port: int | None = None, extra_env: dict[str, str] | None = None) -> AirflowStack:
+    """The Airflow stack the lifecycle runs on: this repository's DAGs and plugins, four task slots."""
+    from mlops_demo.airflow_stack.stack import AirflowStack
+
+    return AirflowStack(
+        home, REPO / "dags", port=port, extra_env=extra_env, plugins_folder=REPO / "plugins", parallelism=4
+    )
+
+
 class LifecycleDemo:
-    def __init__(self, options: DemoOptions) -> None:
+    """One pass of the lifecycle on a fresh ``MLOPS_HOME``.
+
+    On its own Airflow stack (under ``<home>/airflow``, stopped by :meth:`stop`), or on a ``stack``
+    shared with other passes one after the other (the end-to-end tests: one stack per session): the
+    demo then gives it its environment (:meth:`AirflowStack.switch_env`, starting it if it is not
+    running), leaves it running in :meth:`stop`, and its :attr:`client` sees only the runs and asset
+    events of its own pass (:meth:`AirflowClient.scoped`).
+    """
+
+    def __init__(self, options: DemoOptions, stack: AirflowStack | None = None) -> None:
         from mlops_core.ports import free_port
 
         self.o = options
@@ -100,7 +122,10 @@ class LifecycleDemo:
             **options.extra_env,
         }
         self.result = DemoResult()
-        self._stack: AirflowStack | None = None
+        self._stack: AirflowStack | None = stack
+        self._owns_stack = stack is None
+        self._client: AirflowClient | None = None
+        self.since: datetime | None = None  # when run() began: what this pass's client sees
 
     @property
     def stack(self) -> AirflowStack:
@@ -110,25 +135,24 @@ class LifecycleDemo:
 
     @property
     def client(self) -> AirflowClient:
-        return self.stack.client
+        if self._client is None:
+            self._client = self.stack.client.scoped(self.since) if self.since is not None else self.stack.client
+        return self._client
 
     # ------------------------------------------------------------------ orchestration
     def run(self) -> DemoResult:
-        from mlops_demo.airflow_stack.stack import AirflowStack
-
         t0 = time.monotonic()
+        self.since = datetime.now(UTC)
+        self._client = None
         self._setup()
-        self._stack = AirflowStack(
-            self.home / "airflow",
-            REPO / "dags",
-            port=self.o.port,
-            extra_env=self.env,
-            plugins_folder=REPO / "plugins",
-            parallelism=4,
-        )
+        if self._owns_stack:
+            self._stack = lifecycle_stack(self.home / "airflow", port=self.o.port, extra_env=self.env)
         try:
             with self._phase("airflow"):
-                self.stack.start(timeout=300)
+                if self.stack.running:  # a shared stack: its components start again with this pass's environment
+                    self.stack.switch_env(self.env, timeout=300)
+                else:
+                    self.stack.switch_env(self.env).start(timeout=300)
                 # DAGs start unpaused (ingest_sql, which needs a configured SQL source, paused).
                 self.client.wait_for_dags(ALL_DAGS, timeout=300)
                 log(
@@ -192,7 +216,7 @@ class LifecycleDemo:
 
         LocalJobCompute.stop_all(self.mlops_home / "jobs")
         LocalModelServer.stop_all(self.mlops_home / "serving")
-        if self._stack is not None:
+        if self._stack is not None and self._owns_stack:
             self._stack.stop()
 
     # ------------------------------------------------------------------ phases
@@ -327,12 +351,13 @@ class LifecycleDemo:
         raise TimeoutError(f"timed out after {self.o.phase_timeout:.0f}s waiting for {what}")
 
     def _wait_idle(self, stable: float = IDLE_SECONDS) -> None:
-        """No run queued or running (besides the watch waiting for files) for ``stable`` seconds."""
+        """No run queued or running (besides the watch waiting for files) and no asset event queued
+        for a run, on every look for ``stable`` seconds."""
         quiet_since = None
         deadline = time.monotonic() + self.o.phase_timeout
         while time.monotonic() < deadline:
             self._raise_on_failed_runs()
-            if self._busy():
+            if self._busy() or self._queued_events():
                 quiet_since = None
             elif quiet_since is None:
                 quiet_since = time.monotonic()
@@ -352,6 +377,10 @@ class LifecycleDemo:
                     continue
             busy.append(dag_id)
         return busy
+
+    def _queued_events(self) -> list[str]:
+        """The DAGs an asset event is queued for (asked only while no run is busy: one request per DAG)."""
+        return [dag_id for dag_id in ASSET_SCHEDULED_DAGS if self.client.queued_asset_events(dag_id)]
 
     def _raise_on_failed_runs(self) -> None:
         for r in self.client.runs_of(LIFECYCLE_DAGS, states=["failed"])[:1]:
@@ -447,8 +476,6 @@ class LifecycleDemo:
         return live.endpoint if live is not None else "(nothing live)"
 
     def _stage_seconds(self) -> dict[str, dict[str, float]]:
-        from datetime import datetime
-
         stats: dict[str, dict[str, float]] = {}
         for dag_id in LIFECYCLE_DAGS:
             durations = []

@@ -8,17 +8,16 @@ change only what is sent, as SageMaker does.
 
 from __future__ import annotations
 
-import shutil
 import types
 
 import pendulum
 import pytest
-import yaml
 from airflow.sdk.exceptions import AirflowFailException
 
 from mlops_airflow.operators.registry_mirror import RegistryMirrorApprovalOperator
 from mlops_core.registry_mirror import MirroredVersion
-from tests.conftest import DAGS, REPO
+from tests.aws.aws_conf import connection_variable, write_aws_conf
+from tests.conftest import DAGS
 from tests.moto_server import unique_name
 
 
@@ -29,19 +28,10 @@ def sagemaker_env(mlops_home, moto_server, monkeypatch, tmp_path):
 
     bucket = unique_name("mirror-op")
     moto_server.client("s3").create_bucket(Bucket=bucket)
-    monkeypatch.setenv("AIRFLOW_CONN_MLOPS_AWS_MIRROR_TEST", moto_server.connection_uri())
-    conf = tmp_path / "conf"
-    shutil.copytree(REPO / "include" / "conf", conf)
-    dev = yaml.safe_load((conf / "dev.yaml").read_text())
-    dev["backends"].update(storage="aws", compute="aws", registry_mirror="sagemaker")
-    dev["storage"] = {"root": f"s3://{bucket}/mlops/dev"}
-    dev["aws"] = {
-        "conn_id": "mlops_aws_mirror_test",
-        "sagemaker_role_arn": "arn:aws:iam::123456789012:role/mlops",
-        "training_image": "img:1",
-    }
-    dev["dataset"]["contract"] = str(REPO / "include" / "contracts" / "churn.yaml")
-    (conf / "dev.yaml").write_text(yaml.safe_dump(dev))
+    monkeypatch.setenv(connection_variable("mlops_aws_mirror_test"), moto_server.connection_uri())
+    aws = {"storage": "aws", "compute": "aws", "registry_mirror": "sagemaker"}  # the rest stay local
+    role = "arn:aws:iam::123456789012:role/mlops"
+    conf = write_aws_conf(tmp_path / "conf", bucket, conn_id="mlops_aws_mirror_test", role_arn=role, backends=aws)
     monkeypatch.setenv("MLOPS_CONF_DIR", str(conf))
     return load_settings("dev")
 

@@ -7,10 +7,7 @@ Calls are counted where they land, at the moto server.
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
-import yaml
 from airflow.sdk.exceptions import TaskDeferred
 
 from mlops_airflow.operators.training import TrainingJobOperator
@@ -22,7 +19,7 @@ from tests.airflow.test_training_operator import (
     rebuilt,
     run_task,
 )
-from tests.conftest import REPO
+from tests.aws.aws_conf import connection_variable, write_aws_conf
 from tests.moto_server import unique_name
 from tests.sagemaker_container import SageMakerTrainingContainer
 
@@ -36,15 +33,9 @@ def aws_env(mlops_home, moto_server, monkeypatch, tmp_path):
 
     bucket = unique_name("train")
     moto_server.client("s3").create_bucket(Bucket=bucket)
-    monkeypatch.setenv("AIRFLOW_CONN_MLOPS_AWS_TEST", moto_server.connection_uri())
-    conf = tmp_path / "conf"
-    shutil.copytree(REPO / "include" / "conf", conf)
-    dev = yaml.safe_load((conf / "dev.yaml").read_text())
-    dev["backends"].update(storage="aws", compute="aws")
-    dev["storage"] = {"root": f"s3://{bucket}/mlops/dev"}
-    dev["aws"] = {"conn_id": "mlops_aws_test", "sagemaker_role_arn": ROLE, "training_image": "123.dkr.ecr/mlops:1"}
-    dev["dataset"]["contract"] = str(REPO / "include" / "contracts" / "churn.yaml")
-    (conf / "dev.yaml").write_text(yaml.safe_dump(dev))
+    monkeypatch.setenv(connection_variable("mlops_aws_test"), moto_server.connection_uri())
+    aws = {"storage": "aws", "compute": "aws"}  # the rest stay local
+    conf = write_aws_conf(tmp_path / "conf", bucket, conn_id="mlops_aws_test", role_arn=ROLE, backends=aws)
     monkeypatch.setenv("MLOPS_CONF_DIR", str(conf))
     settings = load_settings("dev")
     assert settings.backends.compute == "aws"

@@ -8,11 +8,7 @@ own words, without stopping the other checks' report, when they do not.
 
 from __future__ import annotations
 
-import shutil
-
-import yaml
-
-from tests.conftest import REPO
+from tests.aws.aws_conf import connection_variable, write_aws_conf
 from tests.moto_server import unique_name
 from tests.sagemaker_container import SageMakerTrainingContainer
 
@@ -20,28 +16,15 @@ ROLE = "arn:aws:iam::123456789012:role/mlops-verify"
 
 
 def _conf(tmp_path, monkeypatch, moto_server, bucket: str):
-    monkeypatch.setenv("AIRFLOW_CONN_MLOPS_AWS_VERIFY", moto_server.connection_uri())
-    conf = tmp_path / "conf"
-    shutil.copytree(REPO / "include" / "conf", conf)
-    dev = yaml.safe_load((conf / "dev.yaml").read_text())
-    dev["backends"] = {
-        "storage": "aws",
-        "compute": "aws",
-        "registry_mirror": "sagemaker",
-        "serving": "aws",
-        "catalog": "glue",
-    }
-    dev["storage"] = {"root": f"s3://{bucket}/mlops/dev"}
-    dev["aws"] = {
-        "conn_id": "mlops_aws_verify",
+    monkeypatch.setenv(connection_variable("mlops_aws_verify"), moto_server.connection_uri())
+    conf = write_aws_conf(
+        tmp_path / "conf",
+        bucket,
+        conn_id="mlops_aws_verify",
+        role_arn=ROLE,
         # its own Glue databases: the session's moto server keeps what other tests registered (mlops_dev_churn)
-        "glue_database_prefix": unique_name("verify").replace("-", "_"),
-        "sagemaker_role_arn": ROLE,
-        "training_image": "123456789012.dkr.ecr.us-east-1.amazonaws.com/mlops-training:1",
-        "inference_image": "123456789012.dkr.ecr.us-east-1.amazonaws.com/mlops-inference:1",
-    }
-    dev["dataset"]["contract"] = str(REPO / "include" / "contracts" / "churn.yaml")
-    (conf / "dev.yaml").write_text(yaml.safe_dump(dev))
+        glue_database_prefix=unique_name("verify").replace("-", "_"),
+    )
     monkeypatch.setenv("MLOPS_CONF_DIR", str(conf))
 
 

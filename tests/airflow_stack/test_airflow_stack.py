@@ -18,7 +18,7 @@ import signal
 import stat
 import time
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import psutil
@@ -38,6 +38,8 @@ DAG_IDS = [
     "stack_sleep",
     "stack_producer",
     "stack_consumer",
+    "stack_pair_producer",
+    "stack_pair_consumer",
     "stack_approval",
     "stack_log_while_running",
     "stack_log_while_deferred",
@@ -206,6 +208,24 @@ def test_asset_event_schedules_consumer_with_metadata(client):
         "asset_consumer_success_after_producer_task_success",
         (_ts(consumer["end_date"]) - _ts(produced["end_date"])).total_seconds(),
     )
+
+
+def test_an_asset_event_waits_in_the_queue_until_its_run_is_created(client):
+    """The pair consumer needs both assets: the producer's event stays queued for it, then schedules its run."""
+    asset_ids = {a["name"]: a["id"] for a in client.assets()}
+    producer_run = client.trigger("stack_producer", conf={"version": "pair"})
+    assert client.wait_for_run("stack_producer", producer_run, timeout=120, interval=0.25) == "success"
+    queued = client.queued_asset_events("stack_pair_consumer")
+    assert [(q["dag_id"], q["asset_id"]) for q in queued] == [("stack_pair_consumer", asset_ids[ASSET_NAME])]
+    assert client.runs("stack_pair_consumer") == []
+
+    pair_run = client.trigger("stack_pair_producer")
+    assert client.wait_for_run("stack_pair_producer", pair_run, timeout=120, interval=0.25) == "success"
+    [consumer] = client.wait_until(
+        lambda: client.runs("stack_pair_consumer"), timeout=90, interval=0.25, message="the pair consumer's run"
+    )
+    assert consumer["run_type"] == "asset_triggered"
+    assert client.queued_asset_events("stack_pair_consumer") == []
 
 
 def test_approval_waits_for_human_then_proceeds(client):
@@ -385,6 +405,63 @@ def test_secrets_are_private_and_never_logged(stack):
     assert len(logs) >= 5  # the component logs and task logs exist ...
     leaked = [(name, p) for p in logs for name, value in secrets.items() if value in p.read_text(errors="replace")]
     assert leaked == []  # ... but contain none of the secrets
+
+
+def test_a_scoped_client_sees_the_runs_and_events_from_its_start_on(client, tmp_path):
+    """What each lifecycle of a shared stack sees: runs still going at ``since`` or later, events from then on."""
+    earlier = client.trigger("stack_producer", conf={"version": "earlier"})
+    assert client.wait_for_run("stack_producer", earlier, timeout=120, interval=0.25) == "success"
+    going = client.trigger("stack_sleep", conf={"seconds": 8})
+    client.wait_until(
+        lambda: client.task_instance("stack_sleep", going, "sleep_long")["state"] == "running",
+        timeout=120,
+        interval=0.25,
+        message="sleep_long running",
+    )
+    since = datetime.now(UTC)
+    scoped = client.scoped(since)
+    later = scoped.trigger("stack_producer", conf={"version": "later"})
+    assert scoped.wait_for_run("stack_producer", later, timeout=120, interval=0.25) == "success"
+    assert client.wait_for_run("stack_sleep", going, timeout=120, interval=0.25) == "success"
+
+    assert earlier in [r["dag_run_id"] for r in client.runs("stack_producer")]  # the client itself sees all
+    assert [r["dag_run_id"] for r in scoped.runs("stack_producer")] == [later]
+    assert [r["dag_run_id"] for r in scoped.runs("stack_sleep")] == [going]  # still going at `since`
+    assert {(r["dag_id"], r["dag_run_id"]) for r in scoped.runs_of(["stack_producer", "stack_sleep"])} == {
+        ("stack_producer", later),
+        ("stack_sleep", going),
+    }
+    assert [e["extra"]["version"] for e in scoped.asset_events(ASSET_NAME)] == ["later"]
+    assert "earlier" in [e["extra"]["version"] for e in client.asset_events(ASSET_NAME)]
+    with pytest.raises(ValueError, match="timezone-aware"):
+        client.scoped(datetime.now())  # a naive datetime
+
+
+def test_switch_env_restarts_all_but_the_api_server_with_the_new_environment(stack, client):
+    """The scheduler, dag-processor and triggerer start again with the new environment (a connection only
+    it names reaches the tasks); the api-server, the database and the client's login stay."""
+    conn_id = "stack_switched_db"
+    password = f"switched-pw-{uuid.uuid4().hex}"
+    before = stack.pids()
+    logins = client.logins
+    missing = client.trigger("stack_read_connection", conf={"conn_id": conn_id})
+    assert client.wait_for_run("stack_read_connection", missing, timeout=120, raise_on_failure=False) == "failed"
+
+    conn = {"conn_type": "generic", "host": "switched.example", "password": password}
+    t0 = time.monotonic()
+    stack.switch_env({**stack.extra_env, f"AIRFLOW_CONN_{conn_id.upper()}": json.dumps(conn)})
+    _record("switch_env", time.monotonic() - t0)
+
+    after = stack.pids()
+    assert after["api-server"] == before["api-server"]
+    assert all(after[c] != before[c] for c in ("scheduler", "dag-processor", "triggerer"))
+    assert not any(psutil.pid_exists(before[c]) for c in ("scheduler", "dag-processor", "triggerer"))
+    run_id = client.trigger("stack_read_connection", conf={"conn_id": conn_id})
+    assert client.wait_for_run("stack_read_connection", run_id, timeout=120, interval=0.25) == "success"
+    assert client.xcom("stack_read_connection", run_id, "read_connection")["host"] == "switched.example"
+    assert client.logins == logins  # the same JWT secret: no new login
+    secrets = [password]
+    assert [pid for pid in stack.all_pids() if any(secret in _argv(pid) for secret in secrets)] == []
 
 
 def _stack_drop_zone(stack: AirflowStack) -> Path:

@@ -1,6 +1,8 @@
 """The lifecycle a second time, with every backend ``aws``: S3, the Glue Data Catalog and SageMaker on moto.
 
-The same DAGs and the same demo driver as ``test_lifecycle_e2e.py``; only the conf folder differs
+The same DAGs, the same demo driver and the same Airflow stack as ``test_lifecycle_e2e.py`` (one per
+session, ``tests/e2e/conftest.py``: the demo restarts its components with this environment, and its
+client sees only this pass's runs); only the conf folder differs
 (``MLOPS_CONF_DIR``: ``backends`` all ``aws`` / ``sagemaker``, ``storage.root`` an ``s3://`` prefix per
 environment, ``aws.conn_id`` an ``AIRFLOW_CONN_*`` pointing at the session's moto server). Nothing in
 ``dags/`` changes. The tests play SageMaker's parts moto does not: the training container
@@ -17,12 +19,10 @@ not depend on the backend. Each test checks an outcome where it lives: in S3, Gl
 from __future__ import annotations
 
 import os
-import shutil
 
 import pytest
-import yaml
 
-from tests.conftest import REPO
+from tests.aws.aws_conf import connection_variable, write_aws_conf
 from tests.moto_server import unique_name
 
 pytestmark = pytest.mark.e2e
@@ -31,31 +31,6 @@ ROWS = 400
 ROLE = "arn:aws:iam::123456789012:role/mlops-lifecycle"
 CONN_ID = "mlops_aws_e2e"
 ENVIRONMENTS = ("dev", "staging", "prod")
-
-
-def _aws_conf(folder, bucket: str) -> None:
-    """Copy include/conf and set every backend of every environment to aws, on ``bucket``."""
-    shutil.copytree(REPO / "include" / "conf", folder)
-    for env in ENVIRONMENTS:
-        path = folder / f"{env}.yaml"
-        conf = yaml.safe_load(path.read_text())
-        conf["backends"] = {
-            "storage": "aws",
-            "compute": "aws",
-            "registry_mirror": "sagemaker",
-            "serving": "aws",
-            "catalog": "glue",
-        }
-        conf["storage"] = {"root": f"s3://{bucket}/mlops/{env}"}
-        conf["aws"] = {
-            "conn_id": CONN_ID,
-            "sagemaker_role_arn": ROLE,
-            "training_image": "123456789012.dkr.ecr.us-east-1.amazonaws.com/mlops-training:1",
-            "inference_image": "123456789012.dkr.ecr.us-east-1.amazonaws.com/mlops-inference:1",
-            "endpoint_wait_minutes": 5,
-        }
-        conf["dataset"]["contract"] = str(REPO / "include" / "contracts" / "churn.yaml")
-        path.write_text(yaml.safe_dump(conf, sort_keys=False))
 
 
 @pytest.fixture(scope="module")
@@ -67,16 +42,18 @@ def bucket(moto_server):
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory, moto_server, bucket):
+def demo(tmp_path_factory, moto_server, bucket, lifecycle_stack):
     from mlops_demo.run import DemoOptions, LifecycleDemo, print_summary
     from tests.sagemaker_container import SageMakerTrainingContainer
 
     home = tmp_path_factory.mktemp("e2e-aws")
-    _aws_conf(home / "conf", bucket)
+    conf = write_aws_conf(
+        home / "conf", bucket, conn_id=CONN_ID, role_arn=ROLE, environments=ENVIRONMENTS, endpoint_wait_minutes=5
+    )
     saved = dict(os.environ)
     for name in ("MLOPS_HOME", "MLOPS_ENV", "MLOPS_DROP_ZONE", "MLOPS_CONTRACT", "MLFLOW_TRACKING_URI"):
         os.environ.pop(name, None)
-    extra = {"MLOPS_CONF_DIR": str(home / "conf"), f"AIRFLOW_CONN_{CONN_ID.upper()}": moto_server.connection_uri()}
+    extra = {"MLOPS_CONF_DIR": str(conf), connection_variable(CONN_ID): moto_server.connection_uri()}
     container = SageMakerTrainingContainer(moto_server).start()
     runner = LifecycleDemo(
         DemoOptions(
@@ -86,7 +63,8 @@ def demo(tmp_path_factory, moto_server, bucket):
             stop_when_done=False,
             extra_env=extra,
             skip=frozenset({"no-drift", "drift", "re-run"}),
-        )
+        ),
+        stack=lifecycle_stack,
     )
     try:
         result = runner.run()

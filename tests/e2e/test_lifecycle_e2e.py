@@ -1,9 +1,10 @@
 """The whole lifecycle through the real Airflow 3 scheduler, as ``make demo`` runs it.
 
-One run of :class:`mlops_demo.run.LifecycleDemo` on a temporary home (scheduler, dag-processor,
-triggerer and api-server on loopback, SQLite metadata DB, real Feast/MLflow/Evidently, MLflow
-scoring servers). The stack stays up while the tests run; each test checks one outcome where it
-lives (Airflow's REST API, the dataset store, the MLflow registry, the scoring server), not the
+One run of :class:`mlops_demo.run.LifecycleDemo` on a temporary home (real Feast/MLflow/Evidently,
+MLflow scoring servers), on the session's Airflow stack (``tests/e2e/conftest.py``: scheduler,
+dag-processor, triggerer and api-server on loopback, SQLite metadata DB; the demo's client sees
+only this pass's runs). The stack stays up while the tests run; each test checks one outcome where
+it lives (Airflow's REST API, the dataset store, the MLflow registry, the scoring server), not the
 demo's own account of it. Expected numbers come from how the demo data is generated.
 """
 
@@ -24,14 +25,15 @@ LIFECYCLE = ("watch_drop_zone", "ingest", "features", "monitor", "train", "evalu
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory):
+def demo(tmp_path_factory, lifecycle_stack):
     from mlops_demo.run import DemoOptions, LifecycleDemo, print_summary
 
     saved = dict(os.environ)  # the demo points this process at its own home: undo that afterwards
     for name in ("MLOPS_HOME", "MLOPS_ENV", "MLOPS_DROP_ZONE", "MLOPS_CONTRACT", "MLFLOW_TRACKING_URI"):
         os.environ.pop(name, None)
     runner = LifecycleDemo(
-        DemoOptions(home=tmp_path_factory.mktemp("e2e") / "demo", rows=ROWS, phase_timeout=480, stop_when_done=False)
+        DemoOptions(home=tmp_path_factory.mktemp("e2e") / "demo", rows=ROWS, phase_timeout=480, stop_when_done=False),
+        stack=lifecycle_stack,
     )
     try:
         result = runner.run()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import copy
 import json
 import logging
 import time
@@ -63,6 +64,14 @@ def _jwt_expiry(token: str) -> float | None:
         return None
 
 
+def _timestamp(value: Any) -> datetime | None:
+    """An ISO timestamp of the REST API as an aware datetime (``None`` for none)."""
+    if not value:
+        return None
+    parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
 def render_log(content: Iterable[Any]) -> str:
     """Render the ``content`` of the v2 log endpoint (structured messages) as plain text lines."""
     lines: list[str] = []
@@ -108,6 +117,24 @@ class AirflowClient:
         self._token_exp: float | None = None
         self._token_margin = 0.0
         self.logins = 0  # how many times a token was obtained (observability for tests)
+        self.since: datetime | None = None  # see scoped()
+
+    def scoped(self, since: datetime) -> AirflowClient:
+        """This client seeing only what happened from ``since`` on: the runs still going then or later
+        (:meth:`runs`, :meth:`runs_of`) and the asset events from then on (:meth:`asset_events`).
+
+        For users of one stack one after the other (the lifecycles of the end-to-end tests): a run
+        that ended before ``since`` belongs to an earlier user. Everything else is the same client.
+        """
+        if since.tzinfo is None:
+            raise ValueError("since must be timezone-aware")
+        view = copy.copy(self)
+        view.since = since
+        return view
+
+    def _run_in_scope(self, run: Mapping[str, Any]) -> bool:
+        end = _timestamp(run.get("end_date"))
+        return self.since is None or end is None or end >= self.since
 
     # -- plumbing -------------------------------------------------------------------------------
 
@@ -315,7 +342,8 @@ class AirflowClient:
 
         ``filters`` become query parameters, e.g. ``state=["success"]``, ``run_type=["asset_triggered"]``.
         """
-        return self._paged(f"/dags/{dag_id}/dagRuns", "dag_runs", {"order_by": "id", **filters})
+        runs = self._paged(f"/dags/{dag_id}/dagRuns", "dag_runs", {"order_by": "id", **filters})
+        return [r for r in runs if self._run_in_scope(r)]
 
     def runs_of(self, dag_ids: Iterable[str], states: Iterable[str] | None = None) -> list[dict[str, Any]]:
         """The runs of several DAGs in one request per page (``POST /dags/~/dagRuns/list``), oldest first.
@@ -334,7 +362,7 @@ class AirflowClient:
             batch = page.get("dag_runs") or []
             items.extend(batch)
             if not batch or len(items) >= int(page.get("total_entries", 0)):
-                return items
+                return [r for r in items if self._run_in_scope(r)]
 
     def wait_for_run(
         self,
@@ -461,7 +489,20 @@ class AirflowClient:
         events = self._paged("/assets/events", "asset_events", params)
         if asset_name_or_uri is not None:
             events = [e for e in events if asset_name_or_uri in (e.get("name"), e.get("uri"))]
+        if self.since is not None:
+            since = self.since
+            events = [e for e in events if (_timestamp(e.get("timestamp")) or since) >= since]
         return events
+
+    def queued_asset_events(self, dag_id: str) -> list[dict[str, Any]]:
+        """Asset events waiting to schedule a run of ``dag_id`` (``GET /dags/{dag_id}/assets/queuedEvents``).
+
+        An asset event is queued for its consumers in the same transaction that records it, and
+        the scheduler removes the queue entry in the one that creates the consumer's run: a DAG
+        with neither a queued event nor a queued or running run has nothing on its way.
+        """
+        page = self.request_object("GET", f"/dags/{dag_id}/assets/queuedEvents", read_only=True)
+        return list(page.get("queued_events") or [])
 
     # -- human in the loop ----------------------------------------------------------------------
 

@@ -337,6 +337,59 @@ class AirflowStack:
             self.startup_seconds = time.monotonic() - t0
             return self
 
+    def switch_env(self, extra_env: Mapping[str, str], timeout: float = 180) -> AirflowStack:
+        """Give the stack a new ``extra_env``; when running, restart every component but the api-server with it.
+
+        The scheduler (and with it every task process its LocalExecutor starts), the dag-processor and
+        the triggerer read their environment when they start, so they are stopped (SIGTERM, waiting
+        for running tasks as :meth:`stop` does) and started again; the metadata database, the
+        api-server and this start's JWT secret stay, so tokens and the REST client keep working. A
+        deferred task's trigger is picked up by the new triggerer and runs in the new environment.
+        Call it while no task runs: a running task is waited for, up to ``timeout`` seconds, then
+        killed. Returns ``self``; a stack that is not running only remembers the environment.
+        """
+        with self._lock:
+            self.extra_env = dict(extra_env)
+            if not self._procs:
+                return self
+            restarted = [c for c in self.components if c != "api-server"]
+            deadline = time.monotonic() + timeout
+            self._stop_components(restarted, timeout=timeout)
+            try:
+                started_at = datetime.now(UTC) - timedelta(seconds=2)
+                if self.mlops_home is not None:
+                    make_private_folder(self.mlops_home)
+                env = self._process_env()
+                for component in restarted:
+                    self._spawn(component, env)
+                self._wait_ready(started_at, deadline)
+            except BaseException:
+                self.stop()
+                raise
+            return self
+
+    def _stop_components(self, components: Sequence[str], timeout: float) -> None:
+        """SIGTERM the given components, wait up to ``timeout``, then SIGKILL what is left of their sessions."""
+        procs = {c: self._procs[c] for c in components if c in self._procs}
+        leaders = {p.pid for p in procs.values()}
+        known = session_processes(leaders)
+        deadline = time.monotonic() + timeout
+        for proc in procs.values():
+            signal_group(proc.pid, signal.SIGTERM)
+        for proc in procs.values():
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        kill_sessions(leaders, grace=max(0.0, min(5.0, deadline - time.monotonic())), extra=known)
+        for component, proc in procs.items():
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+            del self._procs[component]
+            log = self._log_files.pop(component, None)
+            if log is not None:
+                with contextlib.suppress(OSError):
+                    log.close()
+
     def migrate(self, timeout: float = 180) -> None:
         """Run ``airflow db migrate`` (log: ``<home>/logs/db-migrate.log``)."""
         self._prepare_home()
