@@ -447,7 +447,9 @@ class FeatureRepository:
             match = OFFLINE_FILE.match(path.name)
             if match and path.is_file():
                 layout = layout or self.offline_layout()
-                layout.write_version(match.group("version_id"), pq.read_table(path, partitioning=None).cast(self._arrow_schema()))
+                layout.write_version(
+                    match.group("version_id"), pq.read_table(path, partitioning=None).cast(self._arrow_schema())
+                )
                 path.unlink()
                 log.info("Moved offline file %s into event-date partitions", path.name)
         if layout is not None:
