@@ -50,7 +50,20 @@ POLL_SECONDS = 1.0
 # on this many seconds of looks (one look reads the runs, then the queued events: a run the
 # scheduler creates from a queued event between the two reads shows up in the next look).
 IDLE_SECONDS = 2.0
+
+
 # The DAGs an asset event schedules (their queued events say a run is on its way).
+def _lifecycle_dags() -> tuple[list[str], list[str]]:
+    """The lifecycle's DAGs under this environment's settings: no ``watch_drop_zone`` when an
+    AssetWatcher schedules ``ingest`` (``dataset.arrival.via: watcher``; its file defines no DAG)."""
+    from mlops_airflow.arrival import uses_watcher
+    from mlops_core.settings import load_settings
+
+    if not uses_watcher(load_settings("dev")):
+        return LIFECYCLE_DAGS, ALL_DAGS
+    return [d for d in LIFECYCLE_DAGS if d != "watch_drop_zone"], [d for d in ALL_DAGS if d != "watch_drop_zone"]
+
+
 ASSET_SCHEDULED_DAGS = ["ingest", "features", "monitor", "train", "evaluate_register", "deploy"]
 
 
@@ -126,6 +139,7 @@ class LifecycleDemo:
         self._owns_stack = stack is None
         self._client: AirflowClient | None = None
         self.since: datetime | None = None  # when run() began: what this pass's client sees
+        self.dags, self.all_dags = LIFECYCLE_DAGS, ALL_DAGS  # without watch_drop_zone under via: watcher
 
     @property
     def stack(self) -> AirflowStack:
@@ -154,7 +168,7 @@ class LifecycleDemo:
                 else:
                     self.stack.switch_env(self.env).start(timeout=300)
                 # DAGs start unpaused (ingest_sql, which needs a configured SQL source, paused).
-                self.client.wait_for_dags(ALL_DAGS, timeout=300)
+                self.client.wait_for_dags(self.all_dags, timeout=300)
                 log(
                     f"Airflow UI {self.stack.ui_url} (user {self.stack.username}, password in "
                     f"{self.stack.passwords_file})"
@@ -230,6 +244,7 @@ class LifecycleDemo:
             make_private_folder(self.home)  # owner-only: the data, models and secrets below it
             self.drop_zone.mkdir(parents=True)
             os.environ.update(self.env)  # this process reads the same store and registry
+            self.dags, self.all_dags = _lifecycle_dags()
             files = write_day_files(self.drop_zone, range(3), rows=self.o.rows, seed=self.o.seed)
             bad = write_bad_files(self.drop_zone, 2, seed=self.o.seed)
             self.result.phases["setup"]["files"] = [p.name for p in files] + sorted(bad)
@@ -369,7 +384,7 @@ class LifecycleDemo:
     def _busy(self) -> list[str]:
         """The lifecycle DAGs with a queued or running run (one request for all of them)."""
         busy = []
-        for r in self.client.runs_of(LIFECYCLE_DAGS, states=["queued", "running"]):
+        for r in self.client.runs_of(self.dags, states=["queued", "running"]):
             dag_id = r["dag_id"]
             if dag_id == "watch_drop_zone":  # its run waiting for the next files is idle
                 states = {ti["task_id"]: ti["state"] for ti in self.client.task_instances(dag_id, r["dag_run_id"])}
@@ -383,7 +398,7 @@ class LifecycleDemo:
         return [dag_id for dag_id in ASSET_SCHEDULED_DAGS if self.client.queued_asset_events(dag_id)]
 
     def _raise_on_failed_runs(self) -> None:
-        for r in self.client.runs_of(LIFECYCLE_DAGS, states=["failed"])[:1]:
+        for r in self.client.runs_of(self.dags, states=["failed"])[:1]:
             dag_id = r["dag_id"]
             tis = self.client.task_instances(dag_id, r["dag_run_id"])
             failed = [t["task_id"] for t in tis if t["state"] in ("failed", "upstream_failed")]
@@ -477,7 +492,7 @@ class LifecycleDemo:
 
     def _stage_seconds(self) -> dict[str, dict[str, float]]:
         stats: dict[str, dict[str, float]] = {}
-        for dag_id in LIFECYCLE_DAGS:
+        for dag_id in self.dags:
             durations = []
             for r in self.client.runs(dag_id, state=["success"]):
                 if r.get("start_date") and r.get("end_date"):

@@ -10,6 +10,10 @@ environment, ``aws.conn_id`` an ``AIRFLOW_CONN_*`` pointing at the session's mot
 ``model.tar.gz``) and the endpoint's serving container (``tests/sagemaker_hosting.py``: moto's
 ``InvokeEndpoint`` forwarded to ``include/sagemaker/serve`` with the deployed model).
 
+Arrival here is event-driven (``dataset.arrival.via: watcher``): no ``watch_drop_zone`` DAG, the
+``DropZoneWatcher`` in the stack's triggerer schedules ``ingest`` (the local lifecycle keeps the
+default sensor DAG, so both ways run end to end).
+
 The lifecycle is the short one (setup, initial run, promotion dev -> staging -> prod): every stage
 runs on the aws backends once; drift and re-runs are the local test's business, their logic does
 not depend on the backend. Each test checks an outcome where it lives: in S3, Glue and SageMaker
@@ -21,6 +25,7 @@ from __future__ import annotations
 import os
 
 import pytest
+import yaml
 
 from tests.aws.aws_conf import connection_variable, write_aws_conf
 from tests.moto_server import unique_name
@@ -50,6 +55,11 @@ def demo(tmp_path_factory, moto_server, bucket, lifecycle_stack):
     conf = write_aws_conf(
         home / "conf", bucket, conn_id=CONN_ID, role_arn=ROLE, environments=ENVIRONMENTS, endpoint_wait_minutes=5
     )
+    for env in ENVIRONMENTS:  # event-driven arrival; no hourly reconciliation run in the middle of the test
+        path = conf / f"{env}.yaml"
+        raw = yaml.safe_load(path.read_text())
+        raw["dataset"]["arrival"] = {**raw["dataset"]["arrival"], "via": "watcher", "reconcile_schedule": None}
+        path.write_text(yaml.safe_dump(raw, sort_keys=False))
     saved = dict(os.environ)
     for name in ("MLOPS_HOME", "MLOPS_ENV", "MLOPS_DROP_ZONE", "MLOPS_CONTRACT", "MLFLOW_TRACKING_URI"):
         os.environ.pop(name, None)
@@ -90,6 +100,21 @@ def test_no_run_failed_and_every_stage_ran(demo):
     for dag_id in ("ingest", "features", "monitor", "train", "evaluate_register", "deploy", "promote"):
         assert client.runs(dag_id, state=["success"]), f"{dag_id} never succeeded"
         assert not client.runs(dag_id, state=["failed"]), dag_id
+
+
+def test_ingest_was_scheduled_by_the_asset_watcher_with_no_watch_dag(demo):
+    """Every landed_files event came from the triggerer's watcher; no watch DAG ran; each ingest run
+    was started by such an event (none by the reconciliation cron, which is off here)."""
+    client = demo.client
+    assert "watch_drop_zone" not in demo.dags and not client.runs("watch_drop_zone")
+    events = client.asset_events("landed_files")
+    assert events, "no landed_files event"
+    for event in events:
+        assert event["extra"]["from_trigger"] is True, event
+        payload = event["extra"]["payload"]
+        assert payload["status"] == "success" and payload["files"], payload
+        assert all(f["path"].startswith(str(demo.drop_zone)) for f in payload["files"]), payload
+    assert {r["run_type"] for r in client.runs("ingest")} == {"asset_triggered"}
 
 
 def test_dataset_versions_live_in_s3_with_checksums_and_version_ids(demo, moto_server, bucket):
