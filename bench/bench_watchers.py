@@ -137,6 +137,7 @@ def measure(kind: str, n: int, work: Path) -> dict[str, float]:
         extra_env={
             "MLOPS_HOME": str(home),
             "MLOPS_DROP_ZONE": str(zone),
+            "MLOPS_ARRIVAL_VIA": kind,  # watcher | sensor: what the settings say, as a deployment would
             "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
         },
     )

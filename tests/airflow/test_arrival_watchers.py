@@ -194,6 +194,25 @@ def test_a_restarted_folder_watcher_does_not_announce_again_what_it_announced(fo
     assert _names(third[0]) == ["day1.csv", "day2.csv"]
 
 
+def test_a_watcher_left_over_under_sensor_settings_stays_silent(mlops_home, tmp_path, monkeypatch):
+    """The triggerer restarted with settings that say via: sensor before Airflow dropped the watcher:
+    the sensor DAG watches, so the watcher must not announce the same files as well."""
+    zone = tmp_path / "drop"
+    zone.mkdir()
+    arrival = {"rule": "stable", "min_age_seconds": 0, "poll_seconds": 0.1}  # via: the default, sensor
+    _conf(tmp_path, monkeypatch, drop_zone=str(zone), arrival=arrival)
+    _deliver(zone, "day1.csv", _day(1))
+
+    async def scenario() -> list[dict[str, Any]]:
+        events: list[dict[str, Any]] = []
+        task = asyncio.create_task(_collect(DropZoneWatcher(env="dev"), events))
+        await asyncio.sleep(1.0)  # ten polls' worth
+        task.cancel()
+        return events
+
+    assert asyncio.run(scenario()) == []
+
+
 def test_what_ingest_takes_from_sensor_and_watcher_events(folder_watch):
     settings = load_settings("dev")
     source = drop_source_for(settings)

@@ -82,7 +82,8 @@ def stack(tmp_path_factory) -> AirflowStack:
     old_umask = os.umask(0o022)  # a usual login umask: files readable by everyone unless we say otherwise
     with pytest.MonkeyPatch.context() as env:
         env.setenv(f"AIRFLOW_CONN_{EXPORTED_CONN_ID.upper()}", json.dumps(EXPORTED_CONN))
-        s = AirflowStack(base / "airflow", DAGS, parallelism=4, extra_env={"MLOPS_HOME": str(mlops_home)})
+        env_vars = {"MLOPS_HOME": str(mlops_home), "MLOPS_ARRIVAL_VIA": "watcher"}  # stack_watched's watcher
+        s = AirflowStack(base / "airflow", DAGS, parallelism=4, extra_env=env_vars)
         t0 = time.monotonic()
         try:
             s.start(timeout=240)

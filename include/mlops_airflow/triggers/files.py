@@ -278,6 +278,9 @@ class DropZoneWatcher(BaseEventTrigger):
     announcement rather than losing one (ingest recognises a file it already took by its checksum,
     and adds nothing). Without a store (a trigger run outside the triggerer) it lives in memory.
 
+    It watches only while ``env``'s settings say ``dataset.arrival.via: watcher``: a watcher left
+    over from another configuration stays silent until Airflow removes it.
+
     :param env: settings environment (``include/conf/<env>.yaml``); ``None``: ``$MLOPS_ENV``.
     :param poll_interval: seconds between scans; ``None``: ``dataset.arrival.poll_seconds``.
     """
@@ -293,13 +296,13 @@ class DropZoneWatcher(BaseEventTrigger):
             {"env": self.env, "poll_interval": self.poll_interval},
         )
 
-    def _resolve(self) -> tuple[WatchSpec, DropSource]:
+    def _resolve(self) -> tuple[WatchSpec, DropSource, bool]:
         from mlops_core.dropzone import watch_spec
         from mlops_core.settings import load_settings
 
         settings = load_settings(self.env)
         spec = watch_spec(settings.dataset, poll_seconds=self.poll_interval)
-        return spec, _source_at(str(spec.directory), settings)
+        return spec, _source_at(str(spec.directory), settings), settings.dataset.arrival.via == "watcher"
 
     async def _load_announced(self) -> dict[str, str]:
         store = self.asset_state_store
@@ -327,8 +330,15 @@ class DropZoneWatcher(BaseEventTrigger):
     async def run(self) -> AsyncIterator[TriggerEvent]:
         from mlops_core.dropzone import IgnoredReporter, ScanState
 
-        spec, source = await asyncio.to_thread(self._resolve)  # bad settings: the triggerer logs the error
+        spec, source, wanted = await asyncio.to_thread(self._resolve)  # bad settings: the triggerer logs it
         arrival = spec.arrival
+        if not wanted:
+            # A watcher left over from another configuration (the triggerer restarted with settings that
+            # say via: sensor, and the dag-processor has not dropped it yet): the sensor DAG watches now,
+            # so this one stays silent until Airflow removes it, rather than announce the files twice.
+            self.log.warning("arrival.via of env %s is not 'watcher': not watching %s", self.env, spec.directory)
+            while True:
+                await asyncio.sleep(3600)
         self.log.info(
             "Watching %s for %s (rule %s, every %ss) for the landed_files asset",
             spec.directory,
