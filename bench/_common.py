@@ -14,10 +14,25 @@ RUNS = 3  # measured runs of each side; the median counts
 
 
 def make_row(
-    benchmark: str, case: str, value: float, unit: str, floor: float | None, goal: str, ok: bool | None
+    benchmark: str,
+    case: str,
+    value: float,
+    unit: str,
+    floor: float | None,
+    goal: str | None,
+    ok: bool | None,
+    *,
+    digits: int | None = None,
 ) -> dict[str, Any]:
-    """One row of a benchmark's table (the keys ``run_all.py`` collects); ratio = value / floor."""
+    """One row of a benchmark's table (the keys ``run_all.py`` collects); ratio = value / floor.
+
+    ``digits``: value and floor rounded to that many decimals (the ratio to 2), for tables that print them raw.
+    """
     ratio = None if floor in (None, 0) else value / float(floor)  # type: ignore[arg-type]
+    if digits is not None:
+        value = round(value, digits)
+        floor = None if floor is None else round(floor, digits)
+        ratio = None if ratio is None else round(ratio, 2)
     return {
         "benchmark": benchmark,
         "case": case,

@@ -15,6 +15,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "include"))
 
 import pandas as pd  # noqa: E402
+from _common import make_row  # noqa: E402
 
 from mlops_core.contract import DatasetContract  # noqa: E402
 from mlops_core.demo_data import generate_day  # noqa: E402
@@ -55,16 +56,7 @@ def peak_rss_mb() -> float:
 
 
 def row(benchmark: str, case: str, value: float, unit: str, floor: float | None, goal: str, ok: bool | None) -> dict:
-    return {
-        "benchmark": benchmark,
-        "case": case,
-        "value": round(value, 4),
-        "unit": unit,
-        "floor": None if floor is None else round(floor, 4),
-        "ratio": None if not floor else round(value / floor, 2),
-        "goal": goal,
-        "ok": ok,
-    }
+    return make_row(benchmark, case, value, unit, floor, goal, ok, digits=4)
 
 
 def print_table(title: str, rows: list[dict]) -> None:

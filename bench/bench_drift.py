@@ -44,6 +44,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from _common import make_row
 from bench_ingest import _cpu, _peak_bytes, _rss_bytes
 
 BENCH = "drift"
@@ -363,16 +364,7 @@ def explain(c: dict[str, Any], threshold: float = 0.1, missing_change: float = 0
 
 # --------------------------------------------------------------------------- measuring
 def _row(case: str, value: float, unit: str, floor: float | None, goal: str, ok: bool | None) -> dict[str, Any]:
-    return {
-        "benchmark": BENCH,
-        "case": case,
-        "value": round(value, 4),
-        "unit": unit,
-        "floor": None if floor is None else round(floor, 4),
-        "ratio": None if not floor else round(value / floor, 2),
-        "goal": goal,
-        "ok": ok,
-    }
+    return make_row(BENCH, case, value, unit, floor, goal, ok, digits=4)
 
 
 def measure_speed(work: Path, rows: int) -> list[dict[str, Any]]:

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+from _common import make_row
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "include"))
@@ -191,16 +192,7 @@ def measure(kind: str, n: int, work: Path) -> dict[str, float]:
 
 
 def _row(case: str, value: float, unit: str, floor: float | None, goal: str, ok: bool | None) -> dict[str, Any]:
-    return {
-        "benchmark": BENCH,
-        "case": case,
-        "value": round(value, 3),
-        "unit": unit,
-        "floor": None if floor is None else round(floor, 3),
-        "ratio": None if floor in (None, 0) else round(value / float(floor), 3),  # type: ignore[arg-type]
-        "goal": goal,
-        "ok": ok,
-    }
+    return make_row(BENCH, case, value, unit, floor, goal, ok, digits=3)
 
 
 def rows_of(n: int, watcher: dict[str, float], sensor: dict[str, float]) -> list[dict[str, Any]]:

@@ -49,6 +49,9 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
     import pandas as pd
     import pyarrow as pa
 
+    from mlops_core.contract import DatasetContract
+    from mlops_core.settings import MonitoringSettings
+
 PROFILE_FORMAT = "mlops.drift_profile/1"
 MAX_PROFILE_BYTES = 16 * 1024 * 1024
 MAX_BINS = 1000
@@ -527,6 +530,27 @@ def build_profile(
         prediction = _numeric_profile(np.asarray(predictions, dtype=np.float64).ravel(), bins)
     return ReferenceProfile(
         dataset, int(table.num_rows), numeric_profiles, categorical_profiles, prediction, bins=bins, top_k=top_k
+    )
+
+
+def contract_profile(
+    table: pa.Table | pd.DataFrame,
+    contract: DatasetContract,
+    monitoring: MonitoringSettings,
+    *,
+    predictions: Any = None,
+) -> ReferenceProfile:
+    """:func:`build_profile` of ``table`` with the contract's numeric and categorical features and the
+    bins of ``monitoring`` (``profile_bins``, ``profile_top_categories``): training and the monitor's
+    fallback for champions trained before profiles make the same profile."""
+    return build_profile(
+        table,
+        contract.name,
+        [c for c in contract.feature_columns if c in contract.numeric_features],
+        [c for c in contract.feature_columns if c in contract.categorical_features],
+        bins=monitoring.profile_bins,
+        top_k=monitoring.profile_top_categories,
+        predictions=predictions,
     )
 
 

@@ -172,25 +172,17 @@ def _champion_profile(
 ) -> ReferenceProfile:
     """The champion's reference profile (validated); versions trained before profiles existed get
     one made from their reference sample."""
-    from mlops_core.drift_profile import ReferenceProfile, build_profile
+    from mlops_core.drift_profile import ReferenceProfile, contract_profile
 
     key = champion.tags.get("mlops.drift_profile")
     if key:
         return ReferenceProfile.from_json(objects.get_bytes(key), source=objects.uri(key))
-    contract = settings.load_contract()
     log.info(
         "%s version %s has no drift profile (trained before profiles): profiling its reference sample",
         settings.registered_model_name,
         champion.version,
     )
-    return build_profile(
-        reference,
-        contract.name,
-        [c for c in contract.feature_columns if c in contract.numeric_features],
-        [c for c in contract.feature_columns if c in contract.categorical_features],
-        bins=settings.monitoring.profile_bins,
-        top_k=settings.monitoring.profile_top_categories,
-    )
+    return contract_profile(reference, settings.load_contract(), settings.monitoring)
 
 
 def _with_decision(page: str, result: DriftResult, sample_rows: int) -> str:

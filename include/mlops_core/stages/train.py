@@ -438,7 +438,7 @@ def log_candidate(
 
 def _drift_profile(settings: Settings, train: pd.DataFrame, sample: pd.DataFrame, model: Any) -> ReferenceProfile:
     """The reference profile of the training rows, and of the model's scores on the reference sample."""
-    from mlops_core.drift_profile import build_profile
+    from mlops_core.drift_profile import contract_profile
     from mlops_core.evaluation import prediction_scores
 
     contract = settings.load_contract()
@@ -447,15 +447,7 @@ def _drift_profile(settings: Settings, train: pd.DataFrame, sample: pd.DataFrame
     except (ValueError, TypeError, KeyError, AttributeError) as exc:  # the features' profile is still worth having
         log.warning("no prediction profile: the model could not score the reference sample (%s)", exc)
         scores = None
-    return build_profile(
-        train,
-        contract.name,
-        [c for c in contract.feature_columns if c in contract.numeric_features],
-        [c for c in contract.feature_columns if c in contract.categorical_features],
-        bins=settings.monitoring.profile_bins,
-        top_k=settings.monitoring.profile_top_categories,
-        predictions=scores,
-    )
+    return contract_profile(train, contract, settings.monitoring, predictions=scores)
 
 
 def _parquet(df: pd.DataFrame) -> bytes:
