@@ -17,8 +17,6 @@ import asyncio
 import json
 import os
 import shutil
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -32,6 +30,7 @@ from mlops_airflow.backends import backends_for, drop_source_for
 from mlops_airflow.triggers.files import ANNOUNCED_STATE_KEY, DropZoneWatcher
 from mlops_core.settings import load_settings
 from mlops_core.stages.ingest import ingest_files
+from tests.dags.schedules import parse_schedules
 from tests.moto_server import unique_name
 from tests.stages.churn_files import churn_frame, file_bytes
 
@@ -367,32 +366,11 @@ def test_s3_notifications_through_sqs_get_exactly_the_new_objects_ingested(sqs_w
 
 # ---- the DAG files ------------------------------------------------------------------------------
 
-PROBE = """
-import json, sys
-from airflow.dag_processing.dagbag import DagBag
-bag = DagBag(dag_folder=sys.argv[1])
-ingest = bag.dags["ingest"]
-timetable = ingest.timetable
-def flat(cond):
-    return [a for o in cond.objects for a in flat(o)] if hasattr(cond, "objects") else [cond]
-assets = flat(timetable.asset_condition) if hasattr(timetable, "asset_condition") else []
-print(json.dumps({
-    "errors": {k: v[-300:] for k, v in bag.import_errors.items()},
-    "dags": sorted(bag.dags),
-    "timetable": type(timetable).__name__,
-    "summary": getattr(timetable, "summary", ""),
-    "watchers": [[w.name, type(w.trigger).__name__] for a in assets for w in getattr(a, "watchers", [])],
-}))
-"""
-
 
 def _parse(conf: Path) -> dict[str, Any]:
-    env = {**os.environ, "MLOPS_CONF_DIR": str(conf), "MLOPS_ENV": "dev", "AIRFLOW__CORE__LOAD_EXAMPLES": "False"}
-    out = subprocess.run(
-        [sys.executable, "-c", PROBE, str(REPO / "dags")], env=env, capture_output=True, text=True, timeout=300
-    )
-    assert out.returncode == 0, out.stderr[-3000:]
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    parsed = parse_schedules(conf)
+    ingest = parsed["dags"]["ingest"]
+    return {"errors": parsed["errors"], "dags": sorted(parsed["dags"]), **ingest}
 
 
 def test_the_settings_choose_a_watcher_or_the_watch_dag_without_changing_the_dag_files(

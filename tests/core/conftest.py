@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -133,3 +134,39 @@ def register_toy_model(
         dataset_source=f"/data/{dataset_name}",
     )
     return registry.register(run_id, model_name)
+
+
+def capture_request(
+    writer: Any,
+    request_id: str,
+    at: Any,
+    rows: pd.DataFrame,
+    predictions: list,
+    *,
+    version: str = "1",
+    status: int = 200,
+    latency: float = 12.0,
+) -> None:
+    """One scoring request as the capture proxy records it (the client sends no label, no event time):
+    ``rows`` sent as ``dataframe_split``, answered with ``predictions``, added to ``writer``."""
+    import json
+
+    from mlops_core.capture import capture_record
+
+    sent = rows.drop(columns=[c for c in ("event_time", "churned") if c in rows.columns])
+    body = {"dataframe_split": json.loads(sent.to_json(orient="split", index=False))}
+    writer.add(
+        capture_record(
+            request_id=request_id,
+            captured_at=at,
+            latency_ms=latency,
+            status=status,
+            target="local:dev",
+            model_name="churn",
+            model_version=version,
+            entity_key="customer_id",
+            request_body=json.dumps(body).encode(),
+            request_content_type="application/json",
+            response_body=json.dumps({"predictions": predictions}).encode(),
+        )
+    )

@@ -7,15 +7,15 @@ store's label drop; the models are real fitted pipelines of the project (``build
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import capture_request
 
-from mlops_core.capture import CaptureWriter, capture_prefix, capture_record, capture_rows, environment_captures
+from mlops_core.capture import CaptureWriter, capture_prefix, capture_rows, environment_captures
 from mlops_core.contract import DatasetContract
 from mlops_core.decay import judge_decay, live_checks, live_decay, staleness
 from mlops_core.demo_data import DriftSpec, delayed_labels, generate_day, write_day_files, write_label_file
@@ -33,37 +33,6 @@ def _iso(at: datetime) -> str:
     return at.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _request(
-    writer: CaptureWriter,
-    request_id: str,
-    at: datetime,
-    rows: pd.DataFrame,
-    predictions: list,
-    *,
-    version: str = "1",
-    status: int = 200,
-    latency: float = 12.0,
-) -> None:
-    """One scoring request as the capture proxy records it (the client sends no label, no event time)."""
-    sent = rows.drop(columns=[c for c in ("event_time", "churned") if c in rows.columns])
-    body = {"dataframe_split": json.loads(sent.to_json(orient="split", index=False))}
-    writer.add(
-        capture_record(
-            request_id=request_id,
-            captured_at=at,
-            latency_ms=latency,
-            status=status,
-            target="local:dev",
-            model_name="churn",
-            model_version=version,
-            entity_key="customer_id",
-            request_body=json.dumps(body).encode(),
-            request_content_type="application/json",
-            response_body=json.dumps({"predictions": predictions}).encode(),
-        )
-    )
-
-
 def _one(entity: str) -> pd.DataFrame:
     return generate_day(0, rows=1).assign(customer_id=entity)
 
@@ -75,15 +44,15 @@ def drop(tmp_path):
     store = LocalObjectStore(tmp_path / "store")
     writer = CaptureWriter(store, capture_prefix("churn", "dev"), flush_records=1000)
     h = timedelta(hours=1)
-    _request(writer, "a1", T0, _one("A"), [0])
-    _request(writer, "a2", T0 + 2 * h, _one("A"), [1])  # the latest before A's label
-    _request(writer, "b1", T0, _one("B"), [0])  # B's label comes 10 days later: too late
-    _request(writer, "c1", T0 + 5 * h, _one("C"), [1])  # C's label is older than C's only prediction
-    _request(writer, "d1", T0, _one("D"), [1])  # D's label is delivered twice
-    _request(writer, "f1", T0, _one("F"), [0])  # F never gets a label
-    _request(writer, "g1", T0, _one("G"), [1])  # G gets two labels at different times
-    _request(writer, "h1", T0, _one("H"), [0])  # H gets two different labels at one time
-    _request(writer, "n1", T0, _one("A").assign(customer_id=None), [1])  # no entity key: cannot be labelled
+    capture_request(writer, "a1", T0, _one("A"), [0])
+    capture_request(writer, "a2", T0 + 2 * h, _one("A"), [1])  # the latest before A's label
+    capture_request(writer, "b1", T0, _one("B"), [0])  # B's label comes 10 days later: too late
+    capture_request(writer, "c1", T0 + 5 * h, _one("C"), [1])  # C's label is older than C's only prediction
+    capture_request(writer, "d1", T0, _one("D"), [1])  # D's label is delivered twice
+    capture_request(writer, "f1", T0, _one("F"), [0])  # F never gets a label
+    capture_request(writer, "g1", T0, _one("G"), [1])  # G gets two labels at different times
+    capture_request(writer, "h1", T0, _one("H"), [0])  # H gets two different labels at one time
+    capture_request(writer, "n1", T0, _one("A").assign(customer_id=None), [1])  # no entity key: cannot be labelled
     writer.close()
     folder = store.path(PREFIX)
     folder.mkdir(parents=True)
@@ -199,7 +168,7 @@ def _serve_and_label(store, settings, model, frame: pd.DataFrame, start: datetim
         rows = frame.iloc[first : first + 40]
         at = start + timedelta(minutes=i)
         predictions = model.predict(prepare_features(rows, CONTRACT)).tolist()
-        _request(writer, f"req-{batch}-{i}", at, rows, predictions)
+        capture_request(writer, f"req-{batch}-{i}", at, rows, predictions)
         times.extend([at] * len(rows))
     writer.close()
     labels = delayed_labels(frame, pd.Series(times), seed=3, batch=batch, missing_share=0.15, max_delay_hours=12)
@@ -301,7 +270,7 @@ def test_predictions_of_another_model_version_are_not_the_champions(live_env, ch
     writer = CaptureWriter(store, capture_prefix("churn", "dev"), flush_records=500)
     from mlops_core.training.model import prepare_features
 
-    _request(writer, "old", T0, frame, model.predict(prepare_features(frame, CONTRACT)).tolist(), version="7")
+    capture_request(writer, "old", T0, frame, model.predict(prepare_features(frame, CONTRACT)).tolist(), version="7")
     writer.close()
     write_label_file(store.path(PREFIX), "l", delayed_labels(frame, T0, missing_share=0.0, max_delay_hours=1))
     now = T0 + timedelta(days=1)
@@ -326,9 +295,11 @@ def test_live_checks_report_serving_health_of_their_window_and_staleness(live_en
     row = generate_day(0, rows=1)
     for i in range(10):  # within the last 24 h: 3 errors of 10, p95 latency from 10..100 ms
         status = 503 if i < 3 else 200
-        _request(writer, f"h{i}", now - timedelta(hours=2, minutes=i), row, [0], status=status, latency=10.0 * (i + 1))
+        capture_request(
+            writer, f"h{i}", now - timedelta(hours=2, minutes=i), row, [0], status=status, latency=10.0 * (i + 1)
+        )
     for i in range(10):  # two days ago: failing, but outside the health window
-        _request(writer, f"o{i}", now - timedelta(days=2, minutes=i), row, [0], status=500)
+        capture_request(writer, f"o{i}", now - timedelta(days=2, minutes=i), row, [0], status=500)
     writer.close()
 
     drop = Path(settings.dataset.drop_zone)

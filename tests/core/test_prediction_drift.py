@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import capture_request
 
-from mlops_core.capture import CaptureWriter, capture_prefix, capture_record, read_captures
+from mlops_core.capture import CaptureWriter, capture_prefix, read_captures
 from mlops_core.contract import DatasetContract
 from mlops_core.demo_data import DriftSpec, generate_day
 from mlops_core.drift_profile import ProfileThresholds, ReferenceProfile, build_profile
@@ -61,22 +62,8 @@ def _captured(tmp_path, frames: list[pd.DataFrame], *, version: str = "1", statu
     store = LocalObjectStore(tmp_path / "store")
     writer = CaptureWriter(store, capture_prefix("churn", "dev"), flush_records=1000)
     for i, rows in enumerate(frames):
-        sent = rows.drop(columns=["event_time", "churned"])
-        body = {"dataframe_split": json.loads(sent.to_json(orient="split", index=False))}
-        writer.add(
-            capture_record(
-                request_id=f"r{i}",
-                captured_at=T0 + timedelta(minutes=i),
-                latency_ms=10.0,
-                status=status,
-                target="local:dev",
-                model_name="churn",
-                model_version=version,
-                entity_key="customer_id",
-                request_body=json.dumps(body).encode(),
-                request_content_type="application/json",
-                response_body=json.dumps({"predictions": [0] * len(rows)}).encode(),
-            )
+        capture_request(
+            writer, f"r{i}", T0 + timedelta(minutes=i), rows, [0] * len(rows), version=version, status=status
         )
     assert writer.flush() == len(frames)
     return read_captures(store, "churn", "dev", T0 - timedelta(days=1), T0 + timedelta(days=1))

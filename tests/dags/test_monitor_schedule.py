@@ -2,32 +2,14 @@
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import yaml
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.dags.schedules import parse_schedules
 
-PROBE = """
-import json, sys
-from airflow.dag_processing.dagbag import DagBag
-bag = DagBag(dag_folder=sys.argv[1])
-monitor = bag.dags["monitor"]
-timetable = monitor.timetable
-def flat(cond):
-    return [a for o in cond.objects for a in flat(o)] if hasattr(cond, "objects") else [cond]
-print(json.dumps({
-    "errors": {k: v[-300:] for k, v in bag.import_errors.items()},
-    "timetable": type(timetable).__name__,
-    "cron": getattr(getattr(timetable, "timetable", None), "expression", None),
-    "assets": [a.name for a in flat(timetable.asset_condition)] if hasattr(timetable, "asset_condition") else [],
-}))
-"""
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _parse(tmp_path: Path, monitoring: dict) -> dict:
@@ -36,12 +18,8 @@ def _parse(tmp_path: Path, monitoring: dict) -> dict:
     raw = yaml.safe_load((conf / "dev.yaml").read_text())
     raw["monitoring"].update(monitoring)
     (conf / "dev.yaml").write_text(yaml.safe_dump(raw))
-    env = {**os.environ, "MLOPS_CONF_DIR": str(conf), "MLOPS_ENV": "dev", "AIRFLOW__CORE__LOAD_EXAMPLES": "False"}
-    out = subprocess.run(
-        [sys.executable, "-c", PROBE, str(REPO / "dags")], env=env, capture_output=True, text=True, timeout=300
-    )
-    assert out.returncode == 0, out.stderr[-3000:]
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    parsed = parse_schedules(conf)
+    return {"errors": parsed["errors"], **parsed["dags"]["monitor"]}
 
 
 def test_the_monitor_runs_on_new_features_and_on_the_cron_when_one_is_set(mlops_home, tmp_path):
