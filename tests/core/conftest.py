@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ import pytest
 
 from mlops_core.contract import DatasetContract
 from mlops_core.demo_data import COLUMNS
+from mlops_core.serving import LocalModelServer
 from mlops_core.storage import LocalObjectStore
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -170,3 +172,32 @@ def capture_request(
             response_body=json.dumps({"predictions": predictions}).encode(),
         )
     )
+
+
+class StandInServer(LocalModelServer):
+    """LocalModelServer whose process is a stand-in script (``script``) instead of `mlflow models serve`.
+
+    The stand-in "serves" the URI itself: there is no registry behind these URIs, so the download
+    and verification step (covered by the real-server tests and tests/core/test_model_integrity.py)
+    hands the URI through unchanged.
+    """
+
+    script: Path
+
+    def _fetch_verified(self, model_uri: str, model_version: str, expected_sha256: str | None) -> tuple[str, str]:
+        return model_uri, ""
+
+    def _command(self, model_uri: str, host: str, port: int) -> list[str]:
+        return [
+            sys.executable,
+            str(self.script),
+            "mlflow",
+            "models",
+            "serve",
+            "-m",
+            model_uri,
+            "-h",
+            host,
+            "-p",
+            str(port),
+        ]

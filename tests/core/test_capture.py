@@ -12,13 +12,13 @@ import http.client
 import json
 import os
 import signal
-import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import StandInServer
 
 from mlops_core.capture import (
     CaptureWriter,
@@ -335,37 +335,13 @@ HTTPServer((host, int(port)), Handler).serve_forever()
 """
 
 
-class CapturingStandIn(LocalModelServer):
-    """LocalModelServer over the stand-in scoring server (no registry behind the URIs)."""
-
-    script: Path
-
-    def _fetch_verified(self, model_uri: str, model_version: str, expected_sha256: str | None) -> tuple[str, str]:
-        return model_uri, ""
-
-    def _command(self, model_uri: str, host: str, port: int) -> list[str]:
-        return [
-            sys.executable,
-            str(self.script),
-            "mlflow",
-            "models",
-            "serve",
-            "-m",
-            model_uri,
-            "-h",
-            host,
-            "-p",
-            str(port),
-        ]
-
-
 @pytest.fixture
 def capturing(tmp_path):
     script = tmp_path / "stand_in_scoring_server.py"
     script.write_text(UPSTREAM)
-    servers: list[CapturingStandIn] = []
+    servers: list[StandInServer] = []
 
-    def make(store_root: Path | None = None, **options) -> CapturingStandIn:
+    def make(store_root: Path | None = None, **options) -> StandInServer:
         capture = CaptureConfig(
             store_root=str(store_root or tmp_path / "store"),
             model_name="dev.churn",
@@ -374,7 +350,7 @@ def capturing(tmp_path):
             entity_key="customer_id",
             **{"flush_records": 1000, "flush_seconds": 600.0, **options},
         )
-        srv = CapturingStandIn(tmp_path / "state" / str(len(servers)), "127.0.0.1", free_port(), "", capture=capture)
+        srv = StandInServer(tmp_path / "state" / str(len(servers)), "127.0.0.1", free_port(), "", capture=capture)
         srv.script = script
         servers.append(srv)
         return srv

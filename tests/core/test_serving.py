@@ -12,14 +12,13 @@ import json
 import os
 import signal
 import socket
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import TOY_FEATURES, register_toy_model, toy_frame
+from conftest import TOY_FEATURES, StandInServer, register_toy_model, toy_frame
 
 from mlops_core.capture import read_captures
 from mlops_core.model_integrity import MODEL_SHA256_TAG, ModelIntegrityError
@@ -342,35 +341,6 @@ class Handler(BaseHTTPRequestHandler):
 
 HTTPServer((host, int(port)), Handler).serve_forever()
 """
-
-
-class StandInServer(LocalModelServer):
-    """LocalModelServer whose process is the stand-in above instead of `mlflow models serve`.
-
-    The stand-in "serves" the URI itself: there is no registry behind these URIs, so the download
-    and verification step (covered by the real-server tests and tests/core/test_model_integrity.py)
-    hands the URI through unchanged.
-    """
-
-    script: Path
-
-    def _fetch_verified(self, model_uri: str, model_version: str, expected_sha256: str | None) -> tuple[str, str]:
-        return model_uri, ""
-
-    def _command(self, model_uri: str, host: str, port: int) -> list[str]:
-        return [
-            sys.executable,
-            str(self.script),
-            "mlflow",
-            "models",
-            "serve",
-            "-m",
-            model_uri,
-            "-h",
-            host,
-            "-p",
-            str(port),
-        ]
 
 
 @pytest.fixture
