@@ -19,6 +19,12 @@ entity came after it (``before_any_prediction``: it cannot be that prediction's 
 the latest earlier prediction is too old (``prediction_too_old``). A prediction answered by
 several labels keeps the earliest (``prediction_already_labelled`` for the others). Predictions
 that never get a label are counted (``coverage``), never guessed.
+
+**Cost follows the window, not the history.** A label is written after its outcome was observed,
+so a file last written before the window starts holds no label of the window: such files are
+listed but not read (``files_skipped_old``), with :data:`WRITE_TIME_SLACK` of tolerance for the
+clocks of whoever delivers them. The monitor reads the files of its window only, however many
+months of label files the drop keeps.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ import dataclasses
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -41,6 +47,8 @@ log = logging.getLogger(__name__)
 LABEL_TIME = "label_time"
 LABEL = "label"
 ENTITY = "entity"
+# A label file written more than this before the window starts is not read (see the module doc).
+WRITE_TIME_SLACK = timedelta(days=1)
 
 
 def labels_prefix(prefix: str, dataset: str) -> str:
@@ -67,6 +75,7 @@ class LabelRead:
 
     labels: pd.DataFrame  # entity (str), label_time (UTC), label
     files_read: int = 0
+    files_skipped_old: int = 0  # last written before the window could start: not read
     files_rejected: dict[str, str] = field(default_factory=dict)  # key -> reason code
     rows_rejected: dict[str, int] = field(default_factory=dict)  # reason code -> rows
     not_yet_due: int = 0  # label time at or after the window's end
@@ -78,6 +87,7 @@ class LabelRead:
         return {
             "labels": len(self.labels),
             "files_read": self.files_read,
+            "files_skipped_old": self.files_skipped_old,
             "files_rejected": dict(sorted(self.files_rejected.items())),
             "rows_rejected": dict(sorted(self.rows_rejected.items())),
             "not_yet_due": self.not_yet_due,
@@ -121,10 +131,14 @@ def read_labels(
     start_ts, end_ts = pd.Timestamp(start), pd.Timestamp(end)
     start_ts = start_ts.tz_localize("UTC") if start_ts.tzinfo is None else start_ts.tz_convert("UTC")
     end_ts = end_ts.tz_localize("UTC") if end_ts.tzinfo is None else end_ts.tz_convert("UTC")
+    written_since = start_ts.to_pydatetime() - WRITE_TIME_SLACK
     for info in store.list_objects(prefix):
         key = info.key
         name = key.rsplit("/", 1)[-1]
         if name.startswith((".", "_")):  # hidden temp files and markers of a writer
+            continue
+        if info.modified is not None and info.modified < written_since:
+            result.files_skipped_old += 1
             continue
         if file_format(name) is None:
             result.files_rejected[key] = "unsupported_format"

@@ -207,8 +207,8 @@ class S3ObjectStore:
         return sorted(out)
 
     def list_objects(self, prefix: str = "") -> list[ObjectInfo]:
-        """As :meth:`list_keys`, with each object's size and ETag (a rewrite gets a new ETag unless
-        the bytes are the same)."""
+        """As :meth:`list_keys`, with each object's size, ETag (a rewrite gets a new ETag unless the
+        bytes are the same) and last-modified time."""
         prefix = prefix.lstrip("/")
         if prefix:
             _clean_key(prefix)
@@ -216,7 +216,12 @@ class S3ObjectStore:
         out: list[ObjectInfo] = []
         for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix + prefix):
             out.extend(
-                ObjectInfo(item["Key"][len(self.prefix) :], int(item["Size"]), str(item["ETag"]).strip('"'))
+                ObjectInfo(
+                    item["Key"][len(self.prefix) :],
+                    int(item["Size"]),
+                    str(item["ETag"]).strip('"'),
+                    item.get("LastModified"),
+                )
                 for item in page.get("Contents", [])
             )
         return sorted(out, key=lambda o: o.key)

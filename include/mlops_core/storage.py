@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Protocol, runtime_checkable
 
@@ -30,6 +31,7 @@ class ObjectInfo:
     key: str
     size: int
     tag: str
+    modified: datetime | None = None  # when the object was last written (UTC), where the store says
 
 
 @runtime_checkable
@@ -122,7 +124,9 @@ class LocalObjectStore:
                 st = self.path(key).stat()
             except FileNotFoundError:  # deleted since the listing
                 continue
-            out.append(ObjectInfo(key, st.st_size, str(st.st_mtime_ns)))
+            out.append(
+                ObjectInfo(key, st.st_size, str(st.st_mtime_ns), datetime.fromtimestamp(st.st_mtime_ns / 1e9, tz=UTC))
+            )
         return out
 
     def delete(self, key: str) -> None:

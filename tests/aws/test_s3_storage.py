@@ -29,6 +29,10 @@ def test_round_trip_and_listing_match_the_local_store(s3, code_s3, bucket):
     assert store.list_keys("q/run3/") == []
     assert store.list_keys("oth") == ["other.txt"]
     assert len(store.list_keys()) == 4
+    listed = {o.key: o for o in store.list_objects("q/")}
+    assert sorted(listed) == ["q/run1/a.json", "q/run10/b.json", "q/run2/c.json"]
+    # the last-modified time (read_labels skips label files written before its window)
+    assert all(o.modified is not None and o.modified.tzinfo is not None for o in listed.values())
     assert store.exists("other.txt") and not store.exists("missing")
     store.delete("other.txt")
     assert not store.exists("other.txt")

@@ -137,6 +137,33 @@ def test_a_label_window_and_join_window_are_respected(drop):
     assert small.files_rejected[f"{PREFIX}labels_1.csv"] == "too_large"
 
 
+def test_label_files_written_before_the_window_are_not_read(drop):
+    """A label is written after its outcome: a file last written well before the window holds none
+    of the window's labels, so the monitor's cost follows its window, not the drop's history."""
+    import os
+
+    now = T0 + timedelta(days=20)
+    window_start = T0 - timedelta(days=30)
+    folder = drop.path(PREFIX)
+    # A year of daily label files, all written long before the window (their labels are old too)
+    for day in range(365):
+        at = window_start - timedelta(days=400 - day)
+        old = folder / f"old_{day:03d}.csv"
+        old.write_text(HEADER + f"A,{_iso(at)},1\n")
+        os.utime(old, (at.timestamp(), at.timestamp()))
+    # ... and one written within the slack before the window starts: still read
+    recent = folder / "late_delivery.csv"
+    recent.write_text(HEADER + f"F,{_iso(window_start + timedelta(hours=2))},0\n")
+    near = (window_start - timedelta(hours=12)).timestamp()
+    os.utime(recent, (near, near))
+
+    read = read_labels(drop, CONTRACT, PREFIX, window_start, now, max_file_bytes=1 << 20)
+    assert read.files_skipped_old == 365 and read.summary()["files_skipped_old"] == 365
+    assert read.files_read == 3  # labels_1, labels_2 and the late delivery
+    assert sorted(read.labels["entity"]) == ["A", "B", "C", "D", "E", "F", "G", "G"]
+    assert read.before_window == 0  # the old files' labels were never read
+
+
 def test_no_captures_or_no_labels_join_nothing_and_say_so():
     empty_preds = capture_rows([])
     labels = pd.DataFrame({"entity": ["A"], "label_time": [pd.Timestamp(T0)], "label": [1]})
