@@ -65,6 +65,9 @@ def lifecycle(tmp_path_factory):
         features.materialize_versions(s, [rep["version_id"]], backends)
         verdict = monitor.check_for_retraining(s, [rep["version_id"]], backends, run_key=f"monitor-{tag}")
         result = {"ingest": rep, "verdict": verdict}
+        if tag == "drift":  # a scheduled monitor on the same evidence, then a retry of the first run
+            result["again"] = monitor.check_for_retraining(s, [rep["version_id"]], backends, run_key="monitor-cron")
+            result["retried"] = monitor.check_for_retraining(s, [rep["version_id"]], backends, run_key="monitor-drift")
         if verdict["retrain"]:
             ts = train.build_training_set(s, f"ts-{tag}", backends)
             job = train.run_training_job(s, ts, f"job-{tag}", backends)
@@ -231,6 +234,16 @@ def test_concept_drift_triggers_retraining_through_decay(lifecycle):
     assert drift["verdict"]["metric_drop"] > 0.05
     assert drift["verdict"]["report"].endswith(".html")
     assert drift["ingest"]["version_id"] in drift["candidate"]["dataset_versions"]
+
+
+def test_the_same_evidence_requests_retraining_once(lifecycle):
+    """Another monitor run on the same drifted versions and champion does not ask again (a cron
+    tick while the retrained challenger was rejected); a retry of the requesting run still asks."""
+    drift = lifecycle["drift"]
+    again, retried = drift["again"], drift["retried"]
+    assert again["retrain"] is False and again["reason"] == "already_requested", again
+    assert "already requested" in again["summary"] and "by monitor-drift at" in again["summary"]
+    assert retried["retrain"] is True and retried["reason"] == drift["verdict"]["reason"]
 
 
 def test_champion_has_lineage_tags(lifecycle):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -138,9 +139,19 @@ def check_for_retraining(
     summary += f"; live {primary} on delayed labels: {live['decay']['why']}"  # mlops_core.decay
     if live["prediction_drift"]["checked"]:
         summary += f"; predictions: {live['prediction_drift']['why']}"
+    if reason in ("drift", "decay"):
+        earlier = claim_retrain_request(objects, name, str(champion.version), reason, version_ids, run_key=run_key)
+        if earlier is not None:
+            log.info("Retraining was already requested on this evidence by %s: not again", earlier["run_key"])
+            summary += (
+                f"; retraining ({reason}) was already requested for v{champion.version} on this evidence by "
+                f"{earlier['run_key']} at {earlier['at']}: not again (force_retrain to insist)"
+            )
+            reason = "already_requested"
+    requested = reason not in (None, "already_requested")
     return {
         **base,
-        "retrain": reason is not None,
+        "retrain": requested,
         "reason": reason or "none",
         "summary": summary,
         "drift_share": result.share_drifted,
@@ -149,6 +160,46 @@ def check_for_retraining(
         "report": objects.uri(report_key),
         "live": live,
     }
+
+
+def claim_retrain_request(
+    objects: ObjectStore,
+    model: str,
+    champion_version: str,
+    reason: str,
+    version_ids: list[str],
+    *,
+    run_key: str,
+    today: date | None = None,
+) -> dict[str, Any] | None:
+    """Record that ``run_key`` requests retraining of ``model`` on this evidence, or return the
+    earlier request of *another* run on the same evidence (then nothing is requested again).
+
+    The evidence of a ``drift`` request is the champion version and the dataset versions checked;
+    of a ``decay`` request, the champion version and the day (the labels are a moving window). So a
+    scheduled monitor that keeps finding the same drifted version, while a retrained challenger was
+    rejected, asks once, not on every tick. The same run asking again (a retried task whose event
+    was never emitted) is answered with ``None``: its request stands.
+    """
+    import hashlib
+    import json
+    from datetime import UTC, datetime
+
+    from mlops_core.storage import ObjectNotFound
+
+    day = (today or datetime.now(UTC).date()).isoformat()
+    evidence = ",".join(sorted(version_ids)) if reason == "drift" else day
+    digest = hashlib.sha256(f"{reason}\n{evidence}".encode()).hexdigest()[:32]
+    key = f"monitor/retrain_requests/{model}/v{champion_version}/{digest}.json"
+    try:
+        earlier = json.loads(objects.get_bytes(key))
+    except ObjectNotFound:
+        earlier = None
+    if earlier is not None and earlier.get("run_key") != run_key:
+        return dict(earlier)
+    record = {"run_key": run_key, "at": datetime.now(UTC).isoformat(timespec="seconds"), "reason": reason}
+    objects.put_bytes(key, json.dumps({**record, "evidence": evidence}, sort_keys=True).encode())
+    return None
 
 
 def profile_thresholds(settings: Settings) -> ProfileThresholds:
