@@ -5,7 +5,8 @@ the feature distributions drifted (``drift``: the new rows streamed against the 
 reference profile, :func:`mlops_core.drift.detect_drift_streaming`); or the champion's quality on the
 newly labelled rows fell by more than ``monitoring.max_metric_drop`` (``decay``: catches concept
 drift that leaves the inputs unchanged). The human-readable report (Evidently on a bounded sample,
-``monitoring.report_sample_rows``) is kept in object storage and logged to MLflow.
+``monitoring.report_sample_rows``) is kept in object storage and logged to MLflow. The same
+evidence asks once (:func:`claim_retrain_request`): a later run on it says ``already_requested``.
 """
 
 from __future__ import annotations
