@@ -7,6 +7,10 @@ What happens (everything under ``.demo/`` of the repository, on loopback, nothin
 3. **initial**   the ingest sensor fires -> dataset version -> features -> monitor (no champion
                  yet) -> train -> evaluate_register -> deploy: a champion is served
 4. **no-drift**  one more normal day: ingested, monitored, *no* retraining
+   **decay**     clients score rows whose outcomes changed through dev's endpoint (the capture
+                 layer records each request with its ``customer_id``); their labels land later in
+                 the label drop; the monitor joins them to the captured predictions, finds the
+                 champion's live quality fell and requests retraining (``decay``)
 5. **drift**     two days with covariate and concept drift: monitor requests retraining ->
                  a new challenger is trained, evaluated and (if better) deployed
 6. **re-run**    the first ingest run is cleared and re-run, and a file is delivered twice:
@@ -26,6 +30,7 @@ import os
 import shutil
 import signal
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -50,6 +55,12 @@ POLL_SECONDS = 1.0
 # on this many seconds of looks (one look reads the runs, then the queued events: a run the
 # scheduler creates from a queued event between the two reads shows up in the next look).
 IDLE_SECONDS = 2.0
+# The decay phase: a later day of rows whose outcomes follow a changed concept, scored in requests of
+# this many rows; a tenth of them never get a label, the others within DECAY_LABEL_DELAY_S of scoring.
+DECAY_DAY = 6
+DECAY_BATCH_ROWS = 25
+DECAY_MISSING_LABELS = 0.1
+DECAY_LABEL_DELAY_S = 20.0
 
 
 # The DAGs an asset event schedules (their queued events say a run is on its way).
@@ -81,7 +92,7 @@ class DemoOptions:
     # More environment for this process and the stack, e.g. MLOPS_CONF_DIR of a conf folder whose backends
     # are aws and the AIRFLOW_CONN_<ID> they reach AWS through (tests/e2e/test_lifecycle_aws_e2e.py).
     extra_env: dict[str, str] = field(default_factory=dict)
-    # Phases to leave out ("no-drift", "drift", "re-run"): a shorter lifecycle that still runs every stage.
+    # Phases to leave out ("no-drift", "decay", "drift", "re-run"): a shorter lifecycle that still runs every stage.
     skip: frozenset[str] = frozenset()
 
 
@@ -187,6 +198,9 @@ class LifecycleDemo:
                     self._wait_for(lambda: self._consumed(), "day 3 to be ingested")
                     self._wait_idle()
                     self.result.phases["no-drift"]["retrained"] = self._count("train") > trains
+            if "decay" not in self.o.skip:
+                with self._phase("decay"):
+                    self._decay()
             if "drift" not in self.o.skip:
                 with self._phase("drift"):
                     trains = self._count("train")
@@ -260,6 +274,83 @@ class LifecycleDemo:
         for f in files:
             os.replace(f, self.drop_zone / f.name)
         log(f"Dropped {[f.name for f in files]}" + (" (with covariate + concept drift)" if drift else ""))
+
+    def _decay(self) -> None:
+        """Scored rows whose outcomes changed (concept drift), labelled later: the monitor sees decay."""
+        import math
+
+        from mlops_airflow.backends import store_for
+        from mlops_core.demo_data import DriftSpec, generate_day, write_label_file
+        from mlops_core.settings import load_settings
+
+        settings = load_settings("dev")
+        phase = self.result.phases["decay"]
+        if settings.backends.serving != "local" or not settings.capture.enabled:
+            phase["skipped"] = "dev does not serve locally with capture on"
+            return
+        m = settings.monitoring
+        # enough requests for a serving-health verdict and enough labelled pairs for a decay verdict
+        rows = max(math.ceil(m.min_labelled_pairs / (1 - DECAY_MISSING_LABELS) * 1.3), 20 * DECAY_BATCH_ROWS)
+        day = DECAY_DAY
+        frame = generate_day(day, rows=rows, seed=self.o.seed + 1, drift=DriftSpec(kind="concept", start_day=day))
+        labels = self._score_and_label(settings, frame)
+        name = f"demo-labels-{self.since:%Y%m%dT%H%M%S}"
+        key = f"{labels_key(settings)}{name}.csv"
+        with tempfile.TemporaryDirectory() as tmp:  # the label drop is the store's, on any backend
+            store_for(settings).put_file(key, write_label_file(Path(tmp), name, labels))
+        log(f"Scored {rows} rows through {self._endpoint(settings)}; {len(labels)} delayed labels dropped into {key}")
+        # the labels' times and the captures' last flush must be in the past when the monitor looks
+        due = max(labels["event_time"]).to_pydatetime()
+        wait = max((due - datetime.now(UTC)).total_seconds(), settings.capture.flush_seconds) + 1
+        log(f"Waiting {wait:.0f} s for the last label to be due and the captures to be flushed")
+        time.sleep(wait)
+        trains = self._count("train")
+        run_id = self.client.trigger("monitor", conf={"env": "dev"})
+        self.client.wait_for_run("monitor", run_id, timeout=self.o.phase_timeout)
+        verdict = self.client.xcom("monitor", run_id, "check_drift") or {}
+        decay = (verdict.get("live") or {}).get("decay") or {}
+        phase.update(
+            scored_rows=rows,
+            labels=len(labels),
+            reason=verdict.get("reason"),
+            live_decay={k: decay.get(k) for k in ("metric", "baseline", "live", "drop", "pairs", "decayed", "why")},
+        )
+        if verdict.get("retrain"):
+            self._wait_for(lambda: self._succeeded("train") > trains, "retraining after decay")
+        self._wait_idle()
+
+    def _score_and_label(self, settings: Settings, frame: Any) -> Any:
+        """Send ``frame`` to dev's endpoint in small requests, as clients would; return the labels
+        that land later for what was scored (:func:`mlops_core.demo_data.delayed_labels`)."""
+        import pandas as pd
+        import requests
+
+        from mlops_core.demo_data import delayed_labels
+        from mlops_core.training.model import prepare_features
+
+        contract = settings.load_contract()
+        url = self._endpoint(settings)
+        labels = []
+        for batch, start in enumerate(range(0, len(frame), DECAY_BATCH_ROWS)):
+            part = frame.iloc[start : start + DECAY_BATCH_ROWS]
+            features = prepare_features(part, contract)
+            # the entity key rides along: the capture layer records it, the model ignores it
+            features.insert(0, contract.entity_key, part[contract.entity_key].astype(str).to_numpy())
+            payload = {"dataframe_split": json.loads(features.to_json(orient="split", index=False))}
+            scored_at = datetime.now(UTC)
+            requests.post(url, json=payload, timeout=30).raise_for_status()
+            labels.append(
+                delayed_labels(
+                    part,
+                    scored_at,
+                    seed=self.o.seed,
+                    batch=batch,
+                    missing_share=DECAY_MISSING_LABELS,
+                    min_delay_minutes=0.05,
+                    max_delay_hours=DECAY_LABEL_DELAY_S / 3600,
+                )
+            )
+        return pd.concat(labels, ignore_index=True)
 
     def _rerun_checks(self) -> None:
         store = self.dataset_store()
@@ -535,6 +626,13 @@ class LifecycleDemo:
         }
 
 
+def labels_key(settings: Settings) -> str:
+    """Where the environment's delayed labels are dropped in its store (``monitoring.labels_prefix``)."""
+    from mlops_core.labels import labels_prefix
+
+    return labels_prefix(settings.monitoring.labels_prefix, settings.load_contract().name)
+
+
 def print_summary(result: DemoResult) -> None:
     s = result.summary
     line = "=" * 78
@@ -544,7 +642,8 @@ def print_summary(result: DemoResult) -> None:
     )
     print("\nPhases:")
     for name, p in result.phases.items():
-        extra = {k: v for k, v in p.items() if k not in ("seconds", "ok", "versions_before", "versions_after", "files")}
+        shown_below = ("seconds", "ok", "versions_before", "versions_after", "files", "live_decay")
+        extra = {k: v for k, v in p.items() if k not in shown_below}
         print(f"  {name:<10} {'ok' if p.get('ok') else 'FAILED':<7} {p.get('seconds', '?'):>7} s  {extra or ''}")
     print("\nDataset versions:")
     for v in s.get("dataset_versions", []):
@@ -559,6 +658,13 @@ def print_summary(result: DemoResult) -> None:
     for d in s.get("drift_verdicts", []):
         if d:
             print(f"  retrain={d.get('retrain')!s:<5} reason={d.get('reason'):<12} {d.get('summary', '')}")
+    decay = result.phases.get("decay", {}).get("live_decay")
+    if decay:
+        print("\nLive decay on delayed labels (decay phase: captured predictions joined to labels that came later):")
+        print(
+            f"  {decay['metric']}: live {decay['live']} on {decay['pairs']} pairs vs {decay['baseline']} at evaluation "
+            f"(drop {decay['drop']}) -> decayed={decay['decayed']}  {decay.get('why') or ''}"
+        )
     print("\nMLflow training runs:")
     for t in s.get("training_runs", []):
         if t:
