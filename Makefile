@@ -3,6 +3,7 @@
 SHELL := /bin/bash
 PY := .venv/bin/python
 PORT ?= 8080
+MLFLOW_PORT ?= 5000
 PYTEST_ARGS ?=
 # Bytecode caching makes every Airflow/MLflow process start seconds faster; some shells disable it.
 unexport PYTHONDONTWRITEBYTECODE
@@ -13,7 +14,7 @@ help:
 	@echo "make demo   - run the whole ML lifecycle end to end on the local defaults and print a summary"
 	@echo "make test   - lint, then the test suite (unit, DAG integrity, parse guard, SQL sources, end to end)"
 	@echo "make lint   - ruff (lint + format check) and mypy; make format rewrites the files"
-	@echo "make up     - Airflow UI on http://localhost:$(PORT) with these DAGs (credentials printed)"
+	@echo "make up     - Airflow UI on http://localhost:$(PORT) with these DAGs (credentials printed), MLflow UI on :$(MLFLOW_PORT)"
 	@echo "make lock   - regenerate requirements.lock from requirements.txt"
 	@echo "make verify-aws ENV=prod [TRAIN=1] - check an environment's aws backends against the real account"
 	@echo "make bench  - every benchmark, one table of results against their goals (QUICK=1: smaller sizes)"
@@ -42,7 +43,7 @@ test-fast: venv
 	$(PY) -m pytest -m "not e2e" $(PYTEST_ARGS)
 
 up: venv
-	$(PY) -m mlops_demo.airflow_stack up --home .airflow --dags dags --plugins plugins --port $(PORT)
+	$(PY) -m mlops_demo.airflow_stack up --home .airflow --dags dags --plugins plugins --port $(PORT) --mlflow-port $(MLFLOW_PORT)
 
 lock:
 	scripts/lock.sh
