@@ -43,5 +43,6 @@ RUN "$VIRTUAL_ENV/bin/uv" pip install --no-cache --python "$VIRTUAL_ENV/bin/pyth
     && chown -R airflow:0 "$AIRFLOW_HOME" "$MLOPS_HOME"
 
 USER airflow
-ENTRYPOINT ["airflow"]
-CMD ["version"]
+# No ENTRYPOINT: compose names the program of each service, and the Helm chart (and the pods of the
+# KubernetesExecutor) pass full commands such as `bash -c "exec airflow scheduler"`.
+CMD ["airflow", "version"]
