@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 # Bytecode caching makes every Airflow/MLflow process start seconds faster; some shells disable it.
 unexport PYTHONDONTWRITEBYTECODE
 
-.PHONY: help venv demo test test-fast lint format up lock bench verify-aws clean
+.PHONY: help venv demo test test-fast lint format up lock bench verify-aws ship clean
 
 help:
 	@echo "make demo   - run the whole ML lifecycle end to end on the local defaults and print a summary"
@@ -18,6 +18,7 @@ help:
 	@echo "make lock   - regenerate requirements.lock from requirements.txt"
 	@echo "make verify-aws ENV=prod [TRAIN=1] - check an environment's aws backends against the real account"
 	@echo "make bench  - every benchmark, one table of results against their goals (QUICK=1: smaller sizes)"
+	@echo "make ship TO=s3://bucket/prefix|azure://container/prefix|folder - copy dags/ include/ plugins/ to an environment (CI/CD)"
 	@echo "make clean  - remove .venv and every local state folder"
 
 venv:
@@ -50,6 +51,10 @@ lock:
 
 verify-aws: venv
 	$(PY) -m mlops_airflow.verify_aws --env $(or $(ENV),dev) $(if $(filter 1 yes true,$(TRAIN)),--train)
+
+ship: venv
+	@test -n "$(TO)" || { echo "make ship TO=s3://bucket/prefix | azure://container/prefix | /a/folder" >&2; exit 2; }
+	$(PY) -m mlops_demo.ship "$(TO)"
 
 bench: venv
 	$(PY) bench/run_all.py $(if $(filter 1 yes true,$(QUICK)),--quick)
