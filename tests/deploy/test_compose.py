@@ -239,7 +239,9 @@ def test_the_worker_runs_the_native_worker_options():
     options = dict(arg.partition("=")[::2] for arg in map(_resolve, SERVICES[WORKER]["command"]))
     assert options["--queues"] == native.queue
     assert int(options["--concurrency"]) == native.concurrency
-    assert "--skip-serve-logs" in options  # logs on the shared volume, as natively on one machine
+    # as the native worker's command (AirflowStack's celery-worker-<n>): logs on the shared volume
+    # (one machine natively), no gossip or mingle between workers
+    assert {"--skip-serve-logs", "--without-gossip", "--without-mingle"} <= set(options)
 
 
 def test_the_image_installs_the_lock_and_holds_what_the_settings_name():
