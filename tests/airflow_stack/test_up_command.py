@@ -80,7 +80,7 @@ class _Output:
 
 
 @pytest.mark.e2e
-@pytest.mark.timeout(600)
+@pytest.mark.timeout(900)
 def test_ctrl_c_stops_airflow_and_the_model_servers(tmp_path):
     mlops_home = tmp_path / "mlops"
     conn_password = f"pw-{uuid.uuid4().hex}"
@@ -90,7 +90,19 @@ def test_ctrl_c_stops_airflow_and_the_model_servers(tmp_path):
         "AIRFLOW_CONN_UP_TEST_DB": json.dumps({"conn_type": "generic", "host": "db", "password": conn_password}),
     }
     up = subprocess.Popen(
-        [*UP, "--home", str(tmp_path / "airflow"), "--dags", str(DAGS), "--port", "0", "--mlflow-port", "0"],
+        [
+            *UP,
+            "--home",
+            str(tmp_path / "airflow"),
+            "--dags",
+            str(DAGS),
+            "--port",
+            "0",
+            "--mlflow-port",
+            "0",
+            "--timeout",
+            "400",
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -100,7 +112,7 @@ def test_ctrl_c_stops_airflow_and_the_model_servers(tmp_path):
     output = _Output(up)
     server = None
     try:
-        output.wait_for("Press Ctrl-C", timeout=300)
+        output.wait_for("Press Ctrl-C", timeout=600)  # MLflow first on a fresh store, then up to 400 s for Airflow
         mlflow_url = _mlflow_url(output.lines)
         _check_mlflow_serves_the_task_store(mlflow_url, mlops_home)
 
