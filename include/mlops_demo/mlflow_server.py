@@ -282,7 +282,8 @@ class MlflowServer:
         return was_running
 
     def __enter__(self) -> MlflowServer:
-        return self.start()
+        """Start the server unless it runs already (``with MlflowServer(...).start(timeout=600):``)."""
+        return self if self.running else self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
