@@ -1,8 +1,10 @@
 """``python -m mlops_demo.airflow_stack up`` (what ``make up`` runs), as a user runs it.
 
-One real ``up`` process with a connection exported in its environment; a model server registered
-under its ``MLOPS_HOME`` the way ``LocalModelServer`` registers one (its own session and process
-group, ``serving/<env>/deployment.json``); then Ctrl-C (SIGINT): everything must be gone.
+One real ``up`` process with a connection exported in its environment; the MLflow server it starts
+must serve the store the tasks write (``<MLOPS_HOME>/mlflow/mlflow.db``) and its URL must reach the
+components as ``MLFLOW_UI_URL``; a model server registered under its ``MLOPS_HOME`` the way
+``LocalModelServer`` registers one (its own session and process group,
+``serving/<env>/deployment.json``); then Ctrl-C (SIGINT): everything must be gone.
 The ``--env`` checks need no Airflow and take a second.
 """
 
@@ -23,6 +25,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+import requests
 
 from mlops_core.ports import free_port
 from mlops_core.serving import DEPLOYMENT_FILE, Deployment
@@ -77,7 +80,7 @@ class _Output:
 
 
 @pytest.mark.e2e
-@pytest.mark.timeout(600)
+@pytest.mark.timeout(900)
 def test_ctrl_c_stops_airflow_and_the_model_servers(tmp_path):
     mlops_home = tmp_path / "mlops"
     conn_password = f"pw-{uuid.uuid4().hex}"
@@ -87,7 +90,19 @@ def test_ctrl_c_stops_airflow_and_the_model_servers(tmp_path):
         "AIRFLOW_CONN_UP_TEST_DB": json.dumps({"conn_type": "generic", "host": "db", "password": conn_password}),
     }
     up = subprocess.Popen(
-        [*UP, "--home", str(tmp_path / "airflow"), "--dags", str(DAGS), "--port", "0"],
+        [
+            *UP,
+            "--home",
+            str(tmp_path / "airflow"),
+            "--dags",
+            str(DAGS),
+            "--port",
+            "0",
+            "--mlflow-port",
+            "0",
+            "--timeout",
+            "400",
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -97,7 +112,9 @@ def test_ctrl_c_stops_airflow_and_the_model_servers(tmp_path):
     output = _Output(up)
     server = None
     try:
-        output.wait_for("Press Ctrl-C", timeout=300)
+        output.wait_for("Press Ctrl-C", timeout=600)  # MLflow first on a fresh store, then up to 400 s for Airflow
+        mlflow_url = _mlflow_url(output.lines)
+        _check_mlflow_serves_the_task_store(mlflow_url, mlops_home)
 
         # A model server as the deploy DAG leaves one: own session, recorded in deployment.json.
         model_uri = "models:/up_test_model/3"
@@ -125,6 +142,9 @@ def test_ctrl_c_stops_airflow_and_the_model_servers(tmp_path):
         assert len(stack_pids) > 4  # the four components, executor workers, log servers
         # the exported connection reached nobody's command line
         assert [pid for pid in [up.pid, *stack_pids] if conn_password in _argv(pid)] == []
+        # the extra links of every component (the api-server renders them) point at the MLflow server
+        airflow_envs = [env for env in map(_environ, stack_pids) if "AIRFLOW_HOME" in env]
+        assert len(airflow_envs) >= 4 and {env.get("MLFLOW_UI_URL") for env in airflow_envs} == {mlflow_url}
 
         up.send_signal(signal.SIGINT)
         assert up.wait(timeout=120) == 0
@@ -140,6 +160,9 @@ def test_ctrl_c_stops_airflow_and_the_model_servers(tmp_path):
     left = [p for p in psutil.pids() if _running(p) and _sid(p) in sessions]
     assert left == []
     assert "Stopped Airflow: scheduler, dag-processor, triggerer, api-server" in text
+    assert f"Stopped the MLflow server at {mlflow_url}." in text
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"{mlflow_url}/health", timeout=5)
     assert f"Stopped model server: {model_uri} (version 3) at http://127.0.0.1:{port}, pid {server.pid}." in text
     # what a user needs to log in, and no secret but the password it prints on purpose
     password = json.loads((tmp_path / "airflow" / "simple_auth_manager_passwords.json.generated").read_text())
@@ -148,6 +171,36 @@ def test_ctrl_c_stops_airflow_and_the_model_servers(tmp_path):
     assert conn_password not in text
     fernet_key = json.loads((tmp_path / "airflow" / "airflow_stack.secrets.json").read_text())["fernet_key"]
     assert fernet_key not in text
+
+
+def _environ(pid: int) -> dict[str, str]:
+    try:
+        raw = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return {}
+    pairs = (item.decode(errors="replace").partition("=") for item in raw.split(b"\0") if item)
+    return {name: value for name, _, value in pairs}
+
+
+def _mlflow_url(lines: list[str]) -> str:
+    found = [line.split()[1] for line in lines if line.strip().startswith("MLflow:")]
+    assert found, "no MLflow line in:\n" + "\n".join(lines)
+    assert found[0].startswith("http://127.0.0.1:")
+    return found[0]
+
+
+def _check_mlflow_serves_the_task_store(url: str, mlops_home: Path) -> None:
+    """A run written into the store of the settings (as a task writes it) is shown by the server."""
+    from mlflow.tracking import MlflowClient
+
+    store = mlops_home / "mlflow" / "mlflow.db"
+    assert store.is_file()  # created by the server before `up` said it was up
+    client = MlflowClient(tracking_uri=f"sqlite:///{store}")
+    run = client.create_run(client.create_experiment(f"up-test-{uuid.uuid4().hex[:8]}"))
+    client.log_metric(run.info.run_id, "accuracy", 0.9)
+    shown = requests.get(f"{url}/api/2.0/mlflow/runs/get", params={"run_id": run.info.run_id}, timeout=10)
+    assert shown.status_code == 200
+    assert shown.json()["run"]["data"]["metrics"][0]["value"] == 0.9
 
 
 def _sid(pid: int) -> int | None:

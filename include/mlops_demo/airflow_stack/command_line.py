@@ -4,8 +4,17 @@
 
 It prints the UI's URL, the user and its password (on purpose: it is the only way in) and where
 the password is stored. On Ctrl-C (or SIGTERM) it stops what it started: the Airflow components
-with every process they forked, and the model servers the deploy DAG started for its
-``MLOPS_HOME`` (``<mlops home>/serving/<env>/``), and says what it stopped.
+with every process they forked, the MLflow server, and the model servers the deploy DAG started
+for its ``MLOPS_HOME`` (``<mlops home>/serving/<env>/``), and says what it stopped.
+
+MLflow. ``up`` also starts an MLflow tracking server with its UI (``--mlflow-port``, default 5000;
+``--no-mlflow`` skips it) on the store the tasks write: the ``registry.tracking_uri`` and
+``artifact_root`` of the environment's settings (``include/conf/<MLOPS_ENV>.yaml``, by default
+``sqlite:///<MLOPS_HOME>/mlflow/mlflow.db``). The tasks keep writing to that store directly (as in
+``make demo`` and the tests, and without depending on the server being up); the server shows what
+they wrote. The components get ``MLFLOW_UI_URL`` (the extra links of the Airflow UI open it).
+When the settings already name a tracking server (``MLFLOW_TRACKING_URI=http://...``), ``up``
+starts none and links to that one.
 
 Connections, variables and a secrets backend reach the tasks the usual Airflow way: export
 ``AIRFLOW_CONN_<ID>``, ``AIRFLOW_VAR_<NAME>`` or ``AIRFLOW__SECRETS__BACKEND[_KWARGS]`` before
@@ -17,13 +26,16 @@ secret and says how to pass it instead.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import importlib.util
+import os
 import re
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +47,8 @@ from mlops_demo.airflow_stack.component_env import (
     passes_through,
 )
 from mlops_demo.airflow_stack.stack import AirflowStack, StackError
+from mlops_demo.airflow_stack.stack_home import make_private_folder
+from mlops_demo.mlflow_server import MlflowPortInUseError, MlflowServer, MlflowServerError, masked_uri
 
 PROG = "python -m mlops_demo.airflow_stack"
 STOP_TIMEOUT = 30.0
@@ -116,8 +130,69 @@ def _default_mlops_home() -> Path:
     return mlops_home()
 
 
-def _stop_everything(stack: AirflowStack, mlops_home: Path, timeout: float) -> None:
-    """Stop the stack, then the training jobs and model servers of ``mlops_home``; print what was stopped."""
+@contextlib.contextmanager
+def _environment(overrides: Mapping[str, str]) -> Iterator[None]:
+    """``os.environ`` with ``overrides`` applied for the duration (restored afterwards)."""
+    saved = dict(os.environ)
+    os.environ.update(overrides)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+@dataclass(frozen=True)
+class TrackingStore:
+    """Where the tasks of a stack log to MLflow (one environment's ``registry:`` settings)."""
+
+    env: str
+    tracking_uri: str
+    artifact_root: str
+    other_envs: tuple[str, ...] = ()  # environments whose settings name another store
+
+    @property
+    def is_server(self) -> bool:
+        """True when the tasks already talk to a tracking server (nothing to start)."""
+        return self.tracking_uri.startswith(("http://", "https://"))
+
+
+def tracking_store(env_overrides: Mapping[str, str]) -> TrackingStore:
+    """The MLflow store the components' tasks write, read from the settings as the tasks read them:
+    our environment with ``env_overrides`` (``MLOPS_HOME``, ``up --env``) laid over it.
+
+    The environment is ``MLOPS_ENV`` (default dev); the others are named in ``other_envs`` when
+    their settings name a different store (the server serves one store).
+    """
+    from mlops_core.environments import ENVIRONMENTS, current_env
+    from mlops_core.settings import load_settings
+
+    with _environment(env_overrides):
+        env = current_env()
+        registries = {e: load_settings(e).registry for e in ENVIRONMENTS}
+    ours = registries[env]
+    others = tuple(e for e, r in registries.items() if r.tracking_uri != ours.tracking_uri)
+    return TrackingStore(env, ours.tracking_uri, str(ours.artifact_root), others)
+
+
+def _mlflow_line(store: TrackingStore, server: MlflowServer | None) -> str:
+    """The ``MLflow:`` line of the banner."""
+    if store.is_server:
+        return f"  MLflow:   {store.tracking_uri} (the tracking server of the settings; not started here)\n"
+    if server is None:
+        return ""
+    note = f"; {', '.join(store.other_envs)} log elsewhere (not shown)" if store.other_envs else ""
+    return (
+        f"  MLflow:   {server.url} (UI on {masked_uri(store.tracking_uri)}, {store.env} settings{note})\n"
+        f"            log: {server.log_path}\n"
+    )
+
+
+def _stop_everything(
+    stack: AirflowStack, mlops_home: Path, timeout: float, mlflow_server: MlflowServer | None = None
+) -> None:
+    """Stop the stack, the MLflow server, then the training jobs and model servers of ``mlops_home``;
+    print what was stopped."""
     from mlops_core.compute import LocalJobCompute
     from mlops_core.serving import LocalModelServer
 
@@ -129,6 +204,8 @@ def _stop_everything(stack: AirflowStack, mlops_home: Path, timeout: float) -> N
             f"({summary.processes} processes with workers, tasks and log servers{killed}).",
             flush=True,
         )
+    if mlflow_server is not None and mlflow_server.stop(timeout=min(timeout, 10.0)):
+        print(f"Stopped the MLflow server at {mlflow_server.url}.", flush=True)
     for job in LocalJobCompute.stop_all(mlops_home / "jobs"):
         print(f"Stopped training job {job}.", flush=True)
     servers = LocalModelServer.stop_all(mlops_home / "serving")
@@ -145,8 +222,26 @@ def _stop_everything(stack: AirflowStack, mlops_home: Path, timeout: float) -> N
 def _cmd_up(args: argparse.Namespace, extra_env: dict[str, str]) -> int:
     mlops_home = Path(args.mlops_home or extra_env.get("MLOPS_HOME") or _default_mlops_home()).expanduser().resolve()
     extra_env["MLOPS_HOME"] = str(mlops_home)
+    store: TrackingStore | None = None
+    mlflow_server: MlflowServer | None = None
+    if not args.no_mlflow:
+        try:
+            store = tracking_store(extra_env)
+        except ValueError as exc:  # SettingsError: the DAGs will report it too; Airflow still starts
+            print(f"warning: no MLflow server: the settings do not load: {exc}", file=sys.stderr, flush=True)
+    home = Path(args.home).expanduser().resolve()
+    if store is not None and store.is_server:
+        extra_env.setdefault("MLFLOW_UI_URL", store.tracking_uri)
+    elif store is not None:
+        mlflow_server = MlflowServer(
+            store.tracking_uri,
+            store.artifact_root,
+            port=args.mlflow_port or None,
+            log_path=home / "logs" / "mlflow-server.log",
+        )
+        extra_env.setdefault("MLFLOW_UI_URL", mlflow_server.url)
     stack = AirflowStack(
-        args.home,
+        home,
         args.dags,
         port=None if args.port == 0 else args.port,
         extra_env=extra_env,
@@ -165,11 +260,19 @@ def _cmd_up(args: argparse.Namespace, extra_env: dict[str, str]) -> int:
         f"Starting Airflow in {stack.home} (DAGs: {stack.dags_folder}, MLOPS_HOME: {mlops_home}) ...",
         flush=True,
     )
+    mlflow_warned = False
     try:
         try:
+            if mlflow_server is not None:
+                _launch_mlflow(mlflow_server, stack, mlops_home, args.timeout)
             stack.start(timeout=args.timeout)
-        except StackError as exc:
-            print(f"error: {exc}", file=sys.stderr)
+            if mlflow_server is not None:
+                mlflow_server.wait_until_healthy(timeout=args.timeout)
+        except (StackError, MlflowServerError) as exc:
+            hint = ""
+            if isinstance(exc, MlflowPortInUseError):
+                hint = " (--mlflow-port; make up MLFLOW_PORT=<port>, 0 = any free port)"
+            print(f"error: {exc}{hint}", file=sys.stderr)
             return 1
         print(
             f"\nAirflow is up (started in {stack.startup_seconds:.1f}s)\n"
@@ -177,13 +280,20 @@ def _cmd_up(args: argparse.Namespace, extra_env: dict[str, str]) -> int:
             f"  username: {stack.username}\n"
             f"  password: {stack.password}\n"
             f"            (stored in {stack.passwords_file})\n"
-            f"  logs:     {stack.log_dir}/<component>.log, task logs in the UI\n"
+            + (_mlflow_line(store, mlflow_server) if store is not None else "")
+            + f"  logs:     {stack.log_dir}/<component>.log, task logs in the UI\n"
             f"  state:    {stack.home} and {mlops_home} (owner-only)\n"
-            f"Press Ctrl-C to stop Airflow and the model servers it started.",
+            f"Press Ctrl-C to stop Airflow, the MLflow server and the model servers it started.",
             flush=True,
         )
         while not stop_requested.wait(1.0):
             stack.check()
+            if mlflow_server is not None and not mlflow_warned:
+                try:
+                    mlflow_server.check()
+                except MlflowServerError as exc:  # the tasks write to the store, not to the server
+                    print(f"warning: {exc}\nAirflow keeps running; the MLflow links will not open.", file=sys.stderr)
+                    mlflow_warned = True
     except StackError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -194,10 +304,27 @@ def _cmd_up(args: argparse.Namespace, extra_env: dict[str, str]) -> int:
         )
         signal.signal(signal.SIGINT, signal.default_int_handler)
         try:
-            _stop_everything(stack, mlops_home, STOP_TIMEOUT)
+            _stop_everything(stack, mlops_home, STOP_TIMEOUT, mlflow_server)
         except KeyboardInterrupt:
-            _stop_everything(stack, mlops_home, 0)
+            _stop_everything(stack, mlops_home, 0, mlflow_server)
     return 0
+
+
+def _launch_mlflow(server: MlflowServer, stack: AirflowStack, mlops_home: Path, timeout: float) -> None:
+    """Launch the MLflow server so that it starts while Airflow does.
+
+    MLflow creates a missing store's tables before it listens; a task that opened the store at the
+    same moment would race it, so for a store that does not exist yet (or is not a file we can
+    see), wait for the server before Airflow starts.
+    """
+    make_private_folder(stack.home)
+    make_private_folder(stack.log_dir)
+    make_private_folder(mlops_home)
+    server.launch()
+    sqlite = "sqlite:///"
+    uri = server.backend_store_uri
+    if not (uri.startswith(sqlite) and Path(uri[len(sqlite) :]).is_file()):
+        server.wait_until_healthy(timeout=timeout)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -211,6 +338,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     up.add_argument("--port", type=int, default=8080, help="api-server/UI port on 127.0.0.1 (0 = any free port)")
     up.add_argument("--parallelism", type=int, default=4, help="LocalExecutor worker processes")
     up.add_argument("--timeout", type=float, default=180, help="seconds to wait for a healthy stack")
+    up.add_argument(
+        "--mlflow-port", type=int, default=5000, help="MLflow tracking server/UI port on 127.0.0.1 (0 = any free port)"
+    )
+    up.add_argument(
+        "--no-mlflow",
+        action="store_true",
+        help="start no MLflow server (the tasks still log to the store of the settings)",
+    )
     up.add_argument(
         "--mlops-home",
         type=Path,
