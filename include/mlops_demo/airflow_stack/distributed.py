@@ -77,9 +77,7 @@ class MlflowTrackingServer:
             "--workers",
             "1",
         ]
-        env = child_environment(
-            extra={"PYTHONUNBUFFERED": "1"}, allow=("PGPASSFILE", "PGSSLMODE", "PGSSLROOTCERT")
-        )
+        env = child_environment(extra={"PYTHONUNBUFFERED": "1"}, allow=("PGPASSFILE", "PGSSLMODE", "PGSSLROOTCERT"))
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - open while the server runs
         self._proc = subprocess.Popen(
             command,
