@@ -28,7 +28,9 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
+# The module fixture (MLflow server, stack, the lifecycle, a heartbeat timeout) runs within the first
+# test: more than the suite's 20-minute default on a loaded 2-core machine.
+pytestmark = [pytest.mark.e2e, pytest.mark.postgres, pytest.mark.timeout(2400)]
 
 REPO = Path(__file__).resolve().parents[2]
 ROWS = 600  # rows per generated day, as in the local lifecycle test
@@ -134,6 +136,7 @@ def demo(tmp_path_factory, services):
             home=home / "demo",
             rows=ROWS,
             phase_timeout=600,
+            start_timeout=900,
             stop_when_done=False,
             promote=False,
             stop_after="initial",
