@@ -135,7 +135,7 @@ def demo(tmp_path_factory, services):
         DemoOptions(
             home=home / "demo",
             rows=ROWS,
-            phase_timeout=600,
+            phase_timeout=1500,  # features alone took 2 minutes on a loaded 2-core machine
             start_timeout=900,
             stop_when_done=False,
             promote=False,
