@@ -11,6 +11,11 @@ Layers, later ones win:
 2. **The stack's Airflow settings** (:func:`airflow_settings`).
 3. **The caller's explicit extras** (``AirflowStack(extra_env=...)``, ``up --env``).
 
+Executor and database. The defaults are the local stack's LocalExecutor on the home's SQLite
+database; a Celery stack (``StackSettings.executor = "CeleryExecutor"``) gives PostgreSQL, the Redis
+broker and the result backend, whose URLs never hold a password (``services``), and names each
+worker on the task instances it runs (:func:`component_hostname`).
+
 Secrets. The JWT signing secret (``[api_auth] jwt_secret``, shared by all components: the scheduler
 signs task-identity tokens that the api-server verifies) and the API secret key (``[api]
 secret_key``: log-server requests, continuation and file tokens) are generated anew for every start

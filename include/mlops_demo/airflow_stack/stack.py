@@ -12,6 +12,10 @@ own session, with their output in ``<home>/logs/<component>.log``.
 
 Choices made here, and why (Airflow 3.3.2, read from the installed code):
 
+* **The CeleryExecutor** (``celery=CeleryOptions(...)``, with ``sql_alchemy_conn`` on PostgreSQL):
+  the Celery workers are components too (``celery-worker-<n>``), each its own session and log;
+  :meth:`AirflowStack.kill_worker` kills one as its machine dying would, :meth:`start_worker` starts
+  it again. ``distributed.py`` gets the databases, the Redis database and the MLflow server.
 * **LocalExecutor on SQLite is allowed.** Airflow 3.3 has no "cannot use SQLite with the
   LocalExecutor" check because task processes no longer touch the metadata database: they talk to
   the api-server's Execution API (``[core] execution_api_server_url``). Only the scheduler,
