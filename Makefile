@@ -8,13 +8,14 @@ PYTEST_ARGS ?=
 # Bytecode caching makes every Airflow/MLflow process start seconds faster; some shells disable it.
 unexport PYTHONDONTWRITEBYTECODE
 
-.PHONY: help venv demo test test-fast lint format up lock bench verify-aws ship clean
+.PHONY: help venv demo test test-fast lint format up up-distributed lock bench verify-aws ship clean
 
 help:
 	@echo "make demo   - run the whole ML lifecycle end to end on the local defaults and print a summary"
 	@echo "make test   - lint, then the test suite (unit, DAG integrity, parse guard, SQL sources, end to end)"
 	@echo "make lint   - ruff (lint + format check) and mypy; make format rewrites the files"
 	@echo "make up     - Airflow UI on http://localhost:$(PORT) with these DAGs (credentials printed), MLflow UI on :$(MLFLOW_PORT)"
+	@echo "make up-distributed [WORKERS=2] - the same on the CeleryExecutor: PostgreSQL, Redis, Celery workers, MLflow server"
 	@echo "make lock   - regenerate requirements.lock from requirements.txt"
 	@echo "make verify-aws ENV=prod [TRAIN=1] - check an environment's aws backends against the real account"
 	@echo "make bench  - every benchmark, one table of results against their goals (QUICK=1: smaller sizes)"
@@ -45,6 +46,13 @@ test-fast: venv
 
 up: venv
 	$(PY) -m mlops_demo.airflow_stack up --home .airflow --dags dags --plugins plugins --port $(PORT) --mlflow-port $(MLFLOW_PORT)
+
+WORKERS ?= 2
+CONCURRENCY ?= 2
+up-distributed: venv
+	@scripts/ensure_services.sh
+	$(PY) -m mlops_demo.airflow_stack up --distributed --workers $(WORKERS) --concurrency $(CONCURRENCY) \
+		--home .airflow-distributed --dags dags --plugins plugins --port $(PORT)
 
 lock:
 	scripts/lock.sh

@@ -87,6 +87,7 @@ class DemoOptions:
     keep_running: bool = False
     stop_when_done: bool = True  # False: the caller inspects the running stack, then calls stop()
     phase_timeout: float = 600.0
+    start_timeout: float = 300.0  # Airflow's start (a Celery stack on a busy machine needs longer)
     port: int | None = None
     stop_after: str | None = None  # "initial": end after the first deployment (bench/bench_lifecycle.py)
     # More environment for this process and the stack, e.g. MLOPS_CONF_DIR of a conf folder whose backends
@@ -175,9 +176,9 @@ class LifecycleDemo:
         try:
             with self._phase("airflow"):
                 if self.stack.running:  # a shared stack: its components start again with this pass's environment
-                    self.stack.switch_env(self.env, timeout=300)
+                    self.stack.switch_env(self.env, timeout=self.o.start_timeout)
                 else:
-                    self.stack.switch_env(self.env).start(timeout=300)
+                    self.stack.switch_env(self.env).start(timeout=self.o.start_timeout)
                 # DAGs start unpaused (ingest_sql, which needs a configured SQL source, paused).
                 self.client.wait_for_dags(self.all_dags, timeout=300)
                 log(

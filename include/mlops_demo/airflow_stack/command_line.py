@@ -1,6 +1,13 @@
 """``python -m mlops_demo.airflow_stack up``: Airflow in the foreground until Ctrl-C (what ``make up`` runs).
 
     python -m mlops_demo.airflow_stack up --home .airflow --dags dags [--port 8080] [--mlops-home .mlops]
+    python -m mlops_demo.airflow_stack up --distributed --workers 2 ...   (what ``make up-distributed`` runs)
+
+``--distributed``: the CeleryExecutor with ``--workers`` Celery workers on this machine, Airflow's
+metadata in the PostgreSQL database ``--database`` (created on the server ``MLOPS_PG_URL``, default
+``postgresql://postgres@127.0.0.1:5432/postgres``, and kept between starts), the queue in a free
+Redis database number of ``MLOPS_REDIS_URL`` (default ``redis://127.0.0.1:6379``; emptied on stop),
+and an MLflow tracking server on the PostgreSQL database ``<database>_mlflow`` that the tasks use.
 
 It prints the UI's URL, the user and its password (on purpose: it is the only way in) and where
 the password is stored. On Ctrl-C (or SIGTERM) it stops what it started: the Airflow components
@@ -219,7 +226,44 @@ def _stop_everything(
         print(f"No model server was running under {mlops_home / 'serving'}.", flush=True)
 
 
+def _distributed_stack(args: argparse.Namespace, extra_env: dict[str, str], mlops_home: Path) -> tuple[Any, Any]:
+    """The PostgreSQL/Redis/MLflow services and the Celery stack on them (``--distributed``)."""
+    from mlops_demo.airflow_stack.distributed import (
+        DistributedServices,
+        celery_stack,
+        pg_url_from_environment,
+        redis_url_from_environment,
+    )
+
+    print(
+        f"Preparing PostgreSQL database {args.database} (+ {args.database}_mlflow), a Redis database and "
+        "the MLflow tracking server ...",
+        flush=True,
+    )
+    services = DistributedServices.create(
+        mlops_home / "mlflow-server" / "artifacts",
+        postgres_url=pg_url_from_environment(),
+        redis_url=redis_url_from_environment(),
+        database=args.database,
+        timeout=args.timeout,
+    )
+    stack = celery_stack(
+        args.home,
+        args.dags,
+        services,
+        workers=args.workers,
+        concurrency=args.concurrency,
+        task_instance_heartbeat_timeout=args.heartbeat_timeout,
+        port=None if args.port == 0 else args.port,
+        extra_env=extra_env,
+        plugins_folder=args.plugins,
+    )
+    return services, stack
+
+
 def _cmd_up(args: argparse.Namespace, extra_env: dict[str, str]) -> int:
+    if args.distributed:  # the services bring their own MLflow server, on PostgreSQL
+        return _cmd_up_distributed(args, extra_env)
     mlops_home = Path(args.mlops_home or extra_env.get("MLOPS_HOME") or _default_mlops_home()).expanduser().resolve()
     extra_env["MLOPS_HOME"] = str(mlops_home)
     store: TrackingStore | None = None
@@ -327,6 +371,80 @@ def _launch_mlflow(server: MlflowServer, stack: AirflowStack, mlops_home: Path, 
         server.wait_until_healthy(timeout=timeout)
 
 
+def _cmd_up_distributed(args: argparse.Namespace, extra_env: dict[str, str]) -> int:
+    from mlops_demo.airflow_stack.services import ServiceError
+
+    mlops_home = Path(args.mlops_home or extra_env.get("MLOPS_HOME") or _default_mlops_home()).expanduser().resolve()
+    extra_env["MLOPS_HOME"] = str(mlops_home)
+    try:
+        services, stack = _distributed_stack(args, extra_env, mlops_home)
+    except ServiceError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+    stop_requested = threading.Event()
+
+    def _on_signal(signum: int, _frame: Any) -> None:
+        stop_requested.set()
+
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+    print(
+        f"Starting Airflow in {stack.home} (DAGs: {stack.dags_folder}, MLOPS_HOME: {mlops_home}) ...",
+        flush=True,
+    )
+    try:
+        try:
+            stack.start(timeout=args.timeout)
+        except StackError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        print(
+            f"\nAirflow is up (started in {stack.startup_seconds:.1f}s)\n"
+            f"  UI:       {stack.ui_url}\n"
+            f"  username: {stack.username}\n"
+            f"  password: {stack.password}\n"
+            f"            (stored in {stack.passwords_file})\n"
+            f"  logs:     {stack.log_dir}/<component>.log, task logs in the UI\n"
+            f"  state:    {stack.home} and {mlops_home} (owner-only)\n"
+            + _distributed_lines(stack, services)
+            + "Press Ctrl-C to stop Airflow and the model servers it started.",
+            flush=True,
+        )
+        while not stop_requested.wait(1.0):
+            stack.check()
+    except StackError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        print(
+            f"Stopping (running tasks get up to {STOP_TIMEOUT:.0f}s; Ctrl-C again to kill them now) ...",
+            flush=True,
+        )
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        try:
+            _stop_everything(stack, mlops_home, STOP_TIMEOUT)
+        except KeyboardInterrupt:
+            _stop_everything(stack, mlops_home, 0)
+        finally:
+            services.close()
+            print("Stopped the MLflow server; emptied the Redis database (the PostgreSQL databases stay).")
+    return 0
+
+
+def _distributed_lines(stack: AirflowStack, services: Any) -> str:
+    workers = ", ".join(f"{w} (pid {pid})" for w, pid in stack.worker_pids().items())
+    slots = stack.celery.concurrency if stack.celery else 0
+    return (
+        f"  MLflow:   {services.mlflow.url} (backend store: PostgreSQL database {services.mlflow_db.name})\n"
+        f"  executor: CeleryExecutor; workers {workers}, {slots} task slots each\n"
+        f"  metadata: PostgreSQL database {services.airflow_db.name}; broker {services.redis.url}\n"
+        f"  logs:     {stack.log_dir}/celery-worker-<n>.log\n"
+        f"Scale: stop and run `make up-distributed WORKERS=<n>` (CONCURRENCY=<slots>); on another machine run\n"
+        f"  `airflow celery worker` with this stack's settings (README: Distributed deployment (native)).\n"
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """The command line; returns the exit code."""
     parser = argparse.ArgumentParser(prog=PROG, description=(__doc__ or "").splitlines()[0])
@@ -337,6 +455,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     up.add_argument("--plugins", type=Path, default=None, help="plugins folder (default <home>/plugins)")
     up.add_argument("--port", type=int, default=8080, help="api-server/UI port on 127.0.0.1 (0 = any free port)")
     up.add_argument("--parallelism", type=int, default=4, help="LocalExecutor worker processes")
+    up.add_argument(
+        "--distributed",
+        action="store_true",
+        help="CeleryExecutor on PostgreSQL ($MLOPS_PG_URL) and Redis ($MLOPS_REDIS_URL), with an MLflow server",
+    )
+    up.add_argument("--workers", type=int, default=2, help="--distributed: Celery workers to start")
+    up.add_argument("--concurrency", type=int, default=2, help="--distributed: task slots per worker")
+    up.add_argument(
+        "--database",
+        default="mlops_airflow",
+        help="--distributed: PostgreSQL database of Airflow's metadata (MLflow's: <name>_mlflow); kept",
+    )
+    up.add_argument(
+        "--heartbeat-timeout",
+        type=int,
+        default=None,
+        help="--distributed: [scheduler] task_instance_heartbeat_timeout, seconds before a task of a dead "
+        "worker is failed and retried (Airflow's default 300)",
+    )
     up.add_argument("--timeout", type=float, default=180, help="seconds to wait for a healthy stack")
     up.add_argument(
         "--mlflow-port", type=int, default=5000, help="MLflow tracking server/UI port on 127.0.0.1 (0 = any free port)"

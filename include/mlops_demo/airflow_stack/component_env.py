@@ -11,6 +11,11 @@ Layers, later ones win:
 2. **The stack's Airflow settings** (:func:`airflow_settings`).
 3. **The caller's explicit extras** (``AirflowStack(extra_env=...)``, ``up --env``).
 
+Executor and database. The defaults are the local stack's LocalExecutor on the home's SQLite
+database; a Celery stack (``StackSettings.executor = "CeleryExecutor"``) gives PostgreSQL, the Redis
+broker and the result backend, whose URLs never hold a password (``services``), and names each
+worker on the task instances it runs (:func:`component_hostname`).
+
 Secrets. The JWT signing secret (``[api_auth] jwt_secret``, shared by all components: the scheduler
 signs task-identity tokens that the api-server verifies) and the API secret key (``[api]
 secret_key``: log-server requests, continuation and file tokens) are generated anew for every start
@@ -98,17 +103,51 @@ class StackSettings:
     parallelism: int
     username: str
     passwords_file: Path
+    # The distributed deployment (``AirflowStack(celery=...)``, ``up --distributed``). The defaults are
+    # the local stack: LocalExecutor on the home's SQLite database.
+    executor: str = "LocalExecutor"  # LocalExecutor | CeleryExecutor
+    sql_alchemy_conn: str | None = None  # None: sqlite:///<db_path>
+    celery_broker_url: str | None = None  # CeleryExecutor: redis://127.0.0.1:6379/<db>
+    celery_result_backend: str | None = None  # CeleryExecutor: db+postgresql+psycopg://.../<db>
+    # [scheduler] task_instance_heartbeat_timeout: a task whose worker died without a word (SIGKILL, a
+    # lost machine) stays "running" this long before the scheduler fails it and retries it. None:
+    # Airflow's default (300 s).
+    task_instance_heartbeat_timeout: int | None = None
+
+
+EXECUTORS = ("LocalExecutor", "CeleryExecutor")
+# [core] hostname_callable of a Celery stack: every worker on this machine records its own name on the
+# task instances it runs (CELERY_WORKER_NAME_VARIABLE), where the machine's name would make two workers one.
+HOSTNAME_CALLABLE_PATH = f"{__name__}.component_hostname"
+CELERY_WORKER_NAME_VARIABLE = "MLOPS_AIRFLOW_HOSTNAME"
+
+
+def component_hostname() -> str:
+    """The host name a component records (task instances' ``hostname``): its own name when the
+    stack gave it one (a Celery worker), else the machine's, as Airflow's default does."""
+    import socket
+
+    return os.environ.get(CELERY_WORKER_NAME_VARIABLE) or socket.getfqdn()
 
 
 def airflow_settings(settings: StackSettings, fernet_key: str, start_secrets: StartSecrets) -> dict[str, str]:
-    """The ``AIRFLOW__*`` (and MLflow logging) variables of every component. Contains secrets."""
+    """The ``AIRFLOW__*`` (and MLflow logging) variables of every component. Contains secrets.
+
+    No password is ever part of ``sql_alchemy_conn``, ``celery_broker_url`` or
+    ``celery_result_backend`` (``services`` refuses one: libpq reads ``~/.pgpass``).
+    """
+    if settings.executor not in EXECUTORS:
+        raise ValueError(f"executor {settings.executor!r}: expected one of {', '.join(EXECUTORS)}")
+    celery = settings.executor == "CeleryExecutor"
+    if celery and not (settings.sql_alchemy_conn and settings.celery_broker_url and settings.celery_result_backend):
+        raise ValueError("CeleryExecutor needs sql_alchemy_conn, celery_broker_url and celery_result_backend")
     base_url = f"http://127.0.0.1:{settings.api_port}"
-    return {
+    env = {
         "AIRFLOW_HOME": str(settings.home),
         "AIRFLOW_CONFIG": str(settings.config_file),
         "AIRFLOW__CORE__DAGS_FOLDER": str(settings.dags_folder),
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(settings.plugins_folder),
-        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        "AIRFLOW__CORE__EXECUTOR": settings.executor,
         "AIRFLOW__CORE__PARALLELISM": str(settings.parallelism),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
@@ -117,8 +156,6 @@ def airflow_settings(settings: StackSettings, fernet_key: str, start_secrets: St
         "AIRFLOW__CORE__AUTH_MANAGER": SIMPLE_AUTH_MANAGER,
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{settings.username}:admin",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(settings.passwords_file),
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{settings.db_path}",
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS": SQLITE_CONNECT_ARGS_PATH,
         "AIRFLOW__API__HOST": "127.0.0.1",
         "AIRFLOW__API__PORT": str(settings.api_port),
         "AIRFLOW__API__BASE_URL": f"{base_url}/",
@@ -147,6 +184,26 @@ def airflow_settings(settings: StackSettings, fernet_key: str, start_secrets: St
         # the scheduler loop already runs back-to-back when busy and sleeps <= 1 s when idle
         "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "1",
     }
+    if settings.sql_alchemy_conn is None:
+        env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = f"sqlite:///{settings.db_path}"
+        env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS"] = SQLITE_CONNECT_ARGS_PATH
+    else:
+        env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = settings.sql_alchemy_conn
+        if settings.sql_alchemy_conn.startswith("postgresql+psycopg://"):
+            # Airflow derives its async engine's URL by swapping in asyncpg, which the lock does not
+            # hold; psycopg 3 is async itself (SQLAlchemy picks its async dialect for the same URL).
+            env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC"] = settings.sql_alchemy_conn
+    if settings.task_instance_heartbeat_timeout is not None:
+        env["AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT"] = str(settings.task_instance_heartbeat_timeout)
+    if celery:
+        env.update(
+            {
+                "AIRFLOW__CELERY__BROKER_URL": str(settings.celery_broker_url),
+                "AIRFLOW__CELERY__RESULT_BACKEND": str(settings.celery_result_backend),
+                "AIRFLOW__CORE__HOSTNAME_CALLABLE": HOSTNAME_CALLABLE_PATH,
+            }
+        )
+    return env
 
 
 def default_pycache_prefix() -> Path:

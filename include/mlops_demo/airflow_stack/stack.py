@@ -12,6 +12,10 @@ own session, with their output in ``<home>/logs/<component>.log``.
 
 Choices made here, and why (Airflow 3.3.2, read from the installed code):
 
+* **The CeleryExecutor** (``celery=CeleryOptions(...)``, with ``sql_alchemy_conn`` on PostgreSQL):
+  the Celery workers are components too (``celery-worker-<n>``), each its own session and log;
+  :meth:`AirflowStack.kill_worker` kills one as its machine dying would, :meth:`start_worker` starts
+  it again. ``distributed.py`` gets the databases, the Redis database and the MLflow server.
 * **LocalExecutor on SQLite is allowed.** Airflow 3.3 has no "cannot use SQLite with the
   LocalExecutor" check because task processes no longer touch the metadata database: they talk to
   the api-server's Execution API (``[core] execution_api_server_url``). Only the scheduler,
@@ -46,6 +50,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -61,13 +66,20 @@ import requests
 
 from mlops_core.ports import free_port, port_is_free
 from mlops_demo.airflow_stack.component_env import (
+    CELERY_WORKER_NAME_VARIABLE,
     StackSettings,
     StartSecrets,
     airflow_settings,
     component_environment,
     default_pycache_prefix,
 )
-from mlops_demo.airflow_stack.process_sessions import kill_sessions, session_processes, signal_group
+from mlops_demo.airflow_stack.process_sessions import (
+    is_running,
+    kill_sessions,
+    send_signal,
+    session_processes,
+    signal_group,
+)
 from mlops_demo.airflow_stack.rest_client import AirflowClient
 from mlops_demo.airflow_stack.stack_home import PRIVATE_FILE_MODE, StackHome, make_private_folder
 
@@ -87,6 +99,35 @@ _DEATHSIG_LAUNCHER = (
     "    sys.exit('parent exited before the component started')\n"
     "os.execv(sys.executable, [sys.executable, '-m', 'airflow', *sys.argv[2:]])\n"
 )
+
+
+CELERY_WORKER_PREFIX = "celery-worker-"
+
+
+@dataclass(frozen=True)
+class CeleryOptions:
+    """A CeleryExecutor stack: the broker and result backend, and the workers this stack starts.
+
+    Each worker is a component (``celery-worker-<n>``, log ``<home>/logs/celery-worker-<n>.log``)
+    running ``airflow celery worker`` with ``concurrency`` task slots on ``queue``, under its own
+    Celery host name ``celery-worker-<n>@<machine>``; the task instances it runs record
+    ``celery-worker-<n>`` as their ``hostname`` (``component_env.component_hostname``). Workers serve
+    no logs of their own (``--skip-serve-logs``: two on one machine would want the same port); the
+    api-server reads task logs from the shared log folder.
+    """
+
+    broker_url: str
+    result_backend: str
+    workers: int = 2
+    concurrency: int = 2
+    queue: str = "default"
+
+    def __post_init__(self) -> None:
+        if self.workers < 0 or self.concurrency < 1:
+            raise ValueError("workers must be >= 0 and concurrency >= 1")
+
+    def worker_names(self) -> tuple[str, ...]:
+        return tuple(f"{CELERY_WORKER_PREFIX}{n}" for n in range(1, self.workers + 1))
 
 
 class StackError(RuntimeError):
@@ -162,12 +203,17 @@ class AirflowStack:
         plugins_folder: Path | str | None = None,
         bytecode_cache: bool = True,
         die_with_parent: bool = True,
+        sql_alchemy_conn: str | None = None,
+        celery: CeleryOptions | None = None,
+        task_instance_heartbeat_timeout: int | None = None,
     ):
         unknown = set(components) - KNOWN_COMPONENTS
         if unknown:
             raise ValueError(f"unknown components {sorted(unknown)}; known: {sorted(KNOWN_COMPONENTS)}")
         if parallelism < 1:
             raise ValueError("parallelism must be >= 1")
+        if celery is not None and (sql_alchemy_conn is None or "api-server" not in components):
+            raise ValueError("a Celery stack needs sql_alchemy_conn (PostgreSQL) and the api-server")
         self.username = USERNAME
         self.files = StackHome(home, self.username)
         self.home = self.files.path
@@ -177,7 +223,10 @@ class AirflowStack:
         self.worker_log_port = free_port()
         self.trigger_log_port = free_port()
         self.extra_env = dict(extra_env or {})
-        self.components = tuple(components)
+        self.sql_alchemy_conn = sql_alchemy_conn
+        self.celery = celery
+        self.task_instance_heartbeat_timeout = task_instance_heartbeat_timeout
+        self.components = tuple(components) + (celery.worker_names() if celery else ())
         self.parallelism = parallelism
         self.bytecode_cache = bytecode_cache
         self.die_with_parent = die_with_parent
@@ -187,6 +236,7 @@ class AirflowStack:
         self._start_secrets: StartSecrets | None = None
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
         self._log_files: dict[str, IO[bytes]] = {}
+        self._log_offsets: dict[str, int] = {}  # where each component's output of this start begins
         self._client: AirflowClient | None = None
         self._lock = threading.RLock()
         self._atexit_registered = False
@@ -246,6 +296,11 @@ class AirflowStack:
             parallelism=self.parallelism,
             username=self.username,
             passwords_file=self.passwords_file,
+            executor="CeleryExecutor" if self.celery else "LocalExecutor",
+            sql_alchemy_conn=self.sql_alchemy_conn,
+            celery_broker_url=self.celery.broker_url if self.celery else None,
+            celery_result_backend=self.celery.result_backend if self.celery else None,
+            task_instance_heartbeat_timeout=self.task_instance_heartbeat_timeout,
         )
         env = airflow_settings(settings, self.files.fernet_key(), self._secrets_of_this_start())
         env.update(self.extra_env)
@@ -263,6 +318,22 @@ class AirflowStack:
         args: tuple[str, ...] = (component,)
         if component == "api-server":
             args = ("api-server", "--host", _HOST, "--port", str(self.port), "--workers", "1")
+        elif self.celery and component.startswith(CELERY_WORKER_PREFIX):
+            args = (
+                "celery",
+                "worker",
+                "--queues",
+                self.celery.queue,
+                "--concurrency",
+                str(self.celery.concurrency),
+                "--celery-hostname",
+                f"{component}@%h",
+                "--skip-serve-logs",
+                "--pid",
+                str(self.home / f"{component}.pid"),
+                "--without-gossip",
+                "--without-mingle",
+            )
         if self.die_with_parent and sys.platform.startswith("linux"):
             # exec airflow after prctl(PR_SET_PDEATHSIG, SIGTERM): if this Python process dies
             # without running stop() (SIGKILL, os._exit), each component still gets SIGTERM.
@@ -420,10 +491,14 @@ class AirflowStack:
         log = _open_private_log(self.log_path(component))
         log.write(f"\n===== {datetime.now(UTC).isoformat()} starting {component} =====\n".encode())
         log.flush()
+        self._log_offsets[component] = log.tell()
         self._log_files[component] = log
+        env = dict(env)
+        if component.startswith(CELERY_WORKER_PREFIX):
+            env[CELERY_WORKER_NAME_VARIABLE] = component  # the hostname its task instances record
         self._procs[component] = subprocess.Popen(
             self._component_command(component),
-            env=dict(env),
+            env=env,
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -462,7 +537,18 @@ class AirflowStack:
             beat = _parse_time(info.get(f"latest_{key}_heartbeat"))
             if info.get("status") != "healthy" or beat is None or beat < started_at:
                 problems.append(component)
+        problems.extend(w for w in self.worker_names() if w in self._procs and not self._worker_ready(w))
         return problems
+
+    def _worker_ready(self, worker: str) -> bool:
+        """Celery logs ``<name>@<host> ready.`` once the worker consumes its queue."""
+        try:
+            with open(self.log_path(worker), "rb") as fh:
+                fh.seek(self._log_offsets.get(worker, 0))
+                text = fh.read().decode("utf-8", errors="replace")
+        except OSError:
+            return False
+        return re.search(rf"{re.escape(worker)}@\S+ ready\.", text) is not None
 
     def _unhealthy_jobs(self, started_at: datetime) -> list[str]:
         """Components without a ``running`` job row started after ``started_at`` (read-only SQLite)."""
@@ -542,6 +628,63 @@ class AirflowStack:
                 self._warm_error = f"{exc.__class__.__name__}: {exc}"
                 return
         self._warm_error = "timed out"
+
+    # -- Celery workers -----------------------------------------------------------------------------
+
+    def worker_names(self) -> tuple[str, ...]:
+        """The Celery workers this stack starts (none on a LocalExecutor stack)."""
+        return self.celery.worker_names() if self.celery else ()
+
+    def worker_pids(self) -> dict[str, int]:
+        """Pid of each running Celery worker (the leader of its own session)."""
+        return {c: p.pid for c, p in self._procs.items() if c.startswith(CELERY_WORKER_PREFIX)}
+
+    def kill_worker(self, worker: str, sig: int = signal.SIGKILL) -> set[int]:
+        """Send ``sig`` to every process of one worker at once -- the worker, its pool processes, the
+        task supervisors and task processes it forked -- as when its machine dies; return their pids.
+
+        (SIGKILL to the worker's main process alone would leave its pool children running their
+        tasks to the end.) The worker is then no longer one of the stack's running components;
+        :meth:`start_worker` starts it again. Its task instances stay ``running`` in Airflow until
+        ``[scheduler] task_instance_heartbeat_timeout`` passes without a heartbeat; then the scheduler
+        fails them and retries them on a worker that is alive.
+        """
+        with self._lock:
+            proc = self._procs.get(worker)
+            if proc is None or not worker.startswith(CELERY_WORKER_PREFIX):
+                raise StackError(f"no running Celery worker {worker!r}; running: {sorted(self.worker_pids())}")
+            members = session_processes({proc.pid})
+            send_signal(members, sig)
+            if sig == signal.SIGKILL:
+                proc.wait(timeout=30)
+                deadline = time.monotonic() + 10
+                while any(is_running(p) for p in members) and time.monotonic() < deadline:
+                    time.sleep(0.1)
+                del self._procs[worker]
+                log = self._log_files.pop(worker, None)
+                if log is not None:
+                    with contextlib.suppress(OSError):
+                        log.close()
+            return members
+
+    def start_worker(self, worker: str, timeout: float = 120) -> None:
+        """Start one of this stack's Celery workers (again) and wait until it consumes its queue.
+
+        More workers than configured are more stacks' worth of hosts: run ``airflow celery worker``
+        with this stack's environment on another machine (README, "Distributed deployment").
+        """
+        with self._lock:
+            if worker not in self.worker_names():
+                raise StackError(f"{worker!r} is not one of this stack's workers {list(self.worker_names())}")
+            if worker in self._procs:
+                raise StackError(f"{worker} is already running")
+            self._spawn(worker, self._process_env())
+            deadline = time.monotonic() + timeout
+            while not self._worker_ready(worker):
+                self.check()
+                if time.monotonic() > deadline:
+                    raise StackError(f"{worker} did not start in {timeout:.0f}s:\n{log_tail(self.log_path(worker))}")
+                time.sleep(0.5)
 
     def pids(self) -> dict[str, int]:
         """Pid of each started component (the leader of its own session)."""
