@@ -116,12 +116,21 @@ def _open_trigger_form(browser: Browser, dag_id: str) -> Any:
     return browser.find("//*[@role='dialog' and @data-state='open']", "the trigger form")
 
 
+def _expand(browser: Browser, form: Any, section: str) -> None:
+    """Open a section of the form (an accordion: opening one closes the other)."""
+    button = form.find_element("xpath", f".//button[contains(@id, ':trigger:') and normalize-space()='{section}']")
+    if button.get_attribute("aria-expanded") != "true":
+        browser.click(button)
+    browser.wait(lambda _: button.get_attribute("aria-expanded") == "true", f"the form's {section} section")
+
+
 def _choose(browser: Browser, form: Any, param: str, value: str) -> None:
     """Pick ``value`` in the select of ``param`` (a react-select: type to filter, Enter to choose)."""
     from selenium.webdriver.common.keys import Keys
 
     hidden = form.find_element("xpath", f".//input[@type='hidden' and @name='element_{param}']")
     box = hidden.find_element("xpath", "./ancestor::div[.//input[@role='combobox']][1]//input[@role='combobox']")
+    browser.wait(lambda _: box.is_displayed(), f"the {param} field")
     browser.click(box)
     box.send_keys(value)
     box.send_keys(Keys.ENTER)
@@ -163,7 +172,7 @@ def test_train_form_refuses_an_invalid_value_and_triggers_the_values_set(ui, bro
     before = _run_ids(client, "train")
 
     form = _open_trigger_form(browser, "train")
-    browser.click(form.find_element("xpath", ".//button[contains(@id, 'advancedOptions')]"))
+    _expand(browser, form, "Advanced Options")
     form.find_element("xpath", ".//input[@name='dagRunId']").send_keys(run_id)
 
     # An algorithm outside the Param's enum, in the conf JSON: Airflow refuses it, the form says why.
@@ -179,6 +188,7 @@ def test_train_form_refuses_an_invalid_value_and_triggers_the_values_set(ui, bro
     assert "/runs/" not in browser.driver.current_url
 
     # The same form, filled through its fields. An out-of-range window is clamped to the Param's maximum.
+    _expand(browser, form, "Run Parameters")
     _choose(browser, form, "env", TRAIN_VALUES["env"])
     _choose(browser, form, "algorithm", TRAIN_VALUES["algorithm"])
     _choose(browser, form, "compute_backend", TRAIN_VALUES["compute_backend"])
@@ -241,3 +251,52 @@ def test_prod_promotion_is_approved_on_the_required_action_page(ui, browser):
         # The champion event queued for deploy is this test's, not the next user's: drop it, then unpause.
         client.request("DELETE", "/dags/deploy/assets/queuedEvents", ok=(200, 204, 404))
         client.unpause("deploy")
+
+
+MONITOR_RUN_KEY = "monitor-20260105T000000-browser0001"
+REPORT_HEADING = "Data drift seen by the browser test"
+
+
+def _seed_monitor_run() -> None:
+    """A dev monitor run with its drift report, as the monitor stage leaves them (a drift verdict)."""
+    from mlops_core.backends import backends_for
+    from mlops_core.drift_reports import report_key
+    from mlops_core.settings import load_settings
+    from mlops_core.stages.monitor import REPORT_KEY_TAG
+
+    settings = load_settings("dev")
+    backends = backends_for(settings)
+    key = report_key(MONITOR_RUN_KEY)
+    page = f"<html><body><h1>{REPORT_HEADING}</h1></body></html>"
+    backends.store.put_bytes(key, page.encode())
+    local = settings.home / "browser-drift-report.html"
+    local.write_text(page)
+    tags = {"mlops.env": "dev", "mlops.verdict": "drift", "mlops.drifted": "True", "mlops.decayed": "False"}
+    backends.registry.log_artifact_run(
+        MONITOR_RUN_KEY,
+        {"drift_report.html": local},
+        {"drift_share": 0.625, "roc_auc_drop": 0.01},
+        tags | {REPORT_KEY_TAG: key, "mlops.summary": "5 of 8 columns drifted"},
+    )
+
+
+def test_lifecycle_view_shows_the_champions_and_opens_the_drift_report(ui, browser):
+    """The plugin's ``/mlops`` app (lifecycle view, drift reports by id) behind Airflow's login."""
+    version = ui["champion"].version()
+    _seed_monitor_run()
+
+    browser.open("/mlops/lifecycle")
+    view = browser.find("//main[@id='lifecycle']", "the lifecycle view")
+    staging = view.find_element("xpath", ".//section[@id='env-staging']")
+    assert "staging.churn in staging" in staging.text
+    assert f"v{version}" in staging.text or f"version {version}" in staging.text
+    dev = view.find_element("xpath", ".//section[@id='env-dev']")
+    assert "drift" in dev.find_element("xpath", ".//*[contains(@class, 'monitor-verdict')]").text
+    browser.screenshot("lifecycle-view")
+
+    link = dev.find_element("xpath", ".//a[normalize-space()='drift report']")
+    assert link.get_attribute("href").endswith(f"/mlops/reports/dev/{MONITOR_RUN_KEY}")
+    browser.click(link)
+    browser.find(f"//h1[normalize-space()='{REPORT_HEADING}']", "the drift report")
+    assert browser.driver.current_url.endswith(f"/mlops/reports/dev/{MONITOR_RUN_KEY}")
+    browser.screenshot("drift-report")
