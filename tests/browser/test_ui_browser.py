@@ -289,7 +289,8 @@ def test_lifecycle_view_shows_the_champions_and_opens_the_drift_report(ui, brows
     view = browser.find("//main[@id='lifecycle']", "the lifecycle view")
     staging = view.find_element("xpath", ".//section[@id='env-staging']")
     assert "staging.churn in staging" in staging.text
-    assert f"v{version}" in staging.text or f"version {version}" in staging.text
+    assert f"v{version} (the champion)" in staging.text
+    assert "held-out roc_auc" in staging.text
     dev = view.find_element("xpath", ".//section[@id='env-dev']")
     assert "drift" in dev.find_element("xpath", ".//*[contains(@class, 'monitor-verdict')]").text
     browser.screenshot("lifecycle-view")
