@@ -83,19 +83,21 @@ class StagingChampion(threading.Thread):
 @pytest.fixture(scope="module")
 def ui(tmp_path_factory, lifecycle_stack, browser) -> Iterator[dict[str, Any]]:
     """The stack on this module's ``MLOPS_HOME``, a signed-in browser, the staging champion on its way."""
+    from mlops_demo.airflow_stack.stack_home import make_private_folder
     from tests.conftest import isolate_mlops_env
 
     home = tmp_path_factory.mktemp("browser") / "mlops"
     with pytest.MonkeyPatch.context() as mp:
         isolate_mlops_env(mp, home)
         env = {k: v for k, v in os.environ.items() if k.startswith("MLOPS_")}
+        make_private_folder(home)
+        champion = StagingChampion()  # while Airflow starts
+        champion.start()
         stack = lifecycle_stack
         if stack.running:  # started by an earlier module: its components start again on this home
             stack.switch_env(env, timeout=STEP_TIMEOUT)
         else:
             stack.switch_env(env).start(timeout=STEP_TIMEOUT)
-        champion = StagingChampion()
-        champion.start()
         client = stack.client
         client.wait_for_dags(["train", "promote", "deploy"], timeout=STEP_TIMEOUT)
         browser.base_url = stack.base_url
