@@ -30,6 +30,7 @@ demo: venv
 
 test: venv lint
 	@scripts/ensure_services.sh
+	@scripts/ensure_browser.sh
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: venv

@@ -57,3 +57,23 @@ def moto_server():
     finally:
         sagemaker_hosting.stop_all()
         handle.stop()
+
+
+@pytest.fixture(scope="session")
+def lifecycle_stack(tmp_path_factory):
+    """One Airflow stack for every test of the session that needs the real components (the project's
+    rule: one stack per session): this repository's DAGs and plugins, started by its first user.
+
+    Each user gives it its own environment (its own ``MLOPS_HOME``, conf folder, connections) with
+    :meth:`AirflowStack.switch_env`, which restarts every component but the api-server, and sees only
+    its own runs (:meth:`AirflowClient.scoped`, explicit run ids): the end-to-end lifecycles
+    (``tests/e2e``) and the browser test (``tests/browser``) share the start of Airflow but nothing
+    they assert.
+    """
+    from mlops_demo.run import lifecycle_stack
+
+    stack = lifecycle_stack(tmp_path_factory.mktemp("e2e-airflow") / "airflow")
+    try:
+        yield stack
+    finally:
+        stack.stop()

@@ -1,7 +1,7 @@
 """The lifecycle a second time, with every backend ``aws``: S3, the Glue Data Catalog and SageMaker on moto.
 
 The same DAGs, the same demo driver and the same Airflow stack as ``test_lifecycle_e2e.py`` (one per
-session, ``tests/e2e/conftest.py``: the demo restarts its components with this environment, and its
+session, ``tests/conftest.py``: the demo restarts its components with this environment, and its
 client sees only this pass's runs); only the conf folder differs
 (``MLOPS_CONF_DIR``: ``backends`` all ``aws`` / ``sagemaker``, ``storage.root`` an ``s3://`` prefix per
 environment, ``aws.conn_id`` an ``AIRFLOW_CONN_*`` pointing at the session's moto server). Nothing in

@@ -1,7 +1,7 @@
 """The whole lifecycle through the real Airflow 3 scheduler, as ``make demo`` runs it.
 
 One run of :class:`mlops_demo.run.LifecycleDemo` on a temporary home (real Feast/MLflow/Evidently,
-MLflow scoring servers), on the session's Airflow stack (``tests/e2e/conftest.py``: scheduler,
+MLflow scoring servers), on the session's Airflow stack (``tests/conftest.py``: scheduler,
 dag-processor, triggerer and api-server on loopback, SQLite metadata DB; the demo's client sees
 only this pass's runs). The stack stays up while the tests run; each test checks one outcome where
 it lives (Airflow's REST API, the dataset store, the MLflow registry, the scoring server), not the
