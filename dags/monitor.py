@@ -50,6 +50,7 @@ def monitor():
         from mlops_airflow.backends import backends_for
         from mlops_airflow.run_notes import record_note
         from mlops_airflow.runtime import fail_fast, run_key, settings_for, triggering_extras
+        from mlops_airflow.ui import drift_report_url
         from mlops_core.datasets import DatasetStore
         from mlops_core.outcomes import monitor_outcome
         from mlops_core.stages.monitor import check_for_retraining
@@ -70,10 +71,13 @@ def monitor():
                 run_key=run_key(context, "monitor"),
                 force=bool(context["params"]["force_retrain"]),
             )
+        if verdict.get("report_key"):  # the report as the Airflow UI serves it; report_uri: where it is stored
+            verdict = {**verdict, "report_uri": verdict["report"]}
+            verdict["report"] = drift_report_url(settings.env, verdict["report_key"])
         record_note(context, monitor_outcome(verdict))
         if verdict["retrain"]:
             keys = ("env", "reason", "version_ids", "drift_share", "drifted_columns", "metric_drop", "summary")
-            extra = {k: verdict[k] for k in (*keys, "report")}  # report: the drift report's URI (the alert's link)
+            extra = {k: verdict.get(k) for k in (*keys, "report", "report_uri")}  # report: the alert's link
             live = verdict.get("live")  # delayed-label decay and serving health (mlops_core.decay)
             extra["live"] = {k: live[k] for k in ("decay", "serving_health", "prediction_drift")} if live else None
             context["outlet_events"][MONITOR_OUTCOME].add(RETRAIN_REQUESTED, extra=extra)
