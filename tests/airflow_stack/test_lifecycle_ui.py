@@ -96,9 +96,9 @@ def token(stack) -> str:
     return resp.json()["access_token"]
 
 
-def _get(stack, path: str, token: str | None = None, **kwargs) -> requests.Response:
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    return requests.get(f"{stack.base_url}{path}", headers=headers, timeout=120, allow_redirects=False, **kwargs)
+def _get(stack, path: str, token: str | None = None, headers: dict | None = None) -> requests.Response:
+    sent = {**(headers or {}), **({"Authorization": f"Bearer {token}"} if token else {})}
+    return requests.get(f"{stack.base_url}{path}", headers=sent, timeout=120, allow_redirects=False)
 
 
 @pytest.mark.parametrize("path", ["/mlops/lifecycle", "/mlops/api/lifecycle", f"/mlops/reports/dev/{RUN_KEY}"])

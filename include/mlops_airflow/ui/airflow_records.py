@@ -51,13 +51,14 @@ def pending_approvals(session: Session) -> list[dict[str, Any]]:
     """Approvals (Airflow HITL) still waiting for an answer, each with the environment it decides."""
     from airflow.models.hitl import HITLDetail
     from airflow.models.taskinstance import TaskInstance
-    from airflow.utils.state import TaskInstanceState
+    from airflow.utils.state import State
     from sqlalchemy import select
 
     rows = session.execute(
         select(HITLDetail, TaskInstance)
         .join(TaskInstance, TaskInstance.id == HITLDetail.ti_id)
-        .where(HITLDetail.responded_at.is_(None), TaskInstance.state == TaskInstanceState.DEFERRED)
+        # unanswered, and the task still waits (a timed-out approval's task has failed: nothing to answer)
+        .where(HITLDetail.responded_at.is_(None), TaskInstance.state.in_(State.unfinished))
         .order_by(HITLDetail.created_at)
     ).all()
     return [
