@@ -4,10 +4,12 @@
 Triggered by **feature_snapshot** events. Streams the new rows against the champion's reference
 profile (per-column Wasserstein / PSI / Jensen-Shannon and missing rates, thresholds under
 `monitoring`), keeps Evidently's data-drift report on a bounded sample as HTML in object storage
-and MLflow, and scores the champion on the newly labelled rows. Emits **retrain_requested** when there is no
-champion yet, when the share of drifted columns reaches `monitoring.drift_share_threshold`, when
-the champion's primary metric dropped by more than `monitoring.max_metric_drop`, or when the run
-was triggered with *force retrain*; otherwise no event. The run's note says the verdict.
+and MLflow (served by the Airflow UI at `/mlops/reports/<env>/<run key>`, linked from the run's
+note and the MLOps lifecycle view), and scores the champion on the newly labelled rows. Emits
+**retrain_requested** when there is no champion yet, when the share of drifted columns reaches
+`monitoring.drift_share_threshold`, when the champion's primary metric dropped by more than
+`monitoring.max_metric_drop`, or when the run was triggered with *force retrain*; otherwise no
+event. The run's note says the verdict.
 """
 
 from __future__ import annotations
