@@ -73,13 +73,15 @@ def monitor():
                 run_key=run_key(context, "monitor"),
                 force=bool(context["params"]["force_retrain"]),
             )
-        if verdict.get("report_key"):  # the report as the Airflow UI serves it; report_uri: where it is stored
-            verdict = {**verdict, "report_uri": verdict["report"]}
-            verdict["report"] = drift_report_url(settings.env, verdict["report_key"])
+        if verdict.get("report_key"):  # report: where it is stored; report_url: as the Airflow UI serves it
+            verdict = {**verdict, "report_url": drift_report_url(settings.env, verdict["report_key"])}
         record_note(context, monitor_outcome(verdict))
         if verdict["retrain"]:
             keys = ("env", "reason", "version_ids", "drift_share", "drifted_columns", "metric_drop", "summary")
-            extra = {k: verdict.get(k) for k in (*keys, "report", "report_uri")}  # report: the alert's link
+            extra = {k: verdict[k] for k in keys}
+            # report: the alert's link, the UI's (its stored location kept as report_uri)
+            extra["report"] = verdict.get("report_url") or verdict["report"]
+            extra["report_uri"] = verdict["report"]
             live = verdict.get("live")  # delayed-label decay and serving health (mlops_core.decay)
             extra["live"] = {k: live[k] for k in ("decay", "serving_health", "prediction_drift")} if live else None
             context["outlet_events"][MONITOR_OUTCOME].add(RETRAIN_REQUESTED, extra=extra)

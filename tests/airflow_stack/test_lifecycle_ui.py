@@ -101,7 +101,9 @@ def _get(stack, path: str, token: str | None = None, headers: dict | None = None
     return requests.get(f"{stack.base_url}{path}", headers=sent, timeout=120, allow_redirects=False)
 
 
-@pytest.mark.parametrize("path", ["/mlops/lifecycle", "/mlops/api/lifecycle", f"/mlops/reports/dev/{RUN_KEY}"])
+@pytest.mark.parametrize(
+    "path", ["/mlops/lifecycle", "/mlops/api/lifecycle", f"/mlops/reports/dev/{RUN_KEY}", f"/mlops/reports/{RUN_KEY}"]
+)
 def test_every_route_needs_an_airflow_login(stack, path):
     assert _get(stack, path).status_code == 401
     assert _get(stack, path, token="not-a-jwt").status_code == 403
@@ -153,8 +155,9 @@ def test_the_json_view(stack, token):
     assert _get(stack, "/mlops/lifecycle?format=xml", token).status_code == 422
 
 
-def test_the_drift_report_is_served_sandboxed(stack, token):
-    resp = _get(stack, f"/mlops/reports/dev/{RUN_KEY}", token)
+@pytest.mark.parametrize("path", [f"/mlops/reports/dev/{RUN_KEY}", f"/mlops/reports/{RUN_KEY}"])
+def test_the_drift_report_is_served_sandboxed(stack, token, path):
+    resp = _get(stack, path, token)
     assert resp.status_code == 200 and resp.text == REPORT
     assert resp.headers["content-security-policy"].startswith("sandbox")
     assert resp.headers["x-content-type-options"] == "nosniff"
@@ -173,6 +176,11 @@ def test_the_drift_report_is_served_sandboxed(stack, token):
         ("/mlops/reports/dev/%2e%2e", 400),
         ("/mlops/reports/dev/..", 404),
         ("/mlops/reports/dev%2F..%2F..%2F/" + RUN_KEY, 404),
+        ("/mlops/reports/monitor-symlink", 404),  # by run key alone: the same rules
+        ("/mlops/reports/monitor-20990101T000000-0000000000", 404),
+        ("/mlops/reports/%2e%2e", 400),
+        ("/mlops/reports/..%2F..%2Fetc%2Fpasswd", 404),
+        ("/mlops/reports/%2Fetc%2Fpasswd", 404),
     ],
 )
 def test_a_report_id_can_only_name_a_report(stack, token, path, status):

@@ -238,9 +238,9 @@ def test_the_lifecycle_view_and_the_drift_reports_in_the_ui(demo, client):
     assert dev["monitor"]["report_id"].startswith("dev/monitor-") and dev["dataset"]["rows"] > 0
     # every monitor verdict links its report as the UI serves it, and the UI serves it
     verdicts = [client.xcom("monitor", r["dag_run_id"], "check_drift") for r in client.runs("monitor")]
-    reports = [v["report"] for v in verdicts if v.get("report_key")]
+    reports = [v["report_url"] for v in verdicts if v.get("report_key")]
     assert reports and all(r.startswith(f"{base}/mlops/reports/dev/monitor-") for r in reports), reports
-    assert all(v["report_uri"].startswith("file://") for v in verdicts if v.get("report_key"))
+    assert all(v["report"].startswith("file://") for v in verdicts if v.get("report_key"))  # where it is stored
     page = requests.get(reports[-1], headers=headers, timeout=120)
     assert page.status_code == 200 and "Drift decision" in page.text
     assert requests.get(reports[-1], timeout=30).status_code == 401

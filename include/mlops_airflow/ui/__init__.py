@@ -4,7 +4,8 @@
   the last drift and decay verdicts with links to their reports, what is deployed and whether it
   answers, pending approvals (``?format=json`` or ``/mlops/api/lifecycle``: the same as JSON);
 - ``/mlops/reports/<env>/<run key>``: a monitor run's drift report, read from the environment's
-  object store (any backend), named by an id that can only name a report.
+  object store (any backend), named by an id that can only name a report (``/mlops/reports/<run
+  key>``: the same, from whichever environment has it).
 
 Every route requires an Airflow login (the ``Authorization: Bearer`` JWT, or the cookie the UI
 sets) and read access to DAGs, through Airflow's own security dependencies: a request without one

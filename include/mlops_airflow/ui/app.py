@@ -53,6 +53,23 @@ def lifecycle(session: Any) -> dict[str, Any]:
     }
 
 
+def _report(env: str, run_key: str) -> bytes:
+    """The report named ``<env>/<run_key>``; 400 for a name that cannot be a report, 404 when there is none."""
+    from mlops_airflow.backends import store_for
+    from mlops_core.drift_reports import UnknownReport, key_for_id, read_report
+    from mlops_core.settings import load_settings
+    from mlops_core.storage import ObjectNotFound
+
+    try:
+        key = key_for_id(env, run_key)
+    except UnknownReport as exc:
+        raise HTTPException(status_code=400, detail=f"not a report id: {exc}") from None
+    try:
+        return read_report(store_for(load_settings(env)), key)
+    except ObjectNotFound:
+        raise HTTPException(status_code=404, detail=f"no drift report {env}/{run_key}") from None
+
+
 def create_app() -> FastAPI:
     """The app the plugin mounts at ``/mlops``."""
     from mlops_airflow.ui.page import render_lifecycle
@@ -83,20 +100,20 @@ def create_app() -> FastAPI:
     @router.get("/reports/{env}/{run_key}", response_class=HTMLResponse)
     def drift_report(env: str, run_key: str) -> HTMLResponse:
         """The drift report of one monitor run (``mlops_core.drift_reports``), from the environment's store."""
-        from mlops_airflow.backends import store_for
-        from mlops_core.drift_reports import UnknownReport, key_for_id, read_report
-        from mlops_core.settings import load_settings
-        from mlops_core.storage import ObjectNotFound
+        return HTMLResponse(_report(env, run_key), headers=REPORT_HEADERS)
 
-        try:
-            key = key_for_id(env, run_key)
-        except UnknownReport as exc:
-            raise HTTPException(status_code=400, detail=f"not a report id: {exc}") from None
-        try:
-            body = read_report(store_for(load_settings(env)), key)
-        except ObjectNotFound:
-            raise HTTPException(status_code=404, detail=f"no drift report {env}/{run_key}") from None
-        return HTMLResponse(body, headers=REPORT_HEADERS)
+    @router.get("/reports/{run_key}", response_class=HTMLResponse)
+    def drift_report_of_any_env(run_key: str) -> HTMLResponse:
+        """The same, by run key alone (run keys are unique per DAG run): the first environment that has it."""
+        from mlops_core.environments import ENVIRONMENTS
+
+        for env in ENVIRONMENTS:
+            try:
+                return HTMLResponse(_report(env, run_key), headers=REPORT_HEADERS)
+            except HTTPException as exc:
+                if exc.status_code != 404:
+                    raise
+        raise HTTPException(status_code=404, detail=f"no drift report {run_key} in any environment")
 
     app.include_router(router)
 

@@ -169,7 +169,7 @@ def check_for_retraining(
         "drift_share": result.share_drifted,
         "drifted_columns": result.drifted_columns,
         "metric_drop": metric_drop,
-        "report": objects.uri(report_key),  # where it is stored (the Airflow task links the UI's copy instead)
+        "report": objects.uri(report_key),  # where it is stored (the Airflow task adds the UI's link, report_url)
         "report_key": report_key,
         "live": live,
     }
