@@ -4,10 +4,12 @@
 Triggered by **feature_snapshot** events. Streams the new rows against the champion's reference
 profile (per-column Wasserstein / PSI / Jensen-Shannon and missing rates, thresholds under
 `monitoring`), keeps Evidently's data-drift report on a bounded sample as HTML in object storage
-and MLflow, and scores the champion on the newly labelled rows. Emits **retrain_requested** when there is no
-champion yet, when the share of drifted columns reaches `monitoring.drift_share_threshold`, when
-the champion's primary metric dropped by more than `monitoring.max_metric_drop`, or when the run
-was triggered with *force retrain*; otherwise no event. The run's note says the verdict.
+and MLflow (served by the Airflow UI at `/mlops/reports/<env>/<run key>`, linked from the run's
+note and the MLOps lifecycle view), and scores the champion on the newly labelled rows. Emits
+**retrain_requested** when there is no champion yet, when the share of drifted columns reaches
+`monitoring.drift_share_threshold`, when the champion's primary metric dropped by more than
+`monitoring.max_metric_drop`, or when the run was triggered with *force retrain*; otherwise no
+event. The run's note says the verdict.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ def monitor():
         from mlops_airflow.backends import backends_for
         from mlops_airflow.run_notes import record_note
         from mlops_airflow.runtime import fail_fast, run_key, settings_for, triggering_extras
+        from mlops_airflow.ui import drift_report_url
         from mlops_core.datasets import DatasetStore
         from mlops_core.outcomes import monitor_outcome
         from mlops_core.stages.monitor import check_for_retraining
@@ -70,10 +73,15 @@ def monitor():
                 run_key=run_key(context, "monitor"),
                 force=bool(context["params"]["force_retrain"]),
             )
+        if verdict.get("report_key"):  # report: where it is stored; report_url: as the Airflow UI serves it
+            verdict = {**verdict, "report_url": drift_report_url(settings.env, verdict["report_key"])}
         record_note(context, monitor_outcome(verdict))
         if verdict["retrain"]:
             keys = ("env", "reason", "version_ids", "drift_share", "drifted_columns", "metric_drop", "summary")
-            extra = {k: verdict[k] for k in (*keys, "report")}  # report: the drift report's URI (the alert's link)
+            extra = {k: verdict[k] for k in keys}
+            # report: the alert's link, the UI's (its stored location kept as report_uri)
+            extra["report"] = verdict.get("report_url") or verdict["report"]
+            extra["report_uri"] = verdict["report"]
             live = verdict.get("live")  # delayed-label decay and serving health (mlops_core.decay)
             extra["live"] = {k: live[k] for k in ("decay", "serving_health", "prediction_drift")} if live else None
             context["outlet_events"][MONITOR_OUTCOME].add(RETRAIN_REQUESTED, extra=extra)

@@ -14,8 +14,10 @@ QUARANTINE          ingest, ingest_sql    dataset, run_id, files_quarantined, ro
 FEATURES            features              dataset, version_ids, offline_rows, online_entities
 RETRAIN_REQUESTED   monitor               reason (no_champion | drift | decay | forced), env,
                                           version_ids, drift_share, drifted_columns,
-                                          metric_drop, summary, report (drift report URI),
-                                          live (delayed-label decay, serving health)
+                                          metric_drop, summary, report (the drift report in
+                                          the UI: <base_url>mlops/reports/<env>/<run key>),
+                                          report_uri (where it is stored), live
+                                          (delayed-label decay, serving health)
 MODEL_CANDIDATE     train                 env, mlflow_run_id, training_set, metrics,
                                           dataset_versions
 EVALUATION          evaluate_register     env, model_name, version, promote, reasons,

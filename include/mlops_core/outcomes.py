@@ -80,8 +80,12 @@ def evaluation_outcome(evaluation: Mapping[str, Any]) -> str:
 
 
 def monitor_outcome(verdict: Mapping[str, Any]) -> str:
-    """``retraining requested (drift): ...`` or ``no retraining: ...``."""
+    """``retraining requested (drift): ...`` or ``no retraining: ...``; with the drift report's web link
+    (``report_url``) first when the verdict has one, so a long summary cannot cut it off."""
     summary = str(verdict.get("summary") or "")
+    report = verdict.get("report_url") or verdict.get("report")
+    if isinstance(report, str) and report.startswith(("http://", "https://")):
+        summary = f"drift report: {report}; {summary}".rstrip("; ")
     if verdict.get("retrain"):
         return f"retraining requested ({verdict.get('reason')}): {summary}".rstrip(": ")
     return f"no retraining: {summary}".rstrip(": ")

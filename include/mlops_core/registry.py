@@ -39,7 +39,7 @@ import os
 import tempfile
 import threading
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -225,6 +225,29 @@ class ModelRegistry:
             order_by=["attributes.start_time ASC"],
         )
         return runs[0] if runs else None
+
+    def last_run(self, run_name_prefix: str, tags: Mapping[str, str]) -> Any:
+        """The newest FINISHED run of this experiment named ``run_name_prefix...`` and carrying ``tags``, or None.
+
+        Reads only: an experiment that does not exist yet has no runs (it is not created).
+        """
+        experiment = self.client.get_experiment_by_name(self.experiment)
+        if experiment is None:
+            return None
+        conditions = [f"attributes.run_name LIKE {_quote(run_name_prefix + '%', 'run name prefix')}"]
+        conditions += [f"tags.`{k}` = {_quote(v, k)}" for k, v in tags.items()]
+        conditions.append("attributes.status = 'FINISHED'")
+        runs = self.client.search_runs(
+            [experiment.experiment_id],
+            filter_string=" and ".join(conditions),
+            max_results=1,
+            order_by=["attributes.start_time DESC"],
+        )
+        return runs[0] if runs else None
+
+    def versions(self, model_name: str) -> list[ModelVersionInfo]:
+        """Every registered version of ``model_name``, oldest first (none for an unknown model)."""
+        return [self._info(mv) for mv in self._versions(model_name)]
 
     def log_training_run(
         self,

@@ -94,3 +94,11 @@ def test_monitor_and_deploy() -> None:
         )
         == "dev: dev.churn v2 live at http://127.0.0.1:5101 (was v1)"
     )
+
+
+def test_monitor_outcome_links_the_report_as_the_ui_serves_it_first():
+    url = "http://127.0.0.1:8080/mlops/reports/dev/monitor-20260105T000000-0123456789"
+    note = monitor_outcome({"retrain": False, "summary": "x" * 2000, "report_url": url, "report": "file:///r.html"})
+    assert note.startswith(f"no retraining: drift report: {url}; xxx")  # before a summary that may be cut
+    stored_only = monitor_outcome({"retrain": True, "reason": "drift", "summary": "s", "report": "file:///r.html"})
+    assert stored_only == "retraining requested (drift): s"  # a browser cannot open file://: no link

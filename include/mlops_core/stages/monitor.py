@@ -29,6 +29,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: The monitor run's tag that names its report in the environment's store (``mlops_core.drift_reports``).
+REPORT_KEY_TAG = "mlops.report_key"
+MAX_SUMMARY_TAG = 4000  # MLflow keeps tag values up to 8000 characters
+
 
 def check_for_retraining(
     settings: Settings, version_ids: list[str], backends: Backends, *, run_key: str, force: bool = False
@@ -40,6 +44,7 @@ def check_for_retraining(
 
     from mlops_core.datasets import DatasetStore
     from mlops_core.drift import DriftThresholds, detect_drift, detect_drift_streaming
+    from mlops_core.drift_reports import report_key as drift_report_key
     from mlops_core.evaluation import score_model
 
     contract = settings.load_contract()
@@ -52,6 +57,7 @@ def check_for_retraining(
         "drift_share": None,
         "metric_drop": None,
         "report": None,
+        "report_key": None,
         "drifted_columns": [],
     }
     champion = registry.champion(name)
@@ -85,7 +91,7 @@ def check_for_retraining(
         DriftThresholds(drift_share=m.drift_share_threshold, column_p_value=m.column_p_value, min_rows=m.min_rows),
     )
     html = _with_decision(evidently_html, result, 0 if sample is None else len(sample))
-    report_key = f"reports/drift/{run_key}.html"
+    report_key = drift_report_key(run_key)
     objects.put_bytes(report_key, html.encode("utf-8"))
     log.info("Drift: %s (report: %s)", result.reason, objects.uri(report_key))
 
@@ -102,24 +108,6 @@ def check_for_retraining(
         sign = 1.0 if settings.evaluation.greater_is_better else -1.0
         metric_drop = round(sign * (baseline - now), 6)
         log.info("Champion %s on new rows: %.4f (at evaluation: %.4f, drop %.4f)", primary, now, baseline, metric_drop)
-
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "drift_report.html"
-        path.write_text(html, encoding="utf-8")
-        metrics = {"drift_share": result.share_drifted}
-        if metric_drop is not None:
-            metrics[f"{primary}_drop"] = metric_drop
-        registry.log_artifact_run(
-            f"monitor-{run_key}",
-            {"drift_report.html": path},
-            metrics,
-            {
-                "mlops.env": settings.env,
-                "mlops.dataset_versions": ",".join(version_ids),
-                "mlops.champion_version": str(champion.version),
-                "mlops.drifted": str(result.drifted),
-            },
-        )
 
     decayed = metric_drop is not None and metric_drop > m.max_metric_drop
     # Live decay on delayed labels, serving health and staleness (mlops_core.decay): reported, and decay retrains.
@@ -150,6 +138,29 @@ def check_for_retraining(
             )
             reason = "already_requested"
     requested = reason not in (None, "already_requested")
+    # The MLflow run keeps the verdict with the report: the lifecycle view reads the last one per environment.
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "drift_report.html"
+        path.write_text(html, encoding="utf-8")
+        metrics = {"drift_share": result.share_drifted}
+        if metric_drop is not None:
+            metrics[f"{primary}_drop"] = metric_drop
+        registry.log_artifact_run(
+            f"monitor-{run_key}",
+            {"drift_report.html": path},
+            metrics,
+            {
+                "mlops.env": settings.env,
+                "mlops.dataset_versions": ",".join(version_ids),
+                "mlops.champion_version": str(champion.version),
+                "mlops.drifted": str(result.drifted),
+                "mlops.predictions_drifted": str(predictions_drifted),
+                "mlops.decayed": str(decayed),
+                "mlops.verdict": reason or "none",
+                "mlops.summary": summary[:MAX_SUMMARY_TAG],
+                REPORT_KEY_TAG: report_key,
+            },
+        )
     return {
         **base,
         "retrain": requested,
@@ -158,7 +169,8 @@ def check_for_retraining(
         "drift_share": result.share_drifted,
         "drifted_columns": result.drifted_columns,
         "metric_drop": metric_drop,
-        "report": objects.uri(report_key),
+        "report": objects.uri(report_key),  # where it is stored (the Airflow task adds the UI's link, report_url)
+        "report_key": report_key,
         "live": live,
     }
 
