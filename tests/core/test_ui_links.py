@@ -19,7 +19,9 @@ def test_training_run_link():
 def test_model_version_link():
     record = {"model_name": "prod.churn", "version": "3", "env": "prod"}
     assert ui_links.model_version_link(record, UI) == "http://127.0.0.1:5000/#/models/prod.churn/versions/3"
-    assert ui_links.model_version_link({"model_name": "a b/c", "version": 2}, UI).endswith("/#/models/a%20b%2Fc/versions/2")
+    assert ui_links.model_version_link({"model_name": "a b/c", "version": 2}, UI).endswith(
+        "/#/models/a%20b%2Fc/versions/2"
+    )
     assert ui_links.model_version_link({"model_name": "prod.churn", "version": None}, UI) is None
 
 
