@@ -109,7 +109,7 @@ class EndpointLink(RecordedLink):
 
 def with_links(task: T, *links: BaseOperatorLink) -> T:
     """Give a task (an operator, or the output of a ``@task`` call) these extra links; returns ``task``."""
-    operator = getattr(task, "operator", task)
+    operator: Any = getattr(task, "operator", task)
     operator.operator_extra_links = (*operator.operator_extra_links, *links)
     return task
 

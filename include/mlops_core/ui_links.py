@@ -22,21 +22,21 @@ def web_base(url: Any) -> str | None:
     """``url`` without a trailing slash if it is a plain http(s) URL (no credentials, query or fragment)."""
     if not isinstance(url, str) or not url.strip():
         return None
-    url = url.strip()
+    text: str = url.strip()
     try:
-        parts = urlsplit(url)
+        parts = urlsplit(text)
     except ValueError:
         return None
     if parts.scheme not in ("http", "https") or not parts.hostname or "@" in parts.netloc:
         return None
-    if parts.query or parts.fragment or not url.isprintable() or " " in url:
+    if parts.query or parts.fragment or not text.isprintable() or " " in text:
         return None
-    return url.rstrip("/")
+    return text.rstrip("/")
 
 
 def mlflow_ui_url() -> str | None:
     """The MLflow UI every link points at (``$MLFLOW_UI_URL``, e.g. ``http://127.0.0.1:5000``); None when unset."""
-    return web_base(os.environ.get(MLFLOW_UI_ENV))
+    return web_base(os.environ.get(MLFLOW_UI_ENV, ""))
 
 
 def _id(value: Any) -> str | None:
