@@ -106,7 +106,7 @@ def promotion_approval_text(plan: Mapping[str, Any], mlflow_ui: str | None = Non
         ),
         "Rejecting changes nothing.",
         "",
-        "**Held-out scores** (each model on the days held out when it was registered):",
+        "**Scores on held-out rows** (each model on the days held out when it was registered):",
         "",
         *metrics_table(
             candidate,
