@@ -26,6 +26,7 @@ from mlops_airflow.dag_defaults import DEFAULT_ARGS, START_DATE, env_param, on_f
     start_date=START_DATE,
     catchup=False,
     doc_md=__doc__,
+    description="Tell people when the lifecycle needs them: quarantine, retraining, a rejected model, a rollback.",
     default_args=DEFAULT_ARGS,
     tags=["mlops", "alerts"],
     params={"env": env_param()},

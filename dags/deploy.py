@@ -18,6 +18,7 @@ from airflow.sdk import dag, task
 
 from mlops_airflow.assets import CHAMPION, DEPLOYMENT
 from mlops_airflow.dag_defaults import DEFAULT_ARGS, ENVIRONMENTS, START_DATE, env_param, on_failed_run
+from mlops_airflow.links import EndpointLink, with_links
 
 
 @dag(
@@ -26,6 +27,7 @@ from mlops_airflow.dag_defaults import DEFAULT_ARGS, ENVIRONMENTS, START_DATE, e
     catchup=False,
     max_active_runs=1,
     doc_md=__doc__,
+    description="Serve an environment's champion, smoke-test and verify it, roll back to the previous one on failure.",
     default_args={**DEFAULT_ARGS, "retries": 1},
     tags=["mlops", "deployment"],
     params={"env": env_param()},
@@ -53,7 +55,7 @@ def deploy():
         context["outlet_events"][DEPLOYMENT].extra = {"deployments": reports}
         return {"deployments": reports}
 
-    deploy_champion()
+    with_links(deploy_champion(), EndpointLink())
 
 
 deploy()

@@ -23,6 +23,7 @@ from airflow.sdk import Param, dag, task
 
 from mlops_airflow.assets import CHAMPION, EVALUATION, MODEL_CANDIDATE
 from mlops_airflow.dag_defaults import DEFAULT_ARGS, START_DATE, env_param, on_failed_run
+from mlops_airflow.links import ModelVersionLink, with_links
 from mlops_airflow.operators.registry_mirror import RegistryMirrorApprovalOperator
 
 
@@ -32,6 +33,7 @@ from mlops_airflow.operators.registry_mirror import RegistryMirrorApprovalOperat
     catchup=False,
     max_active_runs=1,
     doc_md=__doc__,
+    description="Score a new model against the champion on the same rows, register it, promote it if it wins.",
     default_args=DEFAULT_ARGS,
     tags=["mlops", "evaluation", "registry"],
     params={
@@ -56,14 +58,14 @@ from mlops_airflow.operators.registry_mirror import RegistryMirrorApprovalOperat
 def evaluate_register():
     @task(outlets=[EVALUATION], execution_timeout=timedelta(minutes=20))
     def evaluate(**context) -> dict:
-        import os
-
         from mlops_airflow.backends import backends_for
         from mlops_airflow.run_notes import record_note
         from mlops_airflow.runtime import fail_fast, settings_for, triggering_extras
+        from mlops_core.approval_text import evaluation_approval_text
         from mlops_core.errors import PermanentError
-        from mlops_core.outcomes import evaluation_approval_text, evaluation_outcome
+        from mlops_core.outcomes import evaluation_outcome
         from mlops_core.stages.evaluate import candidate_from_run, evaluate_candidate
+        from mlops_core.ui_links import mlflow_ui_url
 
         with fail_fast():
             settings = settings_for(context)
@@ -79,7 +81,7 @@ def evaluate_register():
             evaluation = evaluate_candidate(
                 settings, candidate, backends, min_improvement=params.get("min_improvement")
             )
-        evaluation["approval_text"] = evaluation_approval_text(evaluation, os.environ.get("MLFLOW_UI_URL"))
+        evaluation["approval_text"] = evaluation_approval_text(evaluation, mlflow_ui_url())
         record_note(context, evaluation_outcome(evaluation))
         context["outlet_events"][EVALUATION].extra = {k: v for k, v in evaluation.items() if k != "approval_text"}
         return evaluation
@@ -142,8 +144,8 @@ def evaluate_register():
             "reason": rejection_reason(evaluation, approval),
         }
 
-    evaluation = evaluate()
-    champion = promote()
+    evaluation = with_links(evaluate(), ModelVersionLink())
+    champion = with_links(promote(), ModelVersionLink())
     route(evaluation) >> [approve_champion, no_approval_required()] >> champion
     rejected = rejection()
     champion >> rejected

@@ -24,6 +24,7 @@ from mlops_airflow.dag_defaults import DEFAULT_ARGS, START_DATE, env_param, on_f
     catchup=False,
     max_active_runs=1,
     doc_md=__doc__,
+    description="Materialize new dataset versions into the feature store (offline for training, online for serving).",
     default_args=DEFAULT_ARGS,
     tags=["mlops", "features"],
     params={

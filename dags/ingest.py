@@ -41,6 +41,7 @@ WATCHER = uses_watcher(DEPLOYMENT)
     catchup=False,
     max_active_runs=1,
     doc_md=__doc__,
+    description="Validate landed files into a new immutable dataset version; quarantine what breaks the contract.",
     default_args=DEFAULT_ARGS,
     tags=["mlops", "ingest"],
     params={"env": env_param()},

@@ -27,6 +27,7 @@ from mlops_airflow.dag_defaults import DEFAULT_ARGS, START_DATE, env_param, on_f
     max_active_runs=1,
     is_paused_upon_creation=True,  # needs dataset.sql_source and a connection: unpause once configured
     doc_md=__doc__,
+    description="Read new rows of a database table into a validated, immutable dataset version.",
     default_args=DEFAULT_ARGS,
     tags=["mlops", "ingest", "sql"],
     params={"env": env_param()},

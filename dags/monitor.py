@@ -20,6 +20,7 @@ from airflow.sdk import Param, dag, task
 
 from mlops_airflow.assets import FEATURES, MONITOR_OUTCOME, RETRAIN_REQUESTED
 from mlops_airflow.dag_defaults import DEFAULT_ARGS, START_DATE, env_param, on_failed_run
+from mlops_airflow.links import DriftReportLink, with_links
 from mlops_airflow.monitor_schedule import monitor_schedule
 
 
@@ -29,6 +30,7 @@ from mlops_airflow.monitor_schedule import monitor_schedule
     catchup=False,
     max_active_runs=1,
     doc_md=__doc__,
+    description="Check new data for drift and the champion for decay; request retraining when they cross the limits.",
     default_args=DEFAULT_ARGS,
     tags=["mlops", "monitoring"],
     params={
@@ -87,7 +89,7 @@ def monitor():
             context["outlet_events"][MONITOR_OUTCOME].add(RETRAIN_REQUESTED, extra=extra)
         return verdict
 
-    check_drift()
+    with_links(check_drift(), DriftReportLink())
 
 
 monitor()

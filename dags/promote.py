@@ -17,6 +17,7 @@ from airflow.sdk import Param, dag, task
 
 from mlops_airflow.assets import CHAMPION
 from mlops_airflow.dag_defaults import DEFAULT_ARGS, PROMOTABLE, START_DATE, on_failed_run
+from mlops_airflow.links import ModelVersionLink, with_links
 
 
 @dag(
@@ -25,6 +26,7 @@ from mlops_airflow.dag_defaults import DEFAULT_ARGS, PROMOTABLE, START_DATE, on_
     catchup=False,
     max_active_runs=1,
     doc_md=__doc__,
+    description="Move an environment's champion to the next one (dev -> staging -> prod), approved where required.",
     default_args=DEFAULT_ARGS,
     tags=["mlops", "promotion", "registry"],
     params={
@@ -48,16 +50,15 @@ from mlops_airflow.dag_defaults import DEFAULT_ARGS, PROMOTABLE, START_DATE, on_
 def promote():
     @task
     def plan(**context) -> dict:
-        import os
-
         from mlops_airflow.backends import backends_for
         from mlops_airflow.runtime import fail_fast
-        from mlops_core.outcomes import promotion_approval_text
+        from mlops_core.approval_text import promotion_approval_text
         from mlops_core.stages.promote import plan_promotion
+        from mlops_core.ui_links import mlflow_ui_url
 
         with fail_fast():
             plan = plan_promotion(context["params"]["from_env"], context["params"].get("version"), backends_for)
-        plan["approval_text"] = promotion_approval_text(plan, os.environ.get("MLFLOW_UI_URL"))
+        plan["approval_text"] = promotion_approval_text(plan, mlflow_ui_url())
         return plan
 
     @task.branch
@@ -101,7 +102,8 @@ def promote():
         context["outlet_events"][CHAMPION].extra = champion
         return champion
 
-    needs_approval(plan()) >> [approve_promotion, no_approval_required()] >> copy_champion()
+    champion = with_links(copy_champion(), ModelVersionLink())
+    needs_approval(plan()) >> [approve_promotion, no_approval_required()] >> champion
 
 
 promote()

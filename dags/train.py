@@ -17,7 +17,8 @@ from datetime import timedelta
 from airflow.sdk import Param, dag, task
 
 from mlops_airflow.assets import MODEL_CANDIDATE, RETRAIN_REQUESTED
-from mlops_airflow.dag_defaults import DEFAULT_ARGS, START_DATE, env_param, on_failed_run
+from mlops_airflow.dag_defaults import DEFAULT_ARGS, START_DATE, env_param, on_failed_run, use_the_settings
+from mlops_airflow.links import MlflowRunLink, with_links
 from mlops_airflow.operators.training import TrainingJobOperator
 
 
@@ -27,6 +28,7 @@ from mlops_airflow.operators.training import TrainingJobOperator
     catchup=False,
     max_active_runs=1,
     doc_md=__doc__,
+    description="Train a challenger on a point-in-time-correct training set and log it to MLflow.",
     default_args=DEFAULT_ARGS,
     tags=["mlops", "training"],
     params={
@@ -35,6 +37,7 @@ from mlops_airflow.operators.training import TrainingJobOperator
             None,
             type=["null", "string"],
             enum=[None, "hist_gradient_boosting", "random_forest", "logistic_regression", "ridge"],
+            values_display=use_the_settings("training.algorithm"),
             title="Algorithm",
             description="Override training.algorithm for this run (empty: use the settings).",
         ),
@@ -50,6 +53,7 @@ from mlops_airflow.operators.training import TrainingJobOperator
             None,
             type=["null", "string"],
             enum=[None, "local", "aws", "azure"],
+            values_display=use_the_settings("backends.compute"),
             title="Compute backend",
             description="Override backends.compute for this run (empty: use the settings).",
         ),
@@ -108,7 +112,7 @@ def train():
         context["outlet_events"][MODEL_CANDIDATE].extra = candidate
         return candidate
 
-    log_to_mlflow(ts, job.output)
+    with_links(log_to_mlflow(ts, job.output), MlflowRunLink())
 
 
 train()

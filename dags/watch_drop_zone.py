@@ -35,6 +35,7 @@ from mlops_airflow.sensors.files import FilesConsumedSensor, NewFilesSensor
     catchup=False,
     max_active_runs=1,
     doc_md=__doc__,
+    description="Wait for complete new files in the drop zone and announce them to ingest.",
     default_args=DEFAULT_ARGS,
     tags=["mlops", "ingest"],
     params={"env": env_param()},

@@ -39,6 +39,14 @@ def env_param() -> Param:
     )
 
 
+def use_the_settings(setting: str) -> dict[str, str]:
+    """``values_display`` of an optional enum Param: its empty choice reads "use the settings (<setting>)".
+
+    The Airflow form labels an option by ``values_display[str(value)]``, and ``None`` by the key ``"null"``.
+    """
+    return {"null": f"use the settings ({setting})"}
+
+
 def on_failed_run(context) -> None:
     """Every lifecycle DAG's ``on_failure_callback``: alert on the run's environment's channels (``alerts:``).
 

@@ -75,6 +75,29 @@ MODEL_ID_TAG = "mlops.model_id"  # MLflow 3 LoggedModel id of the run's model
 SOURCE_TAG = "mlops.source"  # on a copied version: "<src name>/<src version>"
 RUN_ID_TAG = "mlops.run_id"  # on every version: the training run
 ROLLED_BACK_TAG = "mlops.rolled_back"  # on a version that was champion until a rollback
+HOLDOUT_TAG_PREFIX = "mlops.holdout_"  # on every version: its scores on its held-out rows at registration
+
+
+def holdout_tags(scores: dict[str, Any]) -> dict[str, str]:
+    """Version tags for the held-out ``scores`` of a registration (numbers only)."""
+    return {
+        HOLDOUT_TAG_PREFIX + name: repr(float(value))
+        for name, value in scores.items()
+        if isinstance(value, int | float) and not isinstance(value, bool)
+    }
+
+
+def holdout_scores(tags: dict[str, str]) -> dict[str, float]:
+    """The held-out scores a version's tags record (``mlops.holdout_<metric>``); unreadable ones left out."""
+    scores = {}
+    for key, value in tags.items():
+        if key.startswith(HOLDOUT_TAG_PREFIX):
+            try:
+                scores[key[len(HOLDOUT_TAG_PREFIX) :]] = float(value)
+            except (TypeError, ValueError):
+                continue
+    return scores
+
 
 # Packages a skops-saved sklearn model needs at serving time (pinned to what trained it).
 MODEL_REQUIREMENTS = ("scikit-learn", "skops", "pandas", "numpy", "scipy")
@@ -97,6 +120,7 @@ class ModelVersionInfo:
     tags: dict[str, str]
     aliases: list[str]
     metrics: dict[str, float] = field(default_factory=dict)
+    experiment_id: str | None = None  # of the version's run (read with its metrics)
 
     @property
     def uri(self) -> str:
@@ -539,11 +563,13 @@ class ModelRegistry:
     # ----------------------------------------------------------------- reading
     def _info(self, mv: Any, with_metrics: bool = False) -> ModelVersionInfo:
         metrics: dict[str, float] = {}
+        experiment_id = None
         if with_metrics and mv.run_id:
             from mlflow.exceptions import MlflowException
 
             try:
-                metrics = dict(self.client.get_run(mv.run_id).data.metrics)
+                run = self.client.get_run(mv.run_id)
+                metrics, experiment_id = dict(run.data.metrics), str(run.info.experiment_id)
             except MlflowException:
                 metrics = {}
         return ModelVersionInfo(
@@ -554,6 +580,7 @@ class ModelRegistry:
             tags=dict(mv.tags or {}),
             aliases=list(mv.aliases or []),
             metrics=metrics,
+            experiment_id=experiment_id,
         )
 
     def version_info(self, model_name: str, version: str) -> ModelVersionInfo:

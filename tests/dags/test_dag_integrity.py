@@ -69,6 +69,30 @@ def test_every_dag_alerts_when_a_run_fails(dagbag):
         assert dag.has_on_failure_callback, dag_id
 
 
+def test_every_dag_has_a_one_line_description(dagbag):
+    """What the DAG list shows under each DAG's name (``doc_md`` is for the DAG's own page)."""
+    for dag_id, dag in dagbag.dags.items():
+        description = dag.description or ""
+        assert 20 <= len(description) <= 110, f"{dag_id}: description {description!r}"
+        assert "\n" not in description and description.endswith("."), f"{dag_id}: one sentence on one line"
+
+
+def test_optional_enum_params_label_their_empty_choice(dagbag):
+    """The form's dropdown shows "use the settings (...)" for None, not ``null``."""
+    checked = 0
+    for dag_id, dag in dagbag.dags.items():
+        for name in dag.params:
+            schema = dag.params.get_param(name).schema
+            if None not in (schema.get("enum") or []):
+                continue
+            checked += 1
+            label = (schema.get("values_display") or {}).get("null", "")
+            assert label.startswith("use the settings"), (
+                f"{dag_id}.{name}: values_display {schema.get('values_display')}"
+            )
+    assert checked >= 2  # train's algorithm and compute backend
+
+
 def test_params_render_a_real_form(dagbag):
     for dag_id, dag in dagbag.dags.items():
         assert dag.params, f"{dag_id}: no Params"

@@ -21,6 +21,7 @@ pytestmark = pytest.mark.e2e
 ROWS = 600  # rows per generated day
 DAYS = 6  # 0-2 initial, 3 no drift, 4-5 drift
 BAD_ROWS_FILE_ROWS = 60  # demo_data._BAD_ROWS_DEFAULT: 3 of them are bad
+MLFLOW_UI = "http://127.0.0.1:5000"  # not started: the links only have to point at it
 LIFECYCLE = ("watch_drop_zone", "ingest", "features", "monitor", "train", "evaluate_register", "deploy", "promote")
 
 
@@ -32,7 +33,13 @@ def demo(tmp_path_factory, lifecycle_stack):
     for name in ("MLOPS_HOME", "MLOPS_ENV", "MLOPS_DROP_ZONE", "MLOPS_CONTRACT", "MLFLOW_TRACKING_URI"):
         os.environ.pop(name, None)
     runner = LifecycleDemo(
-        DemoOptions(home=tmp_path_factory.mktemp("e2e") / "demo", rows=ROWS, phase_timeout=480, stop_when_done=False),
+        DemoOptions(
+            home=tmp_path_factory.mktemp("e2e") / "demo",
+            rows=ROWS,
+            phase_timeout=480,
+            stop_when_done=False,
+            extra_env={"MLFLOW_UI_URL": MLFLOW_UI},  # what the extra links and approval bodies point at
+        ),
         stack=lifecycle_stack,
     )
     try:
@@ -214,7 +221,14 @@ def test_a_promotion_to_prod_waits_for_the_approval_and_a_rejection_changes_noth
         message="the approval request",
     )
     detail = client.hitl_detail("promote", run_id, "approve_promotion")
-    assert "held-out" in (detail.get("body") or "")  # the approver sees the scores
+    body = detail.get("body") or ""
+    # The approver sees the candidate's scores next to the prod champion's, its data and links.
+    assert "held-out" in body and f"in place of version {before}." in body, body
+    assert "| metric | candidate (staging v" in body and f"| prod champion (v{before}) | change |" in body, body
+    assert any(line.startswith("| **roc_auc** (gate) | 0.") for line in body.splitlines()), body
+    assert "**Trained on** dataset versions `" in body, body
+    assert f"[open in MLflow]({MLFLOW_UI}/#/experiments/" in body, body
+    assert f"({MLFLOW_UI}/#/models/prod.churn/versions/{before})" in body, body
     assert _prod_champion() == before  # parked: nothing moved while waiting
     assert demo.answer_approval("promote", run_id, "approve_promotion", approve=False) == "success"
     assert client.task_instance("promote", run_id, "copy_champion")["state"] == "skipped"
@@ -244,3 +258,50 @@ def test_the_lifecycle_view_and_the_drift_reports_in_the_ui(demo, client):
     page = requests.get(reports[-1], headers=headers, timeout=120)
     assert page.status_code == 200 and "Drift decision" in page.text
     assert requests.get(reports[-1], timeout=30).status_code == 401
+
+
+def _links(client, dag_id: str, run_id: str, task_id: str) -> dict:
+    answer = client.request("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/links")
+    assert answer["total_entries"] == len(answer["extra_links"]), answer
+    return answer["extra_links"]
+
+
+def test_extra_links_open_what_each_task_recorded(client):
+    """Each link opens the exact thing its task recorded; a link with nothing behind it is absent,
+    never ``null`` (which the official apache-airflow-client refuses)."""
+    from mlops_core.ui_links import drift_report_id
+
+    seen: Counter = Counter()
+    for dag_id in LIFECYCLE:
+        for run in client.runs(dag_id):
+            run_id = run["dag_run_id"]
+            for ti in client.task_instances(dag_id, run_id):
+                links = _links(client, dag_id, run_id, ti["task_id"])
+                assert all(isinstance(url, str) and url for url in links.values()), (dag_id, ti["task_id"], links)
+                seen.update(links)
+                record = client.xcom(dag_id, run_id, ti["task_id"]) if links else None
+                for name, url in links.items():
+                    if name == "MLflow run":
+                        exp, run_id_ = record["mlflow_experiment_id"], record["mlflow_run_id"]
+                        assert url == f"{MLFLOW_UI}/#/experiments/{exp}/runs/{run_id_}"
+                    elif name == "Model version":
+                        assert url == f"{MLFLOW_UI}/#/models/{record['model_name']}/versions/{record['version']}"
+                    elif name == "Drift report":
+                        assert url == f"{client.base_url}/mlops/reports/{drift_report_id(record['report'])}"
+                    elif name == "Endpoint":
+                        assert url == record["deployments"][-1]["url"].rstrip("/")
+                    else:
+                        raise AssertionError(f"{dag_id}.{ti['task_id']}: unexpected link {name}: {url}")
+    assert seen["MLflow run"] == len(client.runs("train", state=["success"]))  # one per training
+    assert seen["Model version"] >= 4  # registrations, promotions to champion, copies to staging and prod
+    assert seen["Drift report"] >= 2  # every monitor run with a champion to compare with
+    assert seen["Endpoint"] >= 3  # dev, staging, prod
+
+
+def test_verdicts_that_emit_no_event_are_in_the_run_notes(client):
+    """No drift (monitor) and a kept champion (the gate) emit no event: the run's note says so."""
+    monitor_notes = [r.get("note") or "" for r in client.runs("monitor", state=["success"])]
+    assert all(monitor_notes), monitor_notes
+    assert any(n.startswith("no retraining: ") for n in monitor_notes), monitor_notes
+    evaluation_notes = [r.get("note") or "" for r in client.runs("evaluate_register", state=["success"])]
+    assert all(evaluation_notes), evaluation_notes

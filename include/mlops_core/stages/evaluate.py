@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from mlops_core.approvals import approval_for
 from mlops_core.errors import PermanentError
+from mlops_core.registry import holdout_tags
 from mlops_core.registry_mirror import MirroredVersion
 from mlops_core.stages.train import read_training_frame
 
@@ -81,6 +82,7 @@ def evaluate_candidate(
             "mlops.training_set": candidate["training_set"],
             "mlops.run_id": candidate["mlflow_run_id"],
             "mlops.git_commit": git_commit(),
+            **holdout_tags(challenger),  # every held-out score: what an approver compares later
             "mlops.holdout_" + policy.primary_metric: str(challenger.get(policy.primary_metric, "nan")),
             "mlops.promotion_decision": "promote" if decision.promote else "reject",
         },
@@ -96,6 +98,9 @@ def evaluate_candidate(
         "model_name": name,
         "version": version,
         "mlflow_run_id": candidate["mlflow_run_id"],
+        "mlflow_experiment_id": candidate.get("mlflow_experiment_id"),
+        "dataset_versions": list(candidate["dataset_versions"]),
+        "primary_metric": policy.primary_metric,
         "promote": decision.promote,
         "reasons": decision.reasons,
         "challenger_metrics": challenger,
@@ -128,6 +133,7 @@ def candidate_from_run(settings: Settings, run_id: str, backends: Backends) -> d
     return {
         "env": settings.env,
         "mlflow_run_id": run_id,
+        "mlflow_experiment_id": backends.registry.experiment_id,
         "training_set": tags["mlops.training_set"],
         "dataset_versions": [v for v in tags["mlops.dataset_versions"].split(",") if v],
         "metrics": {},

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from mlops_core.approvals import approval_for
 from mlops_core.errors import PermanentError
+from mlops_core.registry import holdout_scores
 from mlops_core.registry_mirror import MirroredVersion
 from mlops_core.settings import load_settings
 
@@ -60,8 +61,14 @@ def plan_promotion(from_env: str, version: str | None, backends_for: Callable[[S
         "source_metric": source_info.tags.get(f"mlops.holdout_{metric}"),
         "source_dataset_versions": source_info.tags.get("mlops.dataset_versions"),
         "source_run_id": source_info.run_id,
+        "source_experiment_id": source_info.experiment_id,
+        "source_scores": holdout_scores(source_info.tags),
+        "source_training_set": source_info.tags.get("mlops.training_set"),
         "target_champion_version": current.version if current else None,
         "target_champion_metric": current.tags.get(f"mlops.holdout_{metric}") if current else None,
+        "target_champion_scores": holdout_scores(current.tags) if current else None,
+        "target_champion_dataset_versions": current.tags.get("mlops.dataset_versions") if current else None,
+        "greater_is_better": target.evaluation.greater_is_better,
     }
 
 

@@ -430,6 +430,7 @@ def log_candidate(
     return {
         "env": settings.env,
         "mlflow_run_id": run_id,
+        "mlflow_experiment_id": backends.registry.experiment_id,  # the run's link (mlops_core.ui_links)
         "training_set": training_set["key"],
         "dataset_versions": training_set["dataset_versions"],
         "metrics": metrics,
