@@ -22,6 +22,20 @@ def pytest_configure(config):
     os.environ.setdefault("AIRFLOW__CORE__UNIT_TEST_MODE", "True")
 
 
+def pytest_collection_modifyitems(session, config, items):
+    """The browser tests run last. They share the session's Airflow stack with the end-to-end
+    lifecycles, and their prod promotion leaves a champion event behind (``deploy`` is paused while
+    it is approved): an asset-triggered ``deploy`` run receives every event since its previous run,
+    so a lifecycle run after them on the same stack would also be asked to deploy that prod model."""
+    browser = [
+        item
+        for item in items
+        if "tests/browser/" in item.nodeid.replace("\\", "/") or item.nodeid.startswith("browser/")
+    ]
+    if browser:
+        items[:] = [item for item in items if item not in browser] + browser
+
+
 def pytest_unconfigure(config):
     home = Path(os.environ["AIRFLOW_HOME"])
     if home.name.startswith("mlops-test-airflow-"):
