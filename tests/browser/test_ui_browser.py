@@ -94,8 +94,9 @@ def ui(tmp_path_factory, lifecycle_stack, browser) -> Iterator[dict[str, Any]]:
         champion = StagingChampion()  # while Airflow starts
         champion.start()
         stack = lifecycle_stack
-        if stack.running:  # started by an earlier module: its components start again on this home
-            stack.switch_env(env, timeout=STEP_TIMEOUT)
+        if stack.running:  # started by an earlier module: its components (the api-server too: the
+            # lifecycle view reads this home's settings there) start again on this home
+            stack.switch_env(env, timeout=STEP_TIMEOUT, with_api_server=True)
         else:
             stack.switch_env(env).start(timeout=STEP_TIMEOUT)
         client = stack.client

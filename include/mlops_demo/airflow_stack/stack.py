@@ -408,7 +408,9 @@ class AirflowStack:
             self.startup_seconds = time.monotonic() - t0
             return self
 
-    def switch_env(self, extra_env: Mapping[str, str], timeout: float = 180) -> AirflowStack:
+    def switch_env(
+        self, extra_env: Mapping[str, str], timeout: float = 180, *, with_api_server: bool = False
+    ) -> AirflowStack:
         """Give the stack a new ``extra_env``; when running, restart every component but the api-server with it.
 
         The scheduler (and with it every task process its LocalExecutor starts), the dag-processor and
@@ -418,12 +420,16 @@ class AirflowStack:
         deferred task's trigger is picked up by the new triggerer and runs in the new environment.
         Call it while no task runs: a running task is waited for, up to ``timeout`` seconds, then
         killed. Returns ``self``; a stack that is not running only remembers the environment.
+
+        ``with_api_server``: restart the api-server too (same port and JWT secret, so tokens keep
+        working), for callers that read the project's plugin pages, which read the environment's
+        settings in the api-server (the lifecycle view, the drift reports).
         """
         with self._lock:
             self.extra_env = dict(extra_env)
             if not self._procs:
                 return self
-            restarted = [c for c in self.components if c != "api-server"]
+            restarted = [c for c in self.components if with_api_server or c != "api-server"]
             deadline = time.monotonic() + timeout
             self._stop_components(restarted, timeout=timeout)
             try:
