@@ -219,7 +219,10 @@ def test_prod_promotion_is_approved_on_the_required_action_page(ui, browser):
     version = ui["champion"].version()
     client.pause("deploy")  # the new prod champion is not deployed here (tests/e2e deploys it)
     try:
-        run_id = client.trigger("promote", conf={"from_env": "staging"})
+        # a run id of plain characters: the page's link to this run's approval carries it (an earlier
+        # lifecycle on the shared stack may have answered an approval with the same subject)
+        run_id = f"browser_promote_{uuid.uuid4().hex[:12]}"
+        client.trigger("promote", conf={"from_env": "staging"}, run_id=run_id)
         client.wait_until(
             lambda: (
                 client.task_instance("promote", run_id, "approve_promotion")["state"] == "awaiting_input"
@@ -232,7 +235,8 @@ def test_prod_promotion_is_approved_on_the_required_action_page(ui, browser):
 
         browser.open("/required_actions")
         subject = f"Promote staging.churn version {version} to prod?"
-        browser.click(browser.find(f"//a[normalize-space()='{subject}']", "the pending approval", clickable=True))
+        link = f"//a[normalize-space()='{subject}' and contains(@href, '/runs/{run_id}/')]"
+        browser.click(browser.find(link, "this run's pending approval", clickable=True))
         approve = browser.find("//button[normalize-space()='Approve']", "the Approve button", clickable=True)
         body = browser.text()
         browser.screenshot("promotion-approval")
