@@ -87,8 +87,20 @@ class Browser:
         return self.wait(condition, what, timeout)
 
     def click(self, element: Any) -> None:
+        """Click as a user would; while a toast or an animation covers the element, wait for it to go."""
+        from selenium.common.exceptions import ElementClickInterceptedException
+        from selenium.webdriver.support.ui import WebDriverWait
+
         self.driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", element)
-        element.click()
+
+        def clicked(_driver: Any) -> bool:
+            try:
+                element.click()
+            except ElementClickInterceptedException:
+                return False
+            return True
+
+        WebDriverWait(self.driver, 30, poll_frequency=0.5).until(clicked, "the element stayed covered for 30 s")
 
     def text(self) -> str:
         from selenium.webdriver.common.by import By
